@@ -1,0 +1,33 @@
+// Whole-file reading and crash-safe writing.
+//
+// WriteFileAtomically writes to a temporary file in the same directory,
+// fsyncs it, renames it over the target and fsyncs the directory, so after a
+// power cut the target holds either the old or the new contents, never a mix.
+#ifndef TERND_BASE_FILE_H_
+#define TERND_BASE_FILE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace ternd {
+
+// Reads the whole file. Refuses files larger than `max_bytes` with an error
+// naming the path and both sizes.
+Result<std::vector<uint8_t>> ReadFile(const std::string& path,
+                                      size_t max_bytes = size_t{1} << 32);
+
+// Reads all of standard input (or any fd) up to `max_bytes`.
+Result<std::vector<uint8_t>> ReadFd(int fd, const std::string& what,
+                                    size_t max_bytes);
+
+Status WriteFileAtomically(const std::string& path,
+                           std::span<const uint8_t> data, int mode = 0644);
+
+}  // namespace ternd
+
+#endif  // TERND_BASE_FILE_H_

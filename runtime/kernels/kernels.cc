@@ -1,0 +1,113 @@
+#include "runtime/kernels/kernels.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "runtime/ternary_pack.h"
+
+namespace ternd::runtime {
+namespace {
+
+const TernaryKernel* const kAll[] = {
+    &kTernaryKernelRef,
+};
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t bytes)
+      : data(static_cast<uint8_t*>(
+            std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64))) {
+    std::memset(data, 0, (bytes + 63) / 64 * 64 + 64);
+  }
+  ~AlignedBuffer() { std::free(data); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  uint8_t* data;
+};
+
+}  // namespace
+
+std::span<const TernaryKernel* const> AllTernaryKernels() { return kAll; }
+
+Status SelfTestTernaryKernel(const TernaryKernel& kernel) {
+  struct Shape {
+    size_t n, k;
+    int batch;
+  };
+  // Awkward sizes around block edges, with extreme activations.
+  static constexpr Shape kShapes[] = {{1, 1, 1}, {67, 300, 3}, {33, 1029, 16}};
+  uint32_t seed = 12345;
+  auto next = [&seed]() {
+    seed = seed * 1664525u + 1013904223u;
+    return seed >> 8;
+  };
+  for (const Shape& s : kShapes) {
+    std::vector<int8_t> w(s.n * s.k);
+    for (int8_t& v : w) v = static_cast<int8_t>(static_cast<int>(next() % 3) - 1);
+    std::vector<uint8_t> canonical(s.n * TernaryRowBytes(s.k));
+    PackTernary(w.data(), s.n, s.k, canonical.data());
+    const size_t stride = ActivationStride(s.k);
+    AlignedBuffer q(stride * s.batch);
+    std::vector<int32_t> sums(s.batch);
+    for (int b = 0; b < s.batch; ++b) {
+      int8_t* row = reinterpret_cast<int8_t*>(q.data) + b * stride;
+      int32_t sum = 0;
+      for (size_t c = 0; c < s.k; ++c) {
+        uint32_t r = next() % 8;
+        row[c] = r == 0 ? -128 : r == 1 ? 127 : static_cast<int8_t>(next());
+        sum += row[c];
+      }
+      sums[b] = sum;
+    }
+    QuantizedActivations x{reinterpret_cast<const int8_t*>(q.data), stride,
+                           sums.data(), s.batch, s.k};
+    AlignedBuffer packed(kernel.packed_size(s.n, s.k));
+    kernel.pack(canonical.data(), s.n, s.k, packed.data);
+    std::vector<int32_t> got(s.n * s.batch), want(s.n * s.batch);
+    kernel.gemm(packed.data, s.n, s.k, x, got.data(), s.n);
+    ternary_gemm__ref(canonical.data(), s.n, s.k, x, want.data(), s.n);
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i] != want[i]) {
+        return Internal(
+            "ternary kernel '%s' failed its self-test on N=%zu K=%zu batch=%d: "
+            "y[%zu] = %d, reference gives %d",
+            kernel.name, s.n, s.k, s.batch, i, got[i], want[i]);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name) {
+  std::string available;
+  for (const TernaryKernel* k : kAll) {
+    if (!available.empty()) available += ", ";
+    available += k->name;
+    if (!k->supported()) available += " (not supported by this CPU)";
+  }
+  if (name == "auto") {
+    for (const TernaryKernel* k : kAll) {
+      if (!k->supported()) continue;
+      if (SelfTestTernaryKernel(*k).ok()) return k;
+    }
+    return Internal("no ternary kernel passed its self-test (have: %s)",
+                    available.c_str());
+  }
+  for (const TernaryKernel* k : kAll) {
+    if (name != k->name) continue;
+    if (!k->supported()) {
+      return FailedPrecondition(
+          "ternary kernel '%s' needs an instruction set this CPU lacks "
+          "(available: %s)",
+          k->name, available.c_str());
+    }
+    TERND_RETURN_IF_ERROR(SelfTestTernaryKernel(*k));
+    return k;
+  }
+  return InvalidArgument("unknown ternary kernel '%.*s' (available: auto, %s)",
+                         static_cast<int>(name.size()), name.data(),
+                         available.c_str());
+}
+
+}  // namespace ternd::runtime

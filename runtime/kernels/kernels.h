@@ -1,0 +1,38 @@
+// The list of ternary kernel variants and the choice among them.
+//
+// Every variant compiled into this binary appears once in AllTernaryKernels(),
+// best first; tests and benchmarks iterate that one list, so a new variant is
+// tested bit-exact against the reference and benchmarked by being listed.
+//
+// Thread-safety: all functions are safe to call from any thread.
+#ifndef TERND_RUNTIME_KERNELS_KERNELS_H_
+#define TERND_RUNTIME_KERNELS_KERNELS_H_
+
+#include <span>
+#include <string_view>
+
+#include "base/status.h"
+#include "runtime/kernels/ternary_kernel.h"
+
+namespace ternd::runtime {
+
+// The reference variant (always available).
+extern const TernaryKernel kTernaryKernelRef;
+void ternary_gemm__ref(const uint8_t* packed, size_t n, size_t k,
+                       const QuantizedActivations& x, int32_t* y, size_t ldy);
+
+// Every variant compiled in, best first; the reference is last.
+std::span<const TernaryKernel* const> AllTernaryKernels();
+
+// Runs `kernel` on fixed awkward shapes and compares with the reference.
+// A variant is trusted only after this passes on the running CPU.
+Status SelfTestTernaryKernel(const TernaryKernel& kernel);
+
+// "auto": the first supported variant that passes its self-test. Otherwise
+// the named variant, which must be compiled in, supported by this CPU and
+// pass its self-test; the error names the variants that are available.
+Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name);
+
+}  // namespace ternd::runtime
+
+#endif  // TERND_RUNTIME_KERNELS_KERNELS_H_

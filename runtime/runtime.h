@@ -1,0 +1,160 @@
+// The statically allocated inference runtime.
+//
+// Runtime::Create reserves one arena for the life of the process. The arena
+// is divided into `slots` equal slots (2 for hot swap: A serves while B is
+// loaded; 1 for cold swap of models too large to hold twice). Load() places
+// a whole model into a slot:
+//
+//   slot:  | LoadedModel | ops | values | io tables | weights (repacked for
+//          |  the kernel) | golden pair | scratch worker 0 | ... worker W-1 |
+//
+// and each worker's scratch holds the activation buffers, planned by liveness
+// (planner.h), plus the int8/int32 staging for ternary products. After Load,
+// Executor::Invoke never touches the heap (tests/unit/no_alloc_test.cc counts).
+//
+// Thread-safety: Create/Load/Unload are called from one thread while no
+// worker uses the slot being changed. Executors of different workers may
+// Invoke concurrently; one worker's executor is used by one thread at a time.
+#ifndef TERND_RUNTIME_RUNTIME_H_
+#define TERND_RUNTIME_RUNTIME_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "runtime/format.h"
+#include "runtime/kernels/ternary_kernel.h"
+
+namespace ternd::runtime {
+
+struct RuntimeOptions {
+  size_t arena_bytes = size_t{64} << 20;
+  int slots = 2;    // 1 (cold swap) or 2 (hot swap)
+  int workers = 1;  // executors per loaded model, 1..256
+  std::string kernel = "auto";
+};
+
+struct IoInfo {
+  char name[kMaxNameLength + 1];
+  model::DType dtype;  // F32, or I32 for argmax outputs
+  uint32_t features;
+};
+
+class LoadedModel;
+
+// One worker's handle on a loaded model. Cheap to copy.
+class Executor {
+ public:
+  // Buffer of input i: max_batch rows of input_info(i).features floats.
+  // Write the first `batch` rows, then Invoke(batch).
+  float* input(int i) const;
+  // Output i after Invoke: `batch` rows of output_info(i).features values.
+  const float* output_f32(int i) const;
+  const int32_t* output_i32(int i) const;
+  // Runs the graph. Never allocates. Fails (naming what) when batch is out
+  // of 1..max_batch or an input value is not finite.
+  Status Invoke(int batch) const;
+
+ private:
+  friend class LoadedModel;
+  Executor(const LoadedModel* model, uint8_t* scratch)
+      : model_(model), scratch_(scratch) {}
+  const LoadedModel* model_;
+  uint8_t* scratch_;
+};
+
+// A model placed in an arena slot. Owned by the Runtime; valid until that
+// slot is loaded again or unloaded.
+class LoadedModel {
+ public:
+  const char* name() const { return name_; }
+  uint64_t version() const { return version_; }
+  int max_batch() const { return max_batch_; }
+  int num_inputs() const { return num_inputs_; }
+  int num_outputs() const { return num_outputs_; }
+  const IoInfo& input_info(int i) const;
+  const IoInfo& output_info(int i) const;
+  // Index of the input/output with this name, or -1.
+  int FindInput(std::string_view name) const;
+  int FindOutput(std::string_view name) const;
+  const char* kernel_name() const { return kernel_->name; }
+  int num_ops() const { return num_ops_; }
+
+  size_t weight_bytes() const { return weight_bytes_; }
+  size_t scratch_bytes_per_worker() const { return scratch_stride_; }
+  // Everything this model uses of its slot.
+  size_t slot_bytes_used() const { return used_bytes_; }
+
+  Executor executor(int worker) const;
+
+  bool has_golden() const { return golden_batch_ > 0; }
+  // Runs the golden input on `worker` and compares every output with the
+  // golden output (within the file's tolerance; int32 exactly).
+  Status CheckGolden(int worker) const;
+
+ private:
+  friend class Runtime;
+  friend class Executor;
+  struct Op;
+  struct Value;
+
+  char name_[kMaxNameLength + 1];
+  uint64_t version_;
+  int max_batch_;
+  int num_inputs_, num_outputs_, num_ops_, num_values_;
+  const Op* ops_;
+  const Value* values_;
+  const IoInfo* inputs_;
+  const IoInfo* outputs_;
+  const int* input_values_;
+  const int* output_values_;
+  const TernaryKernel* kernel_;
+  size_t weight_bytes_, used_bytes_;
+  // Scratch: worker w's region starts at scratch_ + w * scratch_stride_.
+  uint8_t* scratch_;
+  int workers_;
+  size_t scratch_stride_;
+  size_t quant_offset_, sums_offset_, dequant_offset_, acc_offset_;
+  size_t quant_stride_, acc_stride_;
+  // Golden pair: golden_batch_ rows per input/output, inputs then outputs.
+  int golden_batch_;
+  float golden_tolerance_;
+  const void* const* golden_;
+};
+
+class Runtime {
+ public:
+  static Result<std::unique_ptr<Runtime>> Create(const RuntimeOptions& options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  const RuntimeOptions& options() const { return options_; }
+  const TernaryKernel& kernel() const { return *kernel_; }
+  int slot_count() const { return options_.slots; }
+  size_t slot_bytes() const { return slot_bytes_; }
+
+  // Places `file` into `slot`, replacing what was there. Checks every
+  // ternary code and that the model fits (the error names the sizes).
+  // The ModelFile may be discarded afterwards.
+  Result<const LoadedModel*> Load(int slot, const ModelFile& file);
+  void Unload(int slot);
+  // nullptr when the slot is empty.
+  const LoadedModel* model(int slot) const;
+
+ private:
+  Runtime() = default;
+  RuntimeOptions options_;
+  const TernaryKernel* kernel_ = nullptr;
+  uint8_t* arena_ = nullptr;
+  size_t arena_bytes_ = 0;
+  size_t slot_bytes_ = 0;
+  const LoadedModel* slots_[2] = {nullptr, nullptr};
+};
+
+}  // namespace ternd::runtime
+
+#endif  // TERND_RUNTIME_RUNTIME_H_

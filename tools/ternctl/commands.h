@@ -1,0 +1,15 @@
+// ternctl's subcommands. Each Add*Commands registers its subcommands on the
+// app; each command returns the process exit code.
+#ifndef TERND_TOOLS_TERNCTL_COMMANDS_H_
+#define TERND_TOOLS_TERNCTL_COMMANDS_H_
+
+#include <CLI/CLI.hpp>
+
+namespace ternd::ternctl {
+
+// `inspect` and `run`: work on a model file, no daemon needed.
+void AddModelCommands(CLI::App& app, int* exit_code);
+
+}  // namespace ternd::ternctl
+
+#endif  // TERND_TOOLS_TERNCTL_COMMANDS_H_
