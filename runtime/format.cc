@@ -6,8 +6,13 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <google/protobuf/stubs/logging.h>
+
+#include <mutex>
+
 #include "base/check.h"
 #include "base/file.h"
+#include "base/log.h"
 #include "runtime/ternary_pack.h"
 
 namespace ternd::runtime {
@@ -24,6 +29,24 @@ void WriteU32(uint8_t* p, uint32_t v) {
   p[1] = static_cast<uint8_t>(v >> 8);
   p[2] = static_cast<uint8_t>(v >> 16);
   p[3] = static_cast<uint8_t>(v >> 24);
+}
+
+// libprotobuf logs to stderr when a hostile header has, say, invalid UTF-8 in
+// a string. The reader already reports such a header as an error of its own,
+// so protobuf's lines go to ternd's log at debug level instead.
+void RouteProtobufLogs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    google::protobuf::SetLogHandler([](google::protobuf::LogLevel level,
+                                       const char* file, int line,
+                                       const std::string& message) {
+      if (level >= google::protobuf::LOGLEVEL_FATAL) {
+        TERND_LOG_ERROR("protobuf %s:%d: %s", file, line, message.c_str());
+      } else {
+        TERND_LOG_DEBUG("protobuf %s:%d: %s", file, line, message.c_str());
+      }
+    });
+  });
 }
 
 uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -207,6 +230,7 @@ Status ModelFile::Validate() {
         "file (truncated?)",
         header_len, size);
   }
+  RouteProtobufLogs();
   header_ = std::make_unique<model::ModelHeader>();
   if (!header_->ParseFromArray(p + kPreambleSize, static_cast<int>(header_len))) {
     return InvalidArgument(
@@ -246,6 +270,7 @@ Status ModelFile::Validate() {
         static_cast<unsigned long long>(size - data_offset - data_length),
         static_cast<unsigned long long>(data_offset + data_length));
   }
+  data_offset_ = data_offset;
   TERND_RETURN_IF_ERROR(ValidateTensors(data_offset));
   TERND_RETURN_IF_ERROR(ValidateGraph());
   return ValidateGolden();

@@ -87,6 +87,9 @@ class ModelFile {
   std::span<const ValueShape> values() const { return values_; }
   const ValueShape* FindValue(std::string_view name) const;
   size_t file_size() const { return bytes_.size(); }
+  // Offset of the data section in the file; tensor i starts at
+  // data_offset() + tensors()[i].info->offset().
+  size_t data_offset() const { return data_offset_; }
 
  private:
   ModelFile() = default;
@@ -100,6 +103,7 @@ class ModelFile {
   std::unique_ptr<model::ModelHeader> header_;
   std::vector<TensorView> tensors_;
   std::vector<ValueShape> values_;
+  size_t data_offset_ = 0;
 };
 
 // Builds a .tern file. Tensors are laid out in the order they are added.

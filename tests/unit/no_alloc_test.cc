@@ -1,0 +1,153 @@
+// After Load, the inference path must never touch the heap.
+//
+// This binary replaces the global operator new/delete, and (when not built
+// with AddressSanitizer, which owns malloc itself) malloc/calloc/realloc/free
+// too, with versions that count calls while counting is switched on. The
+// positive controls prove the hooks are live in this very build.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "runtime/graph_builder.h"
+#include "runtime/runtime.h"
+#include "tests/support/test_models.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TERND_COUNT_MALLOC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TERND_COUNT_MALLOC 0
+#endif
+#endif
+#ifndef TERND_COUNT_MALLOC
+#define TERND_COUNT_MALLOC 1
+#endif
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_allocations{0};
+void Note() {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
+}
+}  // namespace
+
+void* operator new(size_t n) {
+  Note();
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](size_t n) {
+  Note();
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+  Note();
+  return std::malloc(n ? n : 1);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+
+#if TERND_COUNT_MALLOC
+extern "C" {
+void* __libc_malloc(size_t);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void __libc_free(void*);
+void* malloc(size_t n) {
+  Note();
+  return __libc_malloc(n);
+}
+void* calloc(size_t n, size_t m) {
+  Note();
+  return __libc_calloc(n, m);
+}
+void* realloc(void* p, size_t n) {
+  Note();
+  return __libc_realloc(p, n);
+}
+void free(void* p) { __libc_free(p); }
+}
+#endif
+
+namespace ternd::runtime {
+namespace {
+
+class Counting {
+ public:
+  Counting() {
+    g_allocations = 0;
+    g_counting = true;
+  }
+  ~Counting() { g_counting = false; }
+  long count() const { return g_allocations.load(); }
+};
+
+TEST(NoAllocTest, HooksAreLive) {
+  Counting c;
+  std::vector<int>* v = new std::vector<int>(100);
+  delete v;
+  EXPECT_GE(c.count(), 2);
+#if TERND_COUNT_MALLOC
+  Counting c2;
+  void* volatile p = std::malloc(10);
+  std::free(p);
+  EXPECT_EQ(c2.count(), 1);
+#else
+  std::printf("note: malloc counting is off in sanitizer builds; operator "
+              "new is still counted\n");
+#endif
+}
+
+TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
+  testing::Rng rng(9);
+  GraphBuilder b("noalloc", 1, 32);
+  b.Input("x", 64);
+  b.TernaryLinear("x", "fc1", 128, rng.Ternary(128 * 64), rng.Floats(128, 0.1f, 1));
+  b.Unary(model::SILU, "fc1", "a");
+  b.LayerNorm("a", "ln", rng.Floats(128, 1, 1), rng.Floats(128, 0, 0), 1e-5f);
+  b.TernaryLinear("ln", "fc2", 128, rng.Ternary(128 * 128), std::vector<float>{0.2f});
+  b.Unary(model::GELU, "fc2", "g");
+  b.RmsNorm("g", "rms", rng.Floats(128, 1, 1), 1e-5f);
+  b.Add("rms", "ln", "res");
+  b.Unary(model::RELU2, "res", "r2");
+  b.Linear("r2", "head", 10, rng.Floats(1280, -1, 1));
+  b.Unary(model::SOFTMAX, "head", "p");
+  b.Unary(model::ARGMAX, "head", "cls");
+  b.Output("p");
+  b.Output("cls");
+  auto bytes = b.FinishWithGolden({rng.Floats(2 * 64, -1, 1)}, 2, 1e-5f);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto m = testing::LoadModel(*bytes, "auto", 2);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::vector<float> input = rng.Floats(32 * 64, -3, 3);
+  Executor ex0 = m->model->executor(0);
+  Executor ex1 = m->model->executor(1);
+
+  long failures = 0;
+  int32_t checksum = 0;
+  {
+    Counting c;
+    for (int i = 0; i < 5000; ++i) {
+      const int batch = 1 + i % 32;
+      Executor& ex = (i % 2) ? ex1 : ex0;
+      std::copy(input.begin(), input.begin() + batch * 64, ex.input(0));
+      if (!ex.Invoke(batch).ok()) ++failures;
+      checksum += ex.output_i32(1)[0];
+    }
+    // The error path and the health check allocate nothing either.
+    ex0.input(0)[0] = NAN;
+    if (ex0.Invoke(1).ok()) ++failures;
+    if (!m->model->CheckGolden(0).ok()) ++failures;
+    EXPECT_EQ(c.count(), 0) << "heap allocations on the inference path";
+  }
+  EXPECT_EQ(failures, 0);
+  EXPECT_GE(checksum, 0);
+}
+
+}  // namespace
+}  // namespace ternd::runtime
