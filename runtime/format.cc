@@ -677,14 +677,16 @@ void ModelWriter::AddRaw(const std::string& name, model::DType dtype,
 void ModelWriter::AddF32(const std::string& name, std::vector<uint64_t> shape,
                          std::span<const float> values) {
   std::vector<uint8_t> bytes(values.size() * 4);
-  std::memcpy(bytes.data(), values.data(), bytes.size());  // little-endian host
+  if (!values.empty()) {
+    std::memcpy(bytes.data(), values.data(), bytes.size());  // little-endian
+  }
   AddRaw(name, model::F32, std::move(shape), bytes, {});
 }
 
 void ModelWriter::AddI32(const std::string& name, std::vector<uint64_t> shape,
                          std::span<const int32_t> values) {
   std::vector<uint8_t> bytes(values.size() * 4);
-  std::memcpy(bytes.data(), values.data(), bytes.size());
+  if (!values.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
   AddRaw(name, model::I32, std::move(shape), bytes, {});
 }
 
@@ -717,7 +719,9 @@ Result<std::vector<uint8_t>> ModelWriter::Finish() {
   WriteU32(out.data() + 12, 0);
   std::memcpy(out.data() + kPreambleSize, header_bytes.data(),
               header_bytes.size());
-  std::memcpy(out.data() + data_offset, data_.data(), data_.size());
+  if (!data_.empty()) {
+    std::memcpy(out.data() + data_offset, data_.data(), data_.size());
+  }
   Result<ModelFile> check = ModelFile::Parse(out, "model being written");
   if (!check.ok()) return check.status();
   return out;
