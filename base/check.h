@@ -9,11 +9,11 @@ namespace ternd {
 [[noreturn]] void CheckFailed(const char* file, int line, const char* what);
 }  // namespace ternd
 
-#define TERND_CHECK(cond)                                  \
-  do {                                                     \
-    if (__builtin_expect(!(cond), 0)) {                    \
-      ::ternd::CheckFailed(__FILE__, __LINE__, #cond);     \
-    }                                                      \
+#define TERND_CHECK(cond)                              \
+  do {                                                 \
+    if (__builtin_expect(!(cond), 0)) {                \
+      ::ternd::CheckFailed(__FILE__, __LINE__, #cond); \
+    }                                                  \
   } while (0)
 
 #ifdef NDEBUG

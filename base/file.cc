@@ -100,8 +100,8 @@ Status WriteFileAtomically(const std::string& path,
   }
   ::close(fd.release());
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Status s = ErrnoError(errno, "cannot rename %s to %s", tmp.c_str(),
-                          path.c_str());
+    Status s =
+        ErrnoError(errno, "cannot rename %s to %s", tmp.c_str(), path.c_str());
     ::unlink(tmp.c_str());
     return s;
   }

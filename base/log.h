@@ -33,12 +33,14 @@ void Log(LogLevel level, const char* format, ...)
 
 }  // namespace ternd
 
-#define TERND_LOG_ERROR(...) ::ternd::Log(::ternd::LogLevel::kError, __VA_ARGS__)
+#define TERND_LOG_ERROR(...) \
+  ::ternd::Log(::ternd::LogLevel::kError, __VA_ARGS__)
 #define TERND_LOG_WARNING(...) \
   ::ternd::Log(::ternd::LogLevel::kWarning, __VA_ARGS__)
 #define TERND_LOG_NOTICE(...) \
   ::ternd::Log(::ternd::LogLevel::kNotice, __VA_ARGS__)
 #define TERND_LOG_INFO(...) ::ternd::Log(::ternd::LogLevel::kInfo, __VA_ARGS__)
-#define TERND_LOG_DEBUG(...) ::ternd::Log(::ternd::LogLevel::kDebug, __VA_ARGS__)
+#define TERND_LOG_DEBUG(...) \
+  ::ternd::Log(::ternd::LogLevel::kDebug, __VA_ARGS__)
 
 #endif  // TERND_BASE_LOG_H_

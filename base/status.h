@@ -128,7 +128,7 @@ class [[nodiscard]] Result {
   } while (0)
 
 // `lhs = value of expr`, or returns its status from the enclosing function.
-#define TERND_ASSIGN_OR_RETURN(lhs, expr)                                    \
+#define TERND_ASSIGN_OR_RETURN(lhs, expr)                                     \
   TERND_ASSIGN_OR_RETURN_IMPL_(TERND_STATUS_CONCAT_(ternd_result_, __LINE__), \
                                lhs, expr)
 #define TERND_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

@@ -1,14 +1,13 @@
 #include "runtime/format.h"
 
+#include <google/protobuf/stubs/logging.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 #include <unordered_set>
-
-#include <google/protobuf/stubs/logging.h>
-
-#include <mutex>
 
 #include "base/check.h"
 #include "base/file.h"
@@ -91,7 +90,8 @@ std::string ShapeString(std::span<const uint64_t> shape) {
 
 // Features of one sample of a graph input/output (product of its shape), or
 // 0 when a dimension is 0 or the product exceeds kMaxFeatures.
-uint64_t SampleFeatures(const google::protobuf::RepeatedField<uint32_t>& shape) {
+uint64_t SampleFeatures(
+    const google::protobuf::RepeatedField<uint32_t>& shape) {
   uint64_t features = 1;
   for (uint32_t d : shape) {
     features *= d;  // both factors < 2^32: cannot overflow 64 bits
@@ -108,27 +108,43 @@ bool Is1D(const model::TensorInfo& t, uint64_t n) {
 
 const char* DTypeName(model::DType dtype) {
   switch (dtype) {
-    case model::F32: return "F32";
-    case model::I32: return "I32";
-    case model::TERNARY2: return "TERNARY2";
-    default: return "UNSPECIFIED";
+    case model::F32:
+      return "F32";
+    case model::I32:
+      return "I32";
+    case model::TERNARY2:
+      return "TERNARY2";
+    default:
+      return "UNSPECIFIED";
   }
 }
 
 const char* OpTypeName(model::OpType type) {
   switch (type) {
-    case model::TERNARY_LINEAR: return "TERNARY_LINEAR";
-    case model::LINEAR: return "LINEAR";
-    case model::RMS_NORM: return "RMS_NORM";
-    case model::LAYER_NORM: return "LAYER_NORM";
-    case model::RELU: return "RELU";
-    case model::RELU2: return "RELU2";
-    case model::SILU: return "SILU";
-    case model::GELU: return "GELU";
-    case model::ADD: return "ADD";
-    case model::SOFTMAX: return "SOFTMAX";
-    case model::ARGMAX: return "ARGMAX";
-    default: return "UNSPECIFIED";
+    case model::TERNARY_LINEAR:
+      return "TERNARY_LINEAR";
+    case model::LINEAR:
+      return "LINEAR";
+    case model::RMS_NORM:
+      return "RMS_NORM";
+    case model::LAYER_NORM:
+      return "LAYER_NORM";
+    case model::RELU:
+      return "RELU";
+    case model::RELU2:
+      return "RELU2";
+    case model::SILU:
+      return "SILU";
+    case model::GELU:
+      return "GELU";
+    case model::ADD:
+      return "ADD";
+    case model::SOFTMAX:
+      return "SOFTMAX";
+    case model::ARGMAX:
+      return "ARGMAX";
+    default:
+      return "UNSPECIFIED";
   }
 }
 
@@ -145,7 +161,8 @@ Result<uint64_t> TensorByteLength(model::DType dtype,
                              ShapeString(shape).c_str(),
                              static_cast<unsigned long long>(kMaxDim));
     }
-    if (__builtin_mul_overflow(count, d, &count) || count > (uint64_t{1} << 40)) {
+    if (__builtin_mul_overflow(count, d, &count) ||
+        count > (uint64_t{1} << 40)) {
       return InvalidArgument("shape %s has more than 2^40 elements",
                              ShapeString(shape).c_str());
     }
@@ -232,7 +249,8 @@ Status ModelFile::Validate() {
   }
   RouteProtobufLogs();
   header_ = std::make_unique<model::ModelHeader>();
-  if (!header_->ParseFromArray(p + kPreambleSize, static_cast<int>(header_len))) {
+  if (!header_->ParseFromArray(p + kPreambleSize,
+                               static_cast<int>(header_len))) {
     return InvalidArgument(
         "header at bytes %zu..%zu is not a valid ModelHeader protobuf",
         kPreambleSize, kPreambleSize + header_len);
@@ -247,13 +265,14 @@ Status ModelFile::Validate() {
         "outside [A-Za-z0-9_.:/-]",
         Quote(header_->name()).c_str(), kMaxNameLength);
   }
-  const uint64_t data_offset = AlignUp(kPreambleSize + header_len,
-                                       kTensorAlignment);
+  const uint64_t data_offset =
+      AlignUp(kPreambleSize + header_len, kTensorAlignment);
   for (uint64_t i = kPreambleSize + header_len; i < data_offset && i < size;
        ++i) {
     if (p[i] != 0) {
-      return InvalidArgument("padding byte at offset %llu is 0x%02x, expected 0",
-                             static_cast<unsigned long long>(i), p[i]);
+      return InvalidArgument(
+          "padding byte at offset %llu is 0x%02x, expected 0",
+          static_cast<unsigned long long>(i), p[i]);
     }
   }
   const uint64_t data_length = header_->data_length();
@@ -404,15 +423,14 @@ Status ModelFile::ValidateGraph() {
                              name.c_str());
     }
     if (features < 1 || features > kMaxFeatures) {
-      return InvalidArgument("graph: value '%s' has %llu features, expected "
-                             "1..%llu",
-                             name.c_str(),
-                             static_cast<unsigned long long>(features),
-                             static_cast<unsigned long long>(kMaxFeatures));
+      return InvalidArgument(
+          "graph: value '%s' has %llu features, expected "
+          "1..%llu",
+          name.c_str(), static_cast<unsigned long long>(features),
+          static_cast<unsigned long long>(kMaxFeatures));
     }
     index[name] = values_.size();
-    values_.push_back(
-        ValueShape{name, dtype, static_cast<uint32_t>(features)});
+    values_.push_back(ValueShape{name, dtype, static_cast<uint32_t>(features)});
     return Status::Ok();
   };
 
@@ -438,7 +456,8 @@ Status ModelFile::ValidateGraph() {
     const char* type = OpTypeName(op.type());
     char what[64];
     std::snprintf(what, sizeof(what), "op #%d (%s)", i, type);
-    if (op.type() == model::OP_UNSPECIFIED || std::strcmp(type, "UNSPECIFIED") == 0) {
+    if (op.type() == model::OP_UNSPECIFIED ||
+        std::strcmp(type, "UNSPECIFIED") == 0) {
       return InvalidArgument("graph: op #%d has unknown type %d", i,
                              static_cast<int>(op.type()));
     }
@@ -457,9 +476,10 @@ Status ModelFile::ValidateGraph() {
       }
       const ValueShape* v = &values_[it->second];
       if (v->dtype != model::F32) {
-        return InvalidArgument("graph: %s reads value '%s' of dtype %s, ops "
-                               "only read F32 values",
-                               what, name.c_str(), DTypeName(v->dtype));
+        return InvalidArgument(
+            "graph: %s reads value '%s' of dtype %s, ops "
+            "only read F32 values",
+            what, name.c_str(), DTypeName(v->dtype));
       }
       ins.push_back(v);
     }
@@ -469,17 +489,19 @@ Status ModelFile::ValidateGraph() {
     if (!op.weight().empty()) {
       weight = FindTensor(op.weight());
       if (!weight) {
-        return InvalidArgument("graph: %s names weight tensor %s, which is not "
-                               "in the tensor table",
-                               what, Quote(op.weight()).c_str());
+        return InvalidArgument(
+            "graph: %s names weight tensor %s, which is not "
+            "in the tensor table",
+            what, Quote(op.weight()).c_str());
       }
     }
     if (!op.bias().empty()) {
       bias = FindTensor(op.bias());
       if (!bias) {
-        return InvalidArgument("graph: %s names bias tensor %s, which is not in "
-                               "the tensor table",
-                               what, Quote(op.bias()).c_str());
+        return InvalidArgument(
+            "graph: %s names bias tensor %s, which is not in "
+            "the tensor table",
+            what, Quote(op.bias()).c_str());
       }
     }
     auto no_params = [&]() -> Status {
@@ -491,9 +513,10 @@ Status ModelFile::ValidateGraph() {
     };
     auto check_eps = [&]() -> Status {
       if (!std::isfinite(op.eps()) || op.eps() <= 0) {
-        return InvalidArgument("graph: %s has eps %g, expected a finite value "
-                               "> 0",
-                               what, static_cast<double>(op.eps()));
+        return InvalidArgument(
+            "graph: %s has eps %g, expected a finite value "
+            "> 0",
+            what, static_cast<double>(op.eps()));
       }
       return Status::Ok();
     };
@@ -502,12 +525,11 @@ Status ModelFile::ValidateGraph() {
       if (t->info->dtype() != model::F32 || !Is1D(*t->info, n)) {
         std::vector<uint64_t> shape(t->info->shape().begin(),
                                     t->info->shape().end());
-        return InvalidArgument("graph: %s %s tensor '%s' is %s %s, expected "
-                               "F32 [%llu]",
-                               what, role, t->info->name().c_str(),
-                               DTypeName(t->info->dtype()),
-                               ShapeString(shape).c_str(),
-                               static_cast<unsigned long long>(n));
+        return InvalidArgument(
+            "graph: %s %s tensor '%s' is %s %s, expected "
+            "F32 [%llu]",
+            what, role, t->info->name().c_str(), DTypeName(t->info->dtype()),
+            ShapeString(shape).c_str(), static_cast<unsigned long long>(n));
       }
       return Status::Ok();
     };
@@ -516,8 +538,8 @@ Status ModelFile::ValidateGraph() {
     switch (op.type()) {
       case model::TERNARY_LINEAR:
       case model::LINEAR: {
-        const model::DType want = op.type() == model::LINEAR ? model::F32
-                                                              : model::TERNARY2;
+        const model::DType want =
+            op.type() == model::LINEAR ? model::F32 : model::TERNARY2;
         if (!weight) {
           return InvalidArgument("graph: %s needs a weight tensor", what);
         }
@@ -534,7 +556,8 @@ Status ModelFile::ValidateGraph() {
               ins[0]->name.c_str());
         }
         out_features = w.shape(0);
-        if (bias) TERND_RETURN_IF_ERROR(check_vector(bias, "bias", out_features));
+        if (bias)
+          TERND_RETURN_IF_ERROR(check_vector(bias, "bias", out_features));
         break;
       }
       case model::RMS_NORM:
@@ -578,9 +601,10 @@ Status ModelFile::ValidateGraph() {
     const model::ValueInfo& out = g.outputs(i);
     auto it = index.find(out.name());
     if (it == index.end()) {
-      return InvalidArgument("graph: output #%d names value %s, which no input "
-                             "or op defines",
-                             i, Quote(out.name()).c_str());
+      return InvalidArgument(
+          "graph: output #%d names value %s, which no input "
+          "or op defines",
+          i, Quote(out.name()).c_str());
     }
     if (!seen_outputs.insert(out.name()).second) {
       return InvalidArgument("graph: output '%s' is listed twice",

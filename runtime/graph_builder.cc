@@ -210,8 +210,9 @@ Result<std::vector<uint8_t>> GraphBuilder::FinishWithGolden(
   for (int i = 0; i < g.inputs_size(); ++i) {
     const uint32_t f = m->input_info(i).features;
     if (inputs[i].size() != static_cast<size_t>(f) * batch) {
-      return InvalidArgument("golden: input '%s' has %zu values, expected %d x %u",
-                             m->input_info(i).name, inputs[i].size(), batch, f);
+      return InvalidArgument(
+          "golden: input '%s' has %zu values, expected %d x %u",
+          m->input_info(i).name, inputs[i].size(), batch, f);
     }
     std::copy(inputs[i].begin(), inputs[i].end(), ex.input(i));
     Tensor t;

@@ -32,8 +32,8 @@ class GraphBuilder {
                             uint32_t n, std::span<const int8_t> w,
                             std::span<const float> scales,
                             std::span<const float> bias = {});
-  std::string Linear(const std::string& in, const std::string& name,
-                     uint32_t n, std::span<const float> w,
+  std::string Linear(const std::string& in, const std::string& name, uint32_t n,
+                     std::span<const float> w,
                      std::span<const float> bias = {});
   std::string RmsNorm(const std::string& in, const std::string& name,
                       std::span<const float> gain, float eps);

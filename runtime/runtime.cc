@@ -21,11 +21,11 @@ namespace ternd::runtime {
 
 struct LoadedModel::Op {
   model::OpType type;
-  int in0, in1, out;       // value indices; in1 only for ADD
-  const void* weight;      // kernel-packed ternary or F32 [n, k] / gain [k]
-  const float* scales;     // ternary absmean scales
+  int in0, in1, out;    // value indices; in1 only for ADD
+  const void* weight;   // kernel-packed ternary or F32 [n, k] / gain [k]
+  const float* scales;  // ternary absmean scales
   bool per_row;
-  const float* bias;       // may be null
+  const float* bias;  // may be null
   uint32_t n, k;
   float eps;
 };
@@ -142,15 +142,27 @@ Status Executor::Invoke(int batch) const {
                 y);
         break;
       case model::LAYER_NORM:
-        LayerNorm(x, batch, op.k, static_cast<const float*>(op.weight),
-                  op.bias, op.eps, y);
+        LayerNorm(x, batch, op.k, static_cast<const float*>(op.weight), op.bias,
+                  op.eps, y);
         break;
-      case model::RELU: Relu(x, count, y); break;
-      case model::RELU2: Relu2(x, count, y); break;
-      case model::SILU: Silu(x, count, y); break;
-      case model::GELU: Gelu(x, count, y); break;
-      case model::ADD: Add(x, f32(op.in1), count, y); break;
-      case model::SOFTMAX: Softmax(x, batch, op.k, y); break;
+      case model::RELU:
+        Relu(x, count, y);
+        break;
+      case model::RELU2:
+        Relu2(x, count, y);
+        break;
+      case model::SILU:
+        Silu(x, count, y);
+        break;
+      case model::GELU:
+        Gelu(x, count, y);
+        break;
+      case model::ADD:
+        Add(x, f32(op.in1), count, y);
+        break;
+      case model::SOFTMAX:
+        Softmax(x, batch, op.k, y);
+        break;
       case model::ARGMAX:
         Argmax(x, batch, op.k, reinterpret_cast<int32_t*>(y));
         break;
@@ -189,7 +201,8 @@ int LoadedModel::FindOutput(std::string_view name) const {
 
 Executor LoadedModel::executor(int worker) const {
   TERND_CHECK(worker >= 0 && worker < workers_);
-  return Executor(this, scratch_ + static_cast<size_t>(worker) * scratch_stride_);
+  return Executor(this,
+                  scratch_ + static_cast<size_t>(worker) * scratch_stride_);
 }
 
 Status LoadedModel::CheckGolden(int worker) const {
@@ -205,7 +218,8 @@ Status LoadedModel::CheckGolden(int worker) const {
   Status s = ex.Invoke(golden_batch_);
   if (!s.ok()) return s.Prepend("golden check");
   for (int o = 0; o < num_outputs_; ++o) {
-    const size_t count = static_cast<size_t>(outputs_[o].features) * golden_batch_;
+    const size_t count =
+        static_cast<size_t>(outputs_[o].features) * golden_batch_;
     const void* want = golden_[num_inputs_ + o];
     for (size_t j = 0; j < count; ++j) {
       const size_t row = j / outputs_[o].features;
@@ -227,8 +241,7 @@ Status LoadedModel::CheckGolden(int worker) const {
               "golden check of model '%s' failed: output '%s' row %zu "
               "feature %zu is %.9g, expected %.9g (tolerance %g)",
               name_, outputs_[o].name, row, col, static_cast<double>(got),
-              static_cast<double>(exp),
-              static_cast<double>(golden_tolerance_));
+              static_cast<double>(exp), static_cast<double>(golden_tolerance_));
         }
       }
     }
@@ -238,20 +251,23 @@ Status LoadedModel::CheckGolden(int worker) const {
 
 // ----------------------------------------------------------------- Runtime
 
-Result<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& options) {
+Result<std::unique_ptr<Runtime>> Runtime::Create(
+    const RuntimeOptions& options) {
   if (options.slots != 1 && options.slots != 2) {
-    return InvalidArgument("runtime slots is %d, expected 1 (cold swap) or 2 "
-                           "(hot swap)",
-                           options.slots);
+    return InvalidArgument(
+        "runtime slots is %d, expected 1 (cold swap) or 2 "
+        "(hot swap)",
+        options.slots);
   }
   if (options.workers < 1 || options.workers > 256) {
     return InvalidArgument("runtime workers is %d, expected 1..256",
                            options.workers);
   }
   if (options.arena_bytes < (size_t{1} << 16)) {
-    return InvalidArgument("runtime arena of %zu bytes is below the minimum of "
-                           "65536",
-                           options.arena_bytes);
+    return InvalidArgument(
+        "runtime arena of %zu bytes is below the minimum of "
+        "65536",
+        options.arena_bytes);
   }
   TERND_ASSIGN_OR_RETURN(const TernaryKernel* kernel,
                          SelectTernaryKernel(options.kernel));
@@ -361,7 +377,8 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     max_n = std::max<size_t>(max_n, w.shape(0));
   }
   const size_t quant_offset = plan.total_bytes;
-  const size_t sums_offset = quant_offset + AlignUp(kMaxKernelBatch * max_stride);
+  const size_t sums_offset =
+      quant_offset + AlignUp(kMaxKernelBatch * max_stride);
   const size_t dequant_offset = sums_offset + AlignUp(kMaxKernelBatch * 4);
   const size_t acc_offset = dequant_offset + AlignUp(kMaxKernelBatch * 4);
   const size_t scratch_stride =
@@ -378,11 +395,12 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
       golden_bytes += AlignUp(file.FindTensor(t)->bytes.size());
     }
   }
-  const size_t meta_bytes =
-      AlignUp(sizeof(LoadedModel)) + AlignUp(sizeof(LoadedModel::Op) * num_ops) +
-      AlignUp(sizeof(LoadedModel::Value) * num_values) +
-      AlignUp(sizeof(IoInfo) * num_io) + AlignUp(sizeof(int) * num_io) +
-      AlignUp(sizeof(void*) * num_io);
+  const size_t meta_bytes = AlignUp(sizeof(LoadedModel)) +
+                            AlignUp(sizeof(LoadedModel::Op) * num_ops) +
+                            AlignUp(sizeof(LoadedModel::Value) * num_values) +
+                            AlignUp(sizeof(IoInfo) * num_io) +
+                            AlignUp(sizeof(int) * num_io) +
+                            AlignUp(sizeof(void*) * num_io);
   const size_t scratch_total = scratch_stride * options_.workers;
   const size_t need = meta_bytes + weight_bytes + golden_bytes + scratch_total;
   if (need > slot_bytes_) {
@@ -438,8 +456,8 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
       const size_t n = info.shape(0), k = info.shape(1);
       uint8_t* dst = cur.Take(weights[w].bytes);
       kernel_->pack(src.data(), n, k, dst);
-      float* scales = reinterpret_cast<float*>(
-          dst + AlignUp(kernel_->packed_size(n, k)));
+      float* scales =
+          reinterpret_cast<float*>(dst + AlignUp(kernel_->packed_size(n, k)));
       std::copy(info.scale().begin(), info.scale().end(), scales);
       placed[w] = dst;
       placed_scales[w] = scales;
@@ -476,9 +494,8 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
   if (h.has_golden()) {
     for (int i = 0; i < num_io; ++i) {
       const std::string& name =
-          i < g.inputs_size()
-              ? h.golden().input_tensors(i)
-              : h.golden().output_tensors(i - g.inputs_size());
+          i < g.inputs_size() ? h.golden().input_tensors(i)
+                              : h.golden().output_tensors(i - g.inputs_size());
       const TensorView* t = file.FindTensor(name);
       uint8_t* dst = cur.Take(t->bytes.size());
       std::memcpy(dst, t->bytes.data(), t->bytes.size());

@@ -180,17 +180,24 @@ std::map<std::string, Eigen::MatrixXf> ReferenceRun(
         }
         break;
       }
-      case model::RELU: y = x.cwiseMax(0.0f); break;
-      case model::RELU2: y = x.cwiseMax(0.0f).array().square(); break;
+      case model::RELU:
+        y = x.cwiseMax(0.0f);
+        break;
+      case model::RELU2:
+        y = x.cwiseMax(0.0f).array().square();
+        break;
       case model::SILU:
         y = x.array() / (1.0f + (-x.array()).exp());
         break;
       case model::GELU:
         y = x.unaryExpr([](float a) {
-          return static_cast<float>(0.5 * a * (1.0 + std::erf(a / std::sqrt(2.0))));
+          return static_cast<float>(0.5 * a *
+                                    (1.0 + std::erf(a / std::sqrt(2.0))));
         });
         break;
-      case model::ADD: y = x + v.at(op.inputs(1)); break;
+      case model::ADD:
+        y = x + v.at(op.inputs(1));
+        break;
       case model::SOFTMAX: {
         y.resize(x.rows(), x.cols());
         for (int r = 0; r < x.rows(); ++r) {

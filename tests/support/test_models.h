@@ -46,8 +46,9 @@ Result<Loaded> LoadModel(std::vector<uint8_t> bytes,
 
 // Runs `model` on `inputs` (one matrix [batch, features] per graph input) and
 // returns every output as a float matrix (int32 outputs converted).
-std::vector<Eigen::MatrixXf> RunModel(const runtime::LoadedModel& model,
-                                      const std::vector<Eigen::MatrixXf>& inputs);
+std::vector<Eigen::MatrixXf> RunModel(
+    const runtime::LoadedModel& model,
+    const std::vector<Eigen::MatrixXf>& inputs);
 
 enum class ReferenceMode {
   // Ternary linear in real arithmetic: x · (W * scale)^T, no activation

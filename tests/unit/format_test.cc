@@ -1,11 +1,12 @@
 // The .tern reader must refuse every malformed file with a message that names
 // what is wrong, and never crash on any input.
+#include "runtime/format.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <functional>
 
-#include "runtime/format.h"
 #include "runtime/graph_builder.h"
 #include "runtime/ternary_pack.h"
 #include "tests/support/test_models.h"
@@ -43,8 +44,9 @@ void PutU32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
 }
 
 // Re-encodes `bytes` with a header changed by `edit`, keeping the data.
-std::vector<uint8_t> WithHeader(const std::vector<uint8_t>& bytes,
-                                const std::function<void(model::ModelHeader&)>& edit) {
+std::vector<uint8_t> WithHeader(
+    const std::vector<uint8_t>& bytes,
+    const std::function<void(model::ModelHeader&)>& edit) {
   const uint32_t hlen = U32(bytes, 8);
   model::ModelHeader h;
   EXPECT_TRUE(h.ParseFromArray(bytes.data() + 16, hlen));
@@ -80,7 +82,8 @@ TEST(FormatTest, RoundTrip) {
   EXPECT_EQ(f->header().name(), "small");
   EXPECT_EQ(f->header().version(), 3u);
   ASSERT_NE(f->FindTensor("fc1.weight"), nullptr);
-  EXPECT_EQ(f->FindTensor("fc1.weight")->bytes.size(), 6u * TernaryRowBytes(10));
+  EXPECT_EQ(f->FindTensor("fc1.weight")->bytes.size(),
+            6u * TernaryRowBytes(10));
   EXPECT_EQ(f->FindValue("head")->features, 3u);
   EXPECT_EQ(f->FindValue("cls")->dtype, model::I32);
   for (const TensorView& t : f->tensors()) {
@@ -120,7 +123,8 @@ TEST(FormatTest, RefusesEveryTruncation) {
     std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + len);
     EXPECT_FALSE(ModelFile::Parse(std::move(cut), "cut").ok()) << len;
   }
-  ExpectError({bytes.begin(), bytes.begin() + 10}, {"shorter than the 16-byte"});
+  ExpectError({bytes.begin(), bytes.begin() + 10},
+              {"shorter than the 16-byte"});
   ExpectError({bytes.begin(), bytes.end() - 1}, {"truncated"});
 }
 
@@ -160,29 +164,34 @@ TEST(FormatTest, RefusesGarbageHeader) {
 
 TEST(FormatTest, RefusesBadTensorTable) {
   const std::vector<uint8_t> bytes = SmallModel();
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->set_offset(8); }),
-              {"tensor 'fc1.weight' (#0)", "offset 8 is not a multiple of 64"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->set_length(5); }),
-              {"'fc1.weight'", "length is 5 bytes", "needs 18"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->set_offset(8); }),
+      {"tensor 'fc1.weight' (#0)", "offset 8 is not a multiple of 64"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->set_length(5); }),
+      {"'fc1.weight'", "length is 5 bytes", "needs 18"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
                            h.mutable_tensors(1)->set_offset(h.data_length());
                          }),
               {"'fc1.bias'", "outside the"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) {
+                   h.mutable_tensors(1)->set_offset(h.tensors(0).offset());
+                 }),
+      {"overlap"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) {
+                   h.mutable_tensors(1)->set_offset(0xffffffffffffffc0ull);
+                 }),
+      {"'fc1.bias'", "outside the"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
-                           h.mutable_tensors(1)->set_offset(
-                               h.tensors(0).offset());
+                           h.mutable_tensors(0)->set_dtype(
+                               static_cast<model::DType>(9));
                          }),
-              {"overlap"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) {
-                           h.mutable_tensors(1)->set_offset(
-                               0xffffffffffffffc0ull);
-                         }),
-              {"'fc1.bias'", "outside the"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->set_dtype(
-                                                  static_cast<model::DType>(9)); }),
               {"unknown dtype 9"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
@@ -193,48 +202,62 @@ TEST(FormatTest, RefusesBadTensorTable) {
                            t->add_shape(1ull << 20);
                          }),
               {"more than 2^40 elements"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) { h.mutable_tensors(1)->add_shape(0); }),
-              {"dimension outside"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->clear_shape(); }),
-              {"0 dimensions"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->add_scale(1.0f); }),
-              {"7 scales, expected 1 (per tensor) or 6 (per row)"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) { h.mutable_tensors(0)->set_scale(2, NAN); }),
-              {"scale #2 is nan"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->add_scale(1.0f); }),
-              {"only TERNARY2 tensors have scales"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->set_name("fc1.weight"); }),
-              {"'fc1.weight' is used twice"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->set_name("bad name\n"); }),
-              {"tensor #1: name 'bad name\\x0a'"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.set_data_length(h.data_length() + 64); }),
-              {"truncated"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->add_shape(0); }),
+      {"dimension outside"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->clear_shape(); }),
+      {"0 dimensions"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_tensors(0)->add_scale(1.0f); }),
+      {"7 scales, expected 1 (per tensor) or 6 (per row)"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) { h.mutable_tensors(0)->set_scale(2, NAN); }),
+      {"scale #2 is nan"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->add_scale(1.0f); }),
+      {"only TERNARY2 tensors have scales"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) { h.mutable_tensors(1)->set_name("fc1.weight"); }),
+      {"'fc1.weight' is used twice"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) { h.mutable_tensors(1)->set_name("bad name\n"); }),
+      {"tensor #1: name 'bad name\\x0a'"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) { h.set_data_length(h.data_length() + 64); }),
+      {"truncated"});
 }
 
 TEST(FormatTest, RefusesBadGraph) {
   const std::vector<uint8_t> bytes = SmallModel(false);
   ExpectError(WithHeader(bytes, [](auto& h) { h.set_architecture("llama"); }),
               {"architecture is 'llama'"});
-  ExpectError(WithHeader(bytes, [](auto& h) { h.mutable_graph()->set_max_batch(0); }),
-              {"max_batch is 0"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_graph()->set_max_batch(0); }),
+      {"max_batch is 0"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
-                           h.mutable_graph()->mutable_ops(1)->set_inputs(0, "nope");
+                           h.mutable_graph()->mutable_ops(1)->set_inputs(
+                               0, "nope");
                          }),
               {"op #1 (RELU) reads value 'nope'"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) {
-                           h.mutable_graph()->mutable_ops(0)->set_weight("head.weight");
-                         }),
-              {"op #0 (TERNARY_LINEAR) weight 'head.weight' is F32 [3, 6]",
-               "expected TERNARY2 [N, 10]"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) {
-                           h.mutable_graph()->mutable_ops(0)->set_weight("missing");
-                         }),
-              {"weight tensor 'missing'"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) {
+                   h.mutable_graph()->mutable_ops(0)->set_weight("head.weight");
+                 }),
+      {"op #0 (TERNARY_LINEAR) weight 'head.weight' is F32 [3, 6]",
+       "expected TERNARY2 [N, 10]"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) {
+                   h.mutable_graph()->mutable_ops(0)->set_weight("missing");
+                 }),
+      {"weight tensor 'missing'"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
                            h.mutable_graph()->mutable_ops(2)->set_output("fc1");
@@ -246,17 +269,18 @@ TEST(FormatTest, RefusesBadGraph) {
                                static_cast<model::OpType>(77));
                          }),
               {"unknown type 77"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) {
-                           h.mutable_graph()->mutable_ops(1)->set_weight("fc1.bias");
-                         }),
-              {"op #1 (RELU) takes no weight or bias"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) {
-                           h.mutable_graph()->mutable_outputs(0)->set_shape(0, 4);
-                         }),
-              {"output 'head' is declared F32 with 4 features",
-               "computes F32 with 3"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) {
+                   h.mutable_graph()->mutable_ops(1)->set_weight("fc1.bias");
+                 }),
+      {"op #1 (RELU) takes no weight or bias"});
+  ExpectError(
+      WithHeader(bytes,
+                 [](auto& h) {
+                   h.mutable_graph()->mutable_outputs(0)->set_shape(0, 4);
+                 }),
+      {"output 'head' is declared F32 with 4 features", "computes F32 with 3"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
                            auto* op = h.mutable_graph()->add_ops();
@@ -286,7 +310,8 @@ TEST(FormatTest, RefusesBadGraph) {
               {"adds 'head' (3 features) and 'fc1' (6 features)"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
-                           h.mutable_graph()->mutable_inputs(0)->set_shape(0, 0);
+                           h.mutable_graph()->mutable_inputs(0)->set_shape(0,
+                                                                           0);
                          }),
               {"value 'x' has 0 features"});
 }
@@ -303,12 +328,13 @@ TEST(FormatTest, RefusesBadGolden) {
                            h.mutable_golden()->add_output_tensors("fc1.bias");
                          }),
               {"golden pair has 1 input and 3 output tensors"});
-  ExpectError(WithHeader(bytes,
-                         [](auto& h) { h.mutable_golden()->set_tolerance(-1); }),
-              {"tolerance is -1"});
+  ExpectError(
+      WithHeader(bytes, [](auto& h) { h.mutable_golden()->set_tolerance(-1); }),
+      {"tolerance is -1"});
   ExpectError(WithHeader(bytes,
                          [](auto& h) {
-                           h.mutable_golden()->set_output_tensors(1, "golden.out.head");
+                           h.mutable_golden()->set_output_tensors(
+                               1, "golden.out.head");
                          }),
               {"golden output tensor 'golden.out.head' is F32"});
 }

@@ -98,8 +98,9 @@ TEST(NoAllocTest, HooksAreLive) {
   std::free(p);
   EXPECT_EQ(c2.count(), 1);
 #else
-  std::printf("note: malloc counting is off in sanitizer builds; operator "
-              "new is still counted\n");
+  std::printf(
+      "note: malloc counting is off in sanitizer builds; operator "
+      "new is still counted\n");
 #endif
 }
 
@@ -107,10 +108,12 @@ TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
   testing::Rng rng(9);
   GraphBuilder b("noalloc", 1, 32);
   b.Input("x", 64);
-  b.TernaryLinear("x", "fc1", 128, rng.Ternary(128 * 64), rng.Floats(128, 0.1f, 1));
+  b.TernaryLinear("x", "fc1", 128, rng.Ternary(128 * 64),
+                  rng.Floats(128, 0.1f, 1));
   b.Unary(model::SILU, "fc1", "a");
   b.LayerNorm("a", "ln", rng.Floats(128, 1, 1), rng.Floats(128, 0, 0), 1e-5f);
-  b.TernaryLinear("ln", "fc2", 128, rng.Ternary(128 * 128), std::vector<float>{0.2f});
+  b.TernaryLinear("ln", "fc2", 128, rng.Ternary(128 * 128),
+                  std::vector<float>{0.2f});
   b.Unary(model::GELU, "fc2", "g");
   b.RmsNorm("g", "rms", rng.Floats(128, 1, 1), 1e-5f);
   b.Add("rms", "ln", "res");

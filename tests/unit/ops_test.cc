@@ -43,7 +43,8 @@ void ExpectClose(const Eigen::MatrixXf& got, const Eigen::MatrixXf& want,
   ASSERT_EQ(got.cols(), want.cols());
   for (int r = 0; r < got.rows(); ++r) {
     for (int c = 0; c < got.cols(); ++c) {
-      EXPECT_NEAR(got(r, c), want(r, c), abs_tol + rel_tol * std::fabs(want(r, c)))
+      EXPECT_NEAR(got(r, c), want(r, c),
+                  abs_tol + rel_tol * std::fabs(want(r, c)))
           << what << " at (" << r << ", " << c << ")";
     }
   }
@@ -98,9 +99,9 @@ TEST_P(FloatOpTest, MatchesEigen) {
       if (type == model::ARGMAX) {
         EXPECT_EQ(got, want);
       } else {
-        ExpectClose(got, want, 1e-4f, 1e-5f,
-                    std::string(OpTypeName(type)) + " f=" +
-                        std::to_string(features));
+        ExpectClose(
+            got, want, 1e-4f, 1e-5f,
+            std::string(OpTypeName(type)) + " f=" + std::to_string(features));
       }
     }
   }
@@ -120,8 +121,7 @@ TEST(TernaryLinearTest, WithinQuantizationBoundAndExactAgainstEmulation) {
     for (int n : {1, 3, 8, 65}) {
       for (bool per_row : {false, true}) {
         std::vector<int8_t> w = rng.Ternary(static_cast<size_t>(n) * k);
-        std::vector<float> scales =
-            rng.Floats(per_row ? n : 1, 0.01f, 2.0f);
+        std::vector<float> scales = rng.Floats(per_row ? n : 1, 0.01f, 2.0f);
         std::vector<float> bias = rng.Floats(n, -1, 1);
         testing::Loaded m = Build(k, [&](GraphBuilder& b) {
           b.TernaryLinear("x", "y", n, w, scales, bias);
@@ -130,7 +130,8 @@ TEST(TernaryLinearTest, WithinQuantizationBoundAndExactAgainstEmulation) {
         Eigen::MatrixXf x = RandomInput(rng, batch, k, -3, 3);
         Eigen::MatrixXf got = testing::RunModel(*m.loaded_model(), {x})[0];
         Eigen::MatrixXf exact =
-            testing::ReferenceRun(*m.file, {x}, ReferenceMode::kQuantized).at("y");
+            testing::ReferenceRun(*m.file, {x}, ReferenceMode::kQuantized)
+                .at("y");
         Eigen::MatrixXf real =
             testing::ReferenceRun(*m.file, {x}, ReferenceMode::kFloat).at("y");
         for (int b = 0; b < batch; ++b) {
@@ -140,7 +141,8 @@ TEST(TernaryLinearTest, WithinQuantizationBoundAndExactAgainstEmulation) {
             float abs_w = 0;
             for (int c = 0; c < k; ++c) abs_w += std::abs(w[r * k + c]);
             const float scale = scales[per_row ? r : 0];
-            const float bound = scale * abs_w * d / 2 + 1e-5f * (1 + std::fabs(real(b, r)));
+            const float bound =
+                scale * abs_w * d / 2 + 1e-5f * (1 + std::fabs(real(b, r)));
             EXPECT_LE(std::fabs(got(b, r) - real(b, r)), bound)
                 << "k=" << k << " n=" << n;
             ++checked;
@@ -170,7 +172,8 @@ TEST(TernaryLinearTest, QuantizationMatchesTheSpecOnEdgeRows) {
     testing::Loaded m = Build(4, [&](GraphBuilder& b) {
       b.TernaryLinear("x", "y", 4, w, std::vector<float>{1.0f});
     });
-    Eigen::MatrixXf got = testing::RunModel(*m.loaded_model(), {x.transpose()})[0];
+    Eigen::MatrixXf got =
+        testing::RunModel(*m.loaded_model(), {x.transpose()})[0];
     for (int i = 0; i < 4; ++i) {
       // Identity weights: the output is exactly q * dequant.
       EXPECT_EQ(got(0, i), static_cast<float>(q(i)) * (1.0f * dq));

@@ -39,7 +39,8 @@ GraphBuilder MixedModel(Rng& rng, const std::string& name = "mixed",
   b.Add("n2", "ln1", "res");
   b.Unary(model::GELU, "res", "g");
   b.Unary(model::RELU, "g", "r");
-  b.TernaryLinear("aux", "aux_fc", 6, rng.Ternary(30), std::vector<float>{1.0f});
+  b.TernaryLinear("aux", "aux_fc", 6, rng.Ternary(30),
+                  std::vector<float>{1.0f});
   b.Linear("r", "head", 6, rng.Floats(6 * width, -0.5f, 0.5f),
            rng.Floats(6, -0.1f, 0.1f));
   b.Add("head", "aux_fc", "logits");
@@ -72,7 +73,8 @@ TEST(RuntimeTest, WholeModelMatchesEigenReference) {
     for (int b = 0; b < batch; ++b) {
       for (int c = 0; c < 6; ++c) {
         // Same integer products; float ops differ only in summation order.
-        EXPECT_NEAR(got[2](b, c), logits(b, c), 1e-4f * (1 + std::fabs(logits(b, c))));
+        EXPECT_NEAR(got[2](b, c), logits(b, c),
+                    1e-4f * (1 + std::fabs(logits(b, c))));
         EXPECT_NEAR(got[0](b, c), ref.at("probs")(b, c), 1e-5f);
       }
       // The class must be the argmax of the runtime's own logits, and agree
@@ -115,7 +117,8 @@ TEST(RuntimeTest, TooLargeModelNamesTheSizes) {
   const std::string msg = m.status().message();
   EXPECT_EQ(m.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(msg.find("big.tern: model 'big' needs"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("arena slot holds 524288 bytes"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("arena slot holds 524288 bytes"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("cold swap"), std::string::npos) << msg;
   EXPECT_EQ((*rt)->model(0), nullptr);
 }
@@ -189,7 +192,8 @@ TEST(RuntimeTest, RefusesBadBatchAndNonFiniteInput) {
   ex.input(1)[5 + 3] = NAN;
   Status s = ex.Invoke(2);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_STREQ(s.message(), "input 'aux' row 1 feature 3 is nan; inputs must be finite");
+  EXPECT_STREQ(s.message(),
+               "input 'aux' row 1 feature 3 is nan; inputs must be finite");
   EXPECT_TRUE(ex.Invoke(1).ok());  // row 1 is not part of a batch of 1
 }
 
@@ -201,8 +205,8 @@ TEST(RuntimeTest, RefusesInvalidTernaryCodesAtLoad) {
   ASSERT_TRUE(file.ok());
   // Find fc2.weight inside the file and set row 2, column 5 to code 3.
   const TensorView* t = file->FindTensor("fc2.weight");
-  const size_t at = file->data_offset() + t->info->offset() +
-                    2 * TernaryRowBytes(48) + 1;
+  const size_t at =
+      file->data_offset() + t->info->offset() + 2 * TernaryRowBytes(48) + 1;
   (*bytes)[at] |= 3 << 2;
   auto bad = ModelFile::Parse(*bytes, "codes.tern");
   ASSERT_TRUE(bad.ok());  // structurally fine; codes are checked at load
@@ -234,8 +238,9 @@ TEST(RuntimeTest, GoldenCheckPassesAndCatchesCorruption) {
   ASSERT_TRUE(bad.ok());
   Status s = bad->model->CheckGolden(0);
   ASSERT_FALSE(s.ok());
-  EXPECT_NE(std::string(s.message()).find("golden check of model 'mixed' failed"),
-            std::string::npos)
+  EXPECT_NE(
+      std::string(s.message()).find("golden check of model 'mixed' failed"),
+      std::string::npos)
       << s.message();
 }
 
@@ -243,8 +248,9 @@ TEST(RuntimeTest, KernelSelection) {
   EXPECT_TRUE(Runtime::Create({size_t{1} << 20, 1, 1, "ref"}).ok());
   auto bad = Runtime::Create({size_t{1} << 20, 1, 1, "sse9"});
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(std::string(bad.status().message()).find("unknown ternary kernel 'sse9'"),
-            std::string::npos);
+  EXPECT_NE(
+      std::string(bad.status().message()).find("unknown ternary kernel 'sse9'"),
+      std::string::npos);
   EXPECT_NE(std::string(bad.status().message()).find("ref"), std::string::npos);
   EXPECT_FALSE(Runtime::Create({size_t{1} << 20, 3, 1, "ref"}).ok());
   EXPECT_FALSE(Runtime::Create({size_t{1} << 20, 1, 0, "ref"}).ok());

@@ -48,9 +48,9 @@ TEST(StatusTest, LongMessagesAreTruncatedNotOverflowed) {
 TEST(StatusTest, ErrnoMapsCodes) {
   EXPECT_EQ(ErrnoError(ENOENT, "open %s", "f").code(), StatusCode::kNotFound);
   EXPECT_EQ(ErrnoError(EACCES, "x").code(), StatusCode::kPermissionDenied);
-  EXPECT_NE(std::string(ErrnoError(ENOENT, "open f").message()).find(
-                "No such file"),
-            std::string::npos);
+  EXPECT_NE(
+      std::string(ErrnoError(ENOENT, "open f").message()).find("No such file"),
+      std::string::npos);
 }
 
 TEST(StatusTest, ResultFromOkStatusIsAnError) {

@@ -1,6 +1,7 @@
+#include "runtime/ternary_pack.h"
+
 #include <gtest/gtest.h>
 
-#include "runtime/ternary_pack.h"
 #include "tests/support/test_models.h"
 
 namespace ternd::runtime {

@@ -83,7 +83,8 @@ TEST(TernctlTest, BadInputsExitNonZeroWithAMessage) {
       << r.out;
   r = Ternctl("run " + kDemo + " --values 1 2 x");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("'x' is not a finite number"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("'x' is not a finite number"), std::string::npos)
+      << r.out;
   r = Ternctl("inspect /nonexistent.tern");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("cannot open /nonexistent.tern"), std::string::npos);
@@ -93,8 +94,8 @@ TEST(TernctlTest, BadFilesNeverCrash) {
   Result<std::vector<uint8_t>> demo = ReadFile(kDemo);
   ASSERT_TRUE(demo.ok());
   const std::string path = ::testing::TempDir() + "/broken.tern";
-  for (size_t cut : {size_t{0}, size_t{3}, size_t{16}, size_t{100},
-                     demo->size() - 1}) {
+  for (size_t cut :
+       {size_t{0}, size_t{3}, size_t{16}, size_t{100}, demo->size() - 1}) {
     std::vector<uint8_t> b(demo->begin(), demo->begin() + cut);
     ASSERT_TRUE(WriteFileAtomically(path, b).ok());
     for (const char* cmd : {"inspect ", "run --golden "}) {

@@ -26,7 +26,9 @@ class Lcg {
   float Uniform(float lo, float hi) {
     return lo + (hi - lo) * static_cast<float>(Next() % 65536) / 65535.0f;
   }
-  int8_t Ternary() { return static_cast<int8_t>(static_cast<int>(Next() % 3) - 1); }
+  int8_t Ternary() {
+    return static_cast<int8_t>(static_cast<int>(Next() % 3) - 1);
+  }
 
  private:
   uint32_t state_;

@@ -93,7 +93,8 @@ int Inspect(const std::string& path) {
   for (int i = 0; i < g.ops_size(); ++i) {
     const model::Op& op = g.ops(i);
     std::string ins;
-    for (const std::string& in : op.inputs()) ins += (ins.empty() ? "" : ", ") + in;
+    for (const std::string& in : op.inputs())
+      ins += (ins.empty() ? "" : ", ") + in;
     std::printf("  %-3d %-15s %s -> %s", i, OpTypeName(op.type()), ins.c_str(),
                 op.output().c_str());
     if (!op.weight().empty()) std::printf("  weight=%s", op.weight().c_str());
@@ -126,8 +127,9 @@ struct RunOptions {
 
 void PrintOutputs(const runtime::LoadedModel& m, const runtime::Executor& ex,
                   int batch, bool json) {
-  if (json) std::printf("{\"model\":\"%s\",\"version\":%llu,\"outputs\":{",
-                        m.name(), static_cast<unsigned long long>(m.version()));
+  if (json)
+    std::printf("{\"model\":\"%s\",\"version\":%llu,\"outputs\":{", m.name(),
+                static_cast<unsigned long long>(m.version()));
   for (int o = 0; o < m.num_outputs(); ++o) {
     const runtime::IoInfo& info = m.output_info(o);
     if (json) {
@@ -188,7 +190,7 @@ int Run(const RunOptions& opt) {
     values = std::move(*parsed);
   } else {
     origin = opt.input_path.empty() || opt.input_path == "-" ? "stdin"
-                                                              : opt.input_path;
+                                                             : opt.input_path;
     Result<std::string> text =
         ReadText(opt.input_path.empty() ? "-" : opt.input_path);
     if (!text.ok()) return Fail(text.status());
@@ -226,8 +228,8 @@ int Run(const RunOptions& opt) {
 
 void AddModelCommands(CLI::App& app, int* exit_code) {
   auto path = std::make_shared<std::string>();
-  CLI::App* inspect =
-      app.add_subcommand("inspect", "Print a model file's header, tensors and ops");
+  CLI::App* inspect = app.add_subcommand(
+      "inspect", "Print a model file's header, tensors and ops");
   inspect->add_option("FILE", *path, "Model file (.tern)")->required();
   inspect->callback([path, exit_code] { *exit_code = Inspect(*path); });
 
@@ -235,9 +237,9 @@ void AddModelCommands(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "run", "Run a model file on input values and print its outputs");
   cmd->add_option("FILE", run->path, "Model file (.tern)")->required();
-  auto* input = cmd->add_option(
-      "-i,--input", run->input_path,
-      "File of input values, '-' for stdin (the default)");
+  auto* input =
+      cmd->add_option("-i,--input", run->input_path,
+                      "File of input values, '-' for stdin (the default)");
   auto* values = cmd->add_option("--values", run->values,
                                  "Input values on the command line")
                      ->expected(1, -1);
