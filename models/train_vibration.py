@@ -60,13 +60,9 @@ def main() -> int:
     training.make_deterministic(SEED)
     data = datasets.vibration()
     model = build()
-    training.fit(model[:-1], data.x_train, data.y_train, epochs=args.epochs, lr=3e-3,
-                 batch=64, seed=SEED)
-    acc = training.accuracy(model, data.x_test, data.y_test)
-    print(f"held-out accuracy (PyTorch, eval mode): {acc:.4f} "
-          f"({round(acc * len(data.y_test))}/{len(data.y_test)})")
-    if acc < args.min_accuracy:
-        print(f"accuracy below {args.min_accuracy}: not exporting", file=sys.stderr)
+    acc = training.fit_and_check(model, data, epochs=args.epochs, lr=3e-3, batch=64,
+                                 seed=SEED, min_accuracy=args.min_accuracy)
+    if acc is None:
         return 1
     export(model, args.out, torch.from_numpy(data.x_test[:16]), name="vibration", version=1,
            description="machine state from 64 accelerometer samples at 1 kHz: "

@@ -4,6 +4,7 @@ one thread, deterministic algorithms), Adam with a cosine learning rate."""
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -54,3 +55,20 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: floa
         if (epoch + 1) % 10 == 0 or epoch == epochs - 1:
             log(f"epoch {epoch + 1:3d}  loss {total / len(x):.4f}  "
                 f"train acc {accuracy(model, x, y):.4f}  ({time.monotonic() - start:.0f} s)")
+
+
+def fit_and_check(model: nn.Sequential, data, *, epochs: int, lr: float, batch: int,
+                  seed: int, min_accuracy: float) -> float | None:
+    """Trains `model` (whose last layer is the exported Softmax, so training
+    runs on the logits before it), prints the held-out accuracy in eval mode
+    (the runtime's arithmetic) and returns it, or None when it is below
+    `min_accuracy`, in which case nothing should be exported."""
+    fit(model[:-1], data.x_train, data.y_train, epochs=epochs, lr=lr, batch=batch,
+        seed=seed)
+    acc = accuracy(model, data.x_test, data.y_test)
+    print(f"held-out accuracy (PyTorch, eval mode = runtime arithmetic): {acc:.4f} "
+          f"({round(acc * len(data.y_test))}/{len(data.y_test)})")
+    if acc < min_accuracy:
+        print(f"accuracy below {min_accuracy}: not exporting", file=sys.stderr)
+        return None
+    return acc
