@@ -133,9 +133,10 @@ Status VerifyEnvelope(const SignedEnvelope& envelope, std::string_view role,
                            static_cast<int>(role.size()), role.data());
   }
   if (keys.threshold() == 0) {
-    return FailedPrecondition("role '%.*s' has threshold 0; refusing to trust "
-                              "unsigned metadata",
-                              static_cast<int>(role.size()), role.data());
+    return FailedPrecondition(
+        "role '%.*s' has threshold 0; refusing to trust "
+        "unsigned metadata",
+        static_cast<int>(role.size()), role.data());
   }
   const std::set<std::string> allowed(keys.key_ids().begin(),
                                       keys.key_ids().end());

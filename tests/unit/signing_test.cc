@@ -11,7 +11,8 @@ namespace {
 std::vector<uint8_t> FromHex(const std::string& hex) {
   std::vector<uint8_t> out;
   for (size_t i = 0; i < hex.size(); i += 2) {
-    out.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    out.push_back(
+        static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   }
   return out;
 }
@@ -28,10 +29,10 @@ TEST(SigningTest, Rfc8032TestVector1) {
   std::copy(s.begin(), s.end(), seed.begin());
   auto pair = Ed25519KeyPairFromSeed(seed);
   ASSERT_TRUE(pair.ok());
-  EXPECT_EQ(std::vector<uint8_t>(pair->public_key.begin(),
-                                 pair->public_key.end()),
-            FromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f"
-                    "707511a"));
+  EXPECT_EQ(
+      std::vector<uint8_t>(pair->public_key.begin(), pair->public_key.end()),
+      FromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f"
+              "707511a"));
   auto sig = SignEd25519(seed, {});
   ASSERT_TRUE(sig.ok());
   EXPECT_EQ(std::vector<uint8_t>(sig->begin(), sig->end()),
