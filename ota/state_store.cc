@@ -1,0 +1,201 @@
+#include "ota/state_store.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+namespace ternd::ota {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS trust (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  root_envelope BLOB NOT NULL,
+  time_floor INTEGER NOT NULL,
+  highest_version_seen INTEGER NOT NULL,
+  highest_sequence INTEGER NOT NULL,
+  highest_sequence_sha256 BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+  artifact BLOB NOT NULL,
+  idx INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (artifact, idx)
+) WITHOUT ROWID;
+)sql";
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
+      stmt_ = nullptr;
+    }
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return stmt_ != nullptr; }
+  sqlite3_stmt* get() { return stmt_; }
+  void Blob(int i, const std::string& b) {
+    sqlite3_bind_blob(stmt_, i, b.data(), static_cast<int>(b.size()),
+                      SQLITE_TRANSIENT);
+  }
+  void Int(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  std::string ColumnBlob(int i) {
+    const void* p = sqlite3_column_blob(stmt_, i);
+    int n = sqlite3_column_bytes(stmt_, i);
+    return p ? std::string(static_cast<const char*>(p), n) : std::string();
+  }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+}  // namespace
+
+Status StateStore::Error(const char* what) {
+  return Errorf(StatusCode::kInternal, "%s: %s: %s", path_.c_str(), what,
+                db_ ? sqlite3_errmsg(db_) : "cannot open");
+}
+
+Status StateStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    Status s = Errorf(StatusCode::kInternal, "%s: %s", path_.c_str(),
+                      err ? err : "sqlite error");
+    sqlite3_free(err);
+    return s;
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
+  std::unique_ptr<StateStore> store(new StateStore());
+  store->path_ = path;
+  // Create it 0600 before SQLite does, so it is never world-readable.
+  const mode_t old = ::umask(077);
+  const int rc = sqlite3_open_v2(
+      path.c_str(), &store->db_,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+      nullptr);
+  ::umask(old);
+  if (rc != SQLITE_OK) return store->Error("cannot open the state database");
+  sqlite3_busy_timeout(store->db_, 5000);
+  TERND_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL;"));
+  TERND_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL;"));
+  Stmt version(store->db_, "PRAGMA user_version;");
+  if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
+    return store->Error("cannot read the schema version (not a database?)");
+  }
+  const int have = sqlite3_column_int(version.get(), 0);
+  if (have > kSchemaVersion) {
+    return FailedPrecondition(
+        "%s: schema version %d is newer than this ternd understands (%d); "
+        "it was written by a newer ternd",
+        path.c_str(), have, kSchemaVersion);
+  }
+  TERND_RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE;"));
+  Status s = store->Exec(kSchema);
+  if (s.ok()) s = store->Exec("PRAGMA user_version=1;");
+  if (!s.ok()) {
+    store->Exec("ROLLBACK;").IgnoreError();
+    return s;
+  }
+  TERND_RETURN_IF_ERROR(store->Exec("COMMIT;"));
+  return store;
+}
+
+StateStore::~StateStore() { sqlite3_close(db_); }
+
+Result<std::optional<TrustState>> StateStore::LoadTrust() {
+  Stmt q(db_,
+         "SELECT root_envelope, time_floor, highest_version_seen, "
+         "highest_sequence, highest_sequence_sha256 FROM trust WHERE id = 1;");
+  if (!q.ok()) return Error("cannot read the trust state");
+  const int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_DONE) return std::optional<TrustState>();
+  if (rc != SQLITE_ROW) return Error("cannot read the trust state");
+  TERND_ASSIGN_OR_RETURN(TrustState state,
+                         TrustFromPinnedRoot(q.ColumnBlob(0)));
+  state.time_floor = sqlite3_column_int64(q.get(), 1);
+  state.highest_version_seen =
+      static_cast<uint64_t>(sqlite3_column_int64(q.get(), 2));
+  state.highest_sequence =
+      static_cast<uint64_t>(sqlite3_column_int64(q.get(), 3));
+  state.highest_sequence_sha256 = q.ColumnBlob(4);
+  return std::optional<TrustState>(std::move(state));
+}
+
+Status StateStore::SaveTrust(const TrustState& state) {
+  Stmt q(db_,
+         "INSERT OR REPLACE INTO trust (id, root_envelope, time_floor, "
+         "highest_version_seen, highest_sequence, highest_sequence_sha256) "
+         "VALUES (1, ?, ?, ?, ?, ?);");
+  if (!q.ok()) return Error("cannot save the trust state");
+  q.Blob(1, state.root_envelope);
+  q.Int(2, state.time_floor);
+  q.Int(3, static_cast<int64_t>(state.highest_version_seen));
+  q.Int(4, static_cast<int64_t>(state.highest_sequence));
+  q.Blob(5, state.highest_sequence_sha256);
+  if (sqlite3_step(q.get()) != SQLITE_DONE) {
+    return Error("cannot save the trust state");
+  }
+  return Status::Ok();
+}
+
+Status StateStore::PutChunk(const std::string& artifact, uint64_t index,
+                            const std::string& bytes) {
+  Stmt q(db_,
+         "INSERT OR REPLACE INTO chunks (artifact, idx, data) VALUES (?, ?, "
+         "?);");
+  if (!q.ok()) return Error("cannot store a chunk");
+  q.Blob(1, artifact);
+  q.Int(2, static_cast<int64_t>(index));
+  q.Blob(3, bytes);
+  if (sqlite3_step(q.get()) != SQLITE_DONE) {
+    return Error("cannot store a chunk");
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<std::string>> StateStore::GetChunk(
+    const std::string& artifact, uint64_t index) {
+  Stmt q(db_, "SELECT data FROM chunks WHERE artifact = ? AND idx = ?;");
+  if (!q.ok()) return Error("cannot read a chunk");
+  q.Blob(1, artifact);
+  q.Int(2, static_cast<int64_t>(index));
+  const int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return Error("cannot read a chunk");
+  return std::optional<std::string>(q.ColumnBlob(0));
+}
+
+Result<std::vector<uint64_t>> StateStore::ChunkIndices(
+    const std::string& artifact) {
+  Stmt q(db_, "SELECT idx FROM chunks WHERE artifact = ? ORDER BY idx;");
+  if (!q.ok()) return Error("cannot list chunks");
+  q.Blob(1, artifact);
+  std::vector<uint64_t> out;
+  int rc;
+  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+    out.push_back(static_cast<uint64_t>(sqlite3_column_int64(q.get(), 0)));
+  }
+  if (rc != SQLITE_DONE) return Error("cannot list chunks");
+  return out;
+}
+
+Status StateStore::DeleteArtifact(const std::string& artifact) {
+  Stmt q(db_, "DELETE FROM chunks WHERE artifact = ?;");
+  if (!q.ok()) return Error("cannot delete chunks");
+  q.Blob(1, artifact);
+  if (sqlite3_step(q.get()) != SQLITE_DONE) {
+    return Error("cannot delete chunks");
+  }
+  return Status::Ok();
+}
+
+}  // namespace ternd::ota
