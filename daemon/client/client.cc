@@ -1,0 +1,180 @@
+#include "daemon/client/client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace ternd::client {
+
+Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
+                                                const ClientOptions& options) {
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(addr.sun_path)) {
+    return InvalidArgument("socket path '%s' is too long", socket_path.c_str());
+  }
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoError(errno, "socket(AF_UNIX)");
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    const int err = errno;
+    close(fd);
+    Status s =
+        ErrnoError(err, "cannot connect to ternd at %s", socket_path.c_str());
+    return Status(StatusCode::kUnavailable, s.message());
+  }
+  return std::unique_ptr<Client>(new Client(fd, options));
+}
+
+Client::~Client() {
+  if (fd_ >= 0) close(fd_);
+}
+
+Status Client::Send(const wire::Request& request) {
+  std::vector<uint8_t> frame;
+  if (!wire::AppendFrame(request, UINT32_MAX, &frame)) {
+    return InvalidArgument("request of %zu bytes is too large for one frame",
+                           request.ByteSizeLong());
+  }
+  size_t sent = 0;
+  while (sent < frame.size()) {
+    const ssize_t n =
+        send(fd_, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Status s = ErrnoError(errno, "cannot send to ternd");
+      return Status(StatusCode::kUnavailable, s.message());
+    }
+    sent += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status Client::Receive(wire::Response* response) {
+  for (;;) {
+    std::span<const uint8_t> payload;
+    uint32_t announced = 0;
+    switch (decoder_.TakeFrame(&payload, &announced)) {
+      case wire::FrameDecoder::Next::kFrame:
+        if (!response->ParseFromArray(payload.data(),
+                                      static_cast<int>(payload.size()))) {
+          return Errorf(StatusCode::kDataLoss,
+                        "ternd sent a frame of %zu bytes that is not a "
+                        "Response",
+                        payload.size());
+        }
+        return Status::Ok();
+      case wire::FrameDecoder::Next::kTooLarge:
+        return ResourceExhausted(
+            "ternd sent a frame of %u bytes, over the "
+            "client's limit of %zu",
+            announced, options_.max_frame_bytes);
+      case wire::FrameDecoder::Next::kNeedMore:
+        break;
+    }
+    if (options_.timeout_ms > 0) {
+      struct pollfd p = {fd_, POLLIN, 0};
+      const int r = poll(&p, 1, options_.timeout_ms);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return ErrnoError(errno, "poll");
+      if (r == 0) {
+        return Errorf(StatusCode::kDeadlineExceeded,
+                      "no answer from ternd within %d ms", options_.timeout_ms);
+      }
+    }
+    std::span<uint8_t> space = decoder_.WritableSpace(64 * 1024);
+    const ssize_t n = read(fd_, space.data(), space.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Status s = ErrnoError(errno, "cannot read from ternd");
+      return Status(StatusCode::kUnavailable, s.message());
+    }
+    if (n == 0) {
+      return Errorf(StatusCode::kUnavailable, "ternd closed the connection%s",
+                    decoder_.buffered() ? " inside a frame" : "");
+    }
+    decoder_.Commit(static_cast<size_t>(n));
+  }
+}
+
+Status Client::Call(wire::Request* request, wire::Response* response) {
+  const uint64_t id = next_id_++;
+  request->set_id(id);
+  TERND_RETURN_IF_ERROR(Send(*request));
+  for (;;) {
+    TERND_RETURN_IF_ERROR(Receive(response));
+    if (response->id() == id || response->id() == 0) break;
+    // An answer to someone else's pipelined request: not ours to keep.
+  }
+  return FromWire(response->status());
+}
+
+Result<wire::InferResponse> Client::Infer(const wire::InferRequest& request) {
+  wire::Request r;
+  *r.mutable_infer() = request;
+  wire::Response response;
+  TERND_RETURN_IF_ERROR(Call(&r, &response));
+  if (!response.has_infer()) return Internal("Infer answered without a result");
+  return std::move(*response.mutable_infer());
+}
+
+Result<wire::ModelInfoResponse> Client::ModelInfo() {
+  wire::Request r;
+  r.mutable_model_info();
+  wire::Response response;
+  TERND_RETURN_IF_ERROR(Call(&r, &response));
+  return std::move(*response.mutable_model_info());
+}
+
+Result<wire::HealthResponse> Client::Health() {
+  wire::Request r;
+  r.mutable_health();
+  wire::Response response;
+  TERND_RETURN_IF_ERROR(Call(&r, &response));
+  return std::move(*response.mutable_health());
+}
+
+Result<wire::StatsResponse> Client::Stats() {
+  wire::Request r;
+  r.mutable_stats();
+  wire::Response response;
+  TERND_RETURN_IF_ERROR(Call(&r, &response));
+  return std::move(*response.mutable_stats());
+}
+
+Status FromWire(const wire::Status& status) {
+  if (status.code() == 0) return Status::Ok();
+  const int code =
+      status.code() > 0 && status.code() <= 16 ? status.code() : 2;  // UNKNOWN
+  return Status(static_cast<StatusCode>(code), status.message());
+}
+
+void AddF32Input(wire::InferRequest* request, const std::string& name,
+                 uint32_t rows, uint32_t features,
+                 std::span<const float> values) {
+  wire::Tensor* t = request->add_inputs();
+  t->set_name(name);
+  t->set_dtype(wire::F32);
+  t->add_shape(rows);
+  t->add_shape(features);
+  t->set_data(values.data(), values.size_bytes());
+}
+
+std::span<const float> F32Data(const wire::Tensor& tensor) {
+  return std::span<const float>(
+      reinterpret_cast<const float*>(tensor.data().data()),
+      tensor.data().size() / sizeof(float));
+}
+
+std::span<const int32_t> I32Data(const wire::Tensor& tensor) {
+  return std::span<const int32_t>(
+      reinterpret_cast<const int32_t*>(tensor.data().data()),
+      tensor.data().size() / sizeof(int32_t));
+}
+
+}  // namespace ternd::client

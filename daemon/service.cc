@@ -1,0 +1,1297 @@
+#include "daemon/service.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+#include <systemd/sd-journal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "base/check.h"
+#include "base/log.h"
+#include "daemon/frame.h"
+#include "daemon/latency_histogram.h"
+#include "daemon/protocol.pb.h"
+#include "daemon/worker_pool.h"
+#include "runtime/format.h"
+#include "runtime/runtime.h"
+
+static_assert(std::endian::native == std::endian::little,
+              "the wire protocol's tensor bytes are copied as they are");
+
+namespace ternd::daemon {
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr int kMaxAcceptsPerWakeup = 64;
+constexpr int kStatusCodes = 17;
+
+struct EventSourceDeleter {
+  void operator()(sd_event_source* s) const {
+    sd_event_source_disable_unref(s);
+  }
+};
+using EventSource = std::unique_ptr<sd_event_source, EventSourceDeleter>;
+
+struct EventDeleter {
+  void operator()(sd_event* e) const { sd_event_unref(e); }
+};
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    reset(o.release());
+    return *this;
+  }
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+Status SdError(int negative_errno, const char* what) {
+  return ErrnoError(-negative_errno, "%s", what);
+}
+
+uint64_t NowUsec() { return static_cast<uint64_t>(MonotonicNs() / 1000); }
+
+// Writes `status` to systemd's notification socket, if any.
+void Notify(const char* format, ...) __attribute__((format(printf, 1, 2)));
+void Notify(const char* format, ...) {
+  char text[512];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(text, sizeof(text), format, args);
+  va_end(args);
+  sd_notify(0, text);
+}
+
+// A log line about the served model. Under systemd (JOURNAL_STREAM set) it
+// goes to the journal with structured fields; otherwise to stderr. Never on
+// the per-request path unless server.log_requests is set.
+void ModelEvent(LogLevel level, const runtime::LoadedModel* model,
+                uint64_t request_id, const char* format, ...)
+    __attribute__((format(printf, 4, 5)));
+void ModelEvent(LogLevel level, const runtime::LoadedModel* model,
+                uint64_t request_id, const char* format, ...) {
+  if (level > GetLogLevel()) return;
+  char text[512];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(text, sizeof(text), format, args);
+  va_end(args);
+  static const bool journal = getenv("JOURNAL_STREAM") != nullptr;
+  if (!journal) {
+    Log(level, "%s", text);
+    return;
+  }
+  if (request_id != 0) {
+    sd_journal_send(
+        "MESSAGE=%s", text, "PRIORITY=%d", static_cast<int>(level),
+        "TERND_MODEL=%s", model ? model->name() : "",
+        "TERND_MODEL_VERSION=%llu",
+        static_cast<unsigned long long>(model ? model->version() : 0),
+        "TERND_REQUEST_ID=%llu", static_cast<unsigned long long>(request_id),
+        nullptr);
+  } else {
+    sd_journal_send(
+        "MESSAGE=%s", text, "PRIORITY=%d", static_cast<int>(level),
+        "TERND_MODEL=%s", model ? model->name() : "",
+        "TERND_MODEL_VERSION=%llu",
+        static_cast<unsigned long long>(model ? model->version() : 0), nullptr);
+  }
+}
+
+wire::DType WireDType(model::DType d) {
+  return d == model::I32 ? wire::I32 : wire::F32;
+}
+
+}  // namespace
+
+Status BlockServiceSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  if (sigprocmask(SIG_BLOCK, &set, nullptr) < 0) {
+    return ErrnoError(errno, "sigprocmask");
+  }
+  signal(SIGPIPE, SIG_IGN);
+  return Status::Ok();
+}
+
+class Service::Impl {
+ public:
+  Impl(Config config, std::string config_path)
+      : config_(std::move(config)), config_path_(std::move(config_path)) {}
+  ~Impl();
+
+  Status Start();
+  Status Run();
+
+ private:
+  enum class State { kServing, kReloading, kDraining };
+
+  struct Connection {
+    Impl* owner = nullptr;
+    uint64_t id = 0;
+    Fd fd;
+    EventSource source;
+    struct ucred peer = {};
+    wire::FrameDecoder decoder{0};
+    std::vector<uint8_t> out;
+    size_t out_sent = 0;
+    int inflight = 0;
+    bool eof = false;          // the peer will send nothing more
+    bool closing = false;      // close once `out` is flushed
+    bool read_paused = false;  // output over its bound: stop reading
+    bool dirty = false;        // in dirty_: has output to flush
+    uint32_t events = 0;       // what the source waits for now
+  };
+
+  // Start-up steps, in order.
+  Status StartSignals();
+  Status StartRuntime();
+  Status StartPool();
+  Status StartListener();
+
+  // Models.
+  Result<const runtime::LoadedModel*> LoadModel(int slot,
+                                                const std::string& path);
+  const runtime::LoadedModel* active_model() const {
+    return runtime_ ? runtime_->model(active_slot_) : nullptr;
+  }
+  void BeginReload();
+  void ContinueModelReload();
+  void FinishReload(const Status& status);
+
+  // Connections.
+  void Accept();
+  void OnConnectionEvent(Connection* c, uint32_t revents);
+  void ReadFrames(Connection* c);
+  void HandleFrame(Connection* c, std::span<const uint8_t> payload);
+  void HandleInfer(Connection* c, uint64_t id, const wire::InferRequest& r);
+  Status PrepareInfer(const wire::InferRequest& r,
+                      const runtime::LoadedModel& m, InferJob* job);
+  void FillModelInfo(wire::ModelInfoResponse* info);
+  void FillStats(wire::StatsResponse* stats);
+  void SendResponse(Connection* c, wire::Response* response);
+  void SendError(Connection* c, uint64_t id, const Status& status);
+  void Flush(Connection* c);
+  void FlushDirty();
+  void UpdateEvents(Connection* c);
+  void MaybeClose(Connection* c);
+  void Close(Connection* c);
+  Connection* FindConnection(uint64_t id);
+
+  // Completions and drain.
+  void OnCompletions();
+  void BeginDrain(const char* why);
+  void CheckDrained();
+  void Count(StatusCode code) { ++responses_[static_cast<int>(code)]; }
+
+  static int OnSignal(sd_event_source*, const struct signalfd_siginfo* si,
+                      void* self);
+  static int OnListener(sd_event_source*, int, uint32_t, void* self);
+  static int OnConnection(sd_event_source*, int, uint32_t revents, void* c);
+  static int OnPool(sd_event_source*, int, uint32_t, void* self);
+  static int OnReloadTimer(sd_event_source*, uint64_t, void* self);
+  static int OnDrainTimeout(sd_event_source*, uint64_t, void* self);
+
+  Config config_;
+  const std::string config_path_;
+  State state_ = State::kServing;
+
+  std::unique_ptr<sd_event, EventDeleter> event_;
+  std::vector<EventSource> signal_sources_;
+  std::unique_ptr<runtime::Runtime> runtime_;
+  int active_slot_ = 0;
+  int slot_inflight_[2] = {0, 0};
+  // Cold swap only: the served model's file, to restore it when a
+  // replacement fails after overwriting the single slot.
+  std::optional<runtime::ModelFile> cold_file_;
+  std::string reload_model_path_;
+  EventSource reload_timer_;
+
+  std::unique_ptr<WorkerPool> pool_;
+  EventSource pool_source_;
+  std::vector<std::unique_ptr<InferJob>> jobs_;
+  std::vector<InferJob*> free_jobs_;
+  std::vector<InferJob*> completed_;
+  size_t outstanding_ = 0;
+
+  Fd listener_;
+  EventSource listener_source_;
+  bool socket_activated_ = false;
+  bool unlink_socket_ = false;
+
+  uint64_t next_connection_id_ = 1;
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
+  std::vector<Connection*> dirty_;  // connections with output to flush
+  EventSource drain_timer_;
+
+  std::vector<uint8_t> read_buffer_ = std::vector<uint8_t>(kReadChunk);
+  // Reused per frame so steady-state parsing reuses protobuf's buffers.
+  wire::Request request_;
+  wire::Response response_;
+
+  // Statistics.
+  int64_t started_ns_ = MonotonicNs();
+  std::array<uint64_t, kStatusCodes> responses_{};
+  uint64_t requests_total_ = 0;
+  uint64_t connections_total_ = 0;
+  uint64_t inferences_total_ = 0;
+  uint64_t frames_rejected_ = 0;
+  LatencyHistogram latency_;
+};
+
+// ------------------------------------------------------------ start and stop
+
+Status Service::Impl::Start() {
+  SetLogLevel(config_.log_level);
+  Notify("STATUS=Starting (configuration: %s)", config_.origin.c_str());
+  sd_event* e = nullptr;
+  int r = sd_event_new(&e);
+  if (r < 0) return SdError(r, "cannot create the event loop");
+  event_.reset(e);
+  TERND_RETURN_IF_ERROR(StartSignals());
+  TERND_RETURN_IF_ERROR(StartRuntime());
+  TERND_RETURN_IF_ERROR(StartPool());
+  TERND_RETURN_IF_ERROR(StartListener());
+  r = sd_event_set_watchdog(event_.get(), true);
+  if (r < 0) return SdError(r, "cannot enable the systemd watchdog");
+  if (r > 0) TERND_LOG_INFO("systemd watchdog enabled; pinged from the loop");
+
+  const runtime::LoadedModel* m = active_model();
+  ModelEvent(LogLevel::kNotice, m, 0,
+             "serving model '%s' version %llu on %s (kernel %s, %d "
+             "workers, %s swap, configuration: %s)",
+             m->name(), static_cast<unsigned long long>(m->version()),
+             config_.socket_path.c_str(), m->kernel_name(), pool_->workers(),
+             config_.swap.c_str(), config_.origin.c_str());
+  Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m->name(),
+         static_cast<unsigned long long>(m->version()));
+  return Status::Ok();
+}
+
+Status Service::Impl::StartSignals() {
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    sd_event_source* s = nullptr;
+    int r = sd_event_add_signal(event_.get(), &s, sig, &Impl::OnSignal, this);
+    if (r < 0) return SdError(r, "cannot watch signals (are they blocked?)");
+    sd_event_source_set_description(
+        s, sig == SIGHUP ? "signal-reload" : "signal-stop");
+    signal_sources_.emplace_back(s);
+  }
+  return Status::Ok();
+}
+
+Status Service::Impl::StartRuntime() {
+  runtime::RuntimeOptions options;
+  options.arena_bytes = size_t{config_.arena_mb} << 20;
+  options.slots = config_.swap == "hot" ? 2 : 1;
+  options.workers = config_.ResolvedWorkers();
+  options.kernel = config_.kernel;
+  TERND_ASSIGN_OR_RETURN(runtime_, runtime::Runtime::Create(options));
+  active_slot_ = 0;
+  return LoadModel(0, config_.model).status();
+}
+
+Status Service::Impl::StartPool() {
+  // Every job that may be outstanding at once has a preallocated home.
+  const size_t capacity = config_.max_queue_depth;
+  TERND_ASSIGN_OR_RETURN(
+      pool_, WorkerPool::Create(runtime_->options().workers, capacity));
+  jobs_.reserve(capacity);
+  for (size_t i = 0; i < capacity; ++i) {
+    jobs_.push_back(std::make_unique<InferJob>());
+    free_jobs_.push_back(jobs_.back().get());
+  }
+  completed_.reserve(capacity);
+  sd_event_source* s = nullptr;
+  int r = sd_event_add_io(event_.get(), &s, pool_->event_fd(), EPOLLIN,
+                          &Impl::OnPool, this);
+  if (r < 0) return SdError(r, "cannot watch the worker pool's eventfd");
+  sd_event_source_set_description(s, "worker-completions");
+  // Answers first: finishing work frees queue space for new requests.
+  sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IMPORTANT);
+  pool_source_.reset(s);
+  return Status::Ok();
+}
+
+Status Service::Impl::StartListener() {
+  const int n = sd_listen_fds(/*unset_environment=*/1);
+  if (n < 0) return SdError(n, "cannot read the sockets passed by systemd");
+  if (n > 1) {
+    return InvalidArgument(
+        "systemd passed %d sockets; ternd takes exactly one "
+        "unix stream socket",
+        n);
+  }
+  if (n == 1) {
+    const int fd = SD_LISTEN_FDS_START;
+    if (sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, nullptr, 0) <= 0) {
+      return InvalidArgument(
+          "the socket passed by systemd (fd %d) is not a "
+          "listening unix stream socket",
+          fd);
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+      return ErrnoError(errno, "cannot make the passed socket non-blocking");
+    }
+    listener_.reset(fd);
+    socket_activated_ = true;
+    TERND_LOG_INFO("using the listening socket passed by systemd");
+  } else {
+    const std::string& path = config_.socket_path;
+    struct sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof(addr.sun_path)) {
+      return InvalidArgument("server.socket '%s' is too long for a unix socket",
+                             path.c_str());
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) return ErrnoError(errno, "socket(AF_UNIX)");
+
+    struct stat st;
+    if (lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return FailedPrecondition(
+            "server.socket '%s' exists and is not a "
+            "socket; refusing to replace it",
+            path.c_str());
+      }
+      Fd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      if (probe.get() >= 0 &&
+          connect(probe.get(), reinterpret_cast<sockaddr*>(&addr),
+                  sizeof(addr)) == 0) {
+        return FailedPrecondition("another process is serving on %s",
+                                  path.c_str());
+      }
+      unlink(path.c_str());  // stale socket of a previous run
+    }
+    gid_t gid = static_cast<gid_t>(-1);
+    if (!config_.socket_group.empty()) {
+      std::vector<char> buf(16384);
+      struct group gr, *found = nullptr;
+      const int err = getgrnam_r(config_.socket_group.c_str(), &gr, buf.data(),
+                                 buf.size(), &found);
+      if (err != 0 || !found) {
+        return InvalidArgument("server.socket_group '%s' is not a known group",
+                               config_.socket_group.c_str());
+      }
+      gid = gr.gr_gid;
+    }
+    // Create the socket file with no permissions for others from the
+    // start, then widen to the configured mode.
+    const mode_t old_umask = umask(0177);
+    const int r =
+        bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    const int bind_errno = errno;
+    umask(old_umask);
+    if (r < 0) return ErrnoError(bind_errno, "cannot bind %s", path.c_str());
+    unlink_socket_ = true;
+    if (chmod(path.c_str(), config_.socket_mode) < 0) {
+      return ErrnoError(errno, "cannot chmod %s to %04o", path.c_str(),
+                        config_.socket_mode);
+    }
+    // Only change the group when it differs: a daemon running with that
+    // group (the systemd unit) creates the file with it already and needs
+    // no chown, which the unit's syscall filter refuses.
+    struct stat created;
+    if (gid != static_cast<gid_t>(-1) && stat(path.c_str(), &created) == 0 &&
+        created.st_gid != gid &&
+        chown(path.c_str(), static_cast<uid_t>(-1), gid) < 0) {
+      return ErrnoError(errno, "cannot give %s to group '%s'", path.c_str(),
+                        config_.socket_group.c_str());
+    }
+    if (listen(fd.get(), SOMAXCONN) < 0) {
+      return ErrnoError(errno, "cannot listen on %s", path.c_str());
+    }
+    listener_ = std::move(fd);
+  }
+  sd_event_source* s = nullptr;
+  int r = sd_event_add_io(event_.get(), &s, listener_.get(), EPOLLIN,
+                          &Impl::OnListener, this);
+  if (r < 0) return SdError(r, "cannot watch the listening socket");
+  sd_event_source_set_description(s, "listener");
+  listener_source_.reset(s);
+  return Status::Ok();
+}
+
+Service::Impl::~Impl() {
+  // Reverse of Start: stop taking connections, stop the workers, drop the
+  // connections, then the models and the arena.
+  listener_source_.reset();
+  if (unlink_socket_) unlink(config_.socket_path.c_str());
+  listener_.reset();
+  if (pool_) pool_->Stop();
+  pool_source_.reset();
+  drain_timer_.reset();
+  reload_timer_.reset();
+  connections_.clear();
+  pool_.reset();
+  runtime_.reset();
+  signal_sources_.clear();
+  event_.reset();
+}
+
+Status Service::Impl::Run() {
+  const int r = sd_event_loop(event_.get());
+  if (r < 0) return SdError(r, "event loop failed");
+  Notify("STATUS=Stopped");
+  TERND_LOG_NOTICE("stopped after serving %llu requests",
+                   static_cast<unsigned long long>(requests_total_));
+  return Status::Ok();
+}
+
+// -------------------------------------------------------------------- models
+
+Result<const runtime::LoadedModel*> Service::Impl::LoadModel(
+    int slot, const std::string& path) {
+  Result<runtime::ModelFile> file = runtime::ModelFile::Open(path);
+  if (!file.ok()) {
+    Status s = file.status();
+    return s.Prepend("runtime.model");
+  }
+  Result<const runtime::LoadedModel*> loaded = runtime_->Load(slot, *file);
+  if (!loaded.ok()) return loaded.status();
+  const runtime::LoadedModel* m = *loaded;
+  if (m->has_golden()) {
+    Status s = m->CheckGolden(0);
+    if (!s.ok()) {
+      runtime_->Unload(slot);
+      return s.Prepend("golden health check failed");
+    }
+  } else {
+    TERND_LOG_WARNING(
+        "model '%s' (%s) has no golden pair; it is served "
+        "without a health check",
+        m->name(), path.c_str());
+  }
+  if (runtime_->slot_count() == 1) cold_file_ = std::move(*file);
+  return m;
+}
+
+void Service::Impl::BeginReload() {
+  if (state_ == State::kDraining) return;
+  if (state_ == State::kReloading) {
+    TERND_LOG_WARNING("SIGHUP while a reload is running; ignored");
+    return;
+  }
+  Notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
+         static_cast<unsigned long long>(NowUsec()));
+  Result<Config> next = ResolveConfig(config_path_);
+  if (!next.ok()) {
+    TERND_LOG_ERROR("reload refused, keeping the running configuration: %s",
+                    next.status().message());
+    FinishReload(next.status());
+    return;
+  }
+  Config& c = *next;
+  for (const std::string& change : RestartOnlyChanges(config_, c)) {
+    TERND_LOG_WARNING(
+        "reload: %s takes effect only after a restart; keeping "
+        "the running value",
+        change.c_str());
+  }
+  // Keep what cannot change live.
+  c.state_directory = config_.state_directory;
+  c.socket_path = config_.socket_path;
+  c.socket_mode = config_.socket_mode;
+  c.socket_group = config_.socket_group;
+  c.max_queue_depth = config_.max_queue_depth;
+  c.arena_mb = config_.arena_mb;
+  c.workers = config_.workers;
+  c.kernel = config_.kernel;
+  c.swap = config_.swap;
+  config_ = std::move(c);
+  SetLogLevel(config_.log_level);
+  for (auto& [id, conn] : connections_) {
+    conn->decoder.set_max_frame_bytes(config_.max_frame_bytes);
+  }
+  TERND_LOG_INFO("configuration reloaded from %s", config_.origin.c_str());
+
+  state_ = State::kReloading;
+  reload_model_path_ = config_.model;
+  Notify("STATUS=Reloading model %s", reload_model_path_.c_str());
+  ContinueModelReload();
+}
+
+// Loads the new model once no request uses the slot it goes into: the idle
+// slot (hot swap), or the only slot (cold swap, which refuses new Infer
+// calls meanwhile).
+void Service::Impl::ContinueModelReload() {
+  if (state_ != State::kReloading) return;  // SIGTERM came first
+  const int target = runtime_->slot_count() == 2 ? 1 - active_slot_ : 0;
+  if (slot_inflight_[target] > 0) {
+    if (!reload_timer_) {
+      sd_event_source* s = nullptr;
+      int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
+                                         1000, 0, &Impl::OnReloadTimer, this);
+      if (r < 0) {
+        FinishReload(SdError(r, "cannot arm the reload timer"));
+        return;
+      }
+      sd_event_source_set_description(s, "reload-wait");
+      reload_timer_.reset(s);
+    } else {
+      sd_event_source_set_time_relative(reload_timer_.get(), 1000);
+      sd_event_source_set_enabled(reload_timer_.get(), SD_EVENT_ONESHOT);
+    }
+    return;
+  }
+  std::optional<runtime::ModelFile> previous;
+  if (runtime_->slot_count() == 1) previous = std::move(cold_file_);
+  Result<const runtime::LoadedModel*> loaded =
+      LoadModel(target, reload_model_path_);
+  if (!loaded.ok()) {
+    if (previous) {
+      // The single slot may hold a half-placed model: put the old one back.
+      Result<const runtime::LoadedModel*> restored =
+          runtime_->Load(0, *previous);
+      TERND_CHECK(restored.ok());  // it fit and loaded before
+      cold_file_ = std::move(previous);
+    }
+    FinishReload(loaded.status());
+    return;
+  }
+  const runtime::LoadedModel* old = active_model();
+  active_slot_ = target;
+  const runtime::LoadedModel* m = *loaded;
+  ModelEvent(LogLevel::kNotice, m, 0,
+             "now serving model '%s' version %llu (was '%s' version %llu)",
+             m->name(), static_cast<unsigned long long>(m->version()),
+             old ? old->name() : "-",
+             static_cast<unsigned long long>(old ? old->version() : 0));
+  FinishReload(Status::Ok());
+}
+
+void Service::Impl::FinishReload(const Status& status) {
+  if (state_ == State::kReloading) state_ = State::kServing;
+  const runtime::LoadedModel* m = active_model();
+  if (status.ok()) {
+    Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m->name(),
+           static_cast<unsigned long long>(m->version()));
+  } else {
+    TERND_LOG_ERROR("reload failed, still serving model '%s' version %llu: %s",
+                    m->name(), static_cast<unsigned long long>(m->version()),
+                    status.message());
+    Notify(
+        "READY=1\nSTATUS=Serving model '%s' version %llu; last reload "
+        "failed: %s",
+        m->name(), static_cast<unsigned long long>(m->version()),
+        status.message());
+  }
+}
+
+// --------------------------------------------------------------- connections
+
+void Service::Impl::Accept() {
+  for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
+    Fd fd(accept4(listener_.get(), nullptr, nullptr,
+                  SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (fd.get() < 0) {
+      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+      TERND_LOG_WARNING("accept on %s failed: %s", config_.socket_path.c_str(),
+                        strerror(errno));
+      return;
+    }
+    auto c = std::make_unique<Connection>();
+    c->owner = this;
+    c->id = next_connection_id_++;
+    socklen_t len = sizeof(c->peer);
+    if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &c->peer, &len) < 0) {
+      TERND_LOG_WARNING("SO_PEERCRED failed: %s", strerror(errno));
+      continue;
+    }
+    ++connections_total_;
+    c->fd = std::move(fd);
+    c->decoder.set_max_frame_bytes(config_.max_frame_bytes);
+
+    Status refuse;
+    if (connections_.size() >= config_.max_connections) {
+      refuse = Errorf(StatusCode::kUnavailable,
+                      "too many connections (server.max_connections = %u)",
+                      config_.max_connections);
+    } else if (!config_.allow_uids.empty() || !config_.allow_gids.empty()) {
+      const bool allowed =
+          std::find(config_.allow_uids.begin(), config_.allow_uids.end(),
+                    c->peer.uid) != config_.allow_uids.end() ||
+          std::find(config_.allow_gids.begin(), config_.allow_gids.end(),
+                    c->peer.gid) != config_.allow_gids.end();
+      if (!allowed) {
+        TERND_LOG_WARNING(
+            "refused connection from pid %d uid %u gid %u: not "
+            "in server.allow_uids or server.allow_gids",
+            c->peer.pid, c->peer.uid, c->peer.gid);
+        refuse = Errorf(StatusCode::kPermissionDenied,
+                        "uid %u / gid %u may not use this daemon", c->peer.uid,
+                        c->peer.gid);
+      }
+    }
+    if (!refuse.ok()) {
+      // One small frame into an empty socket buffer: it fits, no waiting.
+      std::vector<uint8_t> out;
+      wire::Response response;
+      response.set_final(true);
+      response.mutable_status()->set_code(static_cast<int>(refuse.code()));
+      response.mutable_status()->set_message(refuse.message());
+      wire::AppendFrame(response, SIZE_MAX, &out);
+      (void)!send(c->fd.get(), out.data(), out.size(),
+                  MSG_NOSIGNAL | MSG_DONTWAIT);
+      Count(refuse.code());
+      continue;
+    }
+    TERND_LOG_DEBUG("connection %llu from pid %d uid %u gid %u",
+                    static_cast<unsigned long long>(c->id), c->peer.pid,
+                    c->peer.uid, c->peer.gid);
+    sd_event_source* s = nullptr;
+    int r = sd_event_add_io(event_.get(), &s, c->fd.get(), EPOLLIN,
+                            &Impl::OnConnection, c.get());
+    if (r < 0) {
+      TERND_LOG_WARNING("cannot watch a new connection: %s", strerror(-r));
+      continue;
+    }
+    sd_event_source_set_description(s, "connection");
+    c->source.reset(s);
+    c->events = EPOLLIN;
+    connections_.emplace(c->id, std::move(c));
+  }
+}
+
+Service::Impl::Connection* Service::Impl::FindConnection(uint64_t id) {
+  auto it = connections_.find(id);
+  return it == connections_.end() ? nullptr : it->second.get();
+}
+
+void Service::Impl::OnConnectionEvent(Connection* c, uint32_t revents) {
+  if (revents & (EPOLLHUP | EPOLLERR)) {
+    // The peer is gone: whatever it still waits for can no longer arrive.
+    Close(c);
+    return;
+  }
+  if (revents & EPOLLOUT) {
+    const uint64_t id = c->id;
+    Flush(c);
+    if (!FindConnection(id)) return;
+  }
+  if (revents & EPOLLIN) ReadFrames(c);
+}
+
+void Service::Impl::ReadFrames(Connection* c) {
+  // Read into the loop's buffer and keep only unfinished frames per
+  // connection, so an idle connection costs bytes, not a read chunk.
+  const ssize_t n = read(c->fd.get(), read_buffer_.data(), read_buffer_.size());
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) return;
+    Close(c);
+    return;
+  }
+  if (n == 0) {
+    c->eof = true;
+    UpdateEvents(c);
+    MaybeClose(c);
+    return;
+  }
+  c->decoder.Feed(
+      std::span<const uint8_t>(read_buffer_.data(), static_cast<size_t>(n)));
+  for (;;) {
+    std::span<const uint8_t> payload;
+    uint32_t announced = 0;
+    const wire::FrameDecoder::Next next =
+        c->decoder.TakeFrame(&payload, &announced);
+    if (next == wire::FrameDecoder::Next::kNeedMore) break;
+    if (next == wire::FrameDecoder::Next::kTooLarge) {
+      ++frames_rejected_;
+      SendError(c, 0,
+                ResourceExhausted("frame of %u bytes is over the limit of %u "
+                                  "(server.max_frame_bytes); closing",
+                                  announced, config_.max_frame_bytes));
+      c->closing = true;
+      break;
+    }
+    HandleFrame(c, payload);
+    if (c->closing) break;
+  }
+  c->decoder.ReleaseIfEmpty(kReadChunk);
+  FlushDirty();
+}
+
+void Service::Impl::HandleFrame(Connection* c,
+                                std::span<const uint8_t> payload) {
+  ++requests_total_;
+  if (!request_.ParseFromArray(payload.data(),
+                               static_cast<int>(payload.size()))) {
+    ++frames_rejected_;
+    SendError(c, 0,
+              InvalidArgument("a frame of %zu bytes is not a valid Request "
+                              "message; closing",
+                              payload.size()));
+    c->closing = true;
+    return;
+  }
+  const uint64_t id = request_.id();
+  switch (request_.call_case()) {
+    case wire::Request::kInfer:
+      HandleInfer(c, id, request_.infer());
+      return;
+    case wire::Request::kModelInfo: {
+      response_.Clear();
+      response_.set_id(id);
+      FillModelInfo(response_.mutable_model_info());
+      Count(StatusCode::kOk);
+      SendResponse(c, &response_);
+      return;
+    }
+    case wire::Request::kHealth: {
+      response_.Clear();
+      response_.set_id(id);
+      wire::HealthResponse* h = response_.mutable_health();
+      h->set_live(true);
+      h->set_ready(state_ != State::kDraining && active_model() != nullptr);
+      h->set_state(state_ == State::kServing     ? "serving"
+                   : state_ == State::kReloading ? "reloading"
+                                                 : "draining");
+      Count(StatusCode::kOk);
+      SendResponse(c, &response_);
+      return;
+    }
+    case wire::Request::kStats: {
+      response_.Clear();
+      response_.set_id(id);
+      FillStats(response_.mutable_stats());
+      Count(StatusCode::kOk);
+      SendResponse(c, &response_);
+      return;
+    }
+    case wire::Request::kGenerate:
+      SendError(c, id,
+                Unimplemented("Generate needs a language model; model '%s' is "
+                              "a graph model",
+                              active_model()->name()));
+      return;
+    case wire::Request::CALL_NOT_SET:
+      break;
+  }
+  SendError(c, id,
+            InvalidArgument("request %llu names no call (infer, "
+                            "model_info, health, stats)",
+                            static_cast<unsigned long long>(id)));
+}
+
+void Service::Impl::HandleInfer(Connection* c, uint64_t id,
+                                const wire::InferRequest& r) {
+  if (state_ == State::kDraining) {
+    SendError(c, id,
+              Errorf(StatusCode::kUnavailable, "the daemon is shutting down"));
+    return;
+  }
+  if (state_ == State::kReloading && runtime_->slot_count() == 1) {
+    SendError(c, id,
+              Errorf(StatusCode::kUnavailable,
+                     "the model is being replaced (cold swap); retry"));
+    return;
+  }
+  if (c->inflight >= static_cast<int>(config_.max_inflight_per_connection)) {
+    SendError(
+        c, id,
+        ResourceExhausted("%d requests in flight on this connection "
+                          "(server.max_inflight_per_connection = %u)",
+                          c->inflight, config_.max_inflight_per_connection));
+    return;
+  }
+  if (free_jobs_.empty()) {
+    SendError(c, id,
+              ResourceExhausted("%zu requests queued (server.max_queue_depth "
+                                "= %u)",
+                                outstanding_, config_.max_queue_depth));
+    return;
+  }
+  InferJob* job = free_jobs_.back();
+  const runtime::LoadedModel& m = *active_model();
+  job->received_ns = MonotonicNs();
+  Status s = PrepareInfer(r, m, job);
+  if (!s.ok()) {
+    SendError(c, id, s);
+    return;
+  }
+  free_jobs_.pop_back();
+  job->connection_id = c->id;
+  job->request_id = id;
+  job->slot = active_slot_;
+  job->model = &m;
+  const uint64_t deadline_ns =
+      r.deadline_us() != 0 ? r.deadline_us() * 1000
+                           : uint64_t{config_.default_deadline_ms} * 1000000;
+  job->deadline_ns =
+      deadline_ns ? job->received_ns + static_cast<int64_t>(std::min<uint64_t>(
+                                           deadline_ns, uint64_t{1} << 62))
+                  : 0;
+  ++c->inflight;
+  ++slot_inflight_[job->slot];
+  ++outstanding_;
+  pool_->Submit(job);
+}
+
+Status Service::Impl::PrepareInfer(const wire::InferRequest& r,
+                                   const runtime::LoadedModel& m,
+                                   InferJob* job) {
+  const int num_inputs = m.num_inputs();
+  // Which request tensor feeds each model input.
+  std::array<int, 64> source;
+  if (num_inputs > static_cast<int>(source.size())) {
+    return Internal("model '%s' has %d inputs, more than the daemon's %zu",
+                    m.name(), num_inputs, source.size());
+  }
+  source.fill(-1);
+  for (int t = 0; t < r.inputs_size(); ++t) {
+    const wire::Tensor& tensor = r.inputs(t);
+    int i = m.FindInput(tensor.name());
+    if (i < 0 && tensor.name().empty() && num_inputs == 1) i = 0;
+    if (i < 0) {
+      std::string names;
+      for (int k = 0; k < num_inputs; ++k) {
+        names += (k ? ", " : "") + std::string(m.input_info(k).name);
+      }
+      return InvalidArgument(
+          "'%.64s' is not an input of model '%s' (inputs: "
+          "%.200s)",
+          tensor.name().c_str(), m.name(), names.c_str());
+    }
+    if (source[i] >= 0) {
+      return InvalidArgument("input '%s' is given twice", m.input_info(i).name);
+    }
+    source[i] = t;
+  }
+  int batch = -1;
+  size_t total = 0;
+  for (int i = 0; i < num_inputs; ++i) {
+    const runtime::IoInfo& info = m.input_info(i);
+    if (source[i] < 0) {
+      return InvalidArgument("input '%s' (%u values per row) is missing",
+                             info.name, info.features);
+    }
+    const wire::Tensor& t = r.inputs(source[i]);
+    size_t elem;
+    if (t.dtype() == wire::F32) {
+      elem = 4;
+    } else if (t.dtype() == wire::I8) {
+      elem = 1;
+    } else {
+      return InvalidArgument(
+          "input '%s' has dtype %d; inputs take F32 (1) or "
+          "I8 (2)",
+          info.name, static_cast<int>(t.dtype()));
+    }
+    uint64_t rows;
+    if (t.shape_size() == 0) {
+      // No shape: as many whole rows as the data holds.
+      const uint64_t row_bytes = uint64_t{info.features} * elem;
+      if (t.data().size() % row_bytes != 0) {
+        return InvalidArgument(
+            "input '%s' has %zu bytes, not a whole number of "
+            "%u-value rows of %zu-byte elements",
+            info.name, t.data().size(), info.features, elem);
+      }
+      rows = t.data().size() / row_bytes;
+    } else {
+      rows = t.shape(0);
+      uint64_t per_row = 1;
+      for (int d = 1; d < t.shape_size(); ++d) {
+        per_row *= t.shape(d);
+        if (per_row > (uint64_t{1} << 32)) break;
+      }
+      if (per_row != info.features) {
+        return InvalidArgument(
+            "input '%s' has %llu values per row (shape "
+            "after the batch dimension), the model takes %u",
+            info.name, static_cast<unsigned long long>(per_row), info.features);
+      }
+      if (t.data().size() != rows * info.features * elem) {
+        return InvalidArgument(
+            "input '%s' has %zu bytes of data; shape says "
+            "%llu rows x %u values x %zu bytes",
+            info.name, t.data().size(), static_cast<unsigned long long>(rows),
+            info.features, elem);
+      }
+    }
+    if (rows < 1 || rows > static_cast<uint64_t>(m.max_batch())) {
+      return InvalidArgument(
+          "input '%s' has %llu rows; model '%s' takes 1..%d "
+          "per call",
+          info.name, static_cast<unsigned long long>(rows), m.name(),
+          m.max_batch());
+    }
+    if (batch >= 0 && static_cast<int>(rows) != batch) {
+      return InvalidArgument("input '%s' has %llu rows, other inputs have %d",
+                             info.name, static_cast<unsigned long long>(rows),
+                             batch);
+    }
+    batch = static_cast<int>(rows);
+    total += rows * info.features;
+  }
+  job->batch = batch;
+  job->inputs.resize(total);
+  float* dst = job->inputs.data();
+  for (int i = 0; i < num_inputs; ++i) {
+    const wire::Tensor& t = r.inputs(source[i]);
+    const size_t n = static_cast<size_t>(batch) * m.input_info(i).features;
+    if (t.dtype() == wire::F32) {
+      std::memcpy(dst, t.data().data(), n * sizeof(float));
+    } else {
+      const int8_t* src = reinterpret_cast<const int8_t*>(t.data().data());
+      for (size_t k = 0; k < n; ++k) dst[k] = static_cast<float>(src[k]);
+    }
+    dst += n;
+  }
+  job->outputs.clear();
+  if (r.outputs_size() == 0) {
+    for (int o = 0; o < m.num_outputs(); ++o) job->outputs.push_back(o);
+  } else {
+    for (const std::string& name : r.outputs()) {
+      const int o = m.FindOutput(name);
+      if (o < 0) {
+        return InvalidArgument("'%.64s' is not an output of model '%s'",
+                               name.c_str(), m.name());
+      }
+      job->outputs.push_back(o);
+    }
+  }
+  return Status::Ok();
+}
+
+void Service::Impl::FillModelInfo(wire::ModelInfoResponse* info) {
+  const runtime::LoadedModel& m = *active_model();
+  info->set_name(m.name());
+  info->set_version(m.version());
+  for (int i = 0; i < m.num_inputs(); ++i) {
+    wire::TensorSpec* s = info->add_inputs();
+    s->set_name(m.input_info(i).name);
+    s->set_dtype(wire::F32);
+    s->set_features(m.input_info(i).features);
+  }
+  for (int o = 0; o < m.num_outputs(); ++o) {
+    wire::TensorSpec* s = info->add_outputs();
+    s->set_name(m.output_info(o).name);
+    s->set_dtype(WireDType(m.output_info(o).dtype));
+    s->set_features(m.output_info(o).features);
+  }
+  info->set_max_batch(static_cast<uint32_t>(m.max_batch()));
+  info->set_kernel(m.kernel_name());
+  info->set_arena_bytes(runtime_->options().arena_bytes);
+  info->set_slot_bytes(runtime_->slot_bytes());
+  info->set_slot_bytes_used(m.slot_bytes_used());
+  info->set_workers(static_cast<uint32_t>(pool_->workers()));
+  info->set_swap(config_.swap);
+}
+
+void Service::Impl::FillStats(wire::StatsResponse* stats) {
+  stats->set_uptime_ms(
+      static_cast<uint64_t>((MonotonicNs() - started_ns_) / 1000000));
+  for (int code = 0; code < kStatusCodes; ++code) {
+    if (responses_[code] == 0) continue;
+    wire::StatusCount* sc = stats->add_responses();
+    sc->set_code(StatusCodeName(static_cast<StatusCode>(code)));
+    sc->set_count(responses_[code]);
+  }
+  stats->set_requests_total(requests_total_);
+  stats->set_latency_p50_us(latency_.Percentile(0.50) / 1000);
+  stats->set_latency_p90_us(latency_.Percentile(0.90) / 1000);
+  stats->set_latency_p99_us(latency_.Percentile(0.99) / 1000);
+  stats->set_latency_p999_us(latency_.Percentile(0.999) / 1000);
+  stats->set_queue_depth(outstanding_);
+  stats->set_connections(connections_.size());
+  stats->set_connections_total(connections_total_);
+  stats->set_inferences_total(inferences_total_);
+  stats->set_frames_rejected(frames_rejected_);
+}
+
+void Service::Impl::SendResponse(Connection* c, wire::Response* response) {
+  response->set_final(true);
+  if (c->out.size() == c->out_sent) {
+    c->out.clear();
+    c->out_sent = 0;
+  }
+  const bool was_empty = c->out.size() == c->out_sent;
+  if (!wire::AppendFrame(*response, config_.max_frame_bytes, &c->out)) {
+    const size_t size = response->ByteSizeLong();
+    const uint64_t id = response->id();
+    response->Clear();
+    response->set_id(id);
+    response->set_final(true);
+    response->mutable_status()->set_code(
+        static_cast<int>(StatusCode::kResourceExhausted));
+    char text[160];
+    std::snprintf(text, sizeof(text),
+                  "response of %zu bytes is over server.max_frame_bytes = %u; "
+                  "ask for fewer rows or outputs",
+                  size, config_.max_frame_bytes);
+    response->mutable_status()->set_message(text);
+    wire::AppendFrame(*response, SIZE_MAX, &c->out);
+  }
+  if (was_empty && !c->dirty) {
+    c->dirty = true;
+    dirty_.push_back(c);
+  }
+}
+
+void Service::Impl::SendError(Connection* c, uint64_t id,
+                              const Status& status) {
+  Count(status.code());
+  response_.Clear();
+  response_.set_id(id);
+  response_.mutable_status()->set_code(static_cast<int>(status.code()));
+  response_.mutable_status()->set_message(status.message());
+  SendResponse(c, &response_);
+}
+
+void Service::Impl::FlushDirty() {
+  // Flush(c) may close c, which removes it from dirty_: take one at a time.
+  while (!dirty_.empty()) {
+    Connection* c = dirty_.back();
+    dirty_.pop_back();
+    c->dirty = false;
+    Flush(c);
+  }
+}
+
+void Service::Impl::Flush(Connection* c) {
+  while (c->out_sent < c->out.size()) {
+    const ssize_t n =
+        send(c->fd.get(), c->out.data() + c->out_sent,
+             c->out.size() - c->out_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      Close(c);
+      return;
+    }
+    c->out_sent += static_cast<size_t>(n);
+  }
+  if (c->out_sent == c->out.size()) {
+    c->out.clear();
+    c->out_sent = 0;
+  } else if (c->out_sent > (1u << 20)) {
+    c->out.erase(c->out.begin(),
+                 c->out.begin() + static_cast<ptrdiff_t>(c->out_sent));
+    c->out_sent = 0;
+  }
+  const size_t pending = c->out.size() - c->out_sent;
+  // A slow reader: stop reading its requests until it takes its answers.
+  c->read_paused = pending > config_.max_output_buffer_bytes ||
+                   (c->read_paused && pending > 0);
+  UpdateEvents(c);
+  MaybeClose(c);
+}
+
+void Service::Impl::UpdateEvents(Connection* c) {
+  uint32_t events = 0;
+  if (!c->eof && !c->closing && !c->read_paused) events |= EPOLLIN;
+  if (c->out_sent < c->out.size()) events |= EPOLLOUT;
+  if (events != c->events) {
+    sd_event_source_set_io_events(c->source.get(), events);
+    c->events = events;
+  }
+}
+
+void Service::Impl::MaybeClose(Connection* c) {
+  const bool flushed = c->out_sent == c->out.size();
+  if (flushed && (c->closing || (c->eof && c->inflight == 0))) Close(c);
+}
+
+void Service::Impl::Close(Connection* c) {
+  if (c->decoder.buffered() > 0 && !c->closing) {
+    ++frames_rejected_;  // the peer left in the middle of a frame
+  }
+  if (c->inflight > 0) {
+    TERND_LOG_DEBUG("connection %llu closed with %d requests in flight",
+                    static_cast<unsigned long long>(c->id), c->inflight);
+  }
+  if (c->dirty) {
+    dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
+  }
+  connections_.erase(c->id);  // destroys the source and closes the fd
+  if (state_ == State::kDraining) CheckDrained();
+}
+
+// --------------------------------------------------------- completions, drain
+
+void Service::Impl::OnCompletions() {
+  completed_.clear();
+  pool_->TakeCompleted(&completed_);
+  const int64_t now = MonotonicNs();
+  for (InferJob* job : completed_) {
+    --outstanding_;
+    --slot_inflight_[job->slot];
+    free_jobs_.push_back(job);
+    Connection* c = FindConnection(job->connection_id);
+    if (!c) {
+      Count(StatusCode::kCancelled);  // the client left first
+      continue;
+    }
+    --c->inflight;
+    if (!job->status.ok()) {
+      SendError(c, job->request_id, job->status);
+      continue;
+    }
+    const runtime::LoadedModel& m = *job->model;
+    response_.Clear();
+    response_.set_id(job->request_id);
+    wire::InferResponse* r = response_.mutable_infer();
+    r->set_model(m.name());
+    r->set_model_version(m.version());
+    r->set_queue_us(static_cast<uint64_t>(job->started_ns - job->received_ns) /
+                    1000);
+    r->set_compute_us(
+        static_cast<uint64_t>(job->finished_ns - job->started_ns) / 1000);
+    size_t at = 0;
+    for (int o : job->outputs) {
+      const runtime::IoInfo& info = m.output_info(o);
+      const size_t bytes = static_cast<size_t>(job->batch) * info.features * 4;
+      wire::Tensor* t = r->add_outputs();
+      t->set_name(info.name);
+      t->set_dtype(WireDType(info.dtype));
+      t->add_shape(static_cast<uint32_t>(job->batch));
+      t->add_shape(info.features);
+      t->set_data(job->results.data() + at, bytes);
+      at += bytes;
+    }
+    inferences_total_ += static_cast<uint64_t>(job->batch);
+    latency_.Record(now - job->received_ns);
+    Count(StatusCode::kOk);
+    if (config_.log_requests) {
+      ModelEvent(LogLevel::kInfo, &m, job->request_id,
+                 "request %llu on connection %llu: %d rows in %lld us",
+                 static_cast<unsigned long long>(job->request_id),
+                 static_cast<unsigned long long>(c->id), job->batch,
+                 static_cast<long long>((now - job->received_ns) / 1000));
+    }
+    SendResponse(c, &response_);
+  }
+  FlushDirty();
+  // A finished reply can unblock connections that waited to close.
+  if (state_ == State::kDraining) CheckDrained();
+}
+
+void Service::Impl::BeginDrain(const char* why) {
+  if (state_ == State::kDraining) return;
+  state_ = State::kDraining;
+  TERND_LOG_NOTICE("%s: draining %zu requests in flight (at most %u ms)", why,
+                   outstanding_, config_.drain_timeout_ms);
+  Notify("STOPPING=1\nSTATUS=Draining %zu requests", outstanding_);
+  listener_source_.reset();
+  if (unlink_socket_) {
+    unlink(config_.socket_path.c_str());
+    unlink_socket_ = false;
+  }
+  listener_.reset();
+  sd_event_source* s = nullptr;
+  int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
+                                     uint64_t{config_.drain_timeout_ms} * 1000,
+                                     0, &Impl::OnDrainTimeout, this);
+  if (r >= 0) {
+    sd_event_source_set_description(s, "drain-timeout");
+    drain_timer_.reset(s);
+  }
+  CheckDrained();
+}
+
+void Service::Impl::CheckDrained() {
+  if (outstanding_ > 0) return;
+  for (auto& [id, c] : connections_) {
+    if (c->out_sent < c->out.size()) return;
+  }
+  sd_event_exit(event_.get(), 0);
+}
+
+// ------------------------------------------------------------- callbacks
+
+int Service::Impl::OnSignal(sd_event_source*, const struct signalfd_siginfo* si,
+                            void* self) {
+  Impl* impl = static_cast<Impl*>(self);
+  if (si->ssi_signo == SIGHUP) {
+    impl->BeginReload();
+  } else {
+    impl->BeginDrain(si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
+  return 0;
+}
+
+int Service::Impl::OnListener(sd_event_source*, int, uint32_t, void* self) {
+  static_cast<Impl*>(self)->Accept();
+  return 0;
+}
+
+int Service::Impl::OnConnection(sd_event_source*, int, uint32_t revents,
+                                void* userdata) {
+  auto* c = static_cast<Connection*>(userdata);
+  c->owner->OnConnectionEvent(c, revents);
+  return 0;
+}
+
+int Service::Impl::OnPool(sd_event_source*, int, uint32_t, void* self) {
+  static_cast<Impl*>(self)->OnCompletions();
+  return 0;
+}
+
+int Service::Impl::OnReloadTimer(sd_event_source*, uint64_t, void* self) {
+  static_cast<Impl*>(self)->ContinueModelReload();
+  return 0;
+}
+
+int Service::Impl::OnDrainTimeout(sd_event_source*, uint64_t, void* self) {
+  Impl* impl = static_cast<Impl*>(self);
+  TERND_LOG_WARNING("drain timeout: %zu requests still in flight; exiting",
+                    impl->outstanding_);
+  sd_event_exit(impl->event_.get(), 0);
+  return 0;
+}
+
+// ------------------------------------------------------------------ Service
+
+Service::Service(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Service::~Service() = default;
+
+Result<std::unique_ptr<Service>> Service::Start(Config config,
+                                                std::string config_path) {
+  auto impl = std::make_unique<Impl>(std::move(config), std::move(config_path));
+  TERND_RETURN_IF_ERROR(impl->Start());
+  return std::unique_ptr<Service>(new Service(std::move(impl)));
+}
+
+Status Service::Run() { return impl_->Run(); }
+
+}  // namespace ternd::daemon

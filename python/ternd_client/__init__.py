@@ -1,0 +1,17 @@
+"""Python client of the ternd inference daemon (unix socket, docs/protocol.md).
+
+    from ternd_client import Client
+    with Client() as c:                      # $TERND_SOCKET, /run/ternd/ternd.sock or ./ternd.sock
+        out = c.infer({"x": [0.0] * 16})
+        print(out["probs"].values, out["class"].values[0])
+
+Pure Python plus python3-protobuf; numpy is used only when given numpy
+arrays or asked for them (Tensor.numpy()).
+"""
+
+from .client import (AsyncClient, Client, STATUS_NAMES, Tensor, TerndError,
+                     default_socket, make_infer_request)
+from . import protocol_pb2
+
+__all__ = ["AsyncClient", "Client", "STATUS_NAMES", "Tensor", "TerndError",
+           "default_socket", "make_infer_request", "protocol_pb2"]

@@ -1,0 +1,170 @@
+#include "daemon/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ternd::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ErrorOf(const std::string& text) {
+  Result<Config> c = ParseConfig(text, "test.toml");
+  EXPECT_FALSE(c.ok()) << text;
+  return c.ok() ? "" : c.status().message();
+}
+
+TEST(ConfigTest, EmptyFileGivesTheDefaults) {
+  Result<Config> c = ParseConfig("", "test.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->origin, "test.toml");
+  EXPECT_EQ(c->socket_path, kDefaultSocketPath);
+  EXPECT_EQ(c->model, kDefaultModelPath);
+  EXPECT_EQ(c->socket_mode, 0660u);
+  EXPECT_EQ(c->max_frame_bytes, 4u << 20);
+  EXPECT_EQ(c->swap, "hot");
+  EXPECT_EQ(c->workers, 0u);
+  EXPECT_GE(c->ResolvedWorkers(), 1);
+}
+
+TEST(ConfigTest, ParsesEveryKey) {
+  Result<Config> c = ParseConfig(R"(
+[daemon]
+log_level = "debug"
+state_directory = "/var/lib/ternd"
+
+[server]
+socket = "/run/ternd/ternd.sock"
+socket_mode = "0600"
+socket_group = "ternd"
+max_frame_bytes = 65536
+max_connections = 10
+max_inflight_per_connection = 3
+max_queue_depth = 7
+max_output_buffer_bytes = 8192
+default_deadline_ms = 250
+drain_timeout_ms = 1500
+allow_uids = [0, 1000]
+allow_gids = [998]
+log_requests = true
+
+[runtime]
+model = "/usr/share/ternd/models/digits.tern"
+arena_mb = 128
+workers = 3
+kernel = "ref"
+swap = "cold"
+)",
+                                 "test.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->log_level, LogLevel::kDebug);
+  EXPECT_EQ(c->state_directory, "/var/lib/ternd");
+  EXPECT_EQ(c->socket_path, "/run/ternd/ternd.sock");
+  EXPECT_EQ(c->socket_mode, 0600u);
+  EXPECT_EQ(c->socket_group, "ternd");
+  EXPECT_EQ(c->max_frame_bytes, 65536u);
+  EXPECT_EQ(c->max_connections, 10u);
+  EXPECT_EQ(c->max_inflight_per_connection, 3u);
+  EXPECT_EQ(c->max_queue_depth, 7u);
+  EXPECT_EQ(c->max_output_buffer_bytes, 8192u);
+  EXPECT_EQ(c->default_deadline_ms, 250u);
+  EXPECT_EQ(c->drain_timeout_ms, 1500u);
+  EXPECT_EQ(c->allow_uids, (std::vector<uint32_t>{0, 1000}));
+  EXPECT_EQ(c->allow_gids, (std::vector<uint32_t>{998}));
+  EXPECT_TRUE(c->log_requests);
+  EXPECT_EQ(c->model, "/usr/share/ternd/models/digits.tern");
+  EXPECT_EQ(c->arena_mb, 128u);
+  EXPECT_EQ(c->workers, 3u);
+  EXPECT_EQ(c->ResolvedWorkers(), 3);
+  EXPECT_EQ(c->kernel, "ref");
+  EXPECT_EQ(c->swap, "cold");
+}
+
+TEST(ConfigTest, UnknownKeyIsAnErrorNamingKeyAndLine) {
+  const std::string e = ErrorOf("[server]\nmax_frme_bytes = 10\n");
+  EXPECT_THAT(e, HasSubstr("test.toml:2"));
+  EXPECT_THAT(e, HasSubstr("server.max_frme_bytes"));
+}
+
+TEST(ConfigTest, UnknownTableIsAnError) {
+  EXPECT_THAT(ErrorOf("[sever]\nsocket = \"x\"\n"), HasSubstr("[sever]"));
+  EXPECT_THAT(ErrorOf("socket = \"x\"\n"),
+              HasSubstr("'socket' must be a table"));
+}
+
+TEST(ConfigTest, OutOfRangeValueNamesKeyValueAndRange) {
+  const std::string e = ErrorOf("[server]\nmax_frame_bytes = 12\n");
+  EXPECT_THAT(e, HasSubstr("server.max_frame_bytes = 12"));
+  EXPECT_THAT(e, HasSubstr("1024.."));
+  EXPECT_THAT(ErrorOf("[runtime]\nworkers = 300\n"),
+              HasSubstr("runtime.workers = 300"));
+  EXPECT_THAT(ErrorOf("[server]\nmax_connections = -1\n"),
+              HasSubstr("server.max_connections = -1"));
+}
+
+TEST(ConfigTest, WrongTypesAreErrors) {
+  EXPECT_THAT(ErrorOf("[server]\nmax_connections = \"10\"\n"),
+              HasSubstr("server.max_connections must be an integer"));
+  EXPECT_THAT(ErrorOf("[server]\nsocket = 5\n"),
+              HasSubstr("server.socket must be a string"));
+  EXPECT_THAT(ErrorOf("[server]\nlog_requests = 1\n"),
+              HasSubstr("server.log_requests must be true or false"));
+  EXPECT_THAT(ErrorOf("[server]\nallow_uids = [\"root\"]\n"),
+              HasSubstr("server.allow_uids"));
+  EXPECT_THAT(ErrorOf("[server]\nmax_connections = 1.5\n"),
+              HasSubstr("server.max_connections must be an integer"));
+}
+
+TEST(ConfigTest, EnumeratedValuesAreChecked) {
+  EXPECT_THAT(ErrorOf("[runtime]\nswap = \"warm\"\n"),
+              HasSubstr("runtime.swap = \"warm\""));
+  EXPECT_THAT(ErrorOf("[daemon]\nlog_level = \"loud\"\n"),
+              HasSubstr("daemon.log_level = \"loud\""));
+  EXPECT_THAT(ErrorOf("[server]\nsocket_mode = \"0999\"\n"),
+              HasSubstr("server.socket_mode = \"0999\""));
+  EXPECT_THAT(ErrorOf("[server]\nsocket_mode = \"1777\"\n"),
+              HasSubstr("server.socket_mode"));
+  EXPECT_THAT(ErrorOf("[runtime]\nmodel = \"\"\n"),
+              HasSubstr("runtime.model is an empty path"));
+  EXPECT_THAT(ErrorOf(std::string("[server]\nsocket = \"") +
+                      std::string(120, 'a') + "\"\n"),
+              HasSubstr("107"));
+}
+
+TEST(ConfigTest, SyntaxErrorNamesLineAndColumn) {
+  const std::string e = ErrorOf("[server]\nsocket = \n");
+  EXPECT_THAT(e, HasSubstr("test.toml:2:"));
+}
+
+TEST(ConfigTest, MissingExplicitFileIsAnError) {
+  Result<Config> c = ResolveConfig("/nonexistent/ternd.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("/nonexistent/ternd.toml"));
+}
+
+TEST(ConfigTest, ShippedExampleConfigIsValid) {
+  Result<Config> c = LoadConfig(EXAMPLE_CONFIG_PATH);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->socket_path, "/run/ternd/ternd.sock");
+  EXPECT_EQ(c->socket_group, "ternd");
+  EXPECT_EQ(c->state_directory, "/var/lib/ternd");
+}
+
+TEST(ConfigTest, RestartOnlyChangesAreListed) {
+  Config a;
+  Config b = a;
+  b.max_frame_bytes = 1 << 16;  // live
+  b.model = "other.tern";       // live
+  EXPECT_TRUE(RestartOnlyChanges(a, b).empty());
+  b.workers = 7;
+  b.socket_path = "/tmp/x.sock";
+  const std::vector<std::string> changes = RestartOnlyChanges(a, b);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_THAT(changes[0], HasSubstr("server.socket"));
+  EXPECT_THAT(changes[1], HasSubstr("runtime.workers (0 -> 7)"));
+}
+
+}  // namespace
+}  // namespace ternd::daemon

@@ -1,0 +1,177 @@
+#include "tests/daemon/daemon_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace ternd::daemon_testing {
+namespace {
+
+int64_t NowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  const char* base = getenv("TMPDIR");
+  std::string pattern =
+      std::string(base && *base ? base : "/tmp") + "/ternd-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void WriteText(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::trunc);
+  f << text;
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+DaemonProcess::DaemonProcess(const DaemonOptions& options)
+    : directory_(options.directory) {
+  const std::string notify_path = directory_ + "/notify.sock";
+  notify_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
+                notify_path.c_str());
+  unlink(notify_path.c_str());
+  if (bind(notify_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    throw std::runtime_error("cannot bind the notify socket");
+  }
+  std::vector<std::string> args = {TERND_PATH};
+  if (!options.config_path.empty()) {
+    args.push_back("--config");
+    args.push_back(options.config_path);
+  }
+  args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+  std::vector<std::string> env = {"NOTIFY_SOCKET=" + notify_path,
+                                  "PATH=/usr/bin:/bin"};
+  if (options.listen_fd >= 0) env.push_back("LISTEN_FDS=1");
+  env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
+  const std::string log_path = directory_ + "/ternd.log";
+
+  // Everything the child needs is prepared before fork.
+  std::vector<char*> argv, envp;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (std::string& e : env) envp.push_back(e.data());
+  char listen_pid[32] = "LISTEN_PID=";
+  envp.push_back(listen_pid);
+  if (options.listen_fd < 0) envp.pop_back();
+  envp.push_back(nullptr);
+
+  pid_ = fork();
+  if (pid_ == 0) {
+    if (chdir(directory_.c_str()) < 0) _exit(120);
+    const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) {
+      dup2(log, STDERR_FILENO);
+    }
+    if (options.listen_fd >= 0) {
+      if (options.listen_fd == 3) {
+        fcntl(3, F_SETFD, 0);
+      } else {
+        dup2(options.listen_fd, 3);
+      }
+      std::snprintf(listen_pid + 11, sizeof(listen_pid) - 11, "%d",
+                    static_cast<int>(getpid()));
+    }
+    // The daemon handles these through its loop; start from a clean mask.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (running()) {
+    kill(pid_, SIGKILL);
+    WaitExit(5000);
+  }
+  if (notify_fd_ >= 0) close(notify_fd_);
+}
+
+void DaemonProcess::Drain(int timeout_ms) {
+  struct pollfd p = {notify_fd_, POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) <= 0) return;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(notify_fd_, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0) return;
+    notes_.emplace_back(buf, static_cast<size_t>(n));
+  }
+}
+
+bool DaemonProcess::WaitForNotify(const std::string& needle, int timeout_ms) {
+  const int64_t end = NowMs() + timeout_ms;
+  size_t checked = 0;
+  for (;;) {
+    for (; checked < notes_.size(); ++checked) {
+      if (notes_[checked].find(needle) != std::string::npos) return true;
+    }
+    const int64_t left = end - NowMs();
+    if (left <= 0) return false;
+    Drain(static_cast<int>(std::min<int64_t>(left, 50)));
+  }
+}
+
+void DaemonProcess::Signal(int sig) { kill(pid_, sig); }
+
+bool DaemonProcess::running() {
+  if (exit_status_ >= 0 || pid_ <= 0) return false;
+  return WaitExit(0) < 0;
+}
+
+int DaemonProcess::WaitExit(int timeout_ms) {
+  if (exit_status_ >= 0) return exit_status_;
+  const int64_t end = NowMs() + timeout_ms;
+  for (;;) {
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exit_status_ =
+          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_status_;
+    }
+    if (NowMs() >= end) return -1;
+    Drain(0);
+    usleep(5000);
+  }
+}
+
+std::string DaemonProcess::Log() const {
+  return ReadText(directory_ + "/ternd.log");
+}
+
+}  // namespace ternd::daemon_testing

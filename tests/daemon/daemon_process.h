@@ -1,0 +1,71 @@
+// Starts the real ternd binary for integration tests: in its own temporary
+// directory, with NOTIFY_SOCKET pointing at a datagram socket the test reads
+// (so READY=1, RELOADING=1, STATUS=... are observed as systemd would), and
+// optionally with a listening socket passed as systemd socket activation
+// does (LISTEN_FDS / LISTEN_PID, fd 3).
+#ifndef TERND_TESTS_DAEMON_DAEMON_PROCESS_H_
+#define TERND_TESTS_DAEMON_DAEMON_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ternd::daemon_testing {
+
+// A fresh directory under $TMPDIR (short, so socket paths fit), removed with
+// everything in it when destroyed.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void WriteText(const std::string& path, const std::string& text);
+std::string ReadText(const std::string& path);
+
+struct DaemonOptions {
+  std::string directory;    // working directory
+  std::string config_path;  // --config; empty: none
+  int listen_fd = -1;       // passed as fd 3 with LISTEN_FDS=1
+  std::vector<std::string> extra_args;
+  std::vector<std::string> extra_env;  // "NAME=value"
+};
+
+class DaemonProcess {
+ public:
+  explicit DaemonProcess(const DaemonOptions& options);
+  ~DaemonProcess();  // SIGKILLs the daemon if it still runs
+
+  pid_t pid() const { return pid_; }
+  // Waits until a notification containing `needle` arrives (one already
+  // received counts). Returns false on timeout.
+  bool WaitForNotify(const std::string& needle, int timeout_ms = 10000);
+  // Everything received on NOTIFY_SOCKET so far, one entry per datagram.
+  const std::vector<std::string>& notifications() const { return notes_; }
+  void Signal(int sig);
+  // Waits for exit; returns the exit status, 128 + signal if killed, or -1
+  // on timeout.
+  int WaitExit(int timeout_ms = 15000);
+  bool running();
+  // The daemon's stderr so far.
+  std::string Log() const;
+
+ private:
+  void Drain(int timeout_ms);
+  std::string directory_;
+  int notify_fd_ = -1;
+  pid_t pid_ = -1;
+  int exit_status_ = -1;
+  std::vector<std::string> notes_;
+};
+
+}  // namespace ternd::daemon_testing
+
+#endif  // TERND_TESTS_DAEMON_DAEMON_PROCESS_H_

@@ -1,0 +1,380 @@
+// `ternctl infer`, `info`, `health` and `stats`: talk to a running ternd over
+// its unix socket (docs/protocol.md).
+#include <sys/stat.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/client/client.h"
+#include "tools/ternctl/commands.h"
+#include "tools/ternctl/values.h"
+
+namespace ternd::ternctl {
+namespace {
+
+constexpr char kSystemSocket[] = "/run/ternd/ternd.sock";
+constexpr char kLocalSocket[] = "ternd.sock";
+
+struct DaemonOptions {
+  std::string socket;
+  int timeout_ms = 10000;
+  bool json = false;
+};
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "ternctl: %s: %s\n", StatusCodeName(s.code()),
+               s.message());
+  return 1;
+}
+
+// --socket, else $TERND_SOCKET, else the system socket if it exists, else
+// the embedded default's socket in the working directory.
+std::string SocketPath(const DaemonOptions& o) {
+  if (!o.socket.empty()) return o.socket;
+  if (const char* env = std::getenv("TERND_SOCKET"); env && *env) return env;
+  struct stat st;
+  if (stat(kSystemSocket, &st) == 0) return kSystemSocket;
+  return kLocalSocket;
+}
+
+Result<std::unique_ptr<client::Client>> Connect(const DaemonOptions& o) {
+  client::ClientOptions co;
+  co.timeout_ms = o.timeout_ms;
+  return client::Client::Connect(SocketPath(o), co);
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+const char* DTypeText(wire::DType d) {
+  switch (d) {
+    case wire::F32:
+      return "F32";
+    case wire::I8:
+      return "I8";
+    case wire::I32:
+      return "I32";
+    default:
+      return "?";
+  }
+}
+
+struct InferOptions {
+  DaemonOptions daemon;
+  std::string input_path;
+  std::vector<std::string> values;
+  std::vector<std::string> outputs;
+  uint64_t deadline_ms = 0;
+};
+
+void PrintInferResponse(const wire::InferResponse& r, bool json) {
+  if (json) {
+    std::printf("{\"model\":%s,\"version\":%" PRIu64 ",\"outputs\":{",
+                JsonString(r.model()).c_str(), r.model_version());
+  }
+  for (int o = 0; o < r.outputs_size(); ++o) {
+    const wire::Tensor& t = r.outputs(o);
+    const uint32_t rows = t.shape_size() > 0 ? t.shape(0) : 1;
+    const size_t count = t.data().size() / 4;
+    const size_t per_row = rows ? count / rows : 0;
+    if (json) {
+      std::printf("%s%s:[", o ? "," : "", JsonString(t.name()).c_str());
+    } else {
+      std::printf("%s (%s, %u x %zu)\n", t.name().c_str(), DTypeText(t.dtype()),
+                  rows, per_row);
+    }
+    for (uint32_t b = 0; b < rows; ++b) {
+      std::printf(json ? "%s[" : "  ", (json && b) ? "," : "");
+      for (size_t f = 0; f < per_row; ++f) {
+        const size_t j = b * per_row + f;
+        const char* sep = f ? (json ? "," : " ") : "";
+        if (t.dtype() == wire::I32) {
+          std::printf("%s%d", sep, client::I32Data(t)[j]);
+        } else {
+          std::printf("%s%.6g", sep,
+                      static_cast<double>(client::F32Data(t)[j]));
+        }
+      }
+      std::printf(json ? "]" : "\n");
+    }
+    if (json) std::printf("]");
+  }
+  if (json) {
+    std::printf("},\"queue_us\":%" PRIu64 ",\"compute_us\":%" PRIu64 "}\n",
+                r.queue_us(), r.compute_us());
+  }
+}
+
+int Infer(const InferOptions& opt) {
+  Result<std::unique_ptr<client::Client>> c = Connect(opt.daemon);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::ModelInfoResponse> info = (*c)->ModelInfo();
+  if (!info.ok()) return Fail(info.status());
+
+  std::string origin;
+  std::string text;
+  if (!opt.values.empty()) {
+    origin = "--values";
+    for (const std::string& v : opt.values) text += v + " ";
+  } else {
+    const std::string path = opt.input_path.empty() ? "-" : opt.input_path;
+    origin = path == "-" ? "stdin" : path;
+    Result<std::string> read = ReadText(path);
+    if (!read.ok()) return Fail(read.status());
+    text = std::move(*read);
+  }
+  Result<std::vector<float>> values = ParseValues(text, origin);
+  if (!values.ok()) return Fail(values.status());
+  size_t row = 0;
+  for (const wire::TensorSpec& in : info->inputs()) row += in.features();
+  if (values->empty() || row == 0 || values->size() % row != 0 ||
+      values->size() / row > info->max_batch()) {
+    return Fail(InvalidArgument(
+        "%s has %zu values; model '%s' takes rows of %zu values (one row per "
+        "sample, inputs in order), 1 to %u rows",
+        origin.c_str(), values->size(), info->name().c_str(), row,
+        info->max_batch()));
+  }
+  const uint32_t rows = static_cast<uint32_t>(values->size() / row);
+  wire::InferRequest request;
+  // Split each row into the model's inputs, in order.
+  size_t offset = 0;
+  for (const wire::TensorSpec& in : info->inputs()) {
+    std::vector<float> data;
+    data.reserve(static_cast<size_t>(rows) * in.features());
+    for (uint32_t b = 0; b < rows; ++b) {
+      const float* src = values->data() + b * row + offset;
+      data.insert(data.end(), src, src + in.features());
+    }
+    client::AddF32Input(&request, in.name(), rows, in.features(), data);
+    offset += in.features();
+  }
+  for (const std::string& o : opt.outputs) request.add_outputs(o);
+  request.set_deadline_us(opt.deadline_ms * 1000);
+  Result<wire::InferResponse> r = (*c)->Infer(request);
+  if (!r.ok()) return Fail(r.status());
+  PrintInferResponse(*r, opt.daemon.json);
+  return 0;
+}
+
+int Info(const DaemonOptions& opt) {
+  Result<std::unique_ptr<client::Client>> c = Connect(opt);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::ModelInfoResponse> i = (*c)->ModelInfo();
+  if (!i.ok()) return Fail(i.status());
+  if (opt.json) {
+    std::printf("{\"name\":%s,\"version\":%" PRIu64 ",\"inputs\":[",
+                JsonString(i->name()).c_str(), i->version());
+    for (int k = 0; k < i->inputs_size(); ++k) {
+      std::printf("%s{\"name\":%s,\"dtype\":\"%s\",\"features\":%u}",
+                  k ? "," : "", JsonString(i->inputs(k).name()).c_str(),
+                  DTypeText(i->inputs(k).dtype()), i->inputs(k).features());
+    }
+    std::printf("],\"outputs\":[");
+    for (int k = 0; k < i->outputs_size(); ++k) {
+      std::printf("%s{\"name\":%s,\"dtype\":\"%s\",\"features\":%u}",
+                  k ? "," : "", JsonString(i->outputs(k).name()).c_str(),
+                  DTypeText(i->outputs(k).dtype()), i->outputs(k).features());
+    }
+    std::printf(
+        "],\"max_batch\":%u,\"kernel\":%s,\"workers\":%u,\"swap\":%s,"
+        "\"arena_bytes\":%" PRIu64 ",\"slot_bytes\":%" PRIu64
+        ",\"slot_bytes_used\":%" PRIu64 "}\n",
+        i->max_batch(), JsonString(i->kernel()).c_str(), i->workers(),
+        JsonString(i->swap()).c_str(), i->arena_bytes(), i->slot_bytes(),
+        i->slot_bytes_used());
+    return 0;
+  }
+  std::printf("model        %s\n", i->name().c_str());
+  std::printf("version      %" PRIu64 "\n", i->version());
+  for (const wire::TensorSpec& s : i->inputs()) {
+    std::printf("input        %s %s [%u]\n", s.name().c_str(),
+                DTypeText(s.dtype()), s.features());
+  }
+  for (const wire::TensorSpec& s : i->outputs()) {
+    std::printf("output       %s %s [%u]\n", s.name().c_str(),
+                DTypeText(s.dtype()), s.features());
+  }
+  std::printf("max batch    %u\n", i->max_batch());
+  std::printf("kernel       %s\n", i->kernel().c_str());
+  std::printf("workers      %u\n", i->workers());
+  std::printf("swap         %s\n", i->swap().c_str());
+  std::printf("arena        %" PRIu64 " bytes, slot %" PRIu64
+              " bytes, model "
+              "uses %" PRIu64 "\n",
+              i->arena_bytes(), i->slot_bytes(), i->slot_bytes_used());
+  return 0;
+}
+
+int Health(const DaemonOptions& opt) {
+  Result<std::unique_ptr<client::Client>> c = Connect(opt);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::HealthResponse> h = (*c)->Health();
+  if (!h.ok()) return Fail(h.status());
+  if (opt.json) {
+    std::printf("{\"live\":%s,\"ready\":%s,\"state\":%s}\n",
+                h->live() ? "true" : "false", h->ready() ? "true" : "false",
+                JsonString(h->state()).c_str());
+  } else {
+    std::printf("live %s, ready %s (%s)\n", h->live() ? "yes" : "no",
+                h->ready() ? "yes" : "no", h->state().c_str());
+  }
+  return h->ready() ? 0 : 1;
+}
+
+int Stats(const DaemonOptions& opt, bool prometheus) {
+  Result<std::unique_ptr<client::Client>> c = Connect(opt);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::StatsResponse> s = (*c)->Stats();
+  if (!s.ok()) return Fail(s.status());
+  if (prometheus) {
+    std::printf("# TYPE ternd_responses_total counter\n");
+    for (const wire::StatusCount& sc : s->responses()) {
+      std::printf("ternd_responses_total{code=\"%s\"} %" PRIu64 "\n",
+                  sc.code().c_str(), sc.count());
+    }
+    std::printf(
+        "# TYPE ternd_requests_total counter\nternd_requests_total %" PRIu64
+        "\n",
+        s->requests_total());
+    std::printf(
+        "# TYPE ternd_inferences_total counter\nternd_inferences_total %" PRIu64
+        "\n",
+        s->inferences_total());
+    std::printf(
+        "# TYPE ternd_frames_rejected_total counter\n"
+        "ternd_frames_rejected_total %" PRIu64 "\n",
+        s->frames_rejected());
+    std::printf("# TYPE ternd_request_latency_microseconds summary\n");
+    std::printf("ternd_request_latency_microseconds{quantile=\"0.5\"} %g\n",
+                s->latency_p50_us());
+    std::printf("ternd_request_latency_microseconds{quantile=\"0.9\"} %g\n",
+                s->latency_p90_us());
+    std::printf("ternd_request_latency_microseconds{quantile=\"0.99\"} %g\n",
+                s->latency_p99_us());
+    std::printf("ternd_request_latency_microseconds{quantile=\"0.999\"} %g\n",
+                s->latency_p999_us());
+    std::printf("# TYPE ternd_queue_depth gauge\nternd_queue_depth %" PRIu64
+                "\n",
+                s->queue_depth());
+    std::printf("# TYPE ternd_connections gauge\nternd_connections %" PRIu64
+                "\n",
+                s->connections());
+    std::printf(
+        "# TYPE ternd_connections_total counter\n"
+        "ternd_connections_total %" PRIu64 "\n",
+        s->connections_total());
+    std::printf(
+        "# TYPE ternd_uptime_seconds gauge\nternd_uptime_seconds %.3f\n",
+        static_cast<double>(s->uptime_ms()) / 1000);
+    return 0;
+  }
+  if (opt.json) {
+    std::printf("{\"uptime_ms\":%" PRIu64 ",\"responses\":{", s->uptime_ms());
+    for (int k = 0; k < s->responses_size(); ++k) {
+      std::printf("%s%s:%" PRIu64, k ? "," : "",
+                  JsonString(s->responses(k).code()).c_str(),
+                  s->responses(k).count());
+    }
+    std::printf("},\"requests_total\":%" PRIu64 ",\"inferences_total\":%" PRIu64
+                ",\"frames_rejected\":%" PRIu64
+                ",\"latency_us\":{\"p50\":%g,"
+                "\"p90\":%g,\"p99\":%g,\"p999\":%g},\"queue_depth\":%" PRIu64
+                ",\"connections\":%" PRIu64 ",\"connections_total\":%" PRIu64
+                "}\n",
+                s->requests_total(), s->inferences_total(),
+                s->frames_rejected(), s->latency_p50_us(), s->latency_p90_us(),
+                s->latency_p99_us(), s->latency_p999_us(), s->queue_depth(),
+                s->connections(), s->connections_total());
+    return 0;
+  }
+  std::printf("uptime        %.1f s\n",
+              static_cast<double>(s->uptime_ms()) / 1000);
+  std::printf("requests      %" PRIu64 "\n", s->requests_total());
+  for (const wire::StatusCount& sc : s->responses()) {
+    std::printf("  %-20s %" PRIu64 "\n", sc.code().c_str(), sc.count());
+  }
+  std::printf("inferences    %" PRIu64 " rows\n", s->inferences_total());
+  std::printf(
+      "latency       p50 %.1f us, p90 %.1f us, p99 %.1f us, p99.9 %.1f us\n",
+      s->latency_p50_us(), s->latency_p90_us(), s->latency_p99_us(),
+      s->latency_p999_us());
+  std::printf("queue depth   %" PRIu64 "\n", s->queue_depth());
+  std::printf("connections   %" PRIu64 " open, %" PRIu64 " since start\n",
+              s->connections(), s->connections_total());
+  std::printf("bad frames    %" PRIu64 "\n", s->frames_rejected());
+  return 0;
+}
+
+void AddCommonOptions(CLI::App* cmd, DaemonOptions* o) {
+  cmd->add_option("-s,--socket", o->socket,
+                  "Daemon socket (default: $TERND_SOCKET, else "
+                  "/run/ternd/ternd.sock if it exists, else ./ternd.sock)");
+  cmd->add_option("--timeout-ms", o->timeout_ms,
+                  "How long to wait for an answer")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600000));
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+}
+
+}  // namespace
+
+void AddDaemonCommands(CLI::App& app, int* exit_code) {
+  auto infer = std::make_shared<InferOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "infer", "Send input values to the running daemon and print its outputs");
+  AddCommonOptions(cmd, &infer->daemon);
+  auto* input = cmd->add_option(
+      "-i,--input", infer->input_path,
+      "File of input values, '-' for stdin (the default); one row per sample, "
+      "the model's inputs in order");
+  auto* values = cmd->add_option("--values", infer->values,
+                                 "Input values on the command line")
+                     ->expected(1, -1);
+  input->excludes(values);
+  cmd->add_option("--output", infer->outputs,
+                  "Return only these outputs (repeatable)");
+  cmd->add_option("--deadline-ms", infer->deadline_ms,
+                  "Give up if the request waits longer than this");
+  cmd->callback([infer, exit_code] { *exit_code = Infer(*infer); });
+
+  auto info = std::make_shared<DaemonOptions>();
+  cmd = app.add_subcommand("info", "Show the model the daemon serves");
+  AddCommonOptions(cmd, info.get());
+  cmd->callback([info, exit_code] { *exit_code = Info(*info); });
+
+  auto health = std::make_shared<DaemonOptions>();
+  cmd = app.add_subcommand(
+      "health", "Ask whether the daemon is live and ready (exit 0 when ready)");
+  AddCommonOptions(cmd, health.get());
+  cmd->callback([health, exit_code] { *exit_code = Health(*health); });
+
+  auto stats = std::make_shared<DaemonOptions>();
+  auto prometheus = std::make_shared<bool>(false);
+  cmd = app.add_subcommand("stats", "Show the daemon's request statistics");
+  AddCommonOptions(cmd, stats.get());
+  cmd->add_flag("--prometheus", *prometheus, "Print Prometheus text format");
+  cmd->callback([stats, prometheus, exit_code] {
+    *exit_code = Stats(*stats, *prometheus);
+  });
+}
+
+}  // namespace ternd::ternctl
