@@ -123,7 +123,7 @@ Status Executor::Invoke(int batch) const {
       case model::TERNARY_LINEAR:
         for (int b0 = 0; b0 < batch; b0 += kMaxKernelBatch) {
           const int nb = std::min(kMaxKernelBatch, batch - b0);
-          QuantizeActivations(x + static_cast<size_t>(b0) * op.k, op.k, nb,
+          m.kernel_->quantize(x + static_cast<size_t>(b0) * op.k, op.k, nb,
                               op.k, q, m.quant_stride_, sums, dequant);
           const QuantizedActivations qa{q, m.quant_stride_, sums, nb, op.k};
           m.kernel_->gemm(static_cast<const uint8_t*>(op.weight), op.n, op.k,

@@ -5,12 +5,21 @@
 #include <string>
 #include <vector>
 
+#include "runtime/ops.h"
 #include "runtime/ternary_pack.h"
 
 namespace ternd::runtime {
 namespace {
 
+// Best first: the order "auto" tries them in.
 const TernaryKernel* const kAll[] = {
+#if defined(__x86_64__)
+    &kTernaryKernelAvx512Vnni,
+    &kTernaryKernelAvx2,
+#elif defined(__aarch64__)
+    &kTernaryKernelNeonDot,
+    &kTernaryKernelNeon,
+#endif
     &kTernaryKernelRef,
 };
 
@@ -44,7 +53,8 @@ Status SelfTestTernaryKernel(const TernaryKernel& kernel) {
   };
   for (const Shape& s : kShapes) {
     std::vector<int8_t> w(s.n * s.k);
-    for (int8_t& v : w) v = static_cast<int8_t>(static_cast<int>(next() % 3) - 1);
+    for (int8_t& v : w)
+      v = static_cast<int8_t>(static_cast<int>(next() % 3) - 1);
     std::vector<uint8_t> canonical(s.n * TernaryRowBytes(s.k));
     PackTernary(w.data(), s.n, s.k, canonical.data());
     const size_t stride = ActivationStride(s.k);
@@ -76,15 +86,56 @@ Status SelfTestTernaryKernel(const TernaryKernel& kernel) {
       }
     }
   }
+  // The quantizer: bytes, row sums and scales as QuantizeActivations gives.
+  for (size_t k : {size_t{1}, size_t{17}, size_t{300}}) {
+    const int batch = 3;
+    const size_t stride = ActivationStride(k);
+    std::vector<float> x(batch * k);
+    for (size_t i = 0; i < x.size(); ++i) {
+      // Ties (x.5 after scaling), zeros and an all-zero row.
+      x[i] = i < k ? 0.0f
+                   : static_cast<float>(static_cast<int>(next() % 512) - 256) *
+                         0.5f;
+    }
+    AlignedBuffer got_q(stride * batch), want_q(stride * batch);
+    std::memset(got_q.data, 0x7f, stride * batch);
+    std::vector<int32_t> got_sums(batch), want_sums(batch);
+    std::vector<float> got_scale(batch), want_scale(batch);
+    kernel.quantize(x.data(), k, batch, k,
+                    reinterpret_cast<int8_t*>(got_q.data), stride,
+                    got_sums.data(), got_scale.data());
+    QuantizeActivations(x.data(), k, batch, k,
+                        reinterpret_cast<int8_t*>(want_q.data), stride,
+                        want_sums.data(), want_scale.data());
+    if (std::memcmp(got_q.data, want_q.data, stride * batch) != 0 ||
+        got_sums != want_sums ||
+        std::memcmp(got_scale.data(), want_scale.data(), 4 * batch) != 0) {
+      return Internal(
+          "ternary kernel '%s' failed its self-test: its quantizer differs "
+          "from QuantizeActivations at K=%zu",
+          kernel.name, k);
+    }
+  }
   return Status::Ok();
 }
 
 Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name) {
+  if (name == "auto") {
+    const char* forced = std::getenv(kKernelEnvVar);
+    if (forced != nullptr && forced[0] != '\0' &&
+        std::string_view(forced) != "auto") {
+      name = forced;
+    }
+  }
   std::string available;
   for (const TernaryKernel* k : kAll) {
     if (!available.empty()) available += ", ";
     available += k->name;
-    if (!k->supported()) available += " (not supported by this CPU)";
+    if (!k->supported()) {
+      available += " (needs ";
+      available += k->isa;
+      available += ", which this CPU lacks)";
+    }
   }
   if (name == "auto") {
     for (const TernaryKernel* k : kAll) {

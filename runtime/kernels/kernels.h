@@ -16,8 +16,16 @@
 
 namespace ternd::runtime {
 
-// The reference variant (always available).
-extern const TernaryKernel kTernaryKernelRef;
+// The variants. Each ISA-specific one lives in its own file compiled with its
+// own instruction-set flags and is only called when its supported() is true.
+extern const TernaryKernel kTernaryKernelRef;  // always available
+#if defined(__x86_64__)
+extern const TernaryKernel kTernaryKernelAvx512Vnni;
+extern const TernaryKernel kTernaryKernelAvx2;
+#elif defined(__aarch64__)
+extern const TernaryKernel kTernaryKernelNeonDot;
+extern const TernaryKernel kTernaryKernelNeon;
+#endif
 void ternary_gemm__ref(const uint8_t* packed, size_t n, size_t k,
                        const QuantizedActivations& x, int32_t* y, size_t ldy);
 
@@ -28,9 +36,12 @@ std::span<const TernaryKernel* const> AllTernaryKernels();
 // A variant is trusted only after this passes on the running CPU.
 Status SelfTestTernaryKernel(const TernaryKernel& kernel);
 
-// "auto": the first supported variant that passes its self-test. Otherwise
-// the named variant, which must be compiled in, supported by this CPU and
-// pass its self-test; the error names the variants that are available.
+// "auto": the first supported variant that passes its self-test, unless the
+// environment variable TERND_KERNEL names a variant (kKernelEnvVar; how test
+// binaries, e.g. under qemu, force one without a config file). Otherwise the
+// named variant, which must be compiled in, supported by this CPU and pass
+// its self-test; the error names the variants that are available.
+inline constexpr char kKernelEnvVar[] = "TERND_KERNEL";
 Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name);
 
 }  // namespace ternd::runtime

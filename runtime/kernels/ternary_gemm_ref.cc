@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "runtime/kernels/kernels.h"
+#include "runtime/ops.h"
 #include "runtime/ternary_pack.h"
 
 namespace ternd::runtime {
@@ -37,7 +38,13 @@ void ternary_gemm__ref(const uint8_t* packed, size_t n, size_t k,
 }
 
 const TernaryKernel kTernaryKernelRef = {
-    "ref", Always, PackedSizeRef, PackRef, ternary_gemm__ref,
+    "ref",
+    Always,
+    PackedSizeRef,
+    PackRef,
+    ternary_gemm__ref,
+    "portable C++",
+    QuantizeActivations,
 };
 
 }  // namespace ternd::runtime

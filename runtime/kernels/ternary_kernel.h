@@ -63,6 +63,15 @@ struct TernaryKernel {
   // y = W · X^T as described above. y rows are `ldy` int32 apart (ldy >= n).
   void (*gemm)(const uint8_t* packed, size_t n, size_t k,
                const QuantizedActivations& x, int32_t* y, size_t ldy);
+  // The instruction set the variant needs, for messages ("AVX-512 VNNI").
+  const char* isa;
+  // Per-token int8 quantization with this variant's instruction set, with
+  // exactly the arguments and results (bit for bit) of QuantizeActivations
+  // in runtime/ops.h, which is what the reference variant uses. The runtime
+  // calls it right before gemm, so it is part of every kernel's cost.
+  // REQUIRES: finite inputs.
+  void (*quantize)(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
+                   size_t stride, int32_t* row_sums, float* dequant);
 };
 
 }  // namespace ternd::runtime

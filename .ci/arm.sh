@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# ARM CI step: installs the cross toolchain and qemu-user (cross/setup.sh),
+# cross-builds the runtime and its unit tests for aarch64, and runs them
+# under qemu-aarch64 twice: once as dispatch chooses on qemu's CPU (which has
+# the dot-product extension: "neondot"), once forcing plain NEON with
+# TERND_KERNEL=neon. Each run ends with a ctest summary. With
+# TERND_CI_ARMHF=1 it also cross-builds for armhf and runs the tests under
+# qemu-arm (reference kernel only).
+#
+# Usage: bash .ci/arm.sh   (from the repository root; needs root for apt-get)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash cross/setup.sh arm64
+if [ "${TERND_CI_ARMHF:-0}" = 1 ]; then bash cross/setup.sh armhf; fi
+
+jobs=$(nproc)
+
+# The runtime's unit tests. ternctl_test and demo_model_test are left out:
+# they exec host tools built for the target, which only work where
+# binfmt_misc hands foreign binaries to qemu.
+tests=(ternary_kernels_test ternary_pack_test format_test planner_test
+       ops_test runtime_test no_alloc_test status_test)
+# Hangs under qemu-user (it passes natively in a few milliseconds): its four
+# worker threads never finish under emulation; to be investigated.
+qemu_skip='RuntimeTest.WorkersRunConcurrentlyWithSameResults'
+
+cross_build() {  # build-dir toolchain-file
+  # TERND_RUNTIME_ONLY (when the top-level CMakeLists.txt has it) skips the
+  # parts whose dependencies are not cross-installed.
+  cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_TOOLCHAIN_FILE="$2" -DTERND_BUILD_BENCH=OFF -DTERND_WERROR=ON \
+    -DTERND_RUNTIME_ONLY=ON -Wno-dev
+  local targets=()
+  for t in "${tests[@]}"; do
+    targets+=("$(ninja -C "$1" -t targets all |
+                 sed -n "s|^\(tests/[^:]*/$t\): .*|\1|p" | head -n1)")
+  done
+  ninja -C "$1" -j"$jobs" "${targets[@]}"
+}
+
+run_tests() {  # build-dir title [extra ctest -E regex]
+  echo "=== $2 ==="
+  local exclude="$qemu_skip|TernctlTest|DemoModelTest"
+  if [ -n "${3:-}" ]; then exclude="$exclude|$3"; fi
+  # ctest runs each test binary through the toolchain's qemu emulator.
+  ctest --test-dir "$1" -L unit -E "$exclude" -j"$jobs" --timeout 900 \
+    --output-on-failure
+}
+
+start=$(date +%s)
+cross_build build-aarch64 cross/aarch64-linux-gnu.cmake
+# 1. As dispatch chooses: qemu's default CPU has asimddp, so "auto" is
+#    neondot; the kernel tests cover every variant (neondot, neon, ref).
+TERND_KERNEL= run_tests build-aarch64 \
+  "aarch64 under qemu-aarch64: all variants, auto dispatch (neondot)"
+# 2. Forcing plain NEON: everything that goes through dispatch (format,
+#    runtime, zero-allocation, ...); the per-variant kernel tests do not
+#    depend on dispatch and ran above.
+TERND_KERNEL=neon run_tests build-aarch64 \
+  "aarch64 under qemu-aarch64: forced TERND_KERNEL=neon" 'Variants/'
+
+if [ "${TERND_CI_ARMHF:-0}" = 1 ]; then
+  cross_build build-armhf cross/arm-linux-gnueabihf.cmake
+  run_tests build-armhf "armhf under qemu-arm (reference kernel)"
+fi
+echo "arm.sh: done in $(( $(date +%s) - start )) s after setup"

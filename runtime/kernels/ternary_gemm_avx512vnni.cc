@@ -1,0 +1,298 @@
+// Ternary GEMM for x86-64 with AVX-512 VNNI (tgemm__avx512vnni).
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; called only when
+// GetCpuFeatures().avx512_vnni.
+//
+// Layout: InterleavedLayout{8 rows, 256 columns}: one 64-byte block per row
+// and 256 columns, the 8 rows of a group one after another, so the whole
+// matrix is one sequential stream.
+//
+// Arithmetic: vpdpbusd multiplies unsigned bytes by signed bytes, so the
+// weights enter as their codes c = w + 1 in {0, 1, 2} (or 4c, see below) and
+// the activations as they are; y = sum(c * x) - row_sum(x) is exact.
+//
+// Accumulator headroom (K <= kMaxFeatures = 2^22): a product is at most
+// 8 * 128 = 2^10 in magnitude (the batch-1 path multiplies 4c <= 8), each
+// int32 lane receives 4 products per 256-column block, so a lane holds at
+// most K / 256 * 4 * 2^10 = 16 K <= 2^26; the full sum(c * x) is at most
+// 2 * 128 * K = 2^30 and y at most 2^29. vpdpbusd does not saturate, and no
+// partial sum is kept narrower than 32 bits.
+// GCC 12's AVX-512 headers build some intrinsics from _mm512_undefined_*()
+// and then warn that the undefined value is used (GCC bug 105593, fixed in
+// GCC 13); the values are don't-care by design.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/kernels/cpu_features.h"
+#include "runtime/kernels/interleaved_pack.h"
+#include "runtime/kernels/kernels.h"
+
+namespace ternd::runtime {
+namespace {
+
+constexpr InterleavedLayout kLayout{8, 256};
+constexpr size_t kGroupRows = 8;
+constexpr size_t kBlockBytes = 64;
+constexpr size_t kGroupBlockBytes = kGroupRows * kBlockBytes;  // per block
+// Software prefetch distance, in blocks of a group (512 bytes each).
+constexpr size_t kPrefetchBlocks = 8;
+
+bool Supported() { return GetCpuFeatures().avx512_vnni; }
+
+size_t PackedSize(size_t n, size_t k) { return kLayout.PackedSize(n, k); }
+
+void Pack(const uint8_t* canonical, size_t n, size_t k, uint8_t* dst) {
+  PackInterleaved(kLayout, canonical, n, k, dst);
+}
+
+// Horizontal sums of 8 vectors of 16 int32: lane i of the result is the sum
+// of v[i] (a transpose-and-add tree, 3 instructions per vector).
+inline __m256i Reduce8(const __m512i v[8]) {
+  __m512i s[4];
+  for (int i = 0; i < 4; ++i) {
+    const __m512i a = v[2 * i], b = v[2 * i + 1];
+    s[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b),
+                            _mm512_unpackhi_epi32(a, b));
+  }
+  // Each 128-bit lane of t0 holds partial sums of v0..v3, of t1 of v4..v7.
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi64(s[0], s[1]),
+                                      _mm512_unpackhi_epi64(s[0], s[1]));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi64(s[2], s[3]),
+                                      _mm512_unpackhi_epi64(s[2], s[3]));
+  const __m512i u =
+      _mm512_add_epi32(_mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i w =
+      _mm512_add_epi32(_mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_castsi512_si256(w);
+}
+
+// Batch 1: all 8 rows of a group against one token. Per block and row: one
+// load, one shift, four masks and four vpdpbusd. The fields at bits 2-3 and
+// 6-7 are masked in place (values 4c) into a second accumulator, which is
+// divided by 4 (exactly) at the end; that saves two shifts per block.
+void GemvGroup(const uint8_t* w, size_t blocks, const int8_t* x,
+               int32_t out[kGroupRows]) {
+  const __m512i m_lo = _mm512_set1_epi8(0x03);
+  const __m512i m_hi = _mm512_set1_epi8(0x0c);
+  __m512i acc1[kGroupRows], acc4[kGroupRows];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < kGroupRows; ++r) {
+    acc1[r] = _mm512_setzero_si512();
+    acc4[r] = _mm512_setzero_si512();
+  }
+  for (size_t kb = 0; kb < blocks; ++kb) {
+    const int8_t* xb = x + kb * 256;
+    const __m512i x0 = _mm512_load_si512(xb);
+    const __m512i x1 = _mm512_load_si512(xb + 64);
+    const __m512i x2 = _mm512_load_si512(xb + 128);
+    const __m512i x3 = _mm512_load_si512(xb + 192);
+    const uint8_t* wb = w + kb * kGroupBlockBytes;
+    // Every cache line of the block kPrefetchBlocks ahead: one sequential
+    // stream, so this runs ahead of the out-of-order window when the
+    // weights come from memory.
+#pragma GCC unroll 8
+    for (size_t line = 0; line < kGroupBlockBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb) +
+                       kPrefetchBlocks * kGroupBlockBytes + line,
+                   _MM_HINT_T0);
+    }
+#pragma GCC unroll 8
+    for (size_t r = 0; r < kGroupRows; ++r) {
+      const __m512i v = _mm512_load_si512(wb + r * kBlockBytes);
+      const __m512i s = _mm512_srli_epi16(v, 4);
+      acc1[r] = _mm512_dpbusd_epi32(acc1[r], _mm512_and_si512(v, m_lo), x0);
+      acc4[r] = _mm512_dpbusd_epi32(acc4[r], _mm512_and_si512(v, m_hi), x1);
+      acc1[r] = _mm512_dpbusd_epi32(acc1[r], _mm512_and_si512(s, m_lo), x2);
+      acc4[r] = _mm512_dpbusd_epi32(acc4[r], _mm512_and_si512(s, m_hi), x3);
+    }
+  }
+  __m512i sum[kGroupRows];
+#pragma GCC unroll 8
+  for (size_t r = 0; r < kGroupRows; ++r) {
+    // Every lane of acc4 is a sum of products of 4c: exact division by 4.
+    sum[r] = _mm512_add_epi32(acc1[r], _mm512_srai_epi32(acc4[r], 2));
+  }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), Reduce8(sum));
+}
+
+// Batch B (2..4): R rows of a group against B tokens, R * B accumulators in
+// registers. Each decoded field of a row is reused by all B tokens; the field
+// loop shifts the row's bytes by 2 after each field, so every shift is an
+// immediate. out[r * B + t] = sum over k of c * x (row sums not subtracted).
+// Everything is in one function with fully unrolled loops so that GCC keeps
+// the accumulator array in registers.
+template <int R, int B>
+void GemmTile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
+              int32_t out[R * B]) {
+  const __m512i mask = _mm512_set1_epi8(0x03);
+  constexpr int kAcc = (R * B + 7) / 8 * 8;
+  __m512i acc[kAcc];
+#pragma GCC unroll 32
+  for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_setzero_si512();
+  for (size_t kb = 0; kb < blocks; ++kb) {
+    const uint8_t* wb = w + kb * kGroupBlockBytes;
+    const int8_t* xb = x + kb * 256;
+#pragma GCC unroll 8
+    for (size_t line = 0; line < R * kBlockBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(wb) +
+                       kPrefetchBlocks * kGroupBlockBytes + line,
+                   _MM_HINT_T0);
+    }
+    __m512i wv[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) wv[r] = _mm512_load_si512(wb + r * kBlockBytes);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      __m512i xv[B];
+#pragma GCC unroll 8
+      for (int t = 0; t < B; ++t) {
+        xv[t] = _mm512_load_si512(xb + t * stride + j * 64);
+        // Keep the activations in registers: otherwise GCC folds the load
+        // into every vpdpbusd that uses it, R loads instead of one.
+        __asm__("" : "+v"(xv[t]));
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512i c = _mm512_and_si512(wv[r], mask);
+        wv[r] = _mm512_srli_epi16(wv[r], 2);
+#pragma GCC unroll 8
+        for (int t = 0; t < B; ++t) {
+          acc[r * B + t] = _mm512_dpbusd_epi32(acc[r * B + t], c, xv[t]);
+        }
+      }
+    }
+  }
+  alignas(32) int32_t sums[kAcc];
+#pragma GCC unroll 4
+  for (int i = 0; i < kAcc; i += 8) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums + i), Reduce8(acc + i));
+  }
+  std::memcpy(out, sums, sizeof(int32_t) * R * B);
+}
+
+template <int R, int B>
+void GemmChunk(const uint8_t* packed, size_t n, size_t k, const int8_t* x,
+               size_t stride, const int32_t* row_sums, int32_t* y, size_t ldy) {
+  const size_t blocks = kLayout.Blocks(k);
+  const size_t group_bytes = kLayout.GroupBytes(k);
+  int32_t out[R * B];
+  for (size_t g = 0; g < kLayout.Groups(n); ++g) {
+    for (size_t sub = 0; sub < kGroupRows; sub += R) {
+      const size_t row0 = g * kGroupRows + sub;
+      if (row0 >= n) break;
+      GemmTile<R, B>(packed + g * group_bytes + sub * kBlockBytes, blocks, x,
+                     stride, out);
+      const size_t rows = std::min<size_t>(R, n - row0);
+      for (int t = 0; t < B; ++t) {
+        int32_t* yt = y + t * ldy + row0;
+        for (size_t r = 0; r < rows; ++r) yt[r] = out[r * B + t] - row_sums[t];
+      }
+    }
+  }
+}
+
+void Gemv(const uint8_t* packed, size_t n, size_t k, const int8_t* x,
+          int32_t row_sum, int32_t* y) {
+  const size_t blocks = kLayout.Blocks(k);
+  const size_t group_bytes = kLayout.GroupBytes(k);
+  int32_t out[kGroupRows];
+  for (size_t g = 0; g < kLayout.Groups(n); ++g) {
+    GemvGroup(packed + g * group_bytes, blocks, x, out);
+    const size_t row0 = g * kGroupRows;
+    const size_t rows = std::min(kGroupRows, n - row0);
+    for (size_t r = 0; r < rows; ++r) y[row0 + r] = out[r] - row_sum;
+  }
+}
+
+// Rows per tile for B tokens: R * B accumulators + B activations + R weight
+// vectors + 2 must fit in the 32 zmm registers. Measured on Zen 5 (see
+// docs/performance.md), 4 rows x 4 tokens beat 2 x 8 for a batch of 8 (the
+// activations in registers serve 4 rows instead of 2), so batches above 4 run
+// in chunks of at most 4.
+void GemmBatch(const uint8_t* packed, size_t n, size_t k, const int8_t* x,
+               size_t stride, const int32_t* row_sums, int b, int32_t* y,
+               size_t ldy) {
+  switch (b) {
+    case 1:
+      return Gemv(packed, n, k, x, row_sums[0], y);
+    case 2:
+      return GemmChunk<8, 2>(packed, n, k, x, stride, row_sums, y, ldy);
+    case 3:
+      return GemmChunk<8, 3>(packed, n, k, x, stride, row_sums, y, ldy);
+    default:
+      return GemmChunk<4, 4>(packed, n, k, x, stride, row_sums, y, ldy);
+  }
+}
+
+// QuantizeActivations (runtime/ops.h), 16 values at a time: the same absmax
+// (max is exact), the same float product x * (127 / amax), the same
+// round-half-to-even (vcvtps2dq in the default rounding mode, like
+// nearbyint) and the same clamp, so the bytes are identical.
+void Quantize(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
+              size_t stride, int32_t* row_sums, float* dequant) {
+  for (int b = 0; b < batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * ldx;
+    int8_t* qb = q + static_cast<size_t>(b) * stride;
+    __m512 vmax = _mm512_setzero_ps();
+    size_t c = 0;
+    for (; c + 16 <= k; c += 16) {
+      vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(xb + c)));
+    }
+    const __mmask16 tail = static_cast<__mmask16>((1u << (k - c)) - 1);
+    vmax =
+        _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail, xb + c)));
+    const float amax = _mm512_reduce_max_ps(vmax);
+    if (!(amax > 0.0f)) {
+      std::memset(qb, 0, stride);
+      dequant[b] = 0.0f;
+      row_sums[b] = 0;
+      continue;
+    }
+    const __m512 inv = _mm512_set1_ps(127.0f / amax);
+    const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127);
+    __m512i sum = _mm512_setzero_si512();
+    for (c = 0; c < k; c += 16) {
+      const __mmask16 m = k - c >= 16
+                              ? static_cast<__mmask16>(0xffff)
+                              : static_cast<__mmask16>((1u << (k - c)) - 1);
+      const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xb + c), inv);
+      __m512i i = _mm512_cvtps_epi32(v);  // round half to even
+      i = _mm512_min_epi32(_mm512_max_epi32(i, lo), hi);
+      sum = _mm512_add_epi32(sum, i);
+      _mm_mask_storeu_epi8(qb + c, m, _mm512_cvtepi32_epi8(i));
+    }
+    std::memset(qb + k, 0, stride - k);
+    row_sums[b] = _mm512_reduce_add_epi32(sum);
+    dequant[b] = amax / 127.0f;
+  }
+}
+
+void Gemm(const uint8_t* packed, size_t n, size_t k,
+          const QuantizedActivations& x, int32_t* y, size_t ldy) {
+  // Batches above 4 run as ceil(batch / 4) chunks of nearly equal size.
+  const int chunks = (x.batch + 3) / 4;
+  int b0 = 0;
+  for (int c = 0; c < chunks; ++c) {
+    const int b = (x.batch - b0) / (chunks - c);
+    GemmBatch(packed, n, k, x.q + b0 * x.stride, x.stride, x.row_sums + b0, b,
+              y + b0 * ldy, ldy);
+    b0 += b;
+  }
+}
+
+}  // namespace
+
+const TernaryKernel kTernaryKernelAvx512Vnni = {
+    "avx512vnni", Supported, PackedSize,
+    Pack,         Gemm,      "AVX-512 VNNI (F, BW, VL, VNNI)",
+    Quantize,
+};
+
+}  // namespace ternd::runtime
