@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
@@ -152,30 +153,11 @@ void Quantize(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
 
 void Gemm(const uint8_t* packed, size_t n, size_t k,
           const QuantizedActivations& x, int32_t* y, size_t ldy) {
-  // Batches above 4 run as ceil(batch / 4) chunks of nearly equal size.
-  const int chunks = (x.batch + 3) / 4;
-  int b0 = 0;
-  for (int c = 0; c < chunks; ++c) {
-    const int b = (x.batch - b0) / (chunks - c);
-    const int8_t* xq = x.q + b0 * x.stride;
-    const int32_t* sums = x.row_sums + b0;
-    int32_t* yb = y + b0 * ldy;
-    switch (b) {
-      case 1:
-        GemmChunk<1>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 2:
-        GemmChunk<2>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 3:
-        GemmChunk<3>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      default:
-        GemmChunk<4>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-    }
-    b0 += b;
-  }
+  ForEachBatchChunk<4>(x.batch, [&](auto rows, int b0) {
+    GemmChunk<decltype(rows)::value>(packed, n, k, x.q + b0 * x.stride,
+                                     x.stride, x.row_sums + b0, y + b0 * ldy,
+                                     ldy);
+  });
 }
 
 }  // namespace

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
@@ -276,15 +277,10 @@ void Quantize(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
 
 void Gemm(const uint8_t* packed, size_t n, size_t k,
           const QuantizedActivations& x, int32_t* y, size_t ldy) {
-  // Batches above 4 run as ceil(batch / 4) chunks of nearly equal size.
-  const int chunks = (x.batch + 3) / 4;
-  int b0 = 0;
-  for (int c = 0; c < chunks; ++c) {
-    const int b = (x.batch - b0) / (chunks - c);
-    GemmBatch(packed, n, k, x.q + b0 * x.stride, x.stride, x.row_sums + b0, b,
-              y + b0 * ldy, ldy);
-    b0 += b;
-  }
+  ForEachBatchChunk<4>(x.batch, [&](auto rows, int b0) {
+    GemmBatch(packed, n, k, x.q + b0 * x.stride, x.stride, x.row_sums + b0,
+              decltype(rows)::value, y + b0 * ldy, ldy);
+  });
 }
 
 }  // namespace

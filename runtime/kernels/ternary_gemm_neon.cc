@@ -13,6 +13,7 @@
 // K <= kMaxFeatures = 2^22; y is at most 2^29 in magnitude.
 #include <arm_neon.h>
 
+#include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
@@ -81,41 +82,11 @@ void GemmChunk(const uint8_t* packed, size_t n, size_t k, const int8_t* x,
 
 void Gemm(const uint8_t* packed, size_t n, size_t k,
           const QuantizedActivations& x, int32_t* y, size_t ldy) {
-  const int chunks = (x.batch + 7) / 8;
-  int b0 = 0;
-  for (int c = 0; c < chunks; ++c) {
-    const int b = (x.batch - b0) / (chunks - c);
-    const int8_t* xq = x.q + b0 * x.stride;
-    const int32_t* sums = x.row_sums + b0;
-    int32_t* yb = y + b0 * ldy;
-    switch (b) {
-      case 1:
-        GemmChunk<1>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 2:
-        GemmChunk<2>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 3:
-        GemmChunk<3>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 4:
-        GemmChunk<4>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 5:
-        GemmChunk<5>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 6:
-        GemmChunk<6>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      case 7:
-        GemmChunk<7>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-      default:
-        GemmChunk<8>(packed, n, k, xq, x.stride, sums, yb, ldy);
-        break;
-    }
-    b0 += b;
-  }
+  ForEachBatchChunk<8>(x.batch, [&](auto rows, int b0) {
+    GemmChunk<decltype(rows)::value>(packed, n, k, x.q + b0 * x.stride,
+                                     x.stride, x.row_sums + b0, y + b0 * ldy,
+                                     ldy);
+  });
 }
 
 }  // namespace
