@@ -78,8 +78,7 @@ struct MqttCallbacks {
 class MqttSession {
  public:
   static Result<std::unique_ptr<MqttSession>> Create(sd_event* loop,
-                                                     MqttOptions options,
-                                                     MqttCallbacks callbacks);
+                                                     MqttOptions options);
   ~MqttSession();  // disconnects cleanly (no will) and unregisters
   MqttSession(const MqttSession&) = delete;
   MqttSession& operator=(const MqttSession&) = delete;
@@ -90,6 +89,10 @@ class MqttSession {
   void Start();
   // Disconnects cleanly; no will is sent. Start() connects again.
   void Stop();
+
+  // Adds an observer; every observer sees every event (each ignores the
+  // topics and message ids it does not own). Add observers before Start().
+  void AddObserver(MqttCallbacks callbacks);
 
   // Adds a subscription (sent now if connected, and on every connect).
   void Subscribe(const std::string& topic_filter, int qos);

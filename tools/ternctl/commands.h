@@ -14,6 +14,14 @@ void AddModelCommands(CLI::App& app, int* exit_code);
 // unix socket (daemon_commands.cc).
 void AddDaemonCommands(CLI::App& app, int* exit_code);
 
+// `keygen`, `root`, `sign`, `timestamp`, `bundle`, `publish`: the fleet
+// operator's side of signed updates (fleet_commands.cc).
+void AddFleetCommands(CLI::App& app, int* exit_code);
+
+// `watch`: follows a fleet's presence, telemetry and update states on the
+// broker (watch_command.cc).
+void AddWatchCommand(CLI::App& app, int* exit_code);
+
 }  // namespace ternd::ternctl
 
 #endif  // TERND_TOOLS_TERNCTL_COMMANDS_H_

@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   ternd::ternctl::AddModelCommands(app, &exit_code);
   ternd::ternctl::AddDaemonCommands(app, &exit_code);
+  ternd::ternctl::AddFleetCommands(app, &exit_code);
+  ternd::ternctl::AddWatchCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

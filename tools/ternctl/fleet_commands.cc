@@ -1,0 +1,8 @@
+// Placeholder: filled in by the work that adds these commands.
+#include "tools/ternctl/commands.h"
+
+namespace ternd::ternctl {
+
+void AddFleetCommands(CLI::App& /*app*/, int* /*exit_code*/) {}
+
+}  // namespace ternd::ternctl
