@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <sys/stat.h>
+#include <systemd/sd-id128.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -38,10 +39,18 @@ class ConfigParser {
         TERND_RETURN_IF_ERROR(Server(t, c));
       } else if (name == "runtime") {
         TERND_RETURN_IF_ERROR(Runtime(t, c));
+      } else if (name == "device") {
+        TERND_RETURN_IF_ERROR(Device(t, c));
+      } else if (name == "mqtt") {
+        TERND_RETURN_IF_ERROR(Mqtt(t, c));
+      } else if (name == "ota") {
+        TERND_RETURN_IF_ERROR(Ota(t, c));
+      } else if (name == "telemetry") {
+        TERND_RETURN_IF_ERROR(Telemetry(t, c));
       } else {
         return Error(node,
                      "unknown table [%.*s] (known: [daemon], [server], "
-                     "[runtime])",
+                     "[runtime], [device], [mqtt], [ota], [telemetry])",
                      static_cast<int>(name.size()), name.data());
       }
     }
@@ -167,6 +176,206 @@ class ConfigParser {
     return Status::Ok();
   }
 
+  Status Device(const toml::table& t, Config* c) {
+    for (auto&& [key, node] : t) {
+      const std::string_view k = key.str();
+      if (k == "id") {
+        TERND_RETURN_IF_ERROR(String(node, "device.id", &c->device_id));
+        TERND_RETURN_IF_ERROR(TopicLevel(node, "device.id", c->device_id));
+      } else if (k == "fleet") {
+        TERND_RETURN_IF_ERROR(String(node, "device.fleet", &c->fleet));
+        TERND_RETURN_IF_ERROR(TopicLevel(node, "device.fleet", c->fleet));
+      } else if (k == "groups") {
+        const toml::array* a = node.as_array();
+        if (!a) return Error(node, "device.groups must be an array of strings");
+        c->device_groups.clear();
+        for (const toml::node& item : *a) {
+          std::string group;
+          TERND_RETURN_IF_ERROR(String(item, "device.groups[]", &group));
+          TERND_RETURN_IF_ERROR(TopicLevel(item, "device.groups[]", group));
+          c->device_groups.push_back(group);
+        }
+      } else {
+        return Unknown(node, "device", k);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Mqtt(const toml::table& t, Config* c) {
+    for (auto&& [key, node] : t) {
+      const std::string_view k = key.str();
+      if (k == "broker") {
+        TERND_RETURN_IF_ERROR(String(node, "mqtt.broker", &c->mqtt_broker));
+        std::string host;
+        int port = 0;
+        if (!c->mqtt_broker.empty() && !SplitBroker(*c, &host, &port)) {
+          return Error(node,
+                       "mqtt.broker = \"%s\" is not HOST or HOST:PORT with a "
+                       "port in 1..65535",
+                       c->mqtt_broker.c_str());
+        }
+      } else if (k == "tls") {
+        TERND_RETURN_IF_ERROR(Bool(node, "mqtt.tls", &c->mqtt_tls));
+      } else if (k == "ca_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "mqtt.ca_file", &c->mqtt_ca_file));
+      } else if (k == "cert_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "mqtt.cert_file", &c->mqtt_cert_file));
+      } else if (k == "key_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "mqtt.key_file", &c->mqtt_key_file));
+      } else if (k == "username") {
+        TERND_RETURN_IF_ERROR(String(node, "mqtt.username", &c->mqtt_username));
+      } else if (k == "password_file") {
+        TERND_RETURN_IF_ERROR(
+            Path(node, "mqtt.password_file", &c->mqtt_password_file));
+      } else if (k == "password") {
+        return Error(node,
+                     "mqtt.password is not accepted (a secret in the main "
+                     "configuration file ends up in backups and bug "
+                     "reports); put it in a file readable only by ternd and "
+                     "name it with mqtt.password_file");
+      } else if (k == "topic_prefix") {
+        TERND_RETURN_IF_ERROR(
+            String(node, "mqtt.topic_prefix", &c->mqtt_topic_prefix));
+        if (c->mqtt_topic_prefix.find_first_of("+#") != std::string::npos ||
+            c->mqtt_topic_prefix.starts_with('/') ||
+            c->mqtt_topic_prefix.ends_with('/')) {
+          return Error(node,
+                       "mqtt.topic_prefix = \"%s\" must not contain '+' or "
+                       "'#' nor start or end with '/'",
+                       c->mqtt_topic_prefix.c_str());
+        }
+      } else if (k == "keepalive_s") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "mqtt.keepalive_s", 5, 3600, &c->mqtt_keepalive_s));
+      } else if (k == "reconnect_min_ms") {
+        TERND_RETURN_IF_ERROR(Uint(node, "mqtt.reconnect_min_ms", 10, 3600000,
+                                   &c->mqtt_reconnect_min_ms));
+      } else if (k == "reconnect_max_ms") {
+        TERND_RETURN_IF_ERROR(Uint(node, "mqtt.reconnect_max_ms", 10, 3600000,
+                                   &c->mqtt_reconnect_max_ms));
+      } else if (k == "max_inflight") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "mqtt.max_inflight", 1, 1000, &c->mqtt_max_inflight));
+      } else {
+        return Unknown(node, "mqtt", k);
+      }
+    }
+    if (c->mqtt_reconnect_max_ms < c->mqtt_reconnect_min_ms) {
+      return InvalidArgument(
+          "%s: mqtt.reconnect_max_ms = %u is below mqtt.reconnect_min_ms = %u",
+          origin_.c_str(), c->mqtt_reconnect_max_ms, c->mqtt_reconnect_min_ms);
+    }
+    if (c->mqtt_cert_file.empty() != c->mqtt_key_file.empty()) {
+      return InvalidArgument(
+          "%s: mqtt.cert_file and mqtt.key_file go together (one is set, the "
+          "other is not)",
+          origin_.c_str());
+    }
+    return Status::Ok();
+  }
+
+  Status Ota(const toml::table& t, Config* c) {
+    for (auto&& [key, node] : t) {
+      const std::string_view k = key.str();
+      if (k == "enabled") {
+        TERND_RETURN_IF_ERROR(Bool(node, "ota.enabled", &c->ota_enabled));
+      } else if (k == "root_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "ota.root_file", &c->ota_root_file));
+      } else if (k == "ca_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "ota.ca_file", &c->ota_ca_file));
+      } else if (k == "cert_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "ota.cert_file", &c->ota_cert_file));
+      } else if (k == "key_file") {
+        TERND_RETURN_IF_ERROR(Path(node, "ota.key_file", &c->ota_key_file));
+      } else if (k == "cache_mb") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "ota.cache_mb", 1, 1 << 20, &c->ota_cache_mb));
+      } else if (k == "max_artifact_mb") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.max_artifact_mb", 1, 1 << 16,
+                                   &c->ota_max_artifact_mb));
+      } else if (k == "expiry_grace_s") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.expiry_grace_s", 0, 30 * 86400,
+                                   &c->ota_expiry_grace_s));
+      } else if (k == "rate_limit_kbps") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.rate_limit_kbps", 0, 10000000,
+                                   &c->ota_rate_limit_kbps));
+      } else if (k == "retry_min_ms") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.retry_min_ms", 10, 3600000,
+                                   &c->ota_retry_min_ms));
+      } else if (k == "retry_max_ms") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.retry_max_ms", 10, 86400000,
+                                   &c->ota_retry_max_ms));
+      } else if (k == "probation_s") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.probation_s", 0, 7 * 86400,
+                                   &c->ota_probation_s));
+      } else if (k == "probation_crashes") {
+        TERND_RETURN_IF_ERROR(Uint(node, "ota.probation_crashes", 1, 100,
+                                   &c->ota_probation_crashes));
+      } else {
+        return Unknown(node, "ota", k);
+      }
+    }
+    if (c->ota_retry_max_ms < c->ota_retry_min_ms) {
+      return InvalidArgument(
+          "%s: ota.retry_max_ms = %u is below ota.retry_min_ms = %u",
+          origin_.c_str(), c->ota_retry_max_ms, c->ota_retry_min_ms);
+    }
+    if (c->ota_cert_file.empty() != c->ota_key_file.empty()) {
+      return InvalidArgument(
+          "%s: ota.cert_file and ota.key_file go together (one is set, the "
+          "other is not)",
+          origin_.c_str());
+    }
+    return Status::Ok();
+  }
+
+  Status Telemetry(const toml::table& t, Config* c) {
+    for (auto&& [key, node] : t) {
+      const std::string_view k = key.str();
+      if (k == "enabled") {
+        TERND_RETURN_IF_ERROR(
+            Bool(node, "telemetry.enabled", &c->telemetry_enabled));
+      } else if (k == "interval_s") {
+        TERND_RETURN_IF_ERROR(Uint(node, "telemetry.interval_s", 1, 86400,
+                                   &c->telemetry_interval_s));
+      } else if (k == "outbox_max_mb") {
+        TERND_RETURN_IF_ERROR(Uint(node, "telemetry.outbox_max_mb", 1, 1 << 16,
+                                   &c->telemetry_outbox_max_mb));
+      } else if (k == "outbox_max_age_h") {
+        TERND_RETURN_IF_ERROR(Uint(node, "telemetry.outbox_max_age_h", 1,
+                                   24 * 365, &c->telemetry_outbox_max_age_h));
+      } else if (k == "textfile") {
+        TERND_RETURN_IF_ERROR(
+            Path(node, "telemetry.textfile", &c->telemetry_textfile));
+      } else {
+        return Unknown(node, "telemetry", k);
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Ids, fleets and groups become MQTT topic levels.
+  Status TopicLevel(const toml::node& node, const char* key,
+                    const std::string& value) {
+    if (value.empty() || value.size() > 64) {
+      return Error(node, "%s must be 1..64 characters (found %zu)", key,
+                   value.size());
+    }
+    for (char ch : value) {
+      const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+                      ch == '.';
+      if (!ok) {
+        return Error(node,
+                     "%s = \"%s\" may hold only letters, digits, '-', '_' "
+                     "and '.' (it becomes an MQTT topic level)",
+                     key, value.c_str());
+      }
+    }
+    return Status::Ok();
+  }
+
   Status Error(const toml::node& node, const char* format, ...)
       __attribute__((format(printf, 3, 4))) {
     char text[Status::kMaxMessage];
@@ -286,6 +495,57 @@ Result<Config> ResolveConfig(const std::string& explicit_path) {
   return Config();
 }
 
+std::string ResolvedDeviceId(const Config& config) {
+  if (!config.device_id.empty()) return config.device_id;
+  // An application-specific id: the machine id itself must not be exposed
+  // (machine-id(5)). Same derivation as sd_id128_get_machine_app_specific.
+  sd_id128_t id;
+  const sd_id128_t app = SD_ID128_MAKE(7e, 51, 2c, 0d, 9a, 43, 4b, 1f, 8e, 63,
+                                       d2, 11, 5a, 90, c4, 37);
+  if (sd_id128_get_machine_app_specific(app, &id) < 0) return "unknown-device";
+  char hex[SD_ID128_STRING_MAX];
+  sd_id128_to_string(id, hex);
+  return std::string("ternd-") + std::string(hex, 16);
+}
+
+std::string ResolvedTopicPrefix(const Config& config) {
+  if (!config.mqtt_topic_prefix.empty()) return config.mqtt_topic_prefix;
+  return "ternd/v1/" + config.fleet;
+}
+
+bool SplitBroker(const Config& config, std::string* host, int* port) {
+  const std::string& b = config.mqtt_broker;
+  const size_t colon = b.rfind(':');
+  *port = config.mqtt_tls ? 8883 : 1883;
+  *host = b.substr(0, colon);
+  if (colon != std::string::npos) {
+    const std::string digits = b.substr(colon + 1);
+    char* end = nullptr;
+    const long v = std::strtol(digits.c_str(), &end, 10);
+    if (digits.empty() || *end != '\0' || v < 1 || v > 65535) return false;
+    *port = static_cast<int>(v);
+  }
+  return !host->empty() && host->find_first_of(" /") == std::string::npos;
+}
+
+void KeepRestartOnly(const Config& running, Config* next) {
+  Config c = running;
+  // The live keys come from `next`.
+  c.origin = next->origin;
+  c.log_level = next->log_level;
+  c.max_frame_bytes = next->max_frame_bytes;
+  c.max_connections = next->max_connections;
+  c.max_inflight_per_connection = next->max_inflight_per_connection;
+  c.max_output_buffer_bytes = next->max_output_buffer_bytes;
+  c.default_deadline_ms = next->default_deadline_ms;
+  c.drain_timeout_ms = next->drain_timeout_ms;
+  c.allow_uids = next->allow_uids;
+  c.allow_gids = next->allow_gids;
+  c.log_requests = next->log_requests;
+  c.model = next->model;
+  *next = std::move(c);
+}
+
 std::vector<std::string> RestartOnlyChanges(const Config& a, const Config& b) {
   std::vector<std::string> changes;
   auto note = [&changes](const char* key, const std::string& from,
@@ -309,6 +569,55 @@ std::vector<std::string> RestartOnlyChanges(const Config& a, const Config& b) {
   note("runtime.workers", num(a.workers), num(b.workers));
   note("runtime.kernel", a.kernel, b.kernel);
   note("runtime.swap", a.swap, b.swap);
+  auto yes = [](bool v) { return std::string(v ? "true" : "false"); };
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out = "[";
+    for (const std::string& s : v) out += (out.size() > 1 ? "," : "") + s;
+    return out + "]";
+  };
+  note("device.id", a.device_id, b.device_id);
+  note("device.fleet", a.fleet, b.fleet);
+  note("device.groups", list(a.device_groups), list(b.device_groups));
+  note("mqtt.broker", a.mqtt_broker, b.mqtt_broker);
+  note("mqtt.tls", yes(a.mqtt_tls), yes(b.mqtt_tls));
+  note("mqtt.ca_file", a.mqtt_ca_file, b.mqtt_ca_file);
+  note("mqtt.cert_file", a.mqtt_cert_file, b.mqtt_cert_file);
+  note("mqtt.key_file", a.mqtt_key_file, b.mqtt_key_file);
+  note("mqtt.username", a.mqtt_username, b.mqtt_username);
+  note("mqtt.password_file", a.mqtt_password_file, b.mqtt_password_file);
+  note("mqtt.topic_prefix", a.mqtt_topic_prefix, b.mqtt_topic_prefix);
+  note("mqtt.keepalive_s", num(a.mqtt_keepalive_s), num(b.mqtt_keepalive_s));
+  note("mqtt.reconnect_min_ms", num(a.mqtt_reconnect_min_ms),
+       num(b.mqtt_reconnect_min_ms));
+  note("mqtt.reconnect_max_ms", num(a.mqtt_reconnect_max_ms),
+       num(b.mqtt_reconnect_max_ms));
+  note("mqtt.max_inflight", num(a.mqtt_max_inflight), num(b.mqtt_max_inflight));
+  note("ota.enabled", yes(a.ota_enabled), yes(b.ota_enabled));
+  note("ota.root_file", a.ota_root_file, b.ota_root_file);
+  note("ota.ca_file", a.ota_ca_file, b.ota_ca_file);
+  note("ota.cert_file", a.ota_cert_file, b.ota_cert_file);
+  note("ota.key_file", a.ota_key_file, b.ota_key_file);
+  note("ota.cache_mb", num(a.ota_cache_mb), num(b.ota_cache_mb));
+  note("ota.max_artifact_mb", num(a.ota_max_artifact_mb),
+       num(b.ota_max_artifact_mb));
+  note("ota.expiry_grace_s", num(a.ota_expiry_grace_s),
+       num(b.ota_expiry_grace_s));
+  note("ota.rate_limit_kbps", num(a.ota_rate_limit_kbps),
+       num(b.ota_rate_limit_kbps));
+  note("ota.retry_min_ms", num(a.ota_retry_min_ms), num(b.ota_retry_min_ms));
+  note("ota.retry_max_ms", num(a.ota_retry_max_ms), num(b.ota_retry_max_ms));
+  note("ota.probation_s", num(a.ota_probation_s), num(b.ota_probation_s));
+  note("ota.probation_crashes", num(a.ota_probation_crashes),
+       num(b.ota_probation_crashes));
+  note("telemetry.enabled", yes(a.telemetry_enabled),
+       yes(b.telemetry_enabled));
+  note("telemetry.interval_s", num(a.telemetry_interval_s),
+       num(b.telemetry_interval_s));
+  note("telemetry.outbox_max_mb", num(a.telemetry_outbox_max_mb),
+       num(b.telemetry_outbox_max_mb));
+  note("telemetry.outbox_max_age_h", num(a.telemetry_outbox_max_age_h),
+       num(b.telemetry_outbox_max_age_h));
+  note("telemetry.textfile", a.telemetry_textfile, b.telemetry_textfile);
   return changes;
 }
 

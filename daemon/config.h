@@ -58,9 +58,62 @@ struct Config {
   std::string kernel = "auto";
   std::string swap = "hot";  // "hot" (two slots) or "cold" (one)
 
+  // [device]
+  std::string device_id;  // empty: derived from /etc/machine-id
+  std::string fleet = "default";
+  std::vector<std::string> device_groups;
+
+  // [mqtt]: the fleet broker; an empty broker means no network at all.
+  std::string mqtt_broker;  // "host:port"
+  bool mqtt_tls = true;
+  std::string mqtt_ca_file;
+  std::string mqtt_cert_file;
+  std::string mqtt_key_file;
+  std::string mqtt_username;
+  std::string mqtt_password_file;
+  std::string mqtt_topic_prefix;  // empty: "ternd/v1/<fleet>"
+  uint32_t mqtt_keepalive_s = 30;
+  uint32_t mqtt_reconnect_min_ms = 500;
+  uint32_t mqtt_reconnect_max_ms = 60000;
+  uint32_t mqtt_max_inflight = 16;
+
+  // [ota]
+  bool ota_enabled = true;
+  std::string ota_root_file = "/etc/ternd/keys/root.pb";
+  std::string ota_ca_file;  // empty: mqtt.ca_file
+  std::string ota_cert_file;
+  std::string ota_key_file;
+  uint32_t ota_cache_mb = 512;
+  uint32_t ota_max_artifact_mb = 1024;
+  uint32_t ota_expiry_grace_s = 300;
+  uint32_t ota_rate_limit_kbps = 0;  // 0: unlimited
+  uint32_t ota_retry_min_ms = 1000;
+  uint32_t ota_retry_max_ms = 300000;
+  uint32_t ota_probation_s = 600;
+  uint32_t ota_probation_crashes = 2;
+
+  // [telemetry]
+  bool telemetry_enabled = true;  // needs mqtt.broker to leave the device
+  uint32_t telemetry_interval_s = 10;
+  uint32_t telemetry_outbox_max_mb = 16;
+  uint32_t telemetry_outbox_max_age_h = 168;
+  std::string telemetry_textfile;  // empty: none
+
   // Workers after resolving 0 to the number of online CPUs.
   int ResolvedWorkers() const;
 };
+
+// The device id: device.id, or one derived from /etc/machine-id (an
+// application-specific hash, so the machine id itself never leaves the
+// device), or "unknown-device" when neither exists.
+std::string ResolvedDeviceId(const Config& config);
+
+// mqtt.topic_prefix, or "ternd/v1/<fleet>".
+std::string ResolvedTopicPrefix(const Config& config);
+
+// Splits mqtt.broker "host:port" (port defaults to 8883 with TLS, 1883
+// without).
+bool SplitBroker(const Config& config, std::string* host, int* port);
 
 // Parses TOML text. `origin` (usually the path) prefixes every error.
 Result<Config> ParseConfig(std::string_view text, const std::string& origin);
@@ -77,6 +130,10 @@ Result<Config> ResolveConfig(const std::string& explicit_path);
 // "key (old -> new)" strings, for the SIGHUP reload to report.
 std::vector<std::string> RestartOnlyChanges(const Config& current,
                                             const Config& next);
+
+// Copies every restart-only key from `running` into `next`, so a reload
+// changes only what can change live.
+void KeepRestartOnly(const Config& running, Config* next);
 
 }  // namespace ternd::daemon
 

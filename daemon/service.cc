@@ -527,16 +527,7 @@ void Service::Impl::BeginReload() {
         "the running value",
         change.c_str());
   }
-  // Keep what cannot change live.
-  c.state_directory = config_.state_directory;
-  c.socket_path = config_.socket_path;
-  c.socket_mode = config_.socket_mode;
-  c.socket_group = config_.socket_group;
-  c.max_queue_depth = config_.max_queue_depth;
-  c.arena_mb = config_.arena_mb;
-  c.workers = config_.workers;
-  c.kernel = config_.kernel;
-  c.swap = config_.swap;
+  KeepRestartOnly(config_, &c);
   config_ = std::move(c);
   SetLogLevel(config_.log_level);
   for (auto& [id, conn] : connections_) {

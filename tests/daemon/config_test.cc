@@ -16,6 +16,10 @@ std::string ErrorOf(const std::string& text) {
   return c.ok() ? "" : c.status().message();
 }
 
+void ExpectError(const std::string& text, const std::string& needle) {
+  EXPECT_THAT(ErrorOf(text), HasSubstr(needle)) << text;
+}
+
 TEST(ConfigTest, EmptyFileGivesTheDefaults) {
   Result<Config> c = ParseConfig("", "test.toml");
   ASSERT_TRUE(c.ok()) << c.status().message();
@@ -164,6 +168,127 @@ TEST(ConfigTest, RestartOnlyChangesAreListed) {
   ASSERT_EQ(changes.size(), 2u);
   EXPECT_THAT(changes[0], HasSubstr("server.socket"));
   EXPECT_THAT(changes[1], HasSubstr("runtime.workers (0 -> 7)"));
+}
+
+TEST(ConfigTest, ParsesDeviceMqttOtaAndTelemetry) {
+  Result<Config> c = ParseConfig(R"(
+[device]
+id = "robot-17"
+fleet = "warehouse"
+groups = ["arm64", "canary"]
+[mqtt]
+broker = "10.0.0.5:8884"
+ca_file = "/etc/ternd/fleet-ca.pem"
+cert_file = "/etc/ternd/device.pem"
+key_file = "/etc/ternd/device.key"
+username = "robot-17"
+password_file = "/etc/ternd/mqtt.secret"
+keepalive_s = 20
+reconnect_min_ms = 100
+reconnect_max_ms = 30000
+max_inflight = 4
+[ota]
+root_file = "/etc/ternd/keys/root.pb"
+cache_mb = 128
+probation_s = 60
+probation_crashes = 3
+rate_limit_kbps = 500
+[telemetry]
+interval_s = 30
+outbox_max_mb = 4
+textfile = "/var/lib/node_exporter/ternd.prom"
+)",
+                                 "test.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(ResolvedDeviceId(*c), "robot-17");
+  EXPECT_EQ(ResolvedTopicPrefix(*c), "ternd/v1/warehouse");
+  EXPECT_THAT(c->device_groups, ::testing::ElementsAre("arm64", "canary"));
+  std::string host;
+  int port = 0;
+  ASSERT_TRUE(SplitBroker(*c, &host, &port));
+  EXPECT_EQ(host, "10.0.0.5");
+  EXPECT_EQ(port, 8884);
+  EXPECT_EQ(c->mqtt_max_inflight, 4u);
+  EXPECT_EQ(c->mqtt_reconnect_min_ms, 100u);
+  EXPECT_EQ(c->ota_cache_mb, 128u);
+  EXPECT_EQ(c->ota_probation_crashes, 3u);
+  EXPECT_EQ(c->ota_rate_limit_kbps, 500u);
+  EXPECT_EQ(c->telemetry_interval_s, 30u);
+  EXPECT_EQ(c->telemetry_textfile, "/var/lib/node_exporter/ternd.prom");
+}
+
+TEST(ConfigTest, BrokerPortDefaultsByTls) {
+  Result<Config> c = ParseConfig("[mqtt]\nbroker = \"fleet.example\"\n", "t");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  std::string host;
+  int port = 0;
+  ASSERT_TRUE(SplitBroker(*c, &host, &port));
+  EXPECT_EQ(port, 8883);
+  c = ParseConfig("[mqtt]\nbroker = \"fleet.example\"\ntls = false\n", "t");
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(SplitBroker(*c, &host, &port));
+  EXPECT_EQ(port, 1883);
+}
+
+TEST(ConfigTest, NetworkSectionErrorsNameTheKey) {
+  ExpectError("[mqtt]\nbroker = \"host:99999\"\n",
+              "mqtt.broker = \"host:99999\" is not HOST or HOST:PORT");
+  ExpectError("[mqtt]\npassword = \"hunter2\"\n",
+              "mqtt.password is not accepted");
+  ExpectError("[mqtt]\ncert_file = \"/a.pem\"\n",
+              "mqtt.cert_file and mqtt.key_file go together");
+  ExpectError("[mqtt]\nreconnect_min_ms = 5000\nreconnect_max_ms = 100\n",
+              "mqtt.reconnect_max_ms = 100 is below mqtt.reconnect_min_ms");
+  ExpectError("[mqtt]\ntopic_prefix = \"fleet/#\"\n",
+              "mqtt.topic_prefix = \"fleet/#\" must not contain");
+  ExpectError("[device]\nid = \"robot/17\"\n",
+              "device.id = \"robot/17\" may hold only letters");
+  ExpectError("[device]\ngroups = [\"ok\", \"\"]\n",
+              "device.groups[] must be 1..64 characters");
+  ExpectError("[ota]\nprobation_crashes = 0\n",
+              "ota.probation_crashes = 0 is outside 1..100");
+  ExpectError("[telemetry]\ninterval_s = 0\n",
+              "telemetry.interval_s = 0 is outside 1..86400");
+  ExpectError("[ota]\nurl = \"x\"\n", "unknown key 'ota.url'");
+}
+
+TEST(ConfigTest, DerivedDeviceIdIsStableAndHidesTheMachineId) {
+  Config c;
+  const std::string id = ResolvedDeviceId(c);
+  EXPECT_EQ(id, ResolvedDeviceId(c));
+  EXPECT_FALSE(id.empty());
+  const std::string machine_id = []() {
+    FILE* f = std::fopen("/etc/machine-id", "r");
+    if (!f) return std::string();
+    char buf[64] = {};
+    const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    std::fclose(f);
+    return std::string(buf, n);
+  }();
+  if (!machine_id.empty()) {
+    EXPECT_THAT(id, ::testing::StartsWith("ternd-"));
+    EXPECT_EQ(id.find(machine_id.substr(0, 16)), std::string::npos);
+  }
+}
+
+TEST(ConfigTest, ReloadKeepsRestartOnlyKeys) {
+  Config running;
+  running.mqtt_broker = "a:1";
+  running.workers = 2;
+  Config next;
+  next.mqtt_broker = "b:2";
+  next.workers = 4;
+  next.max_frame_bytes = 4096;
+  next.model = "new.tern";
+  KeepRestartOnly(running, &next);
+  EXPECT_EQ(next.mqtt_broker, "a:1");
+  EXPECT_EQ(next.workers, 2u);
+  EXPECT_EQ(next.max_frame_bytes, 4096u);
+  EXPECT_EQ(next.model, "new.tern");
+  Config changed = running;
+  changed.ota_probation_s = 1;
+  EXPECT_THAT(RestartOnlyChanges(running, changed),
+              ::testing::ElementsAre(HasSubstr("ota.probation_s (600 -> 1)")));
 }
 
 }  // namespace
