@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -26,6 +28,7 @@
 #include "base/log.h"
 #include "daemon/frame.h"
 #include "daemon/latency_histogram.h"
+#include "daemon/model_host.h"
 #include "daemon/protocol.pb.h"
 #include "daemon/worker_pool.h"
 #include "runtime/format.h"
@@ -149,11 +152,11 @@ Status BlockServiceSignals() {
   return Status::Ok();
 }
 
-class Service::Impl {
+class Service::Impl : public ModelHost {
  public:
   Impl(Config config, std::string config_path)
       : config_(std::move(config)), config_path_(std::move(config_path)) {}
-  ~Impl();
+  ~Impl() override;
 
   Status Start();
   Status Run();
@@ -185,14 +188,29 @@ class Service::Impl {
   Status StartListener();
 
   // Models.
-  Result<const runtime::LoadedModel*> LoadModel(int slot,
-                                                const std::string& path);
+  static Result<runtime::ModelFile> OpenConfiguredModel(
+      const std::string& path);
+  // Places `file` into `slot` and runs its golden health check; on any
+  // failure the slot is left empty. Runs on the loader thread.
+  Status PlaceModel(int slot, const runtime::ModelFile& file,
+                    bool require_golden, const runtime::LoadedModel** placed);
   const runtime::LoadedModel* active_model() const {
     return runtime_ ? runtime_->model(active_slot_) : nullptr;
   }
   void BeginReload();
-  void ContinueModelReload();
   void FinishReload(const Status& status);
+
+ public:
+  // ModelHost.
+  Status ChangeModel(ModelChange change) override;
+  Result<int64_t> ActivateStaged() override;
+  void DiscardStaged() override;
+  ServingModel serving() const override;
+
+ private:
+  void ContinueModelChange();
+  void OnLoaderDone();
+  void FinishModelChange(const Status& status);
 
   // Connections.
   void Accept();
@@ -225,6 +243,7 @@ class Service::Impl {
   static int OnConnection(sd_event_source*, int, uint32_t revents, void* c);
   static int OnPool(sd_event_source*, int, uint32_t, void* self);
   static int OnReloadTimer(sd_event_source*, uint64_t, void* self);
+  static int OnLoader(sd_event_source*, int, uint32_t, void* self);
   static int OnDrainTimeout(sd_event_source*, uint64_t, void* self);
 
   Config config_;
@@ -239,8 +258,20 @@ class Service::Impl {
   // Cold swap only: the served model's file, to restore it when a
   // replacement fails after overwriting the single slot.
   std::optional<runtime::ModelFile> cold_file_;
-  std::string reload_model_path_;
   EventSource reload_timer_;
+  // The model change in progress (at most one), and the thread that
+  // produces and places it; it reports through loader_event_.
+  std::optional<ModelChange> change_;
+  int change_target_ = -1;
+  int staged_slot_ = -1;  // a placed model waiting for ActivateStaged
+  bool cold_loading_ = false;  // one slot, being replaced: refuse Infer
+  std::optional<runtime::ModelFile> cold_previous_;
+  std::optional<runtime::ModelFile> loader_file_;
+  std::thread loader_;
+  Fd loader_event_;
+  EventSource loader_source_;
+  Status loader_status_;
+  const runtime::LoadedModel* loader_model_ = nullptr;
 
   std::unique_ptr<WorkerPool> pool_;
   EventSource pool_source_;
@@ -323,7 +354,23 @@ Status Service::Impl::StartRuntime() {
   options.kernel = config_.kernel;
   TERND_ASSIGN_OR_RETURN(runtime_, runtime::Runtime::Create(options));
   active_slot_ = 0;
-  return LoadModel(0, config_.model).status();
+  loader_event_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (loader_event_.get() < 0) {
+    return ErrnoError(errno, "cannot create the model loader's eventfd");
+  }
+  sd_event_source* s = nullptr;
+  const int r = sd_event_add_io(event_.get(), &s, loader_event_.get(), EPOLLIN,
+                                &Impl::OnLoader, this);
+  if (r < 0) return SdError(r, "cannot watch the model loader");
+  sd_event_source_set_description(s, "model-loader");
+  loader_source_.reset(s);
+  // The first model is placed before serving starts, so on this thread.
+  TERND_ASSIGN_OR_RETURN(runtime::ModelFile file,
+                         OpenConfiguredModel(config_.model));
+  const runtime::LoadedModel* placed = nullptr;
+  TERND_RETURN_IF_ERROR(PlaceModel(0, file, false, &placed));
+  if (runtime_->slot_count() == 1) cold_file_ = std::move(file);
+  return Status::Ok();
 }
 
 Status Service::Impl::StartPool() {
@@ -461,6 +508,9 @@ Service::Impl::~Impl() {
   pool_source_.reset();
   drain_timer_.reset();
   reload_timer_.reset();
+  // A model still being placed finishes first: it writes into the arena.
+  if (loader_.joinable()) loader_.join();
+  loader_source_.reset();
   connections_.clear();
   pool_.reset();
   runtime_.reset();
@@ -479,36 +529,50 @@ Status Service::Impl::Run() {
 
 // -------------------------------------------------------------------- models
 
-Result<const runtime::LoadedModel*> Service::Impl::LoadModel(
-    int slot, const std::string& path) {
+Result<runtime::ModelFile> Service::Impl::OpenConfiguredModel(
+    const std::string& path) {
   Result<runtime::ModelFile> file = runtime::ModelFile::Open(path);
   if (!file.ok()) {
     Status s = file.status();
     return s.Prepend("runtime.model");
   }
-  Result<const runtime::LoadedModel*> loaded = runtime_->Load(slot, *file);
+  return file;
+}
+
+Status Service::Impl::PlaceModel(int slot, const runtime::ModelFile& file,
+                                 bool require_golden,
+                                 const runtime::LoadedModel** placed) {
+  Result<const runtime::LoadedModel*> loaded = runtime_->Load(slot, file);
   if (!loaded.ok()) return loaded.status();
   const runtime::LoadedModel* m = *loaded;
   if (m->has_golden()) {
+    // The model's own scratch for worker 0: no worker uses this slot yet.
     Status s = m->CheckGolden(0);
     if (!s.ok()) {
       runtime_->Unload(slot);
       return s.Prepend("golden health check failed");
     }
+  } else if (require_golden) {
+    runtime_->Unload(slot);
+    return FailedPrecondition(
+        "model '%s' has no golden input/output pair, so it cannot be "
+        "health-checked; updates must carry one",
+        m->name());
   } else {
     TERND_LOG_WARNING(
         "model '%s' (%s) has no golden pair; it is served "
         "without a health check",
-        m->name(), path.c_str());
+        m->name(), file.origin().c_str());
   }
-  if (runtime_->slot_count() == 1) cold_file_ = std::move(*file);
-  return m;
+  *placed = m;
+  return Status::Ok();
 }
 
 void Service::Impl::BeginReload() {
   if (state_ == State::kDraining) return;
-  if (state_ == State::kReloading) {
-    TERND_LOG_WARNING("SIGHUP while a reload is running; ignored");
+  if (change_) {
+    TERND_LOG_WARNING("SIGHUP while a model change (%s) runs; ignored",
+                      change_->what.c_str());
     return;
   }
   Notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
@@ -534,60 +598,20 @@ void Service::Impl::BeginReload() {
     conn->decoder.set_max_frame_bytes(config_.max_frame_bytes);
   }
   TERND_LOG_INFO("configuration reloaded from %s", config_.origin.c_str());
+  if (staged_slot_ >= 0) {
+    FinishReload(FailedPrecondition(
+        "an update is staged in the idle slot; the model was not reloaded"));
+    return;
+  }
 
+  ModelChange change;
+  const std::string path = config_.model;
+  change.what = "reload of " + path;
+  change.produce = [path]() { return OpenConfiguredModel(path); };
+  change.done = [this](const Status& s) { FinishReload(s); };
   state_ = State::kReloading;
-  reload_model_path_ = config_.model;
-  Notify("STATUS=Reloading model %s", reload_model_path_.c_str());
-  ContinueModelReload();
-}
-
-// Loads the new model once no request uses the slot it goes into: the idle
-// slot (hot swap), or the only slot (cold swap, which refuses new Infer
-// calls meanwhile).
-void Service::Impl::ContinueModelReload() {
-  if (state_ != State::kReloading) return;  // SIGTERM came first
-  const int target = runtime_->slot_count() == 2 ? 1 - active_slot_ : 0;
-  if (slot_inflight_[target] > 0) {
-    if (!reload_timer_) {
-      sd_event_source* s = nullptr;
-      int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
-                                         1000, 0, &Impl::OnReloadTimer, this);
-      if (r < 0) {
-        FinishReload(SdError(r, "cannot arm the reload timer"));
-        return;
-      }
-      sd_event_source_set_description(s, "reload-wait");
-      reload_timer_.reset(s);
-    } else {
-      sd_event_source_set_time_relative(reload_timer_.get(), 1000);
-      sd_event_source_set_enabled(reload_timer_.get(), SD_EVENT_ONESHOT);
-    }
-    return;
-  }
-  std::optional<runtime::ModelFile> previous;
-  if (runtime_->slot_count() == 1) previous = std::move(cold_file_);
-  Result<const runtime::LoadedModel*> loaded =
-      LoadModel(target, reload_model_path_);
-  if (!loaded.ok()) {
-    if (previous) {
-      // The single slot may hold a half-placed model: put the old one back.
-      Result<const runtime::LoadedModel*> restored =
-          runtime_->Load(0, *previous);
-      TERND_CHECK(restored.ok());  // it fit and loaded before
-      cold_file_ = std::move(previous);
-    }
-    FinishReload(loaded.status());
-    return;
-  }
-  const runtime::LoadedModel* old = active_model();
-  active_slot_ = target;
-  const runtime::LoadedModel* m = *loaded;
-  ModelEvent(LogLevel::kNotice, m, 0,
-             "now serving model '%s' version %llu (was '%s' version %llu)",
-             m->name(), static_cast<unsigned long long>(m->version()),
-             old ? old->name() : "-",
-             static_cast<unsigned long long>(old ? old->version() : 0));
-  FinishReload(Status::Ok());
+  Status s = ChangeModel(std::move(change));
+  if (!s.ok()) FinishReload(s);
 }
 
 void Service::Impl::FinishReload(const Status& status) {
@@ -606,6 +630,154 @@ void Service::Impl::FinishReload(const Status& status) {
         m->name(), static_cast<unsigned long long>(m->version()),
         status.message());
   }
+}
+
+Status Service::Impl::ChangeModel(ModelChange change) {
+  if (state_ == State::kDraining) {
+    return Errorf(StatusCode::kUnavailable, "the daemon is shutting down");
+  }
+  if (change_) {
+    return FailedPrecondition("another model change (%s) is running",
+                              change_->what.c_str());
+  }
+  if (staged_slot_ >= 0) {
+    return FailedPrecondition(
+        "a staged model waits in the idle slot; activate or discard it "
+        "first");
+  }
+  if (!change.swap_when_staged && runtime_->slot_count() == 1) {
+    change.swap_when_staged = true;  // one slot: staging is swapping
+  }
+  change_ = std::move(change);
+  change_target_ = runtime_->slot_count() == 2 ? 1 - active_slot_ : 0;
+  Notify("STATUS=Loading model (%s)", change_->what.c_str());
+  ContinueModelChange();
+  return Status::Ok();
+}
+
+// Starts the loader once no request uses the slot the model goes into: the
+// idle slot (hot swap), or the only slot (cold swap, which refuses new
+// Infer calls meanwhile).
+void Service::Impl::ContinueModelChange() {
+  if (!change_ || loader_.joinable()) return;
+  const int target = change_target_;
+  if (runtime_->slot_count() == 1) cold_loading_ = true;
+  if (slot_inflight_[target] > 0) {
+    if (!reload_timer_) {
+      sd_event_source* s = nullptr;
+      int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
+                                         1000, 0, &Impl::OnReloadTimer, this);
+      if (r < 0) {
+        FinishModelChange(SdError(r, "cannot arm the model change timer"));
+        return;
+      }
+      sd_event_source_set_description(s, "model-change-wait");
+      reload_timer_.reset(s);
+    } else {
+      sd_event_source_set_time_relative(reload_timer_.get(), 1000);
+      sd_event_source_set_enabled(reload_timer_.get(), SD_EVENT_ONESHOT);
+    }
+    return;
+  }
+  if (runtime_->slot_count() == 1) cold_previous_ = std::move(cold_file_);
+  loader_status_ = Status::Ok();
+  loader_model_ = nullptr;
+  // Off the loop: producing (reading, decompressing, hashing, parsing),
+  // placing and health-checking a model takes milliseconds to seconds.
+  loader_ = std::thread([this, target]() {
+    Result<runtime::ModelFile> file = change_->produce();
+    if (!file.ok()) {
+      loader_status_ = file.status();
+    } else {
+      loader_status_ =
+          PlaceModel(target, *file, change_->require_golden, &loader_model_);
+      if (loader_status_.ok() && runtime_->slot_count() == 1) {
+        loader_file_ = std::move(*file);
+      }
+    }
+    const uint64_t one = 1;
+    TERND_CHECK(write(loader_event_.get(), &one, sizeof(one)) ==
+                sizeof(one));
+  });
+}
+
+void Service::Impl::OnLoaderDone() {
+  uint64_t count;
+  if (read(loader_event_.get(), &count, sizeof(count)) < 0) return;
+  if (!loader_.joinable()) return;
+  loader_.join();
+  if (!loader_status_.ok()) {
+    if (cold_previous_) {
+      // The single slot may hold a half-placed model: put the old one back.
+      Result<const runtime::LoadedModel*> restored =
+          runtime_->Load(0, *cold_previous_);
+      TERND_CHECK(restored.ok());  // it fit and loaded before
+      cold_file_ = std::move(cold_previous_);
+    }
+    FinishModelChange(loader_status_);
+    return;
+  }
+  if (runtime_->slot_count() == 1) {
+    cold_file_ = std::move(loader_file_);
+    loader_file_.reset();
+  }
+  cold_previous_.reset();
+  staged_slot_ = change_target_;
+  if (change_->swap_when_staged) {
+    Result<int64_t> swapped = ActivateStaged();
+    if (!swapped.ok()) {
+      FinishModelChange(swapped.status());
+      return;
+    }
+  }
+  FinishModelChange(Status::Ok());
+}
+
+void Service::Impl::FinishModelChange(const Status& status) {
+  cold_loading_ = false;
+  if (!change_) return;
+  std::function<void(const Status&)> done = std::move(change_->done);
+  change_.reset();
+  change_target_ = -1;
+  if (done) done(status);
+}
+
+Result<int64_t> Service::Impl::ActivateStaged() {
+  if (staged_slot_ < 0) return FailedPrecondition("no model is staged");
+  const int64_t t0 = MonotonicNs();
+  const runtime::LoadedModel* old =
+      staged_slot_ == active_slot_ ? nullptr : active_model();
+  // Requests dispatched from now on use the new slot; those already running
+  // finish on the old one, which stays intact until the next change.
+  active_slot_ = staged_slot_;
+  staged_slot_ = -1;
+  const int64_t swap_ns = MonotonicNs() - t0;
+  const runtime::LoadedModel* m = active_model();
+  ModelEvent(LogLevel::kNotice, m, 0,
+             "now serving model '%s' version %llu (was '%s' version %llu; "
+             "swap took %lld ns)",
+             m->name(), static_cast<unsigned long long>(m->version()),
+             old ? old->name() : "-",
+             static_cast<unsigned long long>(old ? old->version() : 0),
+             static_cast<long long>(swap_ns));
+  Notify("STATUS=Serving model '%s' version %llu", m->name(),
+         static_cast<unsigned long long>(m->version()));
+  return swap_ns;
+}
+
+void Service::Impl::DiscardStaged() {
+  if (staged_slot_ < 0 || staged_slot_ == active_slot_) {
+    staged_slot_ = -1;
+    return;
+  }
+  runtime_->Unload(staged_slot_);
+  staged_slot_ = -1;
+}
+
+ServingModel Service::Impl::serving() const {
+  const runtime::LoadedModel* m = active_model();
+  if (!m) return {};
+  return {m->name(), m->version()};
 }
 
 // --------------------------------------------------------------- connections
@@ -810,7 +982,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
               Errorf(StatusCode::kUnavailable, "the daemon is shutting down"));
     return;
   }
-  if (state_ == State::kReloading && runtime_->slot_count() == 1) {
+  if (cold_loading_) {
     SendError(c, id,
               Errorf(StatusCode::kUnavailable,
                      "the model is being replaced (cold swap); retry"));
@@ -1259,7 +1431,12 @@ int Service::Impl::OnPool(sd_event_source*, int, uint32_t, void* self) {
 }
 
 int Service::Impl::OnReloadTimer(sd_event_source*, uint64_t, void* self) {
-  static_cast<Impl*>(self)->ContinueModelReload();
+  static_cast<Impl*>(self)->ContinueModelChange();
+  return 0;
+}
+
+int Service::Impl::OnLoader(sd_event_source*, int, uint32_t, void* self) {
+  static_cast<Impl*>(self)->OnLoaderDone();
   return 0;
 }
 

@@ -1,5 +1,6 @@
 // Integration tests: the real ternd binary on a temporary socket, driven over
 // the real socket with the C++ client library and raw bytes.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -841,6 +842,40 @@ TEST_F(DaemonTest, SighupReloadsConfigAndModel) {
   big.mutable_inputs(0)->mutable_data()->append(8192, '\0');
   EXPECT_EQ(static_cast<int>(c->Infer(big).status().code()),
             kResourceExhausted);
+}
+
+TEST_F(DaemonTest, ReloadLoadsTheModelOffTheEventLoop) {
+  // The new model is a FIFO nobody writes yet: reading it blocks whoever
+  // reads. The loop must keep answering (Health, Infer on the old model)
+  // while the loader thread waits; writing the model completes the reload.
+  auto d = Start();
+  auto c = Connect();
+  const std::string fifo = dir_.File("next.tern");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  WriteConfig("", 2, "", "next.tern");
+  d->Signal(SIGHUP);
+  ASSERT_TRUE(d->WaitForNotify("STATUS=Loading model (reload of "));
+  for (int i = 0; i < 20; ++i) {
+    Result<wire::HealthResponse> h = c->Health();
+    ASSERT_TRUE(h.ok()) << h.status().message();
+    EXPECT_TRUE(h->live());
+    Result<wire::InferResponse> r = c->Infer(MakeInfer(FastModel(), 1, i));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->model(), "testnet");
+  }
+  TestModelSpec next = FastModel();
+  next.name = "fifonet";
+  ASSERT_TRUE(WriteTestModel(next, dir_.File("next.bytes")).ok());
+  const std::string bytes = ReadText(dir_.File("next.bytes"));
+  const int fd = open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()),
+            static_cast<ssize_t>(bytes.size()));
+  close(fd);
+  ASSERT_TRUE(d->WaitForNotify("STATUS=Serving model 'fifonet'")) << d->Log();
+  Result<wire::InferResponse> r = c->Infer(MakeInfer(next, 1, 1));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->model(), "fifonet");
 }
 
 TEST_F(DaemonTest, HotSwapWaitsForTheSlotItReplaces) {

@@ -1,0 +1,185 @@
+// The update journal on real SQLite files: state round trips, activation
+// and rollback as single transactions, crash detection, and sharing the
+// database file with the state store.
+#include "ota/update_journal.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "ota/state_store.h"
+
+namespace ternd::ota {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  std::string p = ::testing::TempDir() + "/" + name + "." +
+                  std::to_string(::getpid()) + ".db";
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::remove((p + suffix).c_str());
+  }
+  return p;
+}
+
+InstalledModel Model(uint64_t version) {
+  InstalledModel m;
+  m.release_envelope = "release-" + std::to_string(version);
+  m.model_name = "digits";
+  m.model_version = version;
+  m.artifact_sha256 = std::string(32, static_cast<char>(version));
+  return m;
+}
+
+UpdateRecord Record(UpdateState state, uint64_t version) {
+  UpdateRecord r;
+  r.state = state;
+  r.model_name = "digits";
+  r.model_version = version;
+  r.rollout_id = "r" + std::to_string(version);
+  return r;
+}
+
+TEST(UpdateJournalTest, EmptyJournalIsIdleWithNothingInstalled) {
+  auto j = UpdateJournal::Open(TempPath("empty"));
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  Result<UpdateRecord> r = (*j)->LoadUpdate();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->state, UpdateState::kIdle);
+  EXPECT_FALSE((*j)->Active()->has_value());
+  EXPECT_FALSE((*j)->Previous()->has_value());
+  EXPECT_FALSE((*j)->LoadProbation()->active);
+}
+
+TEST(UpdateJournalTest, RecordSurvivesReopen) {
+  const std::string path = TempPath("reopen");
+  UpdateRecord r = Record(UpdateState::kDownloading, 3);
+  r.bytes_done = 1000;
+  r.bytes_total = 5000;
+  r.release_envelope = std::string("\0\1\2binary", 9);
+  {
+    auto j = UpdateJournal::Open(path);
+    ASSERT_TRUE(j.ok());
+    ASSERT_TRUE((*j)->SaveUpdate(r).ok());
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok());
+  Result<UpdateRecord> back = (*j)->LoadUpdate();
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->state, UpdateState::kDownloading);
+  EXPECT_EQ(back->bytes_done, 1000u);
+  EXPECT_EQ(back->bytes_total, 5000u);
+  EXPECT_EQ(back->release_envelope, r.release_envelope);
+  EXPECT_EQ(back->rollout_id, "r3");
+  EXPECT_GT(back->updated_at, 0);
+}
+
+TEST(UpdateJournalTest, ActivateKeepsThePreviousAndStartsProbation) {
+  auto j = UpdateJournal::Open(TempPath("activate"));
+  ASSERT_TRUE(j.ok());
+  ASSERT_TRUE((*j)->Activate(Model(2), Record(UpdateState::kActive, 2)).ok());
+  EXPECT_EQ((*j)->Active()->value().model_version, 2u);
+  EXPECT_FALSE((*j)->Previous()->has_value());
+  ASSERT_TRUE((*j)->Activate(Model(3), Record(UpdateState::kActive, 3)).ok());
+  EXPECT_EQ((*j)->Active()->value().model_version, 3u);
+  EXPECT_EQ((*j)->Previous()->value().model_version, 2u);
+  EXPECT_EQ((*j)->Previous()->value().artifact_sha256, std::string(32, 2));
+  Result<Probation> p = (*j)->LoadProbation();
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->active);
+  EXPECT_EQ(p->model_version, 3u);
+  EXPECT_EQ(p->unclean_starts, 0u);
+  EXPECT_EQ((*j)->LoadUpdate()->state, UpdateState::kActive);
+}
+
+TEST(UpdateJournalTest, RollBackRestoresThePreviousOnce) {
+  auto j = UpdateJournal::Open(TempPath("rollback"));
+  ASSERT_TRUE(j.ok());
+  ASSERT_TRUE((*j)->Activate(Model(2), Record(UpdateState::kActive, 2)).ok());
+  ASSERT_TRUE((*j)->Activate(Model(3), Record(UpdateState::kActive, 3)).ok());
+  UpdateRecord rb = Record(UpdateState::kRolledBack, 3);
+  rb.reason = "crashed 2 times in probation";
+  ASSERT_TRUE((*j)->RollBack(rb).ok());
+  EXPECT_EQ((*j)->Active()->value().model_version, 2u);
+  // There is no second rollback target: two bad models cannot loop.
+  EXPECT_FALSE((*j)->Previous()->has_value());
+  EXPECT_FALSE((*j)->LoadProbation()->active);
+  Result<UpdateRecord> r = (*j)->LoadUpdate();
+  EXPECT_EQ(r->state, UpdateState::kRolledBack);
+  EXPECT_EQ(r->reason, "crashed 2 times in probation");
+  // Rolling back again leaves nothing installed: the configured model.
+  ASSERT_TRUE((*j)->RollBack(rb).ok());
+  EXPECT_FALSE((*j)->Active()->has_value());
+}
+
+TEST(UpdateJournalTest, BeginRunDetectsAnUncleanEnd) {
+  const std::string path = TempPath("runs");
+  {
+    auto j = UpdateJournal::Open(path);
+    EXPECT_TRUE((*j)->BeginRun().value());  // first run ever
+    ASSERT_TRUE((*j)->EndRun().ok());
+    EXPECT_TRUE((*j)->BeginRun().value());
+  }
+  // A run killed with SIGKILL never reaches EndRun.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto j = UpdateJournal::Open(path);
+    if (!j.ok() || !(*j)->EndRun().ok()) _exit(1);
+    if (!(*j)->BeginRun().ok()) _exit(1);
+    ::kill(::getpid(), SIGKILL);
+    _exit(2);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok());
+  EXPECT_FALSE((*j)->BeginRun().value());
+}
+
+TEST(UpdateJournalTest, SharesTheDatabaseWithTheStateStore) {
+  const std::string path = TempPath("shared");
+  auto store = StateStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  ASSERT_TRUE((*store)->PutChunk(std::string(32, 'a'), 0, "bytes").ok());
+  ASSERT_TRUE((*j)->SaveUpdate(Record(UpdateState::kStaged, 4)).ok());
+  EXPECT_EQ((*store)->GetChunk(std::string(32, 'a'), 0)->value(), "bytes");
+  EXPECT_EQ((*j)->LoadUpdate()->state, UpdateState::kStaged);
+  // A store opened after the journal still accepts the database.
+  auto again = StateStore::Open(path);
+  EXPECT_TRUE(again.ok()) << again.status().message();
+}
+
+TEST(UpdateJournalTest, UnknownStateCodeIsReportedNotGuessed) {
+  const std::string path = TempPath("badcode");
+  {
+    auto j = UpdateJournal::Open(path);
+    ASSERT_TRUE((*j)->SaveUpdate(Record(UpdateState::kActive, 1)).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE update_record SET state = 42;", nullptr,
+                         nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto j = UpdateJournal::Open(path);
+  Result<UpdateRecord> r = (*j)->LoadUpdate();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.status().message()).find("state code 42"),
+            std::string::npos);
+}
+
+TEST(UpdateJournalTest, StateNamesAreStable) {
+  EXPECT_STREQ(UpdateStateName(UpdateState::kRolledBack), "rolled_back");
+  EXPECT_STREQ(UpdateStateName(UpdateState::kDownloading), "downloading");
+  EXPECT_EQ(static_cast<int>(UpdateState::kRolledBack), 9);
+}
+
+}  // namespace
+}  // namespace ternd::ota
