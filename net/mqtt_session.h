@@ -15,7 +15,19 @@
 // - The Last Will can be changed between connections (session counter).
 // - Passwords and key material are never logged.
 //
-// Thread-safety: everything runs on the loop's thread.
+// Life cycle: Create() validates the options and touches no network; Start()
+// begins the first attempt (state kConnecting). Every failed attempt or lost
+// connection calls on_disconnected, reports the in-flight publishes with -1,
+// and arms the reconnect timer (state kDisconnected); the next attempt starts
+// with a fresh libmosquitto handle, so nothing queued inside the library
+// survives a connection. Stop() (or the destructor) sends DISCONNECT with
+// reason 0, so the broker drops the will; a crash or a lost link makes the
+// broker publish it. docs/mqtt.md describes the behaviour for operators.
+//
+// Thread-safety: everything runs on the loop's thread. Observers are called
+// on that thread, possibly from inside libmosquitto's callbacks: they may call
+// Publish(), Subscribe(), SetWill(), Stop() and Start(), but must not destroy
+// the session.
 #ifndef TERND_NET_MQTT_SESSION_H_
 #define TERND_NET_MQTT_SESSION_H_
 
@@ -42,20 +54,28 @@ struct MqttWill {
 struct MqttOptions {
   std::string host = "localhost";
   int port = 8883;
-  std::string client_id;  // the device id
-  bool tls = true;        // false only for tests and closed networks
-  std::string ca_file;    // fleet CA (PEM); empty: the system store
-  std::string cert_file;  // optional device client certificate (PEM)
-  std::string key_file;   // and its key
-  std::string username;   // optional
-  std::string password;   // optional; never logged
-  int keepalive_seconds = 30;
-  int reconnect_min_ms = 500;
+  std::string client_id;       // the device id
+  bool tls = true;             // false only for tests and closed networks
+  std::string ca_file;         // fleet CA (PEM); empty: the system store
+  std::string cert_file;       // optional device client certificate (PEM)
+  std::string key_file;        // and its key
+  std::string username;        // optional
+  std::string password;        // optional; never logged
+  int keepalive_seconds = 30;  // 5 .. 65535
+  int reconnect_min_ms = 500;  // first retry delay, >= 1
   int reconnect_max_ms = 60000;
-  uint32_t max_inflight = 16;  // unacknowledged QoS 1 publishes
+  // An attempt that has no CONNACK after this long is abandoned (TCP or TLS
+  // handshake stuck, silent broker).
+  int connect_timeout_ms = 30000;
+  uint32_t max_inflight = 16;  // unacknowledged QoS 1 publishes, 1 .. 65535
   std::optional<MqttWill> will;
+  // Seeds the reconnect jitter; 0: from std::random_device. Tests only.
+  uint64_t backoff_seed = 0;
 };
 
+// kStopped: before Start() and after Stop(). kConnecting: an attempt is in
+// progress (TCP, TLS, CONNECT/CONNACK). kConnected: CONNACK received.
+// kDisconnected: waiting for the reconnect timer.
 enum class MqttState { kDisconnected, kConnecting, kConnected, kStopped };
 const char* MqttStateName(MqttState state);  // "connected", ...
 
@@ -69,9 +89,13 @@ struct MqttCallbacks {
                      bool retained)>
       on_message;
   // A QoS 1 publish was acknowledged (PUBACK); `reason_code` is the MQTT v5
-  // reason code (0 success, >= 0x80 failure, e.g. 0x87 not authorized).
+  // reason code: 0 success, 0x10 accepted but no matching subscribers,
+  // >= 0x80 refused (e.g. 0x87 not authorized: the caller keeps its data).
   // Also called with `reason_code` -1 for every in-flight publish when the
-  // connection drops before its PUBACK (the caller retries it later).
+  // connection drops before its PUBACK, or on Stop() (the caller retries it
+  // later). QoS 0 publishes are not reported. `mid` is the id Publish()
+  // returned: unique over the session's lifetime (not the MQTT packet id,
+  // which restarts with every connection).
   std::function<void(int mid, int reason_code)> on_publish_done;
 };
 
@@ -85,31 +109,45 @@ class MqttSession {
 
   // Starts connecting in the background (never blocks the loop for long:
   // give a numeric host or one in /etc/hosts; DNS is resolved
-  // synchronously by libmosquitto).
+  // synchronously by libmosquitto). Does nothing unless stopped.
   void Start();
-  // Disconnects cleanly; no will is sent. Start() connects again.
+  // Disconnects cleanly (DISCONNECT with reason 0: the broker discards the
+  // will), reports in-flight publishes with -1 and, if it was connected,
+  // calls on_disconnected("stopped"). Start() connects again.
   void Stop();
 
   // Adds an observer; every observer sees every event (each ignores the
   // topics and message ids it does not own). Add observers before Start().
   void AddObserver(MqttCallbacks callbacks);
 
-  // Adds a subscription (sent now if connected, and on every connect).
+  // Adds a subscription (sent now if connected, and on every connect). A
+  // second call with the same filter replaces its QoS. An invalid filter is
+  // logged and ignored; a filter the broker refuses (SUBACK >= 0x80) is
+  // logged as a warning with the broker's reason.
   void Subscribe(const std::string& topic_filter, int qos);
-  // Replaces the will used from the next connect on.
+  // Replaces the will used from the next connect on (std::nullopt: none).
+  // An invalid topic or QoS is logged and the will is left unchanged.
   void SetWill(std::optional<MqttWill> will);
 
-  // Publishes; returns the message id. Refused (UNAVAILABLE) when not
-  // connected, (RESOURCE_EXHAUSTED) at max_inflight for QoS 1.
+  // Publishes; returns the message id (see on_publish_done). Refused
+  // (UNAVAILABLE) when not connected, (RESOURCE_EXHAUSTED) at max_inflight for
+  // QoS 1, (INVALID_ARGUMENT) for QoS other than 0 and 1 or an invalid topic.
   Result<int> Publish(const std::string& topic, std::string_view payload,
                       int qos, bool retain);
 
   MqttState state() const;
   bool connected() const { return state() == MqttState::kConnected; }
   uint32_t inflight() const;
-  uint64_t connects() const;     // successful connects so far
-  uint64_t reconnects() const;   // connection attempts after a loss
+  uint64_t connects() const;    // successful connects so far
+  uint64_t reconnects() const;  // connection attempts after a loss
+  // Why the last attempt failed or the last connection ended, e.g. "TLS
+  // handshake with 127.0.0.1:8883 failed: certificate verify failed (unable
+  // to get local issuer certificate)"; empty until then. Kept after a later
+  // successful connect.
   const std::string& last_error() const;
+  // Socket wake-ups handled so far (diagnostics: an idle connection must
+  // not spin the loop).
+  uint64_t io_wakeups() const;
 
   class Impl;
 
