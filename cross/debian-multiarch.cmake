@@ -14,6 +14,12 @@ set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 set(CMAKE_IGNORE_PATH /usr/lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/cmake)
 
+# pkg-config (libsystemd, libmosquitto, libzstd, libcurl) reads the target's
+# .pc files only, so that -L and -I flags never point at the host's copies.
+set(ENV{PKG_CONFIG_LIBDIR}
+    "/usr/lib/${TERND_CROSS_TRIPLET}/pkgconfig:/usr/share/pkgconfig")
+set(ENV{PKG_CONFIG_PATH} "")
+
 # Test binaries run under qemu-user with the target's loader and libraries.
 find_program(TERND_QEMU_PROGRAM ${TERND_QEMU})
 if(TERND_QEMU_PROGRAM)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what cross-building the runtime and running its tests under
-# qemu-user needs, from Debian only: the cross compilers, qemu-user, and the
-# multiarch -dev packages of the libraries the runtime and its tests link.
+# Installs what cross-building ternd (the runtime and its tests, and the full
+# daemon for the Debian package) and running it under qemu-user needs, from
+# Debian only: the cross compilers, qemu-user, and the multiarch -dev
+# packages of the libraries ternd links.
 #
 #   cross/setup.sh [arm64] [armhf]      (default: arm64 armhf; needs root)
 #
@@ -30,6 +31,11 @@ for arch in "${arches[@]}"; do
   esac
   # Multiarch libraries the runtime (protobuf) and its tests (gtest) link.
   pkgs+=("libprotobuf-dev:$arch" "libgtest-dev:$arch")
+  # The full build (daemon, OTA, telemetry, MQTT: what the Debian package
+  # holds; scripts/package.sh) links these too.
+  pkgs+=("libsystemd-dev:$arch" "libsqlite3-dev:$arch" "libssl-dev:$arch"
+         "libcurl4-openssl-dev:$arch" "libmosquitto-dev:$arch"
+         "libzstd-dev:$arch" "libtomlplusplus-dev:$arch" "libgmock-dev:$arch")
 done
 
 for arch in "${arches[@]}"; do

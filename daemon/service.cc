@@ -25,10 +25,13 @@
 #include <vector>
 
 #include "base/check.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "daemon/frame.h"
 #include "daemon/latency_histogram.h"
 #include "daemon/model_host.h"
+#include "daemon/updater.h"
+#include "net/mqtt_session.h"
 #include "daemon/protocol.pb.h"
 #include "daemon/worker_pool.h"
 #include "runtime/format.h"
@@ -41,6 +44,7 @@ namespace ternd::daemon {
 namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
+constexpr int64_t kBuildTime = TERND_BUILD_TIME;
 constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr int kStatusCodes = 17;
 
@@ -179,6 +183,9 @@ class Service::Impl : public ModelHost {
     bool read_paused = false;  // output over its bound: stop reading
     bool dirty = false;        // in dirty_: has output to flush
     uint32_t events = 0;       // what the source waits for now
+    // A bundle arriving in parts (InstallRequest.more).
+    std::string install;
+    uint64_t install_id = 0;
   };
 
   // Start-up steps, in order.
@@ -221,6 +228,11 @@ class Service::Impl : public ModelHost {
   Status PrepareInfer(const wire::InferRequest& r,
                       const runtime::LoadedModel& m, InferJob* job);
   void FillModelInfo(wire::ModelInfoResponse* info);
+  void HandleInstall(Connection* c, uint64_t id, const wire::InstallRequest& r);
+  void FillUpdateStatus(wire::UpdateStatusResponse* out,
+                        const UpdateStatus& status);
+  Status StartUpdater();
+  Status StartFleet();
   void FillStats(wire::StatsResponse* stats);
   void SendResponse(Connection* c, wire::Response* response);
   void SendError(Connection* c, uint64_t id, const Status& status);
@@ -272,6 +284,12 @@ class Service::Impl : public ModelHost {
   EventSource loader_source_;
   Status loader_status_;
   const runtime::LoadedModel* loader_model_ = nullptr;
+
+  // Signed updates; null when ota.enabled is off or no root of trust.
+  std::unique_ptr<Updater> updater_;
+  std::string updates_disabled_;
+  // The fleet broker; null offline (no mqtt.broker).
+  std::unique_ptr<net::MqttSession> session_;
 
   std::unique_ptr<WorkerPool> pool_;
   EventSource pool_source_;
@@ -331,6 +349,64 @@ Status Service::Impl::Start() {
              config_.swap.c_str(), config_.origin.c_str());
   Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m->name(),
          static_cast<unsigned long long>(m->version()));
+  TERND_RETURN_IF_ERROR(StartFleet());
+  if (updater_) updater_->Attach(this);
+  if (session_) session_->Start();
+  return Status::Ok();
+}
+
+Status Service::Impl::StartFleet() {
+  if (config_.mqtt_broker.empty()) {
+    TERND_LOG_INFO("no mqtt.broker configured: offline");
+    return Status::Ok();
+  }
+  net::MqttOptions o;
+  if (!SplitBroker(config_, &o.host, &o.port)) {
+    return InvalidArgument("mqtt.broker = \"%s\" is not HOST or HOST:PORT",
+                           config_.mqtt_broker.c_str());
+  }
+  o.client_id = ResolvedDeviceId(config_);
+  o.tls = config_.mqtt_tls;
+  o.ca_file = config_.mqtt_ca_file;
+  o.cert_file = config_.mqtt_cert_file;
+  o.key_file = config_.mqtt_key_file;
+  o.username = config_.mqtt_username;
+  if (!config_.mqtt_password_file.empty()) {
+    Result<std::vector<uint8_t>> secret =
+        ReadFile(config_.mqtt_password_file, 4096);
+    if (!secret.ok()) {
+      Status st = secret.status();
+      return st.Prepend("mqtt.password_file");
+    }
+    std::string password(secret->begin(), secret->end());
+    const size_t eol = password.find_first_of("\r\n");
+    if (eol != std::string::npos) password.resize(eol);
+    o.password = std::move(password);
+  }
+  o.keepalive_seconds = static_cast<int>(config_.mqtt_keepalive_s);
+  o.reconnect_min_ms = static_cast<int>(config_.mqtt_reconnect_min_ms);
+  o.reconnect_max_ms = static_cast<int>(config_.mqtt_reconnect_max_ms);
+  o.max_inflight = config_.mqtt_max_inflight;
+  TERND_ASSIGN_OR_RETURN(session_,
+                         net::MqttSession::Create(event_.get(), std::move(o)));
+  if (updater_) {
+    FleetOptions f;
+    f.topic_prefix = ResolvedTopicPrefix(config_);
+    const bool own_tls = !config_.ota_ca_file.empty();
+    f.fetch.ca_file = own_tls ? config_.ota_ca_file : config_.mqtt_ca_file;
+    f.fetch.cert_file =
+        own_tls ? config_.ota_cert_file : config_.mqtt_cert_file;
+    f.fetch.key_file = own_tls ? config_.ota_key_file : config_.mqtt_key_file;
+    f.fetch.max_bytes_per_second =
+        int64_t{config_.ota_rate_limit_kbps} * 1024;
+    f.fetch.retry_min_ms = static_cast<int>(config_.ota_retry_min_ms);
+    f.fetch.retry_max_ms = static_cast<int>(config_.ota_retry_max_ms);
+    updater_->ConnectFleet(session_.get(), std::move(f));
+  }
+  TERND_LOG_INFO("fleet broker %s as device '%s', topics under %s",
+                 config_.mqtt_broker.c_str(),
+                 ResolvedDeviceId(config_).c_str(),
+                 ResolvedTopicPrefix(config_).c_str());
   return Status::Ok();
 }
 
@@ -364,12 +440,63 @@ Status Service::Impl::StartRuntime() {
   if (r < 0) return SdError(r, "cannot watch the model loader");
   sd_event_source_set_description(s, "model-loader");
   loader_source_.reset(s);
-  // The first model is placed before serving starts, so on this thread.
+  // The first model is placed before serving starts, so on this thread:
+  // the model an update installed, if it still verifies, else the
+  // configured one.
+  TERND_RETURN_IF_ERROR(StartUpdater());
+  if (updater_) {
+    TERND_ASSIGN_OR_RETURN(
+        const bool installed,
+        updater_->Boot([this](runtime::ModelFile file) -> Status {
+          const runtime::LoadedModel* placed = nullptr;
+          TERND_RETURN_IF_ERROR(PlaceModel(0, file, true, &placed));
+          if (runtime_->slot_count() == 1) cold_file_ = std::move(file);
+          return Status::Ok();
+        }));
+    if (installed) return Status::Ok();
+  }
   TERND_ASSIGN_OR_RETURN(runtime::ModelFile file,
                          OpenConfiguredModel(config_.model));
   const runtime::LoadedModel* placed = nullptr;
   TERND_RETURN_IF_ERROR(PlaceModel(0, file, false, &placed));
   if (runtime_->slot_count() == 1) cold_file_ = std::move(file);
+  return Status::Ok();
+}
+
+Status Service::Impl::StartUpdater() {
+  if (!config_.ota_enabled) {
+    updates_disabled_ = "ota.enabled is false";
+    return Status::Ok();
+  }
+  UpdaterOptions o;
+  o.state_db = config_.state_directory + "/state.db";
+  o.root_file = config_.ota_root_file;
+  o.device.id = ResolvedDeviceId(config_);
+  o.device.groups = config_.device_groups;
+  o.policy.build_time = kBuildTime;
+  o.policy.expiry_grace_seconds = config_.ota_expiry_grace_s;
+  o.policy.max_artifact_bytes = uint64_t{config_.ota_max_artifact_mb} << 20;
+  o.policy.max_model_bytes = uint64_t{config_.ota_max_artifact_mb} << 20;
+  o.policy.runtime_version = TERND_VERSION_STRING;
+  o.probation_s = config_.ota_probation_s;
+  o.probation_crashes = config_.ota_probation_crashes;
+  Result<std::unique_ptr<Updater>> updater =
+      Updater::Create(event_.get(), std::move(o));
+  if (!updater.ok()) {
+    // No root of trust provisioned (the embedded default): serve without
+    // updates, and say why once.
+    updates_disabled_ = updater.status().message();
+    TERND_LOG_NOTICE("updates are off: %s", updates_disabled_.c_str());
+    return Status::Ok();
+  }
+  updater_ = std::move(*updater);
+  updater_->SetObserver([](const UpdateStatus& st) {
+    Notify("STATUS=Update to '%s' version %llu: %s%s%s",
+           st.record.model_name.c_str(),
+           static_cast<unsigned long long>(st.record.model_version),
+           ota::UpdateStateName(st.record.state),
+           st.record.reason.empty() ? "" : ": ", st.record.reason.c_str());
+  });
   return Status::Ok();
 }
 
@@ -511,6 +638,8 @@ Service::Impl::~Impl() {
   // A model still being placed finishes first: it writes into the arena.
   if (loader_.joinable()) loader_.join();
   loader_source_.reset();
+  updater_.reset();
+  session_.reset();
   connections_.clear();
   pool_.reset();
   runtime_.reset();
@@ -521,6 +650,7 @@ Service::Impl::~Impl() {
 Status Service::Impl::Run() {
   const int r = sd_event_loop(event_.get());
   if (r < 0) return SdError(r, "event loop failed");
+  if (updater_) updater_->Shutdown();
   Notify("STATUS=Stopped");
   TERND_LOG_NOTICE("stopped after serving %llu requests",
                    static_cast<unsigned long long>(requests_total_));
@@ -960,6 +1090,18 @@ void Service::Impl::HandleFrame(Connection* c,
       SendResponse(c, &response_);
       return;
     }
+    case wire::Request::kInstall:
+      HandleInstall(c, id, request_.install());
+      return;
+    case wire::Request::kUpdateStatus: {
+      response_.Clear();
+      response_.set_id(id);
+      FillUpdateStatus(response_.mutable_update_status(),
+                       updater_ ? updater_->status() : UpdateStatus());
+      Count(StatusCode::kOk);
+      SendResponse(c, &response_);
+      return;
+    }
     case wire::Request::kGenerate:
       SendError(c, id,
                 Unimplemented("Generate needs a language model; model '%s' is "
@@ -971,8 +1113,82 @@ void Service::Impl::HandleFrame(Connection* c,
   }
   SendError(c, id,
             InvalidArgument("request %llu names no call (infer, "
-                            "model_info, health, stats)",
+                            "model_info, health, stats, install, "
+                            "update_status)",
                             static_cast<unsigned long long>(id)));
+}
+
+void Service::Impl::HandleInstall(Connection* c, uint64_t id,
+                                  const wire::InstallRequest& r) {
+  if (!updater_) {
+    c->install.clear();
+    SendError(c, id,
+              FailedPrecondition("updates are off: %s",
+                                 updates_disabled_.c_str()));
+    return;
+  }
+  if (!c->install.empty() && c->install_id != id) {
+    c->install.clear();
+    SendError(c, id,
+              InvalidArgument("install parts of request %llu were "
+                              "interrupted by request %llu; start again",
+                              static_cast<unsigned long long>(c->install_id),
+                              static_cast<unsigned long long>(id)));
+    return;
+  }
+  const uint64_t cap = (uint64_t{config_.ota_max_artifact_mb} << 20) +
+                       (uint64_t{16} << 20);
+  if (c->install.size() + r.part().size() > cap) {
+    c->install.clear();
+    SendError(c, id,
+              ResourceExhausted("the bundle exceeds %llu bytes "
+                                "(ota.max_artifact_mb plus 16 MiB)",
+                                static_cast<unsigned long long>(cap)));
+    return;
+  }
+  c->install_id = id;
+  c->install.append(r.part());
+  if (r.more()) return;
+  std::string bundle = std::move(c->install);
+  c->install.clear();
+  const uint64_t connection = c->id;
+  Status s = updater_->InstallBundle(
+      std::move(bundle), [this, connection, id](const UpdateStatus& st) {
+        Connection* conn = FindConnection(connection);
+        if (!conn) return;  // the client went away; the state is kept
+        response_.Clear();
+        response_.set_id(id);
+        FillUpdateStatus(response_.mutable_update_status(), st);
+        Count(StatusCode::kOk);
+        SendResponse(conn, &response_);
+        Flush(conn);
+      });
+  if (!s.ok()) SendError(c, id, s);
+}
+
+void Service::Impl::FillUpdateStatus(wire::UpdateStatusResponse* out,
+                                     const UpdateStatus& st) {
+  out->set_enabled(updater_ != nullptr);
+  out->set_disabled_reason(updates_disabled_);
+  out->set_state_code(static_cast<int>(st.record.state));
+  out->set_state(ota::UpdateStateName(st.record.state));
+  out->set_reason(st.record.reason);
+  out->set_model_name(st.record.model_name);
+  out->set_model_version(st.record.model_version);
+  out->set_rollout_id(st.record.rollout_id);
+  out->set_bytes_done(st.record.bytes_done);
+  out->set_bytes_total(st.record.bytes_total);
+  if (st.active) {
+    out->mutable_active()->set_name(st.active->model_name);
+    out->mutable_active()->set_version(st.active->model_version);
+    out->mutable_active()->set_activated_at(st.active->activated_at);
+  }
+  if (st.previous) {
+    out->mutable_previous()->set_name(st.previous->model_name);
+    out->mutable_previous()->set_version(st.previous->model_version);
+    out->mutable_previous()->set_activated_at(st.previous->activated_at);
+  }
+  out->set_probation(st.probation);
 }
 
 void Service::Impl::HandleInfer(Connection* c, uint64_t id,

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace ternd::ota {
@@ -19,11 +20,20 @@ CREATE TABLE IF NOT EXISTS trust (
   highest_sequence INTEGER NOT NULL,
   highest_sequence_sha256 BLOB NOT NULL
 );
+-- A rowid table: chunks are large BLOBs, which SQLite stores far better in
+-- a table b-tree than in the index b-tree of a WITHOUT ROWID table (about
+-- 8x fewer page reads per chunk; docs/performance.md, "OTA download").
 CREATE TABLE IF NOT EXISTS chunks (
   artifact BLOB NOT NULL,
   idx INTEGER NOT NULL,
   data BLOB NOT NULL,
   PRIMARY KEY (artifact, idx)
+);
+CREATE TABLE IF NOT EXISTS download_validators (
+  artifact BLOB NOT NULL,
+  url TEXT NOT NULL,
+  validator TEXT NOT NULL,
+  PRIMARY KEY (artifact, url)
 ) WITHOUT ROWID;
 )sql";
 
@@ -85,6 +95,10 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   ::umask(old);
   if (rc != SQLITE_OK) return store->Error("cannot open the state database");
   sqlite3_busy_timeout(store->db_, 5000);
+  // 64 KiB pages: the database is mostly artifact chunks (MiB-sized BLOBs),
+  // read and written several times faster than with 4 KiB pages. Only takes
+  // effect when the database is created.
+  TERND_RETURN_IF_ERROR(store->Exec("PRAGMA page_size=65536;"));
   TERND_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL;"));
   TERND_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL;"));
   Stmt version(store->db_, "PRAGMA user_version;");
@@ -100,7 +114,11 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   }
   TERND_RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE;"));
   Status s = store->Exec(kSchema);
-  if (s.ok()) s = store->Exec("PRAGMA user_version=1;");
+  // Only when it changes: a database on a full disk must still open (and
+  // be read) when its schema is current.
+  if (s.ok() && have != kSchemaVersion) {
+    s = store->Exec("PRAGMA user_version=1;");
+  }
   if (!s.ok()) {
     store->Exec("ROLLBACK;").IgnoreError();
     return s;
@@ -155,8 +173,16 @@ Status StateStore::PutChunk(const std::string& artifact, uint64_t index,
   if (!q.ok()) return Error("cannot store a chunk");
   q.Blob(1, artifact);
   q.Int(2, static_cast<int64_t>(index));
-  q.Blob(3, bytes);
+  // No copy of the (MiB-sized) chunk: `bytes` outlives the statement.
+  sqlite3_bind_blob64(q.get(), 3, bytes.data(), bytes.size(), SQLITE_STATIC);
   if (sqlite3_step(q.get()) != SQLITE_DONE) {
+    const int code = sqlite3_errcode(db_);
+    if (code == SQLITE_FULL) {
+      return ResourceExhausted("%s: cannot store chunk %llu (%zu bytes): %s",
+                               path_.c_str(),
+                               static_cast<unsigned long long>(index),
+                               bytes.size(), sqlite3_errmsg(db_));
+    }
     return Error("cannot store a chunk");
   }
   return Status::Ok();
@@ -188,14 +214,88 @@ Result<std::vector<uint64_t>> StateStore::ChunkIndices(
   return out;
 }
 
-Status StateStore::DeleteArtifact(const std::string& artifact) {
-  Stmt q(db_, "DELETE FROM chunks WHERE artifact = ?;");
-  if (!q.ok()) return Error("cannot delete chunks");
+Status StateStore::RelaxDurabilityForChunks() {
+  // Checkpoint every 16 MiB of WAL and truncate the WAL back to 16 MiB
+  // afterwards, so a large download neither grows the WAL to its own size
+  // nor checkpoints a few pages at a time.
+  Stmt q(db_, "PRAGMA page_size;");
+  if (!q.ok() || sqlite3_step(q.get()) != SQLITE_ROW) {
+    return Error("cannot read the page size");
+  }
+  const int64_t page = std::max<int64_t>(sqlite3_column_int64(q.get(), 0), 512);
+  const std::string pragmas =
+      "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=" +
+      std::to_string((int64_t{16} << 20) / page) +
+      "; PRAGMA journal_size_limit=16777216;";
+  return Exec(pragmas.c_str());
+}
+
+Status StateStore::DeleteChunk(const std::string& artifact, uint64_t index) {
+  Stmt q(db_, "DELETE FROM chunks WHERE artifact = ? AND idx = ?;");
+  if (!q.ok()) return Error("cannot delete a chunk");
   q.Blob(1, artifact);
+  q.Int(2, static_cast<int64_t>(index));
   if (sqlite3_step(q.get()) != SQLITE_DONE) {
-    return Error("cannot delete chunks");
+    return Error("cannot delete a chunk");
   }
   return Status::Ok();
+}
+
+Status StateStore::DeleteArtifact(const std::string& artifact) {
+  TERND_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
+  Status s;
+  for (const char* sql : {"DELETE FROM chunks WHERE artifact = ?;",
+                          "DELETE FROM download_validators WHERE artifact = "
+                          "?;"}) {
+    Stmt q(db_, sql);
+    if (!q.ok()) {
+      s = Error("cannot delete chunks");
+      break;
+    }
+    q.Blob(1, artifact);
+    if (sqlite3_step(q.get()) != SQLITE_DONE) {
+      s = Error("cannot delete chunks");
+      break;
+    }
+  }
+  if (!s.ok()) {
+    Exec("ROLLBACK;").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT;");
+}
+
+Status StateStore::PutDownloadValidator(const std::string& artifact,
+                                        const std::string& url,
+                                        const std::string& validator) {
+  Stmt q(db_,
+         "INSERT OR REPLACE INTO download_validators (artifact, url, "
+         "validator) VALUES (?, ?, ?);");
+  if (!q.ok()) return Error("cannot store a download validator");
+  q.Blob(1, artifact);
+  sqlite3_bind_text(q.get(), 2, url.data(), static_cast<int>(url.size()),
+                    SQLITE_TRANSIENT);
+  sqlite3_bind_text(q.get(), 3, validator.data(),
+                    static_cast<int>(validator.size()), SQLITE_TRANSIENT);
+  if (sqlite3_step(q.get()) != SQLITE_DONE) {
+    return Error("cannot store a download validator");
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<std::string>> StateStore::GetDownloadValidator(
+    const std::string& artifact, const std::string& url) {
+  Stmt q(db_,
+         "SELECT validator FROM download_validators WHERE artifact = ? AND "
+         "url = ?;");
+  if (!q.ok()) return Error("cannot read a download validator");
+  q.Blob(1, artifact);
+  sqlite3_bind_text(q.get(), 2, url.data(), static_cast<int>(url.size()),
+                    SQLITE_TRANSIENT);
+  const int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return Error("cannot read a download validator");
+  return std::optional<std::string>(q.ColumnBlob(0));
 }
 
 }  // namespace ternd::ota

@@ -1,8 +1,10 @@
 // The device's durable update state in one SQLite database (WAL mode):
 // the trust state (root, time floor, highest version/sequence seen) and
-// downloaded artifact chunks, so a partial download survives a restart.
+// downloaded artifact chunks with the validator (ETag or Last-Modified) each
+// source sent, so a partial download resumes after a restart.
 //
-// Every write is one transaction with synchronous=FULL: after a power cut
+// Every write is one transaction with synchronous=FULL (the download
+// worker's connection excepted: RelaxDurabilityForChunks): after a power cut
 // or kill -9 the database holds the state before or after a call, never a
 // mix. Errors name the database path and what SQLite said.
 //
@@ -36,6 +38,8 @@ class StateStore {
   Status SaveTrust(const TrustState& state);
 
   // Artifact chunks, keyed by the artifact's SHA-256 (raw 32 bytes).
+  // PutChunk fails with kResourceExhausted when the disk (or the
+  // database's file system) is full; the database keeps its old content.
   Status PutChunk(const std::string& artifact_sha256, uint64_t index,
                   const std::string& bytes);
   Result<std::optional<std::string>> GetChunk(
@@ -43,7 +47,27 @@ class StateStore {
   // Indices stored for an artifact, ascending.
   Result<std::vector<uint64_t>> ChunkIndices(
       const std::string& artifact_sha256);
+  Status DeleteChunk(const std::string& artifact_sha256, uint64_t index);
+  // Deletes the artifact's chunks and download validators in one
+  // transaction.
   Status DeleteArtifact(const std::string& artifact_sha256);
+
+  // Download resume data: the validator (a strong ETag, or else the
+  // Last-Modified date, exactly as the server sent it) that `url` gave for
+  // the artifact, sent back as If-Range when resuming from that URL.
+  Status PutDownloadValidator(const std::string& artifact_sha256,
+                              const std::string& url,
+                              const std::string& validator);
+  Result<std::optional<std::string>> GetDownloadValidator(
+      const std::string& artifact_sha256, const std::string& url);
+
+  // For a connection that writes only downloaded chunks and resume data
+  // (the download worker's): commits are not fsynced one by one (WAL with
+  // synchronous=NORMAL; the WAL is synced at checkpoints). A power cut may
+  // lose the last chunks written, which the next download re-checks and
+  // fetches again; it never breaks consistency, and kill -9 loses nothing.
+  // Other connections (trust, update state) keep synchronous=FULL.
+  Status RelaxDurabilityForChunks();
 
   const std::string& path() const { return path_; }
 

@@ -11,12 +11,14 @@ build_pkgs=(
   libmosquitto-dev libzstd-dev libeigen3-dev
   libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  dpkg-dev file
 )
 test_pkgs=(
   clang libclang-rt-14-dev
   mosquitto nginx openssl sqlite3 systemd
   python3 python3-numpy python3-protobuf python3-torch python3-sklearn
   python3-pytest python3-venv
+  lintian debootstrap
 )
 
 want=("${build_pkgs[@]}")

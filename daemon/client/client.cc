@@ -1,5 +1,7 @@
 #include "daemon/client/client.h"
 
+#include <algorithm>
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -145,6 +147,38 @@ Result<wire::StatsResponse> Client::Stats() {
   wire::Response response;
   TERND_RETURN_IF_ERROR(Call(&r, &response));
   return std::move(*response.mutable_stats());
+}
+
+Result<wire::UpdateStatusResponse> Client::UpdateStatus() {
+  wire::Request r;
+  r.mutable_update_status();
+  wire::Response response;
+  TERND_RETURN_IF_ERROR(Call(&r, &response));
+  return std::move(*response.mutable_update_status());
+}
+
+Result<wire::UpdateStatusResponse> Client::Install(std::string_view bundle,
+                                                   size_t part_bytes) {
+  if (part_bytes == 0) part_bytes = 1;
+  const uint64_t id = next_id_++;
+  wire::Request r;
+  r.set_id(id);
+  size_t offset = 0;
+  do {
+    const size_t n = std::min(part_bytes, bundle.size() - offset);
+    wire::InstallRequest* part = r.mutable_install();
+    part->set_part(bundle.data() + offset, n);
+    offset += n;
+    part->set_more(offset < bundle.size());
+    TERND_RETURN_IF_ERROR(Send(r));
+  } while (offset < bundle.size());
+  wire::Response response;
+  for (;;) {
+    TERND_RETURN_IF_ERROR(Receive(&response));
+    if (response.id() == id || response.id() == 0) break;
+  }
+  TERND_RETURN_IF_ERROR(FromWire(response.status()));
+  return std::move(*response.mutable_update_status());
 }
 
 Status FromWire(const wire::Status& status) {

@@ -54,6 +54,12 @@ class Client {
   Result<wire::ModelInfoResponse> ModelInfo();
   Result<wire::HealthResponse> Health();
   Result<wire::StatsResponse> Stats();
+  Result<wire::UpdateStatusResponse> UpdateStatus();
+  // Sends an update bundle in parts of `part_bytes` and waits until the
+  // daemon has finished with it (the answer says active, rejected or
+  // failed); set ClientOptions::timeout_ms to allow for large models.
+  Result<wire::UpdateStatusResponse> Install(std::string_view bundle,
+                                             size_t part_bytes = 1u << 20);
 
   // The next id Call() will use; ids count up from 1.
   uint64_t next_id() const { return next_id_; }

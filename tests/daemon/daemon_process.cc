@@ -112,6 +112,7 @@ DaemonProcess::DaemonProcess(const DaemonOptions& options)
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
+  reader_ = std::thread(&DaemonProcess::ReadNotifications, this);
 }
 
 DaemonProcess::~DaemonProcess() {
@@ -119,30 +120,44 @@ DaemonProcess::~DaemonProcess() {
     kill(pid_, SIGKILL);
     WaitExit(5000);
   }
+  stop_reader_ = true;
+  if (reader_.joinable()) reader_.join();
   if (notify_fd_ >= 0) close(notify_fd_);
 }
 
-void DaemonProcess::Drain(int timeout_ms) {
-  struct pollfd p = {notify_fd_, POLLIN, 0};
-  if (poll(&p, 1, timeout_ms) <= 0) return;
+// Reads notifications as systemd does, all the time: a datagram queue
+// left full would block the daemon's next sd_notify().
+void DaemonProcess::ReadNotifications() {
   char buf[4096];
-  for (;;) {
-    const ssize_t n = recv(notify_fd_, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n <= 0) return;
-    notes_.emplace_back(buf, static_cast<size_t>(n));
+  while (!stop_reader_) {
+    struct pollfd p = {notify_fd_, POLLIN, 0};
+    if (poll(&p, 1, 20) <= 0) continue;
+    for (;;) {
+      const ssize_t n = recv(notify_fd_, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n <= 0) break;
+      std::lock_guard<std::mutex> lock(mu_);
+      notes_.emplace_back(buf, static_cast<size_t>(n));
+    }
   }
+}
+
+std::vector<std::string> DaemonProcess::notifications() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return notes_;
 }
 
 bool DaemonProcess::WaitForNotify(const std::string& needle, int timeout_ms) {
   const int64_t end = NowMs() + timeout_ms;
   size_t checked = 0;
   for (;;) {
-    for (; checked < notes_.size(); ++checked) {
-      if (notes_[checked].find(needle) != std::string::npos) return true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (; checked < notes_.size(); ++checked) {
+        if (notes_[checked].find(needle) != std::string::npos) return true;
+      }
     }
-    const int64_t left = end - NowMs();
-    if (left <= 0) return false;
-    Drain(static_cast<int>(std::min<int64_t>(left, 50)));
+    if (NowMs() >= end) return false;
+    usleep(5000);
   }
 }
 
@@ -165,7 +180,6 @@ int DaemonProcess::WaitExit(int timeout_ms) {
       return exit_status_;
     }
     if (NowMs() >= end) return -1;
-    Drain(0);
     usleep(5000);
   }
 }

@@ -8,7 +8,10 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -48,7 +51,7 @@ class DaemonProcess {
   // received counts). Returns false on timeout.
   bool WaitForNotify(const std::string& needle, int timeout_ms = 10000);
   // Everything received on NOTIFY_SOCKET so far, one entry per datagram.
-  const std::vector<std::string>& notifications() const { return notes_; }
+  std::vector<std::string> notifications() const;
   void Signal(int sig);
   // Waits for exit; returns the exit status, 128 + signal if killed, or -1
   // on timeout.
@@ -58,12 +61,15 @@ class DaemonProcess {
   std::string Log() const;
 
  private:
-  void Drain(int timeout_ms);
+  void ReadNotifications();
   std::string directory_;
   int notify_fd_ = -1;
   pid_t pid_ = -1;
   int exit_status_ = -1;
-  std::vector<std::string> notes_;
+  mutable std::mutex mu_;
+  std::vector<std::string> notes_;  // guarded by mu_
+  std::atomic<bool> stop_reader_{false};
+  std::thread reader_;
 };
 
 }  // namespace ternd::daemon_testing

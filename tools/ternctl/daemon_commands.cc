@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/file.h"
 #include "daemon/client/client.h"
 #include "tools/ternctl/commands.h"
 #include "tools/ternctl/values.h"
@@ -324,6 +325,84 @@ int Stats(const DaemonOptions& opt, bool prometheus) {
   return 0;
 }
 
+int PrintUpdateStatus(const DaemonOptions& opt,
+                      const wire::UpdateStatusResponse& u) {
+  auto installed = [](const wire::InstalledModel& m) {
+    return m.name().empty() ? std::string("null")
+                            : "{\"name\":" + JsonString(m.name()) +
+                                  ",\"version\":" + std::to_string(m.version()) +
+                                  ",\"activated_at\":" +
+                                  std::to_string(m.activated_at()) + "}";
+  };
+  if (opt.json) {
+    std::printf(
+        "{\"enabled\":%s,\"disabled_reason\":%s,\"state_code\":%d,"
+        "\"state\":%s,\"reason\":%s,\"model\":%s,\"version\":%" PRIu64
+        ",\"rollout\":%s,\"bytes_done\":%" PRIu64 ",\"bytes_total\":%" PRIu64
+        ",\"active\":%s,\"previous\":%s,\"probation\":%s}\n",
+        u.enabled() ? "true" : "false",
+        JsonString(u.disabled_reason()).c_str(), u.state_code(),
+        JsonString(u.state()).c_str(), JsonString(u.reason()).c_str(),
+        JsonString(u.model_name()).c_str(), u.model_version(),
+        JsonString(u.rollout_id()).c_str(), u.bytes_done(), u.bytes_total(),
+        installed(u.active()).c_str(), installed(u.previous()).c_str(),
+        u.probation() ? "true" : "false");
+  } else {
+    if (!u.enabled()) {
+      std::printf("updates     off (%s)\n", u.disabled_reason().c_str());
+    }
+    std::printf("update      %s (%d)", u.state().c_str(), u.state_code());
+    if (!u.model_name().empty()) {
+      std::printf(" '%s' version %" PRIu64, u.model_name().c_str(),
+                  u.model_version());
+    }
+    if (!u.rollout_id().empty()) std::printf(", rollout %s", u.rollout_id().c_str());
+    std::printf("\n");
+    if (!u.reason().empty()) std::printf("reason      %s\n", u.reason().c_str());
+    if (u.bytes_total() > 0) {
+      std::printf("progress    %" PRIu64 " / %" PRIu64 " bytes\n", u.bytes_done(),
+                  u.bytes_total());
+    }
+    if (!u.active().name().empty()) {
+      std::printf("installed   '%s' version %" PRIu64 "%s\n",
+                  u.active().name().c_str(), u.active().version(),
+                  u.probation() ? " (on probation)" : "");
+    } else {
+      std::printf("installed   none (serving the configured model)\n");
+    }
+    if (!u.previous().name().empty()) {
+      std::printf("rollback to '%s' version %" PRIu64 "\n",
+                  u.previous().name().c_str(), u.previous().version());
+    }
+  }
+  const bool bad = u.state() == "rejected" || u.state() == "failed" ||
+                   u.state() == "rolled_back";
+  return bad ? 1 : 0;
+}
+
+int UpdateStatusCommand(const DaemonOptions& opt) {
+  Result<std::unique_ptr<client::Client>> c = Connect(opt);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::UpdateStatusResponse> u = (*c)->UpdateStatus();
+  if (!u.ok()) return Fail(u.status());
+  PrintUpdateStatus(opt, *u);
+  return 0;  // reporting a state is not a failure of `status`
+}
+
+int Install(const DaemonOptions& opt, const std::string& path) {
+  Result<std::vector<uint8_t>> bytes = ReadFile(path, size_t{1} << 31);
+  if (!bytes.ok()) return Fail(bytes.status());
+  Result<std::unique_ptr<client::Client>> c = Connect(opt);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::UpdateStatusResponse> u = (*c)->Install(std::string_view(
+      reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  if (!u.ok()) {
+    Status s = u.status();
+    return Fail(s.Prepend(path));
+  }
+  return PrintUpdateStatus(opt, *u);
+}
+
 void AddCommonOptions(CLI::App* cmd, DaemonOptions* o) {
   cmd->add_option("-s,--socket", o->socket,
                   "Daemon socket (default: $TERND_SOCKET, else "
@@ -374,6 +453,28 @@ void AddDaemonCommands(CLI::App& app, int* exit_code) {
   cmd->add_flag("--prometheus", *prometheus, "Print Prometheus text format");
   cmd->callback([stats, prometheus, exit_code] {
     *exit_code = Stats(*stats, *prometheus);
+  });
+
+  auto status = std::make_shared<DaemonOptions>();
+  cmd = app.add_subcommand(
+      "status", "Show the update state, the installed and the previous model");
+  AddCommonOptions(cmd, status.get());
+  cmd->callback([status, exit_code] {
+    *exit_code = UpdateStatusCommand(*status);
+  });
+
+  auto install = std::make_shared<DaemonOptions>();
+  auto bundle = std::make_shared<std::string>();
+  install->timeout_ms = 600000;
+  cmd = app.add_subcommand(
+      "install",
+      "Install a signed update bundle (ternctl bundle) on the running daemon, "
+      "with the same checks as an update from the fleet; waits until it is "
+      "active, rejected or failed (exit 0 only when active)");
+  AddCommonOptions(cmd, install.get());
+  cmd->add_option("bundle", *bundle, "The .ternbundle file")->required();
+  cmd->callback([install, bundle, exit_code] {
+    *exit_code = Install(*install, *bundle);
   });
 }
 

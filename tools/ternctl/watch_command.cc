@@ -1,8 +1,580 @@
-// Placeholder: filled in by the work that adds these commands.
+// `ternctl watch`: follows a fleet on its MQTT broker. Subscribes to every
+// device's presence, telemetry and update state under the prefix, decodes
+// them (zstd + protobuf, telemetry/telemetry.proto), drops duplicate batches
+// (delivery is at least once; the key is device, boot epoch, sequence), and
+// prints a live table of devices or, with --json, one JSON object per line.
+// With --db it also appends everything to a SQLite file (and then
+// deduplicates across runs too). Runs until SIGINT/SIGTERM.
+#include <signal.h>
+#include <sqlite3.h>
+#include <systemd/sd-event.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "net/mqtt_session.h"
+#include "telemetry/batch.h"
+#include "telemetry/telemetry.pb.h"
 #include "tools/ternctl/commands.h"
 
 namespace ternd::ternctl {
+namespace {
 
-void AddWatchCommand(CLI::App& /*app*/, int* /*exit_code*/) {}
+using telemetry::Metric;
+using telemetry::Presence;
+using telemetry::TelemetryBatch;
+
+struct WatchOptions {
+  std::string broker;
+  std::string ca_file, cert_file, key_file;
+  std::string username, password_file;
+  std::string fleet;
+  std::string prefix;
+  std::string client_id;
+  bool json = false;
+  bool no_tls = false;
+  std::string db;
+  std::vector<std::string> dictionaries;
+};
+
+std::string Json(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string Num(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// `name{a="x",b="y"}` (Prometheus style) for a metric's series.
+std::string SeriesName(const Metric& m) {
+  std::string s = m.name();
+  if (m.labels_size() == 0) return s;
+  s += '{';
+  for (int i = 0; i < m.labels_size(); ++i) {
+    if (i) s += ',';
+    s += m.labels(i).name() + "=\"" + m.labels(i).value() + "\"";
+  }
+  return s + "}";
+}
+
+const char* StateName(Presence::State s) {
+  switch (s) {
+    case Presence::ONLINE:
+      return "online";
+    case Presence::OFFLINE:
+      return "offline";
+    default:
+      return "unknown";
+  }
+}
+
+struct DeviceRow {
+  std::string state = "unknown";
+  uint64_t epoch = 0, session = 0;
+  std::string model, version, kernel, daemon_version;
+  uint64_t last_sequence = 0;
+  int64_t last_batch_ms = 0;  // when received
+  uint64_t batches = 0, duplicates = 0, dropped_total = 0;
+  double p99_ms = NAN;
+  std::string update_state;
+};
+
+class Watcher {
+ public:
+  explicit Watcher(WatchOptions o) : o_(std::move(o)) {}
+  ~Watcher() {
+    if (db_) sqlite3_close(db_);
+  }
+
+  Status OpenDb() {
+    if (o_.db.empty()) return Status::Ok();
+    if (sqlite3_open(o_.db.c_str(), &db_) != SQLITE_OK) {
+      return Errorf(StatusCode::kUnavailable, "%s: cannot open: %s",
+                    o_.db.c_str(), sqlite3_errmsg(db_));
+    }
+    sqlite3_busy_timeout(db_, 5000);
+    const char* schema = R"sql(
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS batches (
+  device TEXT NOT NULL, boot_epoch INTEGER NOT NULL, sequence INTEGER NOT NULL,
+  start_unix_ms INTEGER, end_unix_ms INTEGER, received_unix_ms INTEGER,
+  dropped_batches_total INTEGER, batch BLOB,
+  PRIMARY KEY (device, boot_epoch, sequence));
+CREATE TABLE IF NOT EXISTS samples (
+  device TEXT NOT NULL, boot_epoch INTEGER NOT NULL, sequence INTEGER NOT NULL,
+  end_unix_ms INTEGER, series TEXT NOT NULL, value REAL);
+CREATE TABLE IF NOT EXISTS presence (
+  device TEXT NOT NULL, received_unix_ms INTEGER, state TEXT,
+  boot_epoch INTEGER, session INTEGER, payload BLOB);
+CREATE TABLE IF NOT EXISTS update_state (
+  device TEXT NOT NULL, received_unix_ms INTEGER, payload BLOB);
+)sql";
+    char* err = nullptr;
+    if (sqlite3_exec(db_, schema, nullptr, nullptr, &err) != SQLITE_OK) {
+      Status s = Errorf(StatusCode::kInternal, "%s: %s", o_.db.c_str(),
+                        err ? err : "schema");
+      sqlite3_free(err);
+      return s;
+    }
+    return Status::Ok();
+  }
+
+  Status LoadDictionaries() {
+    for (const std::string& path : o_.dictionaries) {
+      FILE* f = std::fopen(path.c_str(), "rb");
+      if (!f)
+        return Errorf(StatusCode::kNotFound, "%s: cannot open", path.c_str());
+      std::string d;
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) d.append(buf, n);
+      std::fclose(f);
+      Status s = codec_.AddDecodingDictionary(std::move(d));
+      if (!s.ok()) return s.Prepend(path);
+    }
+    return Status::Ok();
+  }
+
+  void OnMessage(std::string_view topic, std::string_view payload,
+                 bool retained) {
+    const std::string head = o_.prefix + "/devices/";
+    if (topic.substr(0, head.size()) != head) return;
+    std::string_view rest = topic.substr(head.size());
+    const size_t slash = rest.find('/');
+    if (slash == std::string_view::npos) return;
+    const std::string device(rest.substr(0, slash));
+    const std::string_view leaf = rest.substr(slash + 1);
+    if (leaf == "presence") {
+      HandlePresence(device, payload, retained);
+    } else if (leaf == "telemetry") {
+      HandleBatch(device, payload);
+    } else if (leaf == "update/state") {
+      HandleUpdateState(device, payload, retained);
+    }
+    if (!o_.json) PrintTable();
+  }
+
+  void OnConnection(bool up, const std::string& why) {
+    if (o_.json) {
+      std::printf("{\"type\":\"connection\",\"state\":\"%s\"%s%s}\n",
+                  up ? "connected" : "disconnected",
+                  up ? "" : ",\"reason\":", up ? "" : Json(why).c_str());
+      std::fflush(stdout);
+    } else {
+      std::fprintf(stderr, "ternctl watch: %s%s%s\n",
+                   up ? "connected to " : "disconnected: ",
+                   up ? o_.broker.c_str() : why.c_str(), "");
+    }
+  }
+
+  void Summary() {
+    uint64_t batches = 0, dups = 0;
+    for (const auto& [id, d] : devices_) {
+      batches += d.batches;
+      dups += d.duplicates;
+    }
+    std::fprintf(stderr,
+                 "ternctl watch: %zu devices, %" PRIu64 " batches, %" PRIu64
+                 " duplicates dropped, %" PRIu64 " undecodable\n",
+                 devices_.size(), batches, dups, undecodable_);
+  }
+
+ private:
+  void HandlePresence(const std::string& device, std::string_view payload,
+                      bool retained) {
+    if (payload.empty()) return;  // a cleared retained message
+    Presence p;
+    if (!p.ParseFromArray(payload.data(), int(payload.size()))) {
+      ++undecodable_;
+      std::fprintf(stderr,
+                   "ternctl watch: %s: presence of %zu bytes is not a "
+                   "Presence message\n",
+                   device.c_str(), payload.size());
+      return;
+    }
+    DeviceRow& d = devices_[device];
+    d.state = StateName(p.state());
+    d.epoch = p.boot_epoch();
+    d.session = p.session();
+    if (p.state() == Presence::ONLINE) {
+      d.model = p.model_name();
+      d.version = p.model_version();
+      d.kernel = p.kernel();
+      d.daemon_version = p.daemon_version();
+    }
+    if (db_) {
+      sqlite3_stmt* q = nullptr;
+      sqlite3_prepare_v2(db_, "INSERT INTO presence VALUES (?, ?, ?, ?, ?, ?);",
+                         -1, &q, nullptr);
+      sqlite3_bind_text(q, 1, device.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(q, 2, NowMs());
+      sqlite3_bind_text(q, 3, d.state.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(q, 4, int64_t(p.boot_epoch()));
+      sqlite3_bind_int64(q, 5, int64_t(p.session()));
+      sqlite3_bind_blob(q, 6, payload.data(), int(payload.size()),
+                        SQLITE_TRANSIENT);
+      DbStep(q);
+    }
+    if (o_.json) {
+      std::string caps;
+      for (int i = 0; i < p.capabilities_size(); ++i) {
+        caps += (i ? "," : "") + Json(p.capabilities(i));
+      }
+      std::printf(
+          "{\"type\":\"presence\",\"device\":%s,\"state\":\"%s\","
+          "\"boot_epoch\":%" PRIu64 ",\"session\":%" PRIu64
+          ",\"retained\":%s,\"daemon_version\":%s,\"model\":%s,"
+          "\"model_version\":%s,\"kernel\":%s,\"capabilities\":[%s]}\n",
+          Json(device).c_str(), d.state.c_str(), p.boot_epoch(), p.session(),
+          retained ? "true" : "false", Json(p.daemon_version()).c_str(),
+          Json(p.model_name()).c_str(), Json(p.model_version()).c_str(),
+          Json(p.kernel()).c_str(), caps.c_str());
+      std::fflush(stdout);
+    }
+  }
+
+  void HandleBatch(const std::string& device, std::string_view payload) {
+    auto decoded = codec_.Decode(payload);
+    if (!decoded.ok()) {
+      ++undecodable_;
+      std::fprintf(stderr, "ternctl watch: %s: %s\n", device.c_str(),
+                   decoded.status().message());
+      return;
+    }
+    const TelemetryBatch& b = *decoded;
+    DeviceRow& d = devices_[device];
+    // Deduplicate: in memory, and in the database when there is one.
+    const auto key = std::make_tuple(device, b.boot_epoch(), b.sequence());
+    bool fresh = seen_.insert(key).second;
+    if (fresh && db_) fresh = InsertBatch(device, b);
+    if (!fresh) {
+      ++d.duplicates;
+      return;
+    }
+    ++d.batches;
+    d.last_sequence = b.sequence();
+    d.last_batch_ms = NowMs();
+    d.dropped_total = b.dropped_batches_total();
+    if (d.epoch < b.boot_epoch()) d.epoch = b.boot_epoch();
+    for (const Metric& m : b.metrics()) {
+      if (m.kind() == Metric::HISTOGRAM &&
+          m.name() == "ternd_request_compute_seconds") {
+        d.p99_ms = m.histogram().p99() * 1e3;
+      }
+    }
+    if (!o_.json) return;
+    std::string metrics;
+    for (const Metric& m : b.metrics()) {
+      if (!metrics.empty()) metrics += ',';
+      metrics += Json(SeriesName(m)) + ":";
+      if (m.kind() == Metric::HISTOGRAM) {
+        const auto& h = m.histogram();
+        metrics += "{\"count\":" + std::to_string(h.count()) +
+                   ",\"sum\":" + Num(h.sum()) + ",\"p50\":" + Num(h.p50()) +
+                   ",\"p90\":" + Num(h.p90()) + ",\"p99\":" + Num(h.p99()) +
+                   ",\"p999\":" + Num(h.p999()) + "}";
+      } else {
+        metrics += Num(m.value());
+      }
+    }
+    std::printf("{\"type\":\"telemetry\",\"device\":%s,\"boot_epoch\":%" PRIu64
+                ",\"sequence\":%" PRIu64 ",\"start_unix_ms\":%" PRId64
+                ",\"end_unix_ms\":%" PRId64 ",\"uptime_ms\":%" PRIu64
+                ",\"dropped_batches_total\":%" PRIu64
+                ",\"compressed_bytes\":%zu,\"metrics\":{%s}}\n",
+                Json(device).c_str(), b.boot_epoch(), b.sequence(),
+                b.start_unix_ms(), b.end_unix_ms(), b.uptime_ms(),
+                b.dropped_batches_total(), payload.size(), metrics.c_str());
+    std::fflush(stdout);
+  }
+
+  // INSERT OR IGNORE: false when the batch was already stored.
+  bool InsertBatch(const std::string& device, const TelemetryBatch& b) {
+    sqlite3_exec(db_, "BEGIN;", nullptr, nullptr, nullptr);
+    sqlite3_stmt* q = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, "
+                       "?, ?, ?);",
+                       -1, &q, nullptr);
+    sqlite3_bind_text(q, 1, device.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(q, 2, int64_t(b.boot_epoch()));
+    sqlite3_bind_int64(q, 3, int64_t(b.sequence()));
+    sqlite3_bind_int64(q, 4, b.start_unix_ms());
+    sqlite3_bind_int64(q, 5, b.end_unix_ms());
+    sqlite3_bind_int64(q, 6, NowMs());
+    sqlite3_bind_int64(q, 7, int64_t(b.dropped_batches_total()));
+    const std::string raw = b.SerializeAsString();
+    sqlite3_bind_blob(q, 8, raw.data(), int(raw.size()), SQLITE_TRANSIENT);
+    DbStep(q);
+    const bool inserted = sqlite3_changes(db_) > 0;
+    if (inserted) {
+      for (const Metric& m : b.metrics()) {
+        auto add = [&](const std::string& series, double v) {
+          sqlite3_stmt* s = nullptr;
+          sqlite3_prepare_v2(db_,
+                             "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?);",
+                             -1, &s, nullptr);
+          sqlite3_bind_text(s, 1, device.c_str(), -1, SQLITE_TRANSIENT);
+          sqlite3_bind_int64(s, 2, int64_t(b.boot_epoch()));
+          sqlite3_bind_int64(s, 3, int64_t(b.sequence()));
+          sqlite3_bind_int64(s, 4, b.end_unix_ms());
+          sqlite3_bind_text(s, 5, series.c_str(), -1, SQLITE_TRANSIENT);
+          sqlite3_bind_double(s, 6, v);
+          DbStep(s);
+        };
+        if (m.kind() == Metric::HISTOGRAM) {
+          add(SeriesName(m) + "_count", double(m.histogram().count()));
+          add(SeriesName(m) + "_sum", m.histogram().sum());
+          add(SeriesName(m) + "_p99", m.histogram().p99());
+        } else {
+          add(SeriesName(m), m.value());
+        }
+      }
+    }
+    sqlite3_exec(db_, "COMMIT;", nullptr, nullptr, nullptr);
+    return inserted;
+  }
+
+  void HandleUpdateState(const std::string& device, std::string_view payload,
+                         bool retained) {
+    if (payload.empty()) return;
+    // The update code owns this payload's schema; shown as text when it is
+    // printable, else by size.
+    bool printable = true;
+    for (unsigned char c : payload) printable &= c >= 0x20 && c < 0x7f;
+    devices_[device].update_state =
+        printable ? std::string(payload)
+                  : "(" + std::to_string(payload.size()) + " bytes)";
+    if (db_) {
+      sqlite3_stmt* q = nullptr;
+      sqlite3_prepare_v2(db_, "INSERT INTO update_state VALUES (?, ?, ?);", -1,
+                         &q, nullptr);
+      sqlite3_bind_text(q, 1, device.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(q, 2, NowMs());
+      sqlite3_bind_blob(q, 3, payload.data(), int(payload.size()),
+                        SQLITE_TRANSIENT);
+      DbStep(q);
+    }
+    if (o_.json) {
+      std::printf(
+          "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
+          "\"bytes\":%zu%s%s}\n",
+          Json(device).c_str(), retained ? "true" : "false", payload.size(),
+          printable ? ",\"text\":" : "",
+          printable ? Json(payload).c_str() : "");
+      std::fflush(stdout);
+    }
+  }
+
+  void DbStep(sqlite3_stmt* q) {
+    if (!q || sqlite3_step(q) != SQLITE_DONE) {
+      std::fprintf(stderr, "ternctl watch: %s: %s\n", o_.db.c_str(),
+                   sqlite3_errmsg(db_));
+    }
+    sqlite3_finalize(q);
+  }
+
+  void PrintTable() {
+    if (isatty(STDOUT_FILENO)) std::printf("\033[H\033[2J");
+    std::printf("%-20s %-8s %6s %7s %-18s %-12s %8s %8s %5s %7s %9s  %s\n",
+                "DEVICE", "STATE", "EPOCH", "SESSION", "MODEL", "KERNEL",
+                "LAST_SEQ", "BATCHES", "DUPS", "DROPPED", "P99_MS", "UPDATE");
+    for (const auto& [id, d] : devices_) {
+      const std::string model =
+          d.model.empty() ? "-" : d.model + "@" + d.version;
+      char p99[32];
+      if (std::isnan(d.p99_ms)) {
+        std::snprintf(p99, sizeof p99, "-");
+      } else {
+        std::snprintf(p99, sizeof p99, "%.3f", d.p99_ms);
+      }
+      std::printf("%-20s %-8s %6" PRIu64 " %7" PRIu64 " %-18s %-12s %8" PRIu64
+                  " %8" PRIu64 " %5" PRIu64 " %7" PRIu64 " %9s  %s\n",
+                  id.c_str(), d.state.c_str(), d.epoch, d.session,
+                  model.c_str(), d.kernel.empty() ? "-" : d.kernel.c_str(),
+                  d.last_sequence, d.batches, d.duplicates, d.dropped_total,
+                  p99, d.update_state.empty() ? "-" : d.update_state.c_str());
+    }
+    std::fflush(stdout);
+  }
+
+  WatchOptions o_;
+  sqlite3* db_ = nullptr;
+  telemetry::BatchCodec codec_;
+  std::map<std::string, DeviceRow> devices_;
+  std::set<std::tuple<std::string, uint64_t, uint64_t>> seen_;
+  uint64_t undecodable_ = 0;
+};
+
+int OnSignal(sd_event_source* s, const signalfd_siginfo*, void*) {
+  sd_event_exit(sd_event_source_get_event(s), 0);
+  return 0;
+}
+
+int RunWatch(WatchOptions o) {
+  if (!o.prefix.empty() && !o.fleet.empty()) {
+    std::fprintf(stderr, "ternctl watch: give --fleet or --prefix, not both\n");
+    return 2;
+  }
+  if (o.prefix.empty()) {
+    o.prefix = "ternd/v1/" + (o.fleet.empty() ? "default" : o.fleet);
+  }
+  net::MqttOptions mo;
+  const size_t colon = o.broker.rfind(':');
+  mo.host = o.broker.substr(0, colon);
+  mo.port = o.no_tls ? 1883 : 8883;
+  if (colon != std::string::npos) {
+    char* end = nullptr;
+    const long port = std::strtol(o.broker.c_str() + colon + 1, &end, 10);
+    if (*end != '\0' || port <= 0 || port > 65535) {
+      std::fprintf(stderr,
+                   "ternctl watch: --broker: expected HOST[:PORT] with a port "
+                   "in 1..65535, got \"%s\"\n",
+                   o.broker.c_str());
+      return 2;
+    }
+    mo.port = static_cast<int>(port);
+  }
+  if (mo.host.empty()) {
+    std::fprintf(stderr, "ternctl watch: --broker: no host in \"%s\"\n",
+                 o.broker.c_str());
+    return 2;
+  }
+  mo.tls = !o.no_tls;
+  mo.ca_file = o.ca_file;
+  mo.cert_file = o.cert_file;
+  mo.key_file = o.key_file;
+  mo.username = o.username;
+  if (!o.password_file.empty()) {
+    FILE* f = std::fopen(o.password_file.c_str(), "r");
+    char line[1024] = "";
+    if (!f || !std::fgets(line, sizeof line, f)) {
+      if (f) std::fclose(f);
+      std::fprintf(stderr, "ternctl watch: --password-file %s: cannot read\n",
+                   o.password_file.c_str());
+      return 1;
+    }
+    std::fclose(f);
+    mo.password = line;
+    while (!mo.password.empty() &&
+           (mo.password.back() == '\n' || mo.password.back() == '\r')) {
+      mo.password.pop_back();
+    }
+  }
+  mo.client_id = o.client_id.empty()
+                     ? "ternctl-watch-" + std::to_string(getpid())
+                     : o.client_id;
+  mo.reconnect_min_ms = 200;
+  mo.reconnect_max_ms = 10000;
+
+  Watcher w(o);
+  if (Status s = w.OpenDb(); !s.ok()) {
+    std::fprintf(stderr, "ternctl watch: %s\n", s.message());
+    return 1;
+  }
+  if (Status s = w.LoadDictionaries(); !s.ok()) {
+    std::fprintf(stderr, "ternctl watch: %s\n", s.message());
+    return 1;
+  }
+  sd_event* loop = nullptr;
+  if (sd_event_new(&loop) < 0) return 1;
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  sd_event_add_signal(loop, nullptr, SIGINT, &OnSignal, nullptr);
+  sd_event_add_signal(loop, nullptr, SIGTERM, &OnSignal, nullptr);
+
+  auto session = net::MqttSession::Create(loop, mo);
+  if (!session.ok()) {
+    std::fprintf(stderr, "ternctl watch: %s\n", session.status().message());
+    sd_event_unref(loop);
+    return 1;
+  }
+  net::MqttCallbacks cb;
+  cb.on_connected = [&w] { w.OnConnection(true, ""); };
+  cb.on_disconnected = [&w](const std::string& why) {
+    w.OnConnection(false, why);
+  };
+  cb.on_message = [&w](std::string_view t, std::string_view p, bool r) {
+    w.OnMessage(t, p, r);
+  };
+  (*session)->AddObserver(std::move(cb));
+  for (const char* leaf : {"presence", "telemetry", "update/state"}) {
+    (*session)->Subscribe(o.prefix + "/devices/+/" + leaf, 1);
+  }
+  (*session)->Start();
+  const int r = sd_event_loop(loop);
+  session->reset();
+  w.Summary();
+  sd_event_unref(loop);
+  return r < 0 ? 1 : 0;
+}
+
+}  // namespace
+
+void AddWatchCommand(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<WatchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "watch",
+      "Follow a fleet's presence, telemetry and update states on its MQTT "
+      "broker");
+  cmd->add_option("--broker", o->broker,
+                  "Broker as HOST[:PORT] (8883 with TLS, 1883 without)")
+      ->required();
+  cmd->add_option("--cafile", o->ca_file,
+                  "CA certificate(s) of the broker (PEM)");
+  cmd->add_option("--cert", o->cert_file, "Client certificate (PEM)");
+  cmd->add_option("--key", o->key_file, "Client key (PEM)");
+  cmd->add_option("--username", o->username, "MQTT user name");
+  cmd->add_option("--password-file", o->password_file,
+                  "File whose first line is the MQTT password");
+  cmd->add_option("--fleet", o->fleet,
+                  "Fleet name: the prefix is ternd/v1/FLEET");
+  cmd->add_option("--prefix", o->prefix,
+                  "Topic prefix (default ternd/v1/default, or from --fleet)");
+  cmd->add_option("--client-id", o->client_id,
+                  "MQTT client id (default ternctl-watch-PID)");
+  cmd->add_flag("--json", o->json, "One JSON object per line");
+  cmd->add_option("--db", o->db,
+                  "Append presence, batches and samples to this SQLite file");
+  cmd->add_option("--dictionary", o->dictionaries,
+                  "zstd dictionary for telemetry compressed with one "
+                  "(repeatable; matched by dictionary id)");
+  cmd->add_flag("--no-tls", o->no_tls, "Plain TCP (closed test networks only)");
+  cmd->callback([o, exit_code] { *exit_code = RunWatch(*o); });
+}
 
 }  // namespace ternd::ternctl

@@ -1,0 +1,832 @@
+#include "daemon/updater.h"
+
+#include <signal.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include <utility>
+#include <vector>
+
+#include "base/file.h"
+#include "base/log.h"
+#include "ota/artifact.h"
+#include "ota/bundle.h"
+#include "net/mqtt_session.h"
+#include "ota/state_store.h"
+#include "ota/update_state.pb.h"
+
+namespace ternd::daemon {
+namespace {
+
+using ota::UpdateRecord;
+using ota::UpdateState;
+
+int64_t SystemNow() { return static_cast<int64_t>(::time(nullptr)); }
+
+bool InProgress(UpdateState s) {
+  return s == UpdateState::kReceived || s == UpdateState::kDownloading ||
+         s == UpdateState::kVerifying || s == UpdateState::kStaged ||
+         s == UpdateState::kActivating;
+}
+
+Result<ota::Release> ReleaseOf(const std::string& envelope_bytes) {
+  ota::SignedEnvelope envelope;
+  ota::Release release;
+  if (!envelope.ParseFromString(envelope_bytes) ||
+      !release.ParseFromString(envelope.payload())) {
+    return DataLoss("the stored release manifest does not parse");
+  }
+  return release;
+}
+
+// Reads an installed or staged model out of the artifact store: every
+// chunk and the whole artifact checked against the signed hashes,
+// decompressed with the output capped at the signed length, the model's
+// hash checked, parsed, and its name and version compared with the
+// release's. Blocking: loader thread or start-up only.
+Result<runtime::ModelFile> ProduceModel(const std::string& state_db,
+                                        const ota::Release& release) {
+  TERND_ASSIGN_OR_RETURN(std::unique_ptr<ota::StateStore> store,
+                         ota::StateStore::Open(state_db));
+  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release);
+  TERND_RETURN_IF_ERROR(ota::CheckArtifactSpec(spec));
+  std::vector<uint8_t> model(spec.model_length);
+  TERND_ASSIGN_OR_RETURN(uint64_t length,
+                         ota::StageArtifact(*store, spec, model));
+  model.resize(length);
+  char origin[160];
+  std::snprintf(origin, sizeof(origin), "update '%s' version %llu",
+                release.model_name().c_str(),
+                static_cast<unsigned long long>(release.model_version()));
+  TERND_ASSIGN_OR_RETURN(runtime::ModelFile file,
+                         runtime::ModelFile::Parse(std::move(model), origin));
+  const model::ModelHeader& h = file.header();
+  if (h.name() != release.model_name() ||
+      h.version() != release.model_version()) {
+    return InvalidArgument(
+        "%s: the model inside is '%s' version %llu, but the signed release "
+        "names '%s' version %llu",
+        origin, h.name().c_str(), static_cast<unsigned long long>(h.version()),
+        release.model_name().c_str(),
+        static_cast<unsigned long long>(release.model_version()));
+  }
+  return file;
+}
+
+}  // namespace
+
+class Updater::Impl {
+ public:
+  Impl(sd_event* loop, UpdaterOptions options)
+      : loop_(loop), options_(std::move(options)) {}
+  ~Impl() {
+    fetcher_.reset();
+    if (probation_timer_) sd_event_source_unref(probation_timer_);
+    if (pending_source_) sd_event_source_unref(pending_source_);
+  }
+
+  Status Init();
+  Result<bool> Boot(const std::function<Status(runtime::ModelFile)>& place);
+  void Attach(ModelHost* host);
+  Status InstallBundle(std::string bytes,
+                       std::function<void(const UpdateStatus&)> done);
+  UpdateStatus status();
+  void Shutdown();
+  void ConnectFleet(net::MqttSession* session, FleetOptions options);
+
+  std::function<void(const UpdateStatus&)> observer_;
+
+ private:
+  void Changed();
+  // Runs trust over a release (after persisting what it learnt); false
+  // when it was refused (already reported).
+  bool AcceptAndRecord(const std::string& envelope);
+  void OnFleetMessage(std::string_view topic, std::string_view payload);
+  void OnFleetRelease(const std::string& envelope);
+  void StartFetch();
+  void PublishReport();
+  static int OnPendingRelease(sd_event_source*, void* self);
+  void Set(UpdateState state, const std::string& reason = "");
+  void MaybeDie(UpdateState state);
+  void Finish();  // a final state was reached
+  void StoreArtifact(std::string artifact);
+  void Stage();
+  void OnStaged(const Status& result);
+  void Fail(UpdateState state, const std::string& reason);
+  void StartProbationTimer();
+  static int OnProbationEnd(sd_event_source*, uint64_t, void* self);
+  uint64_t InstalledVersion();
+
+  sd_event* loop_;
+  UpdaterOptions options_;
+  ModelHost* host_ = nullptr;
+  std::unique_ptr<ota::StateStore> store_;
+  std::unique_ptr<ota::UpdateJournal> journal_;
+  std::unique_ptr<ota::ArtifactWorker> worker_;
+  ota::TrustState trust_;
+  UpdateRecord record_;
+  ota::Release release_;  // of record_, once received
+  std::function<void(const UpdateStatus&)> done_;
+  sd_event_source* probation_timer_ = nullptr;
+  // Fleet connection (absent offline).
+  net::MqttSession* session_ = nullptr;
+  FleetOptions fleet_;
+  std::string prefix_, release_topic_, state_topic_;
+  std::unique_ptr<ota::ArtifactFetcher> fetcher_;
+  int64_t progress_saved_ns_ = 0;
+  std::string pending_release_;  // arrived while another update ran
+  sd_event_source* pending_source_ = nullptr;
+  bool report_dirty_ = false;
+  int report_mid_ = -1;
+  const char* kill_at_ = std::getenv("TERND_FAULT_KILL_AT_UPDATE_STATE");
+};
+
+Status Updater::Impl::Init() {
+  TERND_ASSIGN_OR_RETURN(store_, ota::StateStore::Open(options_.state_db));
+  TERND_ASSIGN_OR_RETURN(journal_, ota::UpdateJournal::Open(options_.state_db));
+  TERND_ASSIGN_OR_RETURN(std::optional<ota::TrustState> stored,
+                         store_->LoadTrust());
+  Result<std::vector<uint8_t>> pinned_bytes =
+      ReadFile(options_.root_file, 1 << 20);
+  std::optional<ota::TrustState> pinned;
+  if (pinned_bytes.ok()) {
+    Result<ota::TrustState> t = ota::TrustFromPinnedRoot(
+        std::string(pinned_bytes->begin(), pinned_bytes->end()));
+    if (!t.ok()) {
+      Status s = t.status();
+      return s.Prepend(options_.root_file);
+    }
+    pinned = std::move(*t);
+  } else if (!stored) {
+    Status s = pinned_bytes.status();
+    return s.Prepend("ota.root_file (the pinned root of trust)");
+  }
+  if (stored && (!pinned || stored->root.version() >= pinned->root.version())) {
+    trust_ = std::move(*stored);
+  } else {
+    // First start, or a newer root was provisioned by hand: adopt it,
+    // keeping the floors learnt so far.
+    trust_ = std::move(*pinned);
+    if (stored) {
+      trust_.time_floor = stored->time_floor;
+      trust_.highest_version_seen = stored->highest_version_seen;
+      trust_.highest_sequence = stored->highest_sequence;
+      trust_.highest_sequence_sha256 = stored->highest_sequence_sha256;
+    }
+    TERND_RETURN_IF_ERROR(store_->SaveTrust(trust_));
+  }
+  TERND_ASSIGN_OR_RETURN(record_, journal_->LoadUpdate());
+  if (!record_.release_envelope.empty()) {
+    Result<ota::Release> r = ReleaseOf(record_.release_envelope);
+    if (r.ok()) release_ = std::move(*r);
+  }
+  TERND_ASSIGN_OR_RETURN(worker_,
+                         ota::ArtifactWorker::Start(loop_, options_.state_db));
+  TERND_LOG_INFO("updates: root of trust for fleet '%s' version %llu",
+                 trust_.root.fleet().c_str(),
+                 static_cast<unsigned long long>(trust_.root.version()));
+  return Status::Ok();
+}
+
+Result<bool> Updater::Impl::Boot(
+    const std::function<Status(runtime::ModelFile)>& place) {
+  TERND_ASSIGN_OR_RETURN(const bool clean, journal_->BeginRun());
+  TERND_ASSIGN_OR_RETURN(std::optional<ota::InstalledModel> active,
+                         journal_->Active());
+  TERND_ASSIGN_OR_RETURN(ota::Probation probation, journal_->LoadProbation());
+  if (probation.active && active &&
+      active->model_version == probation.model_version && !clean) {
+    ++probation.unclean_starts;
+    TERND_RETURN_IF_ERROR(journal_->SaveProbation(probation));
+    TERND_LOG_WARNING(
+        "the daemon stopped unexpectedly %u time(s) since model '%s' version "
+        "%llu was activated (rollback at %u)",
+        probation.unclean_starts, active->model_name.c_str(),
+        static_cast<unsigned long long>(active->model_version),
+        options_.probation_crashes);
+    if (probation.unclean_starts >= options_.probation_crashes) {
+      char reason[256];
+      std::snprintf(reason, sizeof(reason),
+                    "model '%s' version %llu: the daemon stopped "
+                    "unexpectedly %u times within its probation",
+                    active->model_name.c_str(),
+                    static_cast<unsigned long long>(active->model_version),
+                    probation.unclean_starts);
+      UpdateRecord r = record_;
+      r.state = UpdateState::kRolledBack;
+      r.reason = reason;
+      r.updated_at = 0;
+      TERND_RETURN_IF_ERROR(journal_->RollBack(r));
+      record_ = r;
+      TERND_LOG_ERROR("rolled back: %s", reason);
+      TERND_ASSIGN_OR_RETURN(active, journal_->Active());
+    }
+  }
+  for (int attempt = 0; attempt < 2 && active; ++attempt) {
+    Status s;
+    Result<ota::Release> release = ReleaseOf(active->release_envelope);
+    if (!release.ok()) {
+      s = release.status();
+    } else {
+      Result<runtime::ModelFile> file =
+          ProduceModel(options_.state_db, *release);
+      s = file.ok() ? place(std::move(*file)) : file.status();
+    }
+    if (s.ok()) {
+      TERND_LOG_NOTICE("serving installed update '%s' version %llu",
+                       active->model_name.c_str(),
+                       static_cast<unsigned long long>(active->model_version));
+      return true;
+    }
+    char reason[Status::kMaxMessage];
+    std::snprintf(reason, sizeof(reason),
+                  "installed model '%s' version %llu cannot serve: %s",
+                  active->model_name.c_str(),
+                  static_cast<unsigned long long>(active->model_version),
+                  s.message());
+    TERND_LOG_ERROR("rolling back: %s", reason);
+    UpdateRecord r = record_;
+    r.state = UpdateState::kRolledBack;
+    r.reason = reason;
+    r.updated_at = 0;
+    TERND_RETURN_IF_ERROR(journal_->RollBack(r));
+    record_ = r;
+    TERND_ASSIGN_OR_RETURN(active, journal_->Active());
+  }
+  return false;
+}
+
+uint64_t Updater::Impl::InstalledVersion() {
+  Result<std::optional<ota::InstalledModel>> active = journal_->Active();
+  if (active.ok() && active->has_value()) return (*active)->model_version;
+  return host_ ? host_->serving().version : 0;
+}
+
+void Updater::Impl::Attach(ModelHost* host) {
+  host_ = host;
+  Result<ota::Probation> p = journal_->LoadProbation();
+  if (p.ok() && p->active) StartProbationTimer();
+  if (!InProgress(record_.state)) return;
+  // Interrupted by a stop or a crash: finish what was started.
+  TERND_LOG_NOTICE("resuming the update to '%s' version %llu (was %s)",
+                   record_.model_name.c_str(),
+                   static_cast<unsigned long long>(record_.model_version),
+                   ota::UpdateStateName(record_.state));
+  if (record_.model_version <= InstalledVersion()) {
+    // The swap was persisted before the crash.
+    Set(UpdateState::kActive);
+    Finish();
+    return;
+  }
+  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release_);
+  Result<std::vector<uint64_t>> have =
+      store_->ChunkIndices(spec.artifact_sha256);
+  if (!have.ok() || have->size() != spec.chunk_sha256.size()) {
+    if (session_) {
+      StartFetch();  // resumes from the verified chunks
+      return;
+    }
+    Fail(UpdateState::kFailed,
+         "interrupted before the artifact was complete, and there is no "
+         "fleet connection to finish the download; install the bundle again");
+    return;
+  }
+  Stage();
+}
+
+void Updater::Impl::ConnectFleet(net::MqttSession* session,
+                                 FleetOptions options) {
+  session_ = session;
+  fleet_ = std::move(options);
+  fleet_.fetch.state_db = options_.state_db;
+  prefix_ = fleet_.topic_prefix;
+  const std::string device = prefix_ + "/devices/" + options_.device.id;
+  release_topic_ = device + "/update/release";
+  state_topic_ = device + "/update/state";
+  net::MqttCallbacks cb;
+  cb.on_connected = [this]() {
+    report_dirty_ = true;
+    report_mid_ = -1;
+    PublishReport();
+  };
+  cb.on_message = [this](std::string_view topic, std::string_view payload,
+                         bool) { OnFleetMessage(topic, payload); };
+  cb.on_publish_done = [this](int mid, int reason_code) {
+    if (mid == report_mid_) {
+      report_mid_ = -1;
+      if (reason_code < 0 || reason_code >= 0x80) {
+        TERND_LOG_WARNING("the broker refused the update state on %s "
+                          "(reason code 0x%02x); will retry",
+                          state_topic_.c_str(), reason_code & 0xff);
+        report_dirty_ = true;
+        return;  // retried on the next connect or state change
+      }
+    }
+    if (report_dirty_) PublishReport();  // the in-flight cap has room now
+  };
+  session_->AddObserver(std::move(cb));
+  session_->Subscribe(release_topic_, 1);
+  for (const std::string& g : options_.device.groups) {
+    session_->Subscribe(prefix_ + "/groups/" + g + "/update/release", 1);
+  }
+  session_->Subscribe(prefix_ + "/trust/root", 1);
+  session_->Subscribe(prefix_ + "/trust/timestamp", 1);
+}
+
+void Updater::Impl::OnFleetMessage(std::string_view topic,
+                                   std::string_view payload) {
+  if (payload.empty()) return;  // a retained message was cleared
+  const std::string bytes(payload);
+  if (topic == prefix_ + "/trust/root") {
+    ota::SignedEnvelope env;
+    ota::Root root;
+    if (!env.ParseFromString(bytes) || !root.ParseFromString(env.payload())) {
+      TERND_LOG_WARNING("%.*s: not a signed root; ignored",
+                        static_cast<int>(topic.size()), topic.data());
+      return;
+    }
+    if (root.version() <= trust_.root.version()) return;  // already have it
+    ota::TrustState next = trust_;
+    Status s = ota::RotateRoot(next, bytes, options_.policy, SystemNow());
+    if (s.ok()) s = store_->SaveTrust(next);
+    if (!s.ok()) {
+      TERND_LOG_ERROR("%.*s: root version %llu refused: %s",
+                      static_cast<int>(topic.size()), topic.data(),
+                      static_cast<unsigned long long>(root.version()),
+                      s.message());
+      return;
+    }
+    trust_ = std::move(next);
+    TERND_LOG_NOTICE("root of trust rotated to version %llu",
+                     static_cast<unsigned long long>(trust_.root.version()));
+    report_dirty_ = true;
+    PublishReport();
+    return;
+  }
+  if (topic == prefix_ + "/trust/timestamp") {
+    ota::TrustState next = trust_;
+    Status s = ota::ApplyTimestamp(next, bytes, options_.policy, SystemNow());
+    if (s.ok() && next.time_floor != trust_.time_floor) {
+      s = store_->SaveTrust(next);
+    }
+    if (!s.ok()) {
+      TERND_LOG_WARNING("%.*s: timestamp refused: %s",
+                        static_cast<int>(topic.size()), topic.data(),
+                        s.message());
+      return;
+    }
+    trust_ = std::move(next);
+    return;
+  }
+  if (topic.ends_with("/update/release")) {
+    OnFleetRelease(bytes);
+  }
+}
+
+void Updater::Impl::OnFleetRelease(const std::string& envelope) {
+  // Retained manifests come again on every connect: one already dealt
+  // with is not news (and must not overwrite the reported state).
+  if (envelope == record_.release_envelope) return;
+  Result<std::optional<ota::InstalledModel>> active = journal_->Active();
+  if (active.ok() && *active && (*active)->release_envelope == envelope) {
+    return;
+  }
+  if (InProgress(record_.state) || done_ || !host_) {
+    pending_release_ = envelope;  // the newest wins
+    return;
+  }
+  if (!AcceptAndRecord(envelope)) return;
+  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release_);
+  Result<std::vector<uint64_t>> have =
+      store_->ChunkIndices(spec.artifact_sha256);
+  if (have.ok() && have->size() == spec.chunk_sha256.size()) {
+    Stage();  // cached: the chunks are re-checked while staging
+    return;
+  }
+  StartFetch();
+}
+
+void Updater::Impl::StartFetch() {
+  Set(UpdateState::kDownloading);
+  Result<std::unique_ptr<ota::ArtifactFetcher>> f =
+      ota::ArtifactFetcher::Start(
+          loop_, ota::FetchJobFromRelease(release_), fleet_.fetch,
+          [this](const ota::FetchProgress& p) {
+            record_.bytes_done = p.verified_bytes;
+            record_.bytes_total = p.total_bytes;
+            // Persist and report progress at most once a second.
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            const int64_t now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+            if (now - progress_saved_ns_ < 1000000000LL &&
+                p.verified_bytes < p.total_bytes) {
+              return;
+            }
+            progress_saved_ns_ = now;
+            Set(UpdateState::kDownloading);
+          },
+          [this](const Status& s) {
+            if (!s.ok()) {
+              Fail(UpdateState::kFailed, s.message());
+              return;
+            }
+            record_.bytes_done = record_.bytes_total;
+            Stage();
+          });
+  if (!f.ok()) {
+    Fail(UpdateState::kFailed, f.status().message());
+    return;
+  }
+  fetcher_ = std::move(*f);
+}
+
+void Updater::Impl::PublishReport() {
+  if (!session_ || !report_dirty_ || report_mid_ >= 0 ||
+      !session_->connected()) {
+    return;
+  }
+  const UpdateStatus st = status();
+  ota::UpdateReport r;
+  r.set_device_id(options_.device.id);
+  r.set_state_code(static_cast<int>(st.record.state));
+  r.set_state(ota::UpdateStateName(st.record.state));
+  r.set_reason(st.record.reason);
+  r.set_model_name(st.record.model_name);
+  r.set_model_version(st.record.model_version);
+  r.set_rollout_id(st.record.rollout_id);
+  r.set_bytes_done(st.record.bytes_done);
+  r.set_bytes_total(st.record.bytes_total);
+  if (st.active) {
+    r.set_active_model(st.active->model_name);
+    r.set_active_version(st.active->model_version);
+  } else if (host_) {
+    r.set_active_model(host_->serving().name);
+    r.set_active_version(host_->serving().version);
+  }
+  if (st.previous) r.set_previous_version(st.previous->model_version);
+  r.set_probation(st.probation);
+  r.set_root_version(trust_.root.version());
+  r.set_time(SystemNow());
+  Result<int> mid =
+      session_->Publish(state_topic_, r.SerializeAsString(), 1, true);
+  if (!mid.ok()) return;  // retried when the cap has room or on connect
+  report_mid_ = *mid;
+  report_dirty_ = false;
+}
+
+void Updater::Impl::Set(UpdateState state, const std::string& reason) {
+  record_.state = state;
+  record_.reason = reason;
+  record_.updated_at = 0;
+  Status s = journal_->SaveUpdate(record_);
+  if (!s.ok()) TERND_LOG_ERROR("cannot record the update state: %s", s.message());
+  MaybeDie(state);
+  Changed();
+}
+
+void Updater::Impl::Changed() {
+  if (observer_) observer_(status());
+  report_dirty_ = true;
+  PublishReport();
+}
+
+// Fault seam for the tests (docs/ota.md, "Testing"): a real SIGKILL at the
+// moment the named state has been recorded, which a test cannot otherwise
+// hit reliably from outside.
+void Updater::Impl::MaybeDie(UpdateState state) {
+  if (kill_at_ && std::strcmp(kill_at_, ota::UpdateStateName(state)) == 0) {
+    TERND_LOG_WARNING("TERND_FAULT_KILL_AT_UPDATE_STATE=%s: killing myself",
+                      kill_at_);
+    ::raise(SIGKILL);
+  }
+}
+
+void Updater::Impl::Fail(UpdateState state, const std::string& reason) {
+  TERND_LOG_ERROR("update to '%s' version %llu %s: %s",
+                  record_.model_name.c_str(),
+                  static_cast<unsigned long long>(record_.model_version),
+                  ota::UpdateStateName(state), reason.c_str());
+  Set(state, reason);
+  Finish();
+}
+
+void Updater::Impl::Finish() {
+  if (!pending_release_.empty() && !pending_source_) {
+    // Not from inside this call chain: the next loop iteration.
+    if (sd_event_add_defer(loop_, &pending_source_, &Impl::OnPendingRelease,
+                           this) >= 0) {
+      sd_event_source_set_enabled(pending_source_, SD_EVENT_ONESHOT);
+    }
+  }
+  if (!done_) return;
+  auto done = std::move(done_);
+  done_ = nullptr;
+  done(status());
+}
+
+int Updater::Impl::OnPendingRelease(sd_event_source* s, void* self) {
+  Impl* impl = static_cast<Impl*>(self);
+  sd_event_source_unref(s);
+  impl->pending_source_ = nullptr;
+  std::string envelope = std::move(impl->pending_release_);
+  impl->pending_release_.clear();
+  if (!envelope.empty()) impl->OnFleetRelease(envelope);
+  return 0;
+}
+
+Status Updater::Impl::InstallBundle(
+    std::string bytes, std::function<void(const UpdateStatus&)> done) {
+  if (!host_) return FailedPrecondition("updates are not ready yet");
+  if (InProgress(record_.state) || done_) {
+    return FailedPrecondition(
+        "another update ('%s' version %llu) is %s; wait for it to finish",
+        record_.model_name.c_str(),
+        static_cast<unsigned long long>(record_.model_version),
+        ota::UpdateStateName(record_.state));
+  }
+  ota::BundleLimits limits;
+  limits.max_artifact_bytes = options_.policy.max_artifact_bytes;
+  limits.max_bundle_bytes = limits.max_artifact_bytes + (uint64_t{16} << 20);
+  TERND_ASSIGN_OR_RETURN(ota::BundleContents bundle,
+                         ota::ParseBundle(bytes, "bundle", limits));
+  bytes.clear();
+  bytes.shrink_to_fit();
+  done_ = std::move(done);
+
+  // The chain first: each newer root must be accepted by the one before,
+  // and is persisted before anything it allows is used.
+  const int64_t now = SystemNow();
+  record_ = UpdateRecord();
+  record_.model_name = bundle.release.model_name();
+  record_.model_version = bundle.release.model_version();
+  record_.rollout_id = bundle.release.rollout_id();
+  for (size_t i = 0; i < bundle.root_envelopes.size(); ++i) {
+    if (bundle.roots[i].version() <= trust_.root.version()) continue;
+    ota::TrustState next = trust_;
+    Status s = ota::RotateRoot(next, bundle.root_envelopes[i], options_.policy,
+                               now);
+    if (!s.ok()) {
+      Fail(UpdateState::kRejected,
+           std::string("bad_signature: root version ") +
+               std::to_string(bundle.roots[i].version()) + ": " + s.message());
+      return Status::Ok();
+    }
+    s = store_->SaveTrust(next);
+    if (!s.ok()) {
+      Fail(UpdateState::kFailed, s.message());
+      return Status::Ok();
+    }
+    trust_ = std::move(next);
+    TERND_LOG_NOTICE("root of trust rotated to version %llu",
+                     static_cast<unsigned long long>(trust_.root.version()));
+  }
+  if (!bundle.timestamp_envelope.empty()) {
+    ota::TrustState next = trust_;
+    Status s = ota::ApplyTimestamp(next, bundle.timestamp_envelope,
+                                   options_.policy, now);
+    if (!s.ok()) {
+      Fail(UpdateState::kRejected, std::string("timestamp: ") + s.message());
+      return Status::Ok();
+    }
+    if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+      Fail(UpdateState::kFailed, saved.message());
+      return Status::Ok();
+    }
+    trust_ = std::move(next);
+  }
+  if (AcceptAndRecord(bundle.release_envelope)) {
+    StoreArtifact(std::move(bundle.artifact));
+  }
+  return Status::Ok();
+}
+
+bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
+  ota::TrustState next = trust_;
+  ota::RejectReason reason = ota::RejectReason::kNone;
+  Result<ota::Release> release =
+      ota::AcceptRelease(next, envelope, options_.device, InstalledVersion(),
+                         options_.policy, SystemNow(), &reason);
+  record_ = UpdateRecord();
+  record_.release_envelope = envelope;
+  if (!release.ok()) {
+    ota::SignedEnvelope env;
+    ota::Release unverified;
+    if (env.ParseFromString(envelope) &&
+        unverified.ParseFromString(env.payload())) {
+      record_.model_name = unverified.model_name();
+      record_.model_version = unverified.model_version();
+      record_.rollout_id = unverified.rollout_id();
+    }
+    Fail(UpdateState::kRejected, std::string(ota::RejectReasonName(reason)) +
+                                     ": " + release.status().message());
+    return false;
+  }
+  record_.model_name = release->model_name();
+  record_.model_version = release->model_version();
+  record_.rollout_id = release->rollout_id();
+  // Persist what trust learnt (highest sequence, time floor) before acting.
+  if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+    Fail(UpdateState::kFailed, saved.message());
+    return false;
+  }
+  trust_ = std::move(next);
+  release_ = std::move(*release);
+  record_.bytes_total = release_.artifact_length();
+  Set(UpdateState::kReceived);
+  return true;
+}
+
+// Stores a bundle's artifact as checked chunks, off the loop.
+void Updater::Impl::StoreArtifact(std::string artifact) {
+  Set(UpdateState::kDownloading);
+  auto result = std::make_shared<Status>();
+  auto bytes = std::make_shared<std::string>(std::move(artifact));
+  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release_);
+  worker_->Post(
+      [result, bytes, spec](Result<ota::StateStore*> store) {
+        if (!store.ok()) {
+          *result = store.status();
+          return;
+        }
+        if (Status s = ota::CheckArtifactSpec(spec); !s.ok()) {
+          *result = s;
+          return;
+        }
+        if (bytes->size() != spec.artifact_length) {
+          *result = InvalidArgument(
+              "the artifact is %zu bytes, the release signs %llu",
+              bytes->size(),
+              static_cast<unsigned long long>(spec.artifact_length));
+          return;
+        }
+        for (uint64_t i = 0; i < spec.chunk_sha256.size(); ++i) {
+          const std::string chunk = bytes->substr(
+              i * spec.chunk_size, ota::ChunkLength(spec, i));
+          if (ota::Sha256(chunk) != spec.chunk_sha256[i]) {
+            *result = DataLoss(
+                "artifact chunk %llu (bytes %llu..%llu) does not match its "
+                "signed SHA-256",
+                static_cast<unsigned long long>(i),
+                static_cast<unsigned long long>(i * spec.chunk_size),
+                static_cast<unsigned long long>(i * spec.chunk_size +
+                                                chunk.size()));
+            return;
+          }
+          if (Status s = (*store)->PutChunk(spec.artifact_sha256, i, chunk);
+              !s.ok()) {
+            *result = s;
+            return;
+          }
+        }
+      },
+      [this, result]() {
+        if (!result->ok()) {
+          Fail(UpdateState::kFailed, result->message());
+          return;
+        }
+        record_.bytes_done = record_.bytes_total;
+        Stage();
+      });
+}
+
+void Updater::Impl::Stage() {
+  Set(UpdateState::kVerifying);
+  ModelChange change;
+  char what[200];
+  std::snprintf(what, sizeof(what), "update to '%s' version %llu",
+                release_.model_name().c_str(),
+                static_cast<unsigned long long>(release_.model_version()));
+  change.what = what;
+  change.produce = [db = options_.state_db, release = release_]() {
+    return ProduceModel(db, release);
+  };
+  change.require_golden = true;
+  change.swap_when_staged = false;
+  change.done = [this](const Status& s) { OnStaged(s); };
+  Status s = host_->ChangeModel(std::move(change));
+  if (!s.ok()) Fail(UpdateState::kFailed, s.message());
+}
+
+void Updater::Impl::OnStaged(const Status& result) {
+  if (!result.ok()) {
+    Fail(UpdateState::kFailed, result.message());
+    return;
+  }
+  Set(UpdateState::kStaged);
+  Set(UpdateState::kActivating);
+  Result<int64_t> swapped = host_->ActivateStaged();
+  if (!swapped.ok()) {
+    host_->DiscardStaged();
+    Fail(UpdateState::kFailed, swapped.status().message());
+    return;
+  }
+  ota::InstalledModel installed;
+  installed.release_envelope = record_.release_envelope;
+  installed.model_name = release_.model_name();
+  installed.model_version = release_.model_version();
+  installed.artifact_sha256 = release_.artifact_sha256();
+  UpdateRecord r = record_;
+  r.state = UpdateState::kActive;
+  r.reason.clear();
+  r.updated_at = 0;
+  Status s = journal_->Activate(installed, r);
+  if (!s.ok()) {
+    // Serving the new model but unable to record it: the next start serves
+    // the previous one; say so.
+    TERND_LOG_ERROR("cannot record the activation (%s); after a restart the "
+                    "previous model serves again",
+                    s.message());
+  }
+  record_ = r;
+  MaybeDie(UpdateState::kActive);
+  TERND_LOG_NOTICE("update active: '%s' version %llu (swap %lld ns)",
+                   release_.model_name().c_str(),
+                   static_cast<unsigned long long>(release_.model_version()),
+                   static_cast<long long>(*swapped));
+  Changed();
+  StartProbationTimer();
+  Finish();
+}
+
+void Updater::Impl::StartProbationTimer() {
+  if (probation_timer_) {
+    sd_event_source_unref(probation_timer_);
+    probation_timer_ = nullptr;
+  }
+  sd_event_add_time_relative(loop_, &probation_timer_, CLOCK_MONOTONIC,
+                             uint64_t{options_.probation_s} * 1000000, 0,
+                             &Impl::OnProbationEnd, this);
+  if (probation_timer_) {
+    sd_event_source_set_description(probation_timer_, "update-probation");
+  }
+}
+
+int Updater::Impl::OnProbationEnd(sd_event_source*, uint64_t, void* self) {
+  Impl* impl = static_cast<Impl*>(self);
+  Result<ota::Probation> p = impl->journal_->LoadProbation();
+  if (p.ok() && p->active) {
+    p->active = false;
+    Status s = impl->journal_->SaveProbation(*p);
+    if (s.ok()) {
+      TERND_LOG_NOTICE("model version %llu passed its probation",
+                       static_cast<unsigned long long>(p->model_version));
+    }
+  }
+  return 0;
+}
+
+UpdateStatus Updater::Impl::status() {
+  UpdateStatus st;
+  st.record = record_;
+  if (auto a = journal_->Active(); a.ok()) st.active = std::move(*a);
+  if (auto p = journal_->Previous(); p.ok()) st.previous = std::move(*p);
+  if (auto pr = journal_->LoadProbation(); pr.ok()) st.probation = pr->active;
+  return st;
+}
+
+void Updater::Impl::Shutdown() {
+  Status s = journal_->EndRun();
+  if (!s.ok()) TERND_LOG_ERROR("cannot record a clean stop: %s", s.message());
+}
+
+// ------------------------------------------------------------------ Updater
+
+Updater::Updater(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Updater::~Updater() = default;
+
+Result<std::unique_ptr<Updater>> Updater::Create(sd_event* loop,
+                                                 UpdaterOptions options) {
+  auto impl = std::make_unique<Impl>(loop, std::move(options));
+  TERND_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<Updater>(new Updater(std::move(impl)));
+}
+
+Result<bool> Updater::Boot(
+    const std::function<Status(runtime::ModelFile)>& place) {
+  return impl_->Boot(place);
+}
+
+void Updater::Attach(ModelHost* host) { impl_->Attach(host); }
+
+void Updater::ConnectFleet(net::MqttSession* session, FleetOptions options) {
+  impl_->ConnectFleet(session, std::move(options));
+}
+
+Status Updater::InstallBundle(std::string bytes,
+                              std::function<void(const UpdateStatus&)> done) {
+  return impl_->InstallBundle(std::move(bytes), std::move(done));
+}
+
+void Updater::SetObserver(std::function<void(const UpdateStatus&)> observer) {
+  impl_->observer_ = std::move(observer);
+}
+
+UpdateStatus Updater::status() { return impl_->status(); }
+
+void Updater::Shutdown() { impl_->Shutdown(); }
+
+}  // namespace ternd::daemon

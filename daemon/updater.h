@@ -1,0 +1,120 @@
+// The device side of signed model updates: trust decisions, the update
+// state machine, staging into the idle arena slot, activation, probation
+// and automatic rollback (docs/ota.md).
+//
+//   release (bundle or MQTT) --trust--> received --> downloading -->
+//   verifying (chunks, artifact and model hashes, zstd, parse, golden) -->
+//   staged --> activating --> active --(crashes in probation)--> rolled_back
+//   (rejected / failed at any step, with the reason)
+//
+// - What trust accepted (a rotated root, a higher sequence) is persisted
+//   before anything is acted on.
+// - Every state change is persisted before the next step, so a kill -9 at
+//   any moment leaves a device that starts on a verified model and resumes
+//   or finishes the update (Resume()).
+// - Probation: after an activation, each start that follows a crash counts;
+//   at ota.probation_crashes the daemon returns to the previous model by
+//   itself, once (the previous model has no rollback target of its own, so
+//   two bad models cannot loop). Serving ota.probation_s without a crash
+//   commits the model. The health check is local: losing the broker never
+//   triggers a rollback.
+//
+// Thread-safety: everything runs on the event loop's thread; hashing,
+// storing and decompression run on worker threads.
+#ifndef TERND_DAEMON_UPDATER_H_
+#define TERND_DAEMON_UPDATER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/status.h"
+#include "daemon/model_host.h"
+#include "ota/fetcher.h"
+#include "ota/trust.h"
+#include "ota/update_journal.h"
+#include "runtime/format.h"
+
+typedef struct sd_event sd_event;
+
+namespace ternd::net {
+class MqttSession;
+}
+
+namespace ternd::daemon {
+
+struct UpdaterOptions {
+  std::string state_db;   // <state_directory>/state.db
+  std::string root_file;  // the pinned root of trust
+  ota::DeviceIdentity device;
+  ota::TrustPolicy policy;
+  uint32_t probation_s = 600;
+  uint32_t probation_crashes = 2;
+};
+
+// Updates from the fleet: manifests and roots over MQTT, artifacts over
+// HTTPS (docs/mqtt.md).
+struct FleetOptions {
+  std::string topic_prefix;  // "ternd/v1/<fleet>"
+  ota::FetchOptions fetch;   // state_db is filled in by the updater
+};
+
+// What `ternctl status` shows and the fleet receives.
+struct UpdateStatus {
+  ota::UpdateRecord record;
+  std::optional<ota::InstalledModel> active;    // installed by an update
+  std::optional<ota::InstalledModel> previous;  // the rollback target
+  bool probation = false;
+};
+
+class Updater {
+ public:
+  static Result<std::unique_ptr<Updater>> Create(sd_event* loop,
+                                                 UpdaterOptions options);
+  ~Updater();
+  Updater(const Updater&) = delete;
+  Updater& operator=(const Updater&) = delete;
+
+  // At start, before anything serves: applies probation (counting this
+  // start if the last run crashed, rolling back at the limit) and places
+  // the installed model with `place` (which runs the golden check). Falls
+  // back to the previous model, then returns false: serve the configured
+  // model. Blocking; start-up only.
+  Result<bool> Boot(const std::function<Status(runtime::ModelFile)>& place);
+
+  // Once serving: attaches to the service and resumes an update that a
+  // stop or crash interrupted.
+  void Attach(ModelHost* host);
+
+  // An offline bundle (ternctl install): the same checks as an update
+  // from the fleet. An unreadable bundle, or one arriving while another
+  // update runs, is an error here; otherwise `done` runs when the update is
+  // active, or rejected or failed (the record says which and why).
+  Status InstallBundle(std::string bytes,
+                       std::function<void(const UpdateStatus&)> done);
+
+  // Subscribes to this device's and its groups' release topics and the
+  // trust topics, downloads accepted releases, and publishes every state
+  // change retained on <prefix>/devices/<id>/update/state. `session`
+  // must outlive the updater.
+  void ConnectFleet(net::MqttSession* session, FleetOptions options);
+
+  // Called for every state change.
+  void SetObserver(std::function<void(const UpdateStatus&)> observer);
+
+  UpdateStatus status();
+  // A clean stop: the next start does not count as a crash.
+  void Shutdown();
+
+  class Impl;
+
+ private:
+  explicit Updater(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ternd::daemon
+
+#endif  // TERND_DAEMON_UPDATER_H_

@@ -1,0 +1,155 @@
+// Artifact work that must not run on the event loop: checking the chunks a
+// download stored, and staging an update (streaming zstd decompression of
+// the stored chunks straight into a caller's buffer, e.g. the idle arena
+// slot), with every signed length and hash checked on the way.
+//
+//   loop thread                        ArtifactWorker thread
+//   Post(work, done) --> [queue] -->   work(its own StateStore connection)
+//   done() runs on the loop <-- eventfd <--
+//
+// Defences (docs/ota.md, "Downloads"):
+// - decompression bomb: the output is capped at the signed model length;
+//   the first byte beyond it is an error, and nothing is written past it;
+// - each stored chunk is checked against its signed SHA-256 before zstd
+//   sees it, the whole artifact against the signed artifact SHA-256, and the
+//   model against the signed model SHA-256 and length.
+//
+// Thread-safety: StageArtifact and VerifyStoredArtifact are blocking and
+// take the caller's StateStore (one per thread). ArtifactWorker's methods
+// are called from the loop thread only.
+#ifndef TERND_OTA_ARTIFACT_H_
+#define TERND_OTA_ARTIFACT_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "ota/metadata.pb.h"
+#include "ota/state_store.h"
+
+typedef struct sd_event sd_event;
+typedef struct sd_event_source sd_event_source;
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
+namespace ternd::ota {
+
+// What a release signs about its artifact.
+struct ArtifactSpec {
+  std::string artifact_sha256;  // raw 32 bytes, of the compressed artifact
+  uint64_t artifact_length = 0;
+  std::string model_sha256;  // raw 32 bytes, of the .tern inside
+  uint64_t model_length = 0;
+  uint64_t chunk_size = 0;
+  std::vector<std::string> chunk_sha256;  // raw 32 bytes each, in order
+};
+ArtifactSpec ArtifactSpecFromRelease(const Release& release);
+
+// Checks that the spec is self-consistent: 32-byte hashes, a non-zero chunk
+// size, one chunk hash per chunk_size bytes of the artifact.
+Status CheckArtifactSpec(const ArtifactSpec& spec);
+
+// Length of chunk `index` (the last one may be short).
+uint64_t ChunkLength(const ArtifactSpec& spec, uint64_t index);
+
+// Lowercase hex of raw bytes (hashes in messages).
+std::string Hex(std::string_view bytes);
+// Raw 32-byte SHA-256.
+std::string Sha256(std::string_view bytes);
+
+// Incremental SHA-256 (OpenSSL; SHA-NI where the CPU has it).
+class Sha256Hasher {
+ public:
+  Sha256Hasher();
+  ~Sha256Hasher();
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+  void Update(std::string_view bytes);
+  std::string Final();  // raw 32 bytes; call once
+
+ private:
+  ::evp_md_ctx_st* ctx_;
+};
+
+// Reads every chunk of the artifact from `store` in order and checks each
+// against its signed hash and the whole against the signed artifact hash.
+// Blocking; `cancel` (optional) is polled between chunks.
+Status VerifyStoredArtifact(StateStore& store, const ArtifactSpec& spec,
+                            const std::atomic<bool>* cancel = nullptr);
+// The same, when `hash` has already been fed chunks [0, first_chunk) (as
+// they were stored): reads and feeds only the rest.
+Status VerifyStoredArtifactFrom(StateStore& store, const ArtifactSpec& spec,
+                                Sha256Hasher& hash, uint64_t first_chunk,
+                                const std::atomic<bool>* cancel = nullptr);
+
+// Decompresses the stored artifact into `out` and checks it. Returns the
+// model length (== spec.model_length) on success.
+// REQUIRES: out.size() >= spec.model_length. Bytes of `out` beyond
+// spec.model_length are never written. On error `out`'s content is
+// unspecified (a partial model) and must not be used.
+// Blocking (seconds for large models): call it on a worker thread, e.g. via
+// ArtifactWorker. `cancel` (optional) is polled between chunks.
+Result<uint64_t> StageArtifact(StateStore& store, const ArtifactSpec& spec,
+                               std::span<uint8_t> out,
+                               const std::atomic<bool>* cancel = nullptr);
+
+// One thread with its own StateStore connection for artifact work, whose
+// completions run back on an sd-event loop.
+class ArtifactWorker {
+ public:
+  // `store` is the opened connection, or why it could not be opened.
+  using Work = std::function<void(Result<StateStore*> store)>;
+  using Done = std::function<void()>;
+
+  // Starts the thread; it opens the StateStore at `state_db` itself, so
+  // this call does not touch the disk. The loop must outlive the worker.
+  // `chunk_writer`: the connection only writes downloaded chunks and resume
+  // data, which need no fsync per commit (StateStore::
+  // RelaxDurabilityForChunks).
+  static Result<std::unique_ptr<ArtifactWorker>> Start(
+      sd_event* loop, std::string state_db, bool chunk_writer = false);
+  // Stops: the running work item finishes (it sees cancelled() == true),
+  // queued ones are dropped, and no `done` runs any more.
+  ~ArtifactWorker();
+  ArtifactWorker(const ArtifactWorker&) = delete;
+  ArtifactWorker& operator=(const ArtifactWorker&) = delete;
+
+  // Runs `work` on the worker thread, in order, then `done` on the loop
+  // thread. Work items communicate results to `done` through captures.
+  void Post(Work work, Done done);
+
+  // True once destruction began; long work polls it.
+  const std::atomic<bool>* cancel_flag() const { return &stopping_; }
+
+ private:
+  ArtifactWorker() = default;
+  void Run();
+  static int OnEventFd(sd_event_source* s, int fd, uint32_t revents,
+                       void* self);
+
+  std::string state_db_;
+  bool chunk_writer_ = false;
+  int event_fd_ = -1;
+  sd_event_source* source_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<Work, Done>> queue_;  // guarded by mu_
+  std::deque<Done> completed_;               // guarded by mu_
+  std::atomic<bool> stopping_{false};
+  // Loop thread only: false once destruction began (see OnEventFd).
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::thread thread_;
+};
+
+}  // namespace ternd::ota
+
+#endif  // TERND_OTA_ARTIFACT_H_

@@ -1,0 +1,304 @@
+// Updates from the fleet, end to end, with real peers on loopback: a
+// mosquitto broker (TLS, test CA) carrying the signed manifests and the
+// device's reported state, and an nginx HTTPS server holding the artifacts.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "daemon/client/client.h"
+#include "ota/update_state.pb.h"
+#include "tests/daemon/daemon_process.h"
+#include "tests/daemon/daemon_test_models.h"
+#include "tests/support/mosquitto_broker.h"
+#include "tests/support/mqtt_probe.h"
+#include "tests/support/nginx_server.h"
+#include "tests/support/test_fleet.h"
+
+namespace ternd::daemon_testing {
+namespace {
+
+using client::Client;
+using https_testing::NginxOptions;
+using https_testing::NginxServer;
+using mqtt_testing::MosquittoBroker;
+using mqtt_testing::MosquittoBrokerOptions;
+using mqtt_testing::MqttProbe;
+using mqtt_testing::MqttProbeOptions;
+using ::testing::HasSubstr;
+using testing::SignedRelease;
+using testing::TestFleet;
+
+constexpr char kDevice[] = "robot-9";
+constexpr char kPrefix[] = "ternd/v1/testfleet";
+
+std::string ModelBytes(uint64_t version, bool wrong_golden = false) {
+  TestModelSpec s = FastModel();
+  s.name = "fleetnet";
+  s.version = version;
+  s.seed = static_cast<uint32_t>(20 + version);
+  s.wrong_golden = wrong_golden;
+  Result<std::vector<uint8_t>> b = BuildTestModel(s);
+  EXPECT_TRUE(b.ok());
+  return std::string(b->begin(), b->end());
+}
+
+class FleetUpdateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(mqtt_testing::MakeTestCertificates(dir_.path(), kDevice).ok());
+    MosquittoBrokerOptions bo;
+    bo.cert_dir = dir_.path();
+    broker_ = std::make_unique<MosquittoBroker>(bo);
+    ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
+    NginxOptions no;
+    no.cert_dir = dir_.path();
+    nginx_ = std::make_unique<NginxServer>(no);
+    ASSERT_TRUE(nginx_->Start().ok()) << nginx_->ErrorLog();
+    MqttProbeOptions po;
+    po.port = broker_->port();
+    po.ca_file = dir_.File("ca.pem");
+    Result<std::unique_ptr<MqttProbe>> probe = MqttProbe::Connect(po);
+    ASSERT_TRUE(probe.ok()) << probe.status().message();
+    probe_ = std::move(*probe);
+    ASSERT_TRUE(probe_->Subscribe(StateTopic()).ok());
+
+    TestModelSpec v1 = FastModel();
+    v1.name = "fleetnet";
+    ASSERT_TRUE(WriteTestModel(v1, dir_.File("model.tern")).ok());
+    WriteText(dir_.File("root.pb"), fleet_.RootEnvelope(1));
+    WriteText(
+        dir_.File("ternd.toml"),
+        "[daemon]\nstate_directory = \"" + dir_.path() +
+            "\"\n[server]\nsocket = \"" + dir_.File("t.sock") +
+            "\"\n[runtime]\nmodel = \"" + dir_.File("model.tern") +
+            "\"\nworkers = 2\narena_mb = 32\n[device]\nid = \"" + kDevice +
+            "\"\nfleet = \"testfleet\"\ngroups = [\"lab\"]\n[mqtt]\nbroker = "
+            "\"127.0.0.1:" +
+            std::to_string(broker_->port()) + "\"\nca_file = \"" +
+            dir_.File("ca.pem") +
+            "\"\nreconnect_min_ms = 50\nreconnect_max_ms = 500\n[ota]\n"
+            "root_file = \"" +
+            dir_.File("root.pb") +
+            "\"\nretry_min_ms = 50\nretry_max_ms = 500\n");
+  }
+
+  static std::string StateTopic() {
+    return std::string(kPrefix) + "/devices/" + kDevice + "/update/state";
+  }
+
+  std::unique_ptr<DaemonProcess> Start() {
+    DaemonOptions o;
+    o.directory = dir_.path();
+    o.config_path = dir_.File("ternd.toml");
+    auto d = std::make_unique<DaemonProcess>(o);
+    EXPECT_TRUE(d->WaitForNotify("READY=1")) << d->Log();
+    return d;
+  }
+
+  std::unique_ptr<Client> Connect() {
+    Result<std::unique_ptr<Client>> c = Client::Connect(dir_.File("t.sock"));
+    EXPECT_TRUE(c.ok()) << c.status().message();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  std::string Served() {
+    Result<wire::ModelInfoResponse> i = Connect()->ModelInfo();
+    return i.ok() ? i->name() + " v" + std::to_string(i->version()) : "";
+  }
+
+  // A release whose artifact nginx serves.
+  SignedRelease Publishable(uint64_t version, uint64_t sequence,
+                            const std::string& device,
+                            const std::string& group = "",
+                            bool wrong_golden = false) {
+    SignedRelease r = fleet_.Release(ModelBytes(version, wrong_golden),
+                                     "fleetnet", version, sequence, device,
+                                     group, 1024);
+    const std::string name = "fleetnet-" + std::to_string(version) + "-" +
+                             std::to_string(sequence) + ".tern.zst";
+    EXPECT_TRUE(nginx_->PutFile("files", name, r.artifact).ok());
+    r.release.clear_urls();
+    r.release.add_urls(nginx_->Url("files/" + name));
+    r.envelope = fleet_.Sign(r.release);
+    return r;
+  }
+
+  // Waits for a reported state (decoded from the retained topic).
+  std::optional<ota::UpdateReport> WaitForState(const std::string& state,
+                                                uint64_t version,
+                                                int timeout_ms = 30000) {
+    std::optional<ota::UpdateReport> found;
+    probe_->WaitFor(
+        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+          for (const auto& m : all) {
+            ota::UpdateReport r;
+            if (m.topic == StateTopic() && r.ParseFromString(m.payload) &&
+                r.state() == state && r.model_version() == version) {
+              found = r;
+              return true;
+            }
+          }
+          return false;
+        },
+        timeout_ms);
+    return found;
+  }
+
+  void PublishRelease(const std::string& topic, const std::string& envelope) {
+    Result<int> mid = probe_->Publish(topic, envelope, 1, true);
+    ASSERT_TRUE(mid.ok()) << mid.status().message();
+  }
+
+  std::string DeviceTopic() const {
+    return std::string(kPrefix) + "/devices/" + kDevice + "/update/release";
+  }
+  std::string GroupTopic(const std::string& g) const {
+    return std::string(kPrefix) + "/groups/" + g + "/update/release";
+  }
+
+  TempDir dir_;
+  TestFleet fleet_;
+  std::unique_ptr<MosquittoBroker> broker_;
+  std::unique_ptr<NginxServer> nginx_;
+  std::unique_ptr<MqttProbe> probe_;
+};
+
+TEST_F(FleetUpdateTest, PublishedReleaseIsDownloadedAndServedWithNoFailedRequest) {
+  auto d = Start();
+  EXPECT_EQ(Served(), "fleetnet v1");
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread load([&] {
+    auto c = Connect();
+    wire::InferRequest req;
+    TestModelSpec spec = FastModel();
+    client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 3));
+    while (!stop) (c->Infer(req).ok() ? ok : failed)++;
+  });
+  SignedRelease r = Publishable(2, 1, kDevice);
+  PublishRelease(DeviceTopic(), r.envelope);
+  std::optional<ota::UpdateReport> active = WaitForState("active", 2);
+  ASSERT_TRUE(active) << d->Log();
+  EXPECT_EQ(active->active_version(), 2u);
+  EXPECT_EQ(active->device_id(), kDevice);
+  EXPECT_EQ(active->rollout_id(), "rollout-1");
+  EXPECT_TRUE(active->probation());
+  const int at_swap = ok;
+  while (ok < at_swap + 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  stop = true;
+  load.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_GT(ok, 50);
+  EXPECT_EQ(Served(), "fleetnet v2");
+  // Progress was reported on the way, with the signed total.
+  EXPECT_TRUE(WaitForState("downloading", 2, 1));
+  // The artifact was fetched from nginx, over TLS, in full.
+  EXPECT_FALSE(nginx_->AccessLog(".tern.zst").empty());
+  // The retained manifest comes back on every reconnect: not news.
+  ASSERT_TRUE(broker_->Stop().ok());
+  probe_->Clear();
+  ASSERT_TRUE(broker_->Start().ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(Served(), "fleetnet v2");
+  EXPECT_FALSE(WaitForState("rejected", 2, 1000)) << d->Log();
+}
+
+TEST_F(FleetUpdateTest, GroupAndDeviceManifestsCannotBeMixedBackwards) {
+  auto d = Start();
+  // The group's release (sequence 5) installs.
+  PublishRelease(GroupTopic("lab"), Publishable(3, 5, "", "lab").envelope);
+  ASSERT_TRUE(WaitForState("active", 3)) << d->Log();
+  // An older device manifest (sequence 4), retained or replayed, is
+  // refused as a replay even though its version is higher.
+  PublishRelease(DeviceTopic(), Publishable(4, 4, kDevice).envelope);
+  std::optional<ota::UpdateReport> r = WaitForState("rejected", 4);
+  ASSERT_TRUE(r) << d->Log();
+  EXPECT_THAT(r->reason(), HasSubstr("replay"));
+  EXPECT_EQ(r->active_version(), 3u);
+  EXPECT_EQ(Served(), "fleetnet v3");
+  // Another device's manifest on our group topic is not for us.
+  PublishRelease(GroupTopic("lab"), Publishable(5, 6, "robot-2").envelope);
+  r = WaitForState("rejected", 5);
+  ASSERT_TRUE(r);
+  EXPECT_THAT(r->reason(), HasSubstr("not_for_this_device"));
+  EXPECT_EQ(Served(), "fleetnet v3");
+}
+
+TEST_F(FleetUpdateTest, BadArtifactsAndModelsAreReportedAndNotServed) {
+  auto d = Start();
+  // The server has other bytes than the release signs.
+  SignedRelease r = Publishable(2, 1, kDevice);
+  ASSERT_TRUE(nginx_->PutFile("garbage", "g.tern.zst",
+                              std::string(r.artifact.size(), 'x'))
+                  .ok());
+  r.release.clear_urls();
+  r.release.add_urls(nginx_->Url("garbage/g.tern.zst"));
+  r.envelope = fleet_.Sign(r.release);
+  PublishRelease(DeviceTopic(), r.envelope);
+  std::optional<ota::UpdateReport> failed = WaitForState("failed", 2, 60000);
+  ASSERT_TRUE(failed) << d->Log();
+  EXPECT_THAT(failed->reason(), HasSubstr("SHA-256"));
+  EXPECT_EQ(Served(), "fleetnet v1");
+  // A model that fails its golden health check is not activated.
+  PublishRelease(DeviceTopic(), Publishable(3, 2, kDevice, "", true).envelope);
+  failed = WaitForState("failed", 3);
+  ASSERT_TRUE(failed) << d->Log();
+  EXPECT_THAT(failed->reason(), HasSubstr("golden health check failed"));
+  EXPECT_EQ(Served(), "fleetnet v1");
+}
+
+TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
+  // Slow the transfer down so the kill lands mid-download.
+  std::string toml = ReadText(dir_.File("ternd.toml"));
+  toml += "rate_limit_kbps = 200\n";
+  WriteText(dir_.File("ternd.toml"), toml);
+  auto d = Start();
+  TestModelSpec big = SlowModel();
+  big.name = "fleetnet";
+  big.version = 2;
+  Result<std::vector<uint8_t>> bytes = BuildTestModel(big);
+  ASSERT_TRUE(bytes.ok());
+  SignedRelease r = fleet_.Release(std::string(bytes->begin(), bytes->end()),
+                                   "fleetnet", 2, 1, kDevice, "", 16384);
+  ASSERT_TRUE(nginx_->PutFile("files", "big.tern.zst", r.artifact).ok());
+  r.release.clear_urls();
+  r.release.add_urls(nginx_->Url("files/big.tern.zst"));
+  r.envelope = fleet_.Sign(r.release);
+  ASSERT_GT(r.artifact.size(), 4u * 16384) << "the model must span chunks";
+  PublishRelease(DeviceTopic(), r.envelope);
+  std::optional<ota::UpdateReport> progress;
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          ota::UpdateReport rep;
+          if (m.topic == StateTopic() && rep.ParseFromString(m.payload) &&
+              rep.state() == "downloading" && rep.bytes_done() >= 2 * 16384) {
+            progress = rep;
+            return true;
+          }
+        }
+        return false;
+      },
+      60000))
+      << d->Log();
+  d->Signal(SIGKILL);
+  d->WaitExit();
+  d = Start();
+  ASSERT_TRUE(WaitForState("active", 2, 120000)) << d->Log();
+  EXPECT_EQ(Served(), "fleetnet v2");
+  // The second run asked for the bytes after what was verified, not 0.
+  const std::vector<https_testing::AccessLogEntry> log =
+      nginx_->AccessLog("big.tern.zst");
+  ASSERT_GE(log.size(), 2u);
+  EXPECT_THAT(log.back().range, HasSubstr("bytes="));
+  EXPECT_NE(log.back().range, "bytes=0-");
+}
+
+}  // namespace
+}  // namespace ternd::daemon_testing

@@ -1,0 +1,381 @@
+// Signed updates end to end on the real daemon: offline bundles through
+// `Install` (what `ternctl install` sends), refusals with their reasons,
+// hot swap under load with no failed request, restarts that serve the
+// installed model, SIGKILL in every update state, and probation rollback.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <thread>
+
+#include "daemon/client/client.h"
+#include "tests/daemon/daemon_process.h"
+#include "tests/daemon/daemon_test_models.h"
+#include "tests/support/test_fleet.h"
+
+namespace ternd::daemon_testing {
+namespace {
+
+using client::Client;
+using ::testing::HasSubstr;
+using testing::SignedRelease;
+using testing::TestFleet;
+
+constexpr char kDevice[] = "robot-1";
+
+std::string ModelBytes(const TestModelSpec& spec) {
+  Result<std::vector<uint8_t>> b = BuildTestModel(spec);
+  EXPECT_TRUE(b.ok());
+  return std::string(b->begin(), b->end());
+}
+
+TestModelSpec Version(uint64_t v, uint32_t seed = 0) {
+  TestModelSpec s = FastModel();
+  s.name = "upnet";
+  s.version = v;
+  s.seed = seed ? seed : static_cast<uint32_t>(10 + v);
+  return s;
+}
+
+class UpdateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(WriteTestModel(Version(1), dir_.File("model.tern")).ok());
+    WriteText(dir_.File("root.pb"), fleet_.RootEnvelope(1));
+    WriteConfig();
+  }
+
+  void WriteConfig(const std::string& ota_extra = "") {
+    WriteText(dir_.File("ternd.toml"),
+              "[daemon]\nstate_directory = \"" + dir_.path() +
+                  "\"\n[server]\nsocket = \"" + socket_path() +
+                  "\"\n[runtime]\nmodel = \"" + dir_.File("model.tern") +
+                  "\"\narena_mb = 32\nworkers = 2\n[device]\nid = \"" +
+                  kDevice + "\"\ngroups = [\"lab\"]\n[ota]\nroot_file = \"" +
+                  dir_.File("root.pb") + "\"\n" + ota_extra);
+  }
+
+  std::string socket_path() const { return dir_.File("t.sock"); }
+
+  std::unique_ptr<DaemonProcess> Start(std::vector<std::string> env = {}) {
+    DaemonOptions o;
+    o.directory = dir_.path();
+    o.config_path = dir_.File("ternd.toml");
+    o.extra_env = std::move(env);
+    auto d = std::make_unique<DaemonProcess>(o);
+    EXPECT_TRUE(d->WaitForNotify("READY=1")) << d->Log();
+    return d;
+  }
+
+  std::unique_ptr<Client> Connect() {
+    client::ClientOptions o;
+    o.timeout_ms = 20000;
+    Result<std::unique_ptr<Client>> c = Client::Connect(socket_path(), o);
+    EXPECT_TRUE(c.ok()) << c.status().message();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  Result<wire::UpdateStatusResponse> Install(const std::string& bundle) {
+    return Connect()->Install(bundle, 1000);  // many parts
+  }
+
+  std::string Served() {
+    Result<wire::ModelInfoResponse> i = Connect()->ModelInfo();
+    EXPECT_TRUE(i.ok());
+    return i.ok() ? i->name() + " v" + std::to_string(i->version()) : "";
+  }
+
+  // Installs `version` and expects it active.
+  void InstallVersion(uint64_t version, uint64_t sequence) {
+    SignedRelease r = fleet_.Release(ModelBytes(Version(version)), "upnet",
+                                     version, sequence, kDevice);
+    Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
+    ASSERT_TRUE(u.ok()) << u.status().message();
+    ASSERT_EQ(u->state(), "active") << u->reason();
+  }
+
+  TempDir dir_;
+  TestFleet fleet_;
+};
+
+TEST_F(UpdateTest, BundleInstallsAndTheDeviceKeepsServingIt) {
+  auto d = Start();
+  EXPECT_EQ(Served(), "upnet v1");
+  Result<wire::UpdateStatusResponse> st = Connect()->UpdateStatus();
+  ASSERT_TRUE(st.ok());
+  EXPECT_TRUE(st->enabled());
+  EXPECT_EQ(st->state(), "idle");
+
+  SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
+                                   kDevice);
+  Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
+  ASSERT_TRUE(u.ok()) << u.status().message();
+  EXPECT_EQ(u->state(), "active") << u->reason();
+  EXPECT_EQ(u->state_code(), 7);
+  EXPECT_EQ(u->model_version(), 2u);
+  EXPECT_EQ(u->rollout_id(), "rollout-1");
+  EXPECT_EQ(u->active().version(), 2u);
+  EXPECT_TRUE(u->probation());
+  EXPECT_EQ(Served(), "upnet v2");
+  EXPECT_TRUE(d->WaitForNotify("Update to 'upnet' version 2: active"));
+
+  // A clean restart serves the installed model, verified from the store.
+  d->Signal(SIGTERM);
+  ASSERT_EQ(d->WaitExit(), 0) << d->Log();
+  d = Start();
+  EXPECT_EQ(Served(), "upnet v2");
+  EXPECT_THAT(d->Log(), HasSubstr("serving installed update 'upnet' version 2"));
+  st = Connect()->UpdateStatus();
+  EXPECT_EQ(st->active().version(), 2u);
+}
+
+TEST_F(UpdateTest, RefusalsSayWhyAndChangeNothing) {
+  auto d = Start();
+  InstallVersion(2, 5);
+  auto expect_rejected = [&](const std::string& bundle,
+                             const std::string& why) {
+    Result<wire::UpdateStatusResponse> u = Install(bundle);
+    ASSERT_TRUE(u.ok()) << u.status().message();
+    EXPECT_EQ(u->state(), "rejected");
+    EXPECT_THAT(u->reason(), HasSubstr(why));
+    EXPECT_EQ(Served(), "upnet v2");
+  };
+  // Not newer than installed (anti-rollback).
+  expect_rejected(fleet_.Bundle(fleet_.Release(ModelBytes(Version(2)), "upnet",
+                                               2, 6, kDevice)),
+                  "not_newer");
+  // An older sequence (replay of an old manifest).
+  expect_rejected(fleet_.Bundle(fleet_.Release(ModelBytes(Version(3)), "upnet",
+                                               3, 4, kDevice)),
+                  "replay");
+  // Another device.
+  expect_rejected(fleet_.Bundle(fleet_.Release(ModelBytes(Version(3)), "upnet",
+                                               3, 7, "robot-2")),
+                  "not_for_this_device");
+  // Signed by a key the root does not list.
+  TestFleet other;
+  other.RootEnvelope(1);
+  expect_rejected(other.Bundle(other.Release(ModelBytes(Version(3)), "upnet",
+                                             3, 8, kDevice)),
+                  "bad_signature");
+  // Expired.
+  SignedRelease old = fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 9,
+                                     kDevice);
+  old.release.set_expires(fleet_.now() - 30 * 86400);
+  old.release.set_issued(fleet_.now() - 40 * 86400);
+  old.envelope = fleet_.Sign(old.release);
+  expect_rejected(fleet_.Bundle(old), "expired");
+  // A tampered artifact (one bit) is refused before anything is stored.
+  SignedRelease t = fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 10,
+                                   kDevice);
+  ota::Bundle tampered;
+  ASSERT_TRUE(tampered.ParseFromString(fleet_.Bundle(t)));
+  (*tampered.mutable_artifact())[t.artifact.size() / 2] ^= 1;
+  Result<wire::UpdateStatusResponse> u =
+      Install(tampered.SerializeAsString());
+  ASSERT_FALSE(u.ok());
+  EXPECT_THAT(u.status().message(), HasSubstr("artifact"));
+  EXPECT_EQ(Served(), "upnet v2");
+  if (HasFailure()) ADD_FAILURE() << d->Log();
+  // After all that, a good update still installs.
+  InstallVersion(3, 11);
+  EXPECT_EQ(Served(), "upnet v3");
+}
+
+TEST_F(UpdateTest, ModelFailingItsHealthCheckIsNotActivated) {
+  auto d = Start();
+  TestModelSpec bad = Version(2);
+  bad.wrong_golden = true;
+  SignedRelease r = fleet_.Release(ModelBytes(bad), "upnet", 2, 1, kDevice);
+  Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
+  ASSERT_TRUE(u.ok()) << u.status().message();
+  EXPECT_EQ(u->state(), "failed");
+  EXPECT_THAT(u->reason(), HasSubstr("golden health check failed"));
+  EXPECT_EQ(Served(), "upnet v1");
+  // A model without a golden pair cannot be health-checked: refused too.
+  TestModelSpec bare = Version(3);
+  bare.golden = false;
+  u = Install(fleet_.Bundle(
+      fleet_.Release(ModelBytes(bare), "upnet", 3, 2, kDevice)));
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->state(), "failed");
+  EXPECT_THAT(u->reason(), HasSubstr("no golden input/output pair"));
+  EXPECT_EQ(Served(), "upnet v1");
+}
+
+TEST_F(UpdateTest, HotSwapUnderLoadFailsNoRequest) {
+  auto d = Start();
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread load([&] {
+    auto c = Connect();
+    wire::InferRequest req;
+    const TestModelSpec spec = Version(1);
+    client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 1));
+    while (!stop) {
+      Result<wire::InferResponse> r = c->Infer(req);
+      (r.ok() ? ok : failed)++;
+    }
+  });
+  while (ok < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  InstallVersion(2, 1);
+  const int before = ok;
+  while (ok < before + 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  stop = true;
+  load.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(Served(), "upnet v2");
+  EXPECT_THAT(d->Log(), HasSubstr("swap took"));
+}
+
+TEST_F(UpdateTest, RootRotationOnDayOneReplacesTheReleaseKey) {
+  auto d = Start();
+  const ota::Ed25519KeyPair old_release = fleet_.release_key();
+  fleet_.RotateReleaseKey();
+  // Root 2 lists the new release key; the bundle carries roots 1 and 2.
+  SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
+                                   kDevice);
+  Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r, 2));
+  ASSERT_TRUE(u.ok()) << u.status().message();
+  EXPECT_EQ(u->state(), "active") << u->reason();
+  EXPECT_THAT(d->Log(), HasSubstr("root of trust rotated to version 2"));
+  // The rotation was persisted: after a restart a release signed by the
+  // old (revoked) key is refused even without the chain in the bundle.
+  d->Signal(SIGTERM);
+  ASSERT_EQ(d->WaitExit(), 0);
+  d = Start();
+  EXPECT_THAT(d->Log(), HasSubstr("version 2"));
+  TestFleet& f = fleet_;
+  SignedRelease stale = f.Release(ModelBytes(Version(3)), "upnet", 3, 2,
+                                  kDevice);
+  // Re-signed with the revoked key.
+  const std::string payload = stale.release.SerializeAsString();
+  Result<ota::SignedEnvelope> env = ota::SignEnvelope(
+      "release",
+      {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()},
+      std::vector<ota::Ed25519KeyPair>{old_release});
+  ASSERT_TRUE(env.ok());
+  stale.envelope = env->SerializeAsString();
+  u = Install(fleet_.Bundle(stale, 1));
+  ASSERT_TRUE(u.ok()) << u.status().message();
+  EXPECT_EQ(u->state(), "rejected");
+  EXPECT_THAT(u->reason(), HasSubstr("bad_signature"));
+  EXPECT_EQ(Served(), "upnet v2");
+}
+
+// SIGKILL at each recorded state: the daemon comes back serving a verified
+// model, and the update is finished or reported failed, never half-done.
+class KillDuringUpdateTest : public UpdateTest,
+                             public ::testing::WithParamInterface<const char*> {
+};
+
+TEST_P(KillDuringUpdateTest, ComesBackServingAVerifiedModel) {
+  const std::string state = GetParam();
+  {
+    auto d = Start({"TERND_FAULT_KILL_AT_UPDATE_STATE=" + state});
+    SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
+                                     kDevice);
+    Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
+    EXPECT_FALSE(u.ok());  // the daemon died before answering
+    EXPECT_EQ(d->WaitExit(), 128 + SIGKILL) << d->Log();
+  }
+  auto d = Start();
+  // The resumed update ends active, or failed with a reason.
+  std::optional<wire::UpdateStatusResponse> st;
+  for (int i = 0; i < 200; ++i) {
+    Result<wire::UpdateStatusResponse> now = Connect()->UpdateStatus();
+    ASSERT_TRUE(now.ok());
+    st = std::move(*now);
+    if (st->state() == "active" || st->state() == "failed") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const std::string served = Served();
+  if (st->state() == "active") {
+    EXPECT_EQ(served, "upnet v2") << d->Log();
+  } else {
+    EXPECT_EQ(st->state(), "failed") << d->Log();
+    EXPECT_FALSE(st->reason().empty());
+    EXPECT_EQ(served, "upnet v1");
+  }
+  // Killed before the artifact was complete: reported; from verifying on:
+  // finished.
+  if (state != "received" && state != "downloading") {
+    EXPECT_EQ(st->state(), "active") << st->reason() << "\n" << d->Log();
+  }
+  // Either way the device takes the next update.
+  if (st->state() != "active") InstallVersion(2, 2);
+  EXPECT_EQ(Served(), "upnet v2");
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryState, KillDuringUpdateTest,
+                         ::testing::Values("received", "downloading",
+                                           "verifying", "staged", "activating",
+                                           "active"));
+
+TEST_F(UpdateTest, CrashesDuringProbationRollBackOnce) {
+  WriteConfig("probation_s = 3600\nprobation_crashes = 2\n");
+  {
+    auto d = Start();
+    InstallVersion(2, 1);
+    InstallVersion(3, 2);
+    EXPECT_EQ(Served(), "upnet v3");
+    d->Signal(SIGKILL);  // crash 1
+    d->WaitExit();
+  }
+  {
+    auto d = Start();
+    EXPECT_EQ(Served(), "upnet v3");  // one crash is not enough
+    d->Signal(SIGKILL);  // crash 2
+    d->WaitExit();
+  }
+  auto d = Start();
+  EXPECT_EQ(Served(), "upnet v2");
+  Result<wire::UpdateStatusResponse> st = Connect()->UpdateStatus();
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state(), "rolled_back");
+  EXPECT_THAT(st->reason(), HasSubstr("stopped unexpectedly 2 times"));
+  EXPECT_EQ(st->active().version(), 2u);
+  EXPECT_FALSE(st->has_previous());  // no second rollback target: no loop
+  // v2 is not on probation: more crashes do not move it.
+  d->Signal(SIGKILL);
+  d->WaitExit();
+  d = Start();
+  d->Signal(SIGKILL);
+  d->WaitExit();
+  d = Start();
+  EXPECT_EQ(Served(), "upnet v2");
+  // A clean stop during probation is not a crash.
+  InstallVersion(4, 3);
+  d->Signal(SIGTERM);
+  EXPECT_EQ(d->WaitExit(), 0);
+  d = Start();
+  d->Signal(SIGTERM);
+  EXPECT_EQ(d->WaitExit(), 0);
+  d = Start();
+  EXPECT_EQ(Served(), "upnet v4");
+}
+
+TEST_F(UpdateTest, WithoutARootUpdatesAreOffAndSaySo) {
+  WriteText(dir_.File("ternd.toml"),
+            "[server]\nsocket = \"" + socket_path() +
+                "\"\n[runtime]\nmodel = \"" + dir_.File("model.tern") +
+                "\"\n[ota]\nroot_file = \"" + dir_.File("missing.pb") +
+                "\"\n[daemon]\nstate_directory = \"" + dir_.path() + "\"\n");
+  auto d = Start();
+  Result<wire::UpdateStatusResponse> st = Connect()->UpdateStatus();
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->enabled());
+  EXPECT_THAT(st->disabled_reason(), HasSubstr("missing.pb"));
+  Result<wire::UpdateStatusResponse> u = Install("whatever");
+  ASSERT_FALSE(u.ok());
+  EXPECT_THAT(u.status().message(), HasSubstr("updates are off"));
+  EXPECT_EQ(Served(), "upnet v1");
+}
+
+}  // namespace
+}  // namespace ternd::daemon_testing

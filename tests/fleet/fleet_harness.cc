@@ -1,0 +1,92 @@
+#include "tests/fleet/fleet_harness.h"
+
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "runtime/graph_builder.h"
+
+namespace ternd::fleet_testing {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl =
+      std::string(base && *base ? base : "/tmp") + "/ternd-fleet-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    ADD_FAILURE() << "mkdtemp " << tmpl << " failed";
+  }
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+CmdResult Ternctl(const std::string& args, const std::string& cwd) {
+  static int counter = 0;
+  const std::string err_file = std::filesystem::temp_directory_path() /
+                               ("ternctl-stderr-" + std::to_string(getpid()) +
+                                "-" + std::to_string(++counter));
+  std::string cmd;
+  if (!cwd.empty()) cmd = "cd '" + cwd + "' && ";
+  cmd += std::string(TERNCTL_PATH) + " " + args + " 2>" + err_file;
+  CmdResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  r.err = ReadBytes(err_file);
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+std::string Sha256(const std::string& bytes) {
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
+}
+
+void WriteModel(const std::string& path, const std::string& name,
+                uint64_t version, bool golden) {
+  runtime::GraphBuilder b(name, version, 8);
+  std::string x = b.Input("x", 16);
+  std::vector<int8_t> w(16 * 4);
+  for (size_t i = 0; i < w.size(); ++i) {
+    w[i] = static_cast<int8_t>(static_cast<int>((i * 7 + version) % 3) - 1);
+  }
+  const std::vector<float> scale = {0.5f};
+  const std::vector<float> bias = {0.1f, -0.2f, 0.3f, 0.0f};
+  std::string y = b.TernaryLinear(x, "fc", 4, w, scale, bias);
+  b.Output(b.Unary(model::SOFTMAX, y, "probs"));
+  std::vector<float> in(2 * 16);
+  for (size_t i = 0; i < in.size(); ++i) {
+    in[i] = static_cast<float>(static_cast<int>(i % 9) - 4) * 0.25f;
+  }
+  auto bytes = golden ? b.FinishWithGolden({in}, 2, 1e-4f) : b.Finish();
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  WriteBytes(path, std::string(bytes->begin(), bytes->end()));
+}
+
+}  // namespace ternd::fleet_testing

@@ -1,0 +1,47 @@
+// What the fleet tests share: a temporary directory, running the real
+// ternctl binary, reading files, and small models with or without a golden
+// pair.
+#ifndef TERND_TESTS_FLEET_FLEET_HARNESS_H_
+#define TERND_TESTS_FLEET_FLEET_HARNESS_H_
+
+#include <cstdint>
+#include <string>
+
+namespace ternd::fleet_testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+  std::string all() const { return out + err; }
+};
+
+// Runs `ternctl ARGS` (a shell command line) in `cwd`.
+CmdResult Ternctl(const std::string& args, const std::string& cwd = "");
+
+std::string ReadBytes(const std::string& path);
+void WriteBytes(const std::string& path, const std::string& bytes);
+std::string Sha256(const std::string& bytes);
+
+// A small ternary model "name" v`version` (16 inputs, 4 outputs), written
+// to `path`, with its golden pair unless `golden` is false.
+void WriteModel(const std::string& path, const std::string& name,
+                uint64_t version, bool golden = true);
+
+}  // namespace ternd::fleet_testing
+
+#endif  // TERND_TESTS_FLEET_FLEET_HARNESS_H_

@@ -1,0 +1,658 @@
+// ArtifactFetcher against the real nginx over loopback HTTPS (test CA),
+// with a connection-cutting proxy for links that drop, a host process
+// killed with SIGKILL mid-download, and a state database on a full tmpfs.
+#include "ota/fetcher.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <systemd/sd-event.h>
+#include <time.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "base/file.h"
+#include "tests/support/cutting_proxy.h"
+#include "tests/support/nginx_server.h"
+
+namespace ternd::ota {
+namespace {
+
+using https_testing::AccessLogEntry;
+using https_testing::CuttingProxy;
+using https_testing::HttpsTestDir;
+using https_testing::NginxOptions;
+using https_testing::NginxServer;
+
+constexpr uint64_t kChunk = 64 * 1024;
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(&s[i], &v, std::min<size_t>(8, n - i));
+  }
+  return s;
+}
+
+// An artifact as a release signs it. The model fields are only checked by
+// staging; tests that stage fill them for real.
+struct TestArtifact {
+  std::string bytes;
+  ArtifactSpec spec;
+};
+
+TestArtifact MakeArtifact(std::string bytes, uint64_t chunk = kChunk,
+                          std::string model = "") {
+  TestArtifact a;
+  a.bytes = std::move(bytes);
+  a.spec.artifact_sha256 = Sha256(a.bytes);
+  a.spec.artifact_length = a.bytes.size();
+  a.spec.model_sha256 = Sha256(model);
+  a.spec.model_length = model.size();
+  a.spec.chunk_size = chunk;
+  for (uint64_t off = 0; off < a.bytes.size(); off += chunk) {
+    a.spec.chunk_sha256.push_back(Sha256(a.bytes.substr(off, chunk)));
+  }
+  return a;
+}
+
+FetchJob JobFor(const TestArtifact& a, std::vector<std::string> urls) {
+  FetchJob job;
+  job.urls = std::move(urls);
+  job.artifact = a.spec;
+  return job;
+}
+
+// Chunks stored for the artifact, by index.
+std::map<uint64_t, std::string> StoredChunks(const std::string& db,
+                                             const ArtifactSpec& spec) {
+  std::map<uint64_t, std::string> out;
+  auto store = StateStore::Open(db);
+  EXPECT_TRUE(store.ok()) << store.status().message();
+  if (!store.ok()) return out;
+  auto indices = (*store)->ChunkIndices(spec.artifact_sha256);
+  EXPECT_TRUE(indices.ok());
+  if (!indices.ok()) return out;
+  for (uint64_t i : *indices) {
+    auto c = (*store)->GetChunk(spec.artifact_sha256, i);
+    EXPECT_TRUE(c.ok() && c->has_value());
+    if (c.ok() && c->has_value()) out[i] = **c;
+  }
+  return out;
+}
+
+std::string StoredArtifact(const std::string& db, const ArtifactSpec& spec) {
+  std::string all;
+  for (auto& [i, c] : StoredChunks(db, spec)) all += c;
+  return all;
+}
+
+struct FetchRun {
+  Status status = Internal("the download did not finish in time");
+  bool done_called = false;
+  FetchReport report;
+  std::vector<uint64_t> progress;
+};
+
+// Runs one download on a fresh sd-event loop until it ends (or 120 s).
+// `on_progress` may cancel or destroy the fetcher through the pointer.
+FetchRun RunFetch(
+    FetchJob job, FetchOptions options,
+    std::function<void(std::unique_ptr<ArtifactFetcher>&, sd_event*)>
+        on_first_progress = nullptr) {
+  FetchRun run;
+  sd_event* loop = nullptr;
+  EXPECT_GE(sd_event_new(&loop), 0);
+  std::unique_ptr<ArtifactFetcher> fetcher;
+  bool first = true;
+  auto started = ArtifactFetcher::Start(
+      loop, std::move(job), std::move(options),
+      [&](const FetchProgress& p) {
+        run.progress.push_back(p.verified_bytes);
+        if (first && on_first_progress && p.verified_bytes > 0) {
+          first = false;
+          on_first_progress(fetcher, loop);
+        }
+      },
+      [&](const Status& s) {
+        run.done_called = true;
+        run.status = s;
+        sd_event_exit(loop, 0);
+      });
+  if (!started.ok()) {
+    run.status = started.status();
+    sd_event_unref(loop);
+    return run;
+  }
+  fetcher = std::move(started).value();
+  sd_event_source* timeout = nullptr;
+  sd_event_add_time_relative(
+      loop, &timeout, CLOCK_MONOTONIC, 120 * 1000000ULL, 0,
+      [](sd_event_source*, uint64_t, void* l) {
+        return sd_event_exit(static_cast<sd_event*>(l), 0);
+      },
+      loop);
+  sd_event_loop(loop);
+  if (fetcher) run.report = fetcher->report();
+  fetcher.reset();
+  sd_event_source_disable_unref(timeout);
+  sd_event_unref(loop);
+  return run;
+}
+
+std::string Msg(const Status& s) { return s.message(); }
+
+class FetcherTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    certs_ = new HttpsTestDir();
+    setup_ = https_testing::MakeTestCertificates(certs_->path(), "dev1");
+    if (!setup_.ok()) return;
+    NginxOptions options;
+    options.cert_dir = certs_->path();
+    nginx_ = new NginxServer(options);
+    setup_ = nginx_->Start();
+  }
+  static void TearDownTestSuite() {
+    delete nginx_;
+    nginx_ = nullptr;
+    delete certs_;
+    certs_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(setup_.ok())
+        << setup_.message() << (nginx_ ? nginx_->ErrorLog() : "");
+    name_ =
+        std::string(
+            ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+        ".zst";
+    db_ = work_.File("state.db");
+  }
+
+  FetchOptions Options() const {
+    FetchOptions o;
+    o.state_db = db_;
+    o.ca_file = certs_->path() + "/ca.pem";
+    o.retry_min_ms = 10;
+    o.retry_max_ms = 100;
+    o.connect_timeout_ms = 10000;
+    o.low_speed_bytes_per_second = 1;
+    o.low_speed_seconds = 30;
+    return o;
+  }
+
+  static HttpsTestDir* certs_;
+  static NginxServer* nginx_;
+  static Status setup_;
+  HttpsTestDir work_;
+  std::string name_;
+  std::string db_;
+};
+
+HttpsTestDir* FetcherTest::certs_ = nullptr;
+NginxServer* FetcherTest::nginx_ = nullptr;
+Status FetcherTest::setup_;
+
+TEST_F(FetcherTest, DownloadsVerifiesAndStagesAnArtifact) {
+  // A real zstd artifact of a model-like payload, odd-sized last chunk.
+  std::string model = RandomBytes(1500 * 1000, 11);
+  for (size_t i = 0; i < model.size(); i += 2) model[i] = 0;
+  std::string compressed(ZSTD_compressBound(model.size()), '\0');
+  compressed.resize(ZSTD_compress(compressed.data(), compressed.size(),
+                                  model.data(), model.size(), 3));
+  const TestArtifact a = MakeArtifact(compressed, kChunk, model);
+  ASSERT_NE(a.bytes.size() % kChunk, 0u);
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+
+  FetchRun run =
+      RunFetch(JobFor(a, {nginx_->Url("files/" + name_)}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  ASSERT_FALSE(run.progress.empty());
+  EXPECT_TRUE(std::is_sorted(run.progress.begin(), run.progress.end()));
+  EXPECT_EQ(run.progress.back(), a.bytes.size());
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  EXPECT_EQ(run.report.bytes_received, a.bytes.size());
+  ASSERT_TRUE(nginx_->WaitForRequests(1, name_));
+  std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].status, 200);
+  EXPECT_EQ(log[0].range, "");
+
+  // Staging the stored artifact gives back the model.
+  auto store = StateStore::Open(db_);
+  ASSERT_TRUE(store.ok());
+  std::vector<uint8_t> out(model.size());
+  auto staged = StageArtifact(**store, a.spec, out);
+  ASSERT_TRUE(staged.ok()) << Msg(staged.status());
+  EXPECT_EQ(0, std::memcmp(out.data(), model.data(), model.size()));
+  store->reset();
+
+  // A second fetcher finds everything verified: no request at all.
+  FetchRun again =
+      RunFetch(JobFor(a, {nginx_->Url("files/" + name_)}), Options());
+  ASSERT_TRUE(again.status.ok()) << Msg(again.status);
+  EXPECT_EQ(again.report.chunks_reused, a.spec.chunk_sha256.size());
+  EXPECT_TRUE(again.report.attempts.empty());
+  EXPECT_EQ(nginx_->AccessLog(name_).size(), 1u);
+}
+
+TEST_F(FetcherTest, ResumesFromTheLastVerifiedChunkAfterCuts) {
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const TestArtifact a = MakeArtifact(RandomBytes(2 << 20, seed));
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  // Three cuts at random offsets; each leaves at least one whole chunk
+  // behind it (TLS handshake, headers and a partial record fit in the
+  // slack), and together they stay below the artifact's length.
+  constexpr uint64_t kSlack = 32 * 1024;
+  std::vector<uint64_t> cuts;
+  for (int i = 0; i < 3; ++i) {
+    cuts.push_back(std::uniform_int_distribution<uint64_t>(kChunk + kSlack + 1,
+                                                           640 * 1024)(rng));
+  }
+  CuttingProxy proxy(nginx_->port(), cuts);
+  ASSERT_TRUE(proxy.Start().ok());
+  const std::string url =
+      "https://127.0.0.1:" + std::to_string(proxy.port()) + "/files/" + name_;
+
+  FetchRun run = RunFetch(JobFor(a, {url}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  EXPECT_EQ(proxy.cuts_done(), 3);
+
+  ASSERT_TRUE(nginx_->WaitForRequests(4, name_));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 4u);
+  ASSERT_EQ(run.report.attempts.size(), 4u);
+  EXPECT_EQ(log[0].range, "");
+  uint64_t previous = 0;
+  for (size_t k = 1; k < log.size(); ++k) {
+    SCOPED_TRACE("request " + std::to_string(k) + " after a cut at " +
+                 std::to_string(cuts[k - 1]));
+    ASSERT_EQ(log[k].range.rfind("bytes=", 0), 0u) << log[k].range;
+    const uint64_t start = std::stoull(log[k].range.substr(6));
+    EXPECT_EQ(log[k].range, "bytes=" + std::to_string(start) + "-");
+    EXPECT_EQ(log[k].status, 206);
+    EXPECT_FALSE(log[k].if_range.empty());
+    EXPECT_EQ(start % kChunk, 0u);
+    // Where the verified bytes ended: everything whole that arrived
+    // before the cut, never byte 0 again.
+    EXPECT_GE(start, previous + (cuts[k - 1] - kSlack) / kChunk * kChunk);
+    EXPECT_LE(start, previous + cuts[k - 1]);
+    EXPECT_EQ(run.report.attempts[k].range_start, start);
+    EXPECT_NE(std::find(run.progress.begin(), run.progress.end(), start),
+              run.progress.end());
+    previous = start;
+  }
+}
+
+TEST_F(FetcherTest, RestartsFromZeroWhenTheServerIgnoresRange) {
+  const TestArtifact a = MakeArtifact(RandomBytes(1 << 20, 21));
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  CuttingProxy proxy(nginx_->port(), {400 * 1024});
+  ASSERT_TRUE(proxy.Start().ok());
+  const std::string url =
+      "https://127.0.0.1:" + std::to_string(proxy.port()) + "/norange/" + name_;
+
+  FetchRun run = RunFetch(JobFor(a, {url}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  EXPECT_EQ(run.report.range_ignored, 1u);
+  ASSERT_TRUE(nginx_->WaitForRequests(2, name_));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].range, "");
+  EXPECT_NE(log[1].range, "");    // asked for a range...
+  EXPECT_EQ(log[1].status, 200);  // ...and got the whole file
+  EXPECT_EQ(log[1].body_bytes_sent, a.bytes.size());
+}
+
+TEST_F(FetcherTest, RejectsGarbageAndKeepsOnlyVerifiedChunks) {
+  const TestArtifact a = MakeArtifact(RandomBytes(1 << 20, 31));
+  std::string garbage = a.bytes;
+  for (size_t i = 5 * kChunk; i < garbage.size(); i += 997) garbage[i] ^= 0x5a;
+  ASSERT_TRUE(nginx_->PutFile("garbage", name_, garbage).ok());
+  const std::string url = nginx_->Url("garbage/" + name_);
+  FetchOptions options = Options();
+  options.max_bad_responses_per_url = 2;
+
+  FetchRun run = RunFetch(JobFor(a, {url}), options);
+  ASSERT_FALSE(run.status.ok());
+  EXPECT_EQ(run.status.code(), StatusCode::kDataLoss);
+  const std::string msg = Msg(run.status);
+  EXPECT_NE(msg.find(url + ": chunk 5 (bytes 327680-393215) has SHA-256 " +
+                     Hex(Sha256(garbage.substr(5 * kChunk, kChunk)))),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("signed " + Hex(a.spec.chunk_sha256[5])),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("no longer used"), std::string::npos) << msg;
+
+  // Only the good prefix is stored, each chunk exactly as signed.
+  const auto stored = StoredChunks(db_, a.spec);
+  ASSERT_EQ(stored.size(), 5u);
+  for (const auto& [i, c] : stored) {
+    EXPECT_TRUE(c == a.bytes.substr(i * kChunk, kChunk)) << "chunk " << i;
+  }
+  EXPECT_GE(run.report.chunks_rejected, 2u);
+  ASSERT_TRUE(nginx_->WaitForRequests(2, name_));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[1].range, "bytes=327680-");  // re-fetched from the bad chunk
+}
+
+TEST_F(FetcherTest, RefusesAResponseOfTheWrongLength) {
+  const TestArtifact a = MakeArtifact(RandomBytes(300 * 1000, 41));
+  ASSERT_TRUE(
+      nginx_->PutFile("wronglen", name_, a.bytes + std::string(1000, 'x'))
+          .ok());
+  const std::string url = nginx_->Url("wronglen/" + name_);
+  FetchRun run = RunFetch(JobFor(a, {url}), Options());
+  ASSERT_FALSE(run.status.ok());
+  EXPECT_NE(Msg(run.status)
+                .find(url + ": Content-Length 301000, but the "
+                            "signed artifact length is 300000"),
+            std::string::npos)
+      << Msg(run.status);
+  EXPECT_EQ(run.report.bytes_received, 0u);
+  EXPECT_TRUE(StoredChunks(db_, a.spec).empty());
+  ASSERT_TRUE(nginx_->WaitForRequests(1, name_));
+  EXPECT_EQ(nginx_->AccessLog(name_).size(), 1u);  // not retried
+}
+
+TEST_F(FetcherTest, StopsReadingEndlessDataAtTheSignedLength) {
+  const TestArtifact a = MakeArtifact(RandomBytes(1 << 20, 51));
+  const std::string endless = a.bytes + RandomBytes(16 << 20, 52);
+  ASSERT_TRUE(nginx_->PutFile("endless", name_, endless).ok());
+  FetchRun run =
+      RunFetch(JobFor(a, {nginx_->Url("endless/" + name_)}), Options());
+  // Everything signed arrived and verified; nothing beyond was accepted.
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  EXPECT_EQ(run.report.over_length_aborts, 1u);
+  EXPECT_EQ(run.report.bytes_received, a.bytes.size());
+  ASSERT_EQ(run.report.attempts.size(), 1u);
+  EXPECT_NE(run.report.attempts[0].error.find(
+                "goes on past the signed artifact length 1048576"),
+            std::string::npos)
+      << run.report.attempts[0].error;
+  ASSERT_TRUE(nginx_->WaitForRequests(1, name_));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_FALSE(log[0].completed);
+  EXPECT_LT(log[0].body_bytes_sent, endless.size() / 2);
+}
+
+TEST_F(FetcherTest, RefusesAServerCertificateFromAnotherCa) {
+  NginxOptions other;
+  other.cert_dir = certs_->path();
+  other.server_cert = "other-server";
+  NginxServer impostor(other);
+  ASSERT_TRUE(impostor.Start().ok()) << impostor.ErrorLog();
+  const TestArtifact a = MakeArtifact(RandomBytes(100 * 1000, 61));
+  ASSERT_TRUE(impostor.PutFile("files", name_, a.bytes).ok());
+  FetchOptions options = Options();
+  options.max_failures = 2;
+  const std::string url = impostor.Url("files/" + name_);
+
+  FetchRun run = RunFetch(JobFor(a, {url}), options);
+  ASSERT_FALSE(run.status.ok());
+  const std::string msg = Msg(run.status);
+  EXPECT_NE(msg.find("gave up after 2 attempts"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(url + ": SSL certificate problem"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("curl error 60"), std::string::npos) << msg;
+  EXPECT_TRUE(StoredChunks(db_, a.spec).empty());
+  EXPECT_TRUE(impostor.AccessLog().empty());  // no request was ever sent
+}
+
+TEST_F(FetcherTest, FallsBackToTheNextMirror) {
+  const TestArtifact a = MakeArtifact(RandomBytes(200 * 1000, 71));
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  const std::string missing = nginx_->Url("files/missing-" + name_);
+  const std::string good = nginx_->Url("files/" + name_);
+  FetchRun run = RunFetch(JobFor(a, {missing, good}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  ASSERT_EQ(run.report.attempts.size(), 2u);
+  EXPECT_EQ(run.report.attempts[0].url, missing);
+  EXPECT_EQ(run.report.attempts[0].http_status, 404);
+  EXPECT_NE(run.report.attempts[0].error.find(missing + ": HTTP status 404"),
+            std::string::npos)
+      << run.report.attempts[0].error;
+  EXPECT_EQ(run.report.attempts[1].url, good);
+}
+
+TEST_F(FetcherTest, RefusesPlainHttpAndInconsistentJobs) {
+  const TestArtifact a = MakeArtifact(RandomBytes(1000, 81));
+  FetchRun run = RunFetch(JobFor(a, {"http://127.0.0.1:1/a.zst"}), Options());
+  EXPECT_EQ(run.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(Msg(run.status).find("'http://127.0.0.1:1/a.zst' is not https://"),
+            std::string::npos)
+      << Msg(run.status);
+  EXPECT_FALSE(run.done_called);
+
+  FetchJob job = JobFor(a, {nginx_->Url("files/x")});
+  job.artifact.chunk_sha256.push_back(Sha256("extra"));
+  run = RunFetch(job, Options());
+  EXPECT_EQ(run.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(Msg(run.status).find("chunk hashes"), std::string::npos);
+}
+
+TEST_F(FetcherTest, KeepsUrlTokensOutOfErrors) {
+  const TestArtifact a = MakeArtifact(RandomBytes(1000, 82));
+  FetchOptions options = Options();
+  options.max_failures = 1;
+  const std::string url = nginx_->Url("files/missing-" + name_);
+  FetchRun run = RunFetch(JobFor(a, {url + "?token=s3cret"}), options);
+  ASSERT_FALSE(run.status.ok());
+  EXPECT_NE(Msg(run.status).find(url + "?<redacted>: HTTP status 404"),
+            std::string::npos)
+      << Msg(run.status);
+  EXPECT_EQ(Msg(run.status).find("s3cret"), std::string::npos);
+  ASSERT_EQ(run.report.attempts.size(), 1u);
+  EXPECT_EQ(run.report.attempts[0].url.find("s3cret"), std::string::npos);
+}
+
+TEST_F(FetcherTest, CancelStopsAndAnotherFetcherResumes) {
+  const TestArtifact a = MakeArtifact(RandomBytes(2 << 20, 91));
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  FetchOptions slow = Options();
+  slow.max_bytes_per_second = 1 << 20;
+  slow.max_queued_bytes = kChunk;
+  const std::string url = nginx_->Url("files/" + name_);
+  // Cancel at the first verified chunk, then let the loop idle a moment:
+  // no completion may arrive.
+  FetchRun run =
+      RunFetch(JobFor(a, {url}), slow,
+               [](std::unique_ptr<ArtifactFetcher>& f, sd_event* loop) {
+                 f->Cancel();
+                 sd_event_source* s = nullptr;
+                 sd_event_add_time_relative(
+                     loop, &s, CLOCK_MONOTONIC, 300 * 1000, 0,
+                     [](sd_event_source* src, uint64_t, void*) {
+                       sd_event_exit(sd_event_source_get_event(src), 0);
+                       sd_event_source_disable_unref(src);
+                       return 0;
+                     },
+                     nullptr);
+               });
+  EXPECT_FALSE(run.done_called);
+  const auto stored = StoredChunks(db_, a.spec);
+  ASSERT_FALSE(stored.empty());
+  ASSERT_LT(stored.size(), a.spec.chunk_sha256.size());
+
+  // Destroyed from inside its own progress callback: clean.
+  FetchRun destroyed =
+      RunFetch(JobFor(a, {url}), slow,
+               [](std::unique_ptr<ArtifactFetcher>& f, sd_event* loop) {
+                 f.reset();
+                 sd_event_exit(loop, 0);
+               });
+  EXPECT_FALSE(destroyed.done_called);
+
+  FetchRun resumed = RunFetch(JobFor(a, {url}), Options());
+  ASSERT_TRUE(resumed.status.ok()) << Msg(resumed.status);
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  EXPECT_GE(resumed.report.chunks_reused, stored.size());
+  ASSERT_FALSE(resumed.report.attempts.empty());
+  EXPECT_GT(resumed.report.attempts[0].range_start, 0u);
+}
+
+// The host program, killed with SIGKILL mid-download, then run again.
+struct HostRun {
+  pid_t pid = -1;
+  FILE* out = nullptr;
+};
+
+HostRun SpawnHost(const std::vector<std::string>& args) {
+  int fds[2];
+  EXPECT_EQ(pipe(fds), 0);
+  HostRun h;
+  h.pid = fork();
+  if (h.pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> argv;
+    for (const std::string& a : args)
+      argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  h.out = fdopen(fds[0], "r");
+  return h;
+}
+
+TEST_F(FetcherTest, ResumesAfterTheProcessIsKilled) {
+  const TestArtifact a = MakeArtifact(RandomBytes(3 << 20, 101));
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  Release release;
+  release.add_urls(nginx_->Url("files/" + name_));
+  release.set_artifact_sha256(a.spec.artifact_sha256);
+  release.set_artifact_length(a.spec.artifact_length);
+  release.set_model_sha256(a.spec.model_sha256);
+  release.set_chunk_size(a.spec.chunk_size);
+  for (const std::string& h : a.spec.chunk_sha256) release.add_chunk_sha256(h);
+  const std::string release_path = work_.File("release.pb");
+  const std::string pb = release.SerializeAsString();
+  ASSERT_TRUE(WriteFileAtomically(
+                  release_path,
+                  {reinterpret_cast<const uint8_t*>(pb.data()), pb.size()})
+                  .ok());
+  const std::string ca = certs_->path() + "/ca.pem";
+
+  // Slow (1 MiB/s): killed once a few chunks are verified.
+  HostRun first = SpawnHost({OTA_FETCH_HOST, db_, ca, release_path, "1048576"});
+  ASSERT_NE(first.out, nullptr);
+  char line[256];
+  uint64_t verified = 0;
+  while (verified < 4 * kChunk && std::fgets(line, sizeof line, first.out)) {
+    unsigned long long v = 0, t = 0;
+    if (std::sscanf(line, "progress %llu %llu", &v, &t) == 2) verified = v;
+  }
+  ASSERT_GE(verified, 4 * kChunk) << "the host ended early: " << line;
+  kill(first.pid, SIGKILL);
+  int status = 0;
+  waitpid(first.pid, &status, 0);
+  fclose(first.out);
+  ASSERT_TRUE(WIFSIGNALED(status));
+
+  // What survived: a prefix of verified chunks.
+  const auto stored = StoredChunks(db_, a.spec);
+  uint64_t prefix = 0;
+  while (stored.count(prefix)) ++prefix;
+  ASSERT_GE(prefix * kChunk, verified);
+  ASSERT_LT(prefix, a.spec.chunk_sha256.size());
+
+  HostRun second = SpawnHost({OTA_FETCH_HOST, db_, ca, release_path});
+  std::string last;
+  while (std::fgets(line, sizeof line, second.out)) last = line;
+  waitpid(second.pid, &status, 0);
+  fclose(second.out);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << last;
+  EXPECT_EQ(last, "done\n");
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+
+  ASSERT_TRUE(nginx_->WaitForRequests(2, name_));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].range, "");
+  EXPECT_EQ(log[1].range, "bytes=" + std::to_string(prefix * kChunk) + "-");
+  EXPECT_EQ(log[1].status, 206);
+  // The validator from the first run's response survived the kill.
+  EXPECT_FALSE(log[1].if_range.empty());
+}
+
+TEST_F(FetcherTest, FailsCleanlyWhenTheDiskIsFull) {
+  const std::string mnt = work_.File("small");
+  std::filesystem::create_directories(mnt);
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=3m,mode=0700") != 0) {
+    GTEST_SKIP() << "cannot mount a small tmpfs at " << mnt << ": "
+                 << std::strerror(errno)
+                 << " (needs root / CAP_SYS_ADMIN); disk-full path untested";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  const std::string db = mnt + "/state.db";
+
+  // Old content: a complete earlier artifact.
+  const TestArtifact old = MakeArtifact(RandomBytes(256 * 1024, 111));
+  {
+    auto store = StateStore::Open(db);
+    ASSERT_TRUE(store.ok()) << Msg(store.status());
+    for (uint64_t i = 0; i < old.spec.chunk_sha256.size(); ++i) {
+      ASSERT_TRUE((*store)
+                      ->PutChunk(old.spec.artifact_sha256, i,
+                                 old.bytes.substr(i * kChunk, kChunk))
+                      .ok());
+    }
+  }
+  const TestArtifact a = MakeArtifact(RandomBytes(4 << 20, 112));
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  FetchOptions options = Options();
+  options.state_db = db;
+  FetchRun run = RunFetch(JobFor(a, {nginx_->Url("files/" + name_)}), options);
+  ASSERT_FALSE(run.status.ok());
+  EXPECT_EQ(run.status.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(Msg(run.status).find(db + ": cannot store chunk"),
+            std::string::npos)
+      << Msg(run.status);
+  EXPECT_NE(Msg(run.status).find("full"), std::string::npos) << Msg(run.status);
+
+  // The database is intact: old content readable, integrity check passes,
+  // and whatever of the new artifact was stored is verified.
+  EXPECT_TRUE(StoredArtifact(db, old.spec) == old.bytes);
+  for (const auto& [i, c] : StoredChunks(db, a.spec)) {
+    EXPECT_TRUE(c == a.bytes.substr(i * kChunk, kChunk)) << "chunk " << i;
+  }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(db.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr),
+            SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA integrity_check;", -1, &q, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)), "ok");
+  sqlite3_finalize(q);
+  sqlite3_close(raw);
+}
+
+}  // namespace
+}  // namespace ternd::ota

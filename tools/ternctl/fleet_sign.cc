@@ -1,0 +1,458 @@
+// `ternctl sign`: turns a model file into a release: validates the model
+// (its golden pair must exist and pass, since the device's health check after
+// activation runs it), compresses it with zstd, hashes it whole and per
+// chunk, and signs the Release manifest. docs/ota.md ("Publishing a
+// release") describes it.
+#include <openssl/sha.h>
+#include <sys/stat.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/file.h"
+#include "ota/signing.h"
+#include "ota/trust.h"
+#include "runtime/format.h"
+#include "runtime/runtime.h"
+#include "tools/ternctl/fleet_common.h"
+
+namespace ternd::ternctl {
+namespace {
+
+// Level 9 by default: ternary weights are packed 2-bit codes with little
+// long-range structure, so the slow match search of high levels buys almost
+// nothing (the shipped models: level 19 is 0.7% smaller than 9; a 16 MiB
+// random ternary tensor: no smaller at all, and 26x slower to compress),
+// while level 9's smaller window (4 MiB against level 19's 8 MiB) keeps the
+// device's decompression memory small. --zstd-level goes up to 19; levels 20-22
+// need windows of up to 128 MiB on the device and are refused.
+constexpr int kDefaultZstdLevel = 9;
+constexpr int kMaxZstdLevel = 19;
+constexpr uint64_t kDefaultChunkSize = uint64_t{1} << 20;
+constexpr int64_t kDay = 86400;
+
+struct SignOptions {
+  std::string model;
+  std::string name;
+  uint64_t version = 0;
+  uint64_t sequence = 0;
+  std::vector<std::string> urls;
+  std::vector<std::string> devices;
+  std::vector<std::string> groups;
+  ExpiryOption expiry;
+  std::string rollout;
+  std::string min_runtime;
+  uint64_t chunk_size = kDefaultChunkSize;
+  int zstd_level = kDefaultZstdLevel;
+  std::vector<std::string> keys;
+  std::string root;
+  std::string out_dir;
+  size_t arena_mb = 0;
+  bool force = false;
+  bool json = false;
+};
+
+std::string Sha256(std::string_view bytes) {
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
+}
+
+// A model name may hold '/' and ':'; file names get '_' instead.
+std::string FileStem(const std::string& name, uint64_t version) {
+  std::string stem = name;
+  std::replace(stem.begin(), stem.end(), '/', '_');
+  std::replace(stem.begin(), stem.end(), ':', '_');
+  return stem + "-" + std::to_string(version);
+}
+
+Result<std::string> Compress(const std::string& input, int level) {
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
+                                                          ZSTD_freeCCtx);
+  if (!cctx) return Internal("zstd: cannot create a compression context");
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+  // Uses the machine's cores when libzstd was built with threads; the
+  // result does not depend on how many.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers,
+                         static_cast<int>(std::min(cores, 8u)));
+  std::string out(ZSTD_compressBound(input.size()), '\0');
+  const size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(),
+                                  input.data(), input.size());
+  if (ZSTD_isError(n)) {
+    return Internal("zstd compression failed: %s", ZSTD_getErrorName(n));
+  }
+  out.resize(n);
+  return out;
+}
+
+// Decompresses `artifact` and compares it with `model`: what ships is read
+// back once before it is signed.
+Status CheckRoundTrip(const std::string& artifact, const std::string& model) {
+  const unsigned long long size =
+      ZSTD_getFrameContentSize(artifact.data(), artifact.size());
+  if (size != model.size()) {
+    return Internal("zstd frame states %llu bytes, the model has %zu", size,
+                    model.size());
+  }
+  std::string back(model.size(), '\0');
+  const size_t n = ZSTD_decompress(back.data(), back.size(), artifact.data(),
+                                   artifact.size());
+  if (ZSTD_isError(n) || n != model.size() || back != model) {
+    return Internal("the compressed artifact does not decompress to the model");
+  }
+  return Status::Ok();
+}
+
+Result<runtime::ModelFile> CheckModel(const std::string& path,
+                                      const std::vector<uint8_t>& bytes,
+                                      size_t arena_mb) {
+  TERND_ASSIGN_OR_RETURN(runtime::ModelFile file,
+                         runtime::ModelFile::Parse(bytes, path));
+  if (!file.header().has_golden()) {
+    return FailedPrecondition(
+        "%s: model '%s' has no golden input/output pair; a device runs the "
+        "golden pair as its health check after activating an update and "
+        "refuses a model without one, so ternctl sign refuses it too. "
+        "Export the model with an example input (docs/training.md)",
+        path.c_str(), file.header().name().c_str());
+  }
+  runtime::RuntimeOptions ro;
+  // The arena is reserved, not touched: generous costs nothing.
+  ro.arena_bytes =
+      arena_mb ? arena_mb << 20
+               : std::max<size_t>(size_t{256} << 20,
+                                  4 * bytes.size() + (size_t{64} << 20));
+  ro.slots = 1;
+  ro.workers = 1;
+  TERND_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Runtime> rt,
+                         runtime::Runtime::Create(ro));
+  TERND_ASSIGN_OR_RETURN(const runtime::LoadedModel* m, rt->Load(0, file));
+  Status s = m->CheckGolden(0);
+  if (!s.ok()) {
+    return s.Prepend(path +
+                     ": the model fails its own golden check on this "
+                     "machine, so devices would roll it back");
+  }
+  return file;
+}
+
+Result<std::string> ArtifactUrl(const std::string& url,
+                                const std::string& file_name) {
+  if (url.rfind("https://", 0) != 0 || url.size() <= 8) {
+    return InvalidArgument(
+        "--url '%s' is not an https:// URL (devices download artifacts "
+        "over HTTPS only)",
+        url.c_str());
+  }
+  if (url.size() > 4 && url.compare(url.size() - 4, 4, ".zst") == 0) {
+    return url;
+  }
+  return url + (url.back() == '/' ? "" : "/") + file_name;
+}
+
+// Checks that a device trusting `root_path` would accept `envelope`.
+Status CheckAgainstRoot(const std::string& root_path,
+                        const std::string& envelope, const ota::Release& r) {
+  std::string root_bytes;
+  TERND_ASSIGN_OR_RETURN(ota::SignedEnvelope root_env,
+                         ReadEnvelopeFile(root_path, "root", &root_bytes));
+  (void)root_env;
+  Result<ota::TrustState> state = ota::TrustFromPinnedRoot(root_bytes);
+  if (!state.ok()) {
+    return Status(state.status()).Prepend("--root " + root_path);
+  }
+  ota::DeviceIdentity device;
+  if (r.target_devices_size() > 0) {
+    device.id = r.target_devices(0);
+  } else {
+    device.groups.push_back(r.target_groups(0));
+  }
+  ota::TrustPolicy policy;
+  policy.runtime_version =
+      r.min_runtime_version().empty() ? "0.0.0" : r.min_runtime_version();
+  ota::RejectReason reason;
+  Result<ota::Release> ok = ota::AcceptRelease(*state, envelope, device, 0,
+                                               policy, NowSeconds(), &reason);
+  if (!ok.ok()) {
+    return Status(ok.status())
+        .Prepend(std::string("a device trusting ") + root_path +
+                 " would refuse it (" + ota::RejectReasonName(reason) + ")");
+  }
+  return Status::Ok();
+}
+
+std::string JsonList(const google::protobuf::RepeatedPtrField<std::string>& v) {
+  std::string s = "[";
+  for (int i = 0; i < v.size(); ++i) s += (i ? "," : "") + JsonString(v[i]);
+  return s + "]";
+}
+
+std::string TextList(const google::protobuf::RepeatedPtrField<std::string>& v) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s.empty() ? "-" : s;
+}
+
+int Sign(const SignOptions& o) {
+  const int64_t now = NowSeconds();
+  if (o.devices.empty() && o.groups.empty()) {
+    return FleetFail(InvalidArgument(
+        "give at least one --target-device or --target-group: a release "
+        "that targets nothing is refused by every device"));
+  }
+  if (o.urls.empty()) {
+    return FleetFail(InvalidArgument(
+        "give at least one --url where devices download the artifact"));
+  }
+  if (o.zstd_level < 1 || o.zstd_level > kMaxZstdLevel) {
+    return FleetFail(InvalidArgument(
+        "--zstd-level %d is outside 1..%d (levels above %d need more memory "
+        "on the device than ternd allows)",
+        o.zstd_level, kMaxZstdLevel, kMaxZstdLevel));
+  }
+  if (o.chunk_size < 4096) {
+    return FleetFail(InvalidArgument("--chunk-size %" PRIu64
+                                     " is below the minimum of 4096 bytes",
+                                     o.chunk_size));
+  }
+  uint64_t runtime_version[3];
+  if (!o.min_runtime.empty() &&
+      !ota::ParseVersion(o.min_runtime, runtime_version)) {
+    return FleetFail(InvalidArgument(
+        "--min-runtime '%s' is not MAJOR.MINOR.PATCH", o.min_runtime.c_str()));
+  }
+  // Keys first: a typo in a key path should not cost a compression.
+  Result<std::vector<ota::Ed25519KeyPair>> keys =
+      ReadSigningKeys(o.keys, "--key");
+  if (!keys.ok()) return FleetFail(keys.status());
+
+  Result<std::vector<uint8_t>> bytes = ReadFile(o.model);
+  if (!bytes.ok()) return FleetFail(bytes.status());
+  Result<runtime::ModelFile> file = CheckModel(o.model, *bytes, o.arena_mb);
+  if (!file.ok()) return FleetFail(file.status());
+  const model::ModelHeader& h = file->header();
+  if (!o.name.empty() && o.name != h.name()) {
+    return FleetFail(InvalidArgument(
+        "--name '%s' but %s is model '%s': devices report the name inside "
+        "the model, so they must agree (re-export with that name)",
+        o.name.c_str(), o.model.c_str(), h.name().c_str()));
+  }
+  if (o.version != 0 && o.version != h.version()) {
+    return FleetFail(InvalidArgument(
+        "--version %" PRIu64 " but %s is version %" PRIu64
+        ": devices report the version inside the model, so they must agree "
+        "(re-export with version=%" PRIu64 ")",
+        o.version, o.model.c_str(), h.version(), o.version));
+  }
+  if (h.version() == 0) {
+    return FleetFail(InvalidArgument(
+        "%s has model version 0; devices only install versions above the "
+        "installed one, so releases start at 1",
+        o.model.c_str()));
+  }
+  const std::string stem = FileStem(h.name(), h.version());
+  const std::string artifact_name = stem + ".tern.zst";
+  const std::string artifact_path = o.out_dir + "/" + artifact_name;
+  const std::string release_path = o.out_dir + "/" + stem + ".release.pb";
+
+  ota::Release r;
+  r.set_model_name(h.name());
+  r.set_model_version(h.version());
+  // Default: milliseconds since the epoch, so that releases signed on
+  // machines with a correct clock never go backwards fleet-wide.
+  r.set_sequence(
+      o.sequence ? o.sequence
+                 : static_cast<uint64_t>(
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count()));
+  for (const std::string& u : o.urls) {
+    Result<std::string> url = ArtifactUrl(u, artifact_name);
+    if (!url.ok()) return FleetFail(url.status());
+    r.add_urls(*url);
+  }
+  Result<int64_t> expires =
+      ResolveExpiry(o.expiry, now, kDay, 30 * kDay, "days");
+  if (!expires.ok()) return FleetFail(expires.status());
+  r.set_issued(now);
+  r.set_expires(*expires);
+  for (const std::string& d : o.devices) r.add_target_devices(d);
+  for (const std::string& g : o.groups) r.add_target_groups(g);
+  r.set_rollout_id(o.rollout.empty() ? stem : o.rollout);
+  r.set_min_runtime_version(o.min_runtime);
+
+  const std::string model(bytes->begin(), bytes->end());
+  Result<std::string> artifact = Compress(model, o.zstd_level);
+  if (!artifact.ok()) return FleetFail(artifact.status());
+  Status s = CheckRoundTrip(*artifact, model);
+  if (!s.ok()) return FleetFail(s);
+  r.set_artifact_sha256(Sha256(*artifact));
+  r.set_artifact_length(artifact->size());
+  r.set_model_sha256(Sha256(model));
+  r.set_model_length(model.size());
+  r.set_chunk_size(o.chunk_size);
+  for (uint64_t at = 0; at < artifact->size(); at += o.chunk_size) {
+    r.add_chunk_sha256(Sha256(std::string_view(*artifact).substr(
+        at, std::min<uint64_t>(o.chunk_size, artifact->size() - at))));
+  }
+  const ota::TrustPolicy defaults;
+  if (static_cast<uint64_t>(r.chunk_sha256_size()) > defaults.max_chunks) {
+    return FleetFail(InvalidArgument(
+        "%d chunks of %" PRIu64 " bytes exceed the %" PRIu64
+        " chunks a device accepts by default; raise --chunk-size",
+        r.chunk_sha256_size(), o.chunk_size, defaults.max_chunks));
+  }
+
+  const std::string payload = r.SerializeAsString();
+  Result<ota::SignedEnvelope> env = ota::SignEnvelope(
+      "release",
+      {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()},
+      *keys);
+  if (!env.ok()) return FleetFail(env.status());
+  const std::string envelope = env->SerializeAsString();
+  if (!o.root.empty()) {
+    s = CheckAgainstRoot(o.root, envelope, r);
+    if (!s.ok()) return FleetFail(s);
+  }
+
+  struct stat st;
+  if (::stat(o.out_dir.c_str(), &st) != 0 &&
+      ::mkdir(o.out_dir.c_str(), 0755) != 0) {
+    return FleetFail(
+        ErrnoError(errno, "cannot create --out-dir %s", o.out_dir.c_str()));
+  }
+  for (const std::string& p : {artifact_path, release_path}) {
+    if (!o.force && ::lstat(p.c_str(), &st) == 0) {
+      return FleetFail(Errorf(StatusCode::kAlreadyExists,
+                              "%s already exists; pass --force to replace it",
+                              p.c_str()));
+    }
+  }
+  s = WriteOutput(artifact_path, *artifact, 0644, o.force);
+  if (!s.ok()) return FleetFail(s);
+  s = WriteOutput(release_path, envelope, 0644, o.force);
+  if (!s.ok()) return FleetFail(s);
+
+  if (o.json) {
+    std::printf(
+        "{\"release\":%s,\"artifact\":%s,\"model\":%s,\"version\":%" PRIu64
+        ",\"sequence\":%" PRIu64 ",\"artifact_length\":%" PRIu64
+        ",\"artifact_sha256\":%s,\"model_length\":%" PRIu64
+        ",\"model_sha256\":%s,\"zstd_level\":%d,\"chunk_size\":%" PRIu64
+        ",\"chunks\":%d,\"urls\":%s,\"target_devices\":%s,"
+        "\"target_groups\":%s,\"rollout_id\":%s,\"min_runtime_version\":%s,"
+        "\"issued\":%" PRId64 ",\"expires\":%" PRId64 ",\"signed_by\":%s}\n",
+        JsonString(release_path).c_str(), JsonString(artifact_path).c_str(),
+        JsonString(r.model_name()).c_str(), r.model_version(), r.sequence(),
+        r.artifact_length(), JsonString(Hex(r.artifact_sha256())).c_str(),
+        r.model_length(), JsonString(Hex(r.model_sha256())).c_str(),
+        o.zstd_level, r.chunk_size(), r.chunk_sha256_size(),
+        JsonList(r.urls()).c_str(), JsonList(r.target_devices()).c_str(),
+        JsonList(r.target_groups()).c_str(), JsonString(r.rollout_id()).c_str(),
+        JsonString(r.min_runtime_version()).c_str(), r.issued(), r.expires(),
+        JsonString(Signers(*env)).c_str());
+    return 0;
+  }
+  std::printf("release      %s\n", release_path.c_str());
+  std::printf("model        %s v%" PRIu64 ", %" PRIu64
+              " bytes, sha256 %s (golden check passed)\n",
+              r.model_name().c_str(), r.model_version(), r.model_length(),
+              Hex(r.model_sha256()).c_str());
+  std::printf("artifact     %s, %" PRIu64
+              " bytes (zstd level %d, %.1f%%), "
+              "sha256 %s\n",
+              artifact_path.c_str(), r.artifact_length(), o.zstd_level,
+              100.0 * static_cast<double>(r.artifact_length()) /
+                  static_cast<double>(r.model_length()),
+              Hex(r.artifact_sha256()).c_str());
+  std::printf("chunks       %d of %" PRIu64 " bytes\n", r.chunk_sha256_size(),
+              r.chunk_size());
+  std::printf("sequence     %" PRIu64 "\n", r.sequence());
+  for (const std::string& u : r.urls())
+    std::printf("url          %s\n", u.c_str());
+  std::printf("devices      %s\n", TextList(r.target_devices()).c_str());
+  std::printf("groups       %s\n", TextList(r.target_groups()).c_str());
+  std::printf("rollout      %s\n", r.rollout_id().c_str());
+  std::printf("min runtime  %s\n", r.min_runtime_version().empty()
+                                       ? "any"
+                                       : r.min_runtime_version().c_str());
+  std::printf("issued       %s\n", FormatTime(r.issued()).c_str());
+  std::printf("expires      %s\n", FormatTime(r.expires()).c_str());
+  std::printf("signed by    %s\n", Signers(*env).c_str());
+  if (!o.root.empty()) {
+    std::printf("checked      accepted by a device trusting %s\n",
+                o.root.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddSignCommand(CLI::App& app, int* exit_code) {
+  auto o = std::make_shared<SignOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "sign",
+      "Make a signed release of a model: compress it, hash it and sign the "
+      "release manifest");
+  cmd->add_option("MODEL", o->model, "Model file (.tern) with a golden pair")
+      ->required();
+  cmd->add_option("--name", o->name,
+                  "Model name (default and must equal: the name inside the "
+                  "model)");
+  cmd->add_option("--version", o->version,
+                  "Model version (default and must equal: the version inside "
+                  "the model)");
+  cmd->add_option("--sequence", o->sequence,
+                  "Fleet-wide sequence number, never decreasing (default: "
+                  "milliseconds since 1970 now)")
+      ->check(CLI::PositiveNumber);
+  Repeatable(cmd->add_option(
+      "--url", o->urls,
+      "HTTPS URL of the artifact, or a base URL the file name is appended to "
+      "(repeat for mirrors)"));
+  Repeatable(cmd->add_option("--target-device", o->devices,
+                             "Device id the release is for (repeat)"));
+  Repeatable(cmd->add_option("--target-group", o->groups,
+                             "Device group the release is for (repeat)"));
+  AddExpiryOptions(cmd, &o->expiry, "days", "30 days from now");
+  cmd->add_option(
+      "--rollout", o->rollout,
+      "Rollout id reported back by devices (default: NAME-VERSION)");
+  cmd->add_option(
+      "--min-runtime", o->min_runtime,
+      "Oldest ternd version that may install it, MAJOR.MINOR.PATCH");
+  cmd->add_option("--chunk-size", o->chunk_size,
+                  "Bytes per artifact chunk (hashed separately, resumable)")
+      ->capture_default_str();
+  cmd->add_option("--zstd-level", o->zstd_level, "zstd compression level")
+      ->capture_default_str();
+  Repeatable(cmd->add_option("--key", o->keys,
+                             "Release private key (.key; repeat for a "
+                             "threshold above 1)"))
+      ->required();
+  cmd->add_option("--root", o->root,
+                  "Root file: check that a targeted device trusting it "
+                  "accepts the release");
+  cmd->add_option("--arena-mb", o->arena_mb,
+                  "Arena for the golden check in MiB (default: from the "
+                  "model size)");
+  cmd->add_option("-o,--out-dir", o->out_dir,
+                  "Directory for NAME-VERSION.tern.zst and "
+                  "NAME-VERSION.release.pb")
+      ->required();
+  cmd->add_flag("--force", o->force, "Replace existing output files");
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->callback([o, exit_code] { *exit_code = Sign(*o); });
+}
+
+}  // namespace ternd::ternctl
