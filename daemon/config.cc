@@ -290,7 +290,7 @@ class ConfigParser {
         TERND_RETURN_IF_ERROR(Path(node, "ota.key_file", &c->ota_key_file));
       } else if (k == "cache_mb") {
         TERND_RETURN_IF_ERROR(
-            Uint(node, "ota.cache_mb", 1, 1 << 20, &c->ota_cache_mb));
+            Uint(node, "ota.cache_mb", 0, 1 << 20, &c->ota_cache_mb));
       } else if (k == "max_artifact_mb") {
         TERND_RETURN_IF_ERROR(Uint(node, "ota.max_artifact_mb", 1, 1 << 16,
                                    &c->ota_max_artifact_mb));

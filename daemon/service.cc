@@ -480,6 +480,7 @@ Status Service::Impl::StartUpdater() {
   o.policy.runtime_version = TERND_VERSION_STRING;
   o.probation_s = config_.ota_probation_s;
   o.probation_crashes = config_.ota_probation_crashes;
+  o.cache_bytes = uint64_t{config_.ota_cache_mb} << 20;
   Result<std::unique_ptr<Updater>> updater =
       Updater::Create(event_.get(), std::move(o));
   if (!updater.ok()) {

@@ -3,10 +3,12 @@
 #include <signal.h>
 #include <systemd/sd-event.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -112,6 +114,7 @@ class Updater::Impl {
   void Set(UpdateState state, const std::string& reason = "");
   void MaybeDie(UpdateState state);
   void Finish();  // a final state was reached
+  void Evict();   // the artifact cache back under its quota
   void StoreArtifact(std::string artifact);
   void Stage();
   void OnStaged(const Status& result);
@@ -145,6 +148,15 @@ class Updater::Impl {
 };
 
 Status Updater::Impl::Init() {
+  // No root of trust and no state yet (the embedded default): updates stay
+  // off, and no database is created for nothing.
+  if (::access(options_.root_file.c_str(), F_OK) != 0 &&
+      ::access(options_.state_db.c_str(), F_OK) != 0) {
+    return NotFound(
+        "ota.root_file %s does not exist (provision the fleet's root of "
+        "trust there to enable updates)",
+        options_.root_file.c_str());
+  }
   TERND_ASSIGN_OR_RETURN(store_, ota::StateStore::Open(options_.state_db));
   TERND_ASSIGN_OR_RETURN(journal_, ota::UpdateJournal::Open(options_.state_db));
   TERND_ASSIGN_OR_RETURN(std::optional<ota::TrustState> stored,
@@ -513,7 +525,39 @@ void Updater::Impl::Fail(UpdateState state, const std::string& reason) {
   Finish();
 }
 
+void Updater::Impl::Evict() {
+  Result<std::vector<ota::StateStore::StoredArtifact>> stored =
+      store_->Artifacts();
+  if (!stored.ok()) return;
+  std::vector<std::string> keep;
+  for (auto installed : {journal_->Active(), journal_->Previous()}) {
+    if (installed.ok() && installed->has_value()) {
+      keep.push_back((*installed)->artifact_sha256);
+    }
+  }
+  if (InProgress(record_.state)) keep.push_back(release_.artifact_sha256());
+  uint64_t total = 0;
+  for (const auto& a : *stored) {
+    if (std::find(keep.begin(), keep.end(), a.sha256) != keep.end()) {
+      total += a.bytes;
+    }
+  }
+  for (const auto& a : *stored) {
+    if (std::find(keep.begin(), keep.end(), a.sha256) != keep.end()) continue;
+    if (total + a.bytes <= options_.cache_bytes) {
+      total += a.bytes;
+      continue;
+    }
+    Status s = store_->DeleteArtifact(a.sha256);
+    if (!s.ok()) {
+      TERND_LOG_WARNING("cannot evict artifact %s: %s",
+                        ota::Hex(a.sha256).c_str(), s.message());
+    }
+  }
+}
+
 void Updater::Impl::Finish() {
+  Evict();
   if (!pending_release_.empty() && !pending_source_) {
     // Not from inside this call chain: the next loop iteration.
     if (sd_event_add_defer(loop_, &pending_source_, &Impl::OnPendingRelease,

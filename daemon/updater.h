@@ -52,6 +52,9 @@ struct UpdaterOptions {
   ota::TrustPolicy policy;
   uint32_t probation_s = 600;
   uint32_t probation_crashes = 2;
+  // Artifact cache quota: beyond the active and the previous model (always
+  // kept) and an update in progress, the newest artifacts that fit.
+  uint64_t cache_bytes = uint64_t{512} << 20;
 };
 
 // Updates from the fleet: manifests and roots over MQTT, artifacts over

@@ -241,6 +241,23 @@ Status StateStore::DeleteChunk(const std::string& artifact, uint64_t index) {
   return Status::Ok();
 }
 
+Result<std::vector<StateStore::StoredArtifact>> StateStore::Artifacts() {
+  Stmt q(db_,
+         "SELECT artifact, SUM(LENGTH(data)), MAX(rowid) AS newest FROM chunks "
+         "GROUP BY artifact ORDER BY newest DESC;");
+  if (!q.ok()) return Error("cannot list artifacts");
+  std::vector<StoredArtifact> out;
+  int rc;
+  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+    StoredArtifact a;
+    a.sha256 = q.ColumnBlob(0);
+    a.bytes = static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1));
+    out.push_back(std::move(a));
+  }
+  if (rc != SQLITE_DONE) return Error("cannot list artifacts");
+  return out;
+}
+
 Status StateStore::DeleteArtifact(const std::string& artifact) {
   TERND_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
   Status s;

@@ -52,6 +52,13 @@ class StateStore {
   // transaction.
   Status DeleteArtifact(const std::string& artifact_sha256);
 
+  struct StoredArtifact {
+    std::string sha256;  // raw 32 bytes
+    uint64_t bytes = 0;  // sum of its stored chunks
+  };
+  // Artifacts with stored chunks, the most recently written first.
+  Result<std::vector<StoredArtifact>> Artifacts();
+
   // Download resume data: the validator (a strong ETag, or else the
   // Last-Modified date, exactly as the server sent it) that `url` gave for
   // the artifact, sent back as If-Range when resuming from that URL.

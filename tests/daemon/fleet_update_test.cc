@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <thread>
 
@@ -298,6 +299,65 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
   ASSERT_GE(log.size(), 2u);
   EXPECT_THAT(log.back().range, HasSubstr("bytes="));
   EXPECT_NE(log.back().range, "bytes=0-");
+}
+
+// The operator's path, with the real tools: keys, root, a signed release of
+// a model file, the artifact on the HTTPS server, `ternctl publish`, and the
+// device serving it while a client keeps calling.
+TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string(TERNCTL_PATH) + " " + args + " > " +
+                            dir_.File("cmd.out") + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    EXPECT_EQ(rc, 0) << args << "\n" << ReadText(dir_.File("cmd.out"));
+    return rc == 0;
+  };
+  const std::string k = dir_.path() + "/";
+  ASSERT_TRUE(run("keygen --out " + k + "root"));
+  ASSERT_TRUE(run("keygen --out " + k + "release"));
+  ASSERT_TRUE(run("keygen --out " + k + "ts"));
+  ASSERT_TRUE(run("root --fleet testfleet --version 1 --days 30 --root-key " +
+                  k + "root.pub --root-threshold 1 --release-key " + k +
+                  "release.pub --timestamp-key " + k + "ts.pub --sign " + k +
+                  "root.key --out " + k + "root.pb --force"));
+  TestModelSpec v2 = FastModel();
+  v2.name = "fleetnet";
+  v2.version = 2;
+  v2.seed = 77;
+  ASSERT_TRUE(WriteTestModel(v2, dir_.File("v2.tern")).ok());
+  ASSERT_TRUE(run("sign " + k + "v2.tern --url " + nginx_->Url("files/") +
+                  " --target-device " + kDevice + " --key " + k +
+                  "release.key --root " + k + "root.pb --out-dir " + k +
+                  "dist"));
+  ASSERT_TRUE(nginx_
+                  ->PutFile("files", "fleetnet-2.tern.zst",
+                            ReadText(dir_.File("dist/fleetnet-2.tern.zst")))
+                  .ok());
+  auto d = Start();  // pins root.pb, written by `ternctl root` above
+  EXPECT_EQ(Served(), "fleetnet v1");
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread load([&] {
+    auto c = Connect();
+    wire::InferRequest req;
+    TestModelSpec spec = FastModel();
+    client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 5));
+    while (!stop) (c->Infer(req).ok() ? ok : failed)++;
+  });
+  ASSERT_TRUE(run("publish --broker 127.0.0.1:" +
+                  std::to_string(broker_->port()) + " --cafile " + k +
+                  "ca.pem --fleet testfleet --device " + kDevice + " " + k +
+                  "dist/fleetnet-2.release.pb"));
+  std::optional<ota::UpdateReport> active = WaitForState("active", 2);
+  ASSERT_TRUE(active) << d->Log();
+  const int at_swap = ok;
+  while (ok < at_swap + 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  stop = true;
+  load.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(Served(), "fleetnet v2");
 }
 
 }  // namespace

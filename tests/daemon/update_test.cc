@@ -5,13 +5,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 #include <thread>
 
 #include "daemon/client/client.h"
+#include "ota/state_store.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
 #include "tests/support/test_fleet.h"
@@ -130,6 +133,32 @@ TEST_F(UpdateTest, BundleInstallsAndTheDeviceKeepsServingIt) {
   EXPECT_THAT(d->Log(), HasSubstr("serving installed update 'upnet' version 2"));
   st = Connect()->UpdateStatus();
   EXPECT_EQ(st->active().version(), 2u);
+}
+
+TEST_F(UpdateTest, TernctlInstallAndStatus) {
+  auto d = Start();
+  SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
+                                   kDevice);
+  WriteText(dir_.File("u.ternbundle"), fleet_.Bundle(r));
+  auto run = [&](const std::string& args, std::string* out) {
+    const std::string cmd = std::string(TERNCTL_PATH) + " " + args + " -s " +
+                            socket_path() + " > " + dir_.File("out") + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    *out = ReadText(dir_.File("out"));
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  std::string out;
+  EXPECT_EQ(run("install " + dir_.File("u.ternbundle"), &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("update      active (7) 'upnet' version 2"));
+  EXPECT_EQ(run("status --json", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"state\":\"active\""));
+  EXPECT_THAT(out, HasSubstr("\"active\":{\"name\":\"upnet\",\"version\":2"));
+  // The same bundle again: refused (not newer), exit 1 with the reason.
+  EXPECT_EQ(run("install " + dir_.File("u.ternbundle"), &out), 1) << out;
+  EXPECT_THAT(out, HasSubstr("rejected (2)"));
+  EXPECT_THAT(out, HasSubstr("not_newer"));
+  EXPECT_EQ(run("status", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("installed   'upnet' version 2 (on probation)"));
 }
 
 TEST_F(UpdateTest, RefusalsSayWhyAndChangeNothing) {
@@ -358,6 +387,36 @@ TEST_F(UpdateTest, CrashesDuringProbationRollBackOnce) {
   EXPECT_EQ(d->WaitExit(), 0);
   d = Start();
   EXPECT_EQ(Served(), "upnet v4");
+}
+
+TEST_F(UpdateTest, CacheKeepsTheActiveAndThePreviousModel) {
+  WriteConfig("cache_mb = 0\n");
+  auto d = Start();
+  std::vector<std::string> artifacts;
+  for (uint64_t v = 2; v <= 4; ++v) {
+    SignedRelease r = fleet_.Release(ModelBytes(Version(v)), "upnet", v, v,
+                                     kDevice);
+    artifacts.push_back(r.release.artifact_sha256());
+    Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
+    ASSERT_TRUE(u.ok());
+    ASSERT_EQ(u->state(), "active") << u->reason();
+  }
+  TestModelSpec bad = Version(5);
+  bad.wrong_golden = true;
+  SignedRelease failed = fleet_.Release(ModelBytes(bad), "upnet", 5, 5,
+                                        kDevice);
+  ASSERT_EQ(Install(fleet_.Bundle(failed))->state(), "failed");
+  d->Signal(SIGTERM);
+  ASSERT_EQ(d->WaitExit(), 0);
+  auto store = ota::StateStore::Open(dir_.File("state.db"));
+  ASSERT_TRUE(store.ok());
+  Result<std::vector<ota::StateStore::StoredArtifact>> kept =
+      (*store)->Artifacts();
+  ASSERT_TRUE(kept.ok());
+  std::vector<std::string> ids;
+  for (const auto& a : *kept) ids.push_back(a.sha256);
+  // v4 (active) and v3 (previous); v2 and the failed v5 are gone.
+  EXPECT_THAT(ids, ::testing::UnorderedElementsAre(artifacts[2], artifacts[1]));
 }
 
 TEST_F(UpdateTest, WithoutARootUpdatesAreOffAndSaySo) {
