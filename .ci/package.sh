@@ -25,7 +25,8 @@
 # Usage: bash .ci/package.sh   (from the repository root, as root)
 # Environment: TERND_CI_CACHE (default /var/cache/ternd-ci) keeps the base
 # tarball and downloaded .debs between runs; TERND_DEBIAN_MIRROR (default
-# http://deb.debian.org/debian).
+# http://deb.debian.org/debian); TERND_CI_REUSE_PACKAGES=1 checks the
+# packages of the previous run instead of building them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -296,7 +297,19 @@ tests/support/make_test_ca.sh "$work/ca" robot-17 >/dev/null
 cp "$work/ca/ca.pem" "$ops_dir/fleet-ca.pem"
 cp "$work/ca/client.pem" "$ops_dir/device.pem"
 cp "$work/ca/client.key" "$ops_dir/device.key"
-printf 'root of trust placeholder %s\n' "$RANDOM$RANDOM" >"$ops_dir/root.pb"
+# A real root of trust for the fleet "default" (the shipped device.fleet),
+# made the way docs/ota.md tells the fleet operator, with the ternctl just
+# built.
+mkdir -p "$work/keys"
+(
+  cd "$work/keys"
+  ternctl=$src/build-pkg/tools/ternctl/ternctl
+  for k in root-a release ts; do "$ternctl" keygen --out "$k" >/dev/null; done
+  "$ternctl" root --fleet default --version 1 --days 365 --root-key root-a.pub \
+    --root-threshold 1 --release-key release.pub --timestamp-key ts.pub \
+    --sign root-a.key --out root.pb >/dev/null
+) || fail "ternctl keygen/root could not make a root of trust"
+cp "$work/keys/root.pb" "$ops_dir/root.pb"
 cp "$ops_dir/root.pb" "$work/root.pb"
 
 in_root() {
@@ -343,6 +356,8 @@ ops "install -m 0644 -o root -g root device.pem /etc/ternd/device.pem"
 ops "install -m 0640 -o root -g ternd device.key /etc/ternd/device.key"
 ops "sed -i 's/^#cert_file/cert_file/; s/^#key_file/key_file/' /etc/ternd/ternd.toml"
 ops "install -m 0644 -o root -g root root.pb /etc/ternd/keys/root.pb"
+out=$(ops_out "ternctl root show /etc/ternd/keys/root.pb") || fail "ternctl root show on the device: $out"
+grep -q '^fleet *default' <<<"$out" || fail "ternctl root show does not show fleet default: $out"
 ops "ternd --check-config -c /etc/ternd/ternd.toml"
 grep -q '^id = "robot-17"' "$chroot_dir/etc/ternd/ternd.toml" || fail "the device id edit did not apply"
 grep -q '^cert_file = "/etc/ternd/device.pem"' "$chroot_dir/etc/ternd/ternd.toml" || fail "the cert_file edit did not apply"

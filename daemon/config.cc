@@ -301,14 +301,14 @@ class ConfigParser {
         TERND_RETURN_IF_ERROR(Uint(node, "ota.rate_limit_kbps", 0, 10000000,
                                    &c->ota_rate_limit_kbps));
       } else if (k == "retry_min_ms") {
-        TERND_RETURN_IF_ERROR(Uint(node, "ota.retry_min_ms", 10, 3600000,
-                                   &c->ota_retry_min_ms));
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "ota.retry_min_ms", 10, 3600000, &c->ota_retry_min_ms));
       } else if (k == "retry_max_ms") {
-        TERND_RETURN_IF_ERROR(Uint(node, "ota.retry_max_ms", 10, 86400000,
-                                   &c->ota_retry_max_ms));
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "ota.retry_max_ms", 10, 86400000, &c->ota_retry_max_ms));
       } else if (k == "probation_s") {
-        TERND_RETURN_IF_ERROR(Uint(node, "ota.probation_s", 0, 7 * 86400,
-                                   &c->ota_probation_s));
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "ota.probation_s", 0, 7 * 86400, &c->ota_probation_s));
       } else if (k == "probation_crashes") {
         TERND_RETURN_IF_ERROR(Uint(node, "ota.probation_crashes", 1, 100,
                                    &c->ota_probation_crashes));
@@ -609,8 +609,7 @@ std::vector<std::string> RestartOnlyChanges(const Config& a, const Config& b) {
   note("ota.probation_s", num(a.ota_probation_s), num(b.ota_probation_s));
   note("ota.probation_crashes", num(a.ota_probation_crashes),
        num(b.ota_probation_crashes));
-  note("telemetry.enabled", yes(a.telemetry_enabled),
-       yes(b.telemetry_enabled));
+  note("telemetry.enabled", yes(a.telemetry_enabled), yes(b.telemetry_enabled));
   note("telemetry.interval_s", num(a.telemetry_interval_s),
        num(b.telemetry_interval_s));
   note("telemetry.outbox_max_mb", num(a.telemetry_outbox_max_mb),

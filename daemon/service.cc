@@ -16,6 +16,7 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -30,12 +31,15 @@
 #include "daemon/frame.h"
 #include "daemon/latency_histogram.h"
 #include "daemon/model_host.h"
-#include "daemon/updater.h"
-#include "net/mqtt_session.h"
 #include "daemon/protocol.pb.h"
+#include "daemon/updater.h"
 #include "daemon/worker_pool.h"
+#include "net/mqtt_session.h"
 #include "runtime/format.h"
 #include "runtime/runtime.h"
+#include "telemetry/agent.h"
+#include "telemetry/exposition.h"
+#include "telemetry/service_metrics.h"
 
 static_assert(std::endian::native == std::endian::little,
               "the wire protocol's tensor bytes are copied as they are");
@@ -45,6 +49,46 @@ namespace {
 
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int64_t kBuildTime = TERND_BUILD_TIME;
+
+// Calls as the metrics name them (the `call` label), indexed by CallIndex.
+enum CallIndex : size_t {
+  kCallInfer,
+  kCallModelInfo,
+  kCallHealth,
+  kCallStats,
+  kCallGenerate,
+  kCallInstall,
+  kCallUpdateStatus,
+  kCallInvalid,
+};
+const std::vector<std::string>& CallNames() {
+  static const std::vector<std::string> names = {
+      "infer",    "model_info", "health",        "stats",
+      "generate", "install",    "update_status", "invalid"};
+  return names;
+}
+
+CallIndex CallOf(const wire::Request& r) {
+  switch (r.call_case()) {
+    case wire::Request::kInfer:
+      return kCallInfer;
+    case wire::Request::kModelInfo:
+      return kCallModelInfo;
+    case wire::Request::kHealth:
+      return kCallHealth;
+    case wire::Request::kStats:
+      return kCallStats;
+    case wire::Request::kGenerate:
+      return kCallGenerate;
+    case wire::Request::kInstall:
+      return kCallInstall;
+    case wire::Request::kUpdateStatus:
+      return kCallUpdateStatus;
+    case wire::Request::CALL_NOT_SET:
+      break;
+  }
+  return kCallInvalid;
+}
 constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr int kStatusCodes = 17;
 
@@ -233,6 +277,7 @@ class Service::Impl : public ModelHost {
                         const UpdateStatus& status);
   Status StartUpdater();
   Status StartFleet();
+  Status StartTelemetry();
   void FillStats(wire::StatsResponse* stats);
   void SendResponse(Connection* c, wire::Response* response);
   void SendError(Connection* c, uint64_t id, const Status& status);
@@ -247,7 +292,18 @@ class Service::Impl : public ModelHost {
   void OnCompletions();
   void BeginDrain(const char* why);
   void CheckDrained();
-  void Count(StatusCode code) { ++responses_[static_cast<int>(code)]; }
+  void Count(StatusCode code) {
+    ++responses_[static_cast<int>(code)];
+    if (static_cast<int>(code) < telemetry::ServiceMetrics::kStatusCodes) {
+      metrics_.Request(call_, code)->Add(1);
+    }
+  }
+  void RejectFrame() {
+    ++frames_rejected_;
+    metrics_.frames_rejected->Add(1);
+  }
+  // The model gauges and the telemetry birth follow what serves.
+  void PublishModelMetrics();
 
   static int OnSignal(sd_event_source*, const struct signalfd_siginfo* si,
                       void* self);
@@ -275,7 +331,7 @@ class Service::Impl : public ModelHost {
   // produces and places it; it reports through loader_event_.
   std::optional<ModelChange> change_;
   int change_target_ = -1;
-  int staged_slot_ = -1;  // a placed model waiting for ActivateStaged
+  int staged_slot_ = -1;       // a placed model waiting for ActivateStaged
   bool cold_loading_ = false;  // one slot, being replaced: refuse Infer
   std::optional<runtime::ModelFile> cold_previous_;
   std::optional<runtime::ModelFile> loader_file_;
@@ -321,6 +377,12 @@ class Service::Impl : public ModelHost {
   uint64_t inferences_total_ = 0;
   uint64_t frames_rejected_ = 0;
   LatencyHistogram latency_;
+  // Metrics for the Stats call, Prometheus and telemetry (docs/telemetry.md).
+  telemetry::Registry registry_;
+  telemetry::ServiceMetrics metrics_{&registry_, CallNames()};
+  size_t call_ = kCallInvalid;  // the call being answered
+  // Telemetry to the fleet; null when off (docs/telemetry.md).
+  std::unique_ptr<telemetry::TelemetryAgent> agent_;
 };
 
 // ------------------------------------------------------------ start and stop
@@ -349,16 +411,47 @@ Status Service::Impl::Start() {
              config_.swap.c_str(), config_.origin.c_str());
   Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m->name(),
          static_cast<unsigned long long>(m->version()));
+  PublishModelMetrics();
   TERND_RETURN_IF_ERROR(StartFleet());
   if (updater_) updater_->Attach(this);
   if (session_) session_->Start();
   return Status::Ok();
 }
 
+// Telemetry runs when enabled and it has somewhere to go: the broker, or a
+// Prometheus textfile. (The embedded default has neither, and writes no
+// outbox.)
+Status Service::Impl::StartTelemetry() {
+  if (!config_.telemetry_enabled ||
+      (!session_ && config_.telemetry_textfile.empty())) {
+    return Status::Ok();
+  }
+  telemetry::TelemetryOptions to;
+  to.interval = std::chrono::seconds(config_.telemetry_interval_s);
+  to.topic_prefix = ResolvedTopicPrefix(config_);
+  to.outbox.max_bytes = uint64_t{config_.telemetry_outbox_max_mb} << 20;
+  to.outbox.max_age_ms =
+      int64_t{config_.telemetry_outbox_max_age_h} * 3600 * 1000;
+  to.textfile_path = config_.telemetry_textfile;
+  telemetry::DeviceIdentity id;
+  id.device_id = ResolvedDeviceId(config_);
+  id.groups = config_.device_groups;
+  id.daemon_version = TERND_VERSION_STRING;
+  id.capabilities = {"infer"};
+  if (updater_) id.capabilities.push_back("ota");
+  id.capabilities.push_back("telemetry");
+  TERND_ASSIGN_OR_RETURN(agent_,
+                         telemetry::TelemetryAgent::Create(
+                             event_.get(), session_.get(), &registry_,
+                             config_.state_directory, id, std::move(to)));
+  PublishModelMetrics();
+  return Status::Ok();
+}
+
 Status Service::Impl::StartFleet() {
   if (config_.mqtt_broker.empty()) {
     TERND_LOG_INFO("no mqtt.broker configured: offline");
-    return Status::Ok();
+    return StartTelemetry();  // a textfile may still be wanted
   }
   net::MqttOptions o;
   if (!SplitBroker(config_, &o.host, &o.port)) {
@@ -397,15 +490,14 @@ Status Service::Impl::StartFleet() {
     f.fetch.cert_file =
         own_tls ? config_.ota_cert_file : config_.mqtt_cert_file;
     f.fetch.key_file = own_tls ? config_.ota_key_file : config_.mqtt_key_file;
-    f.fetch.max_bytes_per_second =
-        int64_t{config_.ota_rate_limit_kbps} * 1024;
+    f.fetch.max_bytes_per_second = int64_t{config_.ota_rate_limit_kbps} * 1024;
     f.fetch.retry_min_ms = static_cast<int>(config_.ota_retry_min_ms);
     f.fetch.retry_max_ms = static_cast<int>(config_.ota_retry_max_ms);
     updater_->ConnectFleet(session_.get(), std::move(f));
   }
+  TERND_RETURN_IF_ERROR(StartTelemetry());
   TERND_LOG_INFO("fleet broker %s as device '%s', topics under %s",
-                 config_.mqtt_broker.c_str(),
-                 ResolvedDeviceId(config_).c_str(),
+                 config_.mqtt_broker.c_str(), ResolvedDeviceId(config_).c_str(),
                  ResolvedTopicPrefix(config_).c_str());
   return Status::Ok();
 }
@@ -491,7 +583,11 @@ Status Service::Impl::StartUpdater() {
     return Status::Ok();
   }
   updater_ = std::move(*updater);
-  updater_->SetObserver([](const UpdateStatus& st) {
+  updater_->SetObserver([this](const UpdateStatus& st) {
+    metrics_.update_state->Set(
+        {{"state", ota::UpdateStateName(st.record.state)},
+         {"model", st.record.model_name},
+         {"version", std::to_string(st.record.model_version)}});
     Notify("STATUS=Update to '%s' version %llu: %s%s%s",
            st.record.model_name.c_str(),
            static_cast<unsigned long long>(st.record.model_version),
@@ -641,6 +737,7 @@ Service::Impl::~Impl() {
   loader_source_.reset();
   updater_.reset();
   session_.reset();
+  agent_.reset();  // after the session, which holds its callbacks
   connections_.clear();
   pool_.reset();
   runtime_.reset();
@@ -827,8 +924,7 @@ void Service::Impl::ContinueModelChange() {
       }
     }
     const uint64_t one = 1;
-    TERND_CHECK(write(loader_event_.get(), &one, sizeof(one)) ==
-                sizeof(one));
+    TERND_CHECK(write(loader_event_.get(), &one, sizeof(one)) == sizeof(one));
   });
 }
 
@@ -864,8 +960,22 @@ void Service::Impl::OnLoaderDone() {
   FinishModelChange(Status::Ok());
 }
 
+void Service::Impl::PublishModelMetrics() {
+  const runtime::LoadedModel* m = active_model();
+  if (!m) return;
+  const std::string version = std::to_string(m->version());
+  metrics_.model->Set({{"name", m->name()},
+                       {"version", version},
+                       {"kernel", m->kernel_name()}});
+  metrics_.arena_size_bytes->Set(
+      static_cast<double>(runtime_->slot_bytes() * runtime_->slot_count()));
+  metrics_.arena_used_bytes->Set(static_cast<double>(m->slot_bytes_used()));
+  if (agent_) agent_->SetModel(m->name(), version, m->kernel_name());
+}
+
 void Service::Impl::FinishModelChange(const Status& status) {
   cold_loading_ = false;
+  if (status.ok()) PublishModelMetrics();
   if (!change_) return;
   std::function<void(const Status&)> done = std::move(change_->done);
   change_.reset();
@@ -893,6 +1003,7 @@ Result<int64_t> Service::Impl::ActivateStaged() {
              static_cast<long long>(swap_ns));
   Notify("STATUS=Serving model '%s' version %llu", m->name(),
          static_cast<unsigned long long>(m->version()));
+  PublishModelMetrics();
   return swap_ns;
 }
 
@@ -932,6 +1043,7 @@ void Service::Impl::Accept() {
       continue;
     }
     ++connections_total_;
+    metrics_.connections_total->Add(1);
     c->fd = std::move(fd);
     c->decoder.set_max_frame_bytes(config_.max_frame_bytes);
 
@@ -983,6 +1095,7 @@ void Service::Impl::Accept() {
     c->source.reset(s);
     c->events = EPOLLIN;
     connections_.emplace(c->id, std::move(c));
+    metrics_.connections->Set(static_cast<double>(connections_.size()));
   }
 }
 
@@ -1029,7 +1142,7 @@ void Service::Impl::ReadFrames(Connection* c) {
         c->decoder.TakeFrame(&payload, &announced);
     if (next == wire::FrameDecoder::Next::kNeedMore) break;
     if (next == wire::FrameDecoder::Next::kTooLarge) {
-      ++frames_rejected_;
+      RejectFrame();
       SendError(c, 0,
                 ResourceExhausted("frame of %u bytes is over the limit of %u "
                                   "(server.max_frame_bytes); closing",
@@ -1049,7 +1162,7 @@ void Service::Impl::HandleFrame(Connection* c,
   ++requests_total_;
   if (!request_.ParseFromArray(payload.data(),
                                static_cast<int>(payload.size()))) {
-    ++frames_rejected_;
+    RejectFrame();
     SendError(c, 0,
               InvalidArgument("a frame of %zu bytes is not a valid Request "
                               "message; closing",
@@ -1058,6 +1171,7 @@ void Service::Impl::HandleFrame(Connection* c,
     return;
   }
   const uint64_t id = request_.id();
+  call_ = CallOf(request_);
   switch (request_.call_case()) {
     case wire::Request::kInfer:
       HandleInfer(c, id, request_.infer());
@@ -1123,9 +1237,9 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
                                   const wire::InstallRequest& r) {
   if (!updater_) {
     c->install.clear();
-    SendError(c, id,
-              FailedPrecondition("updates are off: %s",
-                                 updates_disabled_.c_str()));
+    SendError(
+        c, id,
+        FailedPrecondition("updates are off: %s", updates_disabled_.c_str()));
     return;
   }
   if (!c->install.empty() && c->install_id != id) {
@@ -1137,8 +1251,8 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
                               static_cast<unsigned long long>(id)));
     return;
   }
-  const uint64_t cap = (uint64_t{config_.ota_max_artifact_mb} << 20) +
-                       (uint64_t{16} << 20);
+  const uint64_t cap =
+      (uint64_t{config_.ota_max_artifact_mb} << 20) + (uint64_t{16} << 20);
   if (c->install.size() + r.part().size() > cap) {
     c->install.clear();
     SendError(c, id,
@@ -1243,6 +1357,8 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
   ++c->inflight;
   ++slot_inflight_[job->slot];
   ++outstanding_;
+  metrics_.queue_depth->Set(static_cast<double>(outstanding_));
+  metrics_.inflight->Set(static_cast<double>(outstanding_));
   pool_->Submit(job);
 }
 
@@ -1417,6 +1533,9 @@ void Service::Impl::FillStats(wire::StatsResponse* stats) {
   stats->set_connections_total(connections_total_);
   stats->set_inferences_total(inferences_total_);
   stats->set_frames_rejected(frames_rejected_);
+  const std::vector<telemetry::MetricSnapshot> snapshot = registry_.Snapshot();
+  stats->set_prometheus_text(telemetry::FormatPrometheus(snapshot));
+  stats->set_metrics_json(telemetry::FormatJson(snapshot));
 }
 
 void Service::Impl::SendResponse(Connection* c, wire::Response* response) {
@@ -1514,7 +1633,7 @@ void Service::Impl::MaybeClose(Connection* c) {
 
 void Service::Impl::Close(Connection* c) {
   if (c->decoder.buffered() > 0 && !c->closing) {
-    ++frames_rejected_;  // the peer left in the middle of a frame
+    RejectFrame();  // the peer left in the middle of a frame
   }
   if (c->inflight > 0) {
     TERND_LOG_DEBUG("connection %llu closed with %d requests in flight",
@@ -1524,6 +1643,7 @@ void Service::Impl::Close(Connection* c) {
     dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
   }
   connections_.erase(c->id);  // destroys the source and closes the fd
+  metrics_.connections->Set(static_cast<double>(connections_.size()));
   if (state_ == State::kDraining) CheckDrained();
 }
 
@@ -1533,8 +1653,11 @@ void Service::Impl::OnCompletions() {
   completed_.clear();
   pool_->TakeCompleted(&completed_);
   const int64_t now = MonotonicNs();
+  call_ = kCallInfer;
   for (InferJob* job : completed_) {
     --outstanding_;
+    metrics_.queue_depth->Set(static_cast<double>(outstanding_));
+    metrics_.inflight->Set(static_cast<double>(outstanding_));
     --slot_inflight_[job->slot];
     free_jobs_.push_back(job);
     Connection* c = FindConnection(job->connection_id);
@@ -1571,6 +1694,10 @@ void Service::Impl::OnCompletions() {
     }
     inferences_total_ += static_cast<uint64_t>(job->batch);
     latency_.Record(now - job->received_ns);
+    metrics_.queue_seconds(kCallInfer)
+        ->Record(job->started_ns - job->received_ns);
+    metrics_.compute_seconds(kCallInfer)
+        ->Record(job->finished_ns - job->started_ns);
     Count(StatusCode::kOk);
     if (config_.log_requests) {
       ModelEvent(LogLevel::kInfo, &m, job->request_id,
@@ -1589,6 +1716,8 @@ void Service::Impl::OnCompletions() {
 void Service::Impl::BeginDrain(const char* why) {
   if (state_ == State::kDraining) return;
   state_ = State::kDraining;
+  if (agent_)
+    agent_->Shutdown();  // retained `offline` (no will on a clean stop)
   TERND_LOG_NOTICE("%s: draining %zu requests in flight (at most %u ms)", why,
                    outstanding_, config_.drain_timeout_ms);
   Notify("STOPPING=1\nSTATUS=Draining %zu requests", outstanding_);

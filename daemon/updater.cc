@@ -5,18 +5,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
-
-#include <algorithm>
 #include <utility>
 #include <vector>
 
 #include "base/file.h"
 #include "base/log.h"
+#include "net/mqtt_session.h"
 #include "ota/artifact.h"
 #include "ota/bundle.h"
-#include "net/mqtt_session.h"
 #include "ota/state_store.h"
 #include "ota/update_state.pb.h"
 
@@ -330,9 +329,10 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
     if (mid == report_mid_) {
       report_mid_ = -1;
       if (reason_code < 0 || reason_code >= 0x80) {
-        TERND_LOG_WARNING("the broker refused the update state on %s "
-                          "(reason code 0x%02x); will retry",
-                          state_topic_.c_str(), reason_code & 0xff);
+        TERND_LOG_WARNING(
+            "the broker refused the update state on %s "
+            "(reason code 0x%02x); will retry",
+            state_topic_.c_str(), reason_code & 0xff);
         report_dirty_ = true;
         return;  // retried on the next connect or state change
       }
@@ -423,31 +423,30 @@ void Updater::Impl::OnFleetRelease(const std::string& envelope) {
 
 void Updater::Impl::StartFetch() {
   Set(UpdateState::kDownloading);
-  Result<std::unique_ptr<ota::ArtifactFetcher>> f =
-      ota::ArtifactFetcher::Start(
-          loop_, ota::FetchJobFromRelease(release_), fleet_.fetch,
-          [this](const ota::FetchProgress& p) {
-            record_.bytes_done = p.verified_bytes;
-            record_.bytes_total = p.total_bytes;
-            // Persist and report progress at most once a second.
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            const int64_t now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
-            if (now - progress_saved_ns_ < 1000000000LL &&
-                p.verified_bytes < p.total_bytes) {
-              return;
-            }
-            progress_saved_ns_ = now;
-            Set(UpdateState::kDownloading);
-          },
-          [this](const Status& s) {
-            if (!s.ok()) {
-              Fail(UpdateState::kFailed, s.message());
-              return;
-            }
-            record_.bytes_done = record_.bytes_total;
-            Stage();
-          });
+  Result<std::unique_ptr<ota::ArtifactFetcher>> f = ota::ArtifactFetcher::Start(
+      loop_, ota::FetchJobFromRelease(release_), fleet_.fetch,
+      [this](const ota::FetchProgress& p) {
+        record_.bytes_done = p.verified_bytes;
+        record_.bytes_total = p.total_bytes;
+        // Persist and report progress at most once a second.
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        const int64_t now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        if (now - progress_saved_ns_ < 1000000000LL &&
+            p.verified_bytes < p.total_bytes) {
+          return;
+        }
+        progress_saved_ns_ = now;
+        Set(UpdateState::kDownloading);
+      },
+      [this](const Status& s) {
+        if (!s.ok()) {
+          Fail(UpdateState::kFailed, s.message());
+          return;
+        }
+        record_.bytes_done = record_.bytes_total;
+        Stage();
+      });
   if (!f.ok()) {
     Fail(UpdateState::kFailed, f.status().message());
     return;
@@ -494,7 +493,8 @@ void Updater::Impl::Set(UpdateState state, const std::string& reason) {
   record_.reason = reason;
   record_.updated_at = 0;
   Status s = journal_->SaveUpdate(record_);
-  if (!s.ok()) TERND_LOG_ERROR("cannot record the update state: %s", s.message());
+  if (!s.ok())
+    TERND_LOG_ERROR("cannot record the update state: %s", s.message());
   MaybeDie(state);
   Changed();
 }
@@ -610,8 +610,8 @@ Status Updater::Impl::InstallBundle(
   for (size_t i = 0; i < bundle.root_envelopes.size(); ++i) {
     if (bundle.roots[i].version() <= trust_.root.version()) continue;
     ota::TrustState next = trust_;
-    Status s = ota::RotateRoot(next, bundle.root_envelopes[i], options_.policy,
-                               now);
+    Status s =
+        ota::RotateRoot(next, bundle.root_envelopes[i], options_.policy, now);
     if (!s.ok()) {
       Fail(UpdateState::kRejected,
            std::string("bad_signature: root version ") +
@@ -707,8 +707,8 @@ void Updater::Impl::StoreArtifact(std::string artifact) {
           return;
         }
         for (uint64_t i = 0; i < spec.chunk_sha256.size(); ++i) {
-          const std::string chunk = bytes->substr(
-              i * spec.chunk_size, ota::ChunkLength(spec, i));
+          const std::string chunk =
+              bytes->substr(i * spec.chunk_size, ota::ChunkLength(spec, i));
           if (ota::Sha256(chunk) != spec.chunk_sha256[i]) {
             *result = DataLoss(
                 "artifact chunk %llu (bytes %llu..%llu) does not match its "
@@ -780,9 +780,10 @@ void Updater::Impl::OnStaged(const Status& result) {
   if (!s.ok()) {
     // Serving the new model but unable to record it: the next start serves
     // the previous one; say so.
-    TERND_LOG_ERROR("cannot record the activation (%s); after a restart the "
-                    "previous model serves again",
-                    s.message());
+    TERND_LOG_ERROR(
+        "cannot record the activation (%s); after a restart the "
+        "previous model serves again",
+        s.message());
   }
   record_ = r;
   MaybeDie(UpdateState::kActive);

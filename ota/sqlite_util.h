@@ -40,8 +40,7 @@ class SqliteStmt {
   std::string ColumnText(int i) {
     const unsigned char* p = sqlite3_column_text(stmt_, i);
     const int n = sqlite3_column_bytes(stmt_, i);
-    return p ? std::string(reinterpret_cast<const char*>(p), n)
-             : std::string();
+    return p ? std::string(reinterpret_cast<const char*>(p), n) : std::string();
   }
   int64_t ColumnInt(int i) { return sqlite3_column_int64(stmt_, i); }
 

@@ -50,16 +50,26 @@ int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
 const char* UpdateStateName(UpdateState state) {
   switch (state) {
-    case UpdateState::kIdle: return "idle";
-    case UpdateState::kReceived: return "received";
-    case UpdateState::kRejected: return "rejected";
-    case UpdateState::kDownloading: return "downloading";
-    case UpdateState::kVerifying: return "verifying";
-    case UpdateState::kStaged: return "staged";
-    case UpdateState::kActivating: return "activating";
-    case UpdateState::kActive: return "active";
-    case UpdateState::kFailed: return "failed";
-    case UpdateState::kRolledBack: return "rolled_back";
+    case UpdateState::kIdle:
+      return "idle";
+    case UpdateState::kReceived:
+      return "received";
+    case UpdateState::kRejected:
+      return "rejected";
+    case UpdateState::kDownloading:
+      return "downloading";
+    case UpdateState::kVerifying:
+      return "verifying";
+    case UpdateState::kStaged:
+      return "staged";
+    case UpdateState::kActivating:
+      return "activating";
+    case UpdateState::kActive:
+      return "active";
+    case UpdateState::kFailed:
+      return "failed";
+    case UpdateState::kRolledBack:
+      return "rolled_back";
   }
   return "unknown";
 }

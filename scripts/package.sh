@@ -47,7 +47,7 @@ package() {  # arch build-dir triplet [toolchain-file]
   if [[ -n $toolchain ]]; then args+=("-DCMAKE_TOOLCHAIN_FILE=$toolchain"); fi
   echo "package.sh: $arch in $dir"
   cmake -S . -B "$dir" "${args[@]}" -Wno-dev --no-warn-unused-cli >/dev/null
-  ninja -C "$dir" -j"${TERND_JOBS:-2}"
+  ninja -C "$dir" -j"${TERND_JOBS:-2}" --quiet
   rm -rf "$dir/packages"
   # For a cross build dpkg-shlibdeps must read the target's libraries
   # (/usr/lib/aarch64-linux-gnu, installed by cross/setup.sh) with the

@@ -1,12 +1,11 @@
 #include "daemon/client/client.h"
 
-#include <algorithm>
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>

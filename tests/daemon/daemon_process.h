@@ -11,8 +11,8 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ternd::daemon_testing {

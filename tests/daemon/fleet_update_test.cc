@@ -6,12 +6,14 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "daemon/client/client.h"
 #include "ota/update_state.pb.h"
+#include "telemetry/batch.h"
+#include "telemetry/telemetry.pb.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
 #include "tests/support/mosquitto_broker.h"
@@ -116,9 +118,9 @@ class FleetUpdateTest : public ::testing::Test {
                             const std::string& device,
                             const std::string& group = "",
                             bool wrong_golden = false) {
-    SignedRelease r = fleet_.Release(ModelBytes(version, wrong_golden),
-                                     "fleetnet", version, sequence, device,
-                                     group, 1024);
+    SignedRelease r =
+        fleet_.Release(ModelBytes(version, wrong_golden), "fleetnet", version,
+                       sequence, device, group, 1024);
     const std::string name = "fleetnet-" + std::to_string(version) + "-" +
                              std::to_string(sequence) + ".tern.zst";
     EXPECT_TRUE(nginx_->PutFile("files", name, r.artifact).ok());
@@ -168,7 +170,8 @@ class FleetUpdateTest : public ::testing::Test {
   std::unique_ptr<MqttProbe> probe_;
 };
 
-TEST_F(FleetUpdateTest, PublishedReleaseIsDownloadedAndServedWithNoFailedRequest) {
+TEST_F(FleetUpdateTest,
+       PublishedReleaseIsDownloadedAndServedWithNoFailedRequest) {
   auto d = Start();
   EXPECT_EQ(Served(), "fleetnet v1");
   std::atomic<bool> stop{false};
@@ -235,8 +238,9 @@ TEST_F(FleetUpdateTest, BadArtifactsAndModelsAreReportedAndNotServed) {
   auto d = Start();
   // The server has other bytes than the release signs.
   SignedRelease r = Publishable(2, 1, kDevice);
-  ASSERT_TRUE(nginx_->PutFile("garbage", "g.tern.zst",
-                              std::string(r.artifact.size(), 'x'))
+  ASSERT_TRUE(nginx_
+                  ->PutFile("garbage", "g.tern.zst",
+                            std::string(r.artifact.size(), 'x'))
                   .ok());
   r.release.clear_urls();
   r.release.add_urls(nginx_->Url("garbage/g.tern.zst"));
@@ -301,6 +305,109 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
   EXPECT_NE(log.back().range, "bytes=0-");
 }
 
+// The daemon's telemetry on the real broker: batches carry the daemon's
+// request counters and model, the birth names the serving model, a clean
+// stop publishes `offline` itself and a SIGKILL leaves it to the will.
+TEST_F(FleetUpdateTest, DaemonTelemetryAndPresence) {
+  std::string toml = ReadText(dir_.File("ternd.toml"));
+  toml += "[telemetry]\ninterval_s = 1\n";
+  WriteText(dir_.File("ternd.toml"), toml);
+  const std::string device = std::string(kPrefix) + "/devices/" + kDevice;
+  ASSERT_TRUE(probe_->Subscribe(device + "/telemetry").ok());
+  ASSERT_TRUE(probe_->Subscribe(device + "/presence").ok());
+  auto d = Start();
+  auto c = Connect();
+  wire::InferRequest req;
+  TestModelSpec spec = FastModel();
+  client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 1));
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(c->Infer(req).ok());
+  // A batch that counts the 7 inferences (cumulative counters).
+  telemetry::BatchCodec codec;
+  std::optional<telemetry::TelemetryBatch> seen;
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          if (m.topic != device + "/telemetry") continue;
+          Result<telemetry::TelemetryBatch> b = codec.Decode(m.payload);
+          if (!b.ok()) continue;
+          for (const telemetry::Metric& metric : b->metrics()) {
+            bool infer_ok = false;
+            for (const auto& l : metric.labels()) {
+              if (l.name() == "call" && l.value() == "infer") infer_ok = true;
+            }
+            if (metric.name() == "ternd_requests_total" && infer_ok &&
+                metric.value() >= 7) {
+              seen = *b;
+              return true;
+            }
+          }
+        }
+        return false;
+      },
+      30000))
+      << d->Log();
+  EXPECT_EQ(seen->device_id(), kDevice);
+  EXPECT_GE(seen->sequence(), 1u);
+  // The birth names the model that serves.
+  std::optional<mqtt_testing::ReceivedMessage> birth =
+      probe_->WaitForMessage(device + "/presence");
+  ASSERT_TRUE(birth);
+  telemetry::Presence p;
+  ASSERT_TRUE(p.ParseFromString(birth->payload));
+  EXPECT_EQ(p.state(), telemetry::Presence::ONLINE);
+  EXPECT_EQ(p.model_name(), "fleetnet");
+  const uint64_t epoch = p.boot_epoch();
+  // A clean stop says offline itself.
+  probe_->Clear();
+  d->Signal(SIGTERM);
+  ASSERT_EQ(d->WaitExit(), 0) << d->Log();
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          telemetry::Presence q;
+          if (m.topic == device + "/presence" && q.ParseFromString(m.payload) &&
+              q.state() == telemetry::Presence::OFFLINE &&
+              q.boot_epoch() == epoch) {
+            return true;
+          }
+        }
+        return false;
+      },
+      15000));
+  // A crash leaves it to the Last Will, with the new boot epoch.
+  d = Start();
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          telemetry::Presence q;
+          if (m.topic == device + "/presence" && q.ParseFromString(m.payload) &&
+              q.state() == telemetry::Presence::ONLINE &&
+              q.boot_epoch() > epoch) {
+            return true;
+          }
+        }
+        return false;
+      },
+      15000));
+  probe_->Clear();
+  d->Signal(SIGKILL);
+  d->WaitExit();
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          telemetry::Presence q;
+          if (m.topic == device + "/presence" && q.ParseFromString(m.payload) &&
+              q.state() == telemetry::Presence::OFFLINE &&
+              q.boot_epoch() > epoch) {
+            return true;
+          }
+        }
+        return false;
+      },
+      60000))
+      << broker_->Log();
+}
+
 // The operator's path, with the real tools: keys, root, a signed release of
 // a model file, the artifact on the HTTPS server, `ternctl publish`, and the
 // device serving it while a client keeps calling.
@@ -344,10 +451,10 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
     client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 5));
     while (!stop) (c->Infer(req).ok() ? ok : failed)++;
   });
-  ASSERT_TRUE(run("publish --broker 127.0.0.1:" +
-                  std::to_string(broker_->port()) + " --cafile " + k +
-                  "ca.pem --fleet testfleet --device " + kDevice + " " + k +
-                  "dist/fleetnet-2.release.pb"));
+  ASSERT_TRUE(
+      run("publish --broker 127.0.0.1:" + std::to_string(broker_->port()) +
+          " --cafile " + k + "ca.pem --fleet testfleet --device " + kDevice +
+          " " + k + "dist/fleetnet-2.release.pb"));
   std::optional<ota::UpdateReport> active = WaitForState("active", 2);
   ASSERT_TRUE(active) << d->Log();
   const int at_swap = ok;

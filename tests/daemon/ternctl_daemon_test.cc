@@ -121,6 +121,10 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
   EXPECT_THAT(stats.text, HasSubstr("\"inferences_total\":3"));
   Output prom = Ternctl("stats --prometheus" + socket_);
   EXPECT_THAT(prom.text, HasSubstr("ternd_inferences_total 3"));
+  EXPECT_THAT(prom.text, HasSubstr("ternd_requests_total{call=\"infer\","
+                                   "status=\"OK\"} 1"));
+  EXPECT_THAT(prom.text, HasSubstr("ternd_model_info{name=\"testnet\""));
+  EXPECT_THAT(stats.text, HasSubstr("\"metrics\":{"));
   EXPECT_THAT(
       prom.text,
       HasSubstr("ternd_request_latency_microseconds{quantile=\"0.99\"}"));

@@ -112,8 +112,8 @@ TEST_F(UpdateTest, BundleInstallsAndTheDeviceKeepsServingIt) {
   EXPECT_TRUE(st->enabled());
   EXPECT_EQ(st->state(), "idle");
 
-  SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
-                                   kDevice);
+  SignedRelease r =
+      fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1, kDevice);
   Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
   ASSERT_TRUE(u.ok()) << u.status().message();
   EXPECT_EQ(u->state(), "active") << u->reason();
@@ -130,15 +130,16 @@ TEST_F(UpdateTest, BundleInstallsAndTheDeviceKeepsServingIt) {
   ASSERT_EQ(d->WaitExit(), 0) << d->Log();
   d = Start();
   EXPECT_EQ(Served(), "upnet v2");
-  EXPECT_THAT(d->Log(), HasSubstr("serving installed update 'upnet' version 2"));
+  EXPECT_THAT(d->Log(),
+              HasSubstr("serving installed update 'upnet' version 2"));
   st = Connect()->UpdateStatus();
   EXPECT_EQ(st->active().version(), 2u);
 }
 
 TEST_F(UpdateTest, TernctlInstallAndStatus) {
   auto d = Start();
-  SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
-                                   kDevice);
+  SignedRelease r =
+      fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1, kDevice);
   WriteText(dir_.File("u.ternbundle"), fleet_.Bundle(r));
   auto run = [&](const std::string& args, std::string* out) {
     const std::string cmd = std::string(TERNCTL_PATH) + " " + args + " -s " +
@@ -187,24 +188,23 @@ TEST_F(UpdateTest, RefusalsSayWhyAndChangeNothing) {
   // Signed by a key the root does not list.
   TestFleet other;
   other.RootEnvelope(1);
-  expect_rejected(other.Bundle(other.Release(ModelBytes(Version(3)), "upnet",
-                                             3, 8, kDevice)),
+  expect_rejected(other.Bundle(other.Release(ModelBytes(Version(3)), "upnet", 3,
+                                             8, kDevice)),
                   "bad_signature");
   // Expired.
-  SignedRelease old = fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 9,
-                                     kDevice);
+  SignedRelease old =
+      fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 9, kDevice);
   old.release.set_expires(fleet_.now() - 30 * 86400);
   old.release.set_issued(fleet_.now() - 40 * 86400);
   old.envelope = fleet_.Sign(old.release);
   expect_rejected(fleet_.Bundle(old), "expired");
   // A tampered artifact (one bit) is refused before anything is stored.
-  SignedRelease t = fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 10,
-                                   kDevice);
+  SignedRelease t =
+      fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 10, kDevice);
   ota::Bundle tampered;
   ASSERT_TRUE(tampered.ParseFromString(fleet_.Bundle(t)));
   (*tampered.mutable_artifact())[t.artifact.size() / 2] ^= 1;
-  Result<wire::UpdateStatusResponse> u =
-      Install(tampered.SerializeAsString());
+  Result<wire::UpdateStatusResponse> u = Install(tampered.SerializeAsString());
   ASSERT_FALSE(u.ok());
   EXPECT_THAT(u.status().message(), HasSubstr("artifact"));
   EXPECT_EQ(Served(), "upnet v2");
@@ -227,8 +227,8 @@ TEST_F(UpdateTest, ModelFailingItsHealthCheckIsNotActivated) {
   // A model without a golden pair cannot be health-checked: refused too.
   TestModelSpec bare = Version(3);
   bare.golden = false;
-  u = Install(fleet_.Bundle(
-      fleet_.Release(ModelBytes(bare), "upnet", 3, 2, kDevice)));
+  u = Install(
+      fleet_.Bundle(fleet_.Release(ModelBytes(bare), "upnet", 3, 2, kDevice)));
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->state(), "failed");
   EXPECT_THAT(u->reason(), HasSubstr("no golden input/output pair"));
@@ -267,8 +267,8 @@ TEST_F(UpdateTest, RootRotationOnDayOneReplacesTheReleaseKey) {
   const ota::Ed25519KeyPair old_release = fleet_.release_key();
   fleet_.RotateReleaseKey();
   // Root 2 lists the new release key; the bundle carries roots 1 and 2.
-  SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
-                                   kDevice);
+  SignedRelease r =
+      fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1, kDevice);
   Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r, 2));
   ASSERT_TRUE(u.ok()) << u.status().message();
   EXPECT_EQ(u->state(), "active") << u->reason();
@@ -280,8 +280,8 @@ TEST_F(UpdateTest, RootRotationOnDayOneReplacesTheReleaseKey) {
   d = Start();
   EXPECT_THAT(d->Log(), HasSubstr("version 2"));
   TestFleet& f = fleet_;
-  SignedRelease stale = f.Release(ModelBytes(Version(3)), "upnet", 3, 2,
-                                  kDevice);
+  SignedRelease stale =
+      f.Release(ModelBytes(Version(3)), "upnet", 3, 2, kDevice);
   // Re-signed with the revoked key.
   const std::string payload = stale.release.SerializeAsString();
   Result<ota::SignedEnvelope> env = ota::SignEnvelope(
@@ -307,8 +307,8 @@ TEST_P(KillDuringUpdateTest, ComesBackServingAVerifiedModel) {
   const std::string state = GetParam();
   {
     auto d = Start({"TERND_FAULT_KILL_AT_UPDATE_STATE=" + state});
-    SignedRelease r = fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1,
-                                     kDevice);
+    SignedRelease r =
+        fleet_.Release(ModelBytes(Version(2)), "upnet", 2, 1, kDevice);
     Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
     EXPECT_FALSE(u.ok());  // the daemon died before answering
     EXPECT_EQ(d->WaitExit(), 128 + SIGKILL) << d->Log();
@@ -359,7 +359,7 @@ TEST_F(UpdateTest, CrashesDuringProbationRollBackOnce) {
   {
     auto d = Start();
     EXPECT_EQ(Served(), "upnet v3");  // one crash is not enough
-    d->Signal(SIGKILL);  // crash 2
+    d->Signal(SIGKILL);               // crash 2
     d->WaitExit();
   }
   auto d = Start();
@@ -394,8 +394,8 @@ TEST_F(UpdateTest, CacheKeepsTheActiveAndThePreviousModel) {
   auto d = Start();
   std::vector<std::string> artifacts;
   for (uint64_t v = 2; v <= 4; ++v) {
-    SignedRelease r = fleet_.Release(ModelBytes(Version(v)), "upnet", v, v,
-                                     kDevice);
+    SignedRelease r =
+        fleet_.Release(ModelBytes(Version(v)), "upnet", v, v, kDevice);
     artifacts.push_back(r.release.artifact_sha256());
     Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
     ASSERT_TRUE(u.ok());
@@ -403,8 +403,8 @@ TEST_F(UpdateTest, CacheKeepsTheActiveAndThePreviousModel) {
   }
   TestModelSpec bad = Version(5);
   bad.wrong_golden = true;
-  SignedRelease failed = fleet_.Release(ModelBytes(bad), "upnet", 5, 5,
-                                        kDevice);
+  SignedRelease failed =
+      fleet_.Release(ModelBytes(bad), "upnet", 5, 5, kDevice);
   ASSERT_EQ(Install(fleet_.Bundle(failed))->state(), "failed");
   d->Signal(SIGTERM);
   ASSERT_EQ(d->WaitExit(), 0);

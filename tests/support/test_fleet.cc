@@ -24,8 +24,7 @@ void AddKey(ota::Root& root, ota::RoleKeys* role,
 std::string SignedEnvelope(const std::string& role, const std::string& payload,
                            const std::vector<ota::Ed25519KeyPair>& signers) {
   Result<ota::SignedEnvelope> env = ota::SignEnvelope(
-      role,
-      {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()},
+      role, {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()},
       signers);
   if (!env.ok()) throw std::runtime_error(env.status().message());
   return env->SerializeAsString();
@@ -102,8 +101,7 @@ SignedRelease TestFleet::Release(const std::string& model_bytes,
 }
 
 std::string TestFleet::Sign(const ota::Release& release) const {
-  return SignedEnvelope("release", release.SerializeAsString(),
-                        {release_key_});
+  return SignedEnvelope("release", release.SerializeAsString(), {release_key_});
 }
 
 std::string TestFleet::Bundle(const SignedRelease& r,

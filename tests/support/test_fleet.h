@@ -34,7 +34,8 @@ class TestFleet {
   // `group`), signed by the current release key.
   SignedRelease Release(const std::string& model_bytes, const std::string& name,
                         uint64_t version, uint64_t sequence,
-                        const std::string& device, const std::string& group = "",
+                        const std::string& device,
+                        const std::string& group = "",
                         uint64_t chunk_size = 4096) const;
   // Re-signs `release` (after a test changed it) with the release key.
   std::string Sign(const ota::Release& release) const;

@@ -43,10 +43,19 @@ void* operator new(size_t n, const std::nothrow_t&) noexcept {
   Note();
   return std::malloc(n ? n : 1);
 }
+// The replacement new above allocates with malloc, so free is the match;
+// g++ cannot see that once the sanitizers inline these.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
 void operator delete[](void* p, size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #if TERND_COUNT_MALLOC
 extern "C" {

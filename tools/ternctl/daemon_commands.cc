@@ -246,7 +246,34 @@ int Stats(const DaemonOptions& opt, bool prometheus) {
   if (!c.ok()) return Fail(c.status());
   Result<wire::StatsResponse> s = (*c)->Stats();
   if (!s.ok()) return Fail(s.status());
-  if (prometheus) {
+  if (prometheus && !s->prometheus_text().empty()) {
+    // The daemon's registry (docs/telemetry.md), plus what only the Stats
+    // fields carry: rows run, the round-trip summary and the uptime.
+    std::fputs(s->prometheus_text().c_str(), stdout);
+    std::printf(
+        "# HELP ternd_inferences_total Rows run since start\n"
+        "# TYPE ternd_inferences_total counter\nternd_inferences_total %" PRIu64
+        "\n",
+        s->inferences_total());
+    std::printf(
+        "# HELP ternd_request_latency_microseconds Infer round trip inside "
+        "the daemon\n# TYPE ternd_request_latency_microseconds summary\n");
+    const std::pair<const char*, double> q[] = {
+        {"0.5", s->latency_p50_us()},
+        {"0.9", s->latency_p90_us()},
+        {"0.99", s->latency_p99_us()},
+        {"0.999", s->latency_p999_us()}};
+    for (const auto& [quantile, value] : q) {
+      std::printf("ternd_request_latency_microseconds{quantile=\"%s\"} %g\n",
+                  quantile, value);
+    }
+    std::printf(
+        "# HELP ternd_uptime_seconds Seconds since the daemon started\n"
+        "# TYPE ternd_uptime_seconds gauge\nternd_uptime_seconds %.3f\n",
+        static_cast<double>(s->uptime_ms()) / 1000);
+    return 0;
+  }
+  if (prometheus) {  // a daemon older than the metrics registry
     std::printf("# TYPE ternd_responses_total counter\n");
     for (const wire::StatusCount& sc : s->responses()) {
       std::printf("ternd_responses_total{code=\"%s\"} %" PRIu64 "\n",
@@ -300,11 +327,12 @@ int Stats(const DaemonOptions& opt, bool prometheus) {
                 ",\"latency_us\":{\"p50\":%g,"
                 "\"p90\":%g,\"p99\":%g,\"p999\":%g},\"queue_depth\":%" PRIu64
                 ",\"connections\":%" PRIu64 ",\"connections_total\":%" PRIu64
-                "}\n",
+                ",\"metrics\":%s}\n",
                 s->requests_total(), s->inferences_total(),
                 s->frames_rejected(), s->latency_p50_us(), s->latency_p90_us(),
                 s->latency_p99_us(), s->latency_p999_us(), s->queue_depth(),
-                s->connections(), s->connections_total());
+                s->connections(), s->connections_total(),
+                s->metrics_json().empty() ? "null" : s->metrics_json().c_str());
     return 0;
   }
   std::printf("uptime        %.1f s\n",
@@ -328,11 +356,12 @@ int Stats(const DaemonOptions& opt, bool prometheus) {
 int PrintUpdateStatus(const DaemonOptions& opt,
                       const wire::UpdateStatusResponse& u) {
   auto installed = [](const wire::InstalledModel& m) {
-    return m.name().empty() ? std::string("null")
-                            : "{\"name\":" + JsonString(m.name()) +
-                                  ",\"version\":" + std::to_string(m.version()) +
-                                  ",\"activated_at\":" +
-                                  std::to_string(m.activated_at()) + "}";
+    return m.name().empty()
+               ? std::string("null")
+               : "{\"name\":" + JsonString(m.name()) +
+                     ",\"version\":" + std::to_string(m.version()) +
+                     ",\"activated_at\":" + std::to_string(m.activated_at()) +
+                     "}";
   };
   if (opt.json) {
     std::printf(
@@ -340,13 +369,12 @@ int PrintUpdateStatus(const DaemonOptions& opt,
         "\"state\":%s,\"reason\":%s,\"model\":%s,\"version\":%" PRIu64
         ",\"rollout\":%s,\"bytes_done\":%" PRIu64 ",\"bytes_total\":%" PRIu64
         ",\"active\":%s,\"previous\":%s,\"probation\":%s}\n",
-        u.enabled() ? "true" : "false",
-        JsonString(u.disabled_reason()).c_str(), u.state_code(),
-        JsonString(u.state()).c_str(), JsonString(u.reason()).c_str(),
-        JsonString(u.model_name()).c_str(), u.model_version(),
-        JsonString(u.rollout_id()).c_str(), u.bytes_done(), u.bytes_total(),
-        installed(u.active()).c_str(), installed(u.previous()).c_str(),
-        u.probation() ? "true" : "false");
+        u.enabled() ? "true" : "false", JsonString(u.disabled_reason()).c_str(),
+        u.state_code(), JsonString(u.state()).c_str(),
+        JsonString(u.reason()).c_str(), JsonString(u.model_name()).c_str(),
+        u.model_version(), JsonString(u.rollout_id()).c_str(), u.bytes_done(),
+        u.bytes_total(), installed(u.active()).c_str(),
+        installed(u.previous()).c_str(), u.probation() ? "true" : "false");
   } else {
     if (!u.enabled()) {
       std::printf("updates     off (%s)\n", u.disabled_reason().c_str());
@@ -356,12 +384,14 @@ int PrintUpdateStatus(const DaemonOptions& opt,
       std::printf(" '%s' version %" PRIu64, u.model_name().c_str(),
                   u.model_version());
     }
-    if (!u.rollout_id().empty()) std::printf(", rollout %s", u.rollout_id().c_str());
+    if (!u.rollout_id().empty())
+      std::printf(", rollout %s", u.rollout_id().c_str());
     std::printf("\n");
-    if (!u.reason().empty()) std::printf("reason      %s\n", u.reason().c_str());
+    if (!u.reason().empty())
+      std::printf("reason      %s\n", u.reason().c_str());
     if (u.bytes_total() > 0) {
-      std::printf("progress    %" PRIu64 " / %" PRIu64 " bytes\n", u.bytes_done(),
-                  u.bytes_total());
+      std::printf("progress    %" PRIu64 " / %" PRIu64 " bytes\n",
+                  u.bytes_done(), u.bytes_total());
     }
     if (!u.active().name().empty()) {
       std::printf("installed   '%s' version %" PRIu64 "%s\n",
@@ -459,9 +489,8 @@ void AddDaemonCommands(CLI::App& app, int* exit_code) {
   cmd = app.add_subcommand(
       "status", "Show the update state, the installed and the previous model");
   AddCommonOptions(cmd, status.get());
-  cmd->callback([status, exit_code] {
-    *exit_code = UpdateStatusCommand(*status);
-  });
+  cmd->callback(
+      [status, exit_code] { *exit_code = UpdateStatusCommand(*status); });
 
   auto install = std::make_shared<DaemonOptions>();
   auto bundle = std::make_shared<std::string>();
