@@ -121,6 +121,7 @@ class Updater::Impl {
   void StartProbationTimer();
   static int OnProbationEnd(sd_event_source*, uint64_t, void* self);
   uint64_t InstalledVersion();
+  Result<std::optional<ota::InstalledModel>> RollBack(const char* reason);
 
   sd_event* loop_;
   UpdaterOptions options_;
@@ -226,14 +227,7 @@ Result<bool> Updater::Impl::Boot(
                     active->model_name.c_str(),
                     static_cast<unsigned long long>(active->model_version),
                     probation.unclean_starts);
-      UpdateRecord r = record_;
-      r.state = UpdateState::kRolledBack;
-      r.reason = reason;
-      r.updated_at = 0;
-      TERND_RETURN_IF_ERROR(journal_->RollBack(r));
-      record_ = r;
-      TERND_LOG_ERROR("rolled back: %s", reason);
-      TERND_ASSIGN_OR_RETURN(active, journal_->Active());
+      TERND_ASSIGN_OR_RETURN(active, RollBack(reason));
     }
   }
   for (int attempt = 0; attempt < 2 && active; ++attempt) {
@@ -258,16 +252,23 @@ Result<bool> Updater::Impl::Boot(
                   active->model_name.c_str(),
                   static_cast<unsigned long long>(active->model_version),
                   s.message());
-    TERND_LOG_ERROR("rolling back: %s", reason);
-    UpdateRecord r = record_;
-    r.state = UpdateState::kRolledBack;
-    r.reason = reason;
-    r.updated_at = 0;
-    TERND_RETURN_IF_ERROR(journal_->RollBack(r));
-    record_ = r;
-    TERND_ASSIGN_OR_RETURN(active, journal_->Active());
+    TERND_ASSIGN_OR_RETURN(active, RollBack(reason));
   }
   return false;
+}
+
+// Returns to the previous model (start-up only) and records why; the
+// previous model becomes the active one, with no rollback target itself.
+Result<std::optional<ota::InstalledModel>> Updater::Impl::RollBack(
+    const char* reason) {
+  TERND_LOG_ERROR("rolling back: %s", reason);
+  UpdateRecord r = record_;
+  r.state = UpdateState::kRolledBack;
+  r.reason = reason;
+  r.updated_at = 0;
+  TERND_RETURN_IF_ERROR(journal_->RollBack(r));
+  record_ = r;
+  return journal_->Active();
 }
 
 uint64_t Updater::Impl::InstalledVersion() {

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "base/sqlite_util.h"
+
 namespace ternd::ota {
 namespace {
 
@@ -37,51 +39,15 @@ CREATE TABLE IF NOT EXISTS download_validators (
 ) WITHOUT ROWID;
 )sql";
 
-// A prepared statement that finalizes itself.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK) {
-      stmt_ = nullptr;
-    }
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  bool ok() const { return stmt_ != nullptr; }
-  sqlite3_stmt* get() { return stmt_; }
-  void Blob(int i, const std::string& b) {
-    sqlite3_bind_blob(stmt_, i, b.data(), static_cast<int>(b.size()),
-                      SQLITE_TRANSIENT);
-  }
-  void Int(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  std::string ColumnBlob(int i) {
-    const void* p = sqlite3_column_blob(stmt_, i);
-    int n = sqlite3_column_bytes(stmt_, i);
-    return p ? std::string(static_cast<const char*>(p), n) : std::string();
-  }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
+using Stmt = SqliteStmt;
 
 }  // namespace
 
 Status StateStore::Error(const char* what) {
-  return Errorf(StatusCode::kInternal, "%s: %s: %s", path_.c_str(), what,
-                db_ ? sqlite3_errmsg(db_) : "cannot open");
+  return SqliteError(db_, path_, what);
 }
 
-Status StateStore::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    Status s = Errorf(StatusCode::kInternal, "%s: %s", path_.c_str(),
-                      err ? err : "sqlite error");
-    sqlite3_free(err);
-    return s;
-  }
-  return Status::Ok();
-}
+Status StateStore::Exec(const char* sql) { return SqliteExec(db_, path_, sql); }
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   std::unique_ptr<StateStore> store(new StateStore());

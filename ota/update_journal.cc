@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "ota/sqlite_util.h"
+#include "base/sqlite_util.h"
 
 namespace ternd::ota {
 namespace {
@@ -75,19 +75,11 @@ const char* UpdateStateName(UpdateState state) {
 }
 
 Status UpdateJournal::Error(const char* what) {
-  return Errorf(StatusCode::kInternal, "%s: %s: %s", path_.c_str(), what,
-                db_ ? sqlite3_errmsg(db_) : "cannot open");
+  return SqliteError(db_, path_, what);
 }
 
 Status UpdateJournal::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    Status s = Errorf(StatusCode::kInternal, "%s: %s", path_.c_str(),
-                      err ? err : sqlite3_errmsg(db_));
-    sqlite3_free(err);
-    return s;
-  }
-  return Status::Ok();
+  return SqliteExec(db_, path_, sql);
 }
 
 Result<std::unique_ptr<UpdateJournal>> UpdateJournal::Open(

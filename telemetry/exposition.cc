@@ -8,6 +8,8 @@
 
 #include "base/file.h"
 
+#include "base/json.h"
+
 namespace ternd::telemetry {
 namespace {
 
@@ -66,23 +68,6 @@ std::vector<std::vector<const MetricSnapshot*>> GroupByName(
     groups[it->second].push_back(&m);
   }
   return groups;
-}
-
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
 }
 
 std::string JsonNumber(double v) {

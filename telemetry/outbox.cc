@@ -3,6 +3,8 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include "base/sqlite_util.h"
+
 namespace ternd::telemetry {
 namespace {
 
@@ -40,20 +42,10 @@ class Reset {
 }  // namespace
 
 Status Outbox::Error(const char* what) {
-  return Errorf(StatusCode::kInternal, "%s: %s: %s", path_.c_str(), what,
-                db_ ? sqlite3_errmsg(db_) : "cannot open");
+  return SqliteError(db_, path_, what);
 }
 
-Status Outbox::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    Status s = Errorf(StatusCode::kInternal, "%s: %s", path_.c_str(),
-                      err ? err : "sqlite error");
-    sqlite3_free(err);
-    return s;
-  }
-  return Status::Ok();
-}
+Status Outbox::Exec(const char* sql) { return SqliteExec(db_, path_, sql); }
 
 Result<sqlite3_stmt*> Outbox::Prepare(sqlite3_stmt** slot, const char* sql) {
   if (*slot == nullptr &&

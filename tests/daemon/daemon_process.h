@@ -15,20 +15,12 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/test_env.h"
+
 namespace ternd::daemon_testing {
 
-// A fresh directory under $TMPDIR (short, so socket paths fit), removed with
-// everything in it when destroyed.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// A fresh directory under $TMPDIR (tests/support/test_env.h).
+using TempDir = ::ternd::testing::TempDir;
 
 void WriteText(const std::string& path, const std::string& text);
 std::string ReadText(const std::string& path);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <thread>
 
 #include "daemon/client/client.h"
@@ -154,6 +155,27 @@ class FleetUpdateTest : public ::testing::Test {
   void PublishRelease(const std::string& topic, const std::string& envelope) {
     Result<int> mid = probe_->Publish(topic, envelope, 1, true);
     ASSERT_TRUE(mid.ok()) << mid.status().message();
+  }
+
+  // Waits for a presence message of `state` whose boot epoch passes
+  // `epoch_ok`.
+  bool WaitForPresence(telemetry::Presence::State state,
+                       const std::function<bool(uint64_t)>& epoch_ok,
+                       int timeout_ms = 15000) {
+    const std::string topic =
+        std::string(kPrefix) + "/devices/" + kDevice + "/presence";
+    return probe_->WaitFor(
+        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+          for (const auto& m : all) {
+            telemetry::Presence p;
+            if (m.topic == topic && p.ParseFromString(m.payload) &&
+                p.state() == state && epoch_ok(p.boot_epoch())) {
+              return true;
+            }
+          }
+          return false;
+        },
+        timeout_ms);
   }
 
   std::string DeviceTopic() const {
@@ -361,49 +383,17 @@ TEST_F(FleetUpdateTest, DaemonTelemetryAndPresence) {
   probe_->Clear();
   d->Signal(SIGTERM);
   ASSERT_EQ(d->WaitExit(), 0) << d->Log();
-  ASSERT_TRUE(probe_->WaitFor(
-      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
-        for (const auto& m : all) {
-          telemetry::Presence q;
-          if (m.topic == device + "/presence" && q.ParseFromString(m.payload) &&
-              q.state() == telemetry::Presence::OFFLINE &&
-              q.boot_epoch() == epoch) {
-            return true;
-          }
-        }
-        return false;
-      },
-      15000));
+  ASSERT_TRUE(WaitForPresence(telemetry::Presence::OFFLINE,
+                              [&](uint64_t e) { return e == epoch; }));
   // A crash leaves it to the Last Will, with the new boot epoch.
   d = Start();
-  ASSERT_TRUE(probe_->WaitFor(
-      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
-        for (const auto& m : all) {
-          telemetry::Presence q;
-          if (m.topic == device + "/presence" && q.ParseFromString(m.payload) &&
-              q.state() == telemetry::Presence::ONLINE &&
-              q.boot_epoch() > epoch) {
-            return true;
-          }
-        }
-        return false;
-      },
-      15000));
+  ASSERT_TRUE(WaitForPresence(telemetry::Presence::ONLINE,
+                              [&](uint64_t e) { return e > epoch; }));
   probe_->Clear();
   d->Signal(SIGKILL);
   d->WaitExit();
-  ASSERT_TRUE(probe_->WaitFor(
-      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
-        for (const auto& m : all) {
-          telemetry::Presence q;
-          if (m.topic == device + "/presence" && q.ParseFromString(m.payload) &&
-              q.state() == telemetry::Presence::OFFLINE &&
-              q.boot_epoch() > epoch) {
-            return true;
-          }
-        }
-        return false;
-      },
+  ASSERT_TRUE(WaitForPresence(
+      telemetry::Presence::OFFLINE, [&](uint64_t e) { return e > epoch; },
       60000))
       << broker_->Log();
 }

@@ -100,48 +100,6 @@ std::string Tail(const std::string& text, size_t n = 2000) {
 
 }  // namespace
 
-MqttTestDir::MqttTestDir() {
-  const char* base = getenv("TMPDIR");
-  std::string pattern =
-      std::string(base && *base ? base : "/tmp") + "/ternd-mqtt-XXXXXX";
-  std::vector<char> buf(pattern.begin(), pattern.end());
-  buf.push_back('\0');
-  if (!mkdtemp(buf.data())) {
-    std::fprintf(stderr, "mkdtemp(%s) failed: %s\n", pattern.c_str(),
-                 strerror(errno));
-    abort();
-  }
-  path_ = buf.data();
-}
-
-MqttTestDir::~MqttTestDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
-Status MakeTestCertificates(const std::string& dir,
-                            const std::string& device_id) {
-  return RunProgram({"/bin/bash", TERND_MAKE_TEST_CA, dir, device_id},
-                    dir + "/make_test_ca.log");
-}
-
-Result<int> FindFreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoError(errno, "socket");
-  struct sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
-    const int err = errno;
-    close(fd);
-    return ErrnoError(err, "cannot bind a free port on 127.0.0.1");
-  }
-  close(fd);
-  return static_cast<int>(ntohs(addr.sin_port));
-}
-
 MosquittoBroker::MosquittoBroker(MosquittoBrokerOptions options)
     : options_(std::move(options)), port_(options_.port) {}
 

@@ -35,32 +35,14 @@
 #include <vector>
 
 #include "base/status.h"
+#include "tests/support/test_env.h"
 
 namespace ternd::mqtt_testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents when
-// destroyed.
-class MqttTestDir {
- public:
-  MqttTestDir();
-  ~MqttTestDir();
-  MqttTestDir(const MqttTestDir&) = delete;
-  MqttTestDir& operator=(const MqttTestDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-// Runs tests/support/make_test_ca.sh DIR DEVICE_ID: ca.pem, server.pem/key
-// (localhost, 127.0.0.1), client.pem/key (CN = device_id), other-ca.pem,
-// other-server.pem/key.
-Status MakeTestCertificates(const std::string& dir,
-                            const std::string& device_id = "test-device");
-
-// A port on 127.0.0.1 that was free a moment ago (bound to port 0, closed).
-Result<int> FindFreePort();
+// The shared scratch directory, certificates and ports (test_env.h).
+using MqttTestDir = ::ternd::testing::TempDir;
+using ::ternd::testing::FindFreePort;
+using ::ternd::testing::MakeTestCertificates;
 
 struct MosquittoBrokerOptions {
   // Directory with make_test_ca.sh's output. Empty: a plain TCP listener

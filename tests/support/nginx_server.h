@@ -48,30 +48,14 @@
 #include <vector>
 
 #include "base/status.h"
+#include "tests/support/test_env.h"
 
 namespace ternd::https_testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents when
-// destroyed.
-class HttpsTestDir {
- public:
-  HttpsTestDir();
-  ~HttpsTestDir();
-  HttpsTestDir(const HttpsTestDir&) = delete;
-  HttpsTestDir& operator=(const HttpsTestDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-// Runs tests/support/make_test_ca.sh DIR DEVICE_ID (see that script).
-Status MakeTestCertificates(const std::string& dir,
-                            const std::string& device_id = "test-device");
-
-// A port on 127.0.0.1 that was free a moment ago (bound to port 0, closed).
-Result<int> FindFreePort();
+// The shared scratch directory, certificates and ports (test_env.h).
+using HttpsTestDir = ::ternd::testing::TempDir;
+using ::ternd::testing::FindFreePort;
+using ::ternd::testing::MakeTestCertificates;
 
 // Writes a file (0644), creating nothing else.
 Status WriteTestFile(const std::string& path, const std::string& content);

@@ -14,78 +14,15 @@
 #include "runtime/runtime.h"
 #include "tests/support/test_models.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define TERND_COUNT_MALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TERND_COUNT_MALLOC 0
-#endif
-#endif
-#ifndef TERND_COUNT_MALLOC
-#define TERND_COUNT_MALLOC 1
-#endif
+#include "tests/support/alloc_hooks.h"
 
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<long> g_allocations{0};
-void Note() {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
-}
-}  // namespace
-
-void* operator new(size_t n) {
-  Note();
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) {
-  Note();
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  Note();
-  return std::malloc(n ? n : 1);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
-
-#if TERND_COUNT_MALLOC
-extern "C" {
-void* __libc_malloc(size_t);
-void* __libc_calloc(size_t, size_t);
-void* __libc_realloc(void*, size_t);
-void __libc_free(void*);
-void* malloc(size_t n) {
-  Note();
-  return __libc_malloc(n);
-}
-void* calloc(size_t n, size_t m) {
-  Note();
-  return __libc_calloc(n, m);
-}
-void* realloc(void* p, size_t n) {
-  Note();
-  return __libc_realloc(p, n);
-}
-void free(void* p) { __libc_free(p); }
-}
-#endif
+using ternd::testing::g_alloc_counting;
+using ternd::testing::g_allocations;
 
 namespace ternd::runtime {
 namespace {
 
-class Counting {
- public:
-  Counting() {
-    g_allocations = 0;
-    g_counting = true;
-  }
-  ~Counting() { g_counting = false; }
-  long count() const { return g_allocations.load(); }
-};
+using Counting = ::ternd::testing::AllocCounting;
 
 TEST(NoAllocTest, HooksAreLive) {
   Counting c;

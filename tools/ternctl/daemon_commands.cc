@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/file.h"
+#include "base/json.h"
 #include "daemon/client/client.h"
 #include "tools/ternctl/commands.h"
 #include "tools/ternctl/values.h"
@@ -46,23 +47,6 @@ Result<std::unique_ptr<client::Client>> Connect(const DaemonOptions& o) {
   client::ClientOptions co;
   co.timeout_ms = o.timeout_ms;
   return client::Client::Connect(SocketPath(o), co);
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
 }
 
 const char* DTypeText(wire::DType d) {

@@ -16,6 +16,8 @@
 #include "ota/metadata.pb.h"
 #include "ota/signing.h"
 
+#include "base/json.h"
+
 namespace ternd::ternctl {
 
 void AddKeygenCommand(CLI::App& app, int* exit_code);
@@ -28,7 +30,7 @@ void AddPublishCommand(CLI::App& app, int* exit_code);
 // Prints "ternctl: <message>" on stderr and returns 1 (the error exit code).
 int FleetFail(const Status& s);
 
-std::string JsonString(std::string_view s);
+using ::ternd::JsonString;  // base/json.h
 std::string Hex(std::string_view bytes);
 
 int64_t NowSeconds();

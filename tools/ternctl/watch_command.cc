@@ -26,6 +26,8 @@
 #include "telemetry/telemetry.pb.h"
 #include "tools/ternctl/commands.h"
 
+#include "base/json.h"
+
 namespace ternd::ternctl {
 namespace {
 
@@ -45,23 +47,6 @@ struct WatchOptions {
   std::string db;
   std::vector<std::string> dictionaries;
 };
-
-std::string Json(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
 
 std::string Num(double v) {
   if (!std::isfinite(v)) return "null";
@@ -189,7 +174,7 @@ CREATE TABLE IF NOT EXISTS update_state (
     if (o_.json) {
       std::printf("{\"type\":\"connection\",\"state\":\"%s\"%s%s}\n",
                   up ? "connected" : "disconnected",
-                  up ? "" : ",\"reason\":", up ? "" : Json(why).c_str());
+                  up ? "" : ",\"reason\":", up ? "" : JsonString(why).c_str());
       std::fflush(stdout);
     } else {
       std::fprintf(stderr, "ternctl watch: %s%s%s\n",
@@ -249,17 +234,17 @@ CREATE TABLE IF NOT EXISTS update_state (
     if (o_.json) {
       std::string caps;
       for (int i = 0; i < p.capabilities_size(); ++i) {
-        caps += (i ? "," : "") + Json(p.capabilities(i));
+        caps += (i ? "," : "") + JsonString(p.capabilities(i));
       }
       std::printf(
           "{\"type\":\"presence\",\"device\":%s,\"state\":\"%s\","
           "\"boot_epoch\":%" PRIu64 ",\"session\":%" PRIu64
           ",\"retained\":%s,\"daemon_version\":%s,\"model\":%s,"
           "\"model_version\":%s,\"kernel\":%s,\"capabilities\":[%s]}\n",
-          Json(device).c_str(), d.state.c_str(), p.boot_epoch(), p.session(),
-          retained ? "true" : "false", Json(p.daemon_version()).c_str(),
-          Json(p.model_name()).c_str(), Json(p.model_version()).c_str(),
-          Json(p.kernel()).c_str(), caps.c_str());
+          JsonString(device).c_str(), d.state.c_str(), p.boot_epoch(), p.session(),
+          retained ? "true" : "false", JsonString(p.daemon_version()).c_str(),
+          JsonString(p.model_name()).c_str(), JsonString(p.model_version()).c_str(),
+          JsonString(p.kernel()).c_str(), caps.c_str());
       std::fflush(stdout);
     }
   }
@@ -297,7 +282,7 @@ CREATE TABLE IF NOT EXISTS update_state (
     std::string metrics;
     for (const Metric& m : b.metrics()) {
       if (!metrics.empty()) metrics += ',';
-      metrics += Json(SeriesName(m)) + ":";
+      metrics += JsonString(SeriesName(m)) + ":";
       if (m.kind() == Metric::HISTOGRAM) {
         const auto& h = m.histogram();
         metrics += "{\"count\":" + std::to_string(h.count()) +
@@ -313,7 +298,7 @@ CREATE TABLE IF NOT EXISTS update_state (
                 ",\"end_unix_ms\":%" PRId64 ",\"uptime_ms\":%" PRIu64
                 ",\"dropped_batches_total\":%" PRIu64
                 ",\"compressed_bytes\":%zu,\"metrics\":{%s}}\n",
-                Json(device).c_str(), b.boot_epoch(), b.sequence(),
+                JsonString(device).c_str(), b.boot_epoch(), b.sequence(),
                 b.start_unix_ms(), b.end_unix_ms(), b.uptime_ms(),
                 b.dropped_batches_total(), payload.size(), metrics.c_str());
     std::fflush(stdout);
@@ -390,9 +375,9 @@ CREATE TABLE IF NOT EXISTS update_state (
       std::printf(
           "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
           "\"bytes\":%zu%s%s}\n",
-          Json(device).c_str(), retained ? "true" : "false", payload.size(),
+          JsonString(device).c_str(), retained ? "true" : "false", payload.size(),
           printable ? ",\"text\":" : "",
-          printable ? Json(payload).c_str() : "");
+          printable ? JsonString(payload).c_str() : "");
       std::fflush(stdout);
     }
   }

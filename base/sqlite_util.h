@@ -1,13 +1,36 @@
-// Small helpers over the SQLite C API shared by ota/'s stores.
-#ifndef TERND_OTA_SQLITE_UTIL_H_
-#define TERND_OTA_SQLITE_UTIL_H_
+// Small helpers over the SQLite C API shared by the stores (ota/, telemetry/).
+// Header-only: only code that links SQLite includes it.
+#ifndef TERND_BASE_SQLITE_UTIL_H_
+#define TERND_BASE_SQLITE_UTIL_H_
 
 #include <sqlite3.h>
 
 #include <cstdint>
 #include <string>
 
-namespace ternd::ota {
+#include "base/status.h"
+
+namespace ternd {
+
+// "<path>: <what>: <SQLite's message>", INTERNAL.
+inline Status SqliteError(sqlite3* db, const std::string& path,
+                          const char* what) {
+  return Errorf(StatusCode::kInternal, "%s: %s: %s", path.c_str(), what,
+                db ? sqlite3_errmsg(db) : "cannot open");
+}
+
+// Runs `sql` (one or more statements); errors name the database.
+inline Status SqliteExec(sqlite3* db, const std::string& path,
+                         const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    Status s = Errorf(StatusCode::kInternal, "%s: %s", path.c_str(),
+                      err ? err : sqlite3_errmsg(db));
+    sqlite3_free(err);
+    return s;
+  }
+  return Status::Ok();
+}
 
 // A prepared statement that finalizes itself.
 class SqliteStmt {
@@ -48,6 +71,6 @@ class SqliteStmt {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
-}  // namespace ternd::ota
+}  // namespace ternd
 
-#endif  // TERND_OTA_SQLITE_UTIL_H_
+#endif  // TERND_BASE_SQLITE_UTIL_H_

@@ -1,0 +1,75 @@
+#include "tests/support/test_env.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <vector>
+
+namespace ternd::testing {
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string pattern =
+      std::string(base && *base ? base : "/tmp") + "/ternd-XXXXXX";
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) {
+    throw std::runtime_error("mkdtemp(" + pattern + ") failed");
+  }
+  path_ = buf.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+Status MakeTestCertificates(const std::string& dir,
+                            const std::string& device_id) {
+  const std::string log = dir + "/make_test_ca.log";
+  const pid_t pid = fork();
+  if (pid < 0) return ErrnoError(errno, "fork");
+  if (pid == 0) {
+    if (!freopen(log.c_str(), "w", stdout) ||
+        !freopen(log.c_str(), "a", stderr)) {
+      _exit(126);
+    }
+    execl("/bin/bash", "bash", TERND_MAKE_TEST_CA, dir.c_str(),
+          device_id.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return ErrnoError(errno, "waitpid");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return Internal("%s %s %s failed (status %d); see %s", TERND_MAKE_TEST_CA,
+                    dir.c_str(), device_id.c_str(), status, log.c_str());
+  }
+  return Status::Ok();
+}
+
+Result<int> FindFreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoError(errno, "socket");
+  struct sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+    const int err = errno;
+    close(fd);
+    return ErrnoError(err, "cannot bind a free port on 127.0.0.1");
+  }
+  close(fd);
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+}  // namespace ternd::testing

@@ -1,0 +1,39 @@
+// What the integration tests share: a scratch directory that cleans up
+// after itself, the test certificate authority, and free loopback ports.
+#ifndef TERND_TESTS_SUPPORT_TEST_ENV_H_
+#define TERND_TESTS_SUPPORT_TEST_ENV_H_
+
+#include <string>
+
+#include "base/status.h"
+
+namespace ternd::testing {
+
+// A fresh directory under $TMPDIR (or /tmp; short, so unix socket paths
+// fit), removed with everything in it when destroyed.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  std::string operator/(const std::string& name) const { return File(name); }
+
+ private:
+  std::string path_;
+};
+
+// Runs tests/support/make_test_ca.sh DIR DEVICE_ID: ca.pem, server.pem/key
+// (localhost, 127.0.0.1), client.pem/key (CN = device_id), other-ca.pem,
+// other-server.pem/key. The script's output goes to DIR/make_test_ca.log.
+Status MakeTestCertificates(const std::string& dir,
+                            const std::string& device_id = "test-device");
+
+// A port on 127.0.0.1 that was free a moment ago (bound to port 0, closed).
+Result<int> FindFreePort();
+
+}  // namespace ternd::testing
+
+#endif  // TERND_TESTS_SUPPORT_TEST_ENV_H_
