@@ -15,21 +15,6 @@
 
 namespace ternd::fleet_testing {
 
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl =
-      std::string(base && *base ? base : "/tmp") + "/ternd-fleet-XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    ADD_FAILURE() << "mkdtemp " << tmpl << " failed";
-  }
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 CmdResult Ternctl(const std::string& args, const std::string& cwd) {
   static int counter = 0;
   const std::string err_file = std::filesystem::temp_directory_path() /

@@ -7,21 +7,12 @@
 #include <cstdint>
 #include <string>
 
+#include "tests/support/test_env.h"
+
 namespace ternd::fleet_testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+// A fresh directory under $TMPDIR (tests/support/test_env.h).
+using TempDir = ::ternd::testing::TempDir;
 
 struct CmdResult {
   int exit_code = -1;
