@@ -151,6 +151,21 @@ Status RotateRoot(TrustState& state, const std::string& envelope_bytes,
                   static_cast<long long>(next.expires()),
                   static_cast<long long>(now));
   }
+  // Fast-forward recovery (as TUF does): a stolen release key can push the
+  // highest sequence seen so far ahead that no honest release is accepted
+  // again. A root that changes the release keys revokes what they signed,
+  // so the sequence floor they set goes with them. Anti-rollback of the
+  // installed model is unaffected (it compares with the installed version).
+  auto sorted_ids = [](const RoleKeys& role) {
+    std::vector<std::string> ids(role.key_ids().begin(), role.key_ids().end());
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  };
+  if (sorted_ids(next.release()) != sorted_ids(state.root.release())) {
+    state.highest_sequence = 0;
+    state.highest_sequence_sha256.clear();
+    state.highest_version_seen = 0;
+  }
   state.root = std::move(next);
   state.root_envelope = envelope_bytes;
   return Status::Ok();

@@ -297,6 +297,26 @@ TEST_F(UpdateTest, RootRotationOnDayOneReplacesTheReleaseKey) {
   EXPECT_EQ(Served(), "upnet v2");
 }
 
+TEST_F(UpdateTest, FastForwardedSequenceIsRecoveredByRootRotation) {
+  auto d = Start();
+  // The release key leaks; the attacker ships v2 with an absurd sequence.
+  InstallVersion(2, uint64_t{1} << 62);
+  // Honest releases are now replays...
+  SignedRelease honest =
+      fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 1000, kDevice);
+  Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(honest));
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->state(), "rejected");
+  EXPECT_THAT(u->reason(), HasSubstr("replay"));
+  // ...until the fleet rotates the release key (root 2 in the bundle).
+  fleet_.RotateReleaseKey();
+  honest = fleet_.Release(ModelBytes(Version(3)), "upnet", 3, 1000, kDevice);
+  u = Install(fleet_.Bundle(honest, 2));
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->state(), "active") << u->reason();
+  EXPECT_EQ(Served(), "upnet v3");
+}
+
 // SIGKILL at each recorded state: the daemon comes back serving a verified
 // model, and the update is finished or reported failed, never half-done.
 class KillDuringUpdateTest : public UpdateTest,

@@ -195,6 +195,48 @@ TEST(TrustTest, RotatesTheReleaseKeyOnDayOne) {
             RejectReason::kNone);
 }
 
+TEST(TrustTest, FastForwardedSequenceIsRecoveredByRotatingTheReleaseKey) {
+  Fleet f;
+  TrustState s = f.Pinned();
+  // A stolen release key signs a release with an absurd sequence number;
+  // the device accepts it (the signature is valid) and its floor jumps.
+  EXPECT_EQ(Check(f, s, f.Signed(f.MakeRelease(6, uint64_t{1} << 62))),
+            RejectReason::kNone);
+  // Honest releases are now refused as replays...
+  EXPECT_EQ(Check(f, s, f.Signed(f.MakeRelease(7, 1000))),
+            RejectReason::kReplay);
+  // ...until the fleet rotates the release key with a new root.
+  std::vector<Ed25519KeyPair> new_release = {Key()};
+  ASSERT_TRUE(
+      RotateRoot(
+          s,
+          Envelope("root",
+                   f.MakeRoot(2, f.root_keys, new_release).SerializeAsString(),
+                   f.root_keys),
+          f.policy, kNow)
+          .ok());
+  EXPECT_EQ(s.highest_sequence, 0u);
+  EXPECT_EQ(
+      Check(f, s,
+            Envelope("release", f.MakeRelease(7, 1000).SerializeAsString(),
+                     new_release)),
+      RejectReason::kNone);
+  // The stolen key's releases are refused by signature from now on.
+  EXPECT_EQ(Check(f, s, f.Signed(f.MakeRelease(8, uint64_t{1} << 62))),
+            RejectReason::kBadSignature);
+  // A rotation that keeps the release keys keeps the floor.
+  const uint64_t floor = s.highest_sequence;
+  ASSERT_TRUE(
+      RotateRoot(
+          s,
+          Envelope("root",
+                   f.MakeRoot(3, f.root_keys, new_release).SerializeAsString(),
+                   f.root_keys),
+          f.policy, kNow)
+          .ok());
+  EXPECT_EQ(s.highest_sequence, floor);
+}
+
 TEST(TrustTest, RootRotationNeedsOldAndNewThresholds) {
   Fleet f;
   TrustState s = f.Pinned();
