@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
@@ -455,6 +456,18 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
   load.join();
   EXPECT_EQ(failed, 0);
   EXPECT_EQ(Served(), "fleetnet v2");
+  // The fleet side sees the retained state, decoded.
+  const std::string watch = "timeout 3 " + std::string(TERNCTL_PATH) +
+                            " watch --broker 127.0.0.1:" +
+                            std::to_string(broker_->port()) + " --cafile " +
+                            k + "ca.pem --fleet testfleet --json > " + k +
+                            "watch.out 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(watch.c_str())), 124);  // timed out
+  const std::string seen = ReadText(dir_.File("watch.out"));
+  EXPECT_THAT(seen, HasSubstr("\"type\":\"update_state\",\"device\":\"" +
+                              std::string(kDevice) + "\""));
+  EXPECT_THAT(seen, HasSubstr("\"state\":\"active\""));
+  EXPECT_THAT(seen, HasSubstr("\"active_version\":2"));
 }
 
 }  // namespace

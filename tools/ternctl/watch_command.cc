@@ -21,12 +21,12 @@
 #include <string>
 #include <tuple>
 
+#include "base/json.h"
 #include "net/mqtt_session.h"
+#include "ota/update_state.pb.h"
 #include "telemetry/batch.h"
 #include "telemetry/telemetry.pb.h"
 #include "tools/ternctl/commands.h"
-
-#include "base/json.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -241,10 +241,12 @@ CREATE TABLE IF NOT EXISTS update_state (
           "\"boot_epoch\":%" PRIu64 ",\"session\":%" PRIu64
           ",\"retained\":%s,\"daemon_version\":%s,\"model\":%s,"
           "\"model_version\":%s,\"kernel\":%s,\"capabilities\":[%s]}\n",
-          JsonString(device).c_str(), d.state.c_str(), p.boot_epoch(), p.session(),
-          retained ? "true" : "false", JsonString(p.daemon_version()).c_str(),
-          JsonString(p.model_name()).c_str(), JsonString(p.model_version()).c_str(),
-          JsonString(p.kernel()).c_str(), caps.c_str());
+          JsonString(device).c_str(), d.state.c_str(), p.boot_epoch(),
+          p.session(), retained ? "true" : "false",
+          JsonString(p.daemon_version()).c_str(),
+          JsonString(p.model_name()).c_str(),
+          JsonString(p.model_version()).c_str(), JsonString(p.kernel()).c_str(),
+          caps.c_str());
       std::fflush(stdout);
     }
   }
@@ -354,13 +356,21 @@ CREATE TABLE IF NOT EXISTS update_state (
   void HandleUpdateState(const std::string& device, std::string_view payload,
                          bool retained) {
     if (payload.empty()) return;
-    // The update code owns this payload's schema; shown as text when it is
-    // printable, else by size.
-    bool printable = true;
-    for (unsigned char c : payload) printable &= c >= 0x20 && c < 0x7f;
-    devices_[device].update_state =
-        printable ? std::string(payload)
-                  : "(" + std::to_string(payload.size()) + " bytes)";
+    // An UpdateReport (ota/update_state.proto).
+    ota::UpdateReport r;
+    const bool ok =
+        r.ParseFromArray(payload.data(), static_cast<int>(payload.size()));
+    std::string summary;
+    if (ok) {
+      summary = r.state() + " v" + std::to_string(r.model_version());
+      if (r.state() == "downloading" && r.bytes_total() > 0) {
+        summary +=
+            " " + std::to_string(100 * r.bytes_done() / r.bytes_total()) + "%";
+      }
+    } else {
+      summary = "(undecodable, " + std::to_string(payload.size()) + " bytes)";
+    }
+    devices_[device].update_state = summary;
     if (db_) {
       sqlite3_stmt* q = nullptr;
       sqlite3_prepare_v2(db_, "INSERT INTO update_state VALUES (?, ?, ?);", -1,
@@ -372,12 +382,34 @@ CREATE TABLE IF NOT EXISTS update_state (
       DbStep(q);
     }
     if (o_.json) {
-      std::printf(
-          "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
-          "\"bytes\":%zu%s%s}\n",
-          JsonString(device).c_str(), retained ? "true" : "false", payload.size(),
-          printable ? ",\"text\":" : "",
-          printable ? JsonString(payload).c_str() : "");
+      if (!ok) {
+        std::printf(
+            "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
+            "\"error\":\"undecodable\",\"bytes\":%zu}\n",
+            JsonString(device).c_str(), retained ? "true" : "false",
+            payload.size());
+      } else {
+        std::printf(
+            "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
+            "\"state_code\":%d,\"state\":%s,\"reason\":%s,\"model\":%s,"
+            "\"version\":%llu,\"rollout\":%s,\"bytes_done\":%llu,"
+            "\"bytes_total\":%llu,\"active_model\":%s,\"active_version\":%llu,"
+            "\"previous_version\":%llu,\"probation\":%s,\"root_version\":%llu,"
+            "\"time\":%lld}\n",
+            JsonString(device).c_str(), retained ? "true" : "false",
+            r.state_code(), JsonString(r.state()).c_str(),
+            JsonString(r.reason()).c_str(), JsonString(r.model_name()).c_str(),
+            static_cast<unsigned long long>(r.model_version()),
+            JsonString(r.rollout_id()).c_str(),
+            static_cast<unsigned long long>(r.bytes_done()),
+            static_cast<unsigned long long>(r.bytes_total()),
+            JsonString(r.active_model()).c_str(),
+            static_cast<unsigned long long>(r.active_version()),
+            static_cast<unsigned long long>(r.previous_version()),
+            r.probation() ? "true" : "false",
+            static_cast<unsigned long long>(r.root_version()),
+            static_cast<long long>(r.time()));
+      }
       std::fflush(stdout);
     }
   }
