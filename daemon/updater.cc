@@ -555,6 +555,11 @@ void Updater::Impl::Evict() {
                         ota::Hex(a.sha256).c_str(), s.message());
     }
   }
+  // Give the space back to the file system (the log keeps deleted pages
+  // until a checkpoint): after a full disk this is what lets the next
+  // update fit.
+  Status s = store_->Checkpoint();
+  if (!s.ok()) TERND_LOG_WARNING("state database checkpoint: %s", s.message());
 }
 
 void Updater::Impl::Finish() {

@@ -207,6 +207,10 @@ Status StateStore::DeleteChunk(const std::string& artifact, uint64_t index) {
   return Status::Ok();
 }
 
+Status StateStore::Checkpoint() {
+  return Exec("PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
 Result<std::vector<StateStore::StoredArtifact>> StateStore::Artifacts() {
   Stmt q(db_,
          "SELECT artifact, SUM(LENGTH(data)), MAX(rowid) AS newest FROM chunks "

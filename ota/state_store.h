@@ -56,6 +56,12 @@ class StateStore {
     std::string sha256;  // raw 32 bytes
     uint64_t bytes = 0;  // sum of its stored chunks
   };
+  // Moves the write-ahead log into the database and truncates it, so the
+  // space deleted chunks held is usable again (after eviction, or after a
+  // full disk made a write fail). Best effort: other connections may hold
+  // the log.
+  Status Checkpoint();
+
   // Artifacts with stored chunks, the most recently written first.
   Result<std::vector<StoredArtifact>> Artifacts();
 

@@ -5,11 +5,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <thread>
 
@@ -437,6 +440,51 @@ TEST_F(UpdateTest, CacheKeepsTheActiveAndThePreviousModel) {
   for (const auto& a : *kept) ids.push_back(a.sha256);
   // v4 (active) and v3 (previous); v2 and the failed v5 are gone.
   EXPECT_THAT(ids, ::testing::UnorderedElementsAre(artifacts[2], artifacts[1]));
+}
+
+// A full disk (a small tmpfs holding the state directory) fails the update
+// with a clear reason and leaves the old model serving; the database is not
+// damaged: once there is room again, the next update installs.
+TEST_F(UpdateTest, FullDiskFailsTheUpdateAndKeepsServing) {
+  const std::string state = dir_.File("state");
+  ASSERT_EQ(mkdir(state.c_str(), 0700), 0);
+  if (mount("tmpfs", state.c_str(), "tmpfs", 0, "size=2m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << strerror(errno)
+                 << "); this test needs root";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{state};
+  std::string toml = ReadText(dir_.File("ternd.toml"));
+  const std::string from = "state_directory = \"" + dir_.path() + "\"";
+  toml.replace(toml.find(from), from.size(),
+               "state_directory = \"" + state + "\"");
+  WriteText(dir_.File("ternd.toml"), toml);
+  auto d = Start();
+  TestModelSpec big = SlowModel();
+  big.name = "upnet";
+  big.version = 2;
+  SignedRelease r = fleet_.Release(ModelBytes(big), "upnet", 2, 1, kDevice);
+  ASSERT_GT(r.artifact.size(), 2u << 20) << "must not fit in the 2 MiB tmpfs";
+  Result<wire::UpdateStatusResponse> u = Install(fleet_.Bundle(r));
+  ASSERT_TRUE(u.ok()) << u.status().message();
+  EXPECT_EQ(u->state(), "failed");
+  EXPECT_THAT(u->reason(), HasSubstr("full"));
+  EXPECT_THAT(u->reason(), HasSubstr(state));
+  EXPECT_EQ(Served(), "upnet v1");
+  // The daemon keeps serving and answering.
+  Result<wire::HealthResponse> h = Connect()->Health();
+  ASSERT_TRUE(h.ok());
+  EXPECT_TRUE(h->ready());
+  // Once there is room again (here: a bigger tmpfs), the next update
+  // installs: the state database was not damaged.
+  ASSERT_EQ(mount("tmpfs", state.c_str(), "tmpfs", MS_REMOUNT, "size=32m"), 0)
+      << strerror(errno);
+  InstallVersion(3, 2);
+  EXPECT_EQ(Served(), "upnet v3");
+  d->Signal(SIGTERM);
+  EXPECT_EQ(d->WaitExit(), 0);
 }
 
 TEST_F(UpdateTest, WithoutARootUpdatesAreOffAndSaySo) {
