@@ -278,7 +278,7 @@ class Service::Impl : public ModelHost {
   Status StartUpdater();
   Status StartFleet();
   Status StartTelemetry();
-  void FillStats(wire::StatsResponse* stats);
+  void FillStats(wire::StatsResponse* stats, bool metrics);
   void SendResponse(Connection* c, wire::Response* response);
   void SendError(Connection* c, uint64_t id, const Status& status);
   void Flush(Connection* c);
@@ -1200,7 +1200,7 @@ void Service::Impl::HandleFrame(Connection* c,
     case wire::Request::kStats: {
       response_.Clear();
       response_.set_id(id);
-      FillStats(response_.mutable_stats());
+      FillStats(response_.mutable_stats(), request_.stats().metrics());
       Count(StatusCode::kOk);
       SendResponse(c, &response_);
       return;
@@ -1514,7 +1514,7 @@ void Service::Impl::FillModelInfo(wire::ModelInfoResponse* info) {
   info->set_swap(config_.swap);
 }
 
-void Service::Impl::FillStats(wire::StatsResponse* stats) {
+void Service::Impl::FillStats(wire::StatsResponse* stats, bool metrics) {
   stats->set_uptime_ms(
       static_cast<uint64_t>((MonotonicNs() - started_ns_) / 1000000));
   for (int code = 0; code < kStatusCodes; ++code) {
@@ -1533,9 +1533,12 @@ void Service::Impl::FillStats(wire::StatsResponse* stats) {
   stats->set_connections_total(connections_total_);
   stats->set_inferences_total(inferences_total_);
   stats->set_frames_rejected(frames_rejected_);
-  const std::vector<telemetry::MetricSnapshot> snapshot = registry_.Snapshot();
-  stats->set_prometheus_text(telemetry::FormatPrometheus(snapshot));
-  stats->set_metrics_json(telemetry::FormatJson(snapshot));
+  if (metrics) {
+    const std::vector<telemetry::MetricSnapshot> snapshot =
+        registry_.Snapshot();
+    stats->set_prometheus_text(telemetry::FormatPrometheus(snapshot));
+    stats->set_metrics_json(telemetry::FormatJson(snapshot));
+  }
 }
 
 void Service::Impl::SendResponse(Connection* c, wire::Response* response) {

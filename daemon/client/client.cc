@@ -140,9 +140,9 @@ Result<wire::HealthResponse> Client::Health() {
   return std::move(*response.mutable_health());
 }
 
-Result<wire::StatsResponse> Client::Stats() {
+Result<wire::StatsResponse> Client::Stats(bool metrics) {
   wire::Request r;
-  r.mutable_stats();
+  r.mutable_stats()->set_metrics(metrics);
   wire::Response response;
   TERND_RETURN_IF_ERROR(Call(&r, &response));
   return std::move(*response.mutable_stats());

@@ -53,7 +53,8 @@ class Client {
   Result<wire::InferResponse> Infer(const wire::InferRequest& request);
   Result<wire::ModelInfoResponse> ModelInfo();
   Result<wire::HealthResponse> Health();
-  Result<wire::StatsResponse> Stats();
+  // `metrics`: also the whole registry (StatsRequest.metrics).
+  Result<wire::StatsResponse> Stats(bool metrics = false);
   Result<wire::UpdateStatusResponse> UpdateStatus();
   // Sends an update bundle in parts of `part_bytes` and waits until the
   // daemon has finished with it (the answer says active, rejected or

@@ -228,7 +228,7 @@ int Health(const DaemonOptions& opt) {
 int Stats(const DaemonOptions& opt, bool prometheus) {
   Result<std::unique_ptr<client::Client>> c = Connect(opt);
   if (!c.ok()) return Fail(c.status());
-  Result<wire::StatsResponse> s = (*c)->Stats();
+  Result<wire::StatsResponse> s = (*c)->Stats(prometheus || opt.json);
   if (!s.ok()) return Fail(s.status());
   if (prometheus && !s->prometheus_text().empty()) {
     // The daemon's registry (docs/telemetry.md), plus what only the Stats
