@@ -12,6 +12,7 @@
 #include <string>
 
 #include "base/file.h"
+#include "net/broker_address.h"
 
 namespace ternd::daemon {
 namespace {
@@ -514,18 +515,10 @@ std::string ResolvedTopicPrefix(const Config& config) {
 }
 
 bool SplitBroker(const Config& config, std::string* host, int* port) {
-  const std::string& b = config.mqtt_broker;
-  const size_t colon = b.rfind(':');
-  *port = config.mqtt_tls ? 8883 : 1883;
-  *host = b.substr(0, colon);
-  if (colon != std::string::npos) {
-    const std::string digits = b.substr(colon + 1);
-    char* end = nullptr;
-    const long v = std::strtol(digits.c_str(), &end, 10);
-    if (digits.empty() || *end != '\0' || v < 1 || v > 65535) return false;
-    *port = static_cast<int>(v);
-  }
-  return !host->empty() && host->find_first_of(" /") == std::string::npos;
+  return net::ParseBrokerAddress(config.mqtt_broker,
+                                 config.mqtt_tls ? 8883 : 1883, host, port)
+             .ok() &&
+         host->find_first_of(" /") == std::string::npos;
 }
 
 void KeepRestartOnly(const Config& running, Config* next) {

@@ -34,6 +34,7 @@
 #include "daemon/protocol.pb.h"
 #include "daemon/updater.h"
 #include "daemon/worker_pool.h"
+#include "net/broker_address.h"
 #include "net/mqtt_session.h"
 #include "runtime/format.h"
 #include "runtime/runtime.h"
@@ -465,16 +466,13 @@ Status Service::Impl::StartFleet() {
   o.key_file = config_.mqtt_key_file;
   o.username = config_.mqtt_username;
   if (!config_.mqtt_password_file.empty()) {
-    Result<std::vector<uint8_t>> secret =
-        ReadFile(config_.mqtt_password_file, 4096);
-    if (!secret.ok()) {
-      Status st = secret.status();
+    Result<std::string> password =
+        net::ReadPasswordFile(config_.mqtt_password_file);
+    if (!password.ok()) {
+      Status st = password.status();
       return st.Prepend("mqtt.password_file");
     }
-    std::string password(secret->begin(), secret->end());
-    const size_t eol = password.find_first_of("\r\n");
-    if (eol != std::string::npos) password.resize(eol);
-    o.password = std::move(password);
+    o.password = std::move(*password);
   }
   o.keepalive_seconds = static_cast<int>(config_.mqtt_keepalive_s);
   o.reconnect_min_ms = static_cast<int>(config_.mqtt_reconnect_min_ms);

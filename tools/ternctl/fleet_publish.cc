@@ -20,6 +20,7 @@
 #include <string>
 
 #include "base/file.h"
+#include "net/broker_address.h"
 #include "tools/ternctl/fleet_common.h"
 
 namespace ternd::ternctl {
@@ -102,39 +103,6 @@ struct MosquittoLib {
   ~MosquittoLib() { mosquitto_lib_cleanup(); }
 };
 
-Status ParseBroker(const std::string& text, std::string* host, int* port) {
-  *port = 8883;
-  std::string rest = text;
-  if (!rest.empty() && rest[0] == '[') {  // [v6]:port
-    const size_t close = rest.find(']');
-    if (close == std::string::npos) {
-      return InvalidArgument("--broker '%s': missing ']'", text.c_str());
-    }
-    *host = rest.substr(1, close - 1);
-    rest = rest.substr(close + 1);
-    if (!rest.empty() && rest[0] != ':') {
-      return InvalidArgument("--broker '%s' is not HOST:PORT", text.c_str());
-    }
-  } else {
-    const size_t colon = rest.rfind(':');
-    *host = rest.substr(0, colon);
-    rest = colon == std::string::npos ? "" : rest.substr(colon);
-  }
-  if (!rest.empty()) {
-    char* end = nullptr;
-    const long p = std::strtol(rest.c_str() + 1, &end, 10);
-    if (end == rest.c_str() + 1 || *end != '\0' || p < 1 || p > 65535) {
-      return InvalidArgument("--broker '%s': port '%s' is not 1..65535",
-                             text.c_str(), rest.c_str() + 1);
-    }
-    *port = static_cast<int>(p);
-  }
-  if (host->empty()) {
-    return InvalidArgument("--broker '%s' has no host", text.c_str());
-  }
-  return Status::Ok();
-}
-
 // The topic (docs/ota.md) and the role a payload for it must have.
 Status Topic(const PublishOptions& o, const std::string& fleet,
              std::string* topic, const char** role) {
@@ -179,16 +147,13 @@ Status Publish(const PublishOptions& o, const std::string& topic,
                const std::string& payload) {
   std::string host;
   int port = 0;
-  TERND_RETURN_IF_ERROR(ParseBroker(o.broker, &host, &port));
+  if (Status st = net::ParseBrokerAddress(o.broker, 8883, &host, &port);
+      !st.ok()) {
+    return st.Prepend("--broker");
+  }
   std::string password;
   if (!o.password_file.empty()) {
-    TERND_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
-                           ReadFile(o.password_file, 4096));
-    password.assign(bytes.begin(), bytes.end());
-    while (!password.empty() &&
-           (password.back() == '\n' || password.back() == '\r')) {
-      password.pop_back();
-    }
+    TERND_ASSIGN_OR_RETURN(password, net::ReadPasswordFile(o.password_file));
   }
   MosquittoLib lib;
   Session session;

@@ -22,6 +22,7 @@
 #include <tuple>
 
 #include "base/json.h"
+#include "net/broker_address.h"
 #include "net/mqtt_session.h"
 #include "ota/update_state.pb.h"
 #include "telemetry/batch.h"
@@ -468,24 +469,10 @@ int RunWatch(WatchOptions o) {
     o.prefix = "ternd/v1/" + (o.fleet.empty() ? "default" : o.fleet);
   }
   net::MqttOptions mo;
-  const size_t colon = o.broker.rfind(':');
-  mo.host = o.broker.substr(0, colon);
-  mo.port = o.no_tls ? 1883 : 8883;
-  if (colon != std::string::npos) {
-    char* end = nullptr;
-    const long port = std::strtol(o.broker.c_str() + colon + 1, &end, 10);
-    if (*end != '\0' || port <= 0 || port > 65535) {
-      std::fprintf(stderr,
-                   "ternctl watch: --broker: expected HOST[:PORT] with a port "
-                   "in 1..65535, got \"%s\"\n",
-                   o.broker.c_str());
-      return 2;
-    }
-    mo.port = static_cast<int>(port);
-  }
-  if (mo.host.empty()) {
-    std::fprintf(stderr, "ternctl watch: --broker: no host in \"%s\"\n",
-                 o.broker.c_str());
+  if (Status st = net::ParseBrokerAddress(o.broker, o.no_tls ? 1883 : 8883,
+                                          &mo.host, &mo.port);
+      !st.ok()) {
+    std::fprintf(stderr, "ternctl watch: --broker %s\n", st.message());
     return 2;
   }
   mo.tls = !o.no_tls;
@@ -494,20 +481,13 @@ int RunWatch(WatchOptions o) {
   mo.key_file = o.key_file;
   mo.username = o.username;
   if (!o.password_file.empty()) {
-    FILE* f = std::fopen(o.password_file.c_str(), "r");
-    char line[1024] = "";
-    if (!f || !std::fgets(line, sizeof line, f)) {
-      if (f) std::fclose(f);
-      std::fprintf(stderr, "ternctl watch: --password-file %s: cannot read\n",
-                   o.password_file.c_str());
+    Result<std::string> password = net::ReadPasswordFile(o.password_file);
+    if (!password.ok()) {
+      std::fprintf(stderr, "ternctl watch: --password-file: %s\n",
+                   password.status().message());
       return 1;
     }
-    std::fclose(f);
-    mo.password = line;
-    while (!mo.password.empty() &&
-           (mo.password.back() == '\n' || mo.password.back() == '\r')) {
-      mo.password.pop_back();
-    }
+    mo.password = std::move(*password);
   }
   mo.client_id = o.client_id.empty()
                      ? "ternctl-watch-" + std::to_string(getpid())
