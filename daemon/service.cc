@@ -29,7 +29,6 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "daemon/frame.h"
-#include "daemon/latency_histogram.h"
 #include "daemon/model_host.h"
 #include "daemon/protocol.pb.h"
 #include "daemon/updater.h"
@@ -377,10 +376,15 @@ class Service::Impl : public ModelHost {
   uint64_t connections_total_ = 0;
   uint64_t inferences_total_ = 0;
   uint64_t frames_rejected_ = 0;
-  LatencyHistogram latency_;
   // Metrics for the Stats call, Prometheus and telemetry (docs/telemetry.md).
   telemetry::Registry registry_;
   telemetry::ServiceMetrics metrics_{&registry_, CallNames()};
+  // Infer round trip inside the daemon: the Stats call's percentiles.
+  telemetry::Histogram* round_trip_ = registry_.AddLatencyHistogram(
+      "ternd_request_seconds",
+      "Infer round trip inside the daemon, from reading the request to "
+      "queueing its answer",
+      {{"call", "infer"}});
   size_t call_ = kCallInvalid;  // the call being answered
   // Telemetry to the fleet; null when off (docs/telemetry.md).
   std::unique_ptr<telemetry::TelemetryAgent> agent_;
@@ -1522,10 +1526,11 @@ void Service::Impl::FillStats(wire::StatsResponse* stats, bool metrics) {
     sc->set_count(responses_[code]);
   }
   stats->set_requests_total(requests_total_);
-  stats->set_latency_p50_us(latency_.Percentile(0.50) / 1000);
-  stats->set_latency_p90_us(latency_.Percentile(0.90) / 1000);
-  stats->set_latency_p99_us(latency_.Percentile(0.99) / 1000);
-  stats->set_latency_p999_us(latency_.Percentile(0.999) / 1000);
+  const telemetry::HistogramSnapshot round_trip = round_trip_->Snapshot();
+  stats->set_latency_p50_us(round_trip.Percentile(0.50) / 1000);
+  stats->set_latency_p90_us(round_trip.Percentile(0.90) / 1000);
+  stats->set_latency_p99_us(round_trip.Percentile(0.99) / 1000);
+  stats->set_latency_p999_us(round_trip.Percentile(0.999) / 1000);
   stats->set_queue_depth(outstanding_);
   stats->set_connections(connections_.size());
   stats->set_connections_total(connections_total_);
@@ -1694,7 +1699,7 @@ void Service::Impl::OnCompletions() {
       at += bytes;
     }
     inferences_total_ += static_cast<uint64_t>(job->batch);
-    latency_.Record(now - job->received_ns);
+    round_trip_->Record(now - job->received_ns);
     metrics_.queue_seconds(kCallInfer)
         ->Record(job->started_ns - job->received_ns);
     metrics_.compute_seconds(kCallInfer)
