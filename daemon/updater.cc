@@ -108,7 +108,9 @@ class Updater::Impl {
   void OnFleetMessage(std::string_view topic, std::string_view payload);
   void OnFleetRelease(const std::string& envelope);
   void StartFetch();
-  void PublishReport();
+  // Publishes `known` (the current status, when the caller has it) or a
+  // status read now.
+  void PublishReport(const UpdateStatus* known = nullptr);
   static int OnPendingRelease(sd_event_source*, void* self);
   void Set(UpdateState state, const std::string& reason = "");
   void MaybeDie(UpdateState state);
@@ -455,12 +457,12 @@ void Updater::Impl::StartFetch() {
   fetcher_ = std::move(*f);
 }
 
-void Updater::Impl::PublishReport() {
+void Updater::Impl::PublishReport(const UpdateStatus* known) {
   if (!session_ || !report_dirty_ || report_mid_ >= 0 ||
       !session_->connected()) {
     return;
   }
-  const UpdateStatus st = status();
+  const UpdateStatus st = known ? *known : status();
   ota::UpdateReport r;
   r.set_device_id(options_.device.id);
   r.set_state_code(static_cast<int>(st.record.state));
@@ -501,9 +503,10 @@ void Updater::Impl::Set(UpdateState state, const std::string& reason) {
 }
 
 void Updater::Impl::Changed() {
-  if (observer_) observer_(status());
+  const UpdateStatus st = status();  // read once for both
+  if (observer_) observer_(st);
   report_dirty_ = true;
-  PublishReport();
+  PublishReport(&st);
 }
 
 // Fault seam for the tests (docs/ota.md, "Testing"): a real SIGKILL at the
