@@ -78,24 +78,6 @@ Status CheckArtifactHash(const ArtifactSpec& spec, Sha256Hasher& hash) {
 
 }  // namespace
 
-std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
-std::string Sha256(std::string_view bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &n, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<const char*>(md), n);
-}
-
 ArtifactSpec ArtifactSpecFromRelease(const Release& release) {
   ArtifactSpec spec;
   spec.artifact_sha256 = release.artifact_sha256();

@@ -35,6 +35,7 @@
 
 #include "base/status.h"
 #include "ota/metadata.pb.h"
+#include "ota/signing.h"  // Sha256, Hex
 #include "ota/state_store.h"
 
 typedef struct sd_event sd_event;
@@ -60,11 +61,6 @@ Status CheckArtifactSpec(const ArtifactSpec& spec);
 
 // Length of chunk `index` (the last one may be short).
 uint64_t ChunkLength(const ArtifactSpec& spec, uint64_t index);
-
-// Lowercase hex of raw bytes (hashes in messages).
-std::string Hex(std::string_view bytes);
-// Raw 32-byte SHA-256.
-std::string Sha256(std::string_view bytes);
 
 // Incremental SHA-256 (OpenSSL; SHA-NI where the CPU has it).
 class Sha256Hasher {

@@ -5,25 +5,10 @@
 #include <algorithm>
 #include <climits>
 
+#include "ota/signing.h"
+
 namespace ternd::ota {
 namespace {
-
-std::string Sha256(std::string_view bytes) {
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
-}
-
-std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (char c : bytes) {
-    const auto b = static_cast<uint8_t>(c);
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
 
 // Parses one envelope of `role` and its payload into `*payload`.
 template <typename Payload>

@@ -22,17 +22,6 @@ struct MdCtxFree {
 using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
 
-std::string Hex(std::span<const uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (uint8_t b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
 }  // namespace
 
 Result<Ed25519KeyPair> Ed25519KeyPairFromSeed(const Ed25519Seed& seed) {
@@ -58,10 +47,26 @@ Result<Ed25519KeyPair> GenerateEd25519KeyPair() {
   return Ed25519KeyPairFromSeed(seed);
 }
 
-std::string KeyId(const Ed25519PublicKey& key) {
+std::string Sha256(std::string_view bytes) {
   uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(key.data(), key.size(), digest);
-  return Hex(digest);
+  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
+}
+
+std::string Hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::string KeyId(const Ed25519PublicKey& key) {
+  return Hex(Sha256(
+      std::string_view(reinterpret_cast<const char*>(key.data()), key.size())));
 }
 
 std::vector<uint8_t> SignedBytes(std::string_view role,

@@ -37,6 +37,11 @@ Result<Ed25519KeyPair> Ed25519KeyPairFromSeed(const Ed25519Seed& seed);
 
 std::string KeyId(const Ed25519PublicKey& key);
 
+// The raw 32-byte SHA-256 of `bytes`.
+std::string Sha256(std::string_view bytes);
+// Lowercase hex of raw bytes (key ids, hashes in messages).
+std::string Hex(std::string_view bytes);
+
 // The bytes a signature for `role` over `payload` covers.
 std::vector<uint8_t> SignedBytes(std::string_view role,
                                  std::span<const uint8_t> payload);

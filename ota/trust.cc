@@ -11,12 +11,6 @@
 namespace ternd::ota {
 namespace {
 
-std::string Sha256(const std::string& bytes) {
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
-}
-
 Result<std::map<std::string, Ed25519PublicKey>> KnownKeys(const Root& root) {
   std::map<std::string, Ed25519PublicKey> known;
   for (const PublicKey& k : root.keys()) {

@@ -14,12 +14,6 @@
 namespace ternd::ota {
 namespace {
 
-std::string Sha256(const std::string& bytes) {
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
-}
-
 Ed25519KeyPair Key() {
   auto k = GenerateEd25519KeyPair();
   EXPECT_TRUE(k.ok());

@@ -47,12 +47,6 @@ void WriteBytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
-std::string Sha256(const std::string& bytes) {
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
-}
-
 void WriteModel(const std::string& path, const std::string& name,
                 uint64_t version, bool golden) {
   runtime::GraphBuilder b(name, version, 8);

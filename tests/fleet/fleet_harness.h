@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "ota/signing.h"
 #include "tests/support/test_env.h"
 
 namespace ternd::fleet_testing {
@@ -26,7 +27,7 @@ CmdResult Ternctl(const std::string& args, const std::string& cwd = "");
 
 std::string ReadBytes(const std::string& path);
 void WriteBytes(const std::string& path, const std::string& bytes);
-std::string Sha256(const std::string& bytes);
+using ::ternd::ota::Sha256;  // ota/signing.h
 
 // A small ternary model "name" v`version` (16 inputs, 4 outputs), written
 // to `path`, with its golden pair unless `golden` is false.

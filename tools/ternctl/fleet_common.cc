@@ -21,18 +21,6 @@ int FleetFail(const Status& s) {
   return 1;
 }
 
-std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (char c : bytes) {
-    const auto b = static_cast<uint8_t>(c);
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
-
 int64_t NowSeconds() { return static_cast<int64_t>(std::time(nullptr)); }
 
 std::string FormatTime(int64_t unix_seconds) {

@@ -12,11 +12,10 @@
 #include <string_view>
 #include <vector>
 
+#include "base/json.h"
 #include "base/status.h"
 #include "ota/metadata.pb.h"
 #include "ota/signing.h"
-
-#include "base/json.h"
 
 namespace ternd::ternctl {
 
@@ -30,8 +29,9 @@ void AddPublishCommand(CLI::App& app, int* exit_code);
 // Prints "ternctl: <message>" on stderr and returns 1 (the error exit code).
 int FleetFail(const Status& s);
 
-using ::ternd::JsonString;  // base/json.h
-std::string Hex(std::string_view bytes);
+using ::ternd::JsonString;   // base/json.h
+using ::ternd::ota::Hex;     // ota/signing.h
+using ::ternd::ota::Sha256;  // ota/signing.h
 
 int64_t NowSeconds();
 // "2026-11-23T14:05:00Z" (UTC).

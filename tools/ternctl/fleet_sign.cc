@@ -59,12 +59,6 @@ struct SignOptions {
   bool json = false;
 };
 
-std::string Sha256(std::string_view bytes) {
-  uint8_t digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), digest);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
-}
-
 // A model name may hold '/' and ':'; file names get '_' instead.
 std::string FileStem(const std::string& name, uint64_t version) {
   std::string stem = name;
