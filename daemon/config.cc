@@ -154,7 +154,10 @@ class ConfigParser {
             Uint(node, "runtime.arena_mb", 1, 65536, &c->arena_mb));
       } else if (k == "workers") {
         TERND_RETURN_IF_ERROR(
-            Uint(node, "runtime.workers", 0, 256, &c->workers));
+            Uint(node, "runtime.workers", 0, 255, &c->workers));
+      } else if (k == "inline_max_us") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "runtime.inline_max_us", 0, 1000000, &c->inline_max_us));
       } else if (k == "kernel") {
         TERND_RETURN_IF_ERROR(String(node, "runtime.kernel", &c->kernel));
         if (c->kernel.empty()) {
@@ -456,7 +459,7 @@ class ConfigParser {
 int Config::ResolvedWorkers() const {
   if (workers > 0) return static_cast<int>(workers);
   const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  return cpus < 1 ? 1 : (cpus > 256 ? 256 : static_cast<int>(cpus));
+  return cpus < 1 ? 1 : (cpus > 255 ? 255 : static_cast<int>(cpus));
 }
 
 Result<Config> ParseConfig(std::string_view text, const std::string& origin) {

@@ -57,6 +57,10 @@ struct Config {
   uint32_t workers = 0;  // 0: one per online CPU
   std::string kernel = "auto";
   std::string swap = "hot";  // "hot" (two slots) or "cold" (one)
+  // Requests whose model recently computed in at most this many
+  // microseconds per row run on the event loop thread when no worker is
+  // busy (two thread hand-offs fewer); 0: always through the workers.
+  uint32_t inline_max_us = 25;
 
   // [device]
   std::string device_id;  // empty: derived from /etc/machine-id

@@ -271,6 +271,8 @@ class Service::Impl : public ModelHost {
   void HandleInfer(Connection* c, uint64_t id, const wire::InferRequest& r);
   Status PrepareInfer(const wire::InferRequest& r,
                       const runtime::LoadedModel& m, InferJob* job);
+  bool RunsInline(const InferJob& job) const;
+  void FinishJob(InferJob* job, int64_t now);
   void FillModelInfo(wire::ModelInfoResponse* info);
   void HandleInstall(Connection* c, uint64_t id, const wire::InstallRequest& r);
   void FillUpdateStatus(wire::UpdateStatusResponse* out,
@@ -352,6 +354,10 @@ class Service::Impl : public ModelHost {
   std::vector<std::unique_ptr<InferJob>> jobs_;
   std::vector<InferJob*> free_jobs_;
   std::vector<InferJob*> completed_;
+  int loop_executor_ = 0;  // the loop thread's executor index (= workers)
+  // RunsInline's estimate: compute time per row of estimate_model_.
+  const runtime::LoadedModel* estimate_model_ = nullptr;
+  int64_t compute_ns_per_row_ = -1;
   size_t outstanding_ = 0;
 
   Fd listener_;
@@ -520,7 +526,10 @@ Status Service::Impl::StartRuntime() {
   runtime::RuntimeOptions options;
   options.arena_bytes = size_t{config_.arena_mb} << 20;
   options.slots = config_.swap == "hot" ? 2 : 1;
-  options.workers = config_.ResolvedWorkers();
+  // One executor per worker, and one more for the loop thread's inline
+  // requests (runtime.inline_max_us).
+  options.workers = config_.ResolvedWorkers() + 1;
+  loop_executor_ = options.workers - 1;
   options.kernel = config_.kernel;
   TERND_ASSIGN_OR_RETURN(runtime_, runtime::Runtime::Create(options));
   active_slot_ = 0;
@@ -602,8 +611,7 @@ Status Service::Impl::StartUpdater() {
 Status Service::Impl::StartPool() {
   // Every job that may be outstanding at once has a preallocated home.
   const size_t capacity = config_.max_queue_depth;
-  TERND_ASSIGN_OR_RETURN(
-      pool_, WorkerPool::Create(runtime_->options().workers, capacity));
+  TERND_ASSIGN_OR_RETURN(pool_, WorkerPool::Create(loop_executor_, capacity));
   jobs_.reserve(capacity);
   for (size_t i = 0; i < capacity; ++i) {
     jobs_.push_back(std::make_unique<InferJob>());
@@ -1361,7 +1369,23 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
   ++outstanding_;
   metrics_.queue_depth->Set(static_cast<double>(outstanding_));
   metrics_.inflight->Set(static_cast<double>(outstanding_));
+  if (RunsInline(*job)) {
+    WorkerPool::Run(loop_executor_, job);
+    metrics_.inline_requests->Add(1);
+    FinishJob(job, MonotonicNs());
+    return;
+  }
   pool_->Submit(job);
+}
+
+// Small models answer faster on the loop thread than through a worker (no
+// wake-up of a worker, no eventfd back): when nothing else is running and
+// the model's recent compute time is small, run the request here.
+bool Service::Impl::RunsInline(const InferJob& job) const {
+  return config_.inline_max_us != 0 && outstanding_ == 1 &&
+         job.model == estimate_model_ && compute_ns_per_row_ >= 0 &&
+         compute_ns_per_row_ * job.batch <=
+             int64_t{config_.inline_max_us} * 1000;
 }
 
 Status Service::Impl::PrepareInfer(const wire::InferRequest& r,
@@ -1660,63 +1684,78 @@ void Service::Impl::OnCompletions() {
   pool_->TakeCompleted(&completed_);
   const int64_t now = MonotonicNs();
   call_ = kCallInfer;
-  for (InferJob* job : completed_) {
-    --outstanding_;
-    metrics_.queue_depth->Set(static_cast<double>(outstanding_));
-    metrics_.inflight->Set(static_cast<double>(outstanding_));
-    --slot_inflight_[job->slot];
-    free_jobs_.push_back(job);
-    Connection* c = FindConnection(job->connection_id);
-    if (!c) {
-      Count(StatusCode::kCancelled);  // the client left first
-      continue;
-    }
-    --c->inflight;
-    if (!job->status.ok()) {
-      SendError(c, job->request_id, job->status);
-      continue;
-    }
-    const runtime::LoadedModel& m = *job->model;
-    response_.Clear();
-    response_.set_id(job->request_id);
-    wire::InferResponse* r = response_.mutable_infer();
-    r->set_model(m.name());
-    r->set_model_version(m.version());
-    r->set_queue_us(static_cast<uint64_t>(job->started_ns - job->received_ns) /
-                    1000);
-    r->set_compute_us(
-        static_cast<uint64_t>(job->finished_ns - job->started_ns) / 1000);
-    size_t at = 0;
-    for (int o : job->outputs) {
-      const runtime::IoInfo& info = m.output_info(o);
-      const size_t bytes = static_cast<size_t>(job->batch) * info.features * 4;
-      wire::Tensor* t = r->add_outputs();
-      t->set_name(info.name);
-      t->set_dtype(WireDType(info.dtype));
-      t->add_shape(static_cast<uint32_t>(job->batch));
-      t->add_shape(info.features);
-      t->set_data(job->results.data() + at, bytes);
-      at += bytes;
-    }
-    inferences_total_ += static_cast<uint64_t>(job->batch);
-    round_trip_->Record(now - job->received_ns);
-    metrics_.queue_seconds(kCallInfer)
-        ->Record(job->started_ns - job->received_ns);
-    metrics_.compute_seconds(kCallInfer)
-        ->Record(job->finished_ns - job->started_ns);
-    Count(StatusCode::kOk);
-    if (config_.log_requests) {
-      ModelEvent(LogLevel::kInfo, &m, job->request_id,
-                 "request %llu on connection %llu: %d rows in %lld us",
-                 static_cast<unsigned long long>(job->request_id),
-                 static_cast<unsigned long long>(c->id), job->batch,
-                 static_cast<long long>((now - job->received_ns) / 1000));
-    }
-    SendResponse(c, &response_);
-  }
+  for (InferJob* job : completed_) FinishJob(job, now);
   FlushDirty();
   // A finished reply can unblock connections that waited to close.
   if (state_ == State::kDraining) CheckDrained();
+}
+
+// Answers a job that ran (on a worker or inline) and returns its slot.
+void Service::Impl::FinishJob(InferJob* job, int64_t now) {
+  --outstanding_;
+  metrics_.queue_depth->Set(static_cast<double>(outstanding_));
+  metrics_.inflight->Set(static_cast<double>(outstanding_));
+  --slot_inflight_[job->slot];
+  free_jobs_.push_back(job);
+  if (job->status.ok()) {
+    // The compute time per row of the model, smoothed over the last few
+    // requests (RunsInline); a new model starts a new estimate.
+    const int64_t per_row =
+        (job->finished_ns - job->started_ns) / std::max(job->batch, 1);
+    if (job->model != estimate_model_) {
+      estimate_model_ = job->model;
+      compute_ns_per_row_ = per_row;
+    } else {
+      compute_ns_per_row_ += (per_row - compute_ns_per_row_) / 8;
+    }
+  }
+  Connection* c = FindConnection(job->connection_id);
+  if (!c) {
+    Count(StatusCode::kCancelled);  // the client left first
+    return;
+  }
+  --c->inflight;
+  if (!job->status.ok()) {
+    SendError(c, job->request_id, job->status);
+    return;
+  }
+  const runtime::LoadedModel& m = *job->model;
+  response_.Clear();
+  response_.set_id(job->request_id);
+  wire::InferResponse* r = response_.mutable_infer();
+  r->set_model(m.name());
+  r->set_model_version(m.version());
+  r->set_queue_us(static_cast<uint64_t>(job->started_ns - job->received_ns) /
+                  1000);
+  r->set_compute_us(static_cast<uint64_t>(job->finished_ns - job->started_ns) /
+                    1000);
+  size_t at = 0;
+  for (int o : job->outputs) {
+    const runtime::IoInfo& info = m.output_info(o);
+    const size_t bytes = static_cast<size_t>(job->batch) * info.features * 4;
+    wire::Tensor* t = r->add_outputs();
+    t->set_name(info.name);
+    t->set_dtype(WireDType(info.dtype));
+    t->add_shape(static_cast<uint32_t>(job->batch));
+    t->add_shape(info.features);
+    t->set_data(job->results.data() + at, bytes);
+    at += bytes;
+  }
+  inferences_total_ += static_cast<uint64_t>(job->batch);
+  round_trip_->Record(now - job->received_ns);
+  metrics_.queue_seconds(kCallInfer)
+      ->Record(job->started_ns - job->received_ns);
+  metrics_.compute_seconds(kCallInfer)
+      ->Record(job->finished_ns - job->started_ns);
+  Count(StatusCode::kOk);
+  if (config_.log_requests) {
+    ModelEvent(LogLevel::kInfo, &m, job->request_id,
+               "request %llu on connection %llu: %d rows in %lld us",
+               static_cast<unsigned long long>(job->request_id),
+               static_cast<unsigned long long>(c->id), job->batch,
+               static_cast<long long>((now - job->received_ns) / 1000));
+  }
+  SendResponse(c, &response_);
 }
 
 void Service::Impl::BeginDrain(const char* why) {

@@ -77,10 +77,14 @@ class WorkerPool {
   // status CANCELLED, and joins the threads. Idempotent.
   void Stop();
 
+  // Runs `job` on executor `worker` of its model, in the calling thread
+  // (what each worker thread does with a job; the loop uses it for inline
+  // requests with its own executor index).
+  static void Run(int worker, InferJob* job);
+
  private:
   WorkerPool() = default;
   void WorkerMain(int worker);
-  static void Run(int worker, InferJob* job);
 
   int event_fd_ = -1;
   size_t capacity_ = 0;

@@ -37,6 +37,11 @@ ServiceMetrics::ServiceMetrics(Registry* r, std::vector<std::string> calls)
   frames_rejected = r->AddCounter(
       "ternd_frames_rejected_total",
       "Malformed or oversized frames refused since start", "frames");
+  inline_requests = r->AddCounter(
+      "ternd_inline_requests_total",
+      "Infer calls run on the event loop thread instead of a worker "
+      "(runtime.inline_max_us)",
+      "requests");
   model = r->AddInfo("ternd_model_info",
                      "The model serving now (name, version, kernel)");
   update_state = r->AddInfo("ternd_update_state_info",

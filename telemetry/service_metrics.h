@@ -45,6 +45,7 @@ class ServiceMetrics {
   Gauge* connections;  // open client connections
   Counter* connections_total;
   Counter* frames_rejected;  // malformed or oversized frames
+  Counter* inline_requests;  // Infer calls run on the loop thread
   Info* model;               // name, version, kernel
   Info* update_state;        // state, reason, model, version
   Gauge* arena_used_bytes;

@@ -332,6 +332,72 @@ TEST_F(DaemonTest, ModelInfoHealthAndStats) {
   EXPECT_EQ(StatusCount(c.get(), "OK"), 13u);  // info, health, 10, stats
 }
 
+// Reads one unlabelled counter from the Stats call's Prometheus text.
+double PrometheusValue(const wire::StatsResponse& s, const std::string& name) {
+  const std::string& text = s.prometheus_text();
+  const size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::strtod(text.c_str() + at + name.size() + 2, nullptr);
+}
+
+TEST_F(DaemonTest, SmallModelRunsInlineWhenNoWorkerIsBusy) {
+  // A generous bound so a loaded machine cannot change the outcome: every
+  // request after the first (which measures the model) runs on the loop.
+  auto d = Start("", 2, FastModel(), "inline_max_us = 100000");
+  auto c = Connect();
+  Reference ref(FastModel());
+  for (uint32_t i = 0; i < 20; ++i) {
+    Result<wire::InferResponse> r = c->Infer(MakeInfer(FastModel(), 3, i));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(ProbsOf(*r), ref.Probs(3, i));
+  }
+  Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 19);
+  EXPECT_EQ(s->inferences_total(), 60u);
+
+  // Pipelined: only a request that finds nothing else running goes inline;
+  // the rest still reach the workers and every answer is right.
+  for (uint32_t i = 0; i < 32; ++i) {
+    ASSERT_TRUE(c->Send(Wrap(100 + i, MakeInfer(FastModel(), 1, i))).ok());
+  }
+  for (int i = 0; i < 32; ++i) {
+    wire::Response got;
+    ASSERT_TRUE(c->Receive(&got).ok());
+    ASSERT_EQ(got.status().code(), 0);
+    EXPECT_EQ(ProbsOf(got.infer()),
+              ref.Probs(1, static_cast<uint32_t>(got.id() - 100)));
+  }
+}
+
+TEST_F(DaemonTest, InlineZeroSendsEveryRequestToTheWorkers) {
+  auto d = Start("", 2, FastModel(), "inline_max_us = 0");
+  auto c = Connect();
+  Reference ref(FastModel());
+  for (uint32_t i = 0; i < 20; ++i) {
+    Result<wire::InferResponse> r = c->Infer(MakeInfer(FastModel(), 3, i));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(ProbsOf(*r), ref.Probs(3, i));
+  }
+  Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 0);
+}
+
+TEST_F(DaemonTest, SlowModelStaysOnTheWorkers) {
+  // SlowModel computes for far longer than 25 us per row: never inline, so
+  // the loop keeps answering other calls while it runs.
+  const TestModelSpec slow = SlowModel();
+  auto d = Start("", 2, slow);
+  auto c = Connect();
+  for (uint32_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c->Infer(MakeInfer(slow, 1, i)).ok());
+  }
+  Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 0);
+}
+
 TEST_F(DaemonTest, PipelinedRequestsAllAnsweredWithTheirIds) {
   auto d = Start("max_inflight_per_connection = 1000", 2);
   auto c = Connect();
