@@ -2,10 +2,12 @@
 // frame holding a model-like payload of random ternary codes) over loopback
 // HTTPS from the real nginx (tests/support/nginx_server.h, test CA), through
 // ArtifactFetcher: TLS, per-chunk SHA-256, SQLite writes on the worker
-// thread, the whole artifact's SHA-256. BM_FetchVerifyStage100MiB then
-// stages it as an update does (ota::StageArtifact: every stored chunk read
-// back and checked again, decompressed into a pre-touched buffer standing
-// for the arena slot, the model's SHA-256 checked). Each iteration starts
+// thread, the whole artifact's SHA-256. BM_FetchVerifyStage100MiB also
+// stages it as the daemon's updates do (FetchOptions::stage: each stored
+// chunk decompressed on the worker into the model, the model's SHA-256
+// checked), and BM_FetchThenStage100MiB stages after the download instead
+// (ota::StageArtifact: every stored chunk read back and checked again, as
+// after a restart). Each iteration starts
 // from an empty state database, in $TMPDIR (db_in_memory:0) or in /dev/shm
 // (db_in_memory:1).
 //
@@ -146,7 +148,9 @@ Fixture& GetFixture() {
 
 // Downloads (and, with `stage`, stages) the fixture's artifact once per
 // iteration.
-void FetchBenchmark(benchmark::State& state, bool stage) {
+enum class Stage { kNone, kWhileFetching, kAfter };
+
+void FetchBenchmark(benchmark::State& state, Stage stage) {
   Fixture& fx = GetFixture();
   if (!fx.error.empty()) {
     state.SkipWithError(fx.error.c_str());
@@ -160,7 +164,7 @@ void FetchBenchmark(benchmark::State& state, bool stage) {
                              : "/dev/shm/ternd-ota-fetch-bench-" +
                                    std::to_string(getpid()) + ".db";
   // Stands for the idle arena slot: reserved and touched before the run.
-  std::vector<uint8_t> slot(stage ? fx.model_length : 0, 1);
+  std::vector<uint8_t> slot(stage == Stage::kAfter ? fx.model_length : 0, 1);
   long worst_growth_kib = 0;
   double client_cpu = 0, server_cpu = 0;
   for (auto _ : state) {
@@ -173,6 +177,7 @@ void FetchBenchmark(benchmark::State& state, bool stage) {
     FetchOptions options;
     options.state_db = db;
     options.ca_file = fx.dir.File("ca.pem");
+    options.stage = stage == Stage::kWhileFetching;
     Status result = Internal("not finished");
     ResetPeakRss();
     const long before = StatusKib("VmRSS:");
@@ -186,7 +191,11 @@ void FetchBenchmark(benchmark::State& state, bool stage) {
                                             sd_event_exit(loop, 0);
                                           });
     if (fetcher.ok()) sd_event_loop(loop);
-    if (stage && fetcher.ok() && result.ok()) {
+    if (stage == Stage::kWhileFetching && fetcher.ok() && result.ok() &&
+        (*fetcher)->TakeStagedModel().size() != fx.model_length) {
+      result = Internal("the download did not stage the model");
+    }
+    if (stage == Stage::kAfter && fetcher.ok() && result.ok()) {
       fetcher->reset();
       Result<std::unique_ptr<StateStore>> store = StateStore::Open(db);
       Result<uint64_t> staged = store.ok()
@@ -223,10 +232,13 @@ void FetchBenchmark(benchmark::State& state, bool stage) {
   state.counters["server_cpu_ms"] = server_cpu / n;
 }
 void BM_FetchVerifyStore100MiB(benchmark::State& state) {
-  FetchBenchmark(state, /*stage=*/false);
+  FetchBenchmark(state, Stage::kNone);
 }
 void BM_FetchVerifyStage100MiB(benchmark::State& state) {
-  FetchBenchmark(state, /*stage=*/true);
+  FetchBenchmark(state, Stage::kWhileFetching);
+}
+void BM_FetchThenStage100MiB(benchmark::State& state) {
+  FetchBenchmark(state, Stage::kAfter);
 }
 BENCHMARK(BM_FetchVerifyStore100MiB)
     ->ArgName("db_in_memory")
@@ -236,6 +248,14 @@ BENCHMARK(BM_FetchVerifyStore100MiB)
     ->UseRealTime()
     ->Iterations(5);
 BENCHMARK(BM_FetchVerifyStage100MiB)
+    ->ArgName("db_in_memory")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(5);
+
+BENCHMARK(BM_FetchThenStage100MiB)
     ->ArgName("db_in_memory")
     ->Arg(0)
     ->Arg(1)

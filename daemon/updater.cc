@@ -48,6 +48,9 @@ Result<ota::Release> ReleaseOf(const std::string& envelope_bytes) {
 // decompressed with the output capped at the signed length, the model's
 // hash checked, parsed, and its name and version compared with the
 // release's. Blocking: loader thread or start-up only.
+Result<runtime::ModelFile> ParseStagedModel(std::vector<uint8_t> model,
+                                            const ota::Release& release);
+
 Result<runtime::ModelFile> ProduceModel(const std::string& state_db,
                                         const ota::Release& release) {
   TERND_ASSIGN_OR_RETURN(std::unique_ptr<ota::StateStore> store,
@@ -58,6 +61,13 @@ Result<runtime::ModelFile> ProduceModel(const std::string& state_db,
   TERND_ASSIGN_OR_RETURN(uint64_t length,
                          ota::StageArtifact(*store, spec, model));
   model.resize(length);
+  return ParseStagedModel(std::move(model), release);
+}
+
+// Parses a model staged from a release's artifact (its SHA-256 and length
+// already checked) and compares its name and version with the release's.
+Result<runtime::ModelFile> ParseStagedModel(std::vector<uint8_t> model,
+                                            const ota::Release& release) {
   char origin[160];
   std::snprintf(origin, sizeof(origin), "update '%s' version %llu",
                 release.model_name().c_str(),
@@ -117,7 +127,9 @@ class Updater::Impl {
   void Finish();  // a final state was reached
   void Evict();   // the artifact cache back under its quota
   void StoreArtifact(std::string artifact);
-  void Stage();
+  // Verifies and places the model on the loader thread: `staged` when the
+  // download already decompressed and checked it, else from the store.
+  void Stage(std::shared_ptr<std::vector<uint8_t>> staged = nullptr);
   void OnStaged(const Status& result);
   void Fail(UpdateState state, const std::string& reason);
   void StartProbationTimer();
@@ -316,6 +328,7 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
   session_ = session;
   fleet_ = std::move(options);
   fleet_.fetch.state_db = options_.state_db;
+  fleet_.fetch.stage = true;
   prefix_ = fleet_.topic_prefix;
   const std::string device = prefix_ + "/devices/" + options_.device.id;
   release_topic_ = device + "/update/release";
@@ -448,7 +461,11 @@ void Updater::Impl::StartFetch() {
           return;
         }
         record_.bytes_done = record_.bytes_total;
-        Stage();
+        // Decompressed and checked while downloading: no second pass.
+        std::vector<uint8_t> model = fetcher_->TakeStagedModel();
+        Stage(model.empty()
+                  ? nullptr
+                  : std::make_shared<std::vector<uint8_t>>(std::move(model)));
       });
   if (!f.ok()) {
     Fail(UpdateState::kFailed, f.status().message());
@@ -745,7 +762,7 @@ void Updater::Impl::StoreArtifact(std::string artifact) {
       });
 }
 
-void Updater::Impl::Stage() {
+void Updater::Impl::Stage(std::shared_ptr<std::vector<uint8_t>> staged) {
   Set(UpdateState::kVerifying);
   ModelChange change;
   char what[200];
@@ -753,7 +770,11 @@ void Updater::Impl::Stage() {
                 release_.model_name().c_str(),
                 static_cast<unsigned long long>(release_.model_version()));
   change.what = what;
-  change.produce = [db = options_.state_db, release = release_]() {
+  change.produce = [db = options_.state_db, release = release_,
+                    staged]() -> Result<runtime::ModelFile> {
+    if (staged && !staged->empty()) {
+      return ParseStagedModel(std::move(*staged), release);
+    }
     return ProduceModel(db, release);
   };
   change.require_golden = true;

@@ -18,10 +18,6 @@ namespace {
 // zstd allocates the window while decompressing, so this bounds memory.
 constexpr int kMaxWindowLog = 27;
 
-struct DctxDeleter {
-  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
-};
-
 bool Cancelled(const std::atomic<bool>* cancel) {
   return cancel != nullptr && cancel->load(std::memory_order_relaxed);
 }
@@ -155,7 +151,8 @@ Status VerifyStoredArtifact(StateStore& store, const ArtifactSpec& spec,
 
 Status VerifyStoredArtifactFrom(StateStore& store, const ArtifactSpec& spec,
                                 Sha256Hasher& hash, uint64_t first_chunk,
-                                const std::atomic<bool>* cancel) {
+                                const std::atomic<bool>* cancel,
+                                ModelStager* stager) {
   TERND_RETURN_IF_ERROR(CheckArtifactSpec(spec));
   for (uint64_t i = first_chunk; i < spec.chunk_sha256.size(); ++i) {
     if (Cancelled(cancel)) {
@@ -164,28 +161,125 @@ Status VerifyStoredArtifactFrom(StateStore& store, const ArtifactSpec& spec,
     }
     TERND_ASSIGN_OR_RETURN(std::string chunk,
                            ReadCheckedChunk(store, spec, i, hash));
+    if (stager != nullptr) TERND_RETURN_IF_ERROR(stager->Feed(chunk));
   }
   return CheckArtifactHash(spec, hash);
+}
+
+// ModelStager
+// ------------------------------------------------------------------
+
+Result<std::unique_ptr<ModelStager>> ModelStager::Create(
+    const ArtifactSpec* spec, std::span<uint8_t> out) {
+  TERND_RETURN_IF_ERROR(CheckArtifactSpec(*spec));
+  if (out.size() < spec->model_length) {
+    return InvalidArgument(
+        "staging artifact %s: the output buffer holds %zu bytes, the signed "
+        "model length is %llu",
+        Hex(spec->artifact_sha256).c_str(), out.size(),
+        static_cast<unsigned long long>(spec->model_length));
+  }
+  std::unique_ptr<ModelStager> s(new ModelStager());
+  s->spec_ = spec;
+  s->out_ = out.first(static_cast<size_t>(spec->model_length));
+  s->dctx_ = ZSTD_createDCtx();
+  if (s->dctx_ == nullptr) {
+    return Internal("cannot allocate a zstd decompression context");
+  }
+  ZSTD_DCtx_setParameter(s->dctx_, ZSTD_d_windowLogMax, kMaxWindowLog);
+  return s;
+}
+
+ModelStager::~ModelStager() { ZSTD_freeDCtx(dctx_); }
+
+// Decompresses `size` bytes of input (nullptr/0: only drains what zstd
+// holds), refusing any output beyond the signed model length.
+Status ModelStager::Drain(const void* src, size_t size,
+                          uint64_t artifact_offset) {
+  const std::string id = Hex(spec_->artifact_sha256);
+  ZSTD_inBuffer input{src, size, 0};
+  ZSTD_outBuffer output{out_.data(), out_.size(), out_pos_};
+  const size_t hashed = out_pos_;
+  for (;;) {
+    const bool draining = size == 0;
+    if (!draining && input.pos == input.size) break;
+    const size_t before = output.pos;
+    if (output.pos == output.size) {
+      // The model is complete but input (or buffered output) remains: it
+      // may only be epilogue (a checksum, the end of the frame). One more
+      // byte of output is a bomb.
+      uint8_t probe;
+      ZSTD_outBuffer extra{&probe, 1, 0};
+      last_ret_ = ZSTD_decompressStream(dctx_, &extra, &input);
+      if (!ZSTD_isError(last_ret_) && extra.pos > 0) {
+        return DataLoss(
+            "staging artifact %s: decompresses to more than the signed "
+            "model length %zu (stopped at artifact offset %llu)",
+            id.c_str(), out_.size(),
+            static_cast<unsigned long long>(artifact_offset + input.pos));
+      }
+    } else {
+      last_ret_ = ZSTD_decompressStream(dctx_, &output, &input);
+    }
+    if (ZSTD_isError(last_ret_)) {
+      return DataLoss(
+          "staging artifact %s: zstd error at artifact offset %llu (model "
+          "offset %zu): %s",
+          id.c_str(),
+          static_cast<unsigned long long>(artifact_offset + input.pos),
+          output.pos, ZSTD_getErrorName(last_ret_));
+    }
+    if (draining) {
+      if (last_ret_ == 0) break;
+      if (output.pos == before) {
+        return DataLoss(
+            "staging artifact %s: the artifact ends inside a zstd frame "
+            "(model offset %zu)",
+            id.c_str(), output.pos);
+      }
+    }
+  }
+  out_pos_ = output.pos;
+  // Hash what was just written while it is still in the cache.
+  model_hash_.Update(std::string_view(
+      reinterpret_cast<const char*>(out_.data()) + hashed, out_pos_ - hashed));
+  return Status::Ok();
+}
+
+Status ModelStager::Feed(std::string_view chunk) {
+  const uint64_t offset = next_chunk_ * spec_->chunk_size;
+  ++next_chunk_;
+  if (chunk.empty()) return Status::Ok();
+  return Drain(chunk.data(), chunk.size(), offset);
+}
+
+Result<uint64_t> ModelStager::Finish() {
+  // Flush whatever zstd still holds: it may also overflow the model.
+  if (last_ret_ != 0) {
+    TERND_RETURN_IF_ERROR(Drain(nullptr, 0, spec_->artifact_length));
+  }
+  const std::string id = Hex(spec_->artifact_sha256);
+  if (out_pos_ != spec_->model_length) {
+    return DataLoss("staging artifact %s: the model is %zu bytes, signed %llu",
+                    id.c_str(), out_pos_,
+                    static_cast<unsigned long long>(spec_->model_length));
+  }
+  const std::string got = model_hash_.Final();
+  if (got != spec_->model_sha256) {
+    return DataLoss(
+        "staging artifact %s: the %zu-byte model has SHA-256 %s, signed %s",
+        id.c_str(), out_pos_, Hex(got).c_str(),
+        Hex(spec_->model_sha256).c_str());
+  }
+  return static_cast<uint64_t>(out_pos_);
 }
 
 Result<uint64_t> StageArtifact(StateStore& store, const ArtifactSpec& spec,
                                std::span<uint8_t> out,
                                const std::atomic<bool>* cancel) {
-  TERND_RETURN_IF_ERROR(CheckArtifactSpec(spec));
-  if (out.size() < spec.model_length) {
-    return InvalidArgument(
-        "staging artifact %s: the output buffer holds %zu bytes, the signed "
-        "model length is %llu",
-        Hex(spec.artifact_sha256).c_str(), out.size(),
-        static_cast<unsigned long long>(spec.model_length));
-  }
-  std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
-  if (!dctx) return Internal("cannot allocate a zstd decompression context");
-  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, kMaxWindowLog);
-
+  TERND_ASSIGN_OR_RETURN(std::unique_ptr<ModelStager> stager,
+                         ModelStager::Create(&spec, out));
   Sha256Hasher artifact_hash;
-  ZSTD_outBuffer output{out.data(), static_cast<size_t>(spec.model_length), 0};
-  size_t last_ret = 0;  // 0: at a frame boundary
   for (uint64_t i = 0; i < spec.chunk_sha256.size(); ++i) {
     if (Cancelled(cancel)) {
       return Errorf(StatusCode::kCancelled, "staging artifact %s: cancelled",
@@ -193,82 +287,10 @@ Result<uint64_t> StageArtifact(StateStore& store, const ArtifactSpec& spec,
     }
     TERND_ASSIGN_OR_RETURN(std::string chunk,
                            ReadCheckedChunk(store, spec, i, artifact_hash));
-    ZSTD_inBuffer input{chunk.data(), chunk.size(), 0};
-    while (input.pos < input.size) {
-      const uint64_t artifact_offset = i * spec.chunk_size + input.pos;
-      if (output.pos == output.size) {
-        // The model is complete but input remains: it may only be
-        // epilogue (a checksum, the end of the frame). One more byte of
-        // output is a bomb.
-        uint8_t probe;
-        ZSTD_outBuffer extra{&probe, 1, 0};
-        last_ret = ZSTD_decompressStream(dctx.get(), &extra, &input);
-        if (!ZSTD_isError(last_ret) && extra.pos > 0) {
-          return DataLoss(
-              "staging artifact %s: decompresses to more than the signed "
-              "model length %llu (stopped at artifact offset %llu)",
-              Hex(spec.artifact_sha256).c_str(),
-              static_cast<unsigned long long>(spec.model_length),
-              static_cast<unsigned long long>(artifact_offset));
-        }
-      } else {
-        last_ret = ZSTD_decompressStream(dctx.get(), &output, &input);
-      }
-      if (ZSTD_isError(last_ret)) {
-        return DataLoss(
-            "staging artifact %s: zstd error at artifact offset %llu "
-            "(model offset %zu): %s",
-            Hex(spec.artifact_sha256).c_str(),
-            static_cast<unsigned long long>(artifact_offset), output.pos,
-            ZSTD_getErrorName(last_ret));
-      }
-    }
-  }
-  // Flush whatever zstd still holds: it may also overflow the model.
-  while (last_ret != 0) {
-    ZSTD_inBuffer none{nullptr, 0, 0};
-    const size_t before = output.pos;
-    if (output.pos == output.size) {
-      uint8_t probe;
-      ZSTD_outBuffer extra{&probe, 1, 0};
-      last_ret = ZSTD_decompressStream(dctx.get(), &extra, &none);
-      if (!ZSTD_isError(last_ret) && extra.pos > 0) {
-        return DataLoss(
-            "staging artifact %s: decompresses to more than the signed model "
-            "length %llu",
-            Hex(spec.artifact_sha256).c_str(),
-            static_cast<unsigned long long>(spec.model_length));
-      }
-    } else {
-      last_ret = ZSTD_decompressStream(dctx.get(), &output, &none);
-    }
-    if (ZSTD_isError(last_ret)) {
-      return DataLoss("staging artifact %s: zstd error at the end: %s",
-                      Hex(spec.artifact_sha256).c_str(),
-                      ZSTD_getErrorName(last_ret));
-    }
-    if (last_ret != 0 && output.pos == before) {
-      return DataLoss(
-          "staging artifact %s: the artifact ends inside a zstd frame (model "
-          "offset %zu)",
-          Hex(spec.artifact_sha256).c_str(), output.pos);
-    }
+    TERND_RETURN_IF_ERROR(stager->Feed(chunk));
   }
   TERND_RETURN_IF_ERROR(CheckArtifactHash(spec, artifact_hash));
-  if (output.pos != spec.model_length) {
-    return DataLoss("staging artifact %s: the model is %zu bytes, signed %llu",
-                    Hex(spec.artifact_sha256).c_str(), output.pos,
-                    static_cast<unsigned long long>(spec.model_length));
-  }
-  const std::string model_hash = Sha256(
-      std::string_view(reinterpret_cast<const char*>(out.data()), output.pos));
-  if (model_hash != spec.model_sha256) {
-    return DataLoss(
-        "staging artifact %s: the %zu-byte model has SHA-256 %s, signed %s",
-        Hex(spec.artifact_sha256).c_str(), output.pos, Hex(model_hash).c_str(),
-        Hex(spec.model_sha256).c_str());
-  }
-  return static_cast<uint64_t>(output.pos);
+  return stager->Finish();
 }
 
 // ArtifactWorker

@@ -41,6 +41,7 @@
 typedef struct sd_event sd_event;
 typedef struct sd_event_source sd_event_source;
 struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+struct ZSTD_DCtx_s;    // zstd's ZSTD_DCtx
 
 namespace ternd::ota {
 
@@ -76,16 +77,53 @@ class Sha256Hasher {
   ::evp_md_ctx_st* ctx_;
 };
 
+// Streaming decompression of an artifact's chunks, fed in order, into a
+// caller's buffer (the staged model), with StageArtifact's defences: the
+// output is capped at the signed model length (the first byte beyond it is
+// an error), and the model's SHA-256 is checked at Finish. It trusts its
+// input to be the artifact's chunks already checked against their signed
+// hashes. Used by StageArtifact (chunks read back from the store) and by a
+// download that stages as it goes (FetchOptions::stage_into).
+class ModelStager {
+ public:
+  // `spec` must outlive the stager; out.size() >= spec.model_length.
+  static Result<std::unique_ptr<ModelStager>> Create(const ArtifactSpec* spec,
+                                                     std::span<uint8_t> out);
+  ~ModelStager();
+  ModelStager(const ModelStager&) = delete;
+  ModelStager& operator=(const ModelStager&) = delete;
+
+  // Decompresses chunk next_chunk() (its bytes) and hashes the new output.
+  Status Feed(std::string_view chunk);
+  uint64_t next_chunk() const { return next_chunk_; }
+  // After the last chunk: drains zstd and checks the model's length and
+  // SHA-256. Returns the model length (== spec.model_length).
+  Result<uint64_t> Finish();
+
+ private:
+  ModelStager() = default;
+  Status Drain(const void* src, size_t size, uint64_t artifact_offset);
+
+  const ArtifactSpec* spec_ = nullptr;
+  std::span<uint8_t> out_;
+  ::ZSTD_DCtx_s* dctx_ = nullptr;
+  size_t out_pos_ = 0;
+  size_t last_ret_ = 0;  // zstd's hint; 0 at a frame boundary
+  uint64_t next_chunk_ = 0;
+  Sha256Hasher model_hash_;
+};
+
 // Reads every chunk of the artifact from `store` in order and checks each
 // against its signed hash and the whole against the signed artifact hash.
 // Blocking; `cancel` (optional) is polled between chunks.
 Status VerifyStoredArtifact(StateStore& store, const ArtifactSpec& spec,
                             const std::atomic<bool>* cancel = nullptr);
-// The same, when `hash` has already been fed chunks [0, first_chunk) (as
-// they were stored): reads and feeds only the rest.
+// The same, when `hash` (and `stager`, if any) have already been fed chunks
+// [0, first_chunk) (as they were stored): reads and feeds only the rest.
 Status VerifyStoredArtifactFrom(StateStore& store, const ArtifactSpec& spec,
                                 Sha256Hasher& hash, uint64_t first_chunk,
-                                const std::atomic<bool>* cancel = nullptr);
+                                const std::atomic<bool>* cancel = nullptr,
+                                ModelStager* stager = nullptr);
 
 // Decompresses the stored artifact into `out` and checks it. Returns the
 // model length (== spec.model_length) on success.

@@ -77,13 +77,16 @@ FetchJob FetchJobFromRelease(const Release& release) {
 
 class ArtifactFetcher::Impl {
  public:
+  friend class ArtifactFetcher;
   Impl(sd_event* loop, FetchJob job, FetchOptions options,
        ProgressCallback on_progress, DoneCallback on_done)
       : loop_(sd_event_ref(loop)),
         job_(std::move(job)),
         options_(std::move(options)),
         on_progress_(std::move(on_progress)),
-        on_done_(std::move(on_done)) {}
+        on_done_(std::move(on_done)) {
+    running_hash_->stage = options_.stage;
+  }
   ~Impl();
 
   Status Init();
@@ -189,6 +192,33 @@ class ArtifactFetcher::Impl {
   struct RunningHash {
     Sha256Hasher hash;
     uint64_t next = 0;
+    // FetchOptions::stage: the model decompressed from chunks [0, next).
+    bool stage = false;
+    std::vector<uint8_t> model;
+    std::unique_ptr<ModelStager> stager;
+    Status stage_error;
+    bool staged = false;  // Finish checked it
+
+    // The stager, made on first use (worker thread); nullptr when not
+    // staging or after a staging error.
+    ModelStager* Stager(const ArtifactSpec* spec) {
+      if (!stage || !stage_error.ok()) return nullptr;
+      if (!stager) {
+        model.resize(spec->model_length);
+        Result<std::unique_ptr<ModelStager>> s =
+            ModelStager::Create(spec, std::span<uint8_t>(model));
+        if (!s.ok()) {
+          stage_error = s.status();
+          return nullptr;
+        }
+        stager = std::move(*s);
+      }
+      return stager.get();
+    }
+    // Feeds chunk `next` to the stager (worker thread).
+    void Stage(const ArtifactSpec* spec, std::string_view chunk) {
+      if (ModelStager* s = Stager(spec)) stage_error = s->Feed(chunk);
+    }
   };
   std::shared_ptr<RunningHash> running_hash_ = std::make_shared<RunningHash>();
 
@@ -701,6 +731,7 @@ void ArtifactFetcher::Impl::SubmitChunk(Transfer& t, uint64_t index) {
             (*store)->PutChunk(spec->artifact_sha256, index, result->buffer);
         if (result->status.ok() && index == running->next) {
           running->hash.Update(result->buffer);
+          running->Stage(spec, result->buffer);
           ++running->next;
         }
       },
@@ -910,10 +941,22 @@ void ArtifactFetcher::Impl::Finalize() {
           *status = store.status();
           return;
         }
-        // Chunks hashed as they were stored need no read-back; the rest
-        // (from an earlier run, or after a gap) are read and checked.
+        // Chunks hashed (and staged) as they were stored need no
+        // read-back; the rest (from an earlier run, or after a gap) are
+        // read and checked.
+        ModelStager* stager = running->Stager(spec);
         *status = VerifyStoredArtifactFrom(**store, *spec, running->hash,
-                                           running->next, cancel);
+                                           running->next, cancel, stager);
+        if (status->ok() && running->stage) {
+          if (!running->stage_error.ok()) {
+            *status = running->stage_error;
+          } else if (Result<uint64_t> n = running->stager->Finish(); !n.ok()) {
+            *status = n.status();
+          } else {
+            running->staged = true;
+          }
+        }
+        if (!running->staged) running->model = std::vector<uint8_t>();
         if (status->code() == StatusCode::kDataLoss) {
           // Chunks that do not make up the signed artifact are worthless.
           (*store)->DeleteArtifact(spec->artifact_sha256).IgnoreError();
@@ -1061,6 +1104,13 @@ Result<std::unique_ptr<ArtifactFetcher>> ArtifactFetcher::Start(
 void ArtifactFetcher::Cancel() { impl_->Cancel(); }
 
 const FetchReport& ArtifactFetcher::report() const { return impl_->report_; }
+
+std::vector<uint8_t> ArtifactFetcher::TakeStagedModel() {
+  // The worker is done with it: staged is set before Finalize's completion.
+  if (!impl_->running_hash_->staged) return {};
+  impl_->running_hash_->staged = false;
+  return std::move(impl_->running_hash_->model);
+}
 
 FetchProgress ArtifactFetcher::progress() const {
   return FetchProgress{impl_->verified_bytes_, impl_->total_bytes()};

@@ -31,8 +31,13 @@
 //    exponential backoff and full jitter. An attempt that verified at least
 //    one new chunk resets the backoff. After `max_failures` attempts in a
 //    row without progress, or when no URL is usable, the download fails.
-// 5. When every chunk is verified, the worker reads the artifact back and
-//    checks the signed artifact SHA-256 over what was reconstructed.
+// 5. When every chunk is verified, the worker checks the signed artifact
+//    SHA-256 (fed as chunks were stored; chunks from an earlier run are read
+//    back).
+// 6. With `stage`, the worker also decompresses each chunk it stores into
+//    the model (ModelStager: capped at the signed model length, the model's
+//    SHA-256 checked at the end), so the update needs no second pass over
+//    the stored artifact; chunks from an earlier run are staged at step 5.
 //
 // HTTPS only (TLS 1.2 or later, the fleet CA in `ca_file`, optional client
 // certificate); http:// URLs are refused unless `allow_plain_http` (a test
@@ -82,7 +87,10 @@ struct FetchOptions {
   // that URL is dropped.
   int max_bad_responses_per_url = 3;
   uint64_t max_queued_bytes = 4 << 20;  // chunks waiting for the worker
-  uint64_t jitter_seed = 0;             // 0: random
+  // Decompress and check the model while downloading (step 6); the model
+  // (model-length bytes, allocated by the worker) is then TakeStagedModel's.
+  bool stage = false;
+  uint64_t jitter_seed = 0;  // 0: random
 };
 
 struct FetchProgress {
@@ -131,6 +139,10 @@ class ArtifactFetcher {
   ~ArtifactFetcher();
 
   const FetchReport& report() const;
+  // After an OK completion with FetchOptions::stage: the model, decompressed
+  // and matching its signed SHA-256 and length (moved out: call once).
+  // Empty otherwise.
+  std::vector<uint8_t> TakeStagedModel();
   FetchProgress progress() const;
 
   class Impl;

@@ -101,6 +101,7 @@ struct FetchRun {
   bool done_called = false;
   FetchReport report;
   std::vector<uint64_t> progress;
+  std::vector<uint8_t> staged;  // FetchOptions::stage
 };
 
 // Runs one download on a fresh sd-event loop until it ends (or 120 s).
@@ -142,7 +143,10 @@ FetchRun RunFetch(
       },
       loop);
   sd_event_loop(loop);
-  if (fetcher) run.report = fetcher->report();
+  if (fetcher) {
+    run.report = fetcher->report();
+    run.staged = fetcher->TakeStagedModel();
+  }
   fetcher.reset();
   sd_event_source_disable_unref(timeout);
   sd_event_unref(loop);
@@ -244,6 +248,71 @@ TEST_F(FetcherTest, DownloadsVerifiesAndStagesAnArtifact) {
   EXPECT_EQ(again.report.chunks_reused, a.spec.chunk_sha256.size());
   EXPECT_TRUE(again.report.attempts.empty());
   EXPECT_EQ(nginx_->AccessLog(name_).size(), 1u);
+}
+
+// A zstd artifact of a model-like payload of `n` bytes.
+TestArtifact ZstdArtifact(size_t n, uint64_t seed, std::string* model) {
+  *model = RandomBytes(n, seed);
+  for (size_t i = 0; i < model->size(); i += 2) (*model)[i] = 0;
+  std::string compressed(ZSTD_compressBound(model->size()), '\0');
+  compressed.resize(ZSTD_compress(compressed.data(), compressed.size(),
+                                  model->data(), model->size(), 3));
+  return MakeArtifact(compressed, kChunk, *model);
+}
+
+TEST_F(FetcherTest, StagesTheModelWhileDownloading) {
+  std::string model;
+  const TestArtifact a = ZstdArtifact(1500 * 1000, 12, &model);
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  FetchOptions o = Options();
+  o.stage = true;
+  FetchRun run = RunFetch(JobFor(a, {nginx_->Url("files/" + name_)}), o);
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  ASSERT_EQ(run.staged.size(), model.size());
+  EXPECT_EQ(0, std::memcmp(run.staged.data(), model.data(), model.size()));
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+
+  // Everything stored already (a restart after the download): the model
+  // is staged from the stored chunks, which are checked again.
+  FetchRun again = RunFetch(JobFor(a, {nginx_->Url("files/" + name_)}), o);
+  ASSERT_TRUE(again.status.ok()) << Msg(again.status);
+  EXPECT_EQ(again.report.chunks_reused, a.spec.chunk_sha256.size());
+  ASSERT_EQ(again.staged.size(), model.size());
+  EXPECT_EQ(0, std::memcmp(again.staged.data(), model.data(), model.size()));
+
+  // Without `stage` nothing is staged.
+  FetchRun plain =
+      RunFetch(JobFor(a, {nginx_->Url("files/" + name_)}), Options());
+  ASSERT_TRUE(plain.status.ok()) << Msg(plain.status);
+  EXPECT_TRUE(plain.staged.empty());
+}
+
+TEST_F(FetcherTest, StagingWhileDownloadingRefusesABombAndAWrongModelHash) {
+  std::string model;
+  TestArtifact a = ZstdArtifact(1500 * 1000, 13, &model);
+  ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());
+  FetchOptions o = Options();
+  o.stage = true;
+  // Signed as 1000 bytes shorter than what the artifact decompresses to.
+  TestArtifact bomb = a;
+  bomb.spec.model_length = model.size() - 1000;
+  FetchRun run = RunFetch(JobFor(bomb, {nginx_->Url("files/" + name_)}), o);
+  EXPECT_EQ(run.status.code(), StatusCode::kDataLoss);
+  EXPECT_NE(
+      Msg(run.status).find("decompresses to more than the signed model length"),
+      std::string::npos)
+      << Msg(run.status);
+  EXPECT_TRUE(run.staged.empty());
+  // The chunks of an artifact that cannot be staged are worthless.
+  EXPECT_TRUE(StoredChunks(db_, a.spec).empty());
+
+  TestArtifact wrong = a;
+  wrong.spec.model_sha256 = Sha256("another model");
+  run = RunFetch(JobFor(wrong, {nginx_->Url("files/" + name_)}), o);
+  EXPECT_EQ(run.status.code(), StatusCode::kDataLoss);
+  EXPECT_NE(Msg(run.status).find("model has SHA-256"), std::string::npos)
+      << Msg(run.status);
+  EXPECT_TRUE(run.staged.empty());
 }
 
 TEST_F(FetcherTest, ResumesFromTheLastVerifiedChunkAfterCuts) {
