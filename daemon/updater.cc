@@ -13,6 +13,7 @@
 
 #include "base/file.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "net/mqtt_session.h"
 #include "ota/artifact.h"
 #include "ota/bundle.h"
@@ -57,7 +58,7 @@ Result<runtime::ModelFile> ProduceModel(const std::string& state_db,
                          ota::StateStore::Open(state_db));
   const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release);
   TERND_RETURN_IF_ERROR(ota::CheckArtifactSpec(spec));
-  std::vector<uint8_t> model(spec.model_length);
+  std::vector<uint8_t> model = MakeLargeBuffer(spec.model_length);
   TERND_ASSIGN_OR_RETURN(uint64_t length,
                          ota::StageArtifact(*store, spec, model));
   model.resize(length);

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "base/log.h"
+#include "base/memory.h"
 
 namespace ternd::ota {
 namespace {
@@ -204,7 +205,7 @@ class ArtifactFetcher::Impl {
     ModelStager* Stager(const ArtifactSpec* spec) {
       if (!stage || !stage_error.ok()) return nullptr;
       if (!stager) {
-        model.resize(spec->model_length);
+        model = MakeLargeBuffer(spec->model_length);
         Result<std::unique_ptr<ModelStager>> s =
             ModelStager::Create(spec, std::span<uint8_t>(model));
         if (!s.ok()) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "base/memory.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/ops.h"
 #include "runtime/planner.h"
@@ -275,19 +276,28 @@ Result<std::unique_ptr<Runtime>> Runtime::Create(
   rt->options_ = options;
   rt->kernel_ = kernel;
   rt->arena_bytes_ = AlignUp(options.arena_bytes);
-  void* p = ::mmap(nullptr, rt->arena_bytes_, PROT_READ | PROT_WRITE,
+  // Reserved with room to start on a 2 MiB boundary, so the whole arena can
+  // be backed by huge pages (base/memory.h): cheaper first placement of a
+  // model and fewer TLB misses while kernels stream its weights.
+  rt->mapping_bytes_ = rt->arena_bytes_ + kHugePageBytes;
+  void* p = ::mmap(nullptr, rt->mapping_bytes_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     return ErrnoError(errno, "cannot reserve a runtime arena of %zu bytes",
                       rt->arena_bytes_);
   }
-  rt->arena_ = static_cast<uint8_t*>(p);
+  rt->mapping_ = p;
+  const uintptr_t start =
+      (reinterpret_cast<uintptr_t>(p) + kHugePageBytes - 1) &
+      ~uintptr_t{kHugePageBytes - 1};
+  rt->arena_ = reinterpret_cast<uint8_t*>(start);
+  AdviseHugePages(rt->arena_, rt->arena_bytes_);
   rt->slot_bytes_ = rt->arena_bytes_ / options.slots / kAlign * kAlign;
   return rt;
 }
 
 Runtime::~Runtime() {
-  if (arena_) ::munmap(arena_, arena_bytes_);
+  if (mapping_) ::munmap(mapping_, mapping_bytes_);
 }
 
 const LoadedModel* Runtime::model(int slot) const {

@@ -151,6 +151,8 @@ class Runtime {
   const TernaryKernel* kernel_ = nullptr;
   uint8_t* arena_ = nullptr;
   size_t arena_bytes_ = 0;
+  void* mapping_ = nullptr;  // the mmap holding the arena (2 MiB aligned)
+  size_t mapping_bytes_ = 0;
   size_t slot_bytes_ = 0;
   const LoadedModel* slots_[2] = {nullptr, nullptr};
 };
