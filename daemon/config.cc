@@ -137,6 +137,9 @@ class ConfigParser {
       } else if (k == "log_requests") {
         TERND_RETURN_IF_ERROR(
             Bool(node, "server.log_requests", &c->log_requests));
+      } else if (k == "busy_poll_us") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "server.busy_poll_us", 0, 1000000, &c->busy_poll_us));
       } else {
         return Unknown(node, "server", k);
       }

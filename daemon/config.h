@@ -50,6 +50,10 @@ struct Config {
   std::vector<uint32_t> allow_uids;  // both empty: any peer that can connect
   std::vector<uint32_t> allow_gids;
   bool log_requests = false;
+  // After each request the event loop polls instead of sleeping for this
+  // long (lower latency for back-to-back requests, at the cost of a busy
+  // core); 0: never.
+  uint32_t busy_poll_us = 0;
 
   // [runtime]
   std::string model = kDefaultModelPath;

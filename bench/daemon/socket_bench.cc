@@ -4,6 +4,9 @@
 // a temporary directory) and measures from the client side:
 //   BM_RoundTrip           one client, one request at a time: latency
 //                          percentiles (p50/p99/p99.9 in microseconds)
+//   BM_RoundTripBusyPoll   the same against a second ternd with
+//                          server.busy_poll_us = 200, the client polling
+//                          for its answer too (ClientOptions::busy_poll_us)
 //   BM_Throughput/C/D      C concurrent clients (threads, one connection
 //                          each) keeping D requests in flight: inferences/s
 //   BM_ManyConnections     1,000 connections open at once, one request on
@@ -23,6 +26,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -48,7 +52,11 @@ int64_t NowNs() {
 class Daemon {
  public:
   static Daemon& Get() {
-    static Daemon daemon;
+    static Daemon daemon(0);
+    return daemon;
+  }
+  static Daemon& GetBusyPoll() {
+    static Daemon daemon(200);
     return daemon;
   }
   const std::string& socket() const { return socket_; }
@@ -63,7 +71,7 @@ class Daemon {
   }
 
  private:
-  Daemon() {
+  explicit Daemon(int busy_poll_us) {
     char dir_template[] = "/tmp/ternd-bench-XXXXXX";
     dir_ = mkdtemp(dir_template);
     socket_ = dir_ + "/ternd.sock";
@@ -74,6 +82,9 @@ class Daemon {
                           << "\"\nmax_connections = 4096\n"
                              "max_inflight_per_connection = 1024\n"
                              "max_queue_depth = 16384\n"
+                             "busy_poll_us = "
+                          << busy_poll_us
+                          << "\n"
                              "[runtime]\nmodel = \""
                           << (model ? model : TERND_DEMO_MODEL)
                           << "\"\nworkers = 2\n";
@@ -97,12 +108,12 @@ class Daemon {
   pid_t pid_ = -1;
 };
 
-int Connect() {
+int Connect(const Daemon& daemon = Daemon::Get()) {
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
-                Daemon::Get().socket().c_str());
+                daemon.socket().c_str());
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
     close(fd);
     return -1;
@@ -137,8 +148,10 @@ bool WriteAll(int fd, const uint8_t* p, size_t n) {
   return true;
 }
 
-// Reads until `count` responses arrived; counts the non-OK ones.
-bool ReadResponses(int fd, FrameDecoder* dec, int count, int64_t* errors) {
+// Reads until `count` responses arrived; counts the non-OK ones. With
+// `spin`, polls the socket without sleeping.
+bool ReadResponses(int fd, FrameDecoder* dec, int count, int64_t* errors,
+                   bool spin = false) {
   ternd::wire::Response response;
   while (count > 0) {
     std::span<const uint8_t> payload;
@@ -153,15 +166,18 @@ bool ReadResponses(int fd, FrameDecoder* dec, int count, int64_t* errors) {
     }
     if (count == 0) break;
     std::span<uint8_t> space = dec->WritableSpace(64 * 1024);
-    const ssize_t n = read(fd, space.data(), space.size());
+    ssize_t n;
+    do {
+      n = recv(fd, space.data(), space.size(), spin ? MSG_DONTWAIT : 0);
+    } while (spin && n < 0 && errno == EAGAIN);
     if (n <= 0) return false;
     dec->Commit(static_cast<size_t>(n));
   }
   return true;
 }
 
-void BM_RoundTrip(benchmark::State& state) {
-  const int fd = Connect();
+void RoundTrip(benchmark::State& state, const Daemon& daemon, bool spin) {
+  const int fd = Connect(daemon);
   if (fd < 0) {
     state.SkipWithError("cannot connect to ternd");
     return;
@@ -173,12 +189,12 @@ void BM_RoundTrip(benchmark::State& state) {
   int64_t errors = 0;
   for (int i = 0; i < 1000; ++i) {  // warm up
     WriteAll(fd, frame.data(), frame.size());
-    ReadResponses(fd, &dec, 1, &errors);
+    ReadResponses(fd, &dec, 1, &errors, spin);
   }
   for (auto _ : state) {
     const int64_t t0 = NowNs();
     if (!WriteAll(fd, frame.data(), frame.size()) ||
-        !ReadResponses(fd, &dec, 1, &errors)) {
+        !ReadResponses(fd, &dec, 1, &errors, spin)) {
       state.SkipWithError("connection lost");
       break;
     }
@@ -201,7 +217,15 @@ void BM_RoundTrip(benchmark::State& state) {
   state.counters["errors"] = static_cast<double>(errors);
   state.SetItemsProcessed(state.iterations());
 }
+void BM_RoundTrip(benchmark::State& state) {
+  RoundTrip(state, Daemon::Get(), /*spin=*/false);
+}
 BENCHMARK(BM_RoundTrip)->UseRealTime()->MinTime(2.0);
+
+void BM_RoundTripBusyPoll(benchmark::State& state) {
+  RoundTrip(state, Daemon::GetBusyPoll(), /*spin=*/true);
+}
+BENCHMARK(BM_RoundTripBusyPoll)->UseRealTime()->MinTime(2.0);
 
 // state.range(0): pipeline depth per client; threads: clients.
 void BM_Throughput(benchmark::State& state) {

@@ -33,6 +33,10 @@ struct ClientOptions {
   int timeout_ms = 30000;
   // Largest response frame accepted.
   size_t max_frame_bytes = 64u << 20;
+  // Receive() polls the socket without sleeping for up to this long before
+  // it blocks: lower latency for small, fast calls at the cost of a busy
+  // core (pair it with the daemon's server.busy_poll_us). 0: block at once.
+  int busy_poll_us = 0;
 };
 
 class Client {

@@ -14,8 +14,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "daemon/client/client.h"
@@ -396,6 +398,46 @@ TEST_F(DaemonTest, SlowModelStaysOnTheWorkers) {
   Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 0);
+}
+
+// utime + stime of a process, in milliseconds.
+double ProcessCpuMs(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)),
+                   std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::atof(field.c_str());
+  }
+  return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+TEST_F(DaemonTest, BusyPollKeepsTheLoopPollingAfterARequest) {
+  auto d = Start("busy_poll_us = 1000000", 1);
+  client::ClientOptions o;
+  o.busy_poll_us = 1000;
+  Result<std::unique_ptr<Client>> c = Client::Connect(socket_path(), o);
+  ASSERT_TRUE(c.ok());
+  Reference ref(FastModel());
+  Result<wire::InferResponse> r = (*c)->Infer(MakeInfer(FastModel(), 2, 7));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(ProbsOf(*r), ref.Probs(2, 7));
+  // For a second after that request the loop polls instead of sleeping:
+  // the daemon burns CPU while no request comes.
+  const double before = ProcessCpuMs(d->pid());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_GT(ProcessCpuMs(d->pid()) - before, 80);
+}
+
+TEST_F(DaemonTest, IdleDaemonSleeps) {
+  auto d = Start("", 1);
+  auto c = Connect();
+  ASSERT_TRUE(c->Infer(MakeInfer(FastModel(), 2, 7)).ok());
+  const double before = ProcessCpuMs(d->pid());
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_LT(ProcessCpuMs(d->pid()) - before, 40);
 }
 
 TEST_F(DaemonTest, PipelinedRequestsAllAnsweredWithTheirIds) {
