@@ -562,7 +562,7 @@ for b in usr/sbin/ternd usr/bin/ternctl; do
   [[ $machine == AArch64 ]] || fail "$b: readelf Machine is '$machine', expected AArch64"
 done
 ok "ternd and ternctl: $desc"
-qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+qemu=(qemu-aarch64 -L /)
 out=$("${qemu[@]}" "$arm_x/usr/sbin/ternd" --version) || fail "arm64 ternd --version under qemu: $out"
 [[ $out == "ternd $version" ]] || fail "arm64 ternd --version says '$out'"
 out=$("${qemu[@]}" "$arm_x/usr/bin/ternctl" run "$arm_x/usr/share/ternd/models/digits.tern" --golden) ||

@@ -16,10 +16,14 @@
 
 namespace ternd {
 
+// ReadFile's default limit: 4 GiB, or all a 32-bit size_t can hold.
+inline constexpr size_t kMaxReadFileBytes =
+    sizeof(size_t) > 4 ? static_cast<size_t>(uint64_t{1} << 32) : SIZE_MAX;
+
 // Reads the whole file. Refuses files larger than `max_bytes` with an error
 // naming the path and both sizes.
 Result<std::vector<uint8_t>> ReadFile(const std::string& path,
-                                      size_t max_bytes = size_t{1} << 32);
+                                      size_t max_bytes = kMaxReadFileBytes);
 
 // Reads all of standard input (or any fd) up to `max_bytes`.
 Result<std::vector<uint8_t>> ReadFd(int fd, const std::string& what,

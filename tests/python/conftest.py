@@ -1,6 +1,6 @@
 """Shared fixtures of the Python tests: paths, and the commands that run the
 ternctl and tern_trace binaries (TERND_TERNCTL / TERND_TRACE, set by CTest;
-TERND_EXEC_PREFIX, e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu", runs
+TERND_EXEC_PREFIX, e.g. "qemu-aarch64 -L /", runs
 binaries of a cross build)."""
 
 import os

@@ -3,7 +3,9 @@
 #include "runtime/format.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 
@@ -364,6 +366,22 @@ TEST(FormatTest, RandomCorruptionNeverCrashes) {
   }
   // Flips in tensor data leave the file parseable: make sure that case ran.
   EXPECT_GT(parsed, 100);
+}
+
+TEST(FormatTest, OpensAModelFile) {
+  // Through ReadFile's default size limit, which must not be 0 where
+  // size_t is 32 bits (armhf).
+  const std::vector<uint8_t> bytes = SmallModel();
+  char path[] = "/tmp/ternd-format-test-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()),
+            static_cast<ssize_t>(bytes.size()));
+  close(fd);
+  Result<ModelFile> f = ModelFile::Open(path);
+  unlink(path);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->header().name(), "small");
 }
 
 TEST(FormatTest, OpenNamesTheFile) {
