@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "base/memory.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/ops.h"
@@ -43,9 +44,13 @@ struct FreeDeleter {
 };
 using Buffer = std::unique_ptr<uint8_t[], FreeDeleter>;
 
+// On 2 MiB pages where the kernel offers them, as the runtime's arena is
+// (base/memory.h): weights and the bandwidth reference alike.
 Buffer Aligned(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
+  const size_t rounded =
+      (bytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHugePageBytes, rounded));
+  AdviseHugePages(p, rounded);
   std::memset(p, 0, rounded);  // touch every page before timing
   return Buffer(p);
 }
