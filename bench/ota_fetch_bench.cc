@@ -240,28 +240,18 @@ void BM_FetchVerifyStage100MiB(benchmark::State& state) {
 void BM_FetchThenStage100MiB(benchmark::State& state) {
   FetchBenchmark(state, Stage::kAfter);
 }
-BENCHMARK(BM_FetchVerifyStore100MiB)
-    ->ArgName("db_in_memory")
-    ->Arg(0)
-    ->Arg(1)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->Iterations(5);
-BENCHMARK(BM_FetchVerifyStage100MiB)
-    ->ArgName("db_in_memory")
-    ->Arg(0)
-    ->Arg(1)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->Iterations(5);
-
-BENCHMARK(BM_FetchThenStage100MiB)
-    ->ArgName("db_in_memory")
-    ->Arg(0)
-    ->Arg(1)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->Iterations(5);
+// Database on disk (0) and in memory (1); five downloads each.
+void Configure(benchmark::internal::Benchmark* b) {
+  b->ArgName("db_in_memory")
+      ->Arg(0)
+      ->Arg(1)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime()
+      ->Iterations(5);
+}
+BENCHMARK(BM_FetchVerifyStore100MiB)->Apply(Configure);
+BENCHMARK(BM_FetchVerifyStage100MiB)->Apply(Configure);
+BENCHMARK(BM_FetchThenStage100MiB)->Apply(Configure);
 
 }  // namespace
 }  // namespace ternd::ota

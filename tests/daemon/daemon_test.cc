@@ -342,24 +342,30 @@ double PrometheusValue(const wire::StatsResponse& s, const std::string& name) {
   return std::strtod(text.c_str() + at + name.size() + 2, nullptr);
 }
 
+// `n` Infer calls of 3 rows, each sent when the one before was answered,
+// checked against the reference.
+void InferOneAfterAnother(Client* c, Reference* ref, uint32_t n) {
+  for (uint32_t i = 0; i < n; ++i) {
+    Result<wire::InferResponse> r = c->Infer(MakeInfer(FastModel(), 3, i));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(ProbsOf(*r), ref->Probs(3, i));
+  }
+}
+
 TEST_F(DaemonTest, SmallModelRunsInlineWhenNoWorkerIsBusy) {
   // A generous bound so a loaded machine cannot change the outcome: every
   // request after the first (which measures the model) runs on the loop.
   auto d = Start("", 2, FastModel(), "inline_max_us = 100000");
   auto c = Connect();
   Reference ref(FastModel());
-  for (uint32_t i = 0; i < 20; ++i) {
-    Result<wire::InferResponse> r = c->Infer(MakeInfer(FastModel(), 3, i));
-    ASSERT_TRUE(r.ok()) << r.status().message();
-    EXPECT_EQ(ProbsOf(*r), ref.Probs(3, i));
-  }
+  ASSERT_NO_FATAL_FAILURE(InferOneAfterAnother(c.get(), &ref, 20));
   Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 19);
   EXPECT_EQ(s->inferences_total(), 60u);
 
-  // Pipelined: only a request that finds nothing else running goes inline;
-  // the rest still reach the workers and every answer is right.
+  // Pipelined: the loop reads the burst and runs each request in turn (the
+  // one before it has finished by then); every answer is right.
   for (uint32_t i = 0; i < 32; ++i) {
     ASSERT_TRUE(c->Send(Wrap(100 + i, MakeInfer(FastModel(), 1, i))).ok());
   }
@@ -376,11 +382,7 @@ TEST_F(DaemonTest, InlineZeroSendsEveryRequestToTheWorkers) {
   auto d = Start("", 2, FastModel(), "inline_max_us = 0");
   auto c = Connect();
   Reference ref(FastModel());
-  for (uint32_t i = 0; i < 20; ++i) {
-    Result<wire::InferResponse> r = c->Infer(MakeInfer(FastModel(), 3, i));
-    ASSERT_TRUE(r.ok()) << r.status().message();
-    EXPECT_EQ(ProbsOf(*r), ref.Probs(3, i));
-  }
+  ASSERT_NO_FATAL_FAILURE(InferOneAfterAnother(c.get(), &ref, 20));
   Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 0);
