@@ -7,13 +7,16 @@
 #include <algorithm>
 #include <cctype>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <string_view>
+#include <thread>
 
 #include "base/log.h"
 #include "base/memory.h"
@@ -216,10 +219,66 @@ class ArtifactFetcher::Impl {
       }
       return stager.get();
     }
-    // Feeds chunk `next` to the stager (worker thread).
+    // Feeds chunk `next` to the stager (worker thread). Decompression and
+    // the model hash run on a thread of their own, fed copies of the chunks
+    // through a queue of at most kQueuedChunks, so they overlap the worker's
+    // hashing and database writes.
     void Stage(const ArtifactSpec* spec, std::string_view chunk) {
-      if (ModelStager* s = Stager(spec)) stage_error = s->Feed(chunk);
+      if (Stager(spec) == nullptr) return;
+      if (!thread.joinable()) thread = std::thread([this] { StageLoop(); });
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [this] { return queue.size() < kQueuedChunks; });
+      queue.emplace_back(chunk);
+      cv.notify_all();
     }
+    // Waits until every queued chunk is staged and the thread has ended;
+    // its first error becomes stage_error (worker thread).
+    void Join() {
+      if (!thread.joinable()) return;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        closing = true;
+      }
+      cv.notify_all();
+      thread.join();
+      if (stage_error.ok()) stage_error = thread_error;
+    }
+    ~RunningHash() {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        abandon = true;  // a cancelled download: skip what is queued
+      }
+      Join();
+    }
+
+   private:
+    static constexpr size_t kQueuedChunks = 4;
+    void StageLoop() {
+      for (;;) {
+        std::string chunk;
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [this] { return closing || !queue.empty(); });
+          if (queue.empty() || abandon) return;
+          chunk = std::move(queue.front());
+          queue.pop_front();
+          cv.notify_all();
+          if (!thread_error.ok()) continue;
+        }
+        Status s = stager->Feed(chunk);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          thread_error = s;
+        }
+      }
+    }
+    std::thread thread;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::string> queue;  // guarded by mu
+    bool closing = false;           // guarded by mu
+    bool abandon = false;           // guarded by mu
+    Status thread_error;            // guarded by mu
   };
   std::shared_ptr<RunningHash> running_hash_ = std::make_shared<RunningHash>();
 
@@ -945,6 +1004,7 @@ void ArtifactFetcher::Impl::Finalize() {
         // Chunks hashed (and staged) as they were stored need no
         // read-back; the rest (from an earlier run, or after a gap) are
         // read and checked.
+        running->Join();
         ModelStager* stager = running->Stager(spec);
         *status = VerifyStoredArtifactFrom(**store, *spec, running->hash,
                                            running->next, cancel, stager);
