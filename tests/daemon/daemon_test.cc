@@ -39,6 +39,8 @@ constexpr int kPermissionDenied = 7;
 constexpr int kResourceExhausted = 8;
 constexpr int kUnavailable = 14;
 constexpr int kUnimplemented = 12;
+// [runtime] line for tests whose requests must stay queued for a while.
+constexpr const char* kRefKernel = "kernel = \"ref\"";
 
 wire::InferRequest MakeInfer(const TestModelSpec& spec, uint32_t rows,
                              uint32_t seed) {
@@ -588,7 +590,9 @@ TEST_F(DaemonTest, InvalidRequestsGetInvalidArgumentAndKeepTheConnection) {
 
 TEST_F(DaemonTest, InflightPerConnectionLimit) {
   const TestModelSpec slow = SlowModel();
-  auto d = Start("max_inflight_per_connection = 2", 1, slow);
+  // The reference kernel: each request computes for far longer than the
+  // daemon needs to read all five, even on a loaded machine.
+  auto d = Start("max_inflight_per_connection = 2", 1, slow, kRefKernel);
   auto c = Connect();
   for (int i = 1; i <= 5; ++i)
     ASSERT_TRUE(c->Send(Wrap(i, MakeInfer(slow, 32, i))).ok());
@@ -879,7 +883,9 @@ TEST_F(DaemonTest, SlowReaderIsThrottledNotBuffered) {
 
 TEST_F(DaemonTest, SigtermDrainsRequestsInFlight) {
   const TestModelSpec slow = SlowModel();
-  auto d = Start("", 1, slow);
+  // The reference kernel: all three are still queued or running when the
+  // probe asks, even on a loaded machine.
+  auto d = Start("", 1, slow, kRefKernel);
   auto c = Connect();
   for (int i = 1; i <= 3; ++i)
     ASSERT_TRUE(c->Send(Wrap(i, MakeInfer(slow, 32, i))).ok());
