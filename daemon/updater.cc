@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <utility>
 #include <vector>
 
@@ -119,9 +120,13 @@ class Updater::Impl {
   void OnFleetMessage(std::string_view topic, std::string_view payload);
   void OnFleetRelease(const std::string& envelope);
   void StartFetch();
-  // Publishes `known` (the current status, when the caller has it) or a
-  // status read now.
+  // Queues a report of `st` (or of the status read now) and publishes the
+  // next queued one when no report is unacknowledged. Every state change is
+  // reported in order; reports of the same state (download progress)
+  // replace each other while they wait.
   void PublishReport(const UpdateStatus* known = nullptr);
+  void PumpReports();
+  ota::UpdateReport BuildReport(const UpdateStatus& st) const;
   static int OnPendingRelease(sd_event_source*, void* self);
   void Set(UpdateState state, const std::string& reason = "");
   void MaybeDie(UpdateState state);
@@ -157,7 +162,7 @@ class Updater::Impl {
   int64_t progress_saved_ns_ = 0;
   std::string pending_release_;  // arrived while another update ran
   sd_event_source* pending_source_ = nullptr;
-  bool report_dirty_ = false;
+  std::deque<ota::UpdateReport> reports_;  // waiting for the in-flight one
   int report_mid_ = -1;
   const char* kill_at_ = std::getenv("TERND_FAULT_KILL_AT_UPDATE_STATE");
 };
@@ -336,7 +341,9 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
   state_topic_ = device + "/update/state";
   net::MqttCallbacks cb;
   cb.on_connected = [this]() {
-    report_dirty_ = true;
+    // The retained topic gets where the update stands now; what waited
+    // while the link was down is history.
+    reports_.clear();
     report_mid_ = -1;
     PublishReport();
   };
@@ -348,13 +355,12 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
       if (reason_code < 0 || reason_code >= 0x80) {
         TERND_LOG_WARNING(
             "the broker refused the update state on %s "
-            "(reason code 0x%02x); will retry",
+            "(reason code 0x%02x); the next state change or connection "
+            "reports again",
             state_topic_.c_str(), reason_code & 0xff);
-        report_dirty_ = true;
-        return;  // retried on the next connect or state change
       }
     }
-    if (report_dirty_) PublishReport();  // the in-flight cap has room now
+    PumpReports();  // the in-flight cap has room now
   };
   session_->AddObserver(std::move(cb));
   session_->Subscribe(release_topic_, 1);
@@ -391,7 +397,6 @@ void Updater::Impl::OnFleetMessage(std::string_view topic,
     trust_ = std::move(next);
     TERND_LOG_NOTICE("root of trust rotated to version %llu",
                      static_cast<unsigned long long>(trust_.root.version()));
-    report_dirty_ = true;
     PublishReport();
     return;
   }
@@ -476,11 +481,32 @@ void Updater::Impl::StartFetch() {
 }
 
 void Updater::Impl::PublishReport(const UpdateStatus* known) {
-  if (!session_ || !report_dirty_ || report_mid_ >= 0 ||
+  if (!session_) return;
+  ota::UpdateReport r = BuildReport(known ? *known : status());
+  if (!reports_.empty() && reports_.back().state_code() == r.state_code()) {
+    reports_.back() = std::move(r);  // newer progress of the same state
+  } else {
+    reports_.push_back(std::move(r));
+    // A broker that acknowledges nothing must not make the queue grow:
+    // keep the newest states.
+    if (reports_.size() > 16) reports_.pop_front();
+  }
+  PumpReports();
+}
+
+void Updater::Impl::PumpReports() {
+  if (!session_ || report_mid_ >= 0 || reports_.empty() ||
       !session_->connected()) {
     return;
   }
-  const UpdateStatus st = known ? *known : status();
+  Result<int> mid = session_->Publish(
+      state_topic_, reports_.front().SerializeAsString(), 1, true);
+  if (!mid.ok()) return;  // retried when the cap has room or on connect
+  report_mid_ = *mid;
+  reports_.pop_front();
+}
+
+ota::UpdateReport Updater::Impl::BuildReport(const UpdateStatus& st) const {
   ota::UpdateReport r;
   r.set_device_id(options_.device.id);
   r.set_state_code(static_cast<int>(st.record.state));
@@ -502,11 +528,7 @@ void Updater::Impl::PublishReport(const UpdateStatus* known) {
   r.set_probation(st.probation);
   r.set_root_version(trust_.root.version());
   r.set_time(SystemNow());
-  Result<int> mid =
-      session_->Publish(state_topic_, r.SerializeAsString(), 1, true);
-  if (!mid.ok()) return;  // retried when the cap has room or on connect
-  report_mid_ = *mid;
-  report_dirty_ = false;
+  return r;
 }
 
 void Updater::Impl::Set(UpdateState state, const std::string& reason) {
@@ -523,7 +545,6 @@ void Updater::Impl::Set(UpdateState state, const std::string& reason) {
 void Updater::Impl::Changed() {
   const UpdateStatus st = status();  // read once for both
   if (observer_) observer_(st);
-  report_dirty_ = true;
   PublishReport(&st);
 }
 

@@ -153,6 +153,26 @@ class FleetUpdateTest : public ::testing::Test {
     return found;
   }
 
+  // The states reported for `version`, in the order they arrived, with
+  // repeats (progress reports of one state) folded.
+  std::vector<std::string> StatesSeen(uint64_t version) {
+    std::vector<std::string> seen;
+    probe_->WaitFor(
+        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+          for (const auto& m : all) {
+            ota::UpdateReport r;
+            if (m.topic == StateTopic() && r.ParseFromString(m.payload) &&
+                r.model_version() == version &&
+                (seen.empty() || seen.back() != r.state())) {
+              seen.push_back(r.state());
+            }
+          }
+          return true;
+        },
+        0);
+    return seen;
+  }
+
   void PublishRelease(const std::string& topic, const std::string& envelope) {
     Result<int> mid = probe_->Publish(topic, envelope, 1, true);
     ASSERT_TRUE(mid.ok()) << mid.status().message();
@@ -223,8 +243,15 @@ TEST_F(FleetUpdateTest,
   EXPECT_EQ(failed, 0);
   EXPECT_GT(ok, 50);
   EXPECT_EQ(Served(), "fleetnet v2");
-  // Progress was reported on the way, with the signed total.
-  EXPECT_TRUE(WaitForState("downloading", 2, 1));
+  // Every state was reported, in order, however fast the update went
+  // (reports queue while one is unacknowledged), with the signed total.
+  std::optional<ota::UpdateReport> downloading =
+      WaitForState("downloading", 2, 1);
+  ASSERT_TRUE(downloading);
+  EXPECT_GT(downloading->bytes_total(), 0u);
+  EXPECT_THAT(StatesSeen(2),
+              ::testing::ElementsAre("received", "downloading", "verifying",
+                                     "staged", "activating", "active"));
   // The artifact was fetched from nginx, over TLS, in full.
   EXPECT_FALSE(nginx_->AccessLog(".tern.zst").empty());
   // The retained manifest comes back on every reconnect: not news.
