@@ -39,7 +39,10 @@ constexpr int kPermissionDenied = 7;
 constexpr int kResourceExhausted = 8;
 constexpr int kUnavailable = 14;
 constexpr int kUnimplemented = 12;
-// [runtime] line for tests whose requests must stay queued for a while.
+// [runtime] line for tests whose requests must stay queued or running for a
+// while: with the reference kernel a SlowModel request of 32-64 rows
+// computes for about a second, far longer than a loaded machine needs to
+// read the requests sent with it.
 constexpr const char* kRefKernel = "kernel = \"ref\"";
 
 wire::InferRequest MakeInfer(const TestModelSpec& spec, uint32_t rows,
@@ -616,7 +619,7 @@ TEST_F(DaemonTest, InflightPerConnectionLimit) {
 
 TEST_F(DaemonTest, TotalQueueDepthLimit) {
   const TestModelSpec slow = SlowModel();
-  auto d = Start("max_queue_depth = 2", 1, slow);
+  auto d = Start("max_queue_depth = 2", 1, slow, kRefKernel);
   auto a = Connect();
   auto b = Connect();
   ASSERT_TRUE(a->Send(Wrap(1, MakeInfer(slow, 64, 1))).ok());
@@ -660,7 +663,7 @@ TEST_F(DaemonTest, ConnectionLimit) {
 
 TEST_F(DaemonTest, DeadlineExceededWhileQueued) {
   const TestModelSpec slow = SlowModel();
-  auto d = Start("", 1, slow);
+  auto d = Start("", 1, slow, kRefKernel);
   auto c = Connect();
   ASSERT_TRUE(c->Send(Wrap(1, MakeInfer(slow, 64, 1))).ok());
   wire::InferRequest quick = MakeInfer(slow, 1, 2);
@@ -796,7 +799,7 @@ TEST_F(DaemonTest, HalfClosedClientStillGetsItsAnswers) {
 
 TEST_F(DaemonTest, ClientDisconnectingMidRequestIsCancelled) {
   const TestModelSpec slow = SlowModel();
-  auto d = Start("", 1, slow);
+  auto d = Start("", 1, slow, kRefKernel);
   auto other = Connect();
   {
     auto c = Connect();
@@ -998,7 +1001,7 @@ TEST_F(DaemonTest, HotSwapWaitsForTheSlotItReplaces) {
   // Requests run on slot A; reload 1 puts B into slot B at once; reload 2
   // must wait for A's requests before loading C into slot A.
   const TestModelSpec slow = SlowModel();
-  auto d = Start("", 1, slow);
+  auto d = Start("", 1, slow, kRefKernel);
   auto c = Connect();
   for (int i = 1; i <= 3; ++i) {
     ASSERT_TRUE(c->Send(Wrap(i, MakeInfer(slow, 64, i))).ok());
