@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/memory.h"
@@ -451,9 +452,7 @@ void Updater::Impl::StartFetch() {
         record_.bytes_done = p.verified_bytes;
         record_.bytes_total = p.total_bytes;
         // Persist and report progress at most once a second.
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        const int64_t now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        const int64_t now = MonotonicNs();
         if (now - progress_saved_ns_ < 1000000000LL &&
             p.verified_bytes < p.total_bytes) {
           return;

@@ -1,7 +1,6 @@
 #include "daemon/worker_pool.h"
 
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,12 +9,6 @@
 #include "base/check.h"
 
 namespace ternd::daemon {
-
-int64_t MonotonicNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 Result<std::unique_ptr<WorkerPool>> WorkerPool::Create(int workers,
                                                        size_t capacity) {

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"  // MonotonicNs: the times in InferJob
 #include "base/status.h"
 #include "runtime/runtime.h"
 
@@ -52,8 +53,6 @@ struct InferJob {
   int64_t started_ns = 0;
   int64_t finished_ns = 0;
 };
-
-int64_t MonotonicNs();
 
 class WorkerPool {
  public:

@@ -10,7 +10,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <systemd/sd-event.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -27,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "net/reconnect_backoff.h"
 
@@ -52,11 +52,7 @@ void InitLibraryOnce() {
   std::call_once(once, [] { mosquitto_lib_init(); });
 }
 
-uint64_t NowUsec() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
+uint64_t NowUsec() { return static_cast<uint64_t>(MonotonicNs() / 1000); }
 
 int64_t NowMs() { return static_cast<int64_t>(NowUsec() / 1000); }
 

@@ -3,7 +3,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,16 +10,9 @@
 #include <cstring>
 #include <vector>
 
+#include "base/clock.h"
+
 namespace ternd::client {
-namespace {
-
-int64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-}  // namespace
 
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& socket_path,
                                                 const ClientOptions& options) {
@@ -90,9 +82,10 @@ Status Client::Receive(wire::Response* response) {
     }
     if (options_.busy_poll_us > 0) {
       // Spin until the answer is readable (or the time is up), then read.
-      const int64_t until = NowNs() + int64_t{options_.busy_poll_us} * 1000;
+      const int64_t until =
+          MonotonicNs() + int64_t{options_.busy_poll_us} * 1000;
       struct pollfd p = {fd_, POLLIN, 0};
-      while (poll(&p, 1, 0) == 0 && NowNs() < until) {
+      while (poll(&p, 1, 0) == 0 && MonotonicNs() < until) {
       }
     }
     if (options_.timeout_ms > 0) {
