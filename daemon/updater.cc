@@ -46,27 +46,6 @@ Result<ota::Release> ReleaseOf(const std::string& envelope_bytes) {
   return release;
 }
 
-// Reads an installed or staged model out of the artifact store: every
-// chunk and the whole artifact checked against the signed hashes,
-// decompressed with the output capped at the signed length, the model's
-// hash checked, parsed, and its name and version compared with the
-// release's. Blocking: loader thread or start-up only.
-Result<runtime::ModelFile> ParseStagedModel(std::vector<uint8_t> model,
-                                            const ota::Release& release);
-
-Result<runtime::ModelFile> ProduceModel(const std::string& state_db,
-                                        const ota::Release& release) {
-  TERND_ASSIGN_OR_RETURN(std::unique_ptr<ota::StateStore> store,
-                         ota::StateStore::Open(state_db));
-  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release);
-  TERND_RETURN_IF_ERROR(ota::CheckArtifactSpec(spec));
-  std::vector<uint8_t> model = MakeLargeBuffer(spec.model_length);
-  TERND_ASSIGN_OR_RETURN(uint64_t length,
-                         ota::StageArtifact(*store, spec, model));
-  model.resize(length);
-  return ParseStagedModel(std::move(model), release);
-}
-
 // Parses a model staged from a release's artifact (its SHA-256 and length
 // already checked) and compares its name and version with the release's.
 Result<runtime::ModelFile> ParseStagedModel(std::vector<uint8_t> model,
@@ -88,6 +67,24 @@ Result<runtime::ModelFile> ParseStagedModel(std::vector<uint8_t> model,
         static_cast<unsigned long long>(release.model_version()));
   }
   return file;
+}
+
+// Reads an installed or staged model out of the artifact store: every
+// chunk and the whole artifact checked against the signed hashes,
+// decompressed with the output capped at the signed length, the model's
+// hash checked, parsed, and its name and version compared with the
+// release's. Blocking: loader thread or start-up only.
+Result<runtime::ModelFile> ProduceModel(const std::string& state_db,
+                                        const ota::Release& release) {
+  TERND_ASSIGN_OR_RETURN(std::unique_ptr<ota::StateStore> store,
+                         ota::StateStore::Open(state_db));
+  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release);
+  TERND_RETURN_IF_ERROR(ota::CheckArtifactSpec(spec));
+  std::vector<uint8_t> model = MakeLargeBuffer(spec.model_length);
+  TERND_ASSIGN_OR_RETURN(uint64_t length,
+                         ota::StageArtifact(*store, spec, model));
+  model.resize(length);
+  return ParseStagedModel(std::move(model), release);
 }
 
 }  // namespace
