@@ -196,7 +196,6 @@ ModelStager::~ModelStager() { ZSTD_freeDCtx(dctx_); }
 // holds), refusing any output beyond the signed model length.
 Status ModelStager::Drain(const void* src, size_t size,
                           uint64_t artifact_offset) {
-  const std::string id = Hex(spec_->artifact_sha256);
   ZSTD_inBuffer input{src, size, 0};
   ZSTD_outBuffer output{out_.data(), out_.size(), out_pos_};
   const size_t hashed = out_pos_;
@@ -215,7 +214,7 @@ Status ModelStager::Drain(const void* src, size_t size,
         return DataLoss(
             "staging artifact %s: decompresses to more than the signed "
             "model length %zu (stopped at artifact offset %llu)",
-            id.c_str(), out_.size(),
+            Hex(spec_->artifact_sha256).c_str(), out_.size(),
             static_cast<unsigned long long>(artifact_offset + input.pos));
       }
     } else {
@@ -225,7 +224,7 @@ Status ModelStager::Drain(const void* src, size_t size,
       return DataLoss(
           "staging artifact %s: zstd error at artifact offset %llu (model "
           "offset %zu): %s",
-          id.c_str(),
+          Hex(spec_->artifact_sha256).c_str(),
           static_cast<unsigned long long>(artifact_offset + input.pos),
           output.pos, ZSTD_getErrorName(last_ret_));
     }
@@ -235,7 +234,7 @@ Status ModelStager::Drain(const void* src, size_t size,
         return DataLoss(
             "staging artifact %s: the artifact ends inside a zstd frame "
             "(model offset %zu)",
-            id.c_str(), output.pos);
+            Hex(spec_->artifact_sha256).c_str(), output.pos);
       }
     }
   }
@@ -258,17 +257,16 @@ Result<uint64_t> ModelStager::Finish() {
   if (last_ret_ != 0) {
     TERND_RETURN_IF_ERROR(Drain(nullptr, 0, spec_->artifact_length));
   }
-  const std::string id = Hex(spec_->artifact_sha256);
   if (out_pos_ != spec_->model_length) {
     return DataLoss("staging artifact %s: the model is %zu bytes, signed %llu",
-                    id.c_str(), out_pos_,
+                    Hex(spec_->artifact_sha256).c_str(), out_pos_,
                     static_cast<unsigned long long>(spec_->model_length));
   }
   const std::string got = model_hash_.Final();
   if (got != spec_->model_sha256) {
     return DataLoss(
         "staging artifact %s: the %zu-byte model has SHA-256 %s, signed %s",
-        id.c_str(), out_pos_, Hex(got).c_str(),
+        Hex(spec_->artifact_sha256).c_str(), out_pos_, Hex(got).c_str(),
         Hex(spec_->model_sha256).c_str());
   }
   return static_cast<uint64_t>(out_pos_);
