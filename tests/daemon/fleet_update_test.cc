@@ -132,6 +132,17 @@ class FleetUpdateTest : public ::testing::Test {
     return r;
   }
 
+  // `m` decoded, when it is a state report for `version`.
+  std::optional<ota::UpdateReport> StateReport(
+      const mqtt_testing::ReceivedMessage& m, uint64_t version) {
+    ota::UpdateReport r;
+    if (m.topic != StateTopic() || !r.ParseFromString(m.payload) ||
+        r.model_version() != version) {
+      return std::nullopt;
+    }
+    return r;
+  }
+
   // Waits for a reported state (decoded from the retained topic).
   std::optional<ota::UpdateReport> WaitForState(const std::string& state,
                                                 uint64_t version,
@@ -140,10 +151,9 @@ class FleetUpdateTest : public ::testing::Test {
     probe_->WaitFor(
         [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
           for (const auto& m : all) {
-            ota::UpdateReport r;
-            if (m.topic == StateTopic() && r.ParseFromString(m.payload) &&
-                r.state() == state && r.model_version() == version) {
-              found = r;
+            std::optional<ota::UpdateReport> r = StateReport(m, version);
+            if (r && r->state() == state) {
+              found = std::move(r);
               return true;
             }
           }
@@ -160,11 +170,9 @@ class FleetUpdateTest : public ::testing::Test {
     probe_->WaitFor(
         [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
           for (const auto& m : all) {
-            ota::UpdateReport r;
-            if (m.topic == StateTopic() && r.ParseFromString(m.payload) &&
-                r.model_version() == version &&
-                (seen.empty() || seen.back() != r.state())) {
-              seen.push_back(r.state());
+            std::optional<ota::UpdateReport> r = StateReport(m, version);
+            if (r && (seen.empty() || seen.back() != r->state())) {
+              seen.push_back(r->state());
             }
           }
           return true;
