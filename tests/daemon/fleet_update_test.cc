@@ -317,10 +317,9 @@ TEST_F(FleetUpdateTest, BadArtifactsAndModelsAreReportedAndNotServed) {
 }
 
 TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
-  // Slow the transfer down so the kill lands mid-download.
-  std::string toml = ReadText(dir_.File("ternd.toml"));
-  toml += "rate_limit_kbps = 200\n";
-  WriteText(dir_.File("ternd.toml"), toml);
+  // The server sends at 1 MiB/s (nginx's /slow/), so the kill lands
+  // mid-download: the daemon's own rate_limit_kbps is curl's average over
+  // the last seconds and lets the first seconds through at full speed.
   auto d = Start();
   TestModelSpec big = SlowModel();
   big.name = "fleetnet";
@@ -331,7 +330,7 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
                                    "fleetnet", 2, 1, kDevice, "", 16384);
   ASSERT_TRUE(nginx_->PutFile("files", "big.tern.zst", r.artifact).ok());
   r.release.clear_urls();
-  r.release.add_urls(nginx_->Url("files/big.tern.zst"));
+  r.release.add_urls(nginx_->Url("slow/big.tern.zst"));
   r.envelope = fleet_.Sign(r.release);
   ASSERT_GT(r.artifact.size(), 4u * 16384) << "the model must span chunks";
   PublishRelease(DeviceTopic(), r.envelope);
@@ -357,15 +356,22 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
   EXPECT_EQ(Served(), "fleetnet v2");
   // The second run asked for the bytes after what was verified, not 0
   // (nginx logs the cut first request when it notices the close).
-  ASSERT_TRUE(nginx_->WaitForRequests(2, "big.tern.zst"));
+  const bool both_logged = nginx_->WaitForRequests(2, "big.tern.zst");
   const std::vector<https_testing::AccessLogEntry> log =
       nginx_->AccessLog("big.tern.zst");
+  std::string requests;  // what nginx logged, for the failure messages
   bool resumed = false;
   for (const auto& e : log) {
+    requests += "  Range '" + e.range + "' -> " + std::to_string(e.status) +
+                ", " + std::to_string(e.body_bytes_sent) + " bytes" +
+                (e.completed ? "" : " (cut)") + "\n";
     if (e.range.rfind("bytes=", 0) == 0 && e.range != "bytes=0-")
       resumed = true;
   }
-  EXPECT_TRUE(resumed) << "no request resumed past byte 0";
+  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size()
+                           << " bytes:\n"
+                           << requests;
+  EXPECT_TRUE(resumed) << "no request resumed past byte 0:\n" << requests;
 }
 
 // The daemon's telemetry on the real broker: batches carry the daemon's

@@ -144,6 +144,8 @@ Status NginxServer::WriteConfig() {
        << "    location /files/ { }\n"
        << "    location /norange/ { alias " << d
        << "/root/files/; max_ranges 0; }\n"
+       << "    location /slow/ { alias " << d
+       << "/root/files/; limit_rate 1m; }\n"
        << "    location /garbage/ { }\n"
        << "    location /wronglen/ { }\n"
        // Any active body filter drops Content-Length: chunked encoding.

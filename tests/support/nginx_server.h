@@ -18,6 +18,9 @@
 //   /files/     static files, byte ranges and If-Range supported
 //   /norange/   the same directory as /files/, but Range is ignored
 //               (`max_ranges 0`): every answer is a 200 with the whole file
+//   /slow/      the same directory as /files/, sent at 1 MiB/s
+//               (`limit_rate`): a transfer that takes seconds, so a test
+//               can interrupt it midway
 //   /garbage/   its own directory: put different bytes under a name also
 //               in files/ (a source serving wrong content)
 //   /wronglen/  its own directory: a file of another length
