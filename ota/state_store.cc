@@ -1,11 +1,16 @@
 #include "ota/state_store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
+#include "base/log.h"
 #include "base/sqlite_util.h"
 
 namespace ternd::ota {
@@ -41,7 +46,128 @@ CREATE TABLE IF NOT EXISTS download_validators (
 
 using Stmt = SqliteStmt;
 
+// WAL size at which the background checkpointer is woken, and at which the
+// writer checkpoints itself because the checkpointer fell behind.
+constexpr int64_t kCheckpointWalBytes = int64_t{16} << 20;
+constexpr int64_t kWriterCheckpointWalBytes = int64_t{64} << 20;
+
 }  // namespace
+
+// Checkpoints a writer connection's WAL on a thread (and connection) of its
+// own, so the writer never waits for a checkpoint's copying and fsyncs.
+// PASSIVE checkpoints run alongside the writer's commits and copy the frames
+// committed before they started. The WAL restarts from its beginning only
+// once every frame is copied, which a writer that never pauses does not
+// allow; so from kWriterCheckpointWalBytes on the writer waits for the
+// background pass in progress and checkpoints itself, copying only the
+// frames committed since, and its next transaction restarts the WAL. The WAL
+// thus stays under kWriterCheckpointWalBytes plus one transaction (unless a
+// reader still uses old frames).
+class StateStore::Checkpointer {
+ public:
+  static Result<std::unique_ptr<Checkpointer>> Start(const std::string& path,
+                                                     sqlite3* writer,
+                                                     int64_t page_size) {
+    std::unique_ptr<Checkpointer> c(new Checkpointer());
+    c->path_ = path;
+    c->wake_pages_ = std::max<int64_t>(kCheckpointWalBytes / page_size, 1);
+    c->writer_pages_ =
+        std::max<int64_t>(kWriterCheckpointWalBytes / page_size, 1);
+    const int rc =
+        sqlite3_open_v2(path.c_str(), &c->db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      return SqliteError(c->db_, path, "cannot open a checkpoint connection");
+    }
+    TERND_RETURN_IF_ERROR(
+        SqliteExec(c->db_, path, "PRAGMA synchronous=NORMAL;"));
+    c->thread_ = std::thread([p = c.get()] { p->Run(); });
+    // Replaces the writer's automatic checkpoints (they share this hook).
+    sqlite3_wal_hook(writer, &Checkpointer::OnCommit, c.get());
+    c->writer_ = writer;
+    return c;
+  }
+
+  ~Checkpointer() {
+    if (writer_ != nullptr) sqlite3_wal_hook(writer_, nullptr, nullptr);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    sqlite3_close(db_);
+  }
+
+  uint64_t checkpoints() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return checkpoints_;
+  }
+
+ private:
+  Checkpointer() = default;
+
+  // After each commit of the writer (its thread), with the WAL's size in
+  // pages.
+  static int OnCommit(void* p, sqlite3* db, const char* schema, int pages) {
+    auto* self = static_cast<Checkpointer*>(p);
+    if (pages >= self->writer_pages_) {
+      // Waits for a background pass in progress, then copies what it left.
+      std::lock_guard<std::mutex> pass(self->pass_mu_);
+      sqlite3_wal_checkpoint_v2(db, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                nullptr);
+    } else if (pages >= self->wake_pages_) {
+      {
+        std::lock_guard<std::mutex> lock(self->mu_);
+        self->wanted_ = true;
+      }
+      self->cv_.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  void Run() {
+    pthread_setname_np(pthread_self(), "ternd-checkpt");
+    bool warned = false;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || wanted_; });
+        if (stopping_) return;
+        wanted_ = false;
+      }
+      int rc;
+      {
+        std::lock_guard<std::mutex> pass(pass_mu_);
+        rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                       nullptr, nullptr);
+      }
+      if (rc == SQLITE_OK) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++checkpoints_;
+      } else if (rc != SQLITE_BUSY && !warned) {
+        // Not fatal: the writer checkpoints itself past
+        // kWriterCheckpointWalBytes.
+        warned = true;
+        TERND_LOG_WARNING("%s: background checkpoint failed: %s", path_.c_str(),
+                          sqlite3_errmsg(db_));
+      }
+    }
+  }
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  sqlite3* writer_ = nullptr;
+  int64_t wake_pages_ = 0;
+  int64_t writer_pages_ = 0;
+  std::mutex pass_mu_;  // held while a checkpoint runs
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool wanted_ = false;       // guarded by mu_
+  bool stopping_ = false;     // guarded by mu_
+  uint64_t checkpoints_ = 0;  // guarded by mu_
+  std::thread thread_;
+};
 
 Status StateStore::Error(const char* what) {
   return SqliteError(db_, path_, what);
@@ -93,7 +219,10 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   return store;
 }
 
-StateStore::~StateStore() { sqlite3_close(db_); }
+StateStore::~StateStore() {
+  checkpointer_.reset();  // before the connection it hooks
+  sqlite3_close(db_);
+}
 
 Result<std::optional<TrustState>> StateStore::LoadTrust() {
   Stmt q(db_,
@@ -181,19 +310,22 @@ Result<std::vector<uint64_t>> StateStore::ChunkIndices(
 }
 
 Status StateStore::RelaxDurabilityForChunks() {
-  // Checkpoint every 16 MiB of WAL and truncate the WAL back to 16 MiB
-  // afterwards, so a large download neither grows the WAL to its own size
-  // nor checkpoints a few pages at a time.
+  if (checkpointer_) return Status::Ok();
   Stmt q(db_, "PRAGMA page_size;");
   if (!q.ok() || sqlite3_step(q.get()) != SQLITE_ROW) {
     return Error("cannot read the page size");
   }
   const int64_t page = std::max<int64_t>(sqlite3_column_int64(q.get(), 0), 512);
-  const std::string pragmas =
-      "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=" +
-      std::to_string((int64_t{16} << 20) / page) +
-      "; PRAGMA journal_size_limit=16777216;";
-  return Exec(pragmas.c_str());
+  // When the WAL restarts, it is truncated back to 16 MiB: a large download
+  // does not leave a WAL of its own size behind.
+  TERND_RETURN_IF_ERROR(
+      Exec("PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=16777216;"));
+  TERND_ASSIGN_OR_RETURN(checkpointer_, Checkpointer::Start(path_, db_, page));
+  return Status::Ok();
+}
+
+uint64_t StateStore::background_checkpoints() const {
+  return checkpointer_ ? checkpointer_->checkpoints() : 0;
 }
 
 Status StateStore::DeleteChunk(const std::string& artifact, uint64_t index) {

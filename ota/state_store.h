@@ -80,7 +80,15 @@ class StateStore {
   // lose the last chunks written, which the next download re-checks and
   // fetches again; it never breaks consistency, and kill -9 loses nothing.
   // Other connections (trust, update state) keep synchronous=FULL.
+  // Checkpoints move to a background thread with a connection of its own,
+  // woken when a commit leaves 16 MiB of WAL, so the writer does not wait
+  // for their copying and fsyncs; should it fall behind, the writer
+  // checkpoints itself from 64 MiB of WAL on. The WAL stays bounded either
+  // way and is truncated back to 16 MiB when it restarts.
   Status RelaxDurabilityForChunks();
+  // Background checkpoints that completed (0 before
+  // RelaxDurabilityForChunks). For tests.
+  uint64_t background_checkpoints() const;
 
   const std::string& path() const { return path_; }
 
@@ -89,8 +97,11 @@ class StateStore {
   Status Exec(const char* sql);
   Status Error(const char* what);
 
+  class Checkpointer;
+
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::unique_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace ternd::ota

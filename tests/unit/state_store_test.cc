@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -188,6 +189,52 @@ TEST(StateStoreTest, KillDashNineLeavesAConsistentDatabase) {
     ASSERT_TRUE(data.ok() && data->has_value());
     EXPECT_EQ(**data, std::string(512, 'd'));
   }
+}
+
+long FileBytes(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<long>(st.st_size) : 0;
+}
+
+// The download connection's WAL is checkpointed on a background thread: a
+// long run of chunk writes never grows the WAL past the writer's own
+// checkpoint threshold (64 MiB) plus the transaction in flight, the
+// background thread did the checkpoints, and another connection reads every
+// chunk. Without checkpoints the WAL would reach the 100 MiB written.
+TEST(StateStoreTest, ChunkWriterCheckpointsInTheBackgroundAndBoundsTheWal) {
+  const std::string path = TempPath("checkpoint");
+  auto writer = StateStore::Open(path);
+  ASSERT_TRUE(writer.ok()) << writer.status().message();
+  EXPECT_EQ((*writer)->background_checkpoints(), 0u);
+  ASSERT_TRUE((*writer)->RelaxDurabilityForChunks().ok());
+  const std::string artifact(32, 'a');
+  const std::string chunk(1 << 20, 'c');
+  long largest_wal = 0;
+  for (uint64_t i = 0; i < 100; ++i) {
+    std::string data = chunk;
+    data[0] = static_cast<char>(i);
+    ASSERT_TRUE((*writer)->PutChunk(artifact, i, data).ok()) << i;
+    largest_wal = std::max(largest_wal, FileBytes(path + "-wal"));
+  }
+  EXPECT_LE(largest_wal, (64l << 20) + (4l << 20)) << "WAL bytes";
+  EXPECT_GT((*writer)->background_checkpoints(), 0u);
+
+  auto reader = StateStore::Open(path);
+  ASSERT_TRUE(reader.ok()) << reader.status().message();
+  auto indices = (*reader)->ChunkIndices(artifact);
+  ASSERT_TRUE(indices.ok());
+  EXPECT_EQ(indices->size(), 100u);
+  for (uint64_t i : {uint64_t{0}, uint64_t{57}, uint64_t{99}}) {
+    auto data = (*reader)->GetChunk(artifact, i);
+    ASSERT_TRUE(data.ok() && data->has_value()) << i;
+    ASSERT_EQ((*data)->size(), chunk.size());
+    EXPECT_EQ((**data)[0], static_cast<char>(i));
+  }
+  reader->reset();
+  writer->reset();
+  // Closed: the last connection checkpointed and removed the WAL.
+  EXPECT_EQ(FileBytes(path + "-wal"), 0);
+  EXPECT_GE(FileBytes(path), 100l << 20);
 }
 
 }  // namespace
