@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -932,6 +933,7 @@ void Service::Impl::ContinueModelChange() {
   // Off the loop: producing (reading, decompressing, hashing, parsing),
   // placing and health-checking a model takes milliseconds to seconds.
   loader_ = std::thread([this, target]() {
+    pthread_setname_np(pthread_self(), "ternd-loader");
     Result<runtime::ModelFile> file = change_->produce();
     if (!file.ok()) {
       loader_status_ = file.status();

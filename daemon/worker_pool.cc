@@ -1,9 +1,11 @@
 #include "daemon/worker_pool.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "base/check.h"
@@ -76,6 +78,9 @@ void WorkerPool::Stop() {
 }
 
 void WorkerPool::WorkerMain(int worker) {
+  char name[16];
+  std::snprintf(name, sizeof name, "ternd-infer%d", worker);
+  pthread_setname_np(pthread_self(), name);
   for (;;) {
     InferJob* job;
     {

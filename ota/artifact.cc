@@ -1,6 +1,7 @@
 #include "ota/artifact.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
@@ -335,6 +336,9 @@ void ArtifactWorker::Post(Work work, Done done) {
 }
 
 void ArtifactWorker::Run() {
+  // Visible in top -H, ps -L and debuggers.
+  pthread_setname_np(pthread_self(),
+                     chunk_writer_ ? "ternd-chunks" : "ternd-artifact");
   std::unique_ptr<StateStore> store;
   Status open_error;
   bool opened = false;

@@ -1,6 +1,7 @@
 #include "ota/fetcher.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <systemd/sd-event.h>
 
@@ -190,9 +191,9 @@ class ArtifactFetcher::Impl {
   uint64_t queued_bytes_ = 0;
   std::vector<std::string> free_buffers_;
 
-  // The artifact hash over chunks [0, next) in order, fed by the worker as
-  // it stores them, so a download in one go needs no read-back. Only the
-  // worker thread touches it.
+  // The artifact hash over chunks [0, next) in order, fed as the worker
+  // stores them, so a download in one go needs no read-back. Only the worker
+  // thread touches it, and the staging thread while it runs.
   struct RunningHash {
     Sha256Hasher hash;
     uint64_t next = 0;
@@ -219,20 +220,33 @@ class ArtifactFetcher::Impl {
       }
       return stager.get();
     }
-    // Feeds chunk `next` to the stager (worker thread). Decompression and
-    // the model hash run on a thread of their own, fed copies of the chunks
-    // through a queue of at most kQueuedChunks, so they overlap the worker's
-    // hashing and database writes.
-    void Stage(const ArtifactSpec* spec, std::string_view chunk) {
-      if (Stager(spec) == nullptr) return;
+    // Chunk `next`, just stored (worker thread): feeds the artifact hash
+    // and, when staging, the stager. When staging, the artifact hash,
+    // decompression and the model hash run on a thread of their own, fed
+    // copies of the chunks through a queue of at most kQueuedChunks, so
+    // they overlap the worker's chunk hashing and database writes; `hash`
+    // may then be read only after Join().
+    void Add(const ArtifactSpec* spec, std::string_view chunk) {
+      ++next;
+      if (Stager(spec) == nullptr) {
+        hash.Update(chunk);
+        return;
+      }
       if (!thread.joinable()) thread = std::thread([this] { StageLoop(); });
       std::unique_lock<std::mutex> lock(mu);
       cv.wait(lock, [this] { return queue.size() < kQueuedChunks; });
-      queue.emplace_back(chunk);
+      // Reuse a buffer the staging thread is done with (no fresh pages).
+      std::string copy;
+      if (!spare.empty()) {
+        copy = std::move(spare.back());
+        spare.pop_back();
+      }
+      copy.assign(chunk);
+      queue.push_back(std::move(copy));
       cv.notify_all();
     }
-    // Waits until every queued chunk is staged and the thread has ended;
-    // its first error becomes stage_error (worker thread).
+    // Waits until every queued chunk is hashed and staged and the thread
+    // has ended; its first error becomes stage_error (worker thread).
     void Join() {
       if (!thread.joinable()) return;
       {
@@ -241,6 +255,7 @@ class ArtifactFetcher::Impl {
       }
       cv.notify_all();
       thread.join();
+      spare.clear();
       if (stage_error.ok()) stage_error = thread_error;
     }
     ~RunningHash() {
@@ -254,19 +269,27 @@ class ArtifactFetcher::Impl {
    private:
     static constexpr size_t kQueuedChunks = 4;
     void StageLoop() {
+      pthread_setname_np(pthread_self(), "ternd-stage");
+      std::string chunk;
+      bool have_chunk = false;
+      bool failed = false;
       for (;;) {
-        std::string chunk;
         {
           std::unique_lock<std::mutex> lock(mu);
+          if (have_chunk) spare.push_back(std::move(chunk));
+          have_chunk = false;
           cv.wait(lock, [this] { return closing || !queue.empty(); });
           if (queue.empty() || abandon) return;
           chunk = std::move(queue.front());
           queue.pop_front();
+          have_chunk = true;
           cv.notify_all();
-          if (!thread_error.ok()) continue;
         }
+        hash.Update(chunk);
+        if (failed) continue;
         Status s = stager->Feed(chunk);
         if (!s.ok()) {
+          failed = true;
           std::lock_guard<std::mutex> lock(mu);
           thread_error = s;
         }
@@ -275,10 +298,11 @@ class ArtifactFetcher::Impl {
     std::thread thread;
     std::mutex mu;
     std::condition_variable cv;
-    std::deque<std::string> queue;  // guarded by mu
-    bool closing = false;           // guarded by mu
-    bool abandon = false;           // guarded by mu
-    Status thread_error;            // guarded by mu
+    std::deque<std::string> queue;   // guarded by mu
+    std::vector<std::string> spare;  // guarded by mu
+    bool closing = false;            // guarded by mu
+    bool abandon = false;            // guarded by mu
+    Status thread_error;             // guarded by mu
   };
   std::shared_ptr<RunningHash> running_hash_ = std::make_shared<RunningHash>();
 
@@ -790,9 +814,7 @@ void ArtifactFetcher::Impl::SubmitChunk(Transfer& t, uint64_t index) {
         result->status =
             (*store)->PutChunk(spec->artifact_sha256, index, result->buffer);
         if (result->status.ok() && index == running->next) {
-          running->hash.Update(result->buffer);
-          running->Stage(spec, result->buffer);
-          ++running->next;
+          running->Add(spec, result->buffer);
         }
       },
       [this, index, url_index, seq, result] {
