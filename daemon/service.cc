@@ -182,6 +182,12 @@ void ModelEvent(LogLevel level, const runtime::LoadedModel* model,
   }
 }
 
+// What a call that needs the model gets while a cold swap replaces it.
+Status ModelBeingReplaced() {
+  return Errorf(StatusCode::kUnavailable,
+                "the model is being replaced (cold swap); retry");
+}
+
 wire::DType WireDType(model::DType d) {
   return d == model::I32 ? wire::I32 : wire::F32;
 }
@@ -249,6 +255,13 @@ class Service::Impl : public ModelHost {
   const runtime::LoadedModel* active_model() const {
     return runtime_ ? runtime_->model(active_slot_) : nullptr;
   }
+  // The model that requests may use now: none while a cold swap rewrites
+  // the only slot (the loader thread owns it until OnLoaderDone).
+  const runtime::LoadedModel* usable_model() const {
+    return cold_loading_ ? nullptr : active_model();
+  }
+  // Marks what slot `slot` holds as a new placement (RunsInline).
+  void CountLoad(int slot) { slot_load_[slot] = ++loads_; }
   void BeginReload();
   void FinishReload(const Status& status);
 
@@ -283,7 +296,13 @@ class Service::Impl : public ModelHost {
   Status StartTelemetry();
   void FillStats(wire::StatsResponse* stats, bool metrics);
   void SendResponse(Connection* c, wire::Response* response);
-  void SendError(Connection* c, uint64_t id, const Status& status);
+  // Queues an answer that was produced outside the reading code (an
+  // update finishing): it is sent from the loop's next iteration, to the
+  // connection if it is still open.
+  void PostAnswer(uint64_t connection, CallIndex call, wire::Response response);
+  void SendPostedAnswers();
+  void SendError(Connection* c, CallIndex call, uint64_t id,
+                 const Status& status);
   void Flush(Connection* c);
   void FlushDirty();
   void UpdateEvents(Connection* c);
@@ -295,10 +314,12 @@ class Service::Impl : public ModelHost {
   void OnCompletions();
   void BeginDrain(const char* why);
   void CheckDrained();
-  void Count(StatusCode code) {
+  // Every answer is counted once, under the call it answers (not under
+  // whatever the loop handled last: answers may come much later).
+  void Count(CallIndex call, StatusCode code) {
     ++responses_[static_cast<int>(code)];
     if (static_cast<int>(code) < telemetry::ServiceMetrics::kStatusCodes) {
-      metrics_.Request(call_, code)->Add(1);
+      metrics_.Request(call, code)->Add(1);
     }
   }
   void RejectFrame() {
@@ -316,6 +337,7 @@ class Service::Impl : public ModelHost {
   static int OnReloadTimer(sd_event_source*, uint64_t, void* self);
   static int OnLoader(sd_event_source*, int, uint32_t, void* self);
   static int OnDrainTimeout(sd_event_source*, uint64_t, void* self);
+  static int OnPostedAnswers(sd_event_source*, void* self);
 
   Config config_;
   const std::string config_path_;
@@ -326,6 +348,11 @@ class Service::Impl : public ModelHost {
   std::unique_ptr<runtime::Runtime> runtime_;
   int active_slot_ = 0;
   int slot_inflight_[2] = {0, 0};
+  uint64_t slot_load_[2] = {0, 0};  // which placement each slot holds
+  uint64_t loads_ = 0;              // placements so far
+  // What serves, for the updater and reports: kept here because the
+  // model itself may be half rewritten during a cold swap.
+  ServingModel serving_;
   // Cold swap only: the served model's file, to restore it when a
   // replacement fails after overwriting the single slot.
   std::optional<runtime::ModelFile> cold_file_;
@@ -357,8 +384,9 @@ class Service::Impl : public ModelHost {
   std::vector<InferJob*> completed_;
   int loop_executor_ = 0;        // the loop thread's executor index (= workers)
   int64_t last_request_ns_ = 0;  // server.busy_poll_us
-  // RunsInline's estimate: compute time per row of estimate_model_.
-  const runtime::LoadedModel* estimate_model_ = nullptr;
+  // RunsInline's estimate: compute time per row of the placement
+  // estimate_load_ (a slot_load_ value).
+  uint64_t estimate_load_ = 0;
   int64_t compute_ns_per_row_ = -1;
   size_t outstanding_ = 0;
 
@@ -370,6 +398,13 @@ class Service::Impl : public ModelHost {
   uint64_t next_connection_id_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
   std::vector<Connection*> dirty_;  // connections with output to flush
+  struct PostedAnswer {
+    uint64_t connection;
+    CallIndex call;
+    wire::Response response;
+  };
+  std::vector<PostedAnswer> posted_;
+  EventSource posted_source_;  // a defer source, on while posted_ has some
   EventSource drain_timer_;
 
   std::vector<uint8_t> read_buffer_ = std::vector<uint8_t>(kReadChunk);
@@ -393,7 +428,6 @@ class Service::Impl : public ModelHost {
       "Infer round trip inside the daemon, from reading the request to "
       "queueing its answer",
       {{"call", "infer"}});
-  size_t call_ = kCallInvalid;  // the call being answered
   // Telemetry to the fleet; null when off (docs/telemetry.md).
   std::unique_ptr<telemetry::TelemetryAgent> agent_;
 };
@@ -411,6 +445,7 @@ Status Service::Impl::Start() {
   TERND_RETURN_IF_ERROR(StartRuntime());
   TERND_RETURN_IF_ERROR(StartPool());
   TERND_RETURN_IF_ERROR(StartListener());
+  CountLoad(0);
   r = sd_event_set_watchdog(event_.get(), true);
   if (r < 0) return SdError(r, "cannot enable the systemd watchdog");
   if (r > 0) TERND_LOG_INFO("systemd watchdog enabled; pinged from the loop");
@@ -744,6 +779,7 @@ Service::Impl::~Impl() {
   pool_source_.reset();
   drain_timer_.reset();
   reload_timer_.reset();
+  posted_source_.reset();
   // A model still being placed finishes first: it writes into the arena.
   if (loader_.joinable()) loader_.join();
   loader_source_.reset();
@@ -960,11 +996,13 @@ void Service::Impl::OnLoaderDone() {
       Result<const runtime::LoadedModel*> restored =
           runtime_->Load(0, *cold_previous_);
       TERND_CHECK(restored.ok());  // it fit and loaded before
+      CountLoad(0);
       cold_file_ = std::move(cold_previous_);
     }
     FinishModelChange(loader_status_);
     return;
   }
+  CountLoad(change_target_);
   if (runtime_->slot_count() == 1) {
     cold_file_ = std::move(loader_file_);
     loader_file_.reset();
@@ -984,6 +1022,7 @@ void Service::Impl::OnLoaderDone() {
 void Service::Impl::PublishModelMetrics() {
   const runtime::LoadedModel* m = active_model();
   if (!m) return;
+  serving_ = {m->name(), m->version()};
   const std::string version = std::to_string(m->version());
   metrics_.model->Set({{"name", m->name()},
                        {"version", version},
@@ -1037,11 +1076,7 @@ void Service::Impl::DiscardStaged() {
   staged_slot_ = -1;
 }
 
-ServingModel Service::Impl::serving() const {
-  const runtime::LoadedModel* m = active_model();
-  if (!m) return {};
-  return {m->name(), m->version()};
-}
+ServingModel Service::Impl::serving() const { return serving_; }
 
 // --------------------------------------------------------------- connections
 
@@ -1099,7 +1134,7 @@ void Service::Impl::Accept() {
       wire::AppendFrame(response, SIZE_MAX, &out);
       (void)!send(c->fd.get(), out.data(), out.size(),
                   MSG_NOSIGNAL | MSG_DONTWAIT);
-      Count(refuse.code());
+      Count(kCallInvalid, refuse.code());
       continue;
     }
     TERND_LOG_DEBUG("connection %llu from pid %d uid %u gid %u",
@@ -1164,7 +1199,7 @@ void Service::Impl::ReadFrames(Connection* c) {
     if (next == wire::FrameDecoder::Next::kNeedMore) break;
     if (next == wire::FrameDecoder::Next::kTooLarge) {
       RejectFrame();
-      SendError(c, 0,
+      SendError(c, kCallInvalid, 0,
                 ResourceExhausted("frame of %u bytes is over the limit of %u "
                                   "(server.max_frame_bytes); closing",
                                   announced, config_.max_frame_bytes));
@@ -1185,7 +1220,7 @@ void Service::Impl::HandleFrame(Connection* c,
   if (!request_.ParseFromArray(payload.data(),
                                static_cast<int>(payload.size()))) {
     RejectFrame();
-    SendError(c, 0,
+    SendError(c, kCallInvalid, 0,
               InvalidArgument("a frame of %zu bytes is not a valid Request "
                               "message; closing",
                               payload.size()));
@@ -1193,16 +1228,20 @@ void Service::Impl::HandleFrame(Connection* c,
     return;
   }
   const uint64_t id = request_.id();
-  call_ = CallOf(request_);
+  const CallIndex call = CallOf(request_);
   switch (request_.call_case()) {
     case wire::Request::kInfer:
       HandleInfer(c, id, request_.infer());
       return;
     case wire::Request::kModelInfo: {
+      if (!usable_model()) {
+        SendError(c, call, id, ModelBeingReplaced());
+        return;
+      }
       response_.Clear();
       response_.set_id(id);
       FillModelInfo(response_.mutable_model_info());
-      Count(StatusCode::kOk);
+      Count(call, StatusCode::kOk);
       SendResponse(c, &response_);
       return;
     }
@@ -1211,11 +1250,11 @@ void Service::Impl::HandleFrame(Connection* c,
       response_.set_id(id);
       wire::HealthResponse* h = response_.mutable_health();
       h->set_live(true);
-      h->set_ready(state_ != State::kDraining && active_model() != nullptr);
+      h->set_ready(state_ != State::kDraining && usable_model() != nullptr);
       h->set_state(state_ == State::kServing     ? "serving"
                    : state_ == State::kReloading ? "reloading"
                                                  : "draining");
-      Count(StatusCode::kOk);
+      Count(call, StatusCode::kOk);
       SendResponse(c, &response_);
       return;
     }
@@ -1223,7 +1262,7 @@ void Service::Impl::HandleFrame(Connection* c,
       response_.Clear();
       response_.set_id(id);
       FillStats(response_.mutable_stats(), request_.stats().metrics());
-      Count(StatusCode::kOk);
+      Count(call, StatusCode::kOk);
       SendResponse(c, &response_);
       return;
     }
@@ -1235,20 +1274,20 @@ void Service::Impl::HandleFrame(Connection* c,
       response_.set_id(id);
       FillUpdateStatus(response_.mutable_update_status(),
                        updater_ ? updater_->status() : UpdateStatus());
-      Count(StatusCode::kOk);
+      Count(call, StatusCode::kOk);
       SendResponse(c, &response_);
       return;
     }
     case wire::Request::kGenerate:
-      SendError(c, id,
+      SendError(c, kCallGenerate, id,
                 Unimplemented("Generate needs a language model; model '%s' is "
                               "a graph model",
-                              active_model()->name()));
+                              serving_.name.c_str()));
       return;
     case wire::Request::CALL_NOT_SET:
       break;
   }
-  SendError(c, id,
+  SendError(c, call, id,
             InvalidArgument("request %llu names no call (infer, "
                             "model_info, health, stats, install, "
                             "update_status)",
@@ -1260,13 +1299,13 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
   if (!updater_) {
     c->install.clear();
     SendError(
-        c, id,
+        c, kCallInstall, id,
         FailedPrecondition("updates are off: %s", updates_disabled_.c_str()));
     return;
   }
   if (!c->install.empty() && c->install_id != id) {
     c->install.clear();
-    SendError(c, id,
+    SendError(c, kCallInstall, id,
               InvalidArgument("install parts of request %llu were "
                               "interrupted by request %llu; start again",
                               static_cast<unsigned long long>(c->install_id),
@@ -1277,10 +1316,13 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
       (uint64_t{config_.ota_max_artifact_mb} << 20) + (uint64_t{16} << 20);
   if (c->install.size() + r.part().size() > cap) {
     c->install.clear();
-    SendError(c, id,
+    SendError(c, kCallInstall, id,
               ResourceExhausted("the bundle exceeds %llu bytes "
-                                "(ota.max_artifact_mb plus 16 MiB)",
+                                "(ota.max_artifact_mb plus 16 MiB); closing",
                                 static_cast<unsigned long long>(cap)));
+    // The rest of the bundle is still on its way: parsed as new requests
+    // it would be answered a second time. Stop reading this connection.
+    c->closing = true;
     return;
   }
   c->install_id = id;
@@ -1289,18 +1331,17 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
   std::string bundle = std::move(c->install);
   c->install.clear();
   const uint64_t connection = c->id;
+  // The updater may finish at once (a refusal), from inside this call, or
+  // much later: either way the answer goes through the loop (PostAnswer),
+  // never straight onto a connection that the reading code still uses.
   Status s = updater_->InstallBundle(
       std::move(bundle), [this, connection, id](const UpdateStatus& st) {
-        Connection* conn = FindConnection(connection);
-        if (!conn) return;  // the client went away; the state is kept
-        response_.Clear();
-        response_.set_id(id);
-        FillUpdateStatus(response_.mutable_update_status(), st);
-        Count(StatusCode::kOk);
-        SendResponse(conn, &response_);
-        Flush(conn);
+        wire::Response response;
+        response.set_id(id);
+        FillUpdateStatus(response.mutable_update_status(), st);
+        PostAnswer(connection, kCallInstall, std::move(response));
       });
-  if (!s.ok()) SendError(c, id, s);
+  if (!s.ok()) SendError(c, kCallInstall, id, s);
 }
 
 void Service::Impl::FillUpdateStatus(wire::UpdateStatusResponse* out,
@@ -1331,37 +1372,35 @@ void Service::Impl::FillUpdateStatus(wire::UpdateStatusResponse* out,
 void Service::Impl::HandleInfer(Connection* c, uint64_t id,
                                 const wire::InferRequest& r) {
   if (state_ == State::kDraining) {
-    SendError(c, id,
+    SendError(c, kCallInfer, id,
               Errorf(StatusCode::kUnavailable, "the daemon is shutting down"));
     return;
   }
-  if (cold_loading_) {
-    SendError(c, id,
-              Errorf(StatusCode::kUnavailable,
-                     "the model is being replaced (cold swap); retry"));
+  if (!usable_model()) {
+    SendError(c, kCallInfer, id, ModelBeingReplaced());
     return;
   }
   if (c->inflight >= static_cast<int>(config_.max_inflight_per_connection)) {
     SendError(
-        c, id,
+        c, kCallInfer, id,
         ResourceExhausted("%d requests in flight on this connection "
                           "(server.max_inflight_per_connection = %u)",
                           c->inflight, config_.max_inflight_per_connection));
     return;
   }
   if (free_jobs_.empty()) {
-    SendError(c, id,
+    SendError(c, kCallInfer, id,
               ResourceExhausted("%zu requests queued (server.max_queue_depth "
                                 "= %u)",
                                 outstanding_, config_.max_queue_depth));
     return;
   }
   InferJob* job = free_jobs_.back();
-  const runtime::LoadedModel& m = *active_model();
+  const runtime::LoadedModel& m = *usable_model();
   job->received_ns = MonotonicNs();
   Status s = PrepareInfer(r, m, job);
   if (!s.ok()) {
-    SendError(c, id, s);
+    SendError(c, kCallInfer, id, s);
     return;
   }
   free_jobs_.pop_back();
@@ -1369,6 +1408,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
   job->request_id = id;
   job->slot = active_slot_;
   job->model = &m;
+  job->model_load = slot_load_[active_slot_];
   const uint64_t deadline_ns =
       r.deadline_us() != 0 ? r.deadline_us() * 1000
                            : uint64_t{config_.default_deadline_ms} * 1000000;
@@ -1395,7 +1435,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
 // the model's recent compute time is small, run the request here.
 bool Service::Impl::RunsInline(const InferJob& job) const {
   return config_.inline_max_us != 0 && outstanding_ == 1 &&
-         job.model == estimate_model_ && compute_ns_per_row_ >= 0 &&
+         job.model_load == estimate_load_ && compute_ns_per_row_ >= 0 &&
          compute_ns_per_row_ * job.batch <=
              int64_t{config_.inline_max_us} * 1000;
 }
@@ -1528,7 +1568,7 @@ Status Service::Impl::PrepareInfer(const wire::InferRequest& r,
 }
 
 void Service::Impl::FillModelInfo(wire::ModelInfoResponse* info) {
-  const runtime::LoadedModel& m = *active_model();
+  const runtime::LoadedModel& m = *usable_model();  // REQUIRES: one
   info->set_name(m.name());
   info->set_version(m.version());
   for (int i = 0; i < m.num_inputs(); ++i) {
@@ -1609,14 +1649,44 @@ void Service::Impl::SendResponse(Connection* c, wire::Response* response) {
   }
 }
 
-void Service::Impl::SendError(Connection* c, uint64_t id,
+void Service::Impl::SendError(Connection* c, CallIndex call, uint64_t id,
                               const Status& status) {
-  Count(status.code());
+  Count(call, status.code());
   response_.Clear();
   response_.set_id(id);
   response_.mutable_status()->set_code(static_cast<int>(status.code()));
   response_.mutable_status()->set_message(status.message());
   SendResponse(c, &response_);
+}
+
+void Service::Impl::PostAnswer(uint64_t connection, CallIndex call,
+                               wire::Response response) {
+  posted_.push_back({connection, call, std::move(response)});
+  if (!posted_source_) {
+    sd_event_source* s = nullptr;
+    const int r =
+        sd_event_add_defer(event_.get(), &s, &Impl::OnPostedAnswers, this);
+    TERND_CHECK(r >= 0);  // only ENOMEM: nothing to answer with either
+    sd_event_source_set_description(s, "posted-answers");
+    posted_source_.reset(s);
+  }
+  sd_event_source_set_enabled(posted_source_.get(), SD_EVENT_ONESHOT);
+}
+
+void Service::Impl::SendPostedAnswers() {
+  std::vector<PostedAnswer> posted;
+  posted.swap(posted_);
+  for (PostedAnswer& a : posted) {
+    Connection* c = FindConnection(a.connection);
+    if (!c) {
+      Count(a.call, StatusCode::kCancelled);  // the client went away
+      continue;
+    }
+    Count(a.call, static_cast<StatusCode>(a.response.status().code()));
+    SendResponse(c, &a.response);
+  }
+  FlushDirty();
+  if (state_ == State::kDraining) CheckDrained();
 }
 
 void Service::Impl::FlushDirty() {
@@ -1695,7 +1765,6 @@ void Service::Impl::OnCompletions() {
   completed_.clear();
   pool_->TakeCompleted(&completed_);
   const int64_t now = MonotonicNs();
-  call_ = kCallInfer;
   for (InferJob* job : completed_) FinishJob(job, now);
   FlushDirty();
   // A finished reply can unblock connections that waited to close.
@@ -1714,8 +1783,8 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
     // requests (RunsInline); a new model starts a new estimate.
     const int64_t per_row =
         (job->finished_ns - job->started_ns) / std::max(job->batch, 1);
-    if (job->model != estimate_model_) {
-      estimate_model_ = job->model;
+    if (job->model_load != estimate_load_) {
+      estimate_load_ = job->model_load;
       compute_ns_per_row_ = per_row;
     } else {
       compute_ns_per_row_ += (per_row - compute_ns_per_row_) / 8;
@@ -1723,12 +1792,12 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
   }
   Connection* c = FindConnection(job->connection_id);
   if (!c) {
-    Count(StatusCode::kCancelled);  // the client left first
+    Count(kCallInfer, StatusCode::kCancelled);  // the client left first
     return;
   }
   --c->inflight;
   if (!job->status.ok()) {
-    SendError(c, job->request_id, job->status);
+    SendError(c, kCallInfer, job->request_id, job->status);
     return;
   }
   const runtime::LoadedModel& m = *job->model;
@@ -1759,7 +1828,7 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
       ->Record(job->started_ns - job->received_ns);
   metrics_.compute_seconds(kCallInfer)
       ->Record(job->finished_ns - job->started_ns);
-  Count(StatusCode::kOk);
+  Count(kCallInfer, StatusCode::kOk);
   if (config_.log_requests) {
     ModelEvent(LogLevel::kInfo, &m, job->request_id,
                "request %llu on connection %llu: %d rows in %lld us",
@@ -1840,6 +1909,11 @@ int Service::Impl::OnReloadTimer(sd_event_source*, uint64_t, void* self) {
 
 int Service::Impl::OnLoader(sd_event_source*, int, uint32_t, void* self) {
   static_cast<Impl*>(self)->OnLoaderDone();
+  return 0;
+}
+
+int Service::Impl::OnPostedAnswers(sd_event_source*, void* self) {
+  static_cast<Impl*>(self)->SendPostedAnswers();
   return 0;
 }
 

@@ -38,6 +38,10 @@ struct InferJob {
   uint64_t request_id = 0;
   int slot = 0;
   const runtime::LoadedModel* model = nullptr;
+  // Which placement of a model this is (every load counts one up): models
+  // sit at their slot's base address, so `model` alone does not tell a
+  // reloaded model from the one before it.
+  uint64_t model_load = 0;
   int batch = 0;
   // Inputs in model input order, each batch * features floats, back to back.
   std::vector<float> inputs;

@@ -1,6 +1,7 @@
 #include "tests/daemon/daemon_process.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -61,6 +62,12 @@ DaemonProcess::DaemonProcess(const DaemonOptions& options)
   std::vector<std::string> env = {"NOTIFY_SOCKET=" + notify_path,
                                   "PATH=/usr/bin:/bin"};
   if (options.listen_fd >= 0) env.push_back("LISTEN_FDS=1");
+  // A sanitizer build of the daemon reports (and stops) as the test asks.
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
+    if (const char* value = getenv(name)) {
+      env.push_back(std::string(name) + "=" + value);
+    }
+  }
   env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
   const std::string log_path = directory_ + "/ternd.log";
 
@@ -104,6 +111,17 @@ DaemonProcess::~DaemonProcess() {
   if (running()) {
     kill(pid_, SIGKILL);
     WaitExit(5000);
+  }
+  // Under AddressSanitizer / UndefinedBehaviorSanitizer every test that
+  // starts the daemon is also a check of the daemon: a report in its log
+  // fails the test, whatever the test itself looked at.
+  const std::string log = Log();
+  for (const char* report :
+       {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"}) {
+    if (log.find(report) != std::string::npos) {
+      ADD_FAILURE() << "the daemon's log has a sanitizer report:\n" << log;
+      break;
+    }
   }
   stop_reader_ = true;
   if (reader_.joinable()) reader_.join();

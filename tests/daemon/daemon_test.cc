@@ -1090,6 +1090,89 @@ TEST_F(DaemonTest, ColdSwapReload) {
   EXPECT_EQ(ProbsOf(*r), ref.Probs(1, 1));
 }
 
+// While a cold swap rewrites the only slot, every call that needs the model
+// sees a whole model or UNAVAILABLE, never the emptied slot (ModelInfo used
+// to read it and the daemon died on the first reload).
+TEST_F(DaemonTest, ColdSwapReloadWhileClientsAskForModelInfo) {
+  const std::string cold = "swap = \"cold\"";
+  auto d = Start("", 2, FastModel(), cold);
+  std::atomic<bool> stop{false};
+  std::atomic<int> whole{0}, unavailable{0}, wrong{0};
+  std::string first_wrong;
+  std::thread asker([&]() {
+    auto c = Connect();
+    while (!stop.load()) {
+      Result<wire::ModelInfoResponse> info = c->ModelInfo();
+      if (info.ok() && !info->name().empty() && info->inputs_size() == 1) {
+        ++whole;
+      } else if (!info.ok() &&
+                 static_cast<int>(info.status().code()) == kUnavailable) {
+        ++unavailable;
+      } else {
+        first_wrong = info.ok() ? "an empty model info"
+                                : std::string(info.status().message());
+        ++wrong;
+        return;  // the connection may be gone with the daemon
+      }
+    }
+  });
+  struct Joiner {
+    std::atomic<bool>* stop;
+    std::thread* t;
+    ~Joiner() {
+      *stop = true;
+      t->join();
+    }
+  } joiner{&stop, &asker};
+  // SlowModel takes milliseconds to place and health-check: a wide window.
+  for (int round = 1; round <= 3; ++round) {
+    TestModelSpec next = SlowModel();
+    next.name = "cold_" + std::to_string(round);
+    next.seed = static_cast<uint32_t>(round);
+    ASSERT_TRUE(WriteTestModel(next, dir_.File("next.tern")).ok());
+    WriteConfig("", 2, cold, "next.tern");
+    d->Signal(SIGHUP);
+    ASSERT_TRUE(d->WaitForNotify("STATUS=Serving model '" + next.name + "'"))
+        << d->Log();
+  }
+  stop = true;
+  ASSERT_TRUE(d->running()) << d->Log();
+  EXPECT_EQ(wrong.load(), 0) << first_wrong;
+  EXPECT_GT(whole.load(), 0);
+  auto c = Connect();
+  EXPECT_EQ(c->ModelInfo()->name(), "cold_3");
+}
+
+// The inline estimate belongs to one placement of a model. A model reloaded
+// into the same slot (cold swap: slot 0 each time, at the same address)
+// starts without one, so its first request goes to a worker instead of
+// running on the loop on the old model's estimate.
+TEST_F(DaemonTest, ReloadedModelStartsANewInlineEstimate) {
+  const std::string extra =
+      "swap = \"cold\"\ninline_max_us = 2000\n" + std::string(kRefKernel);
+  auto d = Start("", 2, FastModel(), extra);
+  auto c = Connect();
+  for (uint32_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(c->Infer(MakeInfer(FastModel(), 1, i)).ok());
+  }
+  Result<wire::StatsResponse> s = c->Stats(/*metrics=*/true);
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 4);
+  // SlowModel on the reference kernel computes for milliseconds per row.
+  ASSERT_TRUE(WriteTestModel(SlowModel(), dir_.File("slow.tern")).ok());
+  WriteConfig("", 2, extra, "slow.tern");
+  d->Signal(SIGHUP);
+  ASSERT_TRUE(d->WaitForNotify("STATUS=Serving model 'slownet'")) << d->Log();
+  for (uint32_t i = 0; i < 3; ++i) {
+    Result<wire::InferResponse> r = c->Infer(MakeInfer(SlowModel(), 1, i));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_GT(r->compute_us(), 2000u);  // too slow to run inline at all
+  }
+  s = c->Stats(/*metrics=*/true);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(PrometheusValue(*s, "ternd_inline_requests_total"), 4);
+}
+
 TEST_F(DaemonTest, SocketActivationUsesThePassedSocket) {
   const std::string path = dir_.File("activated.sock");
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
