@@ -7,27 +7,10 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "base/fd.h"
+
 namespace ternd {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_;
-};
 
 std::string DirName(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -60,7 +43,7 @@ Result<std::vector<uint8_t>> ReadFd(int fd, const std::string& what,
 
 Result<std::vector<uint8_t>> ReadFile(const std::string& path,
                                       size_t max_bytes) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return ErrnoError(errno, "cannot open %s", path.c_str());
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
@@ -80,7 +63,8 @@ Result<std::vector<uint8_t>> ReadFile(const std::string& path,
 Status WriteFileAtomically(const std::string& path,
                            std::span<const uint8_t> data, int mode) {
   std::string tmp = path + ".tmp";
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  UniqueFd fd(
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (fd.get() < 0) return ErrnoError(errno, "cannot create %s", tmp.c_str());
   size_t done = 0;
   while (done < data.size()) {
@@ -105,7 +89,8 @@ Status WriteFileAtomically(const std::string& path,
     ::unlink(tmp.c_str());
     return s;
   }
-  Fd dir(::open(DirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd dir(
+      ::open(DirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() >= 0) ::fsync(dir.get());
   return Status::Ok();
 }

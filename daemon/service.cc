@@ -4,13 +4,11 @@
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
-#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,19 +16,20 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
-#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "base/check.h"
+#include "base/event_loop.h"
+#include "base/fd.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "daemon/frame.h"
-#include "daemon/model_host.h"
+#include "daemon/model_slots.h"
+#include "daemon/notify.h"
 #include "daemon/protocol.pb.h"
 #include "daemon/updater.h"
 #include "daemon/worker_pool.h"
@@ -93,94 +92,11 @@ CallIndex CallOf(const wire::Request& r) {
 constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr int kStatusCodes = 17;
 
-struct EventSourceDeleter {
-  void operator()(sd_event_source* s) const {
-    sd_event_source_disable_unref(s);
-  }
-};
-using EventSource = std::unique_ptr<sd_event_source, EventSourceDeleter>;
-
-struct EventDeleter {
-  void operator()(sd_event* e) const { sd_event_unref(e); }
-};
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.release()) {}
-  Fd& operator=(Fd&& o) noexcept {
-    reset(o.release());
-    return *this;
-  }
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 Status SdError(int negative_errno, const char* what) {
   return ErrnoError(-negative_errno, "%s", what);
 }
 
 uint64_t NowUsec() { return static_cast<uint64_t>(MonotonicNs() / 1000); }
-
-// Writes `status` to systemd's notification socket, if any.
-void Notify(const char* format, ...) __attribute__((format(printf, 1, 2)));
-void Notify(const char* format, ...) {
-  char text[512];
-  va_list args;
-  va_start(args, format);
-  std::vsnprintf(text, sizeof(text), format, args);
-  va_end(args);
-  sd_notify(0, text);
-}
-
-// A log line about the served model. Under systemd (JOURNAL_STREAM set) it
-// goes to the journal with structured fields; otherwise to stderr. Never on
-// the per-request path unless server.log_requests is set.
-void ModelEvent(LogLevel level, const runtime::LoadedModel* model,
-                uint64_t request_id, const char* format, ...)
-    __attribute__((format(printf, 4, 5)));
-void ModelEvent(LogLevel level, const runtime::LoadedModel* model,
-                uint64_t request_id, const char* format, ...) {
-  if (level > GetLogLevel()) return;
-  char text[512];
-  va_list args;
-  va_start(args, format);
-  std::vsnprintf(text, sizeof(text), format, args);
-  va_end(args);
-  static const bool journal = getenv("JOURNAL_STREAM") != nullptr;
-  if (!journal) {
-    Log(level, "%s", text);
-    return;
-  }
-  if (request_id != 0) {
-    sd_journal_send(
-        "MESSAGE=%s", text, "PRIORITY=%d", static_cast<int>(level),
-        "TERND_MODEL=%s", model ? model->name() : "",
-        "TERND_MODEL_VERSION=%llu",
-        static_cast<unsigned long long>(model ? model->version() : 0),
-        "TERND_REQUEST_ID=%llu", static_cast<unsigned long long>(request_id),
-        nullptr);
-  } else {
-    sd_journal_send(
-        "MESSAGE=%s", text, "PRIORITY=%d", static_cast<int>(level),
-        "TERND_MODEL=%s", model ? model->name() : "",
-        "TERND_MODEL_VERSION=%llu",
-        static_cast<unsigned long long>(model ? model->version() : 0), nullptr);
-  }
-}
 
 // What a call that needs the model gets while a cold swap replaces it.
 Status ModelBeingReplaced() {
@@ -207,11 +123,11 @@ Status BlockServiceSignals() {
   return Status::Ok();
 }
 
-class Service::Impl : public ModelHost {
+class Service::Impl {
  public:
   Impl(Config config, std::string config_path)
       : config_(std::move(config)), config_path_(std::move(config_path)) {}
-  ~Impl() override;
+  ~Impl();
 
   Status Start();
   Status Run();
@@ -222,7 +138,7 @@ class Service::Impl : public ModelHost {
   struct Connection {
     Impl* owner = nullptr;
     uint64_t id = 0;
-    Fd fd;
+    UniqueFd fd;
     EventSource source;
     struct ucred peer = {};
     wire::FrameDecoder decoder{0};
@@ -244,38 +160,13 @@ class Service::Impl : public ModelHost {
   Status StartRuntime();
   Status StartPool();
   Status StartListener();
+  Status StartWatchdog();
 
   // Models.
   static Result<runtime::ModelFile> OpenConfiguredModel(
       const std::string& path);
-  // Places `file` into `slot` and runs its golden health check; on any
-  // failure the slot is left empty. Runs on the loader thread.
-  Status PlaceModel(int slot, const runtime::ModelFile& file,
-                    bool require_golden, const runtime::LoadedModel** placed);
-  const runtime::LoadedModel* active_model() const {
-    return runtime_ ? runtime_->model(active_slot_) : nullptr;
-  }
-  // The model that requests may use now: none while a cold swap rewrites
-  // the only slot (the loader thread owns it until OnLoaderDone).
-  const runtime::LoadedModel* usable_model() const {
-    return cold_loading_ ? nullptr : active_model();
-  }
-  // Marks what slot `slot` holds as a new placement (RunsInline).
-  void CountLoad(int slot) { slot_load_[slot] = ++loads_; }
   void BeginReload();
   void FinishReload(const Status& status);
-
- public:
-  // ModelHost.
-  Status ChangeModel(ModelChange change) override;
-  Result<int64_t> ActivateStaged() override;
-  void DiscardStaged() override;
-  ServingModel serving() const override;
-
- private:
-  void ContinueModelChange();
-  void OnLoaderDone();
-  void FinishModelChange(const Status& status);
 
   // Connections.
   void Accept();
@@ -334,42 +225,17 @@ class Service::Impl : public ModelHost {
   static int OnListener(sd_event_source*, int, uint32_t, void* self);
   static int OnConnection(sd_event_source*, int, uint32_t revents, void* c);
   static int OnPool(sd_event_source*, int, uint32_t, void* self);
-  static int OnReloadTimer(sd_event_source*, uint64_t, void* self);
-  static int OnLoader(sd_event_source*, int, uint32_t, void* self);
   static int OnDrainTimeout(sd_event_source*, uint64_t, void* self);
-  static int OnPostedAnswers(sd_event_source*, void* self);
+  static int OnWatchdog(sd_event_source*, uint64_t, void* self);
 
   Config config_;
   const std::string config_path_;
   State state_ = State::kServing;
 
-  std::unique_ptr<sd_event, EventDeleter> event_;
+  EventLoop event_;
   std::vector<EventSource> signal_sources_;
-  std::unique_ptr<runtime::Runtime> runtime_;
-  int active_slot_ = 0;
-  int slot_inflight_[2] = {0, 0};
-  uint64_t slot_load_[2] = {0, 0};  // which placement each slot holds
-  uint64_t loads_ = 0;              // placements so far
-  // What serves, for the updater and reports: kept here because the
-  // model itself may be half rewritten during a cold swap.
-  ServingModel serving_;
-  // Cold swap only: the served model's file, to restore it when a
-  // replacement fails after overwriting the single slot.
-  std::optional<runtime::ModelFile> cold_file_;
-  EventSource reload_timer_;
-  // The model change in progress (at most one), and the thread that
-  // produces and places it; it reports through loader_event_.
-  std::optional<ModelChange> change_;
-  int change_target_ = -1;
-  int staged_slot_ = -1;       // a placed model waiting for ActivateStaged
-  bool cold_loading_ = false;  // one slot, being replaced: refuse Infer
-  std::optional<runtime::ModelFile> cold_previous_;
-  std::optional<runtime::ModelFile> loader_file_;
-  std::thread loader_;
-  Fd loader_event_;
-  EventSource loader_source_;
-  Status loader_status_;
-  const runtime::LoadedModel* loader_model_ = nullptr;
+  // The models: arena slots, loader thread, swaps.
+  std::unique_ptr<ModelSlots> slots_;
 
   // Signed updates; null when ota.enabled is off or no root of trust.
   std::unique_ptr<Updater> updater_;
@@ -385,12 +251,12 @@ class Service::Impl : public ModelHost {
   int loop_executor_ = 0;        // the loop thread's executor index (= workers)
   int64_t last_request_ns_ = 0;  // server.busy_poll_us
   // RunsInline's estimate: compute time per row of the placement
-  // estimate_load_ (a slot_load_ value).
+  // estimate_load_ (a ModelSlots::Hold::load).
   uint64_t estimate_load_ = 0;
   int64_t compute_ns_per_row_ = -1;
   size_t outstanding_ = 0;
 
-  Fd listener_;
+  UniqueFd listener_;
   EventSource listener_source_;
   bool socket_activated_ = false;
   bool unlink_socket_ = false;
@@ -404,8 +270,10 @@ class Service::Impl : public ModelHost {
     wire::Response response;
   };
   std::vector<PostedAnswer> posted_;
-  EventSource posted_source_;  // a defer source, on while posted_ has some
+  std::unique_ptr<LoopTask> send_posted_;  // runs SendPostedAnswers
   EventSource drain_timer_;
+  EventSource watchdog_timer_;
+  uint64_t watchdog_period_usec_ = 0;
 
   std::vector<uint8_t> read_buffer_ = std::vector<uint8_t>(kReadChunk);
   // Reused per frame so steady-state parsing reuses protobuf's buffers.
@@ -441,16 +309,15 @@ Status Service::Impl::Start() {
   int r = sd_event_new(&e);
   if (r < 0) return SdError(r, "cannot create the event loop");
   event_.reset(e);
+  send_posted_ = std::make_unique<LoopTask>(event_.get(), "posted-answers",
+                                            [this]() { SendPostedAnswers(); });
   TERND_RETURN_IF_ERROR(StartSignals());
   TERND_RETURN_IF_ERROR(StartRuntime());
   TERND_RETURN_IF_ERROR(StartPool());
   TERND_RETURN_IF_ERROR(StartListener());
-  CountLoad(0);
-  r = sd_event_set_watchdog(event_.get(), true);
-  if (r < 0) return SdError(r, "cannot enable the systemd watchdog");
-  if (r > 0) TERND_LOG_INFO("systemd watchdog enabled; pinged from the loop");
+  TERND_RETURN_IF_ERROR(StartWatchdog());
 
-  const runtime::LoadedModel* m = active_model();
+  const runtime::LoadedModel* m = slots_->usable();
   ModelEvent(LogLevel::kNotice, m, 0,
              "serving model '%s' version %llu on %s (kernel %s, %d "
              "workers, %s swap, configuration: %s)",
@@ -461,7 +328,7 @@ Status Service::Impl::Start() {
          static_cast<unsigned long long>(m->version()));
   PublishModelMetrics();
   TERND_RETURN_IF_ERROR(StartFleet());
-  if (updater_) updater_->Attach(this);
+  if (updater_) updater_->Attach(slots_.get());
   if (session_) session_->Start();
   return Status::Ok();
 }
@@ -568,18 +435,8 @@ Status Service::Impl::StartRuntime() {
   options.workers = config_.ResolvedWorkers() + 1;
   loop_executor_ = options.workers - 1;
   options.kernel = config_.kernel;
-  TERND_ASSIGN_OR_RETURN(runtime_, runtime::Runtime::Create(options));
-  active_slot_ = 0;
-  loader_event_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (loader_event_.get() < 0) {
-    return ErrnoError(errno, "cannot create the model loader's eventfd");
-  }
-  sd_event_source* s = nullptr;
-  const int r = sd_event_add_io(event_.get(), &s, loader_event_.get(), EPOLLIN,
-                                &Impl::OnLoader, this);
-  if (r < 0) return SdError(r, "cannot watch the model loader");
-  sd_event_source_set_description(s, "model-loader");
-  loader_source_.reset(s);
+  TERND_ASSIGN_OR_RETURN(slots_, ModelSlots::Create(event_.get(), options));
+  slots_->SetObserver([this]() { PublishModelMetrics(); });
   // The first model is placed before serving starts, so on this thread:
   // the model an update installed, if it still verifies, else the
   // configured one.
@@ -588,19 +445,13 @@ Status Service::Impl::StartRuntime() {
     TERND_ASSIGN_OR_RETURN(
         const bool installed,
         updater_->Boot([this](runtime::ModelFile file) -> Status {
-          const runtime::LoadedModel* placed = nullptr;
-          TERND_RETURN_IF_ERROR(PlaceModel(0, file, true, &placed));
-          if (runtime_->slot_count() == 1) cold_file_ = std::move(file);
-          return Status::Ok();
+          return slots_->PlaceFirst(std::move(file), /*require_golden=*/true);
         }));
     if (installed) return Status::Ok();
   }
   TERND_ASSIGN_OR_RETURN(runtime::ModelFile file,
                          OpenConfiguredModel(config_.model));
-  const runtime::LoadedModel* placed = nullptr;
-  TERND_RETURN_IF_ERROR(PlaceModel(0, file, false, &placed));
-  if (runtime_->slot_count() == 1) cold_file_ = std::move(file);
-  return Status::Ok();
+  return slots_->PlaceFirst(std::move(file), /*require_golden=*/false);
 }
 
 Status Service::Impl::StartUpdater() {
@@ -700,7 +551,7 @@ Status Service::Impl::StartListener() {
                              path.c_str());
     }
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (fd.get() < 0) return ErrnoError(errno, "socket(AF_UNIX)");
 
     struct stat st;
@@ -711,7 +562,7 @@ Status Service::Impl::StartListener() {
             "socket; refusing to replace it",
             path.c_str());
       }
-      Fd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (probe.get() >= 0 &&
           connect(probe.get(), reinterpret_cast<sockaddr*>(&addr),
                   sizeof(addr)) == 0) {
@@ -769,6 +620,33 @@ Status Service::Impl::StartListener() {
   return Status::Ok();
 }
 
+// The systemd watchdog (WatchdogSec=), pinged by a timer of this loop at
+// half the interval, so a stuck loop is what systemd sees. Not
+// sd_event_set_watchdog(): its pings go through sd_notify(), which blocks
+// when the manager does not read its socket; Notify() never blocks.
+Status Service::Impl::StartWatchdog() {
+  uint64_t usec = 0;
+  const int r = sd_watchdog_enabled(/*unset_environment=*/0, &usec);
+  if (r < 0) return SdError(r, "cannot read WATCHDOG_USEC");
+  if (r == 0 || usec == 0) return Status::Ok();
+  watchdog_period_usec_ = std::max<uint64_t>(usec / 2, 1);
+  sd_event_source* s = nullptr;
+  const int a = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
+                                           watchdog_period_usec_, 0,
+                                           &Impl::OnWatchdog, this);
+  if (a < 0) return SdError(a, "cannot arm the systemd watchdog timer");
+  sd_event_source_set_description(s, "watchdog");
+  sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IMPORTANT);
+  watchdog_timer_.reset(s);
+  Notify("WATCHDOG=1");
+  TERND_LOG_INFO(
+      "systemd watchdog enabled (%llu ms); pinged from the loop every %llu "
+      "ms",
+      static_cast<unsigned long long>(usec / 1000),
+      static_cast<unsigned long long>(watchdog_period_usec_ / 1000));
+  return Status::Ok();
+}
+
 Service::Impl::~Impl() {
   // Reverse of Start: stop taking connections, stop the workers, drop the
   // connections, then the models and the arena.
@@ -778,17 +656,14 @@ Service::Impl::~Impl() {
   if (pool_) pool_->Stop();
   pool_source_.reset();
   drain_timer_.reset();
-  reload_timer_.reset();
-  posted_source_.reset();
-  // A model still being placed finishes first: it writes into the arena.
-  if (loader_.joinable()) loader_.join();
-  loader_source_.reset();
+  watchdog_timer_.reset();
+  send_posted_.reset();
   updater_.reset();
   session_.reset();
   agent_.reset();  // after the session, which holds its callbacks
   connections_.clear();
   pool_.reset();
-  runtime_.reset();
+  slots_.reset();  // waits for a model still being placed
   signal_sources_.clear();
   event_.reset();
 }
@@ -823,40 +698,11 @@ Result<runtime::ModelFile> Service::Impl::OpenConfiguredModel(
   return file;
 }
 
-Status Service::Impl::PlaceModel(int slot, const runtime::ModelFile& file,
-                                 bool require_golden,
-                                 const runtime::LoadedModel** placed) {
-  Result<const runtime::LoadedModel*> loaded = runtime_->Load(slot, file);
-  if (!loaded.ok()) return loaded.status();
-  const runtime::LoadedModel* m = *loaded;
-  if (m->has_golden()) {
-    // The model's own scratch for worker 0: no worker uses this slot yet.
-    Status s = m->CheckGolden(0);
-    if (!s.ok()) {
-      runtime_->Unload(slot);
-      return s.Prepend("golden health check failed");
-    }
-  } else if (require_golden) {
-    runtime_->Unload(slot);
-    return FailedPrecondition(
-        "model '%s' has no golden input/output pair, so it cannot be "
-        "health-checked; updates must carry one",
-        m->name());
-  } else {
-    TERND_LOG_WARNING(
-        "model '%s' (%s) has no golden pair; it is served "
-        "without a health check",
-        m->name(), file.origin().c_str());
-  }
-  *placed = m;
-  return Status::Ok();
-}
-
 void Service::Impl::BeginReload() {
   if (state_ == State::kDraining) return;
-  if (change_) {
+  if (!slots_->changing().empty()) {
     TERND_LOG_WARNING("SIGHUP while a model change (%s) runs; ignored",
-                      change_->what.c_str());
+                      slots_->changing().c_str());
     return;
   }
   Notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
@@ -882,7 +728,7 @@ void Service::Impl::BeginReload() {
     conn->decoder.set_max_frame_bytes(config_.max_frame_bytes);
   }
   TERND_LOG_INFO("configuration reloaded from %s", config_.origin.c_str());
-  if (staged_slot_ >= 0) {
+  if (slots_->has_staged()) {
     FinishReload(FailedPrecondition(
         "an update is staged in the idle slot; the model was not reloaded"));
     return;
@@ -894,196 +740,47 @@ void Service::Impl::BeginReload() {
   change.produce = [path]() { return OpenConfiguredModel(path); };
   change.done = [this](const Status& s) { FinishReload(s); };
   state_ = State::kReloading;
-  Status s = ChangeModel(std::move(change));
+  Status s = slots_->ChangeModel(std::move(change));
   if (!s.ok()) FinishReload(s);
 }
 
 void Service::Impl::FinishReload(const Status& status) {
   if (state_ == State::kReloading) state_ = State::kServing;
-  const runtime::LoadedModel* m = active_model();
+  const ServingModel m = slots_->serving();
+  const auto version = static_cast<unsigned long long>(m.version);
   if (status.ok()) {
-    Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m->name(),
-           static_cast<unsigned long long>(m->version()));
+    Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m.name.c_str(),
+           version);
   } else {
     TERND_LOG_ERROR("reload failed, still serving model '%s' version %llu: %s",
-                    m->name(), static_cast<unsigned long long>(m->version()),
-                    status.message());
+                    m.name.c_str(), version, status.message());
     Notify(
         "READY=1\nSTATUS=Serving model '%s' version %llu; last reload "
         "failed: %s",
-        m->name(), static_cast<unsigned long long>(m->version()),
-        status.message());
+        m.name.c_str(), version, status.message());
   }
-}
-
-Status Service::Impl::ChangeModel(ModelChange change) {
-  if (state_ == State::kDraining) {
-    return Errorf(StatusCode::kUnavailable, "the daemon is shutting down");
-  }
-  if (change_) {
-    return FailedPrecondition("another model change (%s) is running",
-                              change_->what.c_str());
-  }
-  if (staged_slot_ >= 0) {
-    return FailedPrecondition(
-        "a staged model waits in the idle slot; activate or discard it "
-        "first");
-  }
-  if (!change.swap_when_staged && runtime_->slot_count() == 1) {
-    change.swap_when_staged = true;  // one slot: staging is swapping
-  }
-  change_ = std::move(change);
-  change_target_ = runtime_->slot_count() == 2 ? 1 - active_slot_ : 0;
-  Notify("STATUS=Loading model (%s)", change_->what.c_str());
-  ContinueModelChange();
-  return Status::Ok();
-}
-
-// Starts the loader once no request uses the slot the model goes into: the
-// idle slot (hot swap), or the only slot (cold swap, which refuses new
-// Infer calls meanwhile).
-void Service::Impl::ContinueModelChange() {
-  if (!change_ || loader_.joinable()) return;
-  const int target = change_target_;
-  if (runtime_->slot_count() == 1) cold_loading_ = true;
-  if (slot_inflight_[target] > 0) {
-    if (!reload_timer_) {
-      sd_event_source* s = nullptr;
-      int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
-                                         1000, 0, &Impl::OnReloadTimer, this);
-      if (r < 0) {
-        FinishModelChange(SdError(r, "cannot arm the model change timer"));
-        return;
-      }
-      sd_event_source_set_description(s, "model-change-wait");
-      reload_timer_.reset(s);
-    } else {
-      sd_event_source_set_time_relative(reload_timer_.get(), 1000);
-      sd_event_source_set_enabled(reload_timer_.get(), SD_EVENT_ONESHOT);
-    }
-    return;
-  }
-  if (runtime_->slot_count() == 1) cold_previous_ = std::move(cold_file_);
-  loader_status_ = Status::Ok();
-  loader_model_ = nullptr;
-  // Off the loop: producing (reading, decompressing, hashing, parsing),
-  // placing and health-checking a model takes milliseconds to seconds.
-  loader_ = std::thread([this, target]() {
-    pthread_setname_np(pthread_self(), "ternd-loader");
-    Result<runtime::ModelFile> file = change_->produce();
-    if (!file.ok()) {
-      loader_status_ = file.status();
-    } else {
-      loader_status_ =
-          PlaceModel(target, *file, change_->require_golden, &loader_model_);
-      if (loader_status_.ok() && runtime_->slot_count() == 1) {
-        loader_file_ = std::move(*file);
-      }
-    }
-    const uint64_t one = 1;
-    TERND_CHECK(write(loader_event_.get(), &one, sizeof(one)) == sizeof(one));
-  });
-}
-
-void Service::Impl::OnLoaderDone() {
-  uint64_t count;
-  if (read(loader_event_.get(), &count, sizeof(count)) < 0) return;
-  if (!loader_.joinable()) return;
-  loader_.join();
-  if (!loader_status_.ok()) {
-    if (cold_previous_) {
-      // The single slot may hold a half-placed model: put the old one back.
-      Result<const runtime::LoadedModel*> restored =
-          runtime_->Load(0, *cold_previous_);
-      TERND_CHECK(restored.ok());  // it fit and loaded before
-      CountLoad(0);
-      cold_file_ = std::move(cold_previous_);
-    }
-    FinishModelChange(loader_status_);
-    return;
-  }
-  CountLoad(change_target_);
-  if (runtime_->slot_count() == 1) {
-    cold_file_ = std::move(loader_file_);
-    loader_file_.reset();
-  }
-  cold_previous_.reset();
-  staged_slot_ = change_target_;
-  if (change_->swap_when_staged) {
-    Result<int64_t> swapped = ActivateStaged();
-    if (!swapped.ok()) {
-      FinishModelChange(swapped.status());
-      return;
-    }
-  }
-  FinishModelChange(Status::Ok());
 }
 
 void Service::Impl::PublishModelMetrics() {
-  const runtime::LoadedModel* m = active_model();
-  if (!m) return;
-  serving_ = {m->name(), m->version()};
+  const runtime::LoadedModel* m = slots_->usable();
+  if (!m) return;  // a cold swap runs; its end publishes again
+  const runtime::Runtime& runtime = slots_->runtime();
   const std::string version = std::to_string(m->version());
   metrics_.model->Set({{"name", m->name()},
                        {"version", version},
                        {"kernel", m->kernel_name()}});
   metrics_.arena_size_bytes->Set(
-      static_cast<double>(runtime_->slot_bytes() * runtime_->slot_count()));
+      static_cast<double>(runtime.slot_bytes() * runtime.slot_count()));
   metrics_.arena_used_bytes->Set(static_cast<double>(m->slot_bytes_used()));
   if (agent_) agent_->SetModel(m->name(), version, m->kernel_name());
 }
-
-void Service::Impl::FinishModelChange(const Status& status) {
-  cold_loading_ = false;
-  if (status.ok()) PublishModelMetrics();
-  if (!change_) return;
-  std::function<void(const Status&)> done = std::move(change_->done);
-  change_.reset();
-  change_target_ = -1;
-  if (done) done(status);
-}
-
-Result<int64_t> Service::Impl::ActivateStaged() {
-  if (staged_slot_ < 0) return FailedPrecondition("no model is staged");
-  const int64_t t0 = MonotonicNs();
-  const runtime::LoadedModel* old =
-      staged_slot_ == active_slot_ ? nullptr : active_model();
-  // Requests dispatched from now on use the new slot; those already running
-  // finish on the old one, which stays intact until the next change.
-  active_slot_ = staged_slot_;
-  staged_slot_ = -1;
-  const int64_t swap_ns = MonotonicNs() - t0;
-  const runtime::LoadedModel* m = active_model();
-  ModelEvent(LogLevel::kNotice, m, 0,
-             "now serving model '%s' version %llu (was '%s' version %llu; "
-             "swap took %lld ns)",
-             m->name(), static_cast<unsigned long long>(m->version()),
-             old ? old->name() : "-",
-             static_cast<unsigned long long>(old ? old->version() : 0),
-             static_cast<long long>(swap_ns));
-  Notify("STATUS=Serving model '%s' version %llu", m->name(),
-         static_cast<unsigned long long>(m->version()));
-  PublishModelMetrics();
-  return swap_ns;
-}
-
-void Service::Impl::DiscardStaged() {
-  if (staged_slot_ < 0 || staged_slot_ == active_slot_) {
-    staged_slot_ = -1;
-    return;
-  }
-  runtime_->Unload(staged_slot_);
-  staged_slot_ = -1;
-}
-
-ServingModel Service::Impl::serving() const { return serving_; }
 
 // --------------------------------------------------------------- connections
 
 void Service::Impl::Accept() {
   for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
-    Fd fd(accept4(listener_.get(), nullptr, nullptr,
-                  SOCK_NONBLOCK | SOCK_CLOEXEC));
+    UniqueFd fd(accept4(listener_.get(), nullptr, nullptr,
+                        SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (fd.get() < 0) {
       if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
       TERND_LOG_WARNING("accept on %s failed: %s", config_.socket_path.c_str(),
@@ -1234,7 +931,7 @@ void Service::Impl::HandleFrame(Connection* c,
       HandleInfer(c, id, request_.infer());
       return;
     case wire::Request::kModelInfo: {
-      if (!usable_model()) {
+      if (!slots_->usable()) {
         SendError(c, call, id, ModelBeingReplaced());
         return;
       }
@@ -1250,7 +947,7 @@ void Service::Impl::HandleFrame(Connection* c,
       response_.set_id(id);
       wire::HealthResponse* h = response_.mutable_health();
       h->set_live(true);
-      h->set_ready(state_ != State::kDraining && usable_model() != nullptr);
+      h->set_ready(state_ != State::kDraining && slots_->usable() != nullptr);
       h->set_state(state_ == State::kServing     ? "serving"
                    : state_ == State::kReloading ? "reloading"
                                                  : "draining");
@@ -1282,7 +979,7 @@ void Service::Impl::HandleFrame(Connection* c,
       SendError(c, kCallGenerate, id,
                 Unimplemented("Generate needs a language model; model '%s' is "
                               "a graph model",
-                              serving_.name.c_str()));
+                              slots_->serving().name.c_str()));
       return;
     case wire::Request::CALL_NOT_SET:
       break;
@@ -1376,7 +1073,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
               Errorf(StatusCode::kUnavailable, "the daemon is shutting down"));
     return;
   }
-  if (!usable_model()) {
+  if (!slots_->usable()) {
     SendError(c, kCallInfer, id, ModelBeingReplaced());
     return;
   }
@@ -1396,7 +1093,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
     return;
   }
   InferJob* job = free_jobs_.back();
-  const runtime::LoadedModel& m = *usable_model();
+  const runtime::LoadedModel& m = *slots_->usable();  // checked above
   job->received_ns = MonotonicNs();
   Status s = PrepareInfer(r, m, job);
   if (!s.ok()) {
@@ -1406,9 +1103,10 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
   free_jobs_.pop_back();
   job->connection_id = c->id;
   job->request_id = id;
-  job->slot = active_slot_;
-  job->model = &m;
-  job->model_load = slot_load_[active_slot_];
+  const ModelSlots::Hold hold = slots_->Acquire();
+  job->slot = hold.slot;
+  job->model = hold.model;
+  job->model_load = hold.load;
   const uint64_t deadline_ns =
       r.deadline_us() != 0 ? r.deadline_us() * 1000
                            : uint64_t{config_.default_deadline_ms} * 1000000;
@@ -1417,7 +1115,6 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
                                            deadline_ns, uint64_t{1} << 62))
                   : 0;
   ++c->inflight;
-  ++slot_inflight_[job->slot];
   ++outstanding_;
   metrics_.queue_depth->Set(static_cast<double>(outstanding_));
   metrics_.inflight->Set(static_cast<double>(outstanding_));
@@ -1568,7 +1265,7 @@ Status Service::Impl::PrepareInfer(const wire::InferRequest& r,
 }
 
 void Service::Impl::FillModelInfo(wire::ModelInfoResponse* info) {
-  const runtime::LoadedModel& m = *usable_model();  // REQUIRES: one
+  const runtime::LoadedModel& m = *slots_->usable();  // REQUIRES: one
   info->set_name(m.name());
   info->set_version(m.version());
   for (int i = 0; i < m.num_inputs(); ++i) {
@@ -1585,8 +1282,8 @@ void Service::Impl::FillModelInfo(wire::ModelInfoResponse* info) {
   }
   info->set_max_batch(static_cast<uint32_t>(m.max_batch()));
   info->set_kernel(m.kernel_name());
-  info->set_arena_bytes(runtime_->options().arena_bytes);
-  info->set_slot_bytes(runtime_->slot_bytes());
+  info->set_arena_bytes(slots_->runtime().options().arena_bytes);
+  info->set_slot_bytes(slots_->runtime().slot_bytes());
   info->set_slot_bytes_used(m.slot_bytes_used());
   info->set_workers(static_cast<uint32_t>(pool_->workers()));
   info->set_swap(config_.swap);
@@ -1662,15 +1359,7 @@ void Service::Impl::SendError(Connection* c, CallIndex call, uint64_t id,
 void Service::Impl::PostAnswer(uint64_t connection, CallIndex call,
                                wire::Response response) {
   posted_.push_back({connection, call, std::move(response)});
-  if (!posted_source_) {
-    sd_event_source* s = nullptr;
-    const int r =
-        sd_event_add_defer(event_.get(), &s, &Impl::OnPostedAnswers, this);
-    TERND_CHECK(r >= 0);  // only ENOMEM: nothing to answer with either
-    sd_event_source_set_description(s, "posted-answers");
-    posted_source_.reset(s);
-  }
-  sd_event_source_set_enabled(posted_source_.get(), SD_EVENT_ONESHOT);
+  send_posted_->Schedule();
 }
 
 void Service::Impl::SendPostedAnswers() {
@@ -1776,7 +1465,7 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
   --outstanding_;
   metrics_.queue_depth->Set(static_cast<double>(outstanding_));
   metrics_.inflight->Set(static_cast<double>(outstanding_));
-  --slot_inflight_[job->slot];
+  slots_->Release(job->slot);
   free_jobs_.push_back(job);
   if (job->status.ok()) {
     // The compute time per row of the model, smoothed over the last few
@@ -1902,18 +1591,11 @@ int Service::Impl::OnPool(sd_event_source*, int, uint32_t, void* self) {
   return 0;
 }
 
-int Service::Impl::OnReloadTimer(sd_event_source*, uint64_t, void* self) {
-  static_cast<Impl*>(self)->ContinueModelChange();
-  return 0;
-}
-
-int Service::Impl::OnLoader(sd_event_source*, int, uint32_t, void* self) {
-  static_cast<Impl*>(self)->OnLoaderDone();
-  return 0;
-}
-
-int Service::Impl::OnPostedAnswers(sd_event_source*, void* self) {
-  static_cast<Impl*>(self)->SendPostedAnswers();
+int Service::Impl::OnWatchdog(sd_event_source* s, uint64_t, void* self) {
+  Notify("WATCHDOG=1");
+  sd_event_source_set_time_relative(
+      s, static_cast<Impl*>(self)->watchdog_period_usec_);
+  sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
   return 0;
 }
 
