@@ -368,7 +368,8 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
     if (e.range.rfind("bytes=", 0) == 0 && e.range != "bytes=0-")
       resumed = true;
   }
-  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size() << " bytes:\n"
+  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size()
+                           << " bytes:\n"
                            << requests;
   EXPECT_TRUE(resumed) << "no request resumed past byte 0:\n" << requests;
 }
