@@ -31,6 +31,7 @@
 #include "daemon/model_slots.h"
 #include "daemon/notify.h"
 #include "daemon/protocol.pb.h"
+#include "daemon/request_codec.h"
 #include "daemon/updater.h"
 #include "daemon/worker_pool.h"
 #include "net/broker_address.h"
@@ -50,45 +51,6 @@ namespace {
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int64_t kBuildTime = TERND_BUILD_TIME;
 
-// Calls as the metrics name them (the `call` label), indexed by CallIndex.
-enum CallIndex : size_t {
-  kCallInfer,
-  kCallModelInfo,
-  kCallHealth,
-  kCallStats,
-  kCallGenerate,
-  kCallInstall,
-  kCallUpdateStatus,
-  kCallInvalid,
-};
-const std::vector<std::string>& CallNames() {
-  static const std::vector<std::string> names = {
-      "infer",    "model_info", "health",        "stats",
-      "generate", "install",    "update_status", "invalid"};
-  return names;
-}
-
-CallIndex CallOf(const wire::Request& r) {
-  switch (r.call_case()) {
-    case wire::Request::kInfer:
-      return kCallInfer;
-    case wire::Request::kModelInfo:
-      return kCallModelInfo;
-    case wire::Request::kHealth:
-      return kCallHealth;
-    case wire::Request::kStats:
-      return kCallStats;
-    case wire::Request::kGenerate:
-      return kCallGenerate;
-    case wire::Request::kInstall:
-      return kCallInstall;
-    case wire::Request::kUpdateStatus:
-      return kCallUpdateStatus;
-    case wire::Request::CALL_NOT_SET:
-      break;
-  }
-  return kCallInvalid;
-}
 constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr int kStatusCodes = 17;
 
@@ -102,10 +64,6 @@ uint64_t NowUsec() { return static_cast<uint64_t>(MonotonicNs() / 1000); }
 Status ModelBeingReplaced() {
   return Errorf(StatusCode::kUnavailable,
                 "the model is being replaced (cold swap); retry");
-}
-
-wire::DType WireDType(model::DType d) {
-  return d == model::I32 ? wire::I32 : wire::F32;
 }
 
 }  // namespace
@@ -174,14 +132,10 @@ class Service::Impl {
   void ReadFrames(Connection* c);
   void HandleFrame(Connection* c, std::span<const uint8_t> payload);
   void HandleInfer(Connection* c, uint64_t id, const wire::InferRequest& r);
-  Status PrepareInfer(const wire::InferRequest& r,
-                      const runtime::LoadedModel& m, InferJob* job);
   bool RunsInline(const InferJob& job) const;
   void FinishJob(InferJob* job, int64_t now);
-  void FillModelInfo(wire::ModelInfoResponse* info);
+  HostInfo host_info() const;
   void HandleInstall(Connection* c, uint64_t id, const wire::InstallRequest& r);
-  void FillUpdateStatus(wire::UpdateStatusResponse* out,
-                        const UpdateStatus& status);
   Status StartUpdater();
   Status StartFleet();
   Status StartTelemetry();
@@ -937,7 +891,8 @@ void Service::Impl::HandleFrame(Connection* c,
       }
       response_.Clear();
       response_.set_id(id);
-      FillModelInfo(response_.mutable_model_info());
+      FillModelInfo(*slots_->usable(), host_info(),
+                    response_.mutable_model_info());
       Count(call, StatusCode::kOk);
       SendResponse(c, &response_);
       return;
@@ -969,8 +924,8 @@ void Service::Impl::HandleFrame(Connection* c,
     case wire::Request::kUpdateStatus: {
       response_.Clear();
       response_.set_id(id);
-      FillUpdateStatus(response_.mutable_update_status(),
-                       updater_ ? updater_->status() : UpdateStatus());
+      FillUpdateStatus(updater_ ? updater_->status() : UpdateStatus(),
+                       updates_disabled_, response_.mutable_update_status());
       Count(call, StatusCode::kOk);
       SendResponse(c, &response_);
       return;
@@ -1035,35 +990,11 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
       std::move(bundle), [this, connection, id](const UpdateStatus& st) {
         wire::Response response;
         response.set_id(id);
-        FillUpdateStatus(response.mutable_update_status(), st);
+        FillUpdateStatus(st, updates_disabled_,
+                         response.mutable_update_status());
         PostAnswer(connection, kCallInstall, std::move(response));
       });
   if (!s.ok()) SendError(c, kCallInstall, id, s);
-}
-
-void Service::Impl::FillUpdateStatus(wire::UpdateStatusResponse* out,
-                                     const UpdateStatus& st) {
-  out->set_enabled(updater_ != nullptr);
-  out->set_disabled_reason(updates_disabled_);
-  out->set_state_code(static_cast<int>(st.record.state));
-  out->set_state(ota::UpdateStateName(st.record.state));
-  out->set_reason(st.record.reason);
-  out->set_model_name(st.record.model_name);
-  out->set_model_version(st.record.model_version);
-  out->set_rollout_id(st.record.rollout_id);
-  out->set_bytes_done(st.record.bytes_done);
-  out->set_bytes_total(st.record.bytes_total);
-  if (st.active) {
-    out->mutable_active()->set_name(st.active->model_name);
-    out->mutable_active()->set_version(st.active->model_version);
-    out->mutable_active()->set_activated_at(st.active->activated_at);
-  }
-  if (st.previous) {
-    out->mutable_previous()->set_name(st.previous->model_name);
-    out->mutable_previous()->set_version(st.previous->model_version);
-    out->mutable_previous()->set_activated_at(st.previous->activated_at);
-  }
-  out->set_probation(st.probation);
 }
 
 void Service::Impl::HandleInfer(Connection* c, uint64_t id,
@@ -1137,156 +1068,13 @@ bool Service::Impl::RunsInline(const InferJob& job) const {
              int64_t{config_.inline_max_us} * 1000;
 }
 
-Status Service::Impl::PrepareInfer(const wire::InferRequest& r,
-                                   const runtime::LoadedModel& m,
-                                   InferJob* job) {
-  const int num_inputs = m.num_inputs();
-  // Which request tensor feeds each model input.
-  std::array<int, 64> source;
-  if (num_inputs > static_cast<int>(source.size())) {
-    return Internal("model '%s' has %d inputs, more than the daemon's %zu",
-                    m.name(), num_inputs, source.size());
-  }
-  source.fill(-1);
-  for (int t = 0; t < r.inputs_size(); ++t) {
-    const wire::Tensor& tensor = r.inputs(t);
-    int i = m.FindInput(tensor.name());
-    if (i < 0 && tensor.name().empty() && num_inputs == 1) i = 0;
-    if (i < 0) {
-      std::string names;
-      for (int k = 0; k < num_inputs; ++k) {
-        names += (k ? ", " : "") + std::string(m.input_info(k).name);
-      }
-      return InvalidArgument(
-          "'%.64s' is not an input of model '%s' (inputs: "
-          "%.200s)",
-          tensor.name().c_str(), m.name(), names.c_str());
-    }
-    if (source[i] >= 0) {
-      return InvalidArgument("input '%s' is given twice", m.input_info(i).name);
-    }
-    source[i] = t;
-  }
-  int batch = -1;
-  size_t total = 0;
-  for (int i = 0; i < num_inputs; ++i) {
-    const runtime::IoInfo& info = m.input_info(i);
-    if (source[i] < 0) {
-      return InvalidArgument("input '%s' (%u values per row) is missing",
-                             info.name, info.features);
-    }
-    const wire::Tensor& t = r.inputs(source[i]);
-    size_t elem;
-    if (t.dtype() == wire::F32) {
-      elem = 4;
-    } else if (t.dtype() == wire::I8) {
-      elem = 1;
-    } else {
-      return InvalidArgument(
-          "input '%s' has dtype %d; inputs take F32 (1) or "
-          "I8 (2)",
-          info.name, static_cast<int>(t.dtype()));
-    }
-    uint64_t rows;
-    if (t.shape_size() == 0) {
-      // No shape: as many whole rows as the data holds.
-      const uint64_t row_bytes = uint64_t{info.features} * elem;
-      if (t.data().size() % row_bytes != 0) {
-        return InvalidArgument(
-            "input '%s' has %zu bytes, not a whole number of "
-            "%u-value rows of %zu-byte elements",
-            info.name, t.data().size(), info.features, elem);
-      }
-      rows = t.data().size() / row_bytes;
-    } else {
-      rows = t.shape(0);
-      uint64_t per_row = 1;
-      for (int d = 1; d < t.shape_size(); ++d) {
-        per_row *= t.shape(d);
-        if (per_row > (uint64_t{1} << 32)) break;
-      }
-      if (per_row != info.features) {
-        return InvalidArgument(
-            "input '%s' has %llu values per row (shape "
-            "after the batch dimension), the model takes %u",
-            info.name, static_cast<unsigned long long>(per_row), info.features);
-      }
-      if (t.data().size() != rows * info.features * elem) {
-        return InvalidArgument(
-            "input '%s' has %zu bytes of data; shape says "
-            "%llu rows x %u values x %zu bytes",
-            info.name, t.data().size(), static_cast<unsigned long long>(rows),
-            info.features, elem);
-      }
-    }
-    if (rows < 1 || rows > static_cast<uint64_t>(m.max_batch())) {
-      return InvalidArgument(
-          "input '%s' has %llu rows; model '%s' takes 1..%d "
-          "per call",
-          info.name, static_cast<unsigned long long>(rows), m.name(),
-          m.max_batch());
-    }
-    if (batch >= 0 && static_cast<int>(rows) != batch) {
-      return InvalidArgument("input '%s' has %llu rows, other inputs have %d",
-                             info.name, static_cast<unsigned long long>(rows),
-                             batch);
-    }
-    batch = static_cast<int>(rows);
-    total += rows * info.features;
-  }
-  job->batch = batch;
-  job->inputs.resize(total);
-  float* dst = job->inputs.data();
-  for (int i = 0; i < num_inputs; ++i) {
-    const wire::Tensor& t = r.inputs(source[i]);
-    const size_t n = static_cast<size_t>(batch) * m.input_info(i).features;
-    if (t.dtype() == wire::F32) {
-      std::memcpy(dst, t.data().data(), n * sizeof(float));
-    } else {
-      const int8_t* src = reinterpret_cast<const int8_t*>(t.data().data());
-      for (size_t k = 0; k < n; ++k) dst[k] = static_cast<float>(src[k]);
-    }
-    dst += n;
-  }
-  job->outputs.clear();
-  if (r.outputs_size() == 0) {
-    for (int o = 0; o < m.num_outputs(); ++o) job->outputs.push_back(o);
-  } else {
-    for (const std::string& name : r.outputs()) {
-      const int o = m.FindOutput(name);
-      if (o < 0) {
-        return InvalidArgument("'%.64s' is not an output of model '%s'",
-                               name.c_str(), m.name());
-      }
-      job->outputs.push_back(o);
-    }
-  }
-  return Status::Ok();
-}
-
-void Service::Impl::FillModelInfo(wire::ModelInfoResponse* info) {
-  const runtime::LoadedModel& m = *slots_->usable();  // REQUIRES: one
-  info->set_name(m.name());
-  info->set_version(m.version());
-  for (int i = 0; i < m.num_inputs(); ++i) {
-    wire::TensorSpec* s = info->add_inputs();
-    s->set_name(m.input_info(i).name);
-    s->set_dtype(wire::F32);
-    s->set_features(m.input_info(i).features);
-  }
-  for (int o = 0; o < m.num_outputs(); ++o) {
-    wire::TensorSpec* s = info->add_outputs();
-    s->set_name(m.output_info(o).name);
-    s->set_dtype(WireDType(m.output_info(o).dtype));
-    s->set_features(m.output_info(o).features);
-  }
-  info->set_max_batch(static_cast<uint32_t>(m.max_batch()));
-  info->set_kernel(m.kernel_name());
-  info->set_arena_bytes(slots_->runtime().options().arena_bytes);
-  info->set_slot_bytes(slots_->runtime().slot_bytes());
-  info->set_slot_bytes_used(m.slot_bytes_used());
-  info->set_workers(static_cast<uint32_t>(pool_->workers()));
-  info->set_swap(config_.swap);
+HostInfo Service::Impl::host_info() const {
+  HostInfo h;
+  h.arena_bytes = slots_->runtime().options().arena_bytes;
+  h.slot_bytes = slots_->runtime().slot_bytes();
+  h.workers = static_cast<uint32_t>(pool_->workers());
+  h.swap = config_.swap;
+  return h;
 }
 
 void Service::Impl::FillStats(wire::StatsResponse* stats, bool metrics) {
@@ -1489,28 +1277,9 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
     SendError(c, kCallInfer, job->request_id, job->status);
     return;
   }
-  const runtime::LoadedModel& m = *job->model;
   response_.Clear();
   response_.set_id(job->request_id);
-  wire::InferResponse* r = response_.mutable_infer();
-  r->set_model(m.name());
-  r->set_model_version(m.version());
-  r->set_queue_us(static_cast<uint64_t>(job->started_ns - job->received_ns) /
-                  1000);
-  r->set_compute_us(static_cast<uint64_t>(job->finished_ns - job->started_ns) /
-                    1000);
-  size_t at = 0;
-  for (int o : job->outputs) {
-    const runtime::IoInfo& info = m.output_info(o);
-    const size_t bytes = static_cast<size_t>(job->batch) * info.features * 4;
-    wire::Tensor* t = r->add_outputs();
-    t->set_name(info.name);
-    t->set_dtype(WireDType(info.dtype));
-    t->add_shape(static_cast<uint32_t>(job->batch));
-    t->add_shape(info.features);
-    t->set_data(job->results.data() + at, bytes);
-    at += bytes;
-  }
+  FinishInfer(*job, response_.mutable_infer());
   inferences_total_ += static_cast<uint64_t>(job->batch);
   round_trip_->Record(now - job->received_ns);
   metrics_.queue_seconds(kCallInfer)
@@ -1519,7 +1288,7 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
       ->Record(job->finished_ns - job->started_ns);
   Count(kCallInfer, StatusCode::kOk);
   if (config_.log_requests) {
-    ModelEvent(LogLevel::kInfo, &m, job->request_id,
+    ModelEvent(LogLevel::kInfo, job->model, job->request_id,
                "request %llu on connection %llu: %d rows in %lld us",
                static_cast<unsigned long long>(job->request_id),
                static_cast<unsigned long long>(c->id), job->batch,
