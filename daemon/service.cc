@@ -1,12 +1,7 @@
 #include "daemon/service.h"
 
-#include <fcntl.h>
-#include <grp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
@@ -18,16 +13,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "base/check.h"
 #include "base/event_loop.h"
-#include "base/fd.h"
 #include "base/file.h"
 #include "base/log.h"
-#include "daemon/frame.h"
+#include "daemon/connections.h"
 #include "daemon/model_slots.h"
 #include "daemon/notify.h"
 #include "daemon/protocol.pb.h"
@@ -48,10 +40,8 @@ static_assert(std::endian::native == std::endian::little,
 namespace ternd::daemon {
 namespace {
 
-constexpr size_t kReadChunk = 64 * 1024;
 constexpr int64_t kBuildTime = TERND_BUILD_TIME;
 
-constexpr int kMaxAcceptsPerWakeup = 64;
 constexpr int kStatusCodes = 17;
 
 Status SdError(int negative_errno, const char* what) {
@@ -81,37 +71,17 @@ Status BlockServiceSignals() {
   return Status::Ok();
 }
 
-class Service::Impl {
+class Service::Impl : public ConnectionHandler {
  public:
   Impl(Config config, std::string config_path)
       : config_(std::move(config)), config_path_(std::move(config_path)) {}
-  ~Impl();
+  ~Impl() override;
 
   Status Start();
   Status Run();
 
  private:
   enum class State { kServing, kReloading, kDraining };
-
-  struct Connection {
-    Impl* owner = nullptr;
-    uint64_t id = 0;
-    UniqueFd fd;
-    EventSource source;
-    struct ucred peer = {};
-    wire::FrameDecoder decoder{0};
-    std::vector<uint8_t> out;
-    size_t out_sent = 0;
-    int inflight = 0;
-    bool eof = false;          // the peer will send nothing more
-    bool closing = false;      // close once `out` is flushed
-    bool read_paused = false;  // output over its bound: stop reading
-    bool dirty = false;        // in dirty_: has output to flush
-    uint32_t events = 0;       // what the source waits for now
-    // A bundle arriving in parts (InstallRequest.more).
-    std::string install;
-    uint64_t install_id = 0;
-  };
 
   // Start-up steps, in order.
   Status StartSignals();
@@ -126,11 +96,11 @@ class Service::Impl {
   void BeginReload();
   void FinishReload(const Status& status);
 
-  // Connections.
-  void Accept();
-  void OnConnectionEvent(Connection* c, uint32_t revents);
-  void ReadFrames(Connection* c);
-  void HandleFrame(Connection* c, std::span<const uint8_t> payload);
+  // Requests (ConnectionHandler).
+  void OnFrame(Connection* c, std::span<const uint8_t> payload) override;
+  void OnOversizedFrame(Connection* c, uint32_t announced) override;
+  void OnRefused(const Status& why) override;
+  void OnClosed(uint64_t id, int in_flight) override;
   void HandleInfer(Connection* c, uint64_t id, const wire::InferRequest& r);
   bool RunsInline(const InferJob& job) const;
   void FinishJob(InferJob* job, int64_t now);
@@ -140,7 +110,6 @@ class Service::Impl {
   Status StartFleet();
   Status StartTelemetry();
   void FillStats(wire::StatsResponse* stats, bool metrics);
-  void SendResponse(Connection* c, wire::Response* response);
   // Queues an answer that was produced outside the reading code (an
   // update finishing): it is sent from the loop's next iteration, to the
   // connection if it is still open.
@@ -148,12 +117,6 @@ class Service::Impl {
   void SendPostedAnswers();
   void SendError(Connection* c, CallIndex call, uint64_t id,
                  const Status& status);
-  void Flush(Connection* c);
-  void FlushDirty();
-  void UpdateEvents(Connection* c);
-  void MaybeClose(Connection* c);
-  void Close(Connection* c);
-  Connection* FindConnection(uint64_t id);
 
   // Completions and drain.
   void OnCompletions();
@@ -167,17 +130,11 @@ class Service::Impl {
       metrics_.Request(call, code)->Add(1);
     }
   }
-  void RejectFrame() {
-    ++frames_rejected_;
-    metrics_.frames_rejected->Add(1);
-  }
   // The model gauges and the telemetry birth follow what serves.
   void PublishModelMetrics();
 
   static int OnSignal(sd_event_source*, const struct signalfd_siginfo* si,
                       void* self);
-  static int OnListener(sd_event_source*, int, uint32_t, void* self);
-  static int OnConnection(sd_event_source*, int, uint32_t revents, void* c);
   static int OnPool(sd_event_source*, int, uint32_t, void* self);
   static int OnDrainTimeout(sd_event_source*, uint64_t, void* self);
   static int OnWatchdog(sd_event_source*, uint64_t, void* self);
@@ -210,14 +167,9 @@ class Service::Impl {
   int64_t compute_ns_per_row_ = -1;
   size_t outstanding_ = 0;
 
-  UniqueFd listener_;
-  EventSource listener_source_;
-  bool socket_activated_ = false;
-  bool unlink_socket_ = false;
+  // The listening socket and every client connection.
+  std::unique_ptr<Connections> connections_;
 
-  uint64_t next_connection_id_ = 1;
-  std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
-  std::vector<Connection*> dirty_;  // connections with output to flush
   struct PostedAnswer {
     uint64_t connection;
     CallIndex call;
@@ -229,7 +181,6 @@ class Service::Impl {
   EventSource watchdog_timer_;
   uint64_t watchdog_period_usec_ = 0;
 
-  std::vector<uint8_t> read_buffer_ = std::vector<uint8_t>(kReadChunk);
   // Reused per frame so steady-state parsing reuses protobuf's buffers.
   wire::Request request_;
   wire::Response response_;
@@ -238,9 +189,7 @@ class Service::Impl {
   int64_t started_ns_ = MonotonicNs();
   std::array<uint64_t, kStatusCodes> responses_{};
   uint64_t requests_total_ = 0;
-  uint64_t connections_total_ = 0;
   uint64_t inferences_total_ = 0;
-  uint64_t frames_rejected_ = 0;
   // Metrics for the Stats call, Prometheus and telemetry (docs/telemetry.md).
   telemetry::Registry registry_;
   telemetry::ServiceMetrics metrics_{&registry_, CallNames()};
@@ -472,105 +421,17 @@ Status Service::Impl::StartPool() {
 }
 
 Status Service::Impl::StartListener() {
-  const int n = sd_listen_fds(/*unset_environment=*/1);
-  if (n < 0) return SdError(n, "cannot read the sockets passed by systemd");
-  if (n > 1) {
-    return InvalidArgument(
-        "systemd passed %d sockets; ternd takes exactly one "
-        "unix stream socket",
-        n);
-  }
-  if (n == 1) {
-    const int fd = SD_LISTEN_FDS_START;
-    if (sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, nullptr, 0) <= 0) {
-      return InvalidArgument(
-          "the socket passed by systemd (fd %d) is not a "
-          "listening unix stream socket",
-          fd);
-    }
-    const int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-      return ErrnoError(errno, "cannot make the passed socket non-blocking");
-    }
-    listener_.reset(fd);
-    socket_activated_ = true;
-    TERND_LOG_INFO("using the listening socket passed by systemd");
-  } else {
-    const std::string& path = config_.socket_path;
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(addr.sun_path)) {
-      return InvalidArgument("server.socket '%s' is too long for a unix socket",
-                             path.c_str());
-    }
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (fd.get() < 0) return ErrnoError(errno, "socket(AF_UNIX)");
-
-    struct stat st;
-    if (lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        return FailedPrecondition(
-            "server.socket '%s' exists and is not a "
-            "socket; refusing to replace it",
-            path.c_str());
-      }
-      UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      if (probe.get() >= 0 &&
-          connect(probe.get(), reinterpret_cast<sockaddr*>(&addr),
-                  sizeof(addr)) == 0) {
-        return FailedPrecondition("another process is serving on %s",
-                                  path.c_str());
-      }
-      unlink(path.c_str());  // stale socket of a previous run
-    }
-    gid_t gid = static_cast<gid_t>(-1);
-    if (!config_.socket_group.empty()) {
-      std::vector<char> buf(16384);
-      struct group gr, *found = nullptr;
-      const int err = getgrnam_r(config_.socket_group.c_str(), &gr, buf.data(),
-                                 buf.size(), &found);
-      if (err != 0 || !found) {
-        return InvalidArgument("server.socket_group '%s' is not a known group",
-                               config_.socket_group.c_str());
-      }
-      gid = gr.gr_gid;
-    }
-    // Create the socket file with no permissions for others from the
-    // start, then widen to the configured mode.
-    const mode_t old_umask = umask(0177);
-    const int r =
-        bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    const int bind_errno = errno;
-    umask(old_umask);
-    if (r < 0) return ErrnoError(bind_errno, "cannot bind %s", path.c_str());
-    unlink_socket_ = true;
-    if (chmod(path.c_str(), config_.socket_mode) < 0) {
-      return ErrnoError(errno, "cannot chmod %s to %04o", path.c_str(),
-                        config_.socket_mode);
-    }
-    // Only change the group when it differs: a daemon running with that
-    // group (the systemd unit) creates the file with it already and needs
-    // no chown, which the unit's syscall filter refuses.
-    struct stat created;
-    if (gid != static_cast<gid_t>(-1) && stat(path.c_str(), &created) == 0 &&
-        created.st_gid != gid &&
-        chown(path.c_str(), static_cast<uid_t>(-1), gid) < 0) {
-      return ErrnoError(errno, "cannot give %s to group '%s'", path.c_str(),
-                        config_.socket_group.c_str());
-    }
-    if (listen(fd.get(), SOMAXCONN) < 0) {
-      return ErrnoError(errno, "cannot listen on %s", path.c_str());
-    }
-    listener_ = std::move(fd);
-  }
-  sd_event_source* s = nullptr;
-  int r = sd_event_add_io(event_.get(), &s, listener_.get(), EPOLLIN,
-                          &Impl::OnListener, this);
-  if (r < 0) return SdError(r, "cannot watch the listening socket");
-  sd_event_source_set_description(s, "listener");
-  listener_source_.reset(s);
+  ListenOptions o;
+  o.socket_path = config_.socket_path;
+  o.socket_mode = config_.socket_mode;
+  o.socket_group = config_.socket_group;
+  o.max_connections = config_.max_connections;
+  o.allow_uids = config_.allow_uids;
+  o.allow_gids = config_.allow_gids;
+  o.max_frame_bytes = config_.max_frame_bytes;
+  o.max_output_buffer_bytes = config_.max_output_buffer_bytes;
+  TERND_ASSIGN_OR_RETURN(connections_,
+                         Connections::Listen(event_.get(), o, this, &metrics_));
   return Status::Ok();
 }
 
@@ -604,9 +465,7 @@ Status Service::Impl::StartWatchdog() {
 Service::Impl::~Impl() {
   // Reverse of Start: stop taking connections, stop the workers, drop the
   // connections, then the models and the arena.
-  listener_source_.reset();
-  if (unlink_socket_) unlink(config_.socket_path.c_str());
-  listener_.reset();
+  if (connections_) connections_->StopListening();
   if (pool_) pool_->Stop();
   pool_source_.reset();
   drain_timer_.reset();
@@ -615,7 +474,7 @@ Service::Impl::~Impl() {
   updater_.reset();
   session_.reset();
   agent_.reset();  // after the session, which holds its callbacks
-  connections_.clear();
+  connections_.reset();
   pool_.reset();
   slots_.reset();  // waits for a model still being placed
   signal_sources_.clear();
@@ -678,9 +537,8 @@ void Service::Impl::BeginReload() {
   KeepRestartOnly(config_, &c);
   config_ = std::move(c);
   SetLogLevel(config_.log_level);
-  for (auto& [id, conn] : connections_) {
-    conn->decoder.set_max_frame_bytes(config_.max_frame_bytes);
-  }
+  connections_->SetLimits(config_.max_frame_bytes,
+                          config_.max_output_buffer_bytes);
   TERND_LOG_INFO("configuration reloaded from %s", config_.origin.c_str());
   if (slots_->has_staged()) {
     FinishReload(FailedPrecondition(
@@ -731,151 +589,31 @@ void Service::Impl::PublishModelMetrics() {
 
 // --------------------------------------------------------------- connections
 
-void Service::Impl::Accept() {
-  for (int i = 0; i < kMaxAcceptsPerWakeup; ++i) {
-    UniqueFd fd(accept4(listener_.get(), nullptr, nullptr,
-                        SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (fd.get() < 0) {
-      if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
-      TERND_LOG_WARNING("accept on %s failed: %s", config_.socket_path.c_str(),
-                        strerror(errno));
-      return;
-    }
-    auto c = std::make_unique<Connection>();
-    c->owner = this;
-    c->id = next_connection_id_++;
-    socklen_t len = sizeof(c->peer);
-    if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &c->peer, &len) < 0) {
-      TERND_LOG_WARNING("SO_PEERCRED failed: %s", strerror(errno));
-      continue;
-    }
-    ++connections_total_;
-    metrics_.connections_total->Add(1);
-    c->fd = std::move(fd);
-    c->decoder.set_max_frame_bytes(config_.max_frame_bytes);
-
-    Status refuse;
-    if (connections_.size() >= config_.max_connections) {
-      refuse = Errorf(StatusCode::kUnavailable,
-                      "too many connections (server.max_connections = %u)",
-                      config_.max_connections);
-    } else if (!config_.allow_uids.empty() || !config_.allow_gids.empty()) {
-      const bool allowed =
-          std::find(config_.allow_uids.begin(), config_.allow_uids.end(),
-                    c->peer.uid) != config_.allow_uids.end() ||
-          std::find(config_.allow_gids.begin(), config_.allow_gids.end(),
-                    c->peer.gid) != config_.allow_gids.end();
-      if (!allowed) {
-        TERND_LOG_WARNING(
-            "refused connection from pid %d uid %u gid %u: not "
-            "in server.allow_uids or server.allow_gids",
-            c->peer.pid, c->peer.uid, c->peer.gid);
-        refuse = Errorf(StatusCode::kPermissionDenied,
-                        "uid %u / gid %u may not use this daemon", c->peer.uid,
-                        c->peer.gid);
-      }
-    }
-    if (!refuse.ok()) {
-      // One small frame into an empty socket buffer: it fits, no waiting.
-      std::vector<uint8_t> out;
-      wire::Response response;
-      response.set_final(true);
-      response.mutable_status()->set_code(static_cast<int>(refuse.code()));
-      response.mutable_status()->set_message(refuse.message());
-      wire::AppendFrame(response, SIZE_MAX, &out);
-      (void)!send(c->fd.get(), out.data(), out.size(),
-                  MSG_NOSIGNAL | MSG_DONTWAIT);
-      Count(kCallInvalid, refuse.code());
-      continue;
-    }
-    TERND_LOG_DEBUG("connection %llu from pid %d uid %u gid %u",
-                    static_cast<unsigned long long>(c->id), c->peer.pid,
-                    c->peer.uid, c->peer.gid);
-    sd_event_source* s = nullptr;
-    int r = sd_event_add_io(event_.get(), &s, c->fd.get(), EPOLLIN,
-                            &Impl::OnConnection, c.get());
-    if (r < 0) {
-      TERND_LOG_WARNING("cannot watch a new connection: %s", strerror(-r));
-      continue;
-    }
-    sd_event_source_set_description(s, "connection");
-    c->source.reset(s);
-    c->events = EPOLLIN;
-    connections_.emplace(c->id, std::move(c));
-    metrics_.connections->Set(static_cast<double>(connections_.size()));
-  }
+void Service::Impl::OnOversizedFrame(Connection* c, uint32_t announced) {
+  SendError(c, kCallInvalid, 0,
+            ResourceExhausted("frame of %u bytes is over the limit of %u "
+                              "(server.max_frame_bytes); closing",
+                              announced, config_.max_frame_bytes));
 }
 
-Service::Impl::Connection* Service::Impl::FindConnection(uint64_t id) {
-  auto it = connections_.find(id);
-  return it == connections_.end() ? nullptr : it->second.get();
+void Service::Impl::OnRefused(const Status& why) {
+  Count(kCallInvalid, why.code());
 }
 
-void Service::Impl::OnConnectionEvent(Connection* c, uint32_t revents) {
-  if (revents & (EPOLLHUP | EPOLLERR)) {
-    // The peer is gone: whatever it still waits for can no longer arrive.
-    Close(c);
-    return;
-  }
-  if (revents & EPOLLOUT) {
-    const uint64_t id = c->id;
-    Flush(c);
-    if (!FindConnection(id)) return;
-  }
-  if (revents & EPOLLIN) ReadFrames(c);
+void Service::Impl::OnClosed(uint64_t, int) {
+  if (state_ == State::kDraining) CheckDrained();
 }
 
-void Service::Impl::ReadFrames(Connection* c) {
-  // Read into the loop's buffer and keep only unfinished frames per
-  // connection, so an idle connection costs bytes, not a read chunk.
-  const ssize_t n = read(c->fd.get(), read_buffer_.data(), read_buffer_.size());
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EINTR) return;
-    Close(c);
-    return;
-  }
-  if (n == 0) {
-    c->eof = true;
-    UpdateEvents(c);
-    MaybeClose(c);
-    return;
-  }
-  c->decoder.Feed(
-      std::span<const uint8_t>(read_buffer_.data(), static_cast<size_t>(n)));
-  for (;;) {
-    std::span<const uint8_t> payload;
-    uint32_t announced = 0;
-    const wire::FrameDecoder::Next next =
-        c->decoder.TakeFrame(&payload, &announced);
-    if (next == wire::FrameDecoder::Next::kNeedMore) break;
-    if (next == wire::FrameDecoder::Next::kTooLarge) {
-      RejectFrame();
-      SendError(c, kCallInvalid, 0,
-                ResourceExhausted("frame of %u bytes is over the limit of %u "
-                                  "(server.max_frame_bytes); closing",
-                                  announced, config_.max_frame_bytes));
-      c->closing = true;
-      break;
-    }
-    HandleFrame(c, payload);
-    if (c->closing) break;
-  }
-  c->decoder.ReleaseIfEmpty(kReadChunk);
-  FlushDirty();
-}
-
-void Service::Impl::HandleFrame(Connection* c,
-                                std::span<const uint8_t> payload) {
+void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
   ++requests_total_;
   if (config_.busy_poll_us != 0) last_request_ns_ = MonotonicNs();
   if (!request_.ParseFromArray(payload.data(),
                                static_cast<int>(payload.size()))) {
-    RejectFrame();
     SendError(c, kCallInvalid, 0,
               InvalidArgument("a frame of %zu bytes is not a valid Request "
                               "message; closing",
                               payload.size()));
-    c->closing = true;
+    connections_->Reject(c);
     return;
   }
   const uint64_t id = request_.id();
@@ -894,7 +632,7 @@ void Service::Impl::HandleFrame(Connection* c,
       FillModelInfo(*slots_->usable(), host_info(),
                     response_.mutable_model_info());
       Count(call, StatusCode::kOk);
-      SendResponse(c, &response_);
+      connections_->Send(c, &response_);
       return;
     }
     case wire::Request::kHealth: {
@@ -907,7 +645,7 @@ void Service::Impl::HandleFrame(Connection* c,
                    : state_ == State::kReloading ? "reloading"
                                                  : "draining");
       Count(call, StatusCode::kOk);
-      SendResponse(c, &response_);
+      connections_->Send(c, &response_);
       return;
     }
     case wire::Request::kStats: {
@@ -915,7 +653,7 @@ void Service::Impl::HandleFrame(Connection* c,
       response_.set_id(id);
       FillStats(response_.mutable_stats(), request_.stats().metrics());
       Count(call, StatusCode::kOk);
-      SendResponse(c, &response_);
+      connections_->Send(c, &response_);
       return;
     }
     case wire::Request::kInstall:
@@ -927,7 +665,7 @@ void Service::Impl::HandleFrame(Connection* c,
       FillUpdateStatus(updater_ ? updater_->status() : UpdateStatus(),
                        updates_disabled_, response_.mutable_update_status());
       Count(call, StatusCode::kOk);
-      SendResponse(c, &response_);
+      connections_->Send(c, &response_);
       return;
     }
     case wire::Request::kGenerate:
@@ -974,7 +712,7 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
                                 static_cast<unsigned long long>(cap)));
     // The rest of the bundle is still on its way: parsed as new requests
     // it would be answered a second time. Stop reading this connection.
-    c->closing = true;
+    c->CloseAfterFlush();
     return;
   }
   c->install_id = id;
@@ -982,7 +720,7 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
   if (r.more()) return;
   std::string bundle = std::move(c->install);
   c->install.clear();
-  const uint64_t connection = c->id;
+  const uint64_t connection = c->id();
   // The updater may finish at once (a refusal), from inside this call, or
   // much later: either way the answer goes through the loop (PostAnswer),
   // never straight onto a connection that the reading code still uses.
@@ -1032,7 +770,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
     return;
   }
   free_jobs_.pop_back();
-  job->connection_id = c->id;
+  job->connection_id = c->id();
   job->request_id = id;
   const ModelSlots::Hold hold = slots_->Acquire();
   job->slot = hold.slot;
@@ -1093,44 +831,15 @@ void Service::Impl::FillStats(wire::StatsResponse* stats, bool metrics) {
   stats->set_latency_p99_us(round_trip.Percentile(0.99) / 1000);
   stats->set_latency_p999_us(round_trip.Percentile(0.999) / 1000);
   stats->set_queue_depth(outstanding_);
-  stats->set_connections(connections_.size());
-  stats->set_connections_total(connections_total_);
+  stats->set_connections(connections_->size());
+  stats->set_connections_total(connections_->accepted_total());
   stats->set_inferences_total(inferences_total_);
-  stats->set_frames_rejected(frames_rejected_);
+  stats->set_frames_rejected(connections_->frames_rejected());
   if (metrics) {
     const std::vector<telemetry::MetricSnapshot> snapshot =
         registry_.Snapshot();
     stats->set_prometheus_text(telemetry::FormatPrometheus(snapshot));
     stats->set_metrics_json(telemetry::FormatJson(snapshot));
-  }
-}
-
-void Service::Impl::SendResponse(Connection* c, wire::Response* response) {
-  response->set_final(true);
-  if (c->out.size() == c->out_sent) {
-    c->out.clear();
-    c->out_sent = 0;
-  }
-  const bool was_empty = c->out.size() == c->out_sent;
-  if (!wire::AppendFrame(*response, config_.max_frame_bytes, &c->out)) {
-    const size_t size = response->ByteSizeLong();
-    const uint64_t id = response->id();
-    response->Clear();
-    response->set_id(id);
-    response->set_final(true);
-    response->mutable_status()->set_code(
-        static_cast<int>(StatusCode::kResourceExhausted));
-    char text[160];
-    std::snprintf(text, sizeof(text),
-                  "response of %zu bytes is over server.max_frame_bytes = %u; "
-                  "ask for fewer rows or outputs",
-                  size, config_.max_frame_bytes);
-    response->mutable_status()->set_message(text);
-    wire::AppendFrame(*response, SIZE_MAX, &c->out);
-  }
-  if (was_empty && !c->dirty) {
-    c->dirty = true;
-    dirty_.push_back(c);
   }
 }
 
@@ -1141,7 +850,7 @@ void Service::Impl::SendError(Connection* c, CallIndex call, uint64_t id,
   response_.set_id(id);
   response_.mutable_status()->set_code(static_cast<int>(status.code()));
   response_.mutable_status()->set_message(status.message());
-  SendResponse(c, &response_);
+  connections_->Send(c, &response_);
 }
 
 void Service::Impl::PostAnswer(uint64_t connection, CallIndex call,
@@ -1154,85 +863,15 @@ void Service::Impl::SendPostedAnswers() {
   std::vector<PostedAnswer> posted;
   posted.swap(posted_);
   for (PostedAnswer& a : posted) {
-    Connection* c = FindConnection(a.connection);
+    Connection* c = connections_->Find(a.connection);
     if (!c) {
       Count(a.call, StatusCode::kCancelled);  // the client went away
       continue;
     }
     Count(a.call, static_cast<StatusCode>(a.response.status().code()));
-    SendResponse(c, &a.response);
+    connections_->Send(c, &a.response);
   }
-  FlushDirty();
-  if (state_ == State::kDraining) CheckDrained();
-}
-
-void Service::Impl::FlushDirty() {
-  // Flush(c) may close c, which removes it from dirty_: take one at a time.
-  while (!dirty_.empty()) {
-    Connection* c = dirty_.back();
-    dirty_.pop_back();
-    c->dirty = false;
-    Flush(c);
-  }
-}
-
-void Service::Impl::Flush(Connection* c) {
-  while (c->out_sent < c->out.size()) {
-    const ssize_t n =
-        send(c->fd.get(), c->out.data() + c->out_sent,
-             c->out.size() - c->out_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) break;
-      Close(c);
-      return;
-    }
-    c->out_sent += static_cast<size_t>(n);
-  }
-  if (c->out_sent == c->out.size()) {
-    c->out.clear();
-    c->out_sent = 0;
-  } else if (c->out_sent > (1u << 20)) {
-    c->out.erase(c->out.begin(),
-                 c->out.begin() + static_cast<ptrdiff_t>(c->out_sent));
-    c->out_sent = 0;
-  }
-  const size_t pending = c->out.size() - c->out_sent;
-  // A slow reader: stop reading its requests until it takes its answers.
-  c->read_paused = pending > config_.max_output_buffer_bytes ||
-                   (c->read_paused && pending > 0);
-  UpdateEvents(c);
-  MaybeClose(c);
-}
-
-void Service::Impl::UpdateEvents(Connection* c) {
-  uint32_t events = 0;
-  if (!c->eof && !c->closing && !c->read_paused) events |= EPOLLIN;
-  if (c->out_sent < c->out.size()) events |= EPOLLOUT;
-  if (events != c->events) {
-    sd_event_source_set_io_events(c->source.get(), events);
-    c->events = events;
-  }
-}
-
-void Service::Impl::MaybeClose(Connection* c) {
-  const bool flushed = c->out_sent == c->out.size();
-  if (flushed && (c->closing || (c->eof && c->inflight == 0))) Close(c);
-}
-
-void Service::Impl::Close(Connection* c) {
-  if (c->decoder.buffered() > 0 && !c->closing) {
-    RejectFrame();  // the peer left in the middle of a frame
-  }
-  if (c->inflight > 0) {
-    TERND_LOG_DEBUG("connection %llu closed with %d requests in flight",
-                    static_cast<unsigned long long>(c->id), c->inflight);
-  }
-  if (c->dirty) {
-    dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
-  }
-  connections_.erase(c->id);  // destroys the source and closes the fd
-  metrics_.connections->Set(static_cast<double>(connections_.size()));
+  connections_->FlushDirty();
   if (state_ == State::kDraining) CheckDrained();
 }
 
@@ -1243,7 +882,7 @@ void Service::Impl::OnCompletions() {
   pool_->TakeCompleted(&completed_);
   const int64_t now = MonotonicNs();
   for (InferJob* job : completed_) FinishJob(job, now);
-  FlushDirty();
+  connections_->FlushDirty();
   // A finished reply can unblock connections that waited to close.
   if (state_ == State::kDraining) CheckDrained();
 }
@@ -1267,7 +906,7 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
       compute_ns_per_row_ += (per_row - compute_ns_per_row_) / 8;
     }
   }
-  Connection* c = FindConnection(job->connection_id);
+  Connection* c = connections_->Find(job->connection_id);
   if (!c) {
     Count(kCallInfer, StatusCode::kCancelled);  // the client left first
     return;
@@ -1291,10 +930,10 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
     ModelEvent(LogLevel::kInfo, job->model, job->request_id,
                "request %llu on connection %llu: %d rows in %lld us",
                static_cast<unsigned long long>(job->request_id),
-               static_cast<unsigned long long>(c->id), job->batch,
+               static_cast<unsigned long long>(c->id()), job->batch,
                static_cast<long long>((now - job->received_ns) / 1000));
   }
-  SendResponse(c, &response_);
+  connections_->Send(c, &response_);
 }
 
 void Service::Impl::BeginDrain(const char* why) {
@@ -1305,12 +944,7 @@ void Service::Impl::BeginDrain(const char* why) {
   TERND_LOG_NOTICE("%s: draining %zu requests in flight (at most %u ms)", why,
                    outstanding_, config_.drain_timeout_ms);
   Notify("STOPPING=1\nSTATUS=Draining %zu requests", outstanding_);
-  listener_source_.reset();
-  if (unlink_socket_) {
-    unlink(config_.socket_path.c_str());
-    unlink_socket_ = false;
-  }
-  listener_.reset();
+  connections_->StopListening();
   sd_event_source* s = nullptr;
   int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
                                      uint64_t{config_.drain_timeout_ms} * 1000,
@@ -1324,9 +958,7 @@ void Service::Impl::BeginDrain(const char* why) {
 
 void Service::Impl::CheckDrained() {
   if (outstanding_ > 0) return;
-  for (auto& [id, c] : connections_) {
-    if (c->out_sent < c->out.size()) return;
-  }
+  if (!connections_->AllFlushed()) return;
   sd_event_exit(event_.get(), 0);
 }
 
@@ -1340,18 +972,6 @@ int Service::Impl::OnSignal(sd_event_source*, const struct signalfd_siginfo* si,
   } else {
     impl->BeginDrain(si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
   }
-  return 0;
-}
-
-int Service::Impl::OnListener(sd_event_source*, int, uint32_t, void* self) {
-  static_cast<Impl*>(self)->Accept();
-  return 0;
-}
-
-int Service::Impl::OnConnection(sd_event_source*, int, uint32_t revents,
-                                void* userdata) {
-  auto* c = static_cast<Connection*>(userdata);
-  c->owner->OnConnectionEvent(c, revents);
   return 0;
 }
 

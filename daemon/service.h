@@ -1,19 +1,27 @@
-// The ternd service: one sd-event loop that owns the unix listener, every
-// client connection, signals, timers and the systemd watchdog, in front of
-// the worker pool that runs inference on the arena runtime.
+// The ternd service: wires the daemon's parts on one sd-event loop and
+// owns them, in the order they start (and stop in reverse):
 //
-// Start() acquires, in order: signal handling, the runtime arena, the model
-// (with its golden health check), the worker pool and its eventfd, the
-// listening socket (passed by systemd or created), the watchdog; then tells
-// systemd READY=1. Run() turns the loop until SIGTERM/SIGINT, which stop
-// accepting and drain in-flight requests (bounded by
-// server.drain_timeout_ms). The destructor releases everything in reverse.
-// SIGHUP re-reads the configuration and the model (RELOADING=1 ... READY=1).
+//   signals (SIGTERM/SIGINT drain, SIGHUP reload)
+//   ModelSlots     arena slots, loader thread, swaps (model_slots.h); the
+//                  first model placed: an installed update (Updater::Boot)
+//                  or the configured one, with its golden check
+//   Updater        signed updates, attached to ModelSlots (updater.h)
+//   WorkerPool     inference threads; results back through an eventfd
+//   Connections    the listening socket and every client (connections.h);
+//                  the service is their ConnectionHandler and answers with
+//                  the request codec (request_codec.h)
+//   watchdog       pinged by a timer of this loop (notify.h)
+//   READY=1, then the fleet link (MQTT) and telemetry
+//
+// Run() turns the loop until SIGTERM/SIGINT, which stop accepting and drain
+// in-flight requests (bounded by server.drain_timeout_ms). SIGHUP re-reads
+// the configuration and the model (RELOADING=1 ... READY=1).
 //
 // docs/protocol.md specifies what goes over the socket.
 //
 // Thread-safety: every method runs on the thread that calls Run(); the
-// worker threads only touch the jobs handed to them.
+// worker threads only touch the jobs handed to them, the loader thread only
+// the slot it fills.
 #ifndef TERND_DAEMON_SERVICE_H_
 #define TERND_DAEMON_SERVICE_H_
 
