@@ -33,10 +33,12 @@ class FrameDecoder {
       : max_frame_bytes_(max_frame_bytes) {}
 
   // Space for at least `min_bytes` more input; write into it, then Commit()
-  // how many bytes were written.
+  // how many bytes were written (the client reads in place this way).
   std::span<uint8_t> WritableSpace(size_t min_bytes);
   void Commit(size_t bytes);
-  // Convenience for tests and fuzzing: copies `bytes` in.
+  // Copies `bytes` in. The daemon reads every connection into one shared
+  // buffer and feeds each decoder only what it read, so an idle connection
+  // holds its unfinished frame, not a read-sized buffer.
   void Feed(std::span<const uint8_t> bytes);
 
   // The next complete frame. The payload stays valid until the next call to
