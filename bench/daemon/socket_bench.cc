@@ -2,11 +2,18 @@
 //
 // The benchmark starts ternd itself (2 workers, the demo model, a socket in
 // a temporary directory) and measures from the client side:
+//   BM_SocketpairFloor     this machine's floor for the same exchange with
+//   BM_SocketpairFloorPoll no daemon: a thread echoes each request frame
+//                          with an answer-sized frame over a socketpair,
+//                          blocking (or polling, both sides); p50/p99
 //   BM_RoundTrip           one client, one request at a time: latency
-//                          percentiles (p50/p99/p99.9 in microseconds)
+//                          percentiles (p50/p99/p99.9 in microseconds), and
+//                          p99 as a ratio to the blocking floor's p99 of
+//                          the same run (p99_of_floor)
 //   BM_RoundTripBusyPoll   the same against a second ternd with
 //                          server.busy_poll_us = 200, the client polling
-//                          for its answer too (ClientOptions::busy_poll_us)
+//                          for its answer too (ClientOptions::busy_poll_us);
+//                          p99_of_floor against the polling floor
 //   BM_Throughput/C/D      C concurrent clients (threads, one connection
 //                          each) keeping D requests in flight: inferences/s
 //   BM_ManyConnections     1,000 connections open at once, one request on
@@ -176,6 +183,90 @@ bool ReadResponses(int fd, FrameDecoder* dec, int count, int64_t* errors,
   return true;
 }
 
+// p99 of the floors measured in this run (0: not run), in microseconds.
+double floor_p99_us[2] = {0, 0};  // [spin]
+
+// The p50/p99/p99.9 counters of `samples` (nanoseconds), sorted here.
+void Percentiles(benchmark::State& state, std::vector<int64_t>* samples) {
+  std::sort(samples->begin(), samples->end());
+  auto pct = [&](double p) {
+    return samples->empty()
+               ? 0.0
+               : static_cast<double>((*samples)[std::min(
+                     samples->size() - 1,
+                     static_cast<size_t>(
+                         p * static_cast<double>(samples->size())))]) /
+                     1000.0;
+  };
+  state.counters["p50_us"] = pct(0.50);
+  state.counters["p99_us"] = pct(0.99);
+  state.counters["p999_us"] = pct(0.999);
+}
+
+// Size of the demo model's Infer answer frame (probs[10] and class[1]);
+// the floor's echo thread answers with this many bytes.
+constexpr size_t kAnswerBytes = 120;
+
+void SocketpairFloor(benchmark::State& state, bool spin) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    state.SkipWithError("socketpair failed");
+    return;
+  }
+  const std::vector<uint8_t> request = InferFrame(1);
+  std::thread echo([&]() {
+    std::vector<uint8_t> in(request.size()), out(kAnswerBytes, 0x5a);
+    for (;;) {
+      size_t got = 0;
+      while (got < in.size()) {
+        const ssize_t n = recv(sv[1], in.data() + got, in.size() - got,
+                               spin ? MSG_DONTWAIT : 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN)) return;
+        if (n > 0) got += static_cast<size_t>(n);
+      }
+      if (!WriteAll(sv[1], out.data(), out.size())) return;
+    }
+  });
+  std::vector<uint8_t> answer(kAnswerBytes);
+  std::vector<int64_t> samples;
+  samples.reserve(1 << 20);
+  auto exchange = [&]() {
+    if (!WriteAll(sv[0], request.data(), request.size())) return false;
+    size_t got = 0;
+    while (got < answer.size()) {
+      const ssize_t n = recv(sv[0], answer.data() + got, answer.size() - got,
+                             spin ? MSG_DONTWAIT : 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) return false;
+      if (n > 0) got += static_cast<size_t>(n);
+    }
+    return true;
+  };
+  for (int i = 0; i < 1000; ++i) exchange();  // warm up
+  for (auto _ : state) {
+    const int64_t t0 = NowNs();
+    if (!exchange()) {
+      state.SkipWithError("socketpair exchange failed");
+      break;
+    }
+    samples.push_back(NowNs() - t0);
+  }
+  shutdown(sv[0], SHUT_RDWR);
+  echo.join();
+  close(sv[0]);
+  close(sv[1]);
+  Percentiles(state, &samples);
+  floor_p99_us[spin] = state.counters["p99_us"];
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_SocketpairFloor(benchmark::State& state) {
+  SocketpairFloor(state, /*spin=*/false);
+}
+BENCHMARK(BM_SocketpairFloor)->UseRealTime()->MinTime(2.0);
+void BM_SocketpairFloorPoll(benchmark::State& state) {
+  SocketpairFloor(state, /*spin=*/true);
+}
+BENCHMARK(BM_SocketpairFloorPoll)->UseRealTime()->MinTime(2.0);
+
 void RoundTrip(benchmark::State& state, const Daemon& daemon, bool spin) {
   const int fd = Connect(daemon);
   if (fd < 0) {
@@ -201,19 +292,11 @@ void RoundTrip(benchmark::State& state, const Daemon& daemon, bool spin) {
     samples.push_back(NowNs() - t0);
   }
   close(fd);
-  std::sort(samples.begin(), samples.end());
-  auto pct = [&](double p) {
-    return samples.empty()
-               ? 0.0
-               : static_cast<double>(samples[std::min(
-                     samples.size() - 1,
-                     static_cast<size_t>(
-                         p * static_cast<double>(samples.size())))]) /
-                     1000.0;
-  };
-  state.counters["p50_us"] = pct(0.50);
-  state.counters["p99_us"] = pct(0.99);
-  state.counters["p999_us"] = pct(0.999);
+  Percentiles(state, &samples);
+  if (floor_p99_us[spin] > 0) {
+    state.counters["p99_of_floor"] =
+        state.counters["p99_us"] / floor_p99_us[spin];
+  }
   state.counters["errors"] = static_cast<double>(errors);
   state.SetItemsProcessed(state.iterations());
 }
