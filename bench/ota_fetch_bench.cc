@@ -11,6 +11,12 @@
 // from an empty state database, in $TMPDIR (db_in_memory:0) or in /dev/shm
 // (db_in_memory:1).
 //
+// BM_CurlSha256Floor100MiB is the floor measured in the same run: the curl
+// command line tool downloading the same artifact from the same nginx into
+// a file in the same place (tee), with sha256sum reading the stream
+// alongside. The daemon-path benchmarks report their throughput as a ratio
+// to it (of_curl: 1.0 = as fast as curl + sha256sum).
+//
 // Counters: bytes_per_second (MiB/s of artifact downloaded, verified and
 // stored; wall time, since the work spans the loop thread, the worker
 // thread and nginx), rss_growth_MiB (peak resident set during the download
@@ -33,8 +39,10 @@
 #include <sstream>
 #include <string>
 
+#include "base/clock.h"
 #include "ota/artifact.h"
 #include "ota/fetcher.h"
+#include "ota/signing.h"
 #include "tests/support/nginx_server.h"
 
 namespace ternd::ota {
@@ -82,6 +90,9 @@ void ResetPeakRss() {
   std::ofstream f("/proc/self/clear_refs");
   f << "5";
 }
+
+// MiB/s of the curl floor in this run, by db_in_memory (0: not run).
+double curl_floor_bytes_per_s[2] = {0, 0};
 
 // One nginx serving one 100 MiB artifact, shared by all iterations.
 struct Fixture {
@@ -166,7 +177,7 @@ void FetchBenchmark(benchmark::State& state, Stage stage) {
   // Stands for the idle arena slot: reserved and touched before the run.
   std::vector<uint8_t> slot(stage == Stage::kAfter ? fx.model_length : 0, 1);
   long worst_growth_kib = 0;
-  double client_cpu = 0, server_cpu = 0;
+  double client_cpu = 0, server_cpu = 0, seconds = 0;
   for (auto _ : state) {
     state.PauseTiming();
     for (const char* suffix : {"", "-wal", "-shm"}) {
@@ -184,6 +195,7 @@ void FetchBenchmark(benchmark::State& state, Stage stage) {
     const double client_before = ProcessCpuMs();
     const double server_before = OtherCpuMs(fx.nginx->pid());
     state.ResumeTiming();
+    const int64_t t0 = MonotonicNs();
 
     auto fetcher = ArtifactFetcher::Start(loop, fx.job, options, nullptr,
                                           [&](const Status& s) {
@@ -205,6 +217,7 @@ void FetchBenchmark(benchmark::State& state, Stage stage) {
       if (!staged.ok()) result = staged.status();
     }
 
+    seconds += static_cast<double>(MonotonicNs() - t0) / 1e9;
     state.PauseTiming();
     client_cpu += ProcessCpuMs() - client_before;
     server_cpu += OtherCpuMs(fx.nginx->pid()) - server_before;
@@ -230,6 +243,59 @@ void FetchBenchmark(benchmark::State& state, Stage stage) {
   const double n = std::max<double>(1, static_cast<double>(state.iterations()));
   state.counters["client_cpu_ms"] = client_cpu / n;
   state.counters["server_cpu_ms"] = server_cpu / n;
+  const double floor = curl_floor_bytes_per_s[state.range(0) != 0];
+  if (floor > 0 && seconds > 0) {
+    state.counters["of_curl"] =
+        static_cast<double>(state.iterations()) *
+        static_cast<double>(fx.job.artifact.artifact_length) / seconds / floor;
+  }
+}
+
+// The floor: `curl URL | tee FILE | sha256sum`, FILE where the database of
+// the same argument goes; the printed digest must be the artifact's.
+void BM_CurlSha256Floor100MiB(benchmark::State& state) {
+  Fixture& fx = GetFixture();
+  if (!fx.error.empty()) {
+    state.SkipWithError(fx.error.c_str());
+    return;
+  }
+  const std::string file =
+      state.range(0) == 0
+          ? fx.dir.File("curl-artifact")
+          : "/dev/shm/ternd-ota-curl-bench-" + std::to_string(getpid());
+  const std::string digest_file = fx.dir.File("curl-digest");
+  const std::string command = "set -o pipefail; curl -sS --fail --cacert '" +
+                              fx.dir.File("ca.pem") + "' '" + fx.job.urls[0] +
+                              "' | tee '" + file + "' | sha256sum > '" +
+                              digest_file + "'";
+  double seconds = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::remove(file.c_str());
+    state.ResumeTiming();
+    const int64_t t0 = MonotonicNs();
+    const int rc = std::system(("bash -c \"" + command + "\"").c_str());
+    seconds += static_cast<double>(MonotonicNs() - t0) / 1e9;
+    state.PauseTiming();
+    std::ifstream in(digest_file);
+    std::string hex;
+    in >> hex;
+    if (rc != 0 || hex != Hex(fx.job.artifact.artifact_sha256)) {
+      state.SkipWithError(
+          ("curl | sha256sum failed or digest differs: " + command).c_str());
+      break;
+    }
+    state.ResumeTiming();
+  }
+  std::remove(file.c_str());
+  state.SetBytesProcessed(
+      static_cast<int64_t>(state.iterations()) *
+      static_cast<int64_t>(fx.job.artifact.artifact_length));
+  if (seconds > 0) {
+    curl_floor_bytes_per_s[state.range(0) != 0] =
+        static_cast<double>(state.iterations()) *
+        static_cast<double>(fx.job.artifact.artifact_length) / seconds;
+  }
 }
 void BM_FetchVerifyStore100MiB(benchmark::State& state) {
   FetchBenchmark(state, Stage::kNone);
@@ -249,6 +315,7 @@ void Configure(benchmark::internal::Benchmark* b) {
       ->UseRealTime()
       ->Iterations(5);
 }
+BENCHMARK(BM_CurlSha256Floor100MiB)->Apply(Configure);
 BENCHMARK(BM_FetchVerifyStore100MiB)->Apply(Configure);
 BENCHMARK(BM_FetchVerifyStage100MiB)->Apply(Configure);
 BENCHMARK(BM_FetchThenStage100MiB)->Apply(Configure);
