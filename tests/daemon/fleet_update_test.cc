@@ -51,12 +51,25 @@ std::string ModelBytes(uint64_t version, bool wrong_golden = false) {
   return std::string(b->begin(), b->end());
 }
 
+// Polls `done` until it holds or `timeout_ms` passes, for conditions no
+// event announces (a line in the daemon's log, a counter of another thread).
+bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
+  const auto end =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 class FleetUpdateTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(mqtt_testing::MakeTestCertificates(dir_.path(), kDevice).ok());
     MosquittoBrokerOptions bo;
     bo.cert_dir = dir_.path();
+    bo.persistence = true;  // retained manifests survive a broker restart
     broker_ = std::make_unique<MosquittoBroker>(bo);
     ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
     NginxOptions no;
@@ -207,6 +220,47 @@ class FleetUpdateTest : public ::testing::Test {
         timeout_ms);
   }
 
+  // Waits for `n` more successful inferences counted by another thread.
+  static bool WaitForCount(const std::atomic<int>& count, int n,
+                           int timeout_ms = 30000) {
+    return WaitUntil([&] { return count >= n; }, timeout_ms);
+  }
+
+  // Waits until the daemon is connected and subscribed again after a broker
+  // restart (its birth names its second session), then lets it refuse a live
+  // manifest for another device: once that refusal is reported, everything
+  // the broker sent it before (the retained manifests) has been handled.
+  void WaitUntilRetainedAreHandled(const DaemonProcess& d, uint64_t marker) {
+    const std::string presence =
+        std::string(kPrefix) + "/devices/" + kDevice + "/presence";
+    ASSERT_TRUE(WaitUntil([&] { return probe_->connected(); }, 30000))
+        << "the probe did not reconnect to the restarted broker";
+    ASSERT_TRUE(probe_->Subscribe(StateTopic()).ok());
+    ASSERT_TRUE(probe_->Subscribe(presence).ok());
+    ASSERT_TRUE(probe_->WaitFor(
+        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+          for (const auto& m : all) {
+            telemetry::Presence p;
+            if (m.topic == presence && p.ParseFromString(m.payload) &&
+                p.state() == telemetry::Presence::ONLINE && p.session() >= 2) {
+              return true;
+            }
+          }
+          return false;
+        },
+        30000))
+        << "no birth from the daemon after the broker restart\n"
+        << d.Log();
+    Result<int> mid = probe_->Publish(
+        GroupTopic("lab"), Publishable(marker, 1, "robot-2").envelope, 1,
+        /*retain=*/false);
+    ASSERT_TRUE(mid.ok()) << mid.status().message();
+    ASSERT_TRUE(WaitForState("rejected", marker))
+        << "the marker manifest (version " << marker
+        << ", for another device) was not refused\n"
+        << d.Log();
+  }
+
   std::string DeviceTopic() const {
     return std::string(kPrefix) + "/devices/" + kDevice + "/update/release";
   }
@@ -243,11 +297,12 @@ TEST_F(FleetUpdateTest,
   EXPECT_EQ(active->rollout_id(), "rollout-1");
   EXPECT_TRUE(active->probation());
   const int at_swap = ok;
-  while (ok < at_swap + 50) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  const bool served_after_swap = WaitForCount(ok, at_swap + 50);
   stop = true;
   load.join();
+  ASSERT_TRUE(served_after_swap)
+      << "50 inferences after the swap did not succeed within 30 s (" << ok
+      << " ok, " << failed << " failed)";
   EXPECT_EQ(failed, 0);
   EXPECT_GT(ok, 50);
   EXPECT_EQ(Served(), "fleetnet v2");
@@ -265,10 +320,11 @@ TEST_F(FleetUpdateTest,
   // The retained manifest comes back on every reconnect: not news.
   ASSERT_TRUE(broker_->Stop().ok());
   probe_->Clear();
-  ASSERT_TRUE(broker_->Start().ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
+  WaitUntilRetainedAreHandled(*d, 90);
   EXPECT_EQ(Served(), "fleetnet v2");
-  EXPECT_FALSE(WaitForState("rejected", 2, 1000)) << d->Log();
+  EXPECT_THAT(StatesSeen(2), ::testing::Not(::testing::Contains("rejected")))
+      << d->Log();
 }
 
 TEST_F(FleetUpdateTest, GroupAndDeviceManifestsCannotBeMixedBackwards) {
@@ -368,8 +424,7 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
     if (e.range.rfind("bytes=", 0) == 0 && e.range != "bytes=0-")
       resumed = true;
   }
-  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size()
-                           << " bytes:\n"
+  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size() << " bytes:\n"
                            << requests;
   EXPECT_TRUE(resumed) << "no request resumed past byte 0:\n" << requests;
 }
@@ -495,11 +550,12 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
   std::optional<ota::UpdateReport> active = WaitForState("active", 2);
   ASSERT_TRUE(active) << d->Log();
   const int at_swap = ok;
-  while (ok < at_swap + 50) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  const bool served_after_swap = WaitForCount(ok, at_swap + 50);
   stop = true;
   load.join();
+  ASSERT_TRUE(served_after_swap)
+      << "50 inferences after the swap did not succeed within 30 s (" << ok
+      << " ok, " << failed << " failed)";
   EXPECT_EQ(failed, 0);
   EXPECT_EQ(Served(), "fleetnet v2");
   // The fleet side sees the retained state, decoded.
