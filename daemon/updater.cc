@@ -139,7 +139,11 @@ class Updater::Impl {
   void StartProbationTimer();
   static int OnProbationEnd(sd_event_source*, uint64_t, void* self);
   uint64_t InstalledVersion();
-  Result<std::optional<ota::InstalledModel>> RollBack(const char* reason);
+  Result<std::optional<ota::InstalledModel>> RollBack(
+      const ota::InstalledModel& from, const char* reason);
+  // Why `release` must not be installed (it was rolled back here); empty
+  // when it may.
+  std::string RolledBackReason(const ota::Release& release);
 
   sd_event* loop_;
   UpdaterOptions options_;
@@ -245,7 +249,7 @@ Result<bool> Updater::Impl::Boot(
                     active->model_name.c_str(),
                     static_cast<unsigned long long>(active->model_version),
                     probation.unclean_starts);
-      TERND_ASSIGN_OR_RETURN(active, RollBack(reason));
+      TERND_ASSIGN_OR_RETURN(active, RollBack(*active, reason));
     }
   }
   for (int attempt = 0; attempt < 2 && active; ++attempt) {
@@ -270,23 +274,55 @@ Result<bool> Updater::Impl::Boot(
                   active->model_name.c_str(),
                   static_cast<unsigned long long>(active->model_version),
                   s.message());
-    TERND_ASSIGN_OR_RETURN(active, RollBack(reason));
+    TERND_ASSIGN_OR_RETURN(active, RollBack(*active, reason));
   }
   return false;
 }
 
-// Returns to the previous model (start-up only) and records why; the
-// previous model becomes the active one, with no rollback target itself.
+// Returns from `from` (the active model) to the previous model (start-up
+// only) and records why; the previous model becomes the active one, with no
+// rollback target itself, and `from` is never installed again. The record
+// (and so the report) is about `from`, whatever the last record was about.
 Result<std::optional<ota::InstalledModel>> Updater::Impl::RollBack(
-    const char* reason) {
+    const ota::InstalledModel& from, const char* reason) {
   TERND_LOG_ERROR("rolling back: %s", reason);
-  UpdateRecord r = record_;
+  UpdateRecord r;
   r.state = UpdateState::kRolledBack;
   r.reason = reason;
-  r.updated_at = 0;
+  r.model_name = from.model_name;
+  r.model_version = from.model_version;
+  r.envelope_sha256 = ota::Sha256(from.release_envelope);
+  if (Result<ota::Release> release = ReleaseOf(from.release_envelope);
+      release.ok()) {
+    r.rollout_id = release->rollout_id();
+  }
   TERND_RETURN_IF_ERROR(journal_->RollBack(r));
   record_ = r;
   return journal_->Active();
+}
+
+std::string Updater::Impl::RolledBackReason(const ota::Release& release) {
+  Result<std::vector<ota::RolledBackModel>> list = journal_->RolledBack();
+  if (!list.ok()) {
+    // Unknown: refuse rather than risk installing a model that crashed.
+    return std::string("rolled_back: cannot read the rolled-back list: ") +
+           list.status().message();
+  }
+  for (const ota::RolledBackModel& m : *list) {
+    if (m.model_name != release.model_name() ||
+        m.model_version != release.model_version()) {
+      continue;
+    }
+    char why[Status::kMaxMessage];
+    std::snprintf(why, sizeof(why),
+                  "rolled_back: model '%s' version %llu was rolled back on "
+                  "this device (%s); publish a newer version",
+                  m.model_name.c_str(),
+                  static_cast<unsigned long long>(m.model_version),
+                  m.reason.c_str());
+    return why;
+  }
+  return "";
 }
 
 uint64_t Updater::Impl::InstalledVersion() {
@@ -420,8 +456,9 @@ void Updater::Impl::OnFleetMessage(std::string_view topic,
 
 void Updater::Impl::OnFleetRelease(const std::string& envelope) {
   // Retained manifests come again on every connect: one already dealt
-  // with is not news (and must not overwrite the reported state).
-  if (envelope == record_.release_envelope) return;
+  // with (accepted, refused or rolled back) is not news and must not
+  // overwrite the reported state.
+  if (ota::Sha256(envelope) == record_.envelope_sha256) return;
   Result<std::optional<ota::InstalledModel>> active = journal_->Active();
   if (active.ok() && *active && (*active)->release_envelope == envelope) {
     return;
@@ -699,6 +736,7 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
                          options_.policy, SystemNow(), &reason);
   record_ = UpdateRecord();
   record_.release_envelope = envelope;
+  record_.envelope_sha256 = ota::Sha256(envelope);
   if (!release.ok()) {
     ota::SignedEnvelope env;
     ota::Release unverified;
@@ -715,6 +753,12 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   record_.model_name = release->model_name();
   record_.model_version = release->model_version();
   record_.rollout_id = release->rollout_id();
+  // Signed and newer than what serves, but it crashed here before: only a
+  // newer release moves the device (what trust learnt is not kept either).
+  if (std::string why = RolledBackReason(*release); !why.empty()) {
+    Fail(UpdateState::kRejected, why);
+    return false;
+  }
   // Persist what trust learnt (highest sequence, time floor) before acting.
   if (Status saved = store_->SaveTrust(next); !saved.ok()) {
     Fail(UpdateState::kFailed, saved.message());

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -102,6 +103,39 @@ class FleetUpdateTest : public ::testing::Test {
             "root_file = \"" +
             dir_.File("root.pb") +
             "\"\nretry_min_ms = 50\nretry_max_ms = 500\n");
+  }
+
+  void AppendToConfig(const std::string& text) {
+    WriteText(dir_.File("ternd.toml"),
+              ReadText(dir_.File("ternd.toml")) + text);
+  }
+
+  // Runs `sql` on the daemon's state database (read beside the running
+  // daemon: WAL) and returns the first column of the first row as text;
+  // "<no row>" or "<error: ...>" otherwise.
+  std::string StateDb(const std::string& sql) {
+    const std::string path = dir_.File("state.db");
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+        SQLITE_OK) {
+      const std::string e = "<error: " + path + ": " + sqlite3_errmsg(db) + ">";
+      sqlite3_close(db);
+      return e;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* q = nullptr;
+    std::string out;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr) != SQLITE_OK) {
+      out = "<error: " + path + ": " + sqlite3_errmsg(db) + ">";
+    } else if (sqlite3_step(q) == SQLITE_ROW) {
+      const unsigned char* t = sqlite3_column_text(q, 0);
+      out = t ? reinterpret_cast<const char*>(t) : "<null>";
+    } else {
+      out = "<no row>";
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return out;
   }
 
   static std::string StateTopic() {
@@ -570,6 +604,69 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
                               std::string(kDevice) + "\""));
   EXPECT_THAT(seen, HasSubstr("\"state\":\"active\""));
   EXPECT_THAT(seen, HasSubstr("\"active_version\":2"));
+}
+
+// A release that crashed in probation and was rolled back is never installed
+// again, whoever sends it: here the same release (name, version, artifact),
+// signed again for the device's group, and the retained original after a
+// restart. Only a newer release moves the device.
+TEST_F(FleetUpdateTest, RolledBackReleaseIsNotInstalledAgain) {
+  AppendToConfig("probation_s = 3600\nprobation_crashes = 2\n");
+  auto d = Start();
+  PublishRelease(DeviceTopic(), Publishable(2, 1, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+  const SignedRelease v3 = Publishable(3, 2, kDevice);
+  PublishRelease(DeviceTopic(), v3.envelope);
+  ASSERT_TRUE(WaitForState("active", 3)) << d->Log();
+  // Another device's manifest is refused meanwhile: the rollback must still
+  // report the version it rolled back, not this one.
+  PublishRelease(GroupTopic("lab"), Publishable(9, 3, "robot-2").envelope);
+  ASSERT_TRUE(WaitForState("rejected", 9)) << d->Log();
+  for (int crash = 1; crash <= 2; ++crash) {
+    d->Signal(SIGKILL);
+    ASSERT_EQ(d->WaitExit(), 128 + SIGKILL);
+    probe_->Clear();
+    d = Start();
+  }
+  std::optional<ota::UpdateReport> rolled = WaitForState("rolled_back", 3);
+  ASSERT_TRUE(rolled) << "no rolled_back report for version 3; states: "
+                      << ::testing::PrintToString(StatesSeen(9)) << "\n"
+                      << d->Log();
+  EXPECT_THAT(rolled->reason(), HasSubstr("stopped unexpectedly 2 times"));
+  EXPECT_EQ(rolled->model_name(), "fleetnet");
+  EXPECT_EQ(rolled->active_version(), 2u);
+  EXPECT_EQ(Served(), "fleetnet v2");
+
+  // The same release again on the group topic, with a newer sequence.
+  probe_->Clear();
+  SignedRelease again = Publishable(3, 4, "", "lab");
+  ASSERT_EQ(again.release.artifact_sha256(), v3.release.artifact_sha256());
+  PublishRelease(GroupTopic("lab"), again.envelope);
+  std::optional<ota::UpdateReport> refused = WaitForState("rejected", 3);
+  ASSERT_TRUE(refused) << "states for version 3: "
+                       << ::testing::PrintToString(StatesSeen(3)) << "\n"
+                       << d->Log();
+  EXPECT_THAT(refused->reason(),
+              HasSubstr("rolled_back: model 'fleetnet' version 3 was rolled "
+                        "back on this device"));
+  EXPECT_EQ(refused->active_version(), 2u);
+  EXPECT_EQ(Served(), "fleetnet v2");
+  // The list survives a restart, which delivers both retained manifests.
+  d->Signal(SIGTERM);
+  ASSERT_EQ(d->WaitExit(), 0) << d->Log();
+  d = Start();
+  EXPECT_EQ(StateDb("SELECT model_version FROM update_rolled_back WHERE "
+                    "model_name = 'fleetnet';"),
+            "3");
+  // A newer release does move the device; nothing installed 3 meanwhile.
+  PublishRelease(DeviceTopic(), Publishable(4, 5, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 4)) << d->Log();
+  EXPECT_EQ(Served(), "fleetnet v4");
+  for (const std::string& s : StatesSeen(3)) {
+    EXPECT_TRUE(s == "rejected" || s == "rolled_back")
+        << "version 3 was acted on again: " << s << "\n"
+        << d->Log();
+  }
 }
 
 }  // namespace
