@@ -408,6 +408,19 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
 void Updater::Impl::OnFleetMessage(std::string_view topic,
                                    std::string_view payload) {
   if (payload.empty()) return;  // a retained message was cleared
+  // Capped before anything is copied, parsed or stored.
+  const bool release = topic.ends_with("/update/release");
+  const uint64_t cap = release ? ota::MaxReleaseEnvelopeBytes(options_.policy)
+                               : ota::kMaxTrustMetadataBytes;
+  if (payload.size() > cap) {
+    TERND_LOG_WARNING(
+        "%.*s: %zu bytes, more than the %llu bytes allowed for %s; refused "
+        "unread",
+        static_cast<int>(topic.size()), topic.data(), payload.size(),
+        static_cast<unsigned long long>(cap),
+        release ? "a release manifest" : "trust metadata");
+    return;
+  }
   const std::string bytes(payload);
   if (topic == prefix_ + "/trust/root") {
     ota::SignedEnvelope env;
@@ -734,8 +747,8 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   Result<ota::Release> release =
       ota::AcceptRelease(next, envelope, options_.device, InstalledVersion(),
                          options_.policy, SystemNow(), &reason);
+  // A refusal keeps the release's identity, never its bytes.
   record_ = UpdateRecord();
-  record_.release_envelope = envelope;
   record_.envelope_sha256 = ota::Sha256(envelope);
   if (!release.ok()) {
     ota::SignedEnvelope env;
@@ -759,6 +772,7 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
     Fail(UpdateState::kRejected, why);
     return false;
   }
+  record_.release_envelope = envelope;
   // Persist what trust learnt (highest sequence, time floor) before acting.
   if (Status saved = store_->SaveTrust(next); !saved.ok()) {
     Fail(UpdateState::kFailed, saved.message());

@@ -117,8 +117,9 @@ Result<std::unique_ptr<UpdateJournal>> UpdateJournal::Open(
   return j;
 }
 
-// A state database from before envelope_sha256: add the column and fill it
-// in from the stored release.
+// A state database from before envelope_sha256: add the column, fill it in
+// from the stored release, and drop the bytes of a refused release (they
+// were stored whole then, whatever their size).
 Status UpdateJournal::Migrate() {
   SqliteStmt has(db_,
                  "SELECT COUNT(*) FROM pragma_table_info('update_record') "
@@ -140,9 +141,11 @@ Status UpdateJournal::Migrate() {
     release = q.ColumnBlob(0);
   }
   SqliteStmt u(db_,
-               "UPDATE update_record SET envelope_sha256 = ? WHERE id = 1;");
+               "UPDATE update_record SET envelope_sha256 = ?, release = CASE "
+               "WHEN state = ? THEN x'' ELSE release END WHERE id = 1;");
   if (!u.ok()) return Error("cannot update the update state");
   u.Blob(1, Sha256(release));
+  u.Int(2, static_cast<int>(UpdateState::kRejected));
   if (u.Step() != SQLITE_DONE) return Error("cannot update the update state");
   return Status::Ok();
 }

@@ -10,10 +10,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <functional>
+#include <random>
 #include <thread>
 
 #include "daemon/client/client.h"
+#include "ota/signing.h"
 #include "ota/update_state.pb.h"
 #include "telemetry/batch.h"
 #include "telemetry/telemetry.pb.h"
@@ -62,6 +66,26 @@ bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;
+}
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  return s;
+}
+
+// The peak resident set of process `pid` in KiB (VmHWM), or -1.
+long PeakRssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
 }
 
 class FleetUpdateTest : public ::testing::Test {
@@ -252,6 +276,13 @@ class FleetUpdateTest : public ::testing::Test {
           return false;
         },
         timeout_ms);
+  }
+
+  // Waits for the daemon's log to contain `needle`.
+  bool WaitForLog(const DaemonProcess& d, const std::string& needle,
+                  int timeout_ms = 30000) {
+    return WaitUntil([&] { return d.Log().find(needle) != std::string::npos; },
+                     timeout_ms);
   }
 
   // Waits for `n` more successful inferences counted by another thread.
@@ -667,6 +698,52 @@ TEST_F(FleetUpdateTest, RolledBackReleaseIsNotInstalledAgain) {
         << "version 3 was acted on again: " << s << "\n"
         << d->Log();
   }
+}
+
+// Metadata messages are capped: the broker does not even deliver one over
+// the maximum packet size the daemon announces, and the updater refuses a
+// release over its cap before parsing it. Neither reaches the state
+// database, the daemon's memory stays small, and the next release installs.
+TEST_F(FleetUpdateTest, OversizedMetadataIsRefusedAndNotStored) {
+  auto d = Start();
+  // 64 MiB of noise: over the announced maximum packet size.
+  PublishRelease(DeviceTopic(), RandomBytes(size_t{64} << 20, 1));
+  // 3 MiB: within the packet size, over the release manifest cap.
+  const std::string topic = GroupTopic("lab");
+  PublishRelease(topic, RandomBytes(size_t{3} << 20, 2));
+  EXPECT_TRUE(WaitForLog(*d, topic + ": 3145728 bytes"))
+      << "no refusal naming the topic and the size in the log:\n"
+      << d->Log();
+  EXPECT_THAT(d->Log(), HasSubstr("bytes allowed"));
+  const std::string stored =
+      StateDb("SELECT length(release) FROM update_record;");
+  EXPECT_TRUE(stored == "<no row>" || std::stoll(stored) < 65536)
+      << "update_record.release holds " << stored << " bytes";
+  // The daemon never held the 64 MiB message (it started at about 32 MiB).
+  const long peak = PeakRssKiB(d->pid());
+  EXPECT_GT(peak, 0);
+  EXPECT_LT(peak, 96 * 1024) << "peak RSS " << peak << " KiB";
+  // A wrongly signed small release is refused and only its identity kept.
+  TestFleet other;
+  other.RootEnvelope(1);
+  SignedRelease forged =
+      other.Release(ModelBytes(5), "fleetnet", 5, 1, kDevice);
+  PublishRelease(DeviceTopic(), forged.envelope);
+  std::optional<ota::UpdateReport> rejected = WaitForState("rejected", 5);
+  ASSERT_TRUE(rejected) << d->Log();
+  EXPECT_THAT(rejected->reason(), HasSubstr("bad_signature"));
+  EXPECT_EQ(StateDb("SELECT length(release) FROM update_record;"), "0");
+  EXPECT_EQ(StateDb("SELECT lower(hex(envelope_sha256)) FROM update_record;"),
+            ota::Hex(ota::Sha256(forged.envelope)));
+  EXPECT_EQ(StateDb("SELECT model_version || ' ' || reason FROM "
+                    "update_record;")
+                .substr(0, 16),
+            "5 bad_signature:");
+  // The daemon serves on and takes the next release.
+  EXPECT_EQ(Served(), "fleetnet v1");
+  PublishRelease(DeviceTopic(), Publishable(2, 2, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+  EXPECT_EQ(Served(), "fleetnet v2");
 }
 
 }  // namespace

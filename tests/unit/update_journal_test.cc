@@ -181,6 +181,44 @@ TEST(UpdateJournalTest, OlderDatabaseIsUpgradedInPlace) {
   EXPECT_EQ((*j)->LoadUpdate()->envelope_sha256, std::string(32, 'h'));
 }
 
+// A refused release was stored whole before: the upgrade keeps its hash
+// and drops its bytes.
+TEST(UpdateJournalTest, UpgradeDropsTheBytesOfARefusedRelease) {
+  const std::string path = TempPath("upgrade-refused");
+  const std::string junk(100000, 'j');
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const char* old_schema =
+        "CREATE TABLE update_record (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "state INTEGER NOT NULL, reason TEXT NOT NULL, release BLOB NOT NULL, "
+        "model_name TEXT NOT NULL, model_version INTEGER NOT NULL, rollout_id "
+        "TEXT NOT NULL, bytes_done INTEGER NOT NULL, bytes_total INTEGER NOT "
+        "NULL, updated_at INTEGER NOT NULL);";
+    char* error = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, old_schema, nullptr, nullptr, &error), SQLITE_OK)
+        << error;
+    sqlite3_stmt* q = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "INSERT INTO update_record VALUES (1, 2, "
+                                 "'malformed: ...', ?, '', 0, '', 0, 0, 1);",
+                                 -1, &q, nullptr),
+              SQLITE_OK);
+    sqlite3_bind_blob(q, 1, junk.data(), static_cast<int>(junk.size()),
+                      SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  Result<UpdateRecord> r = (*j)->LoadUpdate();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->state, UpdateState::kRejected);
+  EXPECT_TRUE(r->release_envelope.empty());
+  EXPECT_EQ(r->envelope_sha256, Sha256(junk));
+}
+
 TEST(UpdateJournalTest, BeginRunDetectsAnUncleanEnd) {
   const std::string path = TempPath("runs");
   {
