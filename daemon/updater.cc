@@ -117,6 +117,11 @@ class Updater::Impl {
   bool AcceptAndRecord(const std::string& envelope);
   void OnFleetMessage(std::string_view topic, std::string_view payload);
   void OnFleetRelease(const std::string& envelope);
+  // A root on <prefix>/trust/root: rotated to, or refused and reported.
+  void OnFleetRoot(std::string_view topic, const std::string& bytes);
+  // Records and reports a refused root (`sha256`: of its envelope) as the
+  // current state, unless it was reported already.
+  void ReportRootRefusal(const std::string& sha256, const std::string& reason);
   void StartFetch();
   // Queues a report of `st` (or of the status read now) and publishes the
   // next queued one when no report is unacknowledged. Every state change is
@@ -163,6 +168,11 @@ class Updater::Impl {
   std::unique_ptr<ota::ArtifactFetcher> fetcher_;
   int64_t progress_saved_ns_ = 0;
   std::string pending_release_;  // arrived while another update ran
+  // A root refused while an update ran: reported once it has finished.
+  std::string pending_root_sha256_, pending_root_refusal_;
+  // The last root refusal reported in this run (a retained root comes
+  // again on every connect).
+  std::string reported_root_sha256_;
   sd_event_source* pending_source_ = nullptr;
   std::deque<ota::UpdateReport> reports_;  // waiting for the in-flight one
   int report_mid_ = -1;
@@ -423,28 +433,7 @@ void Updater::Impl::OnFleetMessage(std::string_view topic,
   }
   const std::string bytes(payload);
   if (topic == prefix_ + "/trust/root") {
-    ota::SignedEnvelope env;
-    ota::Root root;
-    if (!env.ParseFromString(bytes) || !root.ParseFromString(env.payload())) {
-      TERND_LOG_WARNING("%.*s: not a signed root; ignored",
-                        static_cast<int>(topic.size()), topic.data());
-      return;
-    }
-    if (root.version() <= trust_.root.version()) return;  // already have it
-    ota::TrustState next = trust_;
-    Status s = ota::RotateRoot(next, bytes, options_.policy, SystemNow());
-    if (s.ok()) s = store_->SaveTrust(next);
-    if (!s.ok()) {
-      TERND_LOG_ERROR("%.*s: root version %llu refused: %s",
-                      static_cast<int>(topic.size()), topic.data(),
-                      static_cast<unsigned long long>(root.version()),
-                      s.message());
-      return;
-    }
-    trust_ = std::move(next);
-    TERND_LOG_NOTICE("root of trust rotated to version %llu",
-                     static_cast<unsigned long long>(trust_.root.version()));
-    PublishReport();
+    OnFleetRoot(topic, bytes);
     return;
   }
   if (topic == prefix_ + "/trust/timestamp") {
@@ -465,6 +454,62 @@ void Updater::Impl::OnFleetMessage(std::string_view topic,
   if (topic.ends_with("/update/release")) {
     OnFleetRelease(bytes);
   }
+}
+
+void Updater::Impl::OnFleetRoot(std::string_view topic,
+                                const std::string& bytes) {
+  const std::string sha256 = ota::Sha256(bytes);
+  ota::SignedEnvelope env;
+  ota::Root root;
+  std::string refusal;
+  if (!env.ParseFromString(bytes) || !root.ParseFromString(env.payload())) {
+    refusal = "root: refused: the message on " + std::string(topic) +
+              " is not a signed root";
+  } else if (root.version() <= trust_.root.version()) {
+    return;  // already have it
+  } else {
+    ota::TrustState next = trust_;
+    Status s = ota::RotateRoot(next, bytes, options_.policy, SystemNow());
+    if (s.ok()) {
+      if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+        TERND_LOG_ERROR("%.*s: cannot persist root version %llu: %s",
+                        static_cast<int>(topic.size()), topic.data(),
+                        static_cast<unsigned long long>(root.version()),
+                        saved.message());
+        return;
+      }
+      trust_ = std::move(next);
+      TERND_LOG_NOTICE("root of trust rotated to version %llu",
+                       static_cast<unsigned long long>(trust_.root.version()));
+      PublishReport();
+      return;
+    }
+    refusal = "root: version " + std::to_string(root.version()) +
+              " refused: " + s.message();
+  }
+  // Refused: checked again on every delivery (a root it needs first may
+  // have arrived since), reported once.
+  if (sha256 == reported_root_sha256_ || sha256 == record_.envelope_sha256 ||
+      sha256 == pending_root_sha256_) {
+    return;
+  }
+  TERND_LOG_ERROR("%.*s: %s", static_cast<int>(topic.size()), topic.data(),
+                  refusal.c_str());
+  if (InProgress(record_.state) || done_) {
+    // The update in progress is not disturbed: reported when it finishes.
+    pending_root_sha256_ = sha256;
+    pending_root_refusal_ = std::move(refusal);
+    return;
+  }
+  ReportRootRefusal(sha256, refusal);
+}
+
+void Updater::Impl::ReportRootRefusal(const std::string& sha256,
+                                      const std::string& reason) {
+  reported_root_sha256_ = sha256;
+  record_ = UpdateRecord();
+  record_.envelope_sha256 = sha256;
+  Set(UpdateState::kRejected, reason);
 }
 
 void Updater::Impl::OnFleetRelease(const std::string& envelope) {
@@ -652,7 +697,8 @@ void Updater::Impl::Evict() {
 
 void Updater::Impl::Finish() {
   Evict();
-  if (!pending_release_.empty() && !pending_source_) {
+  if ((!pending_release_.empty() || !pending_root_refusal_.empty()) &&
+      !pending_source_) {
     // Not from inside this call chain: the next loop iteration.
     if (sd_event_add_defer(loop_, &pending_source_, &Impl::OnPendingRelease,
                            this) >= 0) {
@@ -669,6 +715,13 @@ int Updater::Impl::OnPendingRelease(sd_event_source* s, void* self) {
   Impl* impl = static_cast<Impl*>(self);
   sd_event_source_unref(s);
   impl->pending_source_ = nullptr;
+  if (!impl->pending_root_refusal_.empty()) {
+    const std::string sha256 = std::move(impl->pending_root_sha256_);
+    const std::string reason = std::move(impl->pending_root_refusal_);
+    impl->pending_root_sha256_.clear();
+    impl->pending_root_refusal_.clear();
+    impl->ReportRootRefusal(sha256, reason);
+  }
   std::string envelope = std::move(impl->pending_release_);
   impl->pending_release_.clear();
   if (!envelope.empty()) impl->OnFleetRelease(envelope);
@@ -708,8 +761,8 @@ Status Updater::Impl::InstallBundle(
         ota::RotateRoot(next, bundle.root_envelopes[i], options_.policy, now);
     if (!s.ok()) {
       Fail(UpdateState::kRejected,
-           std::string("bad_signature: root version ") +
-               std::to_string(bundle.roots[i].version()) + ": " + s.message());
+           "root: version " + std::to_string(bundle.roots[i].version()) +
+               " refused: " + s.message());
       return Status::Ok();
     }
     s = store_->SaveTrust(next);

@@ -746,5 +746,110 @@ TEST_F(FleetUpdateTest, OversizedMetadataIsRefusedAndNotStored) {
   EXPECT_EQ(Served(), "fleetnet v2");
 }
 
+// A root the device refuses is reported like a refused release: on the
+// retained state topic and in `ternctl status`.
+TEST_F(FleetUpdateTest, RefusedRootIsReported) {
+  auto d = Start();
+  // Root 2 signed only by keys root 1 does not know.
+  TestFleet stranger;
+  const std::string bad_root = stranger.RootEnvelope(2);
+  ASSERT_TRUE(
+      probe_->Publish(std::string(kPrefix) + "/trust/root", bad_root, 1, true)
+          .ok());
+  auto root_refusal = [&](const ota::UpdateReport& r) {
+    return r.state() == "rejected" &&
+           r.reason().find("root: version 2 refused: ") != std::string::npos;
+  };
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          ota::UpdateReport r;
+          if (m.topic == StateTopic() && r.ParseFromString(m.payload) &&
+              root_refusal(r)) {
+            return true;
+          }
+        }
+        return false;
+      },
+      30000))
+      << d->Log();
+  // Retained: a dashboard connecting now sees it.
+  MqttProbeOptions po;
+  po.port = broker_->port();
+  po.ca_file = dir_.File("ca.pem");
+  Result<std::unique_ptr<MqttProbe>> late = MqttProbe::Connect(po);
+  ASSERT_TRUE(late.ok()) << late.status().message();
+  ASSERT_TRUE((*late)->Subscribe(StateTopic()).ok());
+  std::optional<mqtt_testing::ReceivedMessage> retained =
+      (*late)->WaitForMessage(StateTopic());
+  ASSERT_TRUE(retained);
+  ota::UpdateReport r;
+  ASSERT_TRUE(r.ParseFromString(retained->payload));
+  EXPECT_TRUE(root_refusal(r)) << r.ShortDebugString();
+  EXPECT_EQ(r.root_version(), 1u);
+  // ternctl status shows it.
+  const std::string cmd = std::string(TERNCTL_PATH) + " status -s " +
+                          dir_.File("t.sock") + " > " + dir_.File("st.out") +
+                          " 2>&1";
+  std::system(cmd.c_str());  // exit status 1: the state is a refusal
+  const std::string status = ReadText(dir_.File("st.out"));
+  EXPECT_THAT(status, HasSubstr("rejected (2)"));
+  EXPECT_THAT(status, HasSubstr("root: version 2 refused: "));
+  EXPECT_EQ(Served(), "fleetnet v1");
+  // The refused root changed nothing: a release signed under root 1 installs.
+  PublishRelease(DeviceTopic(), Publishable(2, 1, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+}
+
+// A root refused while an update downloads does not disturb it: the
+// update finishes, then the refusal is reported.
+TEST_F(FleetUpdateTest, RootRefusedDuringAnUpdateIsReportedAfterIt) {
+  auto d = Start();
+  TestModelSpec big = SlowModel();
+  big.name = "fleetnet";
+  big.version = 2;
+  Result<std::vector<uint8_t>> bytes = BuildTestModel(big);
+  ASSERT_TRUE(bytes.ok());
+  SignedRelease r = fleet_.Release(std::string(bytes->begin(), bytes->end()),
+                                   "fleetnet", 2, 1, kDevice, "", 16384);
+  ASSERT_TRUE(nginx_->PutFile("files", "big.tern.zst", r.artifact).ok());
+  r.release.clear_urls();
+  r.release.add_urls(nginx_->Url("slow/big.tern.zst"));
+  r.envelope = fleet_.Sign(r.release);
+  PublishRelease(DeviceTopic(), r.envelope);
+  ASSERT_TRUE(WaitForState("downloading", 2)) << d->Log();
+  TestFleet stranger;
+  ASSERT_TRUE(probe_
+                  ->Publish(std::string(kPrefix) + "/trust/root",
+                            stranger.RootEnvelope(2), 1, true)
+                  .ok());
+  ASSERT_TRUE(WaitForState("active", 2, 120000)) << d->Log();
+  // Then the refusal, after the update's states.
+  std::vector<std::string> seen;
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        seen.clear();
+        for (const auto& m : all) {
+          ota::UpdateReport rep;
+          if (m.topic != StateTopic() || !rep.ParseFromString(m.payload)) {
+            continue;
+          }
+          const bool root = rep.reason().find("root: version 2 refused: ") !=
+                            std::string::npos;
+          if (!root && rep.model_version() != 2) continue;  // "idle" first
+          const std::string what = root ? "root refused" : rep.state();
+          if (seen.empty() || seen.back() != what) seen.push_back(what);
+        }
+        return !seen.empty() && seen.back() == "root refused";
+      },
+      30000))
+      << ::testing::PrintToString(seen) << "\n"
+      << d->Log();
+  EXPECT_THAT(seen, ::testing::ElementsAre("received", "downloading",
+                                           "verifying", "staged", "activating",
+                                           "active", "root refused"));
+  EXPECT_EQ(Served(), "fleetnet v2");
+}
+
 }  // namespace
 }  // namespace ternd::daemon_testing
