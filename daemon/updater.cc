@@ -176,7 +176,9 @@ class Updater::Impl {
   sd_event_source* pending_source_ = nullptr;
   std::deque<ota::UpdateReport> reports_;  // waiting for the in-flight one
   int report_mid_ = -1;
+#if TERND_FAULT_INJECTION
   const char* kill_at_ = std::getenv("TERND_FAULT_KILL_AT_UPDATE_STATE");
+#endif
 };
 
 Status Updater::Impl::Init() {
@@ -639,9 +641,11 @@ void Updater::Impl::Changed() {
   PublishReport(&st);
 }
 
-// Fault seam for the tests (docs/ota.md, "Testing"): a real SIGKILL at the
-// moment the named state has been recorded, which a test cannot otherwise
-// hit reliably from outside.
+#if TERND_FAULT_INJECTION
+// Fault seam for the tests (docs/ota.md, "Testing seam"): a real SIGKILL at
+// the moment the named state has been recorded, which a test cannot
+// otherwise hit reliably from outside. Test builds only (CMake option
+// TERND_FAULT_INJECTION, off for Release builds).
 void Updater::Impl::MaybeDie(UpdateState state) {
   if (kill_at_ && std::strcmp(kill_at_, ota::UpdateStateName(state)) == 0) {
     TERND_LOG_WARNING("TERND_FAULT_KILL_AT_UPDATE_STATE=%s: killing myself",
@@ -649,6 +653,9 @@ void Updater::Impl::MaybeDie(UpdateState state) {
     ::raise(SIGKILL);
   }
 }
+#else
+void Updater::Impl::MaybeDie(UpdateState) {}
+#endif
 
 void Updater::Impl::Fail(UpdateState state, const std::string& reason) {
   TERND_LOG_ERROR("update to '%s' version %llu %s: %s",

@@ -344,6 +344,7 @@ TEST_F(UpdateTest, FastForwardedSequenceIsRecoveredByRootRotation) {
   EXPECT_EQ(Served(), "upnet v3");
 }
 
+#if TERND_FAULT_INJECTION
 // SIGKILL at each recorded state: the daemon comes back serving a verified
 // model, and the update is finished or reported failed, never half-done.
 class KillDuringUpdateTest : public UpdateTest,
@@ -401,6 +402,17 @@ INSTANTIATE_TEST_SUITE_P(EveryState, KillDuringUpdateTest,
                          ::testing::Values("received", "downloading",
                                            "verifying", "staged", "activating",
                                            "active"));
+#else
+// A build without the fault seams (Release: the packages) ignores the
+// variable the kill tests above use.
+TEST_F(UpdateTest, KillAtStateSeamIsNotInThisBuild) {
+  auto d = Start({"TERND_FAULT_KILL_AT_UPDATE_STATE=received"});
+  InstallVersion(2, 1);
+  EXPECT_TRUE(d->running()) << d->Log();
+  EXPECT_EQ(Served(), "upnet v2");
+  EXPECT_THAT(d->Log(), ::testing::Not(HasSubstr("killing myself")));
+}
+#endif  // TERND_FAULT_INJECTION
 
 TEST_F(UpdateTest, CrashesDuringProbationRollBackOnce) {
   WriteConfig("probation_s = 3600\nprobation_crashes = 2\n");
