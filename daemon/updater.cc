@@ -117,6 +117,11 @@ class Updater::Impl {
   bool AcceptAndRecord(const std::string& envelope);
   void OnFleetMessage(std::string_view topic, std::string_view payload);
   void OnFleetRelease(const std::string& envelope);
+  // A root on <prefix>/trust/root: rotated to, or refused and reported.
+  void OnFleetRoot(std::string_view topic, const std::string& bytes);
+  // Records and reports a refused root (`sha256`: of its envelope) as the
+  // current state, unless it was reported already.
+  void ReportRootRefusal(const std::string& sha256, const std::string& reason);
   void StartFetch();
   // Queues a report of `st` (or of the status read now) and publishes the
   // next queued one when no report is unacknowledged. Every state change is
@@ -139,7 +144,11 @@ class Updater::Impl {
   void StartProbationTimer();
   static int OnProbationEnd(sd_event_source*, uint64_t, void* self);
   uint64_t InstalledVersion();
-  Result<std::optional<ota::InstalledModel>> RollBack(const char* reason);
+  Result<std::optional<ota::InstalledModel>> RollBack(
+      const ota::InstalledModel& from, const char* reason);
+  // Why `release` must not be installed (it was rolled back here); empty
+  // when it may.
+  std::string RolledBackReason(const ota::Release& release);
 
   sd_event* loop_;
   UpdaterOptions options_;
@@ -159,10 +168,17 @@ class Updater::Impl {
   std::unique_ptr<ota::ArtifactFetcher> fetcher_;
   int64_t progress_saved_ns_ = 0;
   std::string pending_release_;  // arrived while another update ran
+  // A root refused while an update ran: reported once it has finished.
+  std::string pending_root_sha256_, pending_root_refusal_;
+  // The last root refusal reported in this run (a retained root comes
+  // again on every connect).
+  std::string reported_root_sha256_;
   sd_event_source* pending_source_ = nullptr;
   std::deque<ota::UpdateReport> reports_;  // waiting for the in-flight one
   int report_mid_ = -1;
+#if TERND_FAULT_INJECTION
   const char* kill_at_ = std::getenv("TERND_FAULT_KILL_AT_UPDATE_STATE");
+#endif
 };
 
 Status Updater::Impl::Init() {
@@ -245,7 +261,7 @@ Result<bool> Updater::Impl::Boot(
                     active->model_name.c_str(),
                     static_cast<unsigned long long>(active->model_version),
                     probation.unclean_starts);
-      TERND_ASSIGN_OR_RETURN(active, RollBack(reason));
+      TERND_ASSIGN_OR_RETURN(active, RollBack(*active, reason));
     }
   }
   for (int attempt = 0; attempt < 2 && active; ++attempt) {
@@ -270,23 +286,55 @@ Result<bool> Updater::Impl::Boot(
                   active->model_name.c_str(),
                   static_cast<unsigned long long>(active->model_version),
                   s.message());
-    TERND_ASSIGN_OR_RETURN(active, RollBack(reason));
+    TERND_ASSIGN_OR_RETURN(active, RollBack(*active, reason));
   }
   return false;
 }
 
-// Returns to the previous model (start-up only) and records why; the
-// previous model becomes the active one, with no rollback target itself.
+// Returns from `from` (the active model) to the previous model (start-up
+// only) and records why; the previous model becomes the active one, with no
+// rollback target itself, and `from` is never installed again. The record
+// (and so the report) is about `from`, whatever the last record was about.
 Result<std::optional<ota::InstalledModel>> Updater::Impl::RollBack(
-    const char* reason) {
+    const ota::InstalledModel& from, const char* reason) {
   TERND_LOG_ERROR("rolling back: %s", reason);
-  UpdateRecord r = record_;
+  UpdateRecord r;
   r.state = UpdateState::kRolledBack;
   r.reason = reason;
-  r.updated_at = 0;
+  r.model_name = from.model_name;
+  r.model_version = from.model_version;
+  r.envelope_sha256 = ota::Sha256(from.release_envelope);
+  if (Result<ota::Release> release = ReleaseOf(from.release_envelope);
+      release.ok()) {
+    r.rollout_id = release->rollout_id();
+  }
   TERND_RETURN_IF_ERROR(journal_->RollBack(r));
   record_ = r;
   return journal_->Active();
+}
+
+std::string Updater::Impl::RolledBackReason(const ota::Release& release) {
+  Result<std::vector<ota::RolledBackModel>> list = journal_->RolledBack();
+  if (!list.ok()) {
+    // Unknown: refuse rather than risk installing a model that crashed.
+    return std::string("rolled_back: cannot read the rolled-back list: ") +
+           list.status().message();
+  }
+  for (const ota::RolledBackModel& m : *list) {
+    if (m.model_name != release.model_name() ||
+        m.model_version != release.model_version()) {
+      continue;
+    }
+    char why[Status::kMaxMessage];
+    std::snprintf(why, sizeof(why),
+                  "rolled_back: model '%s' version %llu was rolled back on "
+                  "this device (%s); publish a newer version",
+                  m.model_name.c_str(),
+                  static_cast<unsigned long long>(m.model_version),
+                  m.reason.c_str());
+    return why;
+  }
+  return "";
 }
 
 uint64_t Updater::Impl::InstalledVersion() {
@@ -372,30 +420,22 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
 void Updater::Impl::OnFleetMessage(std::string_view topic,
                                    std::string_view payload) {
   if (payload.empty()) return;  // a retained message was cleared
+  // Capped before anything is copied, parsed or stored.
+  const bool release = topic.ends_with("/update/release");
+  const uint64_t cap = release ? ota::MaxReleaseEnvelopeBytes(options_.policy)
+                               : ota::kMaxTrustMetadataBytes;
+  if (payload.size() > cap) {
+    TERND_LOG_WARNING(
+        "%.*s: %zu bytes, more than the %llu bytes allowed for %s; refused "
+        "unread",
+        static_cast<int>(topic.size()), topic.data(), payload.size(),
+        static_cast<unsigned long long>(cap),
+        release ? "a release manifest" : "trust metadata");
+    return;
+  }
   const std::string bytes(payload);
   if (topic == prefix_ + "/trust/root") {
-    ota::SignedEnvelope env;
-    ota::Root root;
-    if (!env.ParseFromString(bytes) || !root.ParseFromString(env.payload())) {
-      TERND_LOG_WARNING("%.*s: not a signed root; ignored",
-                        static_cast<int>(topic.size()), topic.data());
-      return;
-    }
-    if (root.version() <= trust_.root.version()) return;  // already have it
-    ota::TrustState next = trust_;
-    Status s = ota::RotateRoot(next, bytes, options_.policy, SystemNow());
-    if (s.ok()) s = store_->SaveTrust(next);
-    if (!s.ok()) {
-      TERND_LOG_ERROR("%.*s: root version %llu refused: %s",
-                      static_cast<int>(topic.size()), topic.data(),
-                      static_cast<unsigned long long>(root.version()),
-                      s.message());
-      return;
-    }
-    trust_ = std::move(next);
-    TERND_LOG_NOTICE("root of trust rotated to version %llu",
-                     static_cast<unsigned long long>(trust_.root.version()));
-    PublishReport();
+    OnFleetRoot(topic, bytes);
     return;
   }
   if (topic == prefix_ + "/trust/timestamp") {
@@ -418,10 +458,67 @@ void Updater::Impl::OnFleetMessage(std::string_view topic,
   }
 }
 
+void Updater::Impl::OnFleetRoot(std::string_view topic,
+                                const std::string& bytes) {
+  const std::string sha256 = ota::Sha256(bytes);
+  ota::SignedEnvelope env;
+  ota::Root root;
+  std::string refusal;
+  if (!env.ParseFromString(bytes) || !root.ParseFromString(env.payload())) {
+    refusal = "root: refused: the message on " + std::string(topic) +
+              " is not a signed root";
+  } else if (root.version() <= trust_.root.version()) {
+    return;  // already have it
+  } else {
+    ota::TrustState next = trust_;
+    Status s = ota::RotateRoot(next, bytes, options_.policy, SystemNow());
+    if (s.ok()) {
+      if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+        TERND_LOG_ERROR("%.*s: cannot persist root version %llu: %s",
+                        static_cast<int>(topic.size()), topic.data(),
+                        static_cast<unsigned long long>(root.version()),
+                        saved.message());
+        return;
+      }
+      trust_ = std::move(next);
+      TERND_LOG_NOTICE("root of trust rotated to version %llu",
+                       static_cast<unsigned long long>(trust_.root.version()));
+      PublishReport();
+      return;
+    }
+    refusal = "root: version " + std::to_string(root.version()) +
+              " refused: " + s.message();
+  }
+  // Refused: checked again on every delivery (a root it needs first may
+  // have arrived since), reported once.
+  if (sha256 == reported_root_sha256_ || sha256 == record_.envelope_sha256 ||
+      sha256 == pending_root_sha256_) {
+    return;
+  }
+  TERND_LOG_ERROR("%.*s: %s", static_cast<int>(topic.size()), topic.data(),
+                  refusal.c_str());
+  if (InProgress(record_.state) || done_) {
+    // The update in progress is not disturbed: reported when it finishes.
+    pending_root_sha256_ = sha256;
+    pending_root_refusal_ = std::move(refusal);
+    return;
+  }
+  ReportRootRefusal(sha256, refusal);
+}
+
+void Updater::Impl::ReportRootRefusal(const std::string& sha256,
+                                      const std::string& reason) {
+  reported_root_sha256_ = sha256;
+  record_ = UpdateRecord();
+  record_.envelope_sha256 = sha256;
+  Set(UpdateState::kRejected, reason);
+}
+
 void Updater::Impl::OnFleetRelease(const std::string& envelope) {
   // Retained manifests come again on every connect: one already dealt
-  // with is not news (and must not overwrite the reported state).
-  if (envelope == record_.release_envelope) return;
+  // with (accepted, refused or rolled back) is not news and must not
+  // overwrite the reported state.
+  if (ota::Sha256(envelope) == record_.envelope_sha256) return;
   Result<std::optional<ota::InstalledModel>> active = journal_->Active();
   if (active.ok() && *active && (*active)->release_envelope == envelope) {
     return;
@@ -544,9 +641,11 @@ void Updater::Impl::Changed() {
   PublishReport(&st);
 }
 
-// Fault seam for the tests (docs/ota.md, "Testing"): a real SIGKILL at the
-// moment the named state has been recorded, which a test cannot otherwise
-// hit reliably from outside.
+#if TERND_FAULT_INJECTION
+// Fault seam for the tests (docs/ota.md, "Testing seam"): a real SIGKILL at
+// the moment the named state has been recorded, which a test cannot
+// otherwise hit reliably from outside. Test builds only (CMake option
+// TERND_FAULT_INJECTION, off for Release builds).
 void Updater::Impl::MaybeDie(UpdateState state) {
   if (kill_at_ && std::strcmp(kill_at_, ota::UpdateStateName(state)) == 0) {
     TERND_LOG_WARNING("TERND_FAULT_KILL_AT_UPDATE_STATE=%s: killing myself",
@@ -554,6 +653,9 @@ void Updater::Impl::MaybeDie(UpdateState state) {
     ::raise(SIGKILL);
   }
 }
+#else
+void Updater::Impl::MaybeDie(UpdateState) {}
+#endif
 
 void Updater::Impl::Fail(UpdateState state, const std::string& reason) {
   TERND_LOG_ERROR("update to '%s' version %llu %s: %s",
@@ -602,7 +704,8 @@ void Updater::Impl::Evict() {
 
 void Updater::Impl::Finish() {
   Evict();
-  if (!pending_release_.empty() && !pending_source_) {
+  if ((!pending_release_.empty() || !pending_root_refusal_.empty()) &&
+      !pending_source_) {
     // Not from inside this call chain: the next loop iteration.
     if (sd_event_add_defer(loop_, &pending_source_, &Impl::OnPendingRelease,
                            this) >= 0) {
@@ -619,6 +722,13 @@ int Updater::Impl::OnPendingRelease(sd_event_source* s, void* self) {
   Impl* impl = static_cast<Impl*>(self);
   sd_event_source_unref(s);
   impl->pending_source_ = nullptr;
+  if (!impl->pending_root_refusal_.empty()) {
+    const std::string sha256 = std::move(impl->pending_root_sha256_);
+    const std::string reason = std::move(impl->pending_root_refusal_);
+    impl->pending_root_sha256_.clear();
+    impl->pending_root_refusal_.clear();
+    impl->ReportRootRefusal(sha256, reason);
+  }
   std::string envelope = std::move(impl->pending_release_);
   impl->pending_release_.clear();
   if (!envelope.empty()) impl->OnFleetRelease(envelope);
@@ -658,8 +768,8 @@ Status Updater::Impl::InstallBundle(
         ota::RotateRoot(next, bundle.root_envelopes[i], options_.policy, now);
     if (!s.ok()) {
       Fail(UpdateState::kRejected,
-           std::string("bad_signature: root version ") +
-               std::to_string(bundle.roots[i].version()) + ": " + s.message());
+           "root: version " + std::to_string(bundle.roots[i].version()) +
+               " refused: " + s.message());
       return Status::Ok();
     }
     s = store_->SaveTrust(next);
@@ -697,8 +807,9 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   Result<ota::Release> release =
       ota::AcceptRelease(next, envelope, options_.device, InstalledVersion(),
                          options_.policy, SystemNow(), &reason);
+  // A refusal keeps the release's identity, never its bytes.
   record_ = UpdateRecord();
-  record_.release_envelope = envelope;
+  record_.envelope_sha256 = ota::Sha256(envelope);
   if (!release.ok()) {
     ota::SignedEnvelope env;
     ota::Release unverified;
@@ -715,6 +826,13 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   record_.model_name = release->model_name();
   record_.model_version = release->model_version();
   record_.rollout_id = release->rollout_id();
+  // Signed and newer than what serves, but it crashed here before: only a
+  // newer release moves the device (what trust learnt is not kept either).
+  if (std::string why = RolledBackReason(*release); !why.empty()) {
+    Fail(UpdateState::kRejected, why);
+    return false;
+  }
+  record_.release_envelope = envelope;
   // Persist what trust learnt (highest sequence, time floor) before acting.
   if (Status saved = store_->SaveTrust(next); !saved.ok()) {
     Fail(UpdateState::kFailed, saved.message());

@@ -373,6 +373,28 @@ Status MqttSession::Impl::ConfigureHandle(mosquitto* m) {
       mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
     }
   }
+  // CONNECT's Maximum Packet Size. libmosquitto 2.0 has no asynchronous
+  // connect taking v5 properties, but mosquitto_connect_bind_v5() copies its
+  // properties into the handle, for every later connect of that handle,
+  // before it checks the host: called without one, it keeps them and
+  // returns MOSQ_ERR_INVAL without touching the network. The integration
+  // test BrokerDeliversNothingOverTheMaximumPacket checks that the broker
+  // saw it.
+  mosquitto_property* props = nullptr;
+  int prc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
+                                         options_.max_packet_bytes);
+  if (prc == MOSQ_ERR_SUCCESS) {
+    prc = mosquitto_connect_bind_v5(m, nullptr, options_.port,
+                                    options_.keepalive_seconds, nullptr, props);
+  }
+  mosquitto_property_free_all(&props);
+  if (prc != MOSQ_ERR_INVAL) {
+    return Errorf(StatusCode::kInternal,
+                  "cannot announce the maximum packet size (%u bytes) to %s: "
+                  "%s",
+                  options_.max_packet_bytes, peer_.c_str(),
+                  Sentence(mosquitto_strerror(prc)).c_str());
+  }
   if (!options_.username.empty()) {
     // The password goes to libmosquitto only; it is never logged.
     mosquitto_username_pw_set(
@@ -608,6 +630,15 @@ void MqttSession::Impl::OnMessage(mosquitto* m, void* obj,
   const std::string_view topic(msg->topic);
   const std::string_view payload(static_cast<const char*>(msg->payload),
                                  msg->payload ? msg->payloadlen : 0);
+  if (payload.size() > self->options_.max_packet_bytes) {
+    // The broker ignored the announced maximum.
+    TERND_LOG_WARNING(
+        "mqtt: %s: %zu bytes from %s, more than the %u bytes this client "
+        "takes (max_packet_bytes); dropped",
+        msg->topic, payload.size(), self->peer_.c_str(),
+        self->options_.max_packet_bytes);
+    return;
+  }
   for (size_t i = 0; i < self->observers_.size(); ++i) {
     if (self->observers_[i].on_message) {
       self->observers_[i].on_message(topic, payload, msg->retain);
@@ -959,6 +990,11 @@ Result<std::unique_ptr<MqttSession>> MqttSession::Create(sd_event* loop,
   if (options.connect_timeout_ms < 100) {
     return InvalidArgument("MQTT option connect_timeout_ms: %d is below 100",
                            options.connect_timeout_ms);
+  }
+  if (options.max_packet_bytes < 1024 || options.max_packet_bytes > 268435455) {
+    return InvalidArgument(
+        "MQTT option max_packet_bytes: %u is not in 1024..268435455",
+        options.max_packet_bytes);
   }
   if (options.max_inflight < 1 || options.max_inflight > 65535) {
     return InvalidArgument("MQTT option max_inflight: %u is not in 1..65535",

@@ -8,6 +8,8 @@
 //   writability is watched whenever mosquitto_want_write() says so; a timer
 //   runs mosquitto_loop_misc() for keepalives.
 // - Subscriptions are remembered and re-sent on every connect.
+// - Incoming messages are capped at `max_packet_bytes`, which CONNECT
+//   announces to the broker (docs/mqtt.md, "Message size").
 // - Publishing is refused while disconnected and beyond `max_inflight`
 //   unacknowledged QoS 1 messages, so libmosquitto's unbounded in-memory
 //   queue never grows: callers keep their data (SQLite outbox) until
@@ -68,6 +70,13 @@ struct MqttOptions {
   // handshake stuck, silent broker).
   int connect_timeout_ms = 30000;
   uint32_t max_inflight = 16;  // unacknowledged QoS 1 publishes, 1 .. 65535
+  // The largest MQTT packet this client takes, announced in CONNECT
+  // (Maximum Packet Size): the broker drops a message that would not fit
+  // instead of delivering it, and one that still arrives larger is dropped
+  // here with a log line naming the topic. It must cover the largest message
+  // a subscriber legitimately receives (a release manifest: at most about
+  // 2.2 MiB, ota/trust.h). 1024 .. 268435455.
+  uint32_t max_packet_bytes = uint32_t{4} << 20;
   std::optional<MqttWill> will;
   // Seeds the reconnect jitter; 0: from std::random_device. Tests only.
   uint64_t backoff_seed = 0;

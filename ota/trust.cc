@@ -52,6 +52,10 @@ Status Reject(RejectReason* out, RejectReason reason, Status status) {
 
 }  // namespace
 
+uint64_t MaxReleaseEnvelopeBytes(const TrustPolicy& policy) {
+  return kMaxTrustMetadataBytes + 34 * policy.max_chunks;
+}
+
 const char* RejectReasonName(RejectReason reason) {
   switch (reason) {
     case RejectReason::kNone:

@@ -48,6 +48,15 @@ struct TrustPolicy {
   std::string runtime_version;  // this ternd, "MAJOR.MINOR.PATCH"
 };
 
+// Size caps on metadata messages from the fleet, checked before anything
+// is parsed (docs/ota.md, "Size caps"). Roots and timestamps are a few
+// hundred bytes to a few KiB. A release carries one SHA-256 per artifact
+// chunk (34 bytes each on the wire), so its cap follows the chunk limit:
+// 64 KiB for everything else plus 34 bytes per chunk (2,293,760 bytes with
+// the default 65,536 chunks).
+inline constexpr uint64_t kMaxTrustMetadataBytes = uint64_t{64} << 10;
+uint64_t MaxReleaseEnvelopeBytes(const TrustPolicy& policy);
+
 // Why a manifest was refused; reported to the fleet as rejected(reason).
 enum class RejectReason {
   kNone,

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "base/sqlite_util.h"
+#include "ota/signing.h"
 
 namespace ternd::ota {
 namespace {
@@ -22,7 +23,8 @@ CREATE TABLE IF NOT EXISTS update_record (
   rollout_id TEXT NOT NULL,
   bytes_done INTEGER NOT NULL,
   bytes_total INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
+  updated_at INTEGER NOT NULL,
+  envelope_sha256 BLOB NOT NULL DEFAULT x''
 );
 CREATE TABLE IF NOT EXISTS update_installed (
   role TEXT PRIMARY KEY CHECK (role IN ('active', 'previous')),
@@ -41,6 +43,14 @@ CREATE TABLE IF NOT EXISTS update_probation (
 CREATE TABLE IF NOT EXISTS update_run (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   clean INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS update_rolled_back (
+  model_name TEXT NOT NULL,
+  model_version INTEGER NOT NULL,
+  artifact BLOB NOT NULL,
+  reason TEXT NOT NULL,
+  rolled_back_at INTEGER NOT NULL,
+  PRIMARY KEY (model_name, model_version, artifact)
 );
 )sql";
 
@@ -98,6 +108,7 @@ Result<std::unique_ptr<UpdateJournal>> UpdateJournal::Open(
   TERND_RETURN_IF_ERROR(j->Exec("PRAGMA synchronous=FULL;"));
   TERND_RETURN_IF_ERROR(j->Exec("BEGIN IMMEDIATE;"));
   Status s = j->Exec(kSchema);
+  if (s.ok()) s = j->Migrate();
   if (!s.ok()) {
     j->Exec("ROLLBACK;").IgnoreError();
     return s;
@@ -106,13 +117,46 @@ Result<std::unique_ptr<UpdateJournal>> UpdateJournal::Open(
   return j;
 }
 
+// A state database from before envelope_sha256: add the column, fill it in
+// from the stored release, and drop the bytes of a refused release (they
+// were stored whole then, whatever their size).
+Status UpdateJournal::Migrate() {
+  SqliteStmt has(db_,
+                 "SELECT COUNT(*) FROM pragma_table_info('update_record') "
+                 "WHERE name = 'envelope_sha256';");
+  if (!has.ok() || has.Step() != SQLITE_ROW) {
+    return Error("cannot read the update_record schema");
+  }
+  if (has.ColumnInt(0) != 0) return Status::Ok();
+  TERND_RETURN_IF_ERROR(
+      Exec("ALTER TABLE update_record ADD COLUMN envelope_sha256 BLOB NOT "
+           "NULL DEFAULT x'';"));
+  std::string release;
+  {
+    SqliteStmt q(db_, "SELECT release FROM update_record WHERE id = 1;");
+    if (!q.ok()) return Error("cannot read the update state");
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) return Status::Ok();
+    if (rc != SQLITE_ROW) return Error("cannot read the update state");
+    release = q.ColumnBlob(0);
+  }
+  SqliteStmt u(db_,
+               "UPDATE update_record SET envelope_sha256 = ?, release = CASE "
+               "WHEN state = ? THEN x'' ELSE release END WHERE id = 1;");
+  if (!u.ok()) return Error("cannot update the update state");
+  u.Blob(1, Sha256(release));
+  u.Int(2, static_cast<int>(UpdateState::kRejected));
+  if (u.Step() != SQLITE_DONE) return Error("cannot update the update state");
+  return Status::Ok();
+}
+
 UpdateJournal::~UpdateJournal() { sqlite3_close(db_); }
 
 Result<UpdateRecord> UpdateJournal::LoadUpdate() {
   SqliteStmt q(db_,
                "SELECT state, reason, release, model_name, model_version, "
-               "rollout_id, bytes_done, bytes_total, updated_at FROM "
-               "update_record WHERE id = 1;");
+               "rollout_id, bytes_done, bytes_total, updated_at, "
+               "envelope_sha256 FROM update_record WHERE id = 1;");
   if (!q.ok()) return Error("cannot read the update state");
   const int rc = q.Step();
   UpdateRecord r;
@@ -132,6 +176,7 @@ Result<UpdateRecord> UpdateJournal::LoadUpdate() {
   r.bytes_done = static_cast<uint64_t>(q.ColumnInt(6));
   r.bytes_total = static_cast<uint64_t>(q.ColumnInt(7));
   r.updated_at = q.ColumnInt(8);
+  r.envelope_sha256 = q.ColumnBlob(9);
   return r;
 }
 
@@ -139,8 +184,8 @@ Status UpdateJournal::PutRecord(const UpdateRecord& r) {
   SqliteStmt q(db_,
                "INSERT OR REPLACE INTO update_record (id, state, reason, "
                "release, model_name, model_version, rollout_id, bytes_done, "
-               "bytes_total, updated_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, "
-               "?);");
+               "bytes_total, updated_at, envelope_sha256) VALUES (1, ?, ?, ?, "
+               "?, ?, ?, ?, ?, ?, ?);");
   if (!q.ok()) return Error("cannot save the update state");
   q.Int(1, static_cast<int>(r.state));
   q.Text(2, r.reason);
@@ -151,6 +196,7 @@ Status UpdateJournal::PutRecord(const UpdateRecord& r) {
   q.Int(7, static_cast<int64_t>(r.bytes_done));
   q.Int(8, static_cast<int64_t>(r.bytes_total));
   q.Int(9, r.updated_at ? r.updated_at : Now());
+  q.Blob(10, r.envelope_sha256);
   if (q.Step() != SQLITE_DONE) return Error("cannot save the update state");
   return Status::Ok();
 }
@@ -226,7 +272,23 @@ Status UpdateJournal::Activate(const InstalledModel& model,
 Status UpdateJournal::RollBack(const UpdateRecord& record) {
   TERND_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
   Status s = [&]() -> Status {
+    TERND_ASSIGN_OR_RETURN(std::optional<InstalledModel> active, Active());
     TERND_ASSIGN_OR_RETURN(std::optional<InstalledModel> previous, Previous());
+    if (active) {
+      SqliteStmt q(db_,
+                   "INSERT OR REPLACE INTO update_rolled_back (model_name, "
+                   "model_version, artifact, reason, rolled_back_at) VALUES "
+                   "(?, ?, ?, ?, ?);");
+      if (!q.ok()) return Error("cannot record the rolled-back model");
+      q.Text(1, active->model_name);
+      q.Int(2, static_cast<int64_t>(active->model_version));
+      q.Blob(3, active->artifact_sha256);
+      q.Text(4, record.reason);
+      q.Int(5, Now());
+      if (q.Step() != SQLITE_DONE) {
+        return Error("cannot record the rolled-back model");
+      }
+    }
     TERND_RETURN_IF_ERROR(Exec("DELETE FROM update_installed;"));
     if (previous) TERND_RETURN_IF_ERROR(PutInstalled("active", *previous));
     TERND_RETURN_IF_ERROR(SaveProbation(Probation{}));
@@ -237,6 +299,27 @@ Status UpdateJournal::RollBack(const UpdateRecord& record) {
     return s;
   }
   return Exec("COMMIT;");
+}
+
+Result<std::vector<RolledBackModel>> UpdateJournal::RolledBack() {
+  SqliteStmt q(db_,
+               "SELECT model_name, model_version, artifact, reason, "
+               "rolled_back_at FROM update_rolled_back ORDER BY "
+               "rolled_back_at, rowid;");
+  if (!q.ok()) return Error("cannot read the rolled-back models");
+  std::vector<RolledBackModel> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    RolledBackModel m;
+    m.model_name = q.ColumnText(0);
+    m.model_version = static_cast<uint64_t>(q.ColumnInt(1));
+    m.artifact_sha256 = q.ColumnBlob(2);
+    m.reason = q.ColumnText(3);
+    m.rolled_back_at = q.ColumnInt(4);
+    out.push_back(std::move(m));
+  }
+  if (rc != SQLITE_DONE) return Error("cannot read the rolled-back models");
+  return out;
 }
 
 Result<Probation> UpdateJournal::LoadProbation() {

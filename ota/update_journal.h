@@ -3,11 +3,14 @@
 //
 // - The current update: its state (with a numeric code reported to the
 //   fleet), the reason of a refusal or failure, the release it concerns and
-//   the download progress.
+//   the download progress. A refused release is kept by its SHA-256 and
+//   identity only, never its bytes.
 // - The installed models: `active` (what serves) and `previous` (the
 //   rollback target), each with the signed release that brought it.
 // - Probation after an activation: how many times the daemon started
 //   without a clean shutdown since; the caller rolls back at its limit.
+// - The releases rolled back on this device, which are never installed
+//   again.
 // - Whether the last run ended cleanly (crash detection).
 //
 // Every write is one transaction with synchronous=FULL, so a power cut
@@ -21,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -45,8 +49,14 @@ const char* UpdateStateName(UpdateState state);  // "downloading", ...
 
 struct UpdateRecord {
   UpdateState state = UpdateState::kIdle;
-  std::string reason;            // rejected / failed / rolled_back
-  std::string release_envelope;  // the signed release this is about
+  std::string reason;  // rejected / failed / rolled_back
+  // The signed release this is about, once accepted (received and later);
+  // empty for a refusal, which keeps `envelope_sha256` only.
+  std::string release_envelope;
+  // SHA-256 (raw 32 bytes) of the signed envelope this is about: the
+  // release, or the root a refusal concerns. A retained message delivered
+  // again on every connect is recognised by it.
+  std::string envelope_sha256;
   std::string model_name;
   uint64_t model_version = 0;
   std::string rollout_id;
@@ -61,6 +71,16 @@ struct InstalledModel {
   uint64_t model_version = 0;
   std::string artifact_sha256;  // raw 32 bytes: its chunks in the store
   int64_t activated_at = 0;
+};
+
+// A release that was rolled back on this device (docs/ota.md, "Probation
+// and rollback").
+struct RolledBackModel {
+  std::string model_name;
+  uint64_t model_version = 0;
+  std::string artifact_sha256;  // raw 32 bytes
+  std::string reason;
+  int64_t rolled_back_at = 0;  // unix seconds
 };
 
 struct Probation {
@@ -86,9 +106,12 @@ class UpdateJournal {
   // One transaction: previous := active, active := `model`, probation
   // starts for it, and the update record becomes `record` (state active).
   Status Activate(const InstalledModel& model, const UpdateRecord& record);
-  // One transaction: active := previous (or none: the configured model),
+  // One transaction: the active model joins the rolled-back list (with
+  // `record.reason`), active := previous (or none: the configured model),
   // previous := none, probation ends, the record becomes `record`.
   Status RollBack(const UpdateRecord& record);
+  // The releases rolled back so far, oldest first.
+  Result<std::vector<RolledBackModel>> RolledBack();
 
   Result<Probation> LoadProbation();
   Status SaveProbation(const Probation& probation);
@@ -103,6 +126,8 @@ class UpdateJournal {
  private:
   UpdateJournal() = default;
   Status Exec(const char* sql);
+  // Adds update_record.envelope_sha256 to a database made before it.
+  Status Migrate();
   Status Error(const char* what);
   Result<std::optional<InstalledModel>> Installed(const char* role);
   Status PutInstalled(const char* role, const InstalledModel& model);

@@ -4,15 +4,20 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <functional>
+#include <random>
 #include <thread>
 
 #include "daemon/client/client.h"
+#include "ota/signing.h"
 #include "ota/update_state.pb.h"
 #include "telemetry/batch.h"
 #include "telemetry/telemetry.pb.h"
@@ -51,12 +56,45 @@ std::string ModelBytes(uint64_t version, bool wrong_golden = false) {
   return std::string(b->begin(), b->end());
 }
 
+// Polls `done` until it holds or `timeout_ms` passes, for conditions no
+// event announces (a line in the daemon's log, a counter of another thread).
+bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
+  const auto end =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  return s;
+}
+
+// The peak resident set of process `pid` in KiB (VmHWM), or -1.
+long PeakRssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
 class FleetUpdateTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(mqtt_testing::MakeTestCertificates(dir_.path(), kDevice).ok());
     MosquittoBrokerOptions bo;
     bo.cert_dir = dir_.path();
+    bo.persistence = true;  // retained manifests survive a broker restart
     broker_ = std::make_unique<MosquittoBroker>(bo);
     ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
     NginxOptions no;
@@ -89,6 +127,39 @@ class FleetUpdateTest : public ::testing::Test {
             "root_file = \"" +
             dir_.File("root.pb") +
             "\"\nretry_min_ms = 50\nretry_max_ms = 500\n");
+  }
+
+  void AppendToConfig(const std::string& text) {
+    WriteText(dir_.File("ternd.toml"),
+              ReadText(dir_.File("ternd.toml")) + text);
+  }
+
+  // Runs `sql` on the daemon's state database (read beside the running
+  // daemon: WAL) and returns the first column of the first row as text;
+  // "<no row>" or "<error: ...>" otherwise.
+  std::string StateDb(const std::string& sql) {
+    const std::string path = dir_.File("state.db");
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+        SQLITE_OK) {
+      const std::string e = "<error: " + path + ": " + sqlite3_errmsg(db) + ">";
+      sqlite3_close(db);
+      return e;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* q = nullptr;
+    std::string out;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr) != SQLITE_OK) {
+      out = "<error: " + path + ": " + sqlite3_errmsg(db) + ">";
+    } else if (sqlite3_step(q) == SQLITE_ROW) {
+      const unsigned char* t = sqlite3_column_text(q, 0);
+      out = t ? reinterpret_cast<const char*>(t) : "<null>";
+    } else {
+      out = "<no row>";
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return out;
   }
 
   static std::string StateTopic() {
@@ -207,6 +278,54 @@ class FleetUpdateTest : public ::testing::Test {
         timeout_ms);
   }
 
+  // Waits for the daemon's log to contain `needle`.
+  bool WaitForLog(const DaemonProcess& d, const std::string& needle,
+                  int timeout_ms = 30000) {
+    return WaitUntil([&] { return d.Log().find(needle) != std::string::npos; },
+                     timeout_ms);
+  }
+
+  // Waits for `n` more successful inferences counted by another thread.
+  static bool WaitForCount(const std::atomic<int>& count, int n,
+                           int timeout_ms = 30000) {
+    return WaitUntil([&] { return count >= n; }, timeout_ms);
+  }
+
+  // Waits until the daemon is connected and subscribed again after a broker
+  // restart (its birth names its second session), then lets it refuse a live
+  // manifest for another device: once that refusal is reported, everything
+  // the broker sent it before (the retained manifests) has been handled.
+  void WaitUntilRetainedAreHandled(const DaemonProcess& d, uint64_t marker) {
+    const std::string presence =
+        std::string(kPrefix) + "/devices/" + kDevice + "/presence";
+    ASSERT_TRUE(WaitUntil([&] { return probe_->connected(); }, 30000))
+        << "the probe did not reconnect to the restarted broker";
+    ASSERT_TRUE(probe_->Subscribe(StateTopic()).ok());
+    ASSERT_TRUE(probe_->Subscribe(presence).ok());
+    ASSERT_TRUE(probe_->WaitFor(
+        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+          for (const auto& m : all) {
+            telemetry::Presence p;
+            if (m.topic == presence && p.ParseFromString(m.payload) &&
+                p.state() == telemetry::Presence::ONLINE && p.session() >= 2) {
+              return true;
+            }
+          }
+          return false;
+        },
+        30000))
+        << "no birth from the daemon after the broker restart\n"
+        << d.Log();
+    Result<int> mid = probe_->Publish(
+        GroupTopic("lab"), Publishable(marker, 1, "robot-2").envelope, 1,
+        /*retain=*/false);
+    ASSERT_TRUE(mid.ok()) << mid.status().message();
+    ASSERT_TRUE(WaitForState("rejected", marker))
+        << "the marker manifest (version " << marker
+        << ", for another device) was not refused\n"
+        << d.Log();
+  }
+
   std::string DeviceTopic() const {
     return std::string(kPrefix) + "/devices/" + kDevice + "/update/release";
   }
@@ -243,11 +362,12 @@ TEST_F(FleetUpdateTest,
   EXPECT_EQ(active->rollout_id(), "rollout-1");
   EXPECT_TRUE(active->probation());
   const int at_swap = ok;
-  while (ok < at_swap + 50) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  const bool served_after_swap = WaitForCount(ok, at_swap + 50);
   stop = true;
   load.join();
+  ASSERT_TRUE(served_after_swap)
+      << "50 inferences after the swap did not succeed within 30 s (" << ok
+      << " ok, " << failed << " failed)";
   EXPECT_EQ(failed, 0);
   EXPECT_GT(ok, 50);
   EXPECT_EQ(Served(), "fleetnet v2");
@@ -265,10 +385,11 @@ TEST_F(FleetUpdateTest,
   // The retained manifest comes back on every reconnect: not news.
   ASSERT_TRUE(broker_->Stop().ok());
   probe_->Clear();
-  ASSERT_TRUE(broker_->Start().ok());
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
+  WaitUntilRetainedAreHandled(*d, 90);
   EXPECT_EQ(Served(), "fleetnet v2");
-  EXPECT_FALSE(WaitForState("rejected", 2, 1000)) << d->Log();
+  EXPECT_THAT(StatesSeen(2), ::testing::Not(::testing::Contains("rejected")))
+      << d->Log();
 }
 
 TEST_F(FleetUpdateTest, GroupAndDeviceManifestsCannotBeMixedBackwards) {
@@ -368,8 +489,7 @@ TEST_F(FleetUpdateTest, KilledWhileDownloadingResumesAfterRestart) {
     if (e.range.rfind("bytes=", 0) == 0 && e.range != "bytes=0-")
       resumed = true;
   }
-  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size()
-                           << " bytes:\n"
+  ASSERT_TRUE(both_logged) << "requests of " << r.artifact.size() << " bytes:\n"
                            << requests;
   EXPECT_TRUE(resumed) << "no request resumed past byte 0:\n" << requests;
 }
@@ -495,11 +615,12 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
   std::optional<ota::UpdateReport> active = WaitForState("active", 2);
   ASSERT_TRUE(active) << d->Log();
   const int at_swap = ok;
-  while (ok < at_swap + 50) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  const bool served_after_swap = WaitForCount(ok, at_swap + 50);
   stop = true;
   load.join();
+  ASSERT_TRUE(served_after_swap)
+      << "50 inferences after the swap did not succeed within 30 s (" << ok
+      << " ok, " << failed << " failed)";
   EXPECT_EQ(failed, 0);
   EXPECT_EQ(Served(), "fleetnet v2");
   // The fleet side sees the retained state, decoded.
@@ -514,6 +635,220 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
                               std::string(kDevice) + "\""));
   EXPECT_THAT(seen, HasSubstr("\"state\":\"active\""));
   EXPECT_THAT(seen, HasSubstr("\"active_version\":2"));
+}
+
+// A release that crashed in probation and was rolled back is never installed
+// again, whoever sends it: here the same release (name, version, artifact),
+// signed again for the device's group, and the retained original after a
+// restart. Only a newer release moves the device.
+TEST_F(FleetUpdateTest, RolledBackReleaseIsNotInstalledAgain) {
+  AppendToConfig("probation_s = 3600\nprobation_crashes = 2\n");
+  auto d = Start();
+  PublishRelease(DeviceTopic(), Publishable(2, 1, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+  const SignedRelease v3 = Publishable(3, 2, kDevice);
+  PublishRelease(DeviceTopic(), v3.envelope);
+  ASSERT_TRUE(WaitForState("active", 3)) << d->Log();
+  // Another device's manifest is refused meanwhile: the rollback must still
+  // report the version it rolled back, not this one.
+  PublishRelease(GroupTopic("lab"), Publishable(9, 3, "robot-2").envelope);
+  ASSERT_TRUE(WaitForState("rejected", 9)) << d->Log();
+  for (int crash = 1; crash <= 2; ++crash) {
+    d->Signal(SIGKILL);
+    ASSERT_EQ(d->WaitExit(), 128 + SIGKILL);
+    probe_->Clear();
+    d = Start();
+  }
+  std::optional<ota::UpdateReport> rolled = WaitForState("rolled_back", 3);
+  ASSERT_TRUE(rolled) << "no rolled_back report for version 3; states: "
+                      << ::testing::PrintToString(StatesSeen(9)) << "\n"
+                      << d->Log();
+  EXPECT_THAT(rolled->reason(), HasSubstr("stopped unexpectedly 2 times"));
+  EXPECT_EQ(rolled->model_name(), "fleetnet");
+  EXPECT_EQ(rolled->active_version(), 2u);
+  EXPECT_EQ(Served(), "fleetnet v2");
+
+  // The same release again on the group topic, with a newer sequence.
+  probe_->Clear();
+  SignedRelease again = Publishable(3, 4, "", "lab");
+  ASSERT_EQ(again.release.artifact_sha256(), v3.release.artifact_sha256());
+  PublishRelease(GroupTopic("lab"), again.envelope);
+  std::optional<ota::UpdateReport> refused = WaitForState("rejected", 3);
+  ASSERT_TRUE(refused) << "states for version 3: "
+                       << ::testing::PrintToString(StatesSeen(3)) << "\n"
+                       << d->Log();
+  EXPECT_THAT(refused->reason(),
+              HasSubstr("rolled_back: model 'fleetnet' version 3 was rolled "
+                        "back on this device"));
+  EXPECT_EQ(refused->active_version(), 2u);
+  EXPECT_EQ(Served(), "fleetnet v2");
+  // The list survives a restart, which delivers both retained manifests.
+  d->Signal(SIGTERM);
+  ASSERT_EQ(d->WaitExit(), 0) << d->Log();
+  d = Start();
+  EXPECT_EQ(StateDb("SELECT model_version FROM update_rolled_back WHERE "
+                    "model_name = 'fleetnet';"),
+            "3");
+  // A newer release does move the device; nothing installed 3 meanwhile.
+  PublishRelease(DeviceTopic(), Publishable(4, 5, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 4)) << d->Log();
+  EXPECT_EQ(Served(), "fleetnet v4");
+  for (const std::string& s : StatesSeen(3)) {
+    EXPECT_TRUE(s == "rejected" || s == "rolled_back")
+        << "version 3 was acted on again: " << s << "\n"
+        << d->Log();
+  }
+}
+
+// Metadata messages are capped: the broker does not even deliver one over
+// the maximum packet size the daemon announces, and the updater refuses a
+// release over its cap before parsing it. Neither reaches the state
+// database, the daemon's memory stays small, and the next release installs.
+TEST_F(FleetUpdateTest, OversizedMetadataIsRefusedAndNotStored) {
+  auto d = Start();
+  // 64 MiB of noise: over the announced maximum packet size.
+  PublishRelease(DeviceTopic(), RandomBytes(size_t{64} << 20, 1));
+  // 3 MiB: within the packet size, over the release manifest cap.
+  const std::string topic = GroupTopic("lab");
+  PublishRelease(topic, RandomBytes(size_t{3} << 20, 2));
+  EXPECT_TRUE(WaitForLog(*d, topic + ": 3145728 bytes"))
+      << "no refusal naming the topic and the size in the log:\n"
+      << d->Log();
+  EXPECT_THAT(d->Log(), HasSubstr("bytes allowed"));
+  const std::string stored =
+      StateDb("SELECT length(release) FROM update_record;");
+  EXPECT_TRUE(stored == "<no row>" || std::stoll(stored) < 65536)
+      << "update_record.release holds " << stored << " bytes";
+  // The daemon never held the 64 MiB message (it started at about 32 MiB).
+  const long peak = PeakRssKiB(d->pid());
+  EXPECT_GT(peak, 0);
+  EXPECT_LT(peak, 96 * 1024) << "peak RSS " << peak << " KiB";
+  // A wrongly signed small release is refused and only its identity kept.
+  TestFleet other;
+  other.RootEnvelope(1);
+  SignedRelease forged =
+      other.Release(ModelBytes(5), "fleetnet", 5, 1, kDevice);
+  PublishRelease(DeviceTopic(), forged.envelope);
+  std::optional<ota::UpdateReport> rejected = WaitForState("rejected", 5);
+  ASSERT_TRUE(rejected) << d->Log();
+  EXPECT_THAT(rejected->reason(), HasSubstr("bad_signature"));
+  EXPECT_EQ(StateDb("SELECT length(release) FROM update_record;"), "0");
+  EXPECT_EQ(StateDb("SELECT lower(hex(envelope_sha256)) FROM update_record;"),
+            ota::Hex(ota::Sha256(forged.envelope)));
+  EXPECT_EQ(StateDb("SELECT model_version || ' ' || reason FROM "
+                    "update_record;")
+                .substr(0, 16),
+            "5 bad_signature:");
+  // The daemon serves on and takes the next release.
+  EXPECT_EQ(Served(), "fleetnet v1");
+  PublishRelease(DeviceTopic(), Publishable(2, 2, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+  EXPECT_EQ(Served(), "fleetnet v2");
+}
+
+// A root the device refuses is reported like a refused release: on the
+// retained state topic and in `ternctl status`.
+TEST_F(FleetUpdateTest, RefusedRootIsReported) {
+  auto d = Start();
+  // Root 2 signed only by keys root 1 does not know.
+  TestFleet stranger;
+  const std::string bad_root = stranger.RootEnvelope(2);
+  ASSERT_TRUE(
+      probe_->Publish(std::string(kPrefix) + "/trust/root", bad_root, 1, true)
+          .ok());
+  auto root_refusal = [&](const ota::UpdateReport& r) {
+    return r.state() == "rejected" &&
+           r.reason().find("root: version 2 refused: ") != std::string::npos;
+  };
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        for (const auto& m : all) {
+          ota::UpdateReport r;
+          if (m.topic == StateTopic() && r.ParseFromString(m.payload) &&
+              root_refusal(r)) {
+            return true;
+          }
+        }
+        return false;
+      },
+      30000))
+      << d->Log();
+  // Retained: a dashboard connecting now sees it.
+  MqttProbeOptions po;
+  po.port = broker_->port();
+  po.ca_file = dir_.File("ca.pem");
+  Result<std::unique_ptr<MqttProbe>> late = MqttProbe::Connect(po);
+  ASSERT_TRUE(late.ok()) << late.status().message();
+  ASSERT_TRUE((*late)->Subscribe(StateTopic()).ok());
+  std::optional<mqtt_testing::ReceivedMessage> retained =
+      (*late)->WaitForMessage(StateTopic());
+  ASSERT_TRUE(retained);
+  ota::UpdateReport r;
+  ASSERT_TRUE(r.ParseFromString(retained->payload));
+  EXPECT_TRUE(root_refusal(r)) << r.ShortDebugString();
+  EXPECT_EQ(r.root_version(), 1u);
+  // ternctl status shows it.
+  const std::string cmd = std::string(TERNCTL_PATH) + " status -s " +
+                          dir_.File("t.sock") + " > " + dir_.File("st.out") +
+                          " 2>&1";
+  std::system(cmd.c_str());  // exit status 1: the state is a refusal
+  const std::string status = ReadText(dir_.File("st.out"));
+  EXPECT_THAT(status, HasSubstr("rejected (2)"));
+  EXPECT_THAT(status, HasSubstr("root: version 2 refused: "));
+  EXPECT_EQ(Served(), "fleetnet v1");
+  // The refused root changed nothing: a release signed under root 1 installs.
+  PublishRelease(DeviceTopic(), Publishable(2, 1, kDevice).envelope);
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+}
+
+// A root refused while an update downloads does not disturb it: the
+// update finishes, then the refusal is reported.
+TEST_F(FleetUpdateTest, RootRefusedDuringAnUpdateIsReportedAfterIt) {
+  auto d = Start();
+  TestModelSpec big = SlowModel();
+  big.name = "fleetnet";
+  big.version = 2;
+  Result<std::vector<uint8_t>> bytes = BuildTestModel(big);
+  ASSERT_TRUE(bytes.ok());
+  SignedRelease r = fleet_.Release(std::string(bytes->begin(), bytes->end()),
+                                   "fleetnet", 2, 1, kDevice, "", 16384);
+  ASSERT_TRUE(nginx_->PutFile("files", "big.tern.zst", r.artifact).ok());
+  r.release.clear_urls();
+  r.release.add_urls(nginx_->Url("slow/big.tern.zst"));
+  r.envelope = fleet_.Sign(r.release);
+  PublishRelease(DeviceTopic(), r.envelope);
+  ASSERT_TRUE(WaitForState("downloading", 2)) << d->Log();
+  TestFleet stranger;
+  ASSERT_TRUE(probe_
+                  ->Publish(std::string(kPrefix) + "/trust/root",
+                            stranger.RootEnvelope(2), 1, true)
+                  .ok());
+  ASSERT_TRUE(WaitForState("active", 2, 120000)) << d->Log();
+  // Then the refusal, after the update's states.
+  std::vector<std::string> seen;
+  ASSERT_TRUE(probe_->WaitFor(
+      [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
+        seen.clear();
+        for (const auto& m : all) {
+          ota::UpdateReport rep;
+          if (m.topic != StateTopic() || !rep.ParseFromString(m.payload)) {
+            continue;
+          }
+          const bool root = rep.reason().find("root: version 2 refused: ") !=
+                            std::string::npos;
+          if (!root && rep.model_version() != 2) continue;  // "idle" first
+          const std::string what = root ? "root refused" : rep.state();
+          if (seen.empty() || seen.back() != what) seen.push_back(what);
+        }
+        return !seen.empty() && seen.back() == "root refused";
+      },
+      30000))
+      << ::testing::PrintToString(seen) << "\n"
+      << d->Log();
+  EXPECT_THAT(seen, ::testing::ElementsAre("received", "downloading",
+                                           "verifying", "staged", "activating",
+                                           "active", "root refused"));
+  EXPECT_EQ(Served(), "fleetnet v2");
 }
 
 }  // namespace

@@ -274,6 +274,36 @@ TEST_F(MqttSessionIntegrationTest, SubscribesAndReceivesRetainedAndLive) {
   ASSERT_TRUE((*probe)->ClearRetained(release).ok());
 }
 
+// The session announces its maximum packet size in CONNECT (4 MiB by
+// default, MqttOptions::max_packet_bytes), so the broker does not deliver a
+// larger message at all; what fits still arrives, in order.
+TEST_F(MqttSessionIntegrationTest, BrokerDeliversNothingOverTheMaximumPacket) {
+  MosquittoBroker broker(BrokerOptions());
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  auto probe = MqttProbe::Connect(ProbeOptions(broker));
+  ASSERT_TRUE(probe.ok()) << probe.status().message();
+  SessionRecorder rec;
+  MqttSession* s = NewSession(SessionOptions(broker), &rec);
+  ASSERT_NE(s, nullptr);
+  const std::string cmd = kDeviceTopic + "/cmd";
+  s->Start();
+  ASSERT_TRUE(WaitConnected(s)) << s->last_error();
+  s->Subscribe(cmd, 1);
+  ASSERT_TRUE(broker.WaitForLog(std::string(kDevice) + " 1 " + cmd))
+      << broker.Log();
+  const std::string big(size_t{8} << 20, 'b');   // over the cap
+  const std::string fits(size_t{3} << 20, 'f');  // a large manifest
+  ASSERT_TRUE((*probe)->Publish(cmd, big, 1, false).ok());
+  ASSERT_TRUE((*probe)->Publish(cmd, fits, 1, false).ok());
+  ASSERT_TRUE((*probe)->Publish(cmd, "rebirth", 1, false).ok());
+  ASSERT_TRUE(RunUntil(loop_, [&] { return rec.Find(cmd, "rebirth"); }))
+      << s->last_error();
+  std::vector<size_t> sizes;
+  for (const auto& m : rec.messages) sizes.push_back(m.payload.size());
+  EXPECT_THAT(sizes, ::testing::ElementsAre(fits.size(), 7u));
+  EXPECT_TRUE(s->connected());
+}
+
 TEST_F(MqttSessionIntegrationTest, AclRefusedPublishReportsNotAuthorized) {
   MosquittoBrokerOptions bo = BrokerOptions();
   bo.allow_anonymous = false;

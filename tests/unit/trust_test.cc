@@ -127,6 +127,36 @@ TEST(TrustTest, AcceptsAGoodReleaseAndRecordsIt) {
   EXPECT_EQ(Check(f, s, f.Signed(f.MakeRelease(5, 10))), RejectReason::kNone);
 }
 
+TEST(TrustTest, LargestAcceptableReleaseFitsTheMessageCap) {
+  // As many chunks as the policy allows, several mirrors and targets, and
+  // three release signatures: accepted by trust, and within the size cap a
+  // release manifest must pass before it is parsed (the cap must never
+  // refuse a release trust would take).
+  Fleet f;
+  f.release_keys = {Key(), Key(), Key()};
+  TrustState s = f.Pinned();
+  Release r = f.MakeRelease(5, 10);
+  r.clear_urls();
+  for (int i = 0; i < 8; ++i) {
+    r.add_urls("https://mirror-" + std::to_string(i) + ".fleet.example/" +
+               std::string(200, 'p') + "/digits-5.tern.zst");
+  }
+  for (int i = 0; i < 64; ++i) r.add_target_devices(std::string(64, 'd'));
+  r.add_target_devices("robot-7");
+  r.set_chunk_size(4096);
+  r.clear_chunk_sha256();
+  for (uint64_t i = 0; i < f.policy.max_chunks; ++i) {
+    r.add_chunk_sha256(std::string(32, 'c'));
+  }
+  r.set_artifact_length(4096 * f.policy.max_chunks);
+  const std::string envelope = f.Signed(r);
+  EXPECT_EQ(Check(f, s, envelope), RejectReason::kNone);
+  EXPECT_LE(envelope.size(), MaxReleaseEnvelopeBytes(f.policy));
+  EXPECT_EQ(MaxReleaseEnvelopeBytes(TrustPolicy()), 2293760u);
+  EXPECT_GT(uint64_t{4} << 20, MaxReleaseEnvelopeBytes(TrustPolicy()) + 1024)
+      << "the MQTT session's default max_packet_bytes must carry it";
+}
+
 TEST(TrustTest, RefusesEachKindOfBadRelease) {
   Fleet f;
   TrustState s = f.Pinned();

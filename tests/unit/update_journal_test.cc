@@ -11,6 +11,7 @@
 
 #include <cstdio>
 
+#include "ota/signing.h"
 #include "ota/state_store.h"
 
 namespace ternd::ota {
@@ -113,6 +114,109 @@ TEST(UpdateJournalTest, RollBackRestoresThePreviousOnce) {
   // Rolling back again leaves nothing installed: the configured model.
   ASSERT_TRUE((*j)->RollBack(rb).ok());
   EXPECT_FALSE((*j)->Active()->has_value());
+}
+
+TEST(UpdateJournalTest, RollBackRemembersTheModelItLeft) {
+  const std::string path = TempPath("rolledback");
+  {
+    auto j = UpdateJournal::Open(path);
+    ASSERT_TRUE(j.ok());
+    ASSERT_TRUE((*j)->Activate(Model(2), Record(UpdateState::kActive, 2)).ok());
+    ASSERT_TRUE((*j)->Activate(Model(3), Record(UpdateState::kActive, 3)).ok());
+    UpdateRecord r = Record(UpdateState::kRolledBack, 3);
+    r.reason = "crashed twice";
+    ASSERT_TRUE((*j)->RollBack(r).ok());
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok());
+  Result<std::vector<RolledBackModel>> list = (*j)->RolledBack();
+  ASSERT_TRUE(list.ok()) << list.status().message();
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].model_name, "digits");
+  EXPECT_EQ((*list)[0].model_version, 3u);
+  EXPECT_EQ((*list)[0].artifact_sha256, Model(3).artifact_sha256);
+  EXPECT_EQ((*list)[0].reason, "crashed twice");
+  EXPECT_GT((*list)[0].rolled_back_at, 0);
+  EXPECT_EQ((*j)->Active()->value().model_version, 2u);
+}
+
+// A state database written before the rolled-back list and the envelope
+// hash existed opens, keeps its record and gains both.
+TEST(UpdateJournalTest, OlderDatabaseIsUpgradedInPlace) {
+  const std::string path = TempPath("upgrade");
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const char* old_schema =
+        "CREATE TABLE update_record (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "state INTEGER NOT NULL, reason TEXT NOT NULL, release BLOB NOT NULL, "
+        "model_name TEXT NOT NULL, model_version INTEGER NOT NULL, rollout_id "
+        "TEXT NOT NULL, bytes_done INTEGER NOT NULL, bytes_total INTEGER NOT "
+        "NULL, updated_at INTEGER NOT NULL);"
+        "INSERT INTO update_record VALUES (1, 7, '', x'0102', 'digits', 4, "
+        "'r4', 10, 10, 1700000000);";
+    char* error = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, old_schema, nullptr, nullptr, &error), SQLITE_OK)
+        << error;
+    sqlite3_close(db);
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  Result<UpdateRecord> r = (*j)->LoadUpdate();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->state, UpdateState::kActive);
+  EXPECT_EQ(r->model_version, 4u);
+  EXPECT_EQ(r->release_envelope, std::string("\1\2"));
+  EXPECT_EQ(r->envelope_sha256, Sha256(std::string("\1\2")));
+  Result<std::vector<RolledBackModel>> list = (*j)->RolledBack();
+  ASSERT_TRUE(list.ok()) << list.status().message();
+  EXPECT_TRUE(list->empty());
+  // Saving and reopening works on the upgraded table.
+  UpdateRecord next = Record(UpdateState::kReceived, 5);
+  next.envelope_sha256 = std::string(32, 'h');
+  ASSERT_TRUE((*j)->SaveUpdate(next).ok());
+  j->reset();
+  j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  EXPECT_EQ((*j)->LoadUpdate()->envelope_sha256, std::string(32, 'h'));
+}
+
+// A refused release was stored whole before: the upgrade keeps its hash
+// and drops its bytes.
+TEST(UpdateJournalTest, UpgradeDropsTheBytesOfARefusedRelease) {
+  const std::string path = TempPath("upgrade-refused");
+  const std::string junk(100000, 'j');
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const char* old_schema =
+        "CREATE TABLE update_record (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "state INTEGER NOT NULL, reason TEXT NOT NULL, release BLOB NOT NULL, "
+        "model_name TEXT NOT NULL, model_version INTEGER NOT NULL, rollout_id "
+        "TEXT NOT NULL, bytes_done INTEGER NOT NULL, bytes_total INTEGER NOT "
+        "NULL, updated_at INTEGER NOT NULL);";
+    char* error = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, old_schema, nullptr, nullptr, &error), SQLITE_OK)
+        << error;
+    sqlite3_stmt* q = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "INSERT INTO update_record VALUES (1, 2, "
+                                 "'malformed: ...', ?, '', 0, '', 0, 0, 1);",
+                                 -1, &q, nullptr),
+              SQLITE_OK);
+    sqlite3_bind_blob(q, 1, junk.data(), static_cast<int>(junk.size()),
+                      SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok()) << j.status().message();
+  Result<UpdateRecord> r = (*j)->LoadUpdate();
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->state, UpdateState::kRejected);
+  EXPECT_TRUE(r->release_envelope.empty());
+  EXPECT_EQ(r->envelope_sha256, Sha256(junk));
 }
 
 TEST(UpdateJournalTest, BeginRunDetectsAnUncleanEnd) {
