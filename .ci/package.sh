@@ -20,7 +20,12 @@
 #      systemd-analyze verify and security on the installed units; enable;
 #      backup and restore the state directory; roll back the package by
 #      hand; remove (config and state kept); purge (removed).
-#   4. arm64: ELF machine of every binary, Depends against the arm64
+#   4. The same root booted twice with systemd as PID 1 (systemd-nspawn,
+#      .ci/systemd-boot.sh): the package installed, enabled, served, reloaded,
+#      socket-activated, restarted after kill -9 and by the watchdog,
+#      stopped, booted again, reinstalled, removed and purged under a
+#      running systemd.
+#   5. arm64: ELF machine of every binary, Depends against the arm64
 #      libraries, ternd --version and ternctl run --golden under qemu-aarch64.
 #
 # Usage: bash .ci/package.sh   (from the repository root, as root)
@@ -607,6 +612,13 @@ sort -u "$work/ops-run.txt" >"$work/ops-ran.txt"
 missing=$(comm -23 "$work/ops-doc.txt" "$work/ops-ran.txt")
 [[ -z $missing ]] || fail "docs/operations.md commands the CI did not run: $missing"
 ok "$(wc -l <"$work/ops-doc.txt") commands of docs/operations.md ran in the fresh root"
+
+# --- systemd as PID 1 -------------------------------------------------------
+phase "the same root under systemd as PID 1: two boots with systemd-nspawn (.ci/systemd-boot.sh)"
+for m in var/cache/apt/archives dev/pts dev proc; do
+  if mountpoint -q "$chroot_dir/$m"; then umount "$chroot_dir/$m"; fi
+done
+bash .ci/systemd-boot.sh "$chroot_dir" "$ternd_amd64"
 
 # --- arm64 ------------------------------------------------------------------
 phase "arm64 package: architecture of the binaries, qemu-aarch64"
