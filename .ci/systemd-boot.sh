@@ -11,8 +11,9 @@
 #          enabled or started); systemctl enable --now ternd.socket
 #          ternd.service; ternctl health, info, infer; the daemon's user,
 #          capabilities, no_new_privs, seccomp; the socket's owner, group,
-#          mode and who may connect; systemd-analyze security (online);
-#          reload (same MainPID, logged); socket activation after
+#          mode and who may connect; the state and cache directories;
+#          systemd-analyze security (online); reload (same MainPID, logged)
+#          and a refused reload (back to running); socket activation after
 #          `systemctl stop ternd.service`; restart after kill -9; the
 #          watchdog armed and restarting a frozen (SIGSTOP) daemon, with
 #          WatchdogSec=3s from a drop-in to keep the test short; a clean
@@ -58,6 +59,7 @@ serving_new_pid() {  # old-pid: active with a MainPID other than old-pid
   pid=$(main_pid)
   [[ $pid != 0 && $pid != "$1" ]] && is_prop active ActiveState
 }
+status_clean() { [[ $(prop StatusText) == "Serving model"* && $(prop StatusText) != *failed* ]] && is_prop running SubState; }
 model_in_journal() { [[ -n $(journalctl -b -u ternd TERND_MODEL=digits -o cat --no-pager) ]]; }
 
 # The first image of scikit-learn's digits set, a handwritten 0 (as in
@@ -133,6 +135,11 @@ boot1() {
   [[ $(proc_field "$pid" NoNewPrivs) == 1 ]] || fail "daemon $pid: NoNewPrivs $(proc_field "$pid" NoNewPrivs), expected 1"
   [[ $(proc_field "$pid" Seccomp) == 2 ]] || fail "daemon $pid: Seccomp $(proc_field "$pid" Seccomp), expected 2 (filter)"
   ok "daemon (pid $pid) runs as ternd; CapEff, CapPrm, CapBnd, CapInh, CapAmb 0; NoNewPrivs 1; Seccomp 2"
+  for d in /var/lib/ternd /var/cache/ternd; do
+    out=$(stat -c '%U %G %a' "$d")
+    [[ $out == "ternd ternd 750" ]] || fail "$d is '$out', expected 'ternd ternd 750' (StateDirectory=, CacheDirectory=)"
+  done
+  ok "/var/lib/ternd and /var/cache/ternd (StateDirectory=, CacheDirectory=): ternd:ternd 0750"
 
   out=$(stat -c '%U %G %a %F' /run/ternd/ternd.sock)
   [[ $out == "ternd ternd 660 socket" ]] || fail "/run/ternd/ternd.sock is '$out', expected 'ternd ternd 660 socket'"
@@ -167,6 +174,31 @@ boot1() {
   [[ $(main_pid) == "$pid0" ]] || fail "reload changed MainPID from $pid0 to $(main_pid)"
   check_serving "after reload"
   ok "systemctl reload ternd: MainPID $pid0 kept, reload logged, serving"
+
+  # A refused reload: RELOADING=1 must still end with READY=1, or systemd
+  # would keep the unit in "reloading".
+  cp /etc/ternd/ternd.toml /ternd-ci/ternd.toml.good
+  sed -i 's/^log_level = .*/log_level = "not-a-level"/' /etc/ternd/ternd.toml
+  if out=$(ternd --check-config -c /etc/ternd/ternd.toml 2>&1); then
+    fail "ternd --check-config accepted log_level = \"not-a-level\": $out"
+  fi
+  n0=$(journal_count 'reload refused')
+  out=$(systemctl reload ternd 2>&1) || fail "systemctl reload ternd with a bad configuration: $out"
+  wait_until "'reload refused' in the journal" 20 journal_grown 'reload refused' "$n0"
+  wait_until "active/running after the refused reload (not stuck in reloading)" 20 is_prop running SubState
+  [[ $(main_pid) == "$pid0" ]] || fail "the refused reload changed MainPID from $pid0 to $(main_pid)"
+  local refused_status
+  refused_status=$(prop StatusText)
+  [[ $refused_status == *"last reload failed"* ]] ||
+    fail "after a refused reload STATUS= is '$refused_status', expected '... last reload failed: ...'"
+  check_serving "after a refused reload"
+  cp /ternd-ci/ternd.toml.good /etc/ternd/ternd.toml
+  n0=$(journal_count 'configuration reloaded from /etc/ternd/ternd.toml')
+  out=$(systemctl reload ternd 2>&1) || fail "systemctl reload ternd with the configuration restored: $out"
+  wait_until "reload of the restored configuration logged" 20 \
+    journal_grown 'configuration reloaded from /etc/ternd/ternd.toml' "$n0"
+  wait_until "STATUS= without 'last reload failed' after the good reload" 20 status_clean
+  ok "a refused reload (log_level = \"not-a-level\"): logged, still active/running with MainPID $pid0, STATUS=$refused_status; the restored file reloads and clears it"
 
   # Socket activation: the socket unit stays, a connection starts ternd.
   out=$(systemctl stop ternd.service 2>&1) || fail "systemctl stop ternd.service: $out"
