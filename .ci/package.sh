@@ -9,24 +9,32 @@
 #      packaged component.
 #   2. lintian: no errors.
 #   3. A fresh Debian 12 root (debootstrap --variant=minbase, cached as a
-#      tarball), where apt-get resolves the dependencies from the Debian
-#      mirror, then every command of docs/operations.md that runs without
-#      systemd as PID 1: install a previous version, check that nothing is
-#      enabled, configure, provision, start the daemon as the ternd user,
-#      ternctl health/info/stats/infer, the Python client, a C++ program
-#      built with `pkg-config ternd-client`; upgrade (edited config and
-#      /var/lib/ternd kept); ternd --version and ternctl run --golden;
+#      tarball), where apt-get resolves the dependencies from the mirror of
+#      this machine's apt sources, then every command of docs/operations.md
+#      that runs without systemd as PID 1: install a previous version, check
+#      that nothing is enabled, configure, provision, start the daemon as the
+#      ternd user, ternctl health/info/stats/infer, the Python client, a
+#      C++ program built with `pkg-config ternd-client`; upgrade (edited
+#      config and /var/lib/ternd kept); ternd --version and ternctl run
+#      --golden;
 #      systemd-analyze verify and security on the installed units; enable;
 #      backup and restore the state directory; roll back the package by
 #      hand; remove (config and state kept); purge (removed).
-#   4. arm64: ELF machine of every binary, Depends against the arm64
+#   4. The same root booted twice with systemd as PID 1 (systemd-nspawn,
+#      .ci/systemd-boot.sh): the package installed, enabled, served, reloaded,
+#      socket-activated, restarted after kill -9 and by the watchdog,
+#      stopped, booted again, reinstalled, removed and purged under a
+#      running systemd.
+#   5. arm64: ELF machine of every binary, Depends against the arm64
 #      libraries, ternd --version and ternctl run --golden under qemu-aarch64.
 #
 # Usage: bash .ci/package.sh   (from the repository root, as root)
 # Environment: TERND_CI_CACHE (default /var/cache/ternd-ci) keeps the base
-# tarball and downloaded .debs between runs; TERND_DEBIAN_MIRROR (default
-# http://deb.debian.org/debian); TERND_CI_REUSE_PACKAGES=1 checks the
-# packages of the previous run instead of building them again.
+# tarball and downloaded .debs between runs; the Debian mirror is the one
+# this machine's apt sources use for bookworm main (and bookworm-security
+# main), or TERND_DEBIAN_MIRROR (and TERND_DEBIAN_SECURITY_MIRROR);
+# TERND_CI_REUSE_PACKAGES=1 checks the packages of the previous run instead
+# of building them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -45,7 +53,60 @@ for tool in lintian debootstrap; do
 done
 
 cache=${TERND_CI_CACHE:-/var/cache/ternd-ci}
-mirror=${TERND_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+# The first URI that this machine's apt sources give for Debian's SUITE with
+# the component main: one-line sources (/etc/apt/sources.list,
+# sources.list.d/*.list) and deb822 ones (sources.list.d/*.sources).
+apt_source_uri() {  # suite
+  local f files=()
+  [[ -f /etc/apt/sources.list ]] && files+=(/etc/apt/sources.list)
+  for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [[ -f $f ]] && files+=("$f")
+  done
+  for f in "${files[@]}"; do
+    case "$f" in
+      *.sources)
+        # Paragraphs of "Field: value" lines (continuation lines start with
+        # a blank); a paragraph with "Enabled: no" is skipped.
+        awk -v suite="$1" '
+          function has(list, word,   n, i, a) {
+            n = split(list, a, /[ \t]+/)
+            for (i = 1; i <= n; i++) if (a[i] == word) return 1
+            return 0
+          }
+          function flush() {
+            if (has(f["types"], "deb") && has(f["suites"], suite) &&
+                has(f["components"], "main") && tolower(f["enabled"]) != "no" && f["uris"] != "") {
+              split(f["uris"], u, /[ \t]+/); sub(/\/+$/, "", u[1]); print u[1]; found = 1; exit
+            }
+            delete f; key = ""
+          }
+          /^#/ { next }
+          /^[ \t]*$/ { flush(); next }
+          /^[ \t]/ { if (key != "") { f[key] = f[key] " " $0; sub(/^[ \t]+/, "", f[key]) }; next }
+          {
+            key = tolower(substr($0, 1, index($0, ":") - 1))
+            f[key] = substr($0, index($0, ":") + 1)
+            sub(/^[ \t]+/, "", f[key])
+          }
+          END { if (!found) flush() }' "$f"
+        ;;
+      *)
+        # deb [options] URI SUITE COMPONENT...
+        sed -E 's/#.*//; s/\[[^]]*\]//' "$f" | awk -v suite="$1" '
+          $1 == "deb" && $3 == suite {
+            for (i = 4; i <= NF; i++) if ($i == "main") { sub(/\/+$/, "", $2); print $2; exit }
+          }'
+        ;;
+    esac
+  done | sed -n '1p' || true
+}
+mirror=${TERND_DEBIAN_MIRROR:-$(apt_source_uri bookworm)}
+[[ -n $mirror ]] ||
+  fail "no Debian bookworm main source in /etc/apt/sources.list or /etc/apt/sources.list.d/*.list, *.sources: set TERND_DEBIAN_MIRROR to a Debian mirror's URI"
+security_mirror=${TERND_DEBIAN_SECURITY_MIRROR:-$(apt_source_uri bookworm-security)}
+[[ -n $security_mirror ]] ||
+  fail "no Debian bookworm-security main source in /etc/apt/sources.list or /etc/apt/sources.list.d/*.list, *.sources: set TERND_DEBIAN_SECURITY_MIRROR to a Debian security mirror's URI"
 work=$(mktemp -d "${TMPDIR:-/tmp}/ternd-package-ci.XXXXXX")
 chroot_dir=$work/root
 daemon_pid=
@@ -272,7 +333,7 @@ cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
 cat >"$chroot_dir/etc/apt/sources.list" <<EOF
 deb $mirror bookworm main
 deb $mirror bookworm-updates main
-deb http://deb.debian.org/debian-security bookworm-security main
+deb $security_mirror bookworm-security main
 EOF
 # Unattended apt, and no Recommends: python3-ternd recommends python3-torch.
 cat >"$chroot_dir/etc/apt/apt.conf.d/99ternd-ci" <<'EOF'
@@ -551,6 +612,13 @@ sort -u "$work/ops-run.txt" >"$work/ops-ran.txt"
 missing=$(comm -23 "$work/ops-doc.txt" "$work/ops-ran.txt")
 [[ -z $missing ]] || fail "docs/operations.md commands the CI did not run: $missing"
 ok "$(wc -l <"$work/ops-doc.txt") commands of docs/operations.md ran in the fresh root"
+
+# --- systemd as PID 1 -------------------------------------------------------
+phase "the same root under systemd as PID 1: two boots with systemd-nspawn (.ci/systemd-boot.sh)"
+for m in var/cache/apt/archives dev/pts dev proc; do
+  if mountpoint -q "$chroot_dir/$m"; then umount "$chroot_dir/$m"; fi
+done
+bash .ci/systemd-boot.sh "$chroot_dir" "$ternd_amd64"
 
 # --- arm64 ------------------------------------------------------------------
 phase "arm64 package: architecture of the binaries, qemu-aarch64"
