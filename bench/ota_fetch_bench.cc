@@ -152,9 +152,10 @@ struct Fixture {
   }
 };
 
+// Destroyed at exit, which stops nginx (it was left running before).
 Fixture& GetFixture() {
-  static Fixture* f = new Fixture();
-  return *f;
+  static Fixture f;
+  return f;
 }
 
 // Downloads (and, with `stage`, stages) the fixture's artifact once per
