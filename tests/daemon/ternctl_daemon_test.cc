@@ -199,6 +199,18 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
       HasSubstr("ternd_request_latency_microseconds{quantile=\"0.99\"}"));
 }
 
+TEST_F(TernctlDaemonTest, StatusJsonWithUpdatesOff) {
+  // No root of trust in the configuration: updates are off, and say why.
+  const Json u = TernctlJson("status --json" + socket_);
+  EXPECT_EQ(u.value("enabled", true), false) << u.dump();
+  EXPECT_FALSE(u.value("disabled_reason", "").empty()) << u.dump();
+  EXPECT_TRUE(u["state"].is_string()) << u.dump();
+  EXPECT_TRUE(u["state_code"].is_number_integer()) << u.dump();
+  EXPECT_TRUE(u["active"].is_null()) << u.dump();
+  EXPECT_TRUE(u["previous"].is_null()) << u.dump();
+  EXPECT_EQ(u.value("probation", true), false) << u.dump();
+}
+
 TEST_F(TernctlDaemonTest, NoDaemonIsAClearError) {
   daemon_->Signal(SIGTERM);
   ASSERT_EQ(daemon_->WaitExit(), 0);
