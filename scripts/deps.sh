@@ -9,7 +9,7 @@ build_pkgs=(
   libprotobuf-dev protobuf-compiler
   libssl-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev
   libmosquitto-dev libzstd-dev libeigen3-dev
-  libtomlplusplus-dev libcli11-dev
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dpkg-dev file
 )

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tests/daemon/daemon_process.h"
@@ -14,14 +15,17 @@ namespace ternd::daemon_testing {
 namespace {
 
 using ::testing::HasSubstr;
+using Json = nlohmann::json;
 
 struct Output {
   int status;
   std::string text;
 };
 
-Output Ternctl(const std::string& args) {
-  const std::string cmd = std::string(TERNCTL_PATH) + " " + args + " 2>&1";
+// `with_stderr` false: stdout only (what a program reading --json gets).
+Output Ternctl(const std::string& args, bool with_stderr = true) {
+  const std::string cmd =
+      std::string(TERNCTL_PATH) + " " + args + (with_stderr ? " 2>&1" : "");
   FILE* p = popen(cmd.c_str(), "r");
   std::string text;
   char buf[4096];
@@ -29,6 +33,15 @@ Output Ternctl(const std::string& args) {
   while ((n = fread(buf, 1, sizeof(buf), p)) > 0) text.append(buf, n);
   const int status = pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+// Runs a --json command: exit 0 and one JSON object on stdout.
+Json TernctlJson(const std::string& args) {
+  Output out = Ternctl(args, /*with_stderr=*/false);
+  EXPECT_EQ(out.status, 0) << args << "\n" << out.text;
+  Json j = Json::parse(out.text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_TRUE(j.is_object()) << args << "\n" << out.text;
+  return j.is_object() ? j : Json::object();
 }
 
 class TernctlDaemonTest : public ::testing::Test {
@@ -72,6 +85,35 @@ TEST_F(TernctlDaemonTest, InferPrintsOutputsAsTextAndJson) {
       HasSubstr(
           "{\"model\":\"testnet\",\"version\":1,\"outputs\":{\"class\":[["));
   EXPECT_THAT(json.text, ::testing::Not(HasSubstr("probs")));
+  const Json j =
+      TernctlJson("infer" + socket_ + " --json --values " + Values(2));
+  EXPECT_EQ(j.value("model", ""), "testnet");
+  EXPECT_EQ(j.value("version", 0), 1);
+  ASSERT_EQ(j["outputs"]["probs"].size(), 2u);
+  double sum = 0;
+  for (const Json& p : j["outputs"]["probs"][0]) sum += p.get<double>();
+  EXPECT_NEAR(sum, 1.0, 1e-4);
+  ASSERT_EQ(j["outputs"]["class"].size(), 2u);
+  EXPECT_TRUE(j["outputs"]["class"][1][0].is_number_integer());
+  EXPECT_TRUE(j["queue_us"].is_number_unsigned());
+  EXPECT_TRUE(j["compute_us"].is_number_unsigned());
+}
+
+TEST_F(TernctlDaemonTest, InferJsonOfNonFiniteOutputsParses) {
+  // Finite inputs near the float maximum overflow the model's sums to inf;
+  // softmax of them is nan. The text output shows them as they are.
+  std::string huge;
+  for (int i = 0; i < 16; ++i) huge += (i % 2 ? "-3e38 " : "3e38 ");
+  Output text = Ternctl("infer" + socket_ + " --values " + huge);
+  ASSERT_EQ(text.status, 0) << text.text;
+  EXPECT_THAT(text.text, HasSubstr("nan"));
+  const Json j = TernctlJson("infer" + socket_ + " --json --values " + huge);
+  ASSERT_EQ(j["outputs"]["probs"].size(), 1u);
+  ASSERT_EQ(j["outputs"]["probs"][0].size(), 4u);
+  for (const Json& p : j["outputs"]["probs"][0]) {
+    EXPECT_TRUE(p.is_null()) << j.dump();
+  }
+  EXPECT_TRUE(j["outputs"]["class"][0][0].is_number_integer()) << j.dump();
 }
 
 TEST_F(TernctlDaemonTest, InferReadsAFileOrStdinAndMatchesRun) {
@@ -92,6 +134,12 @@ TEST_F(TernctlDaemonTest, InferReadsAFileOrStdinAndMatchesRun) {
               HasSubstr(outputs.substr(outputs.find("\"outputs\""))));
   EXPECT_EQ(from_file.text.substr(0, from_file.text.find("queue_us")),
             from_stdin.text.substr(0, from_stdin.text.find("queue_us")));
+  const Json ran = Json::parse(run.text, nullptr, false);
+  const Json inferred = Json::parse(from_file.text, nullptr, false);
+  ASSERT_TRUE(ran.is_object()) << run.text;
+  ASSERT_TRUE(inferred.is_object()) << from_file.text;
+  EXPECT_EQ(inferred["outputs"], ran["outputs"]);
+  EXPECT_EQ(ran["outputs"]["probs"].size(), 2u);
 }
 
 TEST_F(TernctlDaemonTest, InferRejectsBadInput) {
@@ -110,10 +158,24 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
   EXPECT_THAT(info.text, HasSubstr("input        x F32 [16]"));
   EXPECT_THAT(Ternctl("info --json" + socket_).text,
               HasSubstr("\"name\":\"testnet\""));
+  const Json i = TernctlJson("info --json" + socket_);
+  EXPECT_EQ(i.value("name", ""), "testnet");
+  EXPECT_EQ(i.value("version", 0), 1);
+  EXPECT_EQ(i["inputs"],
+            Json::parse(R"([{"name":"x","dtype":"F32","features":16}])"));
+  EXPECT_EQ(i["outputs"], Json::parse(R"([
+      {"name":"probs","dtype":"F32","features":4},
+      {"name":"class","dtype":"I32","features":1}])"));
+  EXPECT_EQ(i.value("max_batch", 0), 16);
+  EXPECT_EQ(i.value("workers", 0), 1);
+  EXPECT_FALSE(i.value("kernel", "").empty());
+  EXPECT_GT(i.value("arena_bytes", uint64_t{0}), 0u);
 
   Output health = Ternctl("health" + socket_);
   EXPECT_EQ(health.status, 0);
   EXPECT_THAT(health.text, HasSubstr("live yes, ready yes (serving)"));
+  EXPECT_EQ(TernctlJson("health --json" + socket_),
+            Json::parse(R"({"live":true,"ready":true,"state":"serving"})"));
 
   ASSERT_EQ(Ternctl("infer" + socket_ + " --values " + Values(3)).status, 0);
   Output stats = Ternctl("stats --json" + socket_);
@@ -125,9 +187,28 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
                                    "status=\"OK\"} 1"));
   EXPECT_THAT(prom.text, HasSubstr("ternd_model_info{name=\"testnet\""));
   EXPECT_THAT(stats.text, HasSubstr("\"metrics\":{"));
+  const Json st = TernctlJson("stats --json" + socket_);
+  EXPECT_EQ(st.value("inferences_total", 0), 3);
+  EXPECT_GE(st["responses"].value("OK", 0), 1) << st.dump();
+  for (const char* q : {"p50", "p90", "p99", "p999"}) {
+    EXPECT_TRUE(st["latency_us"][q].is_number()) << st.dump();
+  }
+  EXPECT_TRUE(st["metrics"].is_object()) << st.dump();
   EXPECT_THAT(
       prom.text,
       HasSubstr("ternd_request_latency_microseconds{quantile=\"0.99\"}"));
+}
+
+TEST_F(TernctlDaemonTest, StatusJsonWithUpdatesOff) {
+  // No root of trust in the configuration: updates are off, and say why.
+  const Json u = TernctlJson("status --json" + socket_);
+  EXPECT_EQ(u.value("enabled", true), false) << u.dump();
+  EXPECT_FALSE(u.value("disabled_reason", "").empty()) << u.dump();
+  EXPECT_TRUE(u["state"].is_string()) << u.dump();
+  EXPECT_TRUE(u["state_code"].is_number_integer()) << u.dump();
+  EXPECT_TRUE(u["active"].is_null()) << u.dump();
+  EXPECT_TRUE(u["previous"].is_null()) << u.dump();
+  EXPECT_EQ(u.value("probation", true), false) << u.dump();
 }
 
 TEST_F(TernctlDaemonTest, NoDaemonIsAClearError) {

@@ -7,6 +7,7 @@
 
 #include <ctime>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -20,12 +21,22 @@ namespace ternd::fleet_testing {
 namespace {
 
 using ota::RejectReason;
+using Json = nlohmann::json;
 
 bool Contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// A `--json` output: one JSON object and a newline, nothing else.
+Json ParseJson(const std::string& out) {
+  EXPECT_FALSE(out.empty());
+  EXPECT_EQ(out.find('\n'), out.size() - 1) << out;
+  Json j = Json::parse(out, nullptr, /*allow_exceptions=*/false);
+  EXPECT_TRUE(j.is_object()) << out;
+  return j.is_object() ? j : Json::object();
+}
 
 class FleetCliTest : public ::testing::Test {
  protected:
@@ -102,6 +113,10 @@ TEST_F(FleetCliTest, KeygenWritesAPrivateKeyOnlyTheOwnerReadsAndAPublicKey) {
   EXPECT_EQ(*pub, key->public_key);
   EXPECT_TRUE(Contains(r.out, "\"key_id\":\"" + ota::KeyId(*pub) + "\""))
       << r.out;
+  const Json j = ParseJson(r.out);
+  EXPECT_EQ(j.value("key_id", ""), ota::KeyId(*pub));
+  EXPECT_EQ(j.value("private_key", ""), "k1.key");
+  EXPECT_EQ(j.value("public_key", ""), "k1.pub");
   EXPECT_TRUE(Contains(Read("k1.key"), "-----BEGIN PRIVATE KEY-----"));
   EXPECT_TRUE(Contains(Read("k1.pub"), "-----BEGIN PUBLIC KEY-----"));
 
@@ -153,6 +168,17 @@ TEST_F(FleetCliTest, KeygenRootSignAcceptedByADevice) {
   EXPECT_TRUE(Contains(shown.out, "\"fleet\":\"acme\",\"version\":1"))
       << shown.out;
   EXPECT_TRUE(Contains(shown.out, "\"self_signed\":true")) << shown.out;
+  const Json root = ParseJson(shown.out);
+  EXPECT_EQ(root.value("file", ""), "root-1.pb");
+  EXPECT_EQ(root.value("fleet", ""), "acme");
+  EXPECT_EQ(root.value("version", 0), 1);
+  EXPECT_GT(root.value("expires", int64_t{0}), Now());
+  ASSERT_TRUE(root["keys"].is_array());
+  EXPECT_EQ(root["keys"].size(), 3u);
+  EXPECT_EQ(root["root"].value("threshold", 0), 1);
+  ASSERT_EQ(root["root"]["key_ids"].size(), 1u);
+  EXPECT_EQ(root["signatures"], Json::array({root["root"]["key_ids"][0]}));
+  EXPECT_EQ(root.value("self_signed", false), true);
 
   WriteModel(File("m.tern"), "sensor", 3);
   CmdResult r =
@@ -174,6 +200,22 @@ TEST_F(FleetCliTest, KeygenRootSignAcceptedByADevice) {
       ota::AcceptRelease(state, envelope, device_, 2, policy_, now, &reason);
   ASSERT_TRUE(accepted.ok()) << accepted.status().message();
   const ota::Release& rel = *accepted;
+  // What --json says is what was signed.
+  const Json signed_json = ParseJson(r.out);
+  EXPECT_EQ(signed_json.value("release", ""), "out/sensor-3.release.pb");
+  EXPECT_EQ(signed_json.value("artifact", ""), "out/sensor-3.tern.zst");
+  EXPECT_EQ(signed_json.value("model", ""), "sensor");
+  EXPECT_EQ(signed_json.value("version", 0), 3);
+  EXPECT_EQ(signed_json.value("sequence", uint64_t{0}), rel.sequence());
+  EXPECT_EQ(signed_json.value("artifact_length", size_t{0}), artifact.size());
+  EXPECT_EQ(signed_json.value("artifact_sha256", ""),
+            ota::Hex(Sha256(artifact)));
+  EXPECT_EQ(signed_json.value("chunks", 0), rel.chunk_sha256_size());
+  EXPECT_EQ(signed_json["urls"], Json::array({rel.urls(0), rel.urls(1)}));
+  EXPECT_EQ(signed_json["target_devices"], Json::array({"robot-9"}));
+  EXPECT_EQ(signed_json["target_groups"], Json::array({"warehouse"}));
+  EXPECT_EQ(signed_json.value("rollout_id", ""), "spring");
+  EXPECT_EQ(signed_json.value("expires", int64_t{0}), rel.expires());
   EXPECT_EQ(rel.model_name(), "sensor");
   EXPECT_EQ(rel.model_version(), 3u);
   EXPECT_EQ(rel.rollout_id(), "spring");
@@ -346,6 +388,12 @@ TEST_F(FleetCliTest, TimestampAdvancesTheDevicesTrustedTime) {
   ASSERT_TRUE(rel_env.ParseFromString(release));
   EXPECT_EQ(ts.release_sha256(), Sha256(rel_env.payload()));
   EXPECT_NEAR(ts.expires() - ts.issued(), 30 * 60, 2);
+  const Json printed = ParseJson(r.out);
+  EXPECT_EQ(printed.value("file", ""), "ts.pb");
+  EXPECT_EQ(printed.value("release", ""), "out/m-1.release.pb");
+  EXPECT_EQ(printed.value("release_sha256", ""), ota::Hex(ts.release_sha256()));
+  EXPECT_EQ(printed.value("issued", int64_t{0}), ts.issued());
+  EXPECT_EQ(printed.value("expires", int64_t{0}), ts.expires());
   // Expired half an hour later.
   ota::TrustState late = Pin("root-1.pb");
   EXPECT_FALSE(
@@ -369,6 +417,18 @@ TEST_F(FleetCliTest, BundleRoundTripAndShow) {
       "bundle --root root-1.pb --root root-2.pb --release out/m-4.release.pb "
       "--timestamp ts.pb --artifact out/m-4.tern.zst --out u.ternbundle");
   EXPECT_TRUE(Contains(made.out, "verified     yes")) << made.out;
+  const Json made_json = ParseJson(
+      Ok("bundle --root root-1.pb --root root-2.pb "
+         "--release out/m-4.release.pb --timestamp ts.pb "
+         "--artifact out/m-4.tern.zst --out u.ternbundle --force --json")
+          .out);
+  EXPECT_EQ(made_json.value("file", ""), "u.ternbundle");
+  EXPECT_EQ(made_json.value("roots", 0), 2);
+  EXPECT_EQ(made_json.value("model", ""), "m");
+  EXPECT_EQ(made_json.value("version", 0), 4);
+  EXPECT_EQ(made_json.value("sequence", 0), 99);
+  EXPECT_EQ(made_json.value("timestamp", false), true);
+  EXPECT_EQ(made_json.value("verified", false), true);
 
   const std::string bytes = Read("u.ternbundle");
   auto c = ota::ParseBundle(bytes, "u.ternbundle");
@@ -397,6 +457,22 @@ TEST_F(FleetCliTest, BundleRoundTripAndShow) {
                        "\"sequence\":99"))
       << shown.out;
   EXPECT_TRUE(Contains(shown.out, "\"verified\":true")) << shown.out;
+  const Json show = ParseJson(shown.out);
+  EXPECT_EQ(show.value("file", ""), "u.ternbundle");
+  EXPECT_EQ(show.value("bytes", size_t{0}), bytes.size());
+  ASSERT_EQ(show["roots"].size(), 2u);
+  EXPECT_EQ(show["roots"][0].value("fleet", ""), "acme");
+  EXPECT_EQ(show["roots"][1].value("version", 0), 2);
+  EXPECT_EQ(show["release"].value("model", ""), "m");
+  EXPECT_EQ(show["release"].value("sequence", 0), 99);
+  EXPECT_EQ(show["release"]["target_groups"], Json::array({"warehouse"}));
+  EXPECT_EQ(show["release"].value("artifact_sha256", ""),
+            ota::Hex(c->release.artifact_sha256()));
+  EXPECT_TRUE(show["timestamp"].is_object()) << shown.out;
+  EXPECT_EQ(show["timestamp"].value("expires", int64_t{0}),
+            c->timestamp.expires());
+  EXPECT_EQ(show.value("artifact_length", size_t{0}), c->artifact.size());
+  EXPECT_EQ(show.value("problem", "?"), "");
 
   // A bundle whose artifact is not the release's is refused as a whole.
   std::string tampered = bytes;

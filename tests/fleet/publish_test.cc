@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tests/fleet/fleet_harness.h"
@@ -81,6 +82,13 @@ TEST_F(PublishTest, RetainedReleaseArrivesOnTheDeviceTopicWithTheExactBytes) {
                    "--fleet acme --device robot-7 out/m-1.release.pb --json");
   const std::string topic = "ternd/v1/acme/devices/robot-7/update/release";
   EXPECT_TRUE(Contains(r.out, "\"topic\":\"" + topic + "\"")) << r.out;
+  const auto printed = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(printed.is_object()) << r.out;
+  EXPECT_EQ(printed.value("topic", ""), topic);
+  EXPECT_EQ(printed.value("bytes", size_t{0}), ReadBytes(file).size());
+  EXPECT_EQ(printed.value("retained", false), true);
+  EXPECT_EQ(printed.value("qos", 0), 1);
+  EXPECT_EQ(printed.value("cleared", true), false);
   // A subscriber that connects afterwards gets it: it is retained.
   std::unique_ptr<MqttProbe> probe = Probe();
   ASSERT_TRUE(probe);
@@ -114,7 +122,13 @@ TEST_F(PublishTest, RetainedReleaseArrivesOnTheDeviceTopicWithTheExactBytes) {
   // --clear: subscribers see the empty retained message, and a new one gets
   // nothing retained on that topic any more.
   probe->Clear();
-  Ok("publish " + Broker() + "--fleet acme --device robot-7 --clear");
+  const auto clear = nlohmann::json::parse(
+      Ok("publish " + Broker() + "--fleet acme --device robot-7 --clear --json")
+          .out,
+      nullptr, false);
+  ASSERT_TRUE(clear.is_object());
+  EXPECT_EQ(clear.value("cleared", false), true);
+  EXPECT_EQ(clear.value("bytes", size_t{1}), 0u);
   auto cleared = probe->WaitForMessage(topic);
   ASSERT_TRUE(cleared.has_value());
   EXPECT_EQ(cleared->payload, "");

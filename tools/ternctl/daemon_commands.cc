@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "base/file.h"
-#include "base/json.h"
 #include "daemon/client/client.h"
 #include "tools/ternctl/commands.h"
+#include "tools/ternctl/json_output.h"
 #include "tools/ternctl/values.h"
 
 namespace ternd::ternctl {
@@ -70,27 +70,18 @@ struct InferOptions {
   uint64_t deadline_ms = 0;
 };
 
-void PrintInferResponse(const wire::InferResponse& r, bool json) {
-  if (json) {
-    std::printf("{\"model\":%s,\"version\":%" PRIu64 ",\"outputs\":{",
-                JsonString(r.model()).c_str(), r.model_version());
-  }
-  for (int o = 0; o < r.outputs_size(); ++o) {
-    const wire::Tensor& t = r.outputs(o);
+void PrintInferResponse(const wire::InferResponse& r) {
+  for (const wire::Tensor& t : r.outputs()) {
     const uint32_t rows = t.shape_size() > 0 ? t.shape(0) : 1;
     const size_t count = t.data().size() / 4;
     const size_t per_row = rows ? count / rows : 0;
-    if (json) {
-      std::printf("%s%s:[", o ? "," : "", JsonString(t.name()).c_str());
-    } else {
-      std::printf("%s (%s, %u x %zu)\n", t.name().c_str(), DTypeText(t.dtype()),
-                  rows, per_row);
-    }
+    std::printf("%s (%s, %u x %zu)\n", t.name().c_str(), DTypeText(t.dtype()),
+                rows, per_row);
     for (uint32_t b = 0; b < rows; ++b) {
-      std::printf(json ? "%s[" : "  ", (json && b) ? "," : "");
+      std::printf("  ");
       for (size_t f = 0; f < per_row; ++f) {
         const size_t j = b * per_row + f;
-        const char* sep = f ? (json ? "," : " ") : "";
+        const char* sep = f ? " " : "";
         if (t.dtype() == wire::I32) {
           std::printf("%s%d", sep, client::I32Data(t)[j]);
         } else {
@@ -98,14 +89,38 @@ void PrintInferResponse(const wire::InferResponse& r, bool json) {
                       static_cast<double>(client::F32Data(t)[j]));
         }
       }
-      std::printf(json ? "]" : "\n");
+      std::printf("\n");
     }
-    if (json) std::printf("]");
   }
-  if (json) {
-    std::printf("},\"queue_us\":%" PRIu64 ",\"compute_us\":%" PRIu64 "}\n",
-                r.queue_us(), r.compute_us());
+}
+
+// The shape of `ternctl run --json`, plus the daemon's timings.
+void PrintInferResponseJson(const wire::InferResponse& r) {
+  Json outputs = Json::object();
+  for (const wire::Tensor& t : r.outputs()) {
+    const uint32_t rows = t.shape_size() > 0 ? t.shape(0) : 1;
+    const size_t count = t.data().size() / 4;
+    const size_t per_row = rows ? count / rows : 0;
+    Json values = Json::array();
+    for (uint32_t b = 0; b < rows; ++b) {
+      Json row = Json::array();
+      for (size_t f = 0; f < per_row; ++f) {
+        const size_t j = b * per_row + f;
+        if (t.dtype() == wire::I32) {
+          row.push_back(client::I32Data(t)[j]);
+        } else {
+          row.push_back(JsonNumber(client::F32Data(t)[j], 6));
+        }
+      }
+      values.push_back(std::move(row));
+    }
+    outputs[t.name()] = std::move(values);
   }
+  PrintJson(Json{{"model", r.model()},
+                 {"version", r.model_version()},
+                 {"outputs", std::move(outputs)},
+                 {"queue_us", r.queue_us()},
+                 {"compute_us", r.compute_us()}});
 }
 
 int Infer(const InferOptions& opt) {
@@ -156,7 +171,11 @@ int Infer(const InferOptions& opt) {
   request.set_deadline_us(opt.deadline_ms * 1000);
   Result<wire::InferResponse> r = (*c)->Infer(request);
   if (!r.ok()) return Fail(r.status());
-  PrintInferResponse(*r, opt.daemon.json);
+  if (opt.daemon.json) {
+    PrintInferResponseJson(*r);
+  } else {
+    PrintInferResponse(*r);
+  }
   return 0;
 }
 
@@ -166,26 +185,26 @@ int Info(const DaemonOptions& opt) {
   Result<wire::ModelInfoResponse> i = (*c)->ModelInfo();
   if (!i.ok()) return Fail(i.status());
   if (opt.json) {
-    std::printf("{\"name\":%s,\"version\":%" PRIu64 ",\"inputs\":[",
-                JsonString(i->name()).c_str(), i->version());
-    for (int k = 0; k < i->inputs_size(); ++k) {
-      std::printf("%s{\"name\":%s,\"dtype\":\"%s\",\"features\":%u}",
-                  k ? "," : "", JsonString(i->inputs(k).name()).c_str(),
-                  DTypeText(i->inputs(k).dtype()), i->inputs(k).features());
-    }
-    std::printf("],\"outputs\":[");
-    for (int k = 0; k < i->outputs_size(); ++k) {
-      std::printf("%s{\"name\":%s,\"dtype\":\"%s\",\"features\":%u}",
-                  k ? "," : "", JsonString(i->outputs(k).name()).c_str(),
-                  DTypeText(i->outputs(k).dtype()), i->outputs(k).features());
-    }
-    std::printf(
-        "],\"max_batch\":%u,\"kernel\":%s,\"workers\":%u,\"swap\":%s,"
-        "\"arena_bytes\":%" PRIu64 ",\"slot_bytes\":%" PRIu64
-        ",\"slot_bytes_used\":%" PRIu64 "}\n",
-        i->max_batch(), JsonString(i->kernel()).c_str(), i->workers(),
-        JsonString(i->swap()).c_str(), i->arena_bytes(), i->slot_bytes(),
-        i->slot_bytes_used());
+    auto specs = [](const auto& list) {
+      Json out = Json::array();
+      for (const wire::TensorSpec& t : list) {
+        out.push_back(Json{{"name", t.name()},
+                           {"dtype", DTypeText(t.dtype())},
+                           {"features", t.features()}});
+      }
+      return out;
+    };
+    PrintJson(Json{{"name", i->name()},
+                   {"version", i->version()},
+                   {"inputs", specs(i->inputs())},
+                   {"outputs", specs(i->outputs())},
+                   {"max_batch", i->max_batch()},
+                   {"kernel", i->kernel()},
+                   {"workers", i->workers()},
+                   {"swap", i->swap()},
+                   {"arena_bytes", i->arena_bytes()},
+                   {"slot_bytes", i->slot_bytes()},
+                   {"slot_bytes_used", i->slot_bytes_used()}});
     return 0;
   }
   std::printf("model        %s\n", i->name().c_str());
@@ -215,9 +234,8 @@ int Health(const DaemonOptions& opt) {
   Result<wire::HealthResponse> h = (*c)->Health();
   if (!h.ok()) return Fail(h.status());
   if (opt.json) {
-    std::printf("{\"live\":%s,\"ready\":%s,\"state\":%s}\n",
-                h->live() ? "true" : "false", h->ready() ? "true" : "false",
-                JsonString(h->state()).c_str());
+    PrintJson(Json{
+        {"live", h->live()}, {"ready", h->ready()}, {"state", h->state()}});
   } else {
     std::printf("live %s, ready %s (%s)\n", h->live() ? "yes" : "no",
                 h->ready() ? "yes" : "no", h->state().c_str());
@@ -300,23 +318,37 @@ int Stats(const DaemonOptions& opt, bool prometheus) {
     return 0;
   }
   if (opt.json) {
-    std::printf("{\"uptime_ms\":%" PRIu64 ",\"responses\":{", s->uptime_ms());
-    for (int k = 0; k < s->responses_size(); ++k) {
-      std::printf("%s%s:%" PRIu64, k ? "," : "",
-                  JsonString(s->responses(k).code()).c_str(),
-                  s->responses(k).count());
+    Json responses = Json::object();
+    for (const wire::StatusCount& sc : s->responses()) {
+      responses[sc.code()] = sc.count();
     }
-    std::printf("},\"requests_total\":%" PRIu64 ",\"inferences_total\":%" PRIu64
-                ",\"frames_rejected\":%" PRIu64
-                ",\"latency_us\":{\"p50\":%g,"
-                "\"p90\":%g,\"p99\":%g,\"p999\":%g},\"queue_depth\":%" PRIu64
-                ",\"connections\":%" PRIu64 ",\"connections_total\":%" PRIu64
-                ",\"metrics\":%s}\n",
-                s->requests_total(), s->inferences_total(),
-                s->frames_rejected(), s->latency_p50_us(), s->latency_p90_us(),
-                s->latency_p99_us(), s->latency_p999_us(), s->queue_depth(),
-                s->connections(), s->connections_total(),
-                s->metrics_json().empty() ? "null" : s->metrics_json().c_str());
+    // The daemon's registry as JSON (docs/telemetry.md), or null from a
+    // daemon older than the registry.
+    Json metrics = nullptr;
+    if (!s->metrics_json().empty()) {
+      metrics = Json::parse(s->metrics_json(), nullptr,
+                            /*allow_exceptions=*/false);
+      if (metrics.is_discarded()) {
+        std::fprintf(stderr,
+                     "ternctl: the daemon's metrics are not valid JSON; "
+                     "printing null\n");
+        metrics = nullptr;
+      }
+    }
+    PrintJson(Json{{"uptime_ms", s->uptime_ms()},
+                   {"responses", std::move(responses)},
+                   {"requests_total", s->requests_total()},
+                   {"inferences_total", s->inferences_total()},
+                   {"frames_rejected", s->frames_rejected()},
+                   {"latency_us",
+                    {{"p50", JsonNumber(s->latency_p50_us(), 6)},
+                     {"p90", JsonNumber(s->latency_p90_us(), 6)},
+                     {"p99", JsonNumber(s->latency_p99_us(), 6)},
+                     {"p999", JsonNumber(s->latency_p999_us(), 6)}}},
+                   {"queue_depth", s->queue_depth()},
+                   {"connections", s->connections()},
+                   {"connections_total", s->connections_total()},
+                   {"metrics", std::move(metrics)}});
     return 0;
   }
   std::printf("uptime        %.1f s\n",
@@ -339,26 +371,26 @@ int Stats(const DaemonOptions& opt, bool prometheus) {
 
 int PrintUpdateStatus(const DaemonOptions& opt,
                       const wire::UpdateStatusResponse& u) {
-  auto installed = [](const wire::InstalledModel& m) {
-    return m.name().empty()
-               ? std::string("null")
-               : "{\"name\":" + JsonString(m.name()) +
-                     ",\"version\":" + std::to_string(m.version()) +
-                     ",\"activated_at\":" + std::to_string(m.activated_at()) +
-                     "}";
+  auto installed = [](const wire::InstalledModel& m) -> Json {
+    if (m.name().empty()) return nullptr;
+    return {{"name", m.name()},
+            {"version", m.version()},
+            {"activated_at", m.activated_at()}};
   };
   if (opt.json) {
-    std::printf(
-        "{\"enabled\":%s,\"disabled_reason\":%s,\"state_code\":%d,"
-        "\"state\":%s,\"reason\":%s,\"model\":%s,\"version\":%" PRIu64
-        ",\"rollout\":%s,\"bytes_done\":%" PRIu64 ",\"bytes_total\":%" PRIu64
-        ",\"active\":%s,\"previous\":%s,\"probation\":%s}\n",
-        u.enabled() ? "true" : "false", JsonString(u.disabled_reason()).c_str(),
-        u.state_code(), JsonString(u.state()).c_str(),
-        JsonString(u.reason()).c_str(), JsonString(u.model_name()).c_str(),
-        u.model_version(), JsonString(u.rollout_id()).c_str(), u.bytes_done(),
-        u.bytes_total(), installed(u.active()).c_str(),
-        installed(u.previous()).c_str(), u.probation() ? "true" : "false");
+    PrintJson(Json{{"enabled", u.enabled()},
+                   {"disabled_reason", u.disabled_reason()},
+                   {"state_code", u.state_code()},
+                   {"state", u.state()},
+                   {"reason", u.reason()},
+                   {"model", u.model_name()},
+                   {"version", u.model_version()},
+                   {"rollout", u.rollout_id()},
+                   {"bytes_done", u.bytes_done()},
+                   {"bytes_total", u.bytes_total()},
+                   {"active", installed(u.active())},
+                   {"previous", installed(u.previous())},
+                   {"probation", u.probation()}});
   } else {
     if (!u.enabled()) {
       std::printf("updates     off (%s)\n", u.disabled_reason().c_str());

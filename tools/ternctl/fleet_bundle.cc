@@ -10,6 +10,7 @@
 #include "ota/bundle.h"
 #include "ota/trust.h"
 #include "tools/ternctl/fleet_common.h"
+#include "tools/ternctl/json_output.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -99,15 +100,15 @@ int MakeBundle(const BundleOptions& o) {
   if (!w.ok()) return FleetFail(w);
   const ota::Release& r = parsed->release;
   if (o.json) {
-    std::printf(
-        "{\"file\":%s,\"bytes\":%zu,\"roots\":%zu,\"model\":%s,"
-        "\"version\":%" PRIu64 ",\"sequence\":%" PRIu64
-        ",\"timestamp\":%s,\"artifact_length\":%zu,\"verified\":%s}\n",
-        JsonString(o.out).c_str(), encoded->size(),
-        parsed->root_envelopes.size(), JsonString(r.model_name()).c_str(),
-        r.model_version(), r.sequence(),
-        parsed->timestamp_envelope.empty() ? "false" : "true",
-        parsed->artifact.size(), s.ok() ? "true" : "false");
+    PrintJson(Json{{"file", o.out},
+                   {"bytes", encoded->size()},
+                   {"roots", parsed->root_envelopes.size()},
+                   {"model", r.model_name()},
+                   {"version", r.model_version()},
+                   {"sequence", r.sequence()},
+                   {"timestamp", !parsed->timestamp_envelope.empty()},
+                   {"artifact_length", parsed->artifact.size()},
+                   {"verified", s.ok()}});
     return 0;
   }
   std::printf("bundle       %s (%zu bytes)\n", o.out.c_str(), encoded->size());
@@ -143,41 +144,38 @@ int ShowBundle(const std::string& path, bool json) {
   ota::SignedEnvelope release_env;
   release_env.ParseFromString(c->release_envelope);
   if (json) {
-    std::string roots;
+    Json roots = Json::array();
     for (const ota::Root& root : c->roots) {
-      roots += (roots.empty() ? "" : ",") + std::string("{\"fleet\":") +
-               JsonString(root.fleet()) +
-               ",\"version\":" + std::to_string(root.version()) +
-               ",\"expires\":" + std::to_string(root.expires()) + "}";
+      roots.push_back(Json{{"fleet", root.fleet()},
+                           {"version", root.version()},
+                           {"expires", root.expires()}});
     }
-    std::string devices, groups;
-    for (const std::string& d : r.target_devices()) {
-      devices += (devices.empty() ? "" : ",") + JsonString(d);
+    Json timestamp = nullptr;
+    if (!c->timestamp_envelope.empty()) {
+      timestamp = Json{{"issued", c->timestamp.issued()},
+                       {"expires", c->timestamp.expires()}};
     }
-    for (const std::string& g : r.target_groups()) {
-      groups += (groups.empty() ? "" : ",") + JsonString(g);
-    }
-    std::printf(
-        "{\"file\":%s,\"bytes\":%zu,\"roots\":[%s],\"release\":{\"model\":%s,"
-        "\"version\":%" PRIu64 ",\"sequence\":%" PRIu64 ",\"issued\":%" PRId64
-        ",\"expires\":%" PRId64
-        ",\"target_devices\":[%s],\"target_groups\":[%s],\"rollout_id\":%s,"
-        "\"artifact_sha256\":%s,\"signed_by\":%s},\"timestamp\":",
-        JsonString(path).c_str(), bytes->size(), roots.c_str(),
-        JsonString(r.model_name()).c_str(), r.model_version(), r.sequence(),
-        r.issued(), r.expires(), devices.c_str(), groups.c_str(),
-        JsonString(r.rollout_id()).c_str(),
-        JsonString(Hex(r.artifact_sha256())).c_str(),
-        JsonString(Signers(release_env)).c_str());
-    if (c->timestamp_envelope.empty()) {
-      std::printf("null");
-    } else {
-      std::printf("{\"issued\":%" PRId64 ",\"expires\":%" PRId64 "}",
-                  c->timestamp.issued(), c->timestamp.expires());
-    }
-    std::printf(",\"artifact_length\":%zu,\"verified\":%s,\"problem\":%s}\n",
-                c->artifact.size(), verified.ok() ? "true" : "false",
-                JsonString(verified.ok() ? "" : verified.message()).c_str());
+    auto list = [](const google::protobuf::RepeatedPtrField<std::string>& v) {
+      return Json(std::vector<std::string>(v.begin(), v.end()));
+    };
+    PrintJson(Json{{"file", path},
+                   {"bytes", bytes->size()},
+                   {"roots", std::move(roots)},
+                   {"release",
+                    {{"model", r.model_name()},
+                     {"version", r.model_version()},
+                     {"sequence", r.sequence()},
+                     {"issued", r.issued()},
+                     {"expires", r.expires()},
+                     {"target_devices", list(r.target_devices())},
+                     {"target_groups", list(r.target_groups())},
+                     {"rollout_id", r.rollout_id()},
+                     {"artifact_sha256", Hex(r.artifact_sha256())},
+                     {"signed_by", Signers(release_env)}}},
+                   {"timestamp", std::move(timestamp)},
+                   {"artifact_length", c->artifact.size()},
+                   {"verified", verified.ok()},
+                   {"problem", verified.ok() ? "" : verified.message()}});
     return 0;
   }
   std::printf("bundle       %s (%zu bytes, format %u)\n", path.c_str(),

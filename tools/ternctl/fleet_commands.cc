@@ -19,6 +19,7 @@
 #include "ota/trust.h"
 #include "tools/ternctl/commands.h"
 #include "tools/ternctl/fleet_common.h"
+#include "tools/ternctl/json_output.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -63,9 +64,8 @@ int Keygen(const KeygenOptions& o) {
   if (!s.ok()) return FleetFail(s);
   const std::string id = ota::KeyId(key->public_key);
   if (o.json) {
-    std::printf("{\"key_id\":%s,\"private_key\":%s,\"public_key\":%s}\n",
-                JsonString(id).c_str(), JsonString(key_path).c_str(),
-                JsonString(pub_path).c_str());
+    PrintJson(Json{
+        {"key_id", id}, {"private_key", key_path}, {"public_key", pub_path}});
   } else {
     std::printf("private key  %s (mode 0600: keep it offline and secret)\n",
                 key_path.c_str());
@@ -108,35 +108,32 @@ void PrintRoot(const ota::Root& root, const ota::SignedEnvelope& env,
                const std::string& path, const Status& self_check, bool json) {
   const auto roles = RolesByKey(root);
   auto role_json = [](const ota::RoleKeys& r) {
-    std::string s =
-        "{\"threshold\":" + std::to_string(r.threshold()) + ",\"key_ids\":[";
-    for (int i = 0; i < r.key_ids_size(); ++i) {
-      s += (i ? "," : "") + JsonString(r.key_ids(i));
-    }
-    return s + "]}";
+    return Json{{"threshold", r.threshold()},
+                {"key_ids", Json(std::vector<std::string>(r.key_ids().begin(),
+                                                          r.key_ids().end()))}};
   };
   if (json) {
-    std::string keys, sigs;
+    Json keys = Json::array();
     for (const ota::PublicKey& k : root.keys()) {
       auto it = roles.find(k.key_id());
-      keys += (keys.empty() ? "" : ",") + std::string("{\"key_id\":") +
-              JsonString(k.key_id()) +
-              ",\"roles\":" + JsonString(it == roles.end() ? "" : it->second) +
-              "}";
+      keys.push_back(Json{{"key_id", k.key_id()},
+                          {"roles", it == roles.end() ? "" : it->second}});
     }
+    Json signatures = Json::array();
     for (const ota::Signature& s : env.signatures()) {
-      sigs += (sigs.empty() ? "" : ",") + JsonString(s.key_id());
+      signatures.push_back(s.key_id());
     }
-    std::printf(
-        "{\"file\":%s,\"fleet\":%s,\"version\":%" PRIu64 ",\"expires\":%" PRId64
-        ",\"expires_utc\":%s,\"keys\":[%s],\"root\":%s,\"release\":%s,"
-        "\"timestamp\":%s,\"signatures\":[%s],\"self_signed\":%s}\n",
-        JsonString(path).c_str(), JsonString(root.fleet()).c_str(),
-        root.version(), root.expires(),
-        JsonString(FormatTime(root.expires())).c_str(), keys.c_str(),
-        role_json(root.root()).c_str(), role_json(root.release()).c_str(),
-        role_json(root.timestamp()).c_str(), sigs.c_str(),
-        self_check.ok() ? "true" : "false");
+    PrintJson(Json{{"file", path},
+                   {"fleet", root.fleet()},
+                   {"version", root.version()},
+                   {"expires", root.expires()},
+                   {"expires_utc", FormatTime(root.expires())},
+                   {"keys", std::move(keys)},
+                   {"root", role_json(root.root())},
+                   {"release", role_json(root.release())},
+                   {"timestamp", role_json(root.timestamp())},
+                   {"signatures", std::move(signatures)},
+                   {"self_signed", self_check.ok()}});
     return;
   }
   std::printf("root         %s\n", path.c_str());
@@ -333,12 +330,12 @@ int MakeTimestamp(const TimestampOptions& o) {
   Status s = WriteOutput(o.out, env->SerializeAsString(), 0644, o.force);
   if (!s.ok()) return FleetFail(s);
   if (o.json) {
-    std::printf(
-        "{\"file\":%s,\"release\":%s,\"release_sha256\":%s,"
-        "\"issued\":%" PRId64 ",\"expires\":%" PRId64 ",\"signed_by\":%s}\n",
-        JsonString(o.out).c_str(), JsonString(o.release).c_str(),
-        JsonString(Hex(ts.release_sha256())).c_str(), ts.issued(), ts.expires(),
-        JsonString(Signers(*env)).c_str());
+    PrintJson(Json{{"file", o.out},
+                   {"release", o.release},
+                   {"release_sha256", Hex(ts.release_sha256())},
+                   {"issued", ts.issued()},
+                   {"expires", ts.expires()},
+                   {"signed_by", Signers(*env)}});
   } else {
     std::printf("timestamp    %s\n", o.out.c_str());
     std::printf("release      %s (%s v%" PRIu64 ", sequence %" PRIu64

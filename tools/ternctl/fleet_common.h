@@ -1,5 +1,5 @@
 // Shared pieces of ternctl's fleet commands (keygen, root, sign, timestamp,
-// bundle, publish): errors, JSON text, times, reading signed metadata and
+// bundle, publish): errors, times, reading signed metadata and
 // writing outputs. Each fleet_*.cc registers its commands with one Add*
 // function declared here; AddFleetCommands (fleet_commands.cc) calls them.
 #ifndef TERND_TOOLS_TERNCTL_FLEET_COMMON_H_
@@ -12,7 +12,6 @@
 #include <string_view>
 #include <vector>
 
-#include "base/json.h"
 #include "base/status.h"
 #include "ota/metadata.pb.h"
 #include "ota/signing.h"
@@ -29,7 +28,6 @@ void AddPublishCommand(CLI::App& app, int* exit_code);
 // Prints "ternctl: <message>" on stderr and returns 1 (the error exit code).
 int FleetFail(const Status& s);
 
-using ::ternd::JsonString;   // base/json.h
 using ::ternd::ota::Hex;     // ota/signing.h
 using ::ternd::ota::Sha256;  // ota/signing.h
 

@@ -22,6 +22,7 @@
 #include "base/file.h"
 #include "net/broker_address.h"
 #include "tools/ternctl/fleet_common.h"
+#include "tools/ternctl/json_output.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -323,10 +324,11 @@ int RunPublish(const PublishOptions& o) {
   s = Publish(o, topic, payload);
   if (!s.ok()) return FleetFail(s);
   if (o.json) {
-    std::printf(
-        "{\"topic\":%s,\"bytes\":%zu,\"retained\":true,\"qos\":1,"
-        "\"cleared\":%s}\n",
-        JsonString(topic).c_str(), payload.size(), o.clear ? "true" : "false");
+    PrintJson(Json{{"topic", topic},
+                   {"bytes", payload.size()},
+                   {"retained", true},
+                   {"qos", 1},
+                   {"cleared", o.clear}});
   } else if (o.clear) {
     std::printf("cleared      %s (retained message removed)\n", topic.c_str());
   } else {

@@ -22,6 +22,7 @@
 #include "runtime/format.h"
 #include "runtime/runtime.h"
 #include "tools/ternctl/fleet_common.h"
+#include "tools/ternctl/json_output.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -185,10 +186,8 @@ Status CheckAgainstRoot(const std::string& root_path,
   return Status::Ok();
 }
 
-std::string JsonList(const google::protobuf::RepeatedPtrField<std::string>& v) {
-  std::string s = "[";
-  for (int i = 0; i < v.size(); ++i) s += (i ? "," : "") + JsonString(v[i]);
-  return s + "]";
+Json JsonList(const google::protobuf::RepeatedPtrField<std::string>& v) {
+  return Json(std::vector<std::string>(v.begin(), v.end()));
 }
 
 std::string TextList(const google::protobuf::RepeatedPtrField<std::string>& v) {
@@ -338,23 +337,26 @@ int Sign(const SignOptions& o) {
   if (!s.ok()) return FleetFail(s);
 
   if (o.json) {
-    std::printf(
-        "{\"release\":%s,\"artifact\":%s,\"model\":%s,\"version\":%" PRIu64
-        ",\"sequence\":%" PRIu64 ",\"artifact_length\":%" PRIu64
-        ",\"artifact_sha256\":%s,\"model_length\":%" PRIu64
-        ",\"model_sha256\":%s,\"zstd_level\":%d,\"chunk_size\":%" PRIu64
-        ",\"chunks\":%d,\"urls\":%s,\"target_devices\":%s,"
-        "\"target_groups\":%s,\"rollout_id\":%s,\"min_runtime_version\":%s,"
-        "\"issued\":%" PRId64 ",\"expires\":%" PRId64 ",\"signed_by\":%s}\n",
-        JsonString(release_path).c_str(), JsonString(artifact_path).c_str(),
-        JsonString(r.model_name()).c_str(), r.model_version(), r.sequence(),
-        r.artifact_length(), JsonString(Hex(r.artifact_sha256())).c_str(),
-        r.model_length(), JsonString(Hex(r.model_sha256())).c_str(),
-        o.zstd_level, r.chunk_size(), r.chunk_sha256_size(),
-        JsonList(r.urls()).c_str(), JsonList(r.target_devices()).c_str(),
-        JsonList(r.target_groups()).c_str(), JsonString(r.rollout_id()).c_str(),
-        JsonString(r.min_runtime_version()).c_str(), r.issued(), r.expires(),
-        JsonString(Signers(*env)).c_str());
+    PrintJson(Json{{"release", release_path},
+                   {"artifact", artifact_path},
+                   {"model", r.model_name()},
+                   {"version", r.model_version()},
+                   {"sequence", r.sequence()},
+                   {"artifact_length", r.artifact_length()},
+                   {"artifact_sha256", Hex(r.artifact_sha256())},
+                   {"model_length", r.model_length()},
+                   {"model_sha256", Hex(r.model_sha256())},
+                   {"zstd_level", o.zstd_level},
+                   {"chunk_size", r.chunk_size()},
+                   {"chunks", r.chunk_sha256_size()},
+                   {"urls", JsonList(r.urls())},
+                   {"target_devices", JsonList(r.target_devices())},
+                   {"target_groups", JsonList(r.target_groups())},
+                   {"rollout_id", r.rollout_id()},
+                   {"min_runtime_version", r.min_runtime_version()},
+                   {"issued", r.issued()},
+                   {"expires", r.expires()},
+                   {"signed_by", Signers(*env)}});
     return 0;
   }
   std::printf("release      %s\n", release_path.c_str());

@@ -8,6 +8,7 @@
 #include "runtime/format.h"
 #include "runtime/runtime.h"
 #include "tools/ternctl/commands.h"
+#include "tools/ternctl/json_output.h"
 #include "tools/ternctl/values.h"
 
 namespace ternd::ternctl {
@@ -126,34 +127,52 @@ struct RunOptions {
 };
 
 void PrintOutputs(const runtime::LoadedModel& m, const runtime::Executor& ex,
-                  int batch, bool json) {
-  if (json)
-    std::printf("{\"model\":\"%s\",\"version\":%llu,\"outputs\":{", m.name(),
-                static_cast<unsigned long long>(m.version()));
+                  int batch) {
   for (int o = 0; o < m.num_outputs(); ++o) {
     const runtime::IoInfo& info = m.output_info(o);
-    if (json) {
-      std::printf("%s\"%s\":[", o ? "," : "", info.name);
-    } else {
-      std::printf("%s (%s, %d x %u)\n", info.name, DTypeName(info.dtype), batch,
-                  info.features);
-    }
+    std::printf("%s (%s, %d x %u)\n", info.name, DTypeName(info.dtype), batch,
+                info.features);
     for (int b = 0; b < batch; ++b) {
-      std::printf(json ? "%s[" : "  ", (json && b) ? "," : "");
+      std::printf("  ");
       for (uint32_t f = 0; f < info.features; ++f) {
         const size_t j = static_cast<size_t>(b) * info.features + f;
-        const char* sep = f ? (json ? "," : " ") : "";
+        const char* sep = f ? " " : "";
         if (info.dtype == model::I32) {
           std::printf("%s%d", sep, ex.output_i32(o)[j]);
         } else {
           std::printf("%s%.6g", sep, static_cast<double>(ex.output_f32(o)[j]));
         }
       }
-      std::printf(json ? "]" : "\n");
+      std::printf("\n");
     }
-    if (json) std::printf("]");
   }
-  if (json) std::printf("}}\n");
+}
+
+// {"model":..,"version":..,"outputs":{"name":[[row],...],...}}; floats with
+// the text output's 6 significant digits.
+void PrintOutputsJson(const runtime::LoadedModel& m,
+                      const runtime::Executor& ex, int batch) {
+  Json outputs = Json::object();
+  for (int o = 0; o < m.num_outputs(); ++o) {
+    const runtime::IoInfo& info = m.output_info(o);
+    Json rows = Json::array();
+    for (int b = 0; b < batch; ++b) {
+      Json row = Json::array();
+      for (uint32_t f = 0; f < info.features; ++f) {
+        const size_t j = static_cast<size_t>(b) * info.features + f;
+        if (info.dtype == model::I32) {
+          row.push_back(ex.output_i32(o)[j]);
+        } else {
+          row.push_back(JsonNumber(ex.output_f32(o)[j], 6));
+        }
+      }
+      rows.push_back(std::move(row));
+    }
+    outputs[info.name] = std::move(rows);
+  }
+  PrintJson(Json{{"model", m.name()},
+                 {"version", m.version()},
+                 {"outputs", std::move(outputs)}});
 }
 
 int Run(const RunOptions& opt) {
@@ -220,7 +239,11 @@ int Run(const RunOptions& opt) {
   }
   Status s = ex.Invoke(batch);
   if (!s.ok()) return Fail(s);
-  PrintOutputs(m, ex, batch, opt.json);
+  if (opt.json) {
+    PrintOutputsJson(m, ex, batch);
+  } else {
+    PrintOutputs(m, ex, batch);
+  }
   return 0;
 }
 

@@ -21,13 +21,13 @@
 #include <string>
 #include <tuple>
 
-#include "base/json.h"
 #include "net/broker_address.h"
 #include "net/mqtt_session.h"
 #include "ota/update_state.pb.h"
 #include "telemetry/batch.h"
 #include "telemetry/telemetry.pb.h"
 #include "tools/ternctl/commands.h"
+#include "tools/ternctl/json_output.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -49,12 +49,8 @@ struct WatchOptions {
   std::vector<std::string> dictionaries;
 };
 
-std::string Num(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.10g", v);
-  return buf;
-}
+// Telemetry values with 10 significant digits; null when not finite.
+Json Num(double v) { return JsonNumber(v, 10); }
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -173,10 +169,10 @@ CREATE TABLE IF NOT EXISTS update_state (
 
   void OnConnection(bool up, const std::string& why) {
     if (o_.json) {
-      std::printf("{\"type\":\"connection\",\"state\":\"%s\"%s%s}\n",
-                  up ? "connected" : "disconnected",
-                  up ? "" : ",\"reason\":", up ? "" : JsonString(why).c_str());
-      std::fflush(stdout);
+      Json line = {{"type", "connection"},
+                   {"state", up ? "connected" : "disconnected"}};
+      if (!up) line["reason"] = why;
+      PrintJson(line);
     } else {
       std::fprintf(stderr, "ternctl watch: %s%s%s\n",
                    up ? "connected to " : "disconnected: ",
@@ -233,22 +229,19 @@ CREATE TABLE IF NOT EXISTS update_state (
       DbStep(q);
     }
     if (o_.json) {
-      std::string caps;
-      for (int i = 0; i < p.capabilities_size(); ++i) {
-        caps += (i ? "," : "") + JsonString(p.capabilities(i));
-      }
-      std::printf(
-          "{\"type\":\"presence\",\"device\":%s,\"state\":\"%s\","
-          "\"boot_epoch\":%" PRIu64 ",\"session\":%" PRIu64
-          ",\"retained\":%s,\"daemon_version\":%s,\"model\":%s,"
-          "\"model_version\":%s,\"kernel\":%s,\"capabilities\":[%s]}\n",
-          JsonString(device).c_str(), d.state.c_str(), p.boot_epoch(),
-          p.session(), retained ? "true" : "false",
-          JsonString(p.daemon_version()).c_str(),
-          JsonString(p.model_name()).c_str(),
-          JsonString(p.model_version()).c_str(), JsonString(p.kernel()).c_str(),
-          caps.c_str());
-      std::fflush(stdout);
+      PrintJson(Json{{"type", "presence"},
+                     {"device", device},
+                     {"state", d.state},
+                     {"boot_epoch", p.boot_epoch()},
+                     {"session", p.session()},
+                     {"retained", retained},
+                     {"daemon_version", p.daemon_version()},
+                     {"model", p.model_name()},
+                     {"model_version", p.model_version()},
+                     {"kernel", p.kernel()},
+                     {"capabilities",
+                      Json(std::vector<std::string>(p.capabilities().begin(),
+                                                    p.capabilities().end()))}});
     }
   }
 
@@ -282,29 +275,28 @@ CREATE TABLE IF NOT EXISTS update_state (
       }
     }
     if (!o_.json) return;
-    std::string metrics;
+    Json metrics = Json::object();
     for (const Metric& m : b.metrics()) {
-      if (!metrics.empty()) metrics += ',';
-      metrics += JsonString(SeriesName(m)) + ":";
       if (m.kind() == Metric::HISTOGRAM) {
         const auto& h = m.histogram();
-        metrics += "{\"count\":" + std::to_string(h.count()) +
-                   ",\"sum\":" + Num(h.sum()) + ",\"p50\":" + Num(h.p50()) +
-                   ",\"p90\":" + Num(h.p90()) + ",\"p99\":" + Num(h.p99()) +
-                   ",\"p999\":" + Num(h.p999()) + "}";
+        metrics[SeriesName(m)] =
+            Json{{"count", h.count()},  {"sum", Num(h.sum())},
+                 {"p50", Num(h.p50())}, {"p90", Num(h.p90())},
+                 {"p99", Num(h.p99())}, {"p999", Num(h.p999())}};
       } else {
-        metrics += Num(m.value());
+        metrics[SeriesName(m)] = Num(m.value());
       }
     }
-    std::printf("{\"type\":\"telemetry\",\"device\":%s,\"boot_epoch\":%" PRIu64
-                ",\"sequence\":%" PRIu64 ",\"start_unix_ms\":%" PRId64
-                ",\"end_unix_ms\":%" PRId64 ",\"uptime_ms\":%" PRIu64
-                ",\"dropped_batches_total\":%" PRIu64
-                ",\"compressed_bytes\":%zu,\"metrics\":{%s}}\n",
-                JsonString(device).c_str(), b.boot_epoch(), b.sequence(),
-                b.start_unix_ms(), b.end_unix_ms(), b.uptime_ms(),
-                b.dropped_batches_total(), payload.size(), metrics.c_str());
-    std::fflush(stdout);
+    PrintJson(Json{{"type", "telemetry"},
+                   {"device", device},
+                   {"boot_epoch", b.boot_epoch()},
+                   {"sequence", b.sequence()},
+                   {"start_unix_ms", b.start_unix_ms()},
+                   {"end_unix_ms", b.end_unix_ms()},
+                   {"uptime_ms", b.uptime_ms()},
+                   {"dropped_batches_total", b.dropped_batches_total()},
+                   {"compressed_bytes", payload.size()},
+                   {"metrics", std::move(metrics)}});
   }
 
   // INSERT OR IGNORE: false when the batch was already stored.
@@ -384,34 +376,30 @@ CREATE TABLE IF NOT EXISTS update_state (
     }
     if (o_.json) {
       if (!ok) {
-        std::printf(
-            "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
-            "\"error\":\"undecodable\",\"bytes\":%zu}\n",
-            JsonString(device).c_str(), retained ? "true" : "false",
-            payload.size());
+        PrintJson(Json{{"type", "update_state"},
+                       {"device", device},
+                       {"retained", retained},
+                       {"error", "undecodable"},
+                       {"bytes", payload.size()}});
       } else {
-        std::printf(
-            "{\"type\":\"update_state\",\"device\":%s,\"retained\":%s,"
-            "\"state_code\":%d,\"state\":%s,\"reason\":%s,\"model\":%s,"
-            "\"version\":%llu,\"rollout\":%s,\"bytes_done\":%llu,"
-            "\"bytes_total\":%llu,\"active_model\":%s,\"active_version\":%llu,"
-            "\"previous_version\":%llu,\"probation\":%s,\"root_version\":%llu,"
-            "\"time\":%lld}\n",
-            JsonString(device).c_str(), retained ? "true" : "false",
-            r.state_code(), JsonString(r.state()).c_str(),
-            JsonString(r.reason()).c_str(), JsonString(r.model_name()).c_str(),
-            static_cast<unsigned long long>(r.model_version()),
-            JsonString(r.rollout_id()).c_str(),
-            static_cast<unsigned long long>(r.bytes_done()),
-            static_cast<unsigned long long>(r.bytes_total()),
-            JsonString(r.active_model()).c_str(),
-            static_cast<unsigned long long>(r.active_version()),
-            static_cast<unsigned long long>(r.previous_version()),
-            r.probation() ? "true" : "false",
-            static_cast<unsigned long long>(r.root_version()),
-            static_cast<long long>(r.time()));
+        PrintJson(Json{{"type", "update_state"},
+                       {"device", device},
+                       {"retained", retained},
+                       {"state_code", r.state_code()},
+                       {"state", r.state()},
+                       {"reason", r.reason()},
+                       {"model", r.model_name()},
+                       {"version", r.model_version()},
+                       {"rollout", r.rollout_id()},
+                       {"bytes_done", r.bytes_done()},
+                       {"bytes_total", r.bytes_total()},
+                       {"active_model", r.active_model()},
+                       {"active_version", r.active_version()},
+                       {"previous_version", r.previous_version()},
+                       {"probation", r.probation()},
+                       {"root_version", r.root_version()},
+                       {"time", r.time()}});
       }
-      std::fflush(stdout);
     }
   }
 
