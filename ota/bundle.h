@@ -3,6 +3,13 @@
 // no network (`ternctl bundle` writes them, `ternctl install` hands them to
 // the daemon). The file is a `Bundle` protobuf (ota/metadata.proto).
 //
+// The artifact must be the bundle's last field (EncodeBundle writes fields
+// in number order, as protobuf serializers do), so a bundle can be read
+// without holding it: ReadBundleHead parses everything before the artifact
+// and says where the artifact is, and ForEachArtifactChunk reads and checks
+// the artifact one chunk at a time. ParseBundle is the same two steps over
+// bytes in memory.
+//
 // ParseBundle is fed untrusted files. It checks structure and sizes only:
 // every part is present where required, within limits, a SignedEnvelope of
 // the right role whose payload parses; roots are consecutive versions of one
@@ -18,6 +25,7 @@
 #define TERND_OTA_BUNDLE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +55,32 @@ struct BundleContents {
   Timestamp timestamp;             // meaningful when timestamp_envelope set
   std::string artifact;
 };
+
+// Reads bytes [offset, offset + n) of a bundle into `dst`.
+using BundleReadFn =
+    std::function<Status(uint64_t offset, size_t n, char* dst)>;
+
+struct BundleHead {
+  BundleContents contents;  // every part but the artifact (left empty)
+  uint64_t artifact_offset = 0;
+  uint64_t artifact_length = 0;
+};
+
+// Parses and checks everything before the artifact of a `size`-byte bundle
+// (memory: the envelopes, each at most limits.max_envelope_bytes); the
+// artifact must be the last field and run to the end. `origin` prefixes
+// errors, as in ParseBundle.
+Result<BundleHead> ReadBundleHead(const BundleReadFn& read, uint64_t size,
+                                  std::string_view origin,
+                                  const BundleLimits& limits = {});
+
+// Reads the artifact of `head` one chunk (the release's chunk_size) at a
+// time, checks each against the release's chunk hash, hands it to `sink`,
+// and at the end checks the artifact's length and SHA-256; the first error
+// (of the check or of `sink`) stops it. Memory: one chunk.
+Status ForEachArtifactChunk(
+    const BundleReadFn& read, const BundleHead& head,
+    const std::function<Status(uint64_t index, std::string_view chunk)>& sink);
 
 // Encodes `contents` (only the envelope strings and the artifact are used;
 // the decoded payloads are ignored) and checks the result with ParseBundle,
