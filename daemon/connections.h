@@ -58,8 +58,9 @@ class Connection {
 
   // The service's per-connection state.
   int inflight = 0;  // requests read and not yet answered
-  // A bundle arriving in parts (InstallRequest.more).
-  std::string install;
+  // A bundle arriving in parts (InstallRequest.more), spooled to a file.
+  UniqueFd install_file;
+  uint64_t install_bytes = 0;
   uint64_t install_id = 0;
 
  private:

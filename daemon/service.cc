@@ -1,5 +1,6 @@
 #include "daemon/service.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <systemd/sd-daemon.h>
@@ -17,6 +18,7 @@
 
 #include "base/check.h"
 #include "base/event_loop.h"
+#include "base/fd.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "daemon/connections.h"
@@ -49,6 +51,32 @@ Status SdError(int negative_errno, const char* what) {
 }
 
 uint64_t NowUsec() { return static_cast<uint64_t>(MonotonicNs() / 1000); }
+
+// An unnamed file in `directory` for a bundle arriving in parts: gone with
+// its descriptor, whatever happens to the daemon.
+Result<UniqueFd> OpenSpool(const std::string& directory) {
+  UniqueFd fd(open(directory.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (fd.valid()) return fd;
+  // File systems without O_TMPFILE: a named file, unlinked at once.
+  std::string path = directory + "/.install-XXXXXX";
+  fd.reset(mkostemp(path.data(), O_CLOEXEC));
+  if (!fd.valid()) {
+    return ErrnoError(errno, "cannot create a file in %s for the bundle",
+                      directory.c_str());
+  }
+  unlink(path.c_str());
+  return fd;
+}
+
+Status WriteAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError(errno, "write");
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
 
 // What a call that needs the model gets while a cold swap replaces it.
 Status ModelBeingReplaced() {
@@ -684,52 +712,79 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
                             static_cast<unsigned long long>(id)));
 }
 
+// A bundle arrives in parts (InstallRequest.more). They are spooled to an
+// unnamed file in the state directory as they arrive, so the daemon holds
+// one part in memory whatever the bundle's size; the cap is checked on
+// every part.
 void Service::Impl::HandleInstall(Connection* c, uint64_t id,
                                   const wire::InstallRequest& r) {
+  auto refuse = [&](const Status& why, bool close) {
+    c->install_file.reset();
+    c->install_bytes = 0;
+    SendError(c, kCallInstall, id, why);
+    // The rest of the bundle may still be on its way: parsed as new
+    // requests it would be answered again. Stop reading this connection.
+    if (close) c->CloseAfterFlush();
+  };
   if (!updater_) {
-    c->install.clear();
-    SendError(
-        c, kCallInstall, id,
-        FailedPrecondition("updates are off: %s", updates_disabled_.c_str()));
+    refuse(FailedPrecondition("updates are off: %s", updates_disabled_.c_str()),
+           r.more());
     return;
   }
-  if (!c->install.empty() && c->install_id != id) {
-    c->install.clear();
-    SendError(c, kCallInstall, id,
-              InvalidArgument("install parts of request %llu were "
-                              "interrupted by request %llu; start again",
-                              static_cast<unsigned long long>(c->install_id),
-                              static_cast<unsigned long long>(id)));
+  if (c->install_file.valid() && c->install_id != id) {
+    refuse(InvalidArgument("install parts of request %llu were "
+                           "interrupted by request %llu; start again",
+                           static_cast<unsigned long long>(c->install_id),
+                           static_cast<unsigned long long>(id)),
+           r.more());
     return;
   }
   const uint64_t cap =
       (uint64_t{config_.ota_max_artifact_mb} << 20) + (uint64_t{16} << 20);
-  if (c->install.size() + r.part().size() > cap) {
-    c->install.clear();
-    SendError(c, kCallInstall, id,
-              ResourceExhausted("the bundle exceeds %llu bytes "
-                                "(ota.max_artifact_mb plus 16 MiB); closing",
-                                static_cast<unsigned long long>(cap)));
-    // The rest of the bundle is still on its way: parsed as new requests
-    // it would be answered a second time. Stop reading this connection.
-    c->CloseAfterFlush();
+  if (c->install_bytes + r.part().size() > cap) {
+    refuse(ResourceExhausted("the bundle exceeds %llu bytes "
+                             "(ota.max_artifact_mb plus 16 MiB); closing",
+                             static_cast<unsigned long long>(cap)),
+           true);
     return;
   }
-  c->install_id = id;
-  c->install.append(r.part());
+  if (!c->install_file.valid()) {
+    Result<UniqueFd> spool = OpenSpool(config_.state_directory);
+    if (!spool.ok()) {
+      refuse(spool.status(), r.more());
+      return;
+    }
+    c->install_file = std::move(*spool);
+    c->install_id = id;
+    c->install_bytes = 0;
+  }
+  if (Status w = WriteAll(c->install_file.get(), r.part()); !w.ok()) {
+    refuse(w.Prepend("cannot spool the bundle in " + config_.state_directory),
+           r.more());
+    return;
+  }
+  c->install_bytes += r.part().size();
   if (r.more()) return;
-  std::string bundle = std::move(c->install);
-  c->install.clear();
+  UniqueFd bundle = std::move(c->install_file);
+  const uint64_t size = c->install_bytes;
+  c->install_bytes = 0;
   const uint64_t connection = c->id();
   // The updater may finish at once (a refusal), from inside this call, or
   // much later: either way the answer goes through the loop (PostAnswer),
   // never straight onto a connection that the reading code still uses.
   Status s = updater_->InstallBundle(
-      std::move(bundle), [this, connection, id](const UpdateStatus& st) {
+      std::move(bundle), size,
+      [this, connection, id](const Result<UpdateStatus>& st) {
         wire::Response response;
         response.set_id(id);
-        FillUpdateStatus(st, updates_disabled_,
-                         response.mutable_update_status());
+        if (st.ok()) {
+          FillUpdateStatus(*st, updates_disabled_,
+                           response.mutable_update_status());
+        } else {
+          response.mutable_status()->set_code(
+              static_cast<int>(st.status().code()));
+          response.mutable_status()->set_message(st.status().message());
+        }
         PostAnswer(connection, kCallInstall, std::move(response));
       });
   if (!s.ok()) SendError(c, kCallInstall, id, s);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/fd.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/memory.h"
@@ -29,6 +31,26 @@ using ota::UpdateRecord;
 using ota::UpdateState;
 
 int64_t SystemNow() { return static_cast<int64_t>(::time(nullptr)); }
+
+// Reads a spooled bundle (InstallBundle) with pread: the loop reads its
+// head, the artifact worker its artifact.
+ota::BundleReadFn FileReader(std::shared_ptr<UniqueFd> file) {
+  return [file](uint64_t offset, size_t n, char* dst) -> Status {
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t r = pread(file->get(), dst + done, n - done,
+                              static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) return ErrnoError(errno, "cannot read the spooled bundle");
+      if (r == 0) {
+        return DataLoss("the spooled bundle ends at byte %llu",
+                        static_cast<unsigned long long>(offset + done));
+      }
+      done += static_cast<size_t>(r);
+    }
+    return Status::Ok();
+  };
+}
 
 bool InProgress(UpdateState s) {
   return s == UpdateState::kReceived || s == UpdateState::kDownloading ||
@@ -102,8 +124,7 @@ class Updater::Impl {
   Status Init();
   Result<bool> Boot(const std::function<Status(runtime::ModelFile)>& place);
   void Attach(ModelHost* host);
-  Status InstallBundle(std::string bytes,
-                       std::function<void(const UpdateStatus&)> done);
+  Status InstallBundle(UniqueFd file, uint64_t size, InstallDone done);
   UpdateStatus status();
   void Shutdown();
   void ConnectFleet(net::MqttSession* session, FleetOptions options);
@@ -134,8 +155,14 @@ class Updater::Impl {
   void Set(UpdateState state, const std::string& reason = "");
   void MaybeDie(UpdateState state);
   void Finish();  // a final state was reached
-  void Evict();   // the artifact cache back under its quota
-  void StoreArtifact(std::string artifact);
+  void AbandonInstall(const Status& why);
+  // Trust decisions over a bundle whose artifact matched its release, then
+  // the artifact stored (StoreArtifact).
+  void TrustAndStore(std::shared_ptr<UniqueFd> file, ota::BundleHead head);
+  void Evict();  // the artifact cache back under its quota
+  // Stores the artifact of a bundle in `file` (at head.artifact_offset) as
+  // checked chunks, off the loop.
+  void StoreArtifact(std::shared_ptr<UniqueFd> file, ota::BundleHead head);
   // Verifies and places the model on the loader thread: `staged` when the
   // download already decompressed and checked it, else from the store.
   void Stage(std::shared_ptr<std::vector<uint8_t>> staged = nullptr);
@@ -159,7 +186,7 @@ class Updater::Impl {
   ota::TrustState trust_;
   UpdateRecord record_;
   ota::Release release_;  // of record_, once received
-  std::function<void(const UpdateStatus&)> done_;
+  InstallDone done_;      // an offline install waits for its answer
   sd_event_source* probation_timer_ = nullptr;
   // Fleet connection (absent offline).
   net::MqttSession* session_ = nullptr;
@@ -718,6 +745,16 @@ void Updater::Impl::Finish() {
   done(status());
 }
 
+// An offline install refused before trust saw it (its artifact is not its
+// release's): answered with the error; no state was recorded.
+void Updater::Impl::AbandonInstall(const Status& why) {
+  TERND_LOG_ERROR("offline install refused: %s", why.message());
+  auto done = std::move(done_);
+  done_ = nullptr;
+  Finish();  // what waited for the install goes ahead
+  if (done) done(why);
+}
+
 int Updater::Impl::OnPendingRelease(sd_event_source* s, void* self) {
   Impl* impl = static_cast<Impl*>(self);
   sd_event_source_unref(s);
@@ -735,8 +772,8 @@ int Updater::Impl::OnPendingRelease(sd_event_source* s, void* self) {
   return 0;
 }
 
-Status Updater::Impl::InstallBundle(
-    std::string bytes, std::function<void(const UpdateStatus&)> done) {
+Status Updater::Impl::InstallBundle(UniqueFd file, uint64_t size,
+                                    InstallDone done) {
   if (!host_) return FailedPrecondition("updates are not ready yet");
   if (InProgress(record_.state) || done_) {
     return FailedPrecondition(
@@ -748,11 +785,40 @@ Status Updater::Impl::InstallBundle(
   ota::BundleLimits limits;
   limits.max_artifact_bytes = options_.policy.max_artifact_bytes;
   limits.max_bundle_bytes = limits.max_artifact_bytes + (uint64_t{16} << 20);
-  TERND_ASSIGN_OR_RETURN(ota::BundleContents bundle,
-                         ota::ParseBundle(bytes, "bundle", limits));
-  bytes.clear();
-  bytes.shrink_to_fit();
+  // Only what comes before the artifact is read here (envelopes of at most
+  // limits.max_envelope_bytes each); the artifact is read, checked and
+  // stored one chunk at a time on the worker (StoreArtifact).
+  auto shared = std::make_shared<UniqueFd>(std::move(file));
+  TERND_ASSIGN_OR_RETURN(
+      ota::BundleHead head,
+      ota::ReadBundleHead(FileReader(shared), size, "bundle", limits));
   done_ = std::move(done);
+  // The artifact is checked against the (still unverified) release first,
+  // off the loop and one chunk at a time: a bundle whose artifact is not
+  // its release's is refused like a malformed one, before trust records
+  // anything.
+  auto bundle = std::make_shared<ota::BundleHead>(std::move(head));
+  auto result = std::make_shared<Status>();
+  worker_->Post(
+      [result, shared, bundle](Result<ota::StateStore*>) {
+        *result = ota::ForEachArtifactChunk(
+            FileReader(shared), *bundle,
+            [](uint64_t, std::string_view) { return Status::Ok(); });
+        if (!result->ok()) *result = result->Prepend("bundle");
+      },
+      [this, result, shared, bundle]() {
+        if (!result->ok()) {
+          AbandonInstall(*result);
+          return;
+        }
+        TrustAndStore(shared, std::move(*bundle));
+      });
+  return Status::Ok();
+}
+
+void Updater::Impl::TrustAndStore(std::shared_ptr<UniqueFd> file,
+                                  ota::BundleHead head) {
+  const ota::BundleContents& bundle = head.contents;
 
   // The chain first: each newer root must be accepted by the one before,
   // and is persisted before anything it allows is used.
@@ -770,12 +836,12 @@ Status Updater::Impl::InstallBundle(
       Fail(UpdateState::kRejected,
            "root: version " + std::to_string(bundle.roots[i].version()) +
                " refused: " + s.message());
-      return Status::Ok();
+      return;
     }
     s = store_->SaveTrust(next);
     if (!s.ok()) {
       Fail(UpdateState::kFailed, s.message());
-      return Status::Ok();
+      return;
     }
     trust_ = std::move(next);
     TERND_LOG_NOTICE("root of trust rotated to version %llu",
@@ -787,18 +853,17 @@ Status Updater::Impl::InstallBundle(
                                    options_.policy, now);
     if (!s.ok()) {
       Fail(UpdateState::kRejected, std::string("timestamp: ") + s.message());
-      return Status::Ok();
+      return;
     }
     if (Status saved = store_->SaveTrust(next); !saved.ok()) {
       Fail(UpdateState::kFailed, saved.message());
-      return Status::Ok();
+      return;
     }
     trust_ = std::move(next);
   }
   if (AcceptAndRecord(bundle.release_envelope)) {
-    StoreArtifact(std::move(bundle.artifact));
+    StoreArtifact(std::move(file), std::move(head));
   }
-  return Status::Ok();
 }
 
 bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
@@ -845,48 +910,26 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   return true;
 }
 
-// Stores a bundle's artifact as checked chunks, off the loop.
-void Updater::Impl::StoreArtifact(std::string artifact) {
+void Updater::Impl::StoreArtifact(std::shared_ptr<UniqueFd> file,
+                                  ota::BundleHead head) {
   Set(UpdateState::kDownloading);
   auto result = std::make_shared<Status>();
-  auto bytes = std::make_shared<std::string>(std::move(artifact));
-  const ota::ArtifactSpec spec = ota::ArtifactSpecFromRelease(release_);
+  // Checked against the release that trust accepted (the same bytes the
+  // head was parsed from).
+  head.contents.release = release_;
+  auto bundle = std::make_shared<ota::BundleHead>(std::move(head));
+  const std::string artifact_sha256 = release_.artifact_sha256();
   worker_->Post(
-      [result, bytes, spec](Result<ota::StateStore*> store) {
+      [result, file, bundle, artifact_sha256](Result<ota::StateStore*> store) {
         if (!store.ok()) {
           *result = store.status();
           return;
         }
-        if (Status s = ota::CheckArtifactSpec(spec); !s.ok()) {
-          *result = s;
-          return;
-        }
-        if (bytes->size() != spec.artifact_length) {
-          *result = InvalidArgument(
-              "the artifact is %zu bytes, the release signs %llu",
-              bytes->size(),
-              static_cast<unsigned long long>(spec.artifact_length));
-          return;
-        }
-        for (uint64_t i = 0; i < spec.chunk_sha256.size(); ++i) {
-          const std::string chunk =
-              bytes->substr(i * spec.chunk_size, ota::ChunkLength(spec, i));
-          if (ota::Sha256(chunk) != spec.chunk_sha256[i]) {
-            *result = DataLoss(
-                "artifact chunk %llu (bytes %llu..%llu) does not match its "
-                "signed SHA-256",
-                static_cast<unsigned long long>(i),
-                static_cast<unsigned long long>(i * spec.chunk_size),
-                static_cast<unsigned long long>(i * spec.chunk_size +
-                                                chunk.size()));
-            return;
-          }
-          if (Status s = (*store)->PutChunk(spec.artifact_sha256, i, chunk);
-              !s.ok()) {
-            *result = s;
-            return;
-          }
-        }
+        *result = ota::ForEachArtifactChunk(
+            FileReader(file), *bundle,
+            [&](uint64_t index, std::string_view chunk) {
+              return (*store)->PutChunk(artifact_sha256, index, chunk);
+            });
       },
       [this, result]() {
         if (!result->ok()) {
@@ -1027,9 +1070,8 @@ void Updater::ConnectFleet(net::MqttSession* session, FleetOptions options) {
   impl_->ConnectFleet(session, std::move(options));
 }
 
-Status Updater::InstallBundle(std::string bytes,
-                              std::function<void(const UpdateStatus&)> done) {
-  return impl_->InstallBundle(std::move(bytes), std::move(done));
+Status Updater::InstallBundle(UniqueFd file, uint64_t size, InstallDone done) {
+  return impl_->InstallBundle(std::move(file), size, std::move(done));
 }
 
 void Updater::SetObserver(std::function<void(const UpdateStatus&)> observer) {

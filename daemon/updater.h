@@ -30,6 +30,7 @@
 #include <optional>
 #include <string>
 
+#include "base/fd.h"
 #include "base/status.h"
 #include "daemon/model_host.h"
 #include "ota/fetcher.h"
@@ -72,6 +73,11 @@ struct UpdateStatus {
   bool probation = false;
 };
 
+// The answer to an offline install: the update's final status, or an error
+// when the bundle was refused before any state was recorded (its artifact
+// is not the one its release signs).
+using InstallDone = std::function<void(const Result<UpdateStatus>&)>;
+
 class Updater {
  public:
   static Result<std::unique_ptr<Updater>> Create(sd_event* loop,
@@ -91,12 +97,15 @@ class Updater {
   // stop or crash interrupted.
   void Attach(ModelHost* host);
 
-  // An offline bundle (ternctl install): the same checks as an update
-  // from the fleet. An unreadable bundle, or one arriving while another
-  // update runs, is an error here; otherwise `done` runs when the update is
-  // active, or rejected or failed (the record says which and why).
-  Status InstallBundle(std::string bytes,
-                       std::function<void(const UpdateStatus&)> done);
+  // An offline bundle (ternctl install) of `size` bytes in `file` (the
+  // service spools it there as it arrives): the same checks as an update
+  // from the fleet. Only the envelopes before the artifact are read on the
+  // loop; the artifact is read, checked and stored chunk by chunk on the
+  // artifact worker, so memory stays at one chunk whatever the bundle's
+  // size. An unreadable bundle, or one arriving while another update runs,
+  // is an error here; otherwise `done` runs when the update is active, or
+  // rejected or failed (the record says which and why).
+  Status InstallBundle(UniqueFd file, uint64_t size, InstallDone done);
 
   // Subscribes to this device's and its groups' release topics and the
   // trust topics, downloads accepted releases, and publishes every state

@@ -261,7 +261,7 @@ Status StateStore::SaveTrust(const TrustState& state) {
 }
 
 Status StateStore::PutChunk(const std::string& artifact, uint64_t index,
-                            const std::string& bytes) {
+                            std::string_view bytes) {
   Stmt q(db_,
          "INSERT OR REPLACE INTO chunks (artifact, idx, data) VALUES (?, ?, "
          "?);");

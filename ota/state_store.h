@@ -41,7 +41,7 @@ class StateStore {
   // PutChunk fails with kResourceExhausted when the disk (or the
   // database's file system) is full; the database keeps its old content.
   Status PutChunk(const std::string& artifact_sha256, uint64_t index,
-                  const std::string& bytes);
+                  std::string_view bytes);
   Result<std::optional<std::string>> GetChunk(
       const std::string& artifact_sha256, uint64_t index);
   // Indices stored for an artifact, ascending.

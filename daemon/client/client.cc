@@ -1,7 +1,9 @@
 #include "daemon/client/client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -169,21 +171,73 @@ Result<wire::UpdateStatusResponse> Client::UpdateStatus() {
 Result<wire::UpdateStatusResponse> Client::Install(std::string_view bundle,
                                                    size_t part_bytes) {
   if (part_bytes == 0) part_bytes = 1;
+  size_t offset = 0;
+  return InstallParts([&](std::string* part) -> Result<bool> {
+    const size_t n = std::min(part_bytes, bundle.size() - offset);
+    part->assign(bundle.data() + offset, n);
+    offset += n;
+    return offset < bundle.size();
+  });
+}
+
+Result<wire::UpdateStatusResponse> Client::InstallFile(const std::string& path,
+                                                       size_t part_bytes) {
+  if (part_bytes == 0) part_bytes = 1;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "cannot open %s", path.c_str());
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    const int e = errno;
+    close(fd);
+    return ErrnoError(e, "cannot stat %s", path.c_str());
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  uint64_t offset = 0;
+  Result<wire::UpdateStatusResponse> answer =
+      InstallParts([&](std::string* part) -> Result<bool> {
+        const size_t want =
+            static_cast<size_t>(std::min<uint64_t>(part_bytes, size - offset));
+        part->resize(want);
+        size_t got = 0;
+        while (got < want) {
+          const ssize_t n = read(fd, part->data() + got, want - got);
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0) return ErrnoError(errno, "cannot read %s", path.c_str());
+          if (n == 0) {
+            return DataLoss("%s ended at byte %llu while being sent",
+                            path.c_str(),
+                            static_cast<unsigned long long>(offset + got));
+          }
+          got += static_cast<size_t>(n);
+        }
+        offset += want;
+        return offset < size;
+      });
+  close(fd);
+  return answer;
+}
+
+Result<wire::UpdateStatusResponse> Client::InstallParts(
+    const std::function<Result<bool>(std::string* part)>& next) {
   const uint64_t id = next_id_++;
   wire::Request r;
   r.set_id(id);
-  size_t offset = 0;
-  do {
-    const size_t n = std::min(part_bytes, bundle.size() - offset);
-    wire::InstallRequest* part = r.mutable_install();
-    part->set_part(bundle.data() + offset, n);
-    offset += n;
-    part->set_more(offset < bundle.size());
-    TERND_RETURN_IF_ERROR(Send(r));
-  } while (offset < bundle.size());
+  Status sent;
+  for (bool more = true; more;) {
+    wire::InstallRequest* install = r.mutable_install();
+    Result<bool> m = next(install->mutable_part());
+    if (!m.ok()) return m.status();
+    more = *m;
+    install->set_more(more);
+    sent = Send(r);
+    // The daemon may refuse before the last part (a bundle over its cap)
+    // and close: its answer says why, so read it rather than the EPIPE.
+    if (!sent.ok()) break;
+  }
   wire::Response response;
   for (;;) {
-    TERND_RETURN_IF_ERROR(Receive(&response));
+    Status got = Receive(&response);
+    if (!got.ok()) return sent.ok() ? got : sent;
     if (response.id() == id || response.id() == 0) break;
   }
   TERND_RETURN_IF_ERROR(FromWire(response.status()));

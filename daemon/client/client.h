@@ -18,6 +18,7 @@
 #define TERND_DAEMON_CLIENT_CLIENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -65,6 +66,11 @@ class Client {
   // failed); set ClientOptions::timeout_ms to allow for large models.
   Result<wire::UpdateStatusResponse> Install(std::string_view bundle,
                                              size_t part_bytes = 1u << 20);
+  // The same from a file, read one part at a time (memory: one part,
+  // whatever the bundle's size). A refusal the daemon sends before the last
+  // part (a bundle over its cap) is returned as that refusal.
+  Result<wire::UpdateStatusResponse> InstallFile(const std::string& path,
+                                                 size_t part_bytes = 1u << 20);
 
   // The next id Call() will use; ids count up from 1.
   uint64_t next_id() const { return next_id_; }
@@ -74,6 +80,10 @@ class Client {
   Client(int fd, const ClientOptions& options)
       : fd_(fd), options_(options), decoder_(options.max_frame_bytes) {}
   Status Call(wire::Request* request, wire::Response* response);
+  // Sends an Install request part by part (`next` fills a part and says
+  // whether more follow) and waits for its answer.
+  Result<wire::UpdateStatusResponse> InstallParts(
+      const std::function<Result<bool>(std::string* part)>& next);
 
   int fd_;
   ClientOptions options_;

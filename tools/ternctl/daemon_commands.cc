@@ -436,12 +436,10 @@ int UpdateStatusCommand(const DaemonOptions& opt) {
 }
 
 int Install(const DaemonOptions& opt, const std::string& path) {
-  Result<std::vector<uint8_t>> bytes = ReadFile(path, size_t{1} << 31);
-  if (!bytes.ok()) return Fail(bytes.status());
   Result<std::unique_ptr<client::Client>> c = Connect(opt);
   if (!c.ok()) return Fail(c.status());
-  Result<wire::UpdateStatusResponse> u = (*c)->Install(std::string_view(
-      reinterpret_cast<const char*>(bytes->data()), bytes->size()));
+  // Read and sent one part at a time: memory stays at one part.
+  Result<wire::UpdateStatusResponse> u = (*c)->InstallFile(path);
   if (!u.ok()) {
     Status s = u.status();
     return Fail(s.Prepend(path));
