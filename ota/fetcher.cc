@@ -15,10 +15,10 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string_view>
 #include <thread>
 
+#include "base/backoff.h"
 #include "base/log.h"
 #include "base/memory.h"
 
@@ -314,10 +314,10 @@ class ArtifactFetcher::Impl {
   size_t next_url_ = 0;
   size_t last_url_ = 0;            // of the last transfer dropped
   uint64_t progress_at_drop_ = 0;  // its progress_at_start
-  int failures_ = 0;               // attempts in a row without progress
+  // Counts the attempts in a row without progress (max_failures).
+  std::optional<Backoff> backoff_;
   Status last_error_;
   Status final_status_;
-  std::mt19937_64 rng_;
 };
 
 ArtifactFetcher::Impl::~Impl() {
@@ -366,8 +366,17 @@ Status ArtifactFetcher::Impl::Init() {
         options_.max_failures, options_.max_bad_responses_per_url,
         options_.retry_min_ms, options_.retry_max_ms);
   }
-  rng_.seed(options_.jitter_seed != 0 ? options_.jitter_seed
-                                      : std::random_device{}());
+  // After the n-th attempt in a row without progress, a wait in
+  // [0, min(retry_max, retry_min * 2^(n-1))].
+  BackoffPolicy retry;
+  retry.initial = std::chrono::milliseconds(options_.retry_min_ms);
+  retry.max = std::chrono::milliseconds(options_.retry_max_ms);
+  retry.floor = std::chrono::milliseconds(0);
+  retry.multiplier = 2.0;
+  retry.jitter = 1.0;
+  backoff_.emplace(retry, options_.jitter_seed != 0
+                              ? Backoff::Seeded(options_.jitter_seed)
+                              : nullptr);
   const size_t n = job_.urls.size();
   validators_.assign(n, std::string());
   bad_responses_.assign(n, 0);
@@ -957,33 +966,29 @@ void ArtifactFetcher::Impl::EndTransfer(Status error, bool url_unusable) {
     last_error_ = error;
     TERND_LOG_WARNING("artifact download: %s", error.message());
   }
-  int delay_ms;
+  std::chrono::milliseconds delay;
   if (error.ok() || progressed) {
-    failures_ = 0;
-    delay_ms = static_cast<int>(
-        std::uniform_int_distribution<int>(0, options_.retry_min_ms)(rng_));
+    // Carry on at once, within retry_min; not counted as a failure.
+    backoff_->Reset();
+    delay = backoff_->Draw(0);
   } else {
-    ++failures_;
-    if (failures_ >= options_.max_failures) {
+    const int failures = backoff_->failures() + 1;
+    if (failures >= options_.max_failures) {
       Status s = error;
       char prefix[96];
       std::snprintf(prefix, sizeof prefix,
                     "artifact download: gave up after %d attempts without "
                     "progress; last",
-                    failures_);
+                    failures);
       s.Prepend(prefix);
       Finish(s);
       return;
     }
     next_url_ = (u + 1) % job_.urls.size();  // try the next mirror
-    // Exponential backoff with full jitter.
-    const int64_t cap = std::min<int64_t>(
-        options_.retry_max_ms,
-        int64_t{options_.retry_min_ms} << std::min(failures_ - 1, 30));
-    delay_ms =
-        static_cast<int>(std::uniform_int_distribution<int64_t>(0, cap)(rng_));
+    delay = backoff_->Next();
   }
-  sd_event_source_set_time_relative(retry_timer_, uint64_t(delay_ms) * 1000);
+  sd_event_source_set_time_relative(
+      retry_timer_, static_cast<uint64_t>(delay.count()) * 1000);
   sd_event_source_set_enabled(retry_timer_, SD_EVENT_ONESHOT);
 }
 

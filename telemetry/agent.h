@@ -29,10 +29,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "base/backoff.h"
 #include "base/status.h"
 #include "net/mqtt_session.h"
 #include "telemetry/batch.h"
@@ -57,7 +59,9 @@ struct TelemetryOptions {
   // Own cap on unacknowledged telemetry publishes (the session has its own,
   // shared cap too).
   uint32_t max_inflight = 8;
-  // Backoff after the broker refuses a batch.
+  // Backoff after the broker refuses a batch: after the n-th refusal in a
+  // row, a pause between half and all of min(retry_max,
+  // retry_min * 2^(n-1)); 1 <= retry_min <= retry_max.
   std::chrono::milliseconds retry_min{1000};
   std::chrono::milliseconds retry_max{60000};
   // Non-empty: the Prometheus text is written atomically to this file every
@@ -147,7 +151,7 @@ class TelemetryAgent {
   std::chrono::steady_clock::time_point started_;
   sd_event_source* timer_ = nullptr;
   sd_event_source* retry_ = nullptr;
-  std::chrono::milliseconds backoff_{0};
+  std::optional<Backoff> backoff_;  // refusals in a row
   bool paused_ = false;  // after a refusal, until the retry timer fires
 
   struct InFlight {
