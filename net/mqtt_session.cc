@@ -28,6 +28,7 @@
 
 #include "base/backoff.h"
 #include "base/clock.h"
+#include "base/event_loop.h"
 #include "base/log.h"
 
 namespace ternd::net {
@@ -37,13 +38,6 @@ namespace {
 constexpr uint64_t kMiscIntervalUsec = 1000 * 1000;
 // How long Stop() may wait for the DISCONNECT packet to leave.
 constexpr int kDisconnectFlushMs = 1000;
-
-struct EventSourceDeleter {
-  void operator()(sd_event_source* s) const {
-    sd_event_source_disable_unref(s);
-  }
-};
-using EventSource = std::unique_ptr<sd_event_source, EventSourceDeleter>;
 
 void InitLibraryOnce() {
   // Not thread-safe in libmosquitto itself; call_once makes it so. Never
