@@ -370,6 +370,13 @@ void TelemetryAgent::OnDisconnected(const std::string& why) {
 void TelemetryAgent::OnMessage(std::string_view topic,
                                std::string_view payload) {
   if (topic != command_topic_) return;
+  if (payload.size() > kMaxCommandBytes) {
+    TERND_LOG_WARNING(
+        "telemetry: %s: a %zu-byte command, more than the %zu bytes allowed "
+        "for a command; ignored unread",
+        command_topic_.c_str(), payload.size(), kMaxCommandBytes);
+    return;
+  }
   DeviceCommand cmd;
   if (payload == "rebirth") {
     cmd.set_kind(DeviceCommand::REBIRTH);

@@ -81,6 +81,12 @@ struct DeviceIdentity {
 
 class TelemetryAgent {
  public:
+  // The largest payload read on the command topic. Commands are a few bytes
+  // (`rebirth`, `flush` or a small DeviceCommand); anything larger is
+  // ignored before it is parsed or copied, with a warning naming the topic,
+  // the size and this cap (docs/mqtt.md, "Message size").
+  static constexpr size_t kMaxCommandBytes = 64 * 1024;
+
   // Opens the outbox, increments the boot epoch, registers the agent's own
   // metrics, sets the will and the command subscription on `session` (may
   // be null: offline) and arms the interval timer. `loop`, `session` and
