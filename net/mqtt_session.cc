@@ -26,9 +26,10 @@
 #include <utility>
 #include <vector>
 
+#include "base/backoff.h"
 #include "base/clock.h"
+#include "base/event_loop.h"
 #include "base/log.h"
-#include "net/reconnect_backoff.h"
 
 namespace ternd::net {
 namespace {
@@ -38,18 +39,24 @@ constexpr uint64_t kMiscIntervalUsec = 1000 * 1000;
 // How long Stop() may wait for the DISCONNECT packet to leave.
 constexpr int kDisconnectFlushMs = 1000;
 
-struct EventSourceDeleter {
-  void operator()(sd_event_source* s) const {
-    sd_event_source_disable_unref(s);
-  }
-};
-using EventSource = std::unique_ptr<sd_event_source, EventSourceDeleter>;
-
 void InitLibraryOnce() {
   // Not thread-safe in libmosquitto itself; call_once makes it so. Never
   // cleaned up: other sessions (or test probes) may live until exit.
   static std::once_flag once;
   std::call_once(once, [] { mosquitto_lib_init(); });
+}
+
+// Reconnect delays: uniform in [min, min(max, min * 2^n)] after n failed
+// attempts in a row, so the first retry waits exactly reconnect_min_ms and
+// a fleet that lost the broker together spreads out as the ceiling grows.
+BackoffPolicy ReconnectPolicy(const MqttOptions& o) {
+  BackoffPolicy p;
+  p.initial = std::chrono::milliseconds(o.reconnect_min_ms);
+  p.floor = p.initial;
+  p.max = std::chrono::milliseconds(o.reconnect_max_ms);
+  p.multiplier = 2.0;
+  p.jitter = 1.0;
+  return p;
 }
 
 uint64_t NowUsec() { return static_cast<uint64_t>(MonotonicNs() / 1000); }
@@ -109,7 +116,7 @@ class MqttSession::Impl {
       : loop_(sd_event_ref(loop)),
         options_(std::move(options)),
         will_(options_.will),
-        backoff_(options_.reconnect_min_ms, options_.reconnect_max_ms, seed),
+        backoff_(ReconnectPolicy(options_), Backoff::Seeded(seed)),
         peer_(Format("%s:%d", options_.host.c_str(), options_.port)) {}
 
   ~Impl() {
@@ -199,7 +206,7 @@ class MqttSession::Impl {
   sd_event* loop_;
   MqttOptions options_;
   std::optional<MqttWill> will_;
-  ReconnectBackoff backoff_;
+  Backoff backoff_;
   const std::string peer_;               // "host:port" for messages
   std::deque<MqttCallbacks> observers_;  // references stay valid on growth
   std::vector<std::pair<std::string, int>> subscriptions_;
@@ -493,7 +500,7 @@ void MqttSession::Impl::ConnectionLost(const std::string& why) {
   RetireHandle(false);
   state_ = MqttState::kDisconnected;
   last_error_ = why;
-  const int delay_ms = backoff_.NextDelayMs();
+  const int delay_ms = static_cast<int>(backoff_.Next().count());
   if (was_connected) {
     TERND_LOG_WARNING("mqtt: %s; reconnecting in %d ms", why.c_str(), delay_ms);
   } else {

@@ -1,6 +1,7 @@
 #include "ota/fetcher.h"
 
 #include <curl/curl.h>
+#include <curl/header.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <systemd/sd-event.h>
@@ -15,10 +16,10 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string_view>
 #include <thread>
 
+#include "base/backoff.h"
 #include "base/log.h"
 #include "base/memory.h"
 
@@ -44,25 +45,48 @@ bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
   return true;
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == '\r' || s.back() == '\n' ||
-                        s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
+// A header of the response whose headers curl has just finished reading
+// (the last request of the transfer; not 1xx, CONNECT or trailer headers),
+// as curl parsed it (value trimmed); `count` gets how many headers of that
+// name the response carried (0 when none).
+std::optional<std::string> ResponseHeader(CURL* easy, const char* name,
+                                          size_t* count = nullptr) {
+  curl_header* h = nullptr;
+  const CURLHcode rc =
+      curl_easy_header(easy, name, 0, CURLH_HEADER, /*request=*/-1, &h);
+  if (count != nullptr) *count = rc == CURLHE_OK ? h->amount : 0;
+  if (rc != CURLHE_OK) return std::nullopt;
+  return std::string(h->value);  // h is valid until the next call only
 }
 
-// The value of header line `line` if it is header `name`.
-std::optional<std::string_view> HeaderValue(std::string_view line,
-                                            std::string_view name) {
-  if (line.size() <= name.size() || line[name.size()] != ':' ||
-      !StartsWithNoCase(line, name)) {
-    return std::nullopt;
+// Digits only (no sign, no space): the value of a decimal header field.
+bool ParseDecimal(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (const char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
   }
-  return Trim(line.substr(name.size() + 1));
+  *out = v;
+  return true;
+}
+
+// `bytes FIRST-LAST/TOTAL`, exactly (RFC 9110 14.4; no `*` total, which
+// only a 416 carries).
+bool ParseContentRange(std::string_view s, uint64_t* first, uint64_t* last,
+                       uint64_t* total) {
+  constexpr std::string_view kUnit = "bytes ";
+  if (!StartsWithNoCase(s, kUnit)) return false;
+  s.remove_prefix(kUnit.size());
+  const size_t dash = s.find('-');
+  const size_t slash = s.find('/');
+  if (dash == std::string_view::npos || slash == std::string_view::npos ||
+      slash < dash) {
+    return false;
+  }
+  return ParseDecimal(s.substr(0, dash), first) &&
+         ParseDecimal(s.substr(dash + 1, slash - dash - 1), last) &&
+         ParseDecimal(s.substr(slash + 1), total);
 }
 
 // URLs may carry access tokens in their query: never log or report those.
@@ -114,13 +138,10 @@ class ArtifactFetcher::Impl {
     uint64_t offset = 0;  // artifact offset of the next body byte
     bool ranged = false;
     bool if_range = false;
-    // The response being parsed (reset at every status line: redirects
-    // and 1xx answers come first).
+    // The last response whose headers ended (redirects and 1xx answers
+    // come first), and whether its body is taken.
     long status = 0;
     bool accepted = false;
-    std::optional<uint64_t> content_length;
-    std::string content_range, etag, last_modified;
-    bool has_location = false;
     // Set by our callbacks when they abort the transfer.
     Status error;
     bool url_unusable = false;
@@ -314,10 +335,10 @@ class ArtifactFetcher::Impl {
   size_t next_url_ = 0;
   size_t last_url_ = 0;            // of the last transfer dropped
   uint64_t progress_at_drop_ = 0;  // its progress_at_start
-  int failures_ = 0;               // attempts in a row without progress
+  // Counts the attempts in a row without progress (max_failures).
+  std::optional<Backoff> backoff_;
   Status last_error_;
   Status final_status_;
-  std::mt19937_64 rng_;
 };
 
 ArtifactFetcher::Impl::~Impl() {
@@ -366,8 +387,17 @@ Status ArtifactFetcher::Impl::Init() {
         options_.max_failures, options_.max_bad_responses_per_url,
         options_.retry_min_ms, options_.retry_max_ms);
   }
-  rng_.seed(options_.jitter_seed != 0 ? options_.jitter_seed
-                                      : std::random_device{}());
+  // After the n-th attempt in a row without progress, a wait in
+  // [0, min(retry_max, retry_min * 2^(n-1))].
+  BackoffPolicy retry;
+  retry.initial = std::chrono::milliseconds(options_.retry_min_ms);
+  retry.max = std::chrono::milliseconds(options_.retry_max_ms);
+  retry.floor = std::chrono::milliseconds(0);
+  retry.multiplier = 2.0;
+  retry.jitter = 1.0;
+  backoff_.emplace(retry, options_.jitter_seed != 0
+                              ? Backoff::Seeded(options_.jitter_seed)
+                              : nullptr);
   const size_t n = job_.urls.size();
   validators_.assign(n, std::string());
   bad_responses_.assign(n, 0);
@@ -579,6 +609,8 @@ void ArtifactFetcher::Impl::StartTransfer() {
   }
   curl_easy_setopt(e, CURLOPT_BUFFERSIZE, kCurlBufferSize);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+  // A proxy's answer to CONNECT is not the server's response.
+  curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Impl::HeaderCallback);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Impl::WriteCallback);
@@ -610,37 +642,21 @@ size_t ArtifactFetcher::Impl::HeaderCallback(char* data, size_t size, size_t n,
   auto* self = static_cast<Impl*>(p);
   Transfer& t = *self->transfer_;
   const size_t bytes = size * n;
+  // Only the empty line that ends a response's headers matters: by then
+  // curl has parsed that response's status line and headers, and they are
+  // read back from curl (CURLINFO_RESPONSE_CODE, curl_easy_header).
   const std::string_view line(data, bytes);
-  if (StartsWithNoCase(line, "HTTP/")) {
-    const size_t sp = line.find(' ');
-    t.status = sp == std::string_view::npos
-                   ? 0
-                   : std::strtol(std::string(line.substr(sp + 1)).c_str(),
-                                 nullptr, 10);
-    t.content_length.reset();
-    t.content_range.clear();
-    t.etag.clear();
-    t.last_modified.clear();
-    t.has_location = false;
-    return bytes;
+  if (line != "\r\n" && line != "\n") return bytes;
+  if (t.accepted) return bytes;  // trailers after the body
+  long status = 0;
+  curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &status);
+  t.status = status;
+  if (status >= 100 && status < 200) return bytes;  // an interim answer
+  if (status >= 300 && status < 400 &&
+      ResponseHeader(t.easy, "Location").has_value()) {
+    return bytes;  // curl follows it (to HTTPS only); its body is not ours
   }
-  if (Trim(line).empty()) {  // the end of one response's headers
-    if (t.status >= 100 && t.status < 200) return bytes;
-    if (t.status >= 300 && t.status < 400 && t.has_location) return bytes;
-    return self->AcceptResponse(t) ? bytes : 0;
-  }
-  if (auto v = HeaderValue(line, "Content-Length")) {
-    t.content_length = std::strtoull(std::string(*v).c_str(), nullptr, 10);
-  } else if (auto v = HeaderValue(line, "Content-Range")) {
-    t.content_range = std::string(*v);
-  } else if (auto v = HeaderValue(line, "ETag")) {
-    t.etag = std::string(*v);
-  } else if (auto v = HeaderValue(line, "Last-Modified")) {
-    t.last_modified = std::string(*v);
-  } else if (HeaderValue(line, "Location")) {
-    t.has_location = true;
-  }
-  return bytes;
+  return self->AcceptResponse(t) ? bytes : 0;
 }
 
 // Checks the final response's status and headers against what was asked
@@ -648,20 +664,46 @@ size_t ArtifactFetcher::Impl::HeaderCallback(char* data, size_t size, size_t n,
 bool ArtifactFetcher::Impl::AcceptResponse(Transfer& t) {
   const std::string& where = url(t.url_index);
   const uint64_t length = total_bytes();
+  size_t length_headers = 0;
+  const std::optional<std::string> length_value =
+      ResponseHeader(t.easy, "Content-Length", &length_headers);
+  std::optional<uint64_t> content_length;
+  if (length_value) {
+    uint64_t v = 0;
+    if ((t.status == 200 || t.status == 206) &&
+        (length_headers != 1 || !ParseDecimal(*length_value, &v))) {
+      t.error = DataLoss(
+          "%s: HTTP %ld with %zu Content-Length header(s), "
+          "the first '%.64s'; expected one decimal length",
+          where.c_str(), t.status, length_headers, length_value->c_str());
+      t.url_unusable = true;
+      return false;
+    }
+    content_length = v;  // 0 when not a 200 or 206: unused then
+  }
   if (t.status == 206) {
-    ull first = 0, last = 0, total = 0;
-    const bool parsed =
-        std::sscanf(t.content_range.c_str(), "bytes %llu-%llu/%llu", &first,
-                    &last, &total) == 3;
+    // One range asked, one range accepted: a multipart/byteranges answer
+    // has no Content-Range of its own, and two Content-Range headers are
+    // two answers in one.
+    size_t range_headers = 0;
+    const std::string content_range =
+        ResponseHeader(t.easy, "Content-Range", &range_headers)
+            .value_or(std::string());
+    uint64_t first = 0, last = 0, total = 0;
+    const bool parsed = range_headers == 1 &&
+                        ParseContentRange(content_range, &first, &last, &total);
     if (!t.ranged || !parsed || first != t.range_start || total != length ||
         last < first || last >= length ||
-        (t.content_length && *t.content_length != last - first + 1)) {
+        (content_length && *content_length != last - first + 1)) {
+      const std::string content_type =
+          ResponseHeader(t.easy, "Content-Type").value_or(std::string());
       t.error = DataLoss(
-          "%s: HTTP 206 with Content-Range '%s' and Content-Length %s; "
-          "expected bytes %llu-%llu/%llu for %s",
-          where.c_str(), t.content_range.c_str(),
-          t.content_length ? std::to_string(*t.content_length).c_str()
-                           : "(none)",
+          "%s: HTTP 206 with %s Content-Range '%.96s'%s and Content-Length "
+          "%s; expected bytes %llu-%llu/%llu for %s",
+          where.c_str(), range_headers > 1 ? "several" : "a",
+          content_range.c_str(),
+          StartsWithNoCase(content_type, "multipart/") ? " (multipart)" : "",
+          content_length ? std::to_string(*content_length).c_str() : "(none)",
           static_cast<ull>(t.range_start), static_cast<ull>(length - 1),
           static_cast<ull>(length),
           t.ranged
@@ -684,10 +726,10 @@ bool ArtifactFetcher::Impl::AcceptResponse(Transfer& t) {
       ++report_.range_ignored;
       t.offset = 0;
     }
-    if (t.content_length && *t.content_length != length) {
+    if (content_length && *content_length != length) {
       t.error = DataLoss(
           "%s: Content-Length %llu, but the signed artifact length is %llu",
-          where.c_str(), static_cast<ull>(*t.content_length),
+          where.c_str(), static_cast<ull>(*content_length),
           static_cast<ull>(length));
       t.url_unusable = true;
       return false;
@@ -704,11 +746,13 @@ bool ArtifactFetcher::Impl::AcceptResponse(Transfer& t) {
   }
   t.accepted = true;
   // Remember the validator for If-Range: a strong ETag, else the date.
+  const std::string etag =
+      ResponseHeader(t.easy, "ETag").value_or(std::string());
   std::string validator;
-  if (!t.etag.empty() && !StartsWithNoCase(t.etag, "W/")) {
-    validator = t.etag;
-  } else if (!t.last_modified.empty()) {
-    validator = t.last_modified;
+  if (!etag.empty() && !StartsWithNoCase(etag, "W/")) {
+    validator = etag;
+  } else {
+    validator = ResponseHeader(t.easy, "Last-Modified").value_or(std::string());
   }
   if (validator != validators_[t.url_index]) {
     validators_[t.url_index] = validator;
@@ -957,33 +1001,29 @@ void ArtifactFetcher::Impl::EndTransfer(Status error, bool url_unusable) {
     last_error_ = error;
     TERND_LOG_WARNING("artifact download: %s", error.message());
   }
-  int delay_ms;
+  std::chrono::milliseconds delay;
   if (error.ok() || progressed) {
-    failures_ = 0;
-    delay_ms = static_cast<int>(
-        std::uniform_int_distribution<int>(0, options_.retry_min_ms)(rng_));
+    // Carry on at once, within retry_min; not counted as a failure.
+    backoff_->Reset();
+    delay = backoff_->Draw(0);
   } else {
-    ++failures_;
-    if (failures_ >= options_.max_failures) {
+    const int failures = backoff_->failures() + 1;
+    if (failures >= options_.max_failures) {
       Status s = error;
       char prefix[96];
       std::snprintf(prefix, sizeof prefix,
                     "artifact download: gave up after %d attempts without "
                     "progress; last",
-                    failures_);
+                    failures);
       s.Prepend(prefix);
       Finish(s);
       return;
     }
     next_url_ = (u + 1) % job_.urls.size();  // try the next mirror
-    // Exponential backoff with full jitter.
-    const int64_t cap = std::min<int64_t>(
-        options_.retry_max_ms,
-        int64_t{options_.retry_min_ms} << std::min(failures_ - 1, 30));
-    delay_ms =
-        static_cast<int>(std::uniform_int_distribution<int64_t>(0, cap)(rng_));
+    delay = backoff_->Next();
   }
-  sd_event_source_set_time_relative(retry_timer_, uint64_t(delay_ms) * 1000);
+  sd_event_source_set_time_relative(
+      retry_timer_, static_cast<uint64_t>(delay.count()) * 1000);
   sd_event_source_set_enabled(retry_timer_, SD_EVENT_ONESHOT);
 }
 

@@ -13,7 +13,10 @@
 //    deleted) and loads the validators (ETag / Last-Modified) sources sent.
 // 2. A request starts at the first chunk not yet verified: one open range
 //    `Range: bytes=N-` with `If-Range: <validator>` when that URL sent one.
-//    206 must carry `Content-Range: bytes N-E/<signed length>`; a 200 to a
+//    The status and headers are read from libcurl once a response's headers
+//    end (CURLINFO_RESPONSE_CODE, curl_easy_header), never parsed by hand.
+//    206 must carry exactly one `Content-Range: bytes N-E/<signed length>`
+//    (a multipart/byteranges answer has none and is refused); a 200 to a
 //    ranged request (range ignored, or the file changed) restarts at byte
 //    0: chunks already verified are skipped, not fetched into the store
 //    again, since every chunk is checked against its signed hash anyway.

@@ -152,13 +152,15 @@ Status VerifyEnvelope(const SignedEnvelope& envelope, std::string_view role,
   std::set<std::string> valid;
   int not_in_role = 0, unknown = 0, bad = 0;
   for (const Signature& s : envelope.signatures()) {
-    if (!allowed.count(s.key_id())) {
-      ++not_in_role;
-      continue;
-    }
+    // A key the root does not know at all is unknown, whatever role it
+    // claims; a known key not listed for this role is outside the role.
     auto it = known.find(s.key_id());
     if (it == known.end()) {
       ++unknown;
+      continue;
+    }
+    if (!allowed.count(s.key_id())) {
+      ++not_in_role;
       continue;
     }
     const std::span<const uint8_t> sig(

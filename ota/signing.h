@@ -59,8 +59,9 @@ Result<SignedEnvelope> SignEnvelope(std::string_view role,
 
 // Checks that `envelope` is for `role` and carries valid signatures from at
 // least `keys.threshold()` distinct key ids listed in `keys`. Signatures by
-// keys outside the role, unknown keys and bad signatures do not count (a
-// key counts once however often it signs). A threshold of 0 is refused. The
+// unknown keys (not in `known`, whatever `keys` lists), by known keys
+// outside the role (not in `keys`) and bad signatures do not count (a key
+// counts once however often it signs). A threshold of 0 is refused. The
 // error says how many valid signatures were found, how many are needed and
 // why the others did not count.
 Status VerifyEnvelope(const SignedEnvelope& envelope, std::string_view role,

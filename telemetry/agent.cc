@@ -3,8 +3,8 @@
 #include <systemd/sd-event.h>
 
 #include <algorithm>
-#include <random>
 
+#include "base/backoff.h"
 #include "base/log.h"
 #include "telemetry/exposition.h"
 
@@ -33,6 +33,13 @@ Result<std::unique_ptr<TelemetryAgent>> TelemetryAgent::Create(
   if (options.max_inflight == 0) {
     return InvalidArgument("telemetry: max_inflight must be at least 1");
   }
+  if (options.retry_min.count() < 1 || options.retry_max < options.retry_min) {
+    return InvalidArgument(
+        "telemetry: retry_min %lld ms and retry_max %lld ms: expected 1 <= "
+        "retry_min <= retry_max",
+        static_cast<long long>(options.retry_min.count()),
+        static_cast<long long>(options.retry_max.count()));
+  }
   std::unique_ptr<TelemetryAgent> a(new TelemetryAgent());
   a->loop_ = loop;
   a->session_ = session;
@@ -40,7 +47,15 @@ Result<std::unique_ptr<TelemetryAgent>> TelemetryAgent::Create(
   a->identity_ = std::move(identity);
   a->options_ = std::move(options);
   a->started_ = std::chrono::steady_clock::now();
-  a->backoff_ = a->options_.retry_min;
+  // After the n-th refusal in a row, a pause in [b/2, b] with
+  // b = min(retry_max, retry_min * 2^(n-1)).
+  BackoffPolicy retry;
+  retry.initial = a->options_.retry_min;
+  retry.max = a->options_.retry_max;
+  retry.floor = std::chrono::milliseconds(0);
+  retry.multiplier = 2.0;
+  retry.jitter = 0.5;
+  a->backoff_.emplace(retry);
   const std::string outbox_path = a->options_.outbox_path.empty()
                                       ? state_dir + "/telemetry.db"
                                       : a->options_.outbox_path;
@@ -268,7 +283,7 @@ void TelemetryAgent::OnPublishDone(int mid, int reason_code) {
     Status s = outbox_->Delete(f.row_id);
     if (!s.ok()) TERND_LOG_ERROR("telemetry: %s", s.message());
     batches_published_->Add();
-    backoff_ = options_.retry_min;
+    backoff_->Reset();
   } else if (reason_code < 0) {
     // The connection dropped before the PUBACK: sent again after reconnect.
     cursor_ = 0;
@@ -277,19 +292,14 @@ void TelemetryAgent::OnPublishDone(int mid, int reason_code) {
     last_failure_code_->Set(reason_code);
     TERND_LOG_WARNING(
         "telemetry: broker refused batch epoch %llu sequence %llu on %s: "
-        "reason code 0x%02x; kept in the outbox, retry in %lld ms",
+        "reason code 0x%02x; kept in the outbox, retry within %lld ms",
         static_cast<unsigned long long>(f.boot_epoch),
         static_cast<unsigned long long>(f.sequence), telemetry_topic_.c_str(),
-        reason_code, static_cast<long long>(backoff_.count()));
+        reason_code, static_cast<long long>(backoff_->Ceiling().count()));
     if (!paused_) {
       paused_ = true;
-      // Full jitter between half and all of the backoff.
-      static thread_local std::minstd_rand rng(std::random_device{}());
-      const int64_t b = backoff_.count();
-      const int64_t delay =
-          b / 2 +
-          static_cast<int64_t>(rng() % static_cast<uint64_t>(b / 2 + 1));
-      const uint64_t usec = static_cast<uint64_t>(delay) * 1000;
+      const uint64_t usec =
+          static_cast<uint64_t>(backoff_->Next().count()) * 1000;
       if (retry_) {
         sd_event_source_set_time_relative(retry_, usec);
         sd_event_source_set_enabled(retry_, SD_EVENT_ONESHOT);
@@ -297,7 +307,6 @@ void TelemetryAgent::OnPublishDone(int mid, int reason_code) {
                                             usec, 0, &OnRetry, this) >= 0) {
         sd_event_source_set_description(retry_, "telemetry-retry");
       }
-      backoff_ = std::min(backoff_ * 2, options_.retry_max);
     }
   }
   UpdateOwnMetrics();
@@ -361,6 +370,13 @@ void TelemetryAgent::OnDisconnected(const std::string& why) {
 void TelemetryAgent::OnMessage(std::string_view topic,
                                std::string_view payload) {
   if (topic != command_topic_) return;
+  if (payload.size() > kMaxCommandBytes) {
+    TERND_LOG_WARNING(
+        "telemetry: %s: a %zu-byte command, more than the %zu bytes allowed "
+        "for a command; ignored unread",
+        command_topic_.c_str(), payload.size(), kMaxCommandBytes);
+    return;
+  }
   DeviceCommand cmd;
   if (payload == "rebirth") {
     cmd.set_kind(DeviceCommand::REBIRTH);

@@ -29,10 +29,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "base/backoff.h"
 #include "base/status.h"
 #include "net/mqtt_session.h"
 #include "telemetry/batch.h"
@@ -57,7 +59,9 @@ struct TelemetryOptions {
   // Own cap on unacknowledged telemetry publishes (the session has its own,
   // shared cap too).
   uint32_t max_inflight = 8;
-  // Backoff after the broker refuses a batch.
+  // Backoff after the broker refuses a batch: after the n-th refusal in a
+  // row, a pause between half and all of min(retry_max,
+  // retry_min * 2^(n-1)); 1 <= retry_min <= retry_max.
   std::chrono::milliseconds retry_min{1000};
   std::chrono::milliseconds retry_max{60000};
   // Non-empty: the Prometheus text is written atomically to this file every
@@ -77,6 +81,12 @@ struct DeviceIdentity {
 
 class TelemetryAgent {
  public:
+  // The largest payload read on the command topic. Commands are a few bytes
+  // (`rebirth`, `flush` or a small DeviceCommand); anything larger is
+  // ignored before it is parsed or copied, with a warning naming the topic,
+  // the size and this cap (docs/mqtt.md, "Message size").
+  static constexpr size_t kMaxCommandBytes = 64 * 1024;
+
   // Opens the outbox, increments the boot epoch, registers the agent's own
   // metrics, sets the will and the command subscription on `session` (may
   // be null: offline) and arms the interval timer. `loop`, `session` and
@@ -147,7 +157,7 @@ class TelemetryAgent {
   std::chrono::steady_clock::time_point started_;
   sd_event_source* timer_ = nullptr;
   sd_event_source* retry_ = nullptr;
-  std::chrono::milliseconds backoff_{0};
+  std::optional<Backoff> backoff_;  // refusals in a row
   bool paused_ = false;  // after a refusal, until the retry timer fires
 
   struct InFlight {

@@ -441,6 +441,45 @@ TEST_F(FetcherTest, RefusesAResponseOfTheWrongLength) {
   EXPECT_EQ(nginx_->AccessLog(name_).size(), 1u);  // not retried
 }
 
+TEST_F(FetcherTest, RefusesAContentRangeOtherThanTheOneAsked) {
+  // The first two chunks are stored already, so the request asks for
+  // bytes=131072-; the file on this URL is 1000 bytes longer than signed,
+  // so nginx answers 206 with Content-Range bytes 131072-300999/301000.
+  const TestArtifact a = MakeArtifact(RandomBytes(300 * 1000, 43));
+  {
+    auto store = StateStore::Open(db_);
+    ASSERT_TRUE(store.ok()) << Msg(store.status());
+    for (uint64_t i = 0; i < 2; ++i) {
+      ASSERT_TRUE((*store)
+                      ->PutChunk(a.spec.artifact_sha256, i,
+                                 a.bytes.substr(i * kChunk, kChunk))
+                      .ok());
+    }
+  }
+  ASSERT_TRUE(
+      nginx_->PutFile("wronglen", name_, a.bytes + std::string(1000, 'x'))
+          .ok());
+  const std::string url = nginx_->Url("wronglen/" + name_);
+  FetchRun run = RunFetch(JobFor(a, {url}), Options());
+  ASSERT_FALSE(run.status.ok());
+  EXPECT_EQ(run.status.code(), StatusCode::kDataLoss);
+  EXPECT_NE(Msg(run.status)
+                .find(url + ": HTTP 206 with a Content-Range 'bytes "
+                            "131072-300999/301000' and Content-Length 169928; "
+                            "expected bytes 131072-299999/300000 for Range: "
+                            "bytes=131072-"),
+            std::string::npos)
+      << Msg(run.status);
+  EXPECT_EQ(run.report.chunks_reused, 2u);
+  EXPECT_EQ(run.report.bytes_received, 0u);
+  EXPECT_EQ(StoredChunks(db_, a.spec).size(), 2u);
+  ASSERT_TRUE(nginx_->WaitForRequests(1, name_));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name_);
+  ASSERT_EQ(log.size(), 1u);  // the URL is not used again
+  EXPECT_EQ(log[0].range, "bytes=131072-");
+  EXPECT_EQ(log[0].status, 206);
+}
+
 TEST_F(FetcherTest, StopsReadingEndlessDataAtTheSignedLength) {
   const TestArtifact a = MakeArtifact(RandomBytes(1 << 20, 51));
   const std::string endless = a.bytes + RandomBytes(16 << 20, 52);

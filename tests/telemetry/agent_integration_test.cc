@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "telemetry/agent.h"
 #include "telemetry/batch.h"
 #include "telemetry/telemetry.pb.h"
 #include "tests/support/mosquitto_broker.h"
@@ -498,6 +499,33 @@ TEST_F(TelemetryIntegrationTest, RebirthAndFlushCommands) {
     return Batches(m).size() == 2;
   })) << host->Log();
   EXPECT_NE(host->Log().find("ignored"), std::string::npos);
+
+  // A command over the cap is not even parsed: this one would be a valid
+  // FLUSH (an unknown field pads it to one byte over 64 KiB).
+  std::string big = flush.SerializeAsString();
+  const size_t pad = TelemetryAgent::kMaxCommandBytes + 1 - big.size() - 4;
+  big += '\x7a';  // field 15, length-delimited
+  big += static_cast<char>(0x80 | (pad & 0x7f));
+  big += static_cast<char>(0x80 | ((pad >> 7) & 0x7f));
+  big += static_cast<char>(pad >> 14);
+  big.append(pad, 'x');
+  ASSERT_EQ(big.size(), TelemetryAgent::kMaxCommandBytes + 1);
+  DeviceCommand parsed;
+  ASSERT_TRUE(parsed.ParseFromString(big));
+  ASSERT_EQ(parsed.kind(), DeviceCommand::FLUSH);
+  ASSERT_TRUE((*probe)->Publish(topic("cmd"), big, 1, false).ok());
+  // Commands are handled in order: once this rebirth is seen, the big one
+  // was dealt with.
+  ASSERT_TRUE((*probe)->Publish(topic("cmd"), "rebirth", 1, false).ok());
+  ASSERT_TRUE(sub->WaitFor([&](const std::vector<ReceivedMessage>& m) {
+    return Presences(m).size() == 3;
+  })) << host->Log();
+  EXPECT_EQ(Batches(sub->messages()).size(), 2u);
+  EXPECT_NE(host->Log().find(topic("cmd") +
+                             ": a 65537-byte command, more than the 65536 "
+                             "bytes allowed for a command; ignored unread"),
+            std::string::npos)
+      << host->Log();
 }
 
 // `ternctl watch --json` as a child process; stdout lines collected by a

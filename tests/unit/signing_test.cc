@@ -108,15 +108,27 @@ TEST(SigningTest, KeysOutsideTheRoleAndUnknownKeysDoNotCount) {
   const std::string payload = "p";
   auto env = SignEnvelope("release", Bytes(payload), other.keys);
   ASSERT_TRUE(env.ok());
+  // A key nobody knows: unknown, not outside the role.
   Status s = VerifyEnvelope(*env, "release", f.role, f.known);
-  EXPECT_NE(std::string(s.message()).find("1 signature(s) by keys outside"),
+  EXPECT_NE(std::string(s.message())
+                .find("(0 signature(s) by keys outside the role, 1 by unknown "
+                      "keys, 0 invalid)"),
             std::string::npos)
       << s.message();
-  // Listed in the role but its public key is not known.
+  // Listed in the role but its public key is not known: unknown too.
   RoleKeys role = f.role;
   role.add_key_ids(KeyId(other.keys[0].public_key));
   s = VerifyEnvelope(*env, "release", role, f.known);
   EXPECT_NE(std::string(s.message()).find("1 by unknown keys"),
+            std::string::npos)
+      << s.message();
+  // Known, but not one of the role's keys: outside the role.
+  std::map<std::string, Ed25519PublicKey> known = f.known;
+  known[KeyId(other.keys[0].public_key)] = other.keys[0].public_key;
+  s = VerifyEnvelope(*env, "release", f.role, known);
+  EXPECT_NE(std::string(s.message())
+                .find("(1 signature(s) by keys outside the role, 0 by unknown "
+                      "keys, 0 invalid)"),
             std::string::npos)
       << s.message();
   // Threshold 0 never means "no signature needed".

@@ -196,6 +196,44 @@ TEST(TrustTest, RefusesEachKindOfBadRelease) {
   EXPECT_EQ(Check(f, s, f.Signed(r)), RejectReason::kNone);
 }
 
+// The refusal names why each signature did not count: a key id the root
+// does not know at all is an unknown key; a key the root knows, but not for
+// this role, is outside the role.
+std::string BadSignatureReason(Fleet& f, TrustState& s,
+                               const std::vector<Ed25519KeyPair>& signers) {
+  RejectReason reason;
+  auto r = AcceptRelease(
+      s, Envelope("release", f.MakeRelease(5, 1).SerializeAsString(), signers),
+      f.device, 0, f.policy, kNow, &reason);
+  EXPECT_EQ(reason, RejectReason::kBadSignature);
+  return r.ok() ? "" : r.status().message();
+}
+
+TEST(TrustTest, AReleaseSignedByAKeyTheRootDoesNotKnowIsByAnUnknownKey) {
+  Fleet f;
+  TrustState s = f.Pinned();
+  const std::string why = BadSignatureReason(f, s, {Key()});
+  EXPECT_NE(why.find("0 valid signature(s) from its keys, 1 needed (0 "
+                     "signature(s) by keys outside the role, 1 by unknown "
+                     "keys, 0 invalid)"),
+            std::string::npos)
+      << why;
+}
+
+TEST(TrustTest, AReleaseSignedByAKnownKeyOfAnotherRoleIsOutsideTheRole) {
+  Fleet f;
+  TrustState s = f.Pinned();
+  // A root key and the timestamp key: both in the root, neither a release
+  // key.
+  const std::string why =
+      BadSignatureReason(f, s, {f.root_keys[0], f.timestamp_keys[0]});
+  EXPECT_NE(why.find("0 valid signature(s) from its keys, 1 needed (2 "
+                     "signature(s) by keys outside the role, 0 by unknown "
+                     "keys, 0 invalid)"),
+            std::string::npos)
+      << why;
+}
+
 TEST(TrustTest, RefusesReplayAndMixAndMatch) {
   Fleet f;
   TrustState s = f.Pinned();
