@@ -12,9 +12,8 @@
 
 #include "runtime/graph_builder.h"
 #include "runtime/runtime.h"
-#include "tests/support/test_models.h"
-
 #include "tests/support/alloc_hooks.h"
+#include "tests/support/test_models.h"
 
 using ternd::testing::g_alloc_counting;
 using ternd::testing::g_allocations;
@@ -68,17 +67,27 @@ TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
   Executor ex0 = m->model->executor(0);
   Executor ex1 = m->model->executor(1);
 
+  // The classes of every call's rows, summed with their positions, so the
+  // counted run below is checked to compute what an uncounted run does
+  // (a loop that did nothing would allocate nothing too).
   long failures = 0;
-  int32_t checksum = 0;
-  {
-    Counting c;
+  auto run = [&](int64_t* checksum) {
     for (int i = 0; i < 5000; ++i) {
       const int batch = 1 + i % 32;
       Executor& ex = (i % 2) ? ex1 : ex0;
       std::copy(input.begin(), input.begin() + batch * 64, ex.input(0));
       if (!ex.Invoke(batch).ok()) ++failures;
-      checksum += ex.output_i32(1)[0];
+      for (int row = 0; row < batch; ++row) {
+        *checksum += (row + 1) * (ex.output_i32(1)[row] + 1);
+      }
     }
+  };
+  int64_t expected = 0;
+  run(&expected);
+  int64_t checksum = 0;
+  {
+    Counting c;
+    run(&checksum);
     // The error path and the health check allocate nothing either.
     ex0.input(0)[0] = NAN;
     if (ex0.Invoke(1).ok()) ++failures;
@@ -86,7 +95,14 @@ TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
     EXPECT_EQ(c.count(), 0) << "heap allocations on the inference path";
   }
   EXPECT_EQ(failures, 0);
-  EXPECT_GE(checksum, 0);
+  EXPECT_EQ(checksum, expected);
+  // Not every row in one class: the model distinguishes its inputs.
+  int64_t all_class0 = 0;
+  for (int i = 0; i < 5000; ++i) {
+    const int batch = 1 + i % 32;
+    all_class0 += int64_t{batch} * (batch + 1) / 2;
+  }
+  EXPECT_NE(checksum, all_class0);
 }
 
 }  // namespace
