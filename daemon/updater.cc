@@ -18,6 +18,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "base/memory.h"
+#include "daemon/trust_keeper.h"
 #include "net/mqtt_session.h"
 #include "ota/artifact.h"
 #include "ota/bundle.h"
@@ -183,7 +184,7 @@ class Updater::Impl {
   std::unique_ptr<ota::StateStore> store_;
   std::unique_ptr<ota::UpdateJournal> journal_;
   std::unique_ptr<ota::ArtifactWorker> worker_;
-  ota::TrustState trust_;
+  std::unique_ptr<TrustKeeper> trust_;
   UpdateRecord record_;
   ota::Release release_;  // of record_, once received
   InstallDone done_;      // an offline install waits for its answer
@@ -220,37 +221,9 @@ Status Updater::Impl::Init() {
   }
   TERND_ASSIGN_OR_RETURN(store_, ota::StateStore::Open(options_.state_db));
   TERND_ASSIGN_OR_RETURN(journal_, ota::UpdateJournal::Open(options_.state_db));
-  TERND_ASSIGN_OR_RETURN(std::optional<ota::TrustState> stored,
-                         store_->LoadTrust());
-  Result<std::vector<uint8_t>> pinned_bytes =
-      ReadFile(options_.root_file, 1 << 20);
-  std::optional<ota::TrustState> pinned;
-  if (pinned_bytes.ok()) {
-    Result<ota::TrustState> t = ota::TrustFromPinnedRoot(
-        std::string(pinned_bytes->begin(), pinned_bytes->end()));
-    if (!t.ok()) {
-      Status s = t.status();
-      return s.Prepend(options_.root_file);
-    }
-    pinned = std::move(*t);
-  } else if (!stored) {
-    Status s = pinned_bytes.status();
-    return s.Prepend("ota.root_file (the pinned root of trust)");
-  }
-  if (stored && (!pinned || stored->root.version() >= pinned->root.version())) {
-    trust_ = std::move(*stored);
-  } else {
-    // First start, or a newer root was provisioned by hand: adopt it,
-    // keeping the floors learnt so far.
-    trust_ = std::move(*pinned);
-    if (stored) {
-      trust_.time_floor = stored->time_floor;
-      trust_.highest_version_seen = stored->highest_version_seen;
-      trust_.highest_sequence = stored->highest_sequence;
-      trust_.highest_sequence_sha256 = stored->highest_sequence_sha256;
-    }
-    TERND_RETURN_IF_ERROR(store_->SaveTrust(trust_));
-  }
+  TERND_ASSIGN_OR_RETURN(
+      trust_,
+      TrustKeeper::Open(store_.get(), options_.root_file, options_.policy));
   TERND_ASSIGN_OR_RETURN(record_, journal_->LoadUpdate());
   if (!record_.release_envelope.empty()) {
     Result<ota::Release> r = ReleaseOf(record_.release_envelope);
@@ -259,8 +232,8 @@ Status Updater::Impl::Init() {
   TERND_ASSIGN_OR_RETURN(worker_,
                          ota::ArtifactWorker::Start(loop_, options_.state_db));
   TERND_LOG_INFO("updates: root of trust for fleet '%s' version %llu",
-                 trust_.root.fleet().c_str(),
-                 static_cast<unsigned long long>(trust_.root.version()));
+                 trust_->state().root.fleet().c_str(),
+                 static_cast<unsigned long long>(trust_->root_version()));
   return Status::Ok();
 }
 
@@ -466,18 +439,13 @@ void Updater::Impl::OnFleetMessage(std::string_view topic,
     return;
   }
   if (topic == prefix_ + "/trust/timestamp") {
-    ota::TrustState next = trust_;
-    Status s = ota::ApplyTimestamp(next, bytes, options_.policy, SystemNow());
-    if (s.ok() && next.time_floor != trust_.time_floor) {
-      s = store_->SaveTrust(next);
-    }
+    Result<ota::TrustState> next = trust_->CheckTimestamp(bytes, SystemNow());
+    Status s = next.ok() ? trust_->Commit(std::move(*next)) : next.status();
     if (!s.ok()) {
       TERND_LOG_WARNING("%.*s: timestamp refused: %s",
                         static_cast<int>(topic.size()), topic.data(),
                         s.message());
-      return;
     }
-    trust_ = std::move(next);
     return;
   }
   if (topic.ends_with("/update/release")) {
@@ -494,27 +462,25 @@ void Updater::Impl::OnFleetRoot(std::string_view topic,
   if (!env.ParseFromString(bytes) || !root.ParseFromString(env.payload())) {
     refusal = "root: refused: the message on " + std::string(topic) +
               " is not a signed root";
-  } else if (root.version() <= trust_.root.version()) {
+  } else if (root.version() <= trust_->root_version()) {
     return;  // already have it
   } else {
-    ota::TrustState next = trust_;
-    Status s = ota::RotateRoot(next, bytes, options_.policy, SystemNow());
-    if (s.ok()) {
-      if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+    Result<ota::TrustState> next = trust_->CheckRoot(bytes, SystemNow());
+    if (next.ok()) {
+      if (Status saved = trust_->Commit(std::move(*next)); !saved.ok()) {
         TERND_LOG_ERROR("%.*s: cannot persist root version %llu: %s",
                         static_cast<int>(topic.size()), topic.data(),
                         static_cast<unsigned long long>(root.version()),
                         saved.message());
         return;
       }
-      trust_ = std::move(next);
       TERND_LOG_NOTICE("root of trust rotated to version %llu",
-                       static_cast<unsigned long long>(trust_.root.version()));
+                       static_cast<unsigned long long>(trust_->root_version()));
       PublishReport();
       return;
     }
     refusal = "root: version " + std::to_string(root.version()) +
-              " refused: " + s.message();
+              " refused: " + next.status().message();
   }
   // Refused: checked again on every delivery (a root it needs first may
   // have arrived since), reported once.
@@ -646,7 +612,7 @@ ota::UpdateReport Updater::Impl::BuildReport(const UpdateStatus& st) const {
   }
   if (st.previous) r.set_previous_version(st.previous->model_version);
   r.set_probation(st.probation);
-  r.set_root_version(trust_.root.version());
+  r.set_root_version(trust_->root_version());
   r.set_time(SystemNow());
   return r;
 }
@@ -828,38 +794,34 @@ void Updater::Impl::TrustAndStore(std::shared_ptr<UniqueFd> file,
   record_.model_version = bundle.release.model_version();
   record_.rollout_id = bundle.release.rollout_id();
   for (size_t i = 0; i < bundle.root_envelopes.size(); ++i) {
-    if (bundle.roots[i].version() <= trust_.root.version()) continue;
-    ota::TrustState next = trust_;
-    Status s =
-        ota::RotateRoot(next, bundle.root_envelopes[i], options_.policy, now);
-    if (!s.ok()) {
+    if (bundle.roots[i].version() <= trust_->root_version()) continue;
+    Result<ota::TrustState> next =
+        trust_->CheckRoot(bundle.root_envelopes[i], now);
+    if (!next.ok()) {
       Fail(UpdateState::kRejected,
            "root: version " + std::to_string(bundle.roots[i].version()) +
-               " refused: " + s.message());
+               " refused: " + next.status().message());
       return;
     }
-    s = store_->SaveTrust(next);
-    if (!s.ok()) {
-      Fail(UpdateState::kFailed, s.message());
-      return;
-    }
-    trust_ = std::move(next);
-    TERND_LOG_NOTICE("root of trust rotated to version %llu",
-                     static_cast<unsigned long long>(trust_.root.version()));
-  }
-  if (!bundle.timestamp_envelope.empty()) {
-    ota::TrustState next = trust_;
-    Status s = ota::ApplyTimestamp(next, bundle.timestamp_envelope,
-                                   options_.policy, now);
-    if (!s.ok()) {
-      Fail(UpdateState::kRejected, std::string("timestamp: ") + s.message());
-      return;
-    }
-    if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+    if (Status saved = trust_->Commit(std::move(*next)); !saved.ok()) {
       Fail(UpdateState::kFailed, saved.message());
       return;
     }
-    trust_ = std::move(next);
+    TERND_LOG_NOTICE("root of trust rotated to version %llu",
+                     static_cast<unsigned long long>(trust_->root_version()));
+  }
+  if (!bundle.timestamp_envelope.empty()) {
+    Result<ota::TrustState> next =
+        trust_->CheckTimestamp(bundle.timestamp_envelope, now);
+    if (!next.ok()) {
+      Fail(UpdateState::kRejected,
+           std::string("timestamp: ") + next.status().message());
+      return;
+    }
+    if (Status saved = trust_->Commit(std::move(*next)); !saved.ok()) {
+      Fail(UpdateState::kFailed, saved.message());
+      return;
+    }
   }
   if (AcceptAndRecord(bundle.release_envelope)) {
     StoreArtifact(std::move(file), std::move(head));
@@ -867,11 +829,11 @@ void Updater::Impl::TrustAndStore(std::shared_ptr<UniqueFd> file,
 }
 
 bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
-  ota::TrustState next = trust_;
+  ota::TrustState next;
   ota::RejectReason reason = ota::RejectReason::kNone;
   Result<ota::Release> release =
-      ota::AcceptRelease(next, envelope, options_.device, InstalledVersion(),
-                         options_.policy, SystemNow(), &reason);
+      trust_->CheckRelease(envelope, options_.device, InstalledVersion(),
+                           SystemNow(), &next, &reason);
   // A refusal keeps the release's identity, never its bytes.
   record_ = UpdateRecord();
   record_.envelope_sha256 = ota::Sha256(envelope);
@@ -899,11 +861,10 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   }
   record_.release_envelope = envelope;
   // Persist what trust learnt (highest sequence, time floor) before acting.
-  if (Status saved = store_->SaveTrust(next); !saved.ok()) {
+  if (Status saved = trust_->Commit(std::move(next)); !saved.ok()) {
     Fail(UpdateState::kFailed, saved.message());
     return false;
   }
-  trust_ = std::move(next);
   release_ = std::move(*release);
   record_.bytes_total = release_.artifact_length();
   Set(UpdateState::kReceived);

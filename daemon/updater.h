@@ -8,7 +8,8 @@
 //   (rejected / failed at any step, with the reason)
 //
 // - What trust accepted (a rotated root, a higher sequence) is persisted
-//   before anything is acted on.
+//   before anything is acted on (TrustKeeper, trust_keeper.h: one path for
+//   roots, timestamps and releases from MQTT and from bundles).
 // - Every state change is persisted before the next step, so a kill -9 at
 //   any moment leaves a device that starts on a verified model and resumes
 //   or finishes the update (Resume()).
