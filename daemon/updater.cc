@@ -545,7 +545,12 @@ void Updater::Impl::StartFetch() {
           return;
         }
         progress_saved_ns_ = now;
-        Set(UpdateState::kDownloading);
+        // Progress, not a new state: not flushed to disk (SaveProgress).
+        if (Status saved = journal_->SaveProgress(record_); !saved.ok()) {
+          TERND_LOG_ERROR("cannot record the download progress: %s",
+                          saved.message());
+        }
+        Changed();
       },
       [this](const Status& s) {
         if (!s.ok()) {

@@ -205,6 +205,13 @@ Status UpdateJournal::SaveUpdate(const UpdateRecord& record) {
   return PutRecord(record);
 }
 
+Status UpdateJournal::SaveProgress(const UpdateRecord& record) {
+  TERND_RETURN_IF_ERROR(Exec("PRAGMA synchronous=NORMAL;"));
+  const Status s = PutRecord(record);
+  const Status restored = Exec("PRAGMA synchronous=FULL;");
+  return s.ok() ? restored : s;
+}
+
 Result<std::optional<InstalledModel>> UpdateJournal::Installed(
     const char* role) {
   SqliteStmt q(db_,

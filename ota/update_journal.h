@@ -98,6 +98,13 @@ class UpdateJournal {
 
   Result<UpdateRecord> LoadUpdate();
   Status SaveUpdate(const UpdateRecord& record);
+  // The same for download progress, without waiting for the disk (this one
+  // commit at synchronous=NORMAL): a power cut may lose it, which only means
+  // the progress after a restart is an older count (the chunks themselves
+  // are in the store, and the download resumes from them). The next
+  // SaveUpdate makes it durable with everything before it. Keeps the flush
+  // that a slow disk takes out of the once-a-second progress on the loop.
+  Status SaveProgress(const UpdateRecord& record);
 
   // nullopt when nothing was ever installed by an update.
   Result<std::optional<InstalledModel>> Active();

@@ -3,16 +3,35 @@
 // database file with the state store.
 #include "ota/update_journal.h"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "ota/signing.h"
 #include "ota/state_store.h"
+
+// Every fsync/fdatasync SQLite makes in this binary is counted (the
+// executable's definitions interpose on libc's for the shared SQLite).
+std::atomic<int> g_flushes{0};
+
+extern "C" int fsync(int fd) {
+  static auto real = reinterpret_cast<int (*)(int)>(dlsym(RTLD_NEXT, "fsync"));
+  ++g_flushes;
+  return real(fd);
+}
+
+extern "C" int fdatasync(int fd) {
+  static auto real =
+      reinterpret_cast<int (*)(int)>(dlsym(RTLD_NEXT, "fdatasync"));
+  ++g_flushes;
+  return real(fd);
+}
 
 namespace ternd::ota {
 namespace {
@@ -76,6 +95,32 @@ TEST(UpdateJournalTest, RecordSurvivesReopen) {
   EXPECT_EQ(back->release_envelope, r.release_envelope);
   EXPECT_EQ(back->rollout_id, "r3");
   EXPECT_GT(back->updated_at, 0);
+}
+
+TEST(UpdateJournalTest, ProgressIsSavedWithoutWaitingForTheDisk) {
+  const std::string path = TempPath("progress");
+  UpdateRecord r = Record(UpdateState::kDownloading, 4);
+  {
+    auto j = UpdateJournal::Open(path);
+    ASSERT_TRUE(j.ok());
+    g_flushes = 0;
+    ASSERT_TRUE((*j)->SaveUpdate(r).ok());
+    EXPECT_GE(g_flushes.load(), 1) << "a state change is flushed";
+    r.bytes_done = 2048;
+    g_flushes = 0;
+    ASSERT_TRUE((*j)->SaveProgress(r).ok());
+    EXPECT_EQ(g_flushes.load(), 0) << "progress must not wait for the disk";
+    r.state = UpdateState::kVerifying;
+    g_flushes = 0;
+    ASSERT_TRUE((*j)->SaveUpdate(r).ok());
+    EXPECT_GE(g_flushes.load(), 1) << "FULL again after SaveProgress";
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok());
+  Result<UpdateRecord> back = (*j)->LoadUpdate();
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->state, UpdateState::kVerifying);
+  EXPECT_EQ(back->bytes_done, 2048u);
 }
 
 TEST(UpdateJournalTest, ActivateKeepsThePreviousAndStartsProbation) {
