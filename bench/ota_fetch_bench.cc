@@ -70,19 +70,7 @@ double ProcessCpuMs() {
 
 // utime + stime of another process, in ms.
 double OtherCpuMs(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)),
-                   std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(stat.substr(close + 2));
-  std::string field;
-  double utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::atof(field.c_str());
-    if (i == 15) stime = std::atof(field.c_str());
-  }
-  return (utime + stime) * 1000.0 / sysconf(_SC_CLK_TCK);
+  return ::ternd::testing::ProcessCpuSeconds(pid) * 1000.0;
 }
 
 // Resets VmHWM to the current resident set.

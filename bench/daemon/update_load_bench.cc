@@ -53,20 +53,6 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-// utime + stime of a process, in seconds.
-double CpuSeconds(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)),
-                   std::istreambuf_iterator<char>());
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::atof(field.c_str());
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 TestModelSpec Served() {
   TestModelSpec s = FastModel();  // 16 -> 32 -> 4: microseconds a call
   s.name = "benchnet";
@@ -339,7 +325,7 @@ void BM_UpdateAlone(benchmark::State& state) {
     }
     Result<std::string> release = s.Prepare(3);
     if (!release.ok()) return state.SkipWithError(release.status().message());
-    const double cpu0 = CpuSeconds(s.daemon->pid());
+    const double cpu0 = ::ternd::testing::ProcessCpuSeconds(s.daemon->pid());
     const int64_t t0 = NowNs();
     if (Status p = s.Publish(*release); !p.ok()) {
       return state.SkipWithError(p.message());
@@ -351,7 +337,7 @@ void BM_UpdateAlone(benchmark::State& state) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     wall = static_cast<double>(NowNs() - t0) / 1e9;
-    cpu = CpuSeconds(s.daemon->pid()) - cpu0;
+    cpu = ::ternd::testing::ProcessCpuSeconds(s.daemon->pid()) - cpu0;
     if (!Staged(st)) return state.SkipWithError(("update " + st).c_str());
   }
   const double mib = static_cast<double>(s.artifact_bytes) / (1 << 20);

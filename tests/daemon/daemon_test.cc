@@ -149,14 +149,10 @@ class DaemonTest : public ::testing::Test {
     return 0;
   }
 
-  // Sends raw bytes on a fresh connection.
+  // A fresh raw connection, for sending bytes the client would not.
   int RawConnect() {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
-                  socket_path().c_str());
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const int fd = ::ternd::testing::ConnectUnixSocket(socket_path());
+    EXPECT_GE(fd, 0) << strerror(errno);
     return fd;
   }
 
@@ -409,16 +405,7 @@ TEST_F(DaemonTest, SlowModelStaysOnTheWorkers) {
 
 // utime + stime of a process, in milliseconds.
 double ProcessCpuMs(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(f)),
-                   std::istreambuf_iterator<char>());
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::atof(field.c_str());
-  }
-  return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return ::ternd::testing::ProcessCpuSeconds(pid) * 1000.0;
 }
 
 TEST_F(DaemonTest, BusyPollKeepsTheLoopPollingAfterARequest) {

@@ -1,5 +1,7 @@
 #include "tests/daemon/daemon_test_models.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <memory>
 
@@ -164,6 +166,12 @@ Result<std::vector<uint8_t>> BuildTestModel(const TestModelSpec& spec) {
   w.AddF32("golden_probs", {rows, spec.classes}, probs);
   w.AddI32("golden_class", {rows, 1}, cls);
   return w.Finish();
+}
+
+std::string ModelBytes(const TestModelSpec& spec) {
+  Result<std::vector<uint8_t>> b = BuildTestModel(spec);
+  EXPECT_TRUE(b.ok()) << b.status().message();
+  return b.ok() ? std::string(b->begin(), b->end()) : std::string();
 }
 
 Status WriteTestModel(const TestModelSpec& spec, const std::string& path) {

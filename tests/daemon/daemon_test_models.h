@@ -32,6 +32,9 @@ TestModelSpec FastModel();
 TestModelSpec SlowModel();
 
 Result<std::vector<uint8_t>> BuildTestModel(const TestModelSpec& spec);
+// The same as a string (what releases and bundles are made from); a
+// failure to build fails the calling test.
+std::string ModelBytes(const TestModelSpec& spec);
 Status WriteTestModel(const TestModelSpec& spec, const std::string& path);
 
 // Deterministic input rows for `spec`: rows x spec.inputs values.

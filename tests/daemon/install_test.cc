@@ -36,12 +36,6 @@ using testing::TestFleet;
 constexpr char kDevice[] = "robot-1";
 constexpr int kResourceExhausted = 8;
 
-std::string ModelBytes(const TestModelSpec& spec) {
-  Result<std::vector<uint8_t>> b = BuildTestModel(spec);
-  EXPECT_TRUE(b.ok());
-  return std::string(b->begin(), b->end());
-}
-
 TestModelSpec Version(uint64_t v) {
   TestModelSpec s = FastModel();
   s.name = "upnet";
@@ -138,12 +132,8 @@ class InstallTest : public ::testing::Test {
   }
 
   int RawConnect() {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
-                  socket_path().c_str());
-    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const int fd = ::ternd::testing::ConnectUnixSocket(socket_path());
+    EXPECT_GE(fd, 0) << strerror(errno);
     return fd;
   }
 

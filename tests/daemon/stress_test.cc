@@ -72,17 +72,9 @@ class AbruptConnectionsTest : public ::testing::TestWithParam<const char*> {
 
   std::string socket_path() const { return dir_.File("t.sock"); }
 
+  // -1 when the listen backlog is full for a moment.
   int RawConnect() {
-    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un addr = {};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
-                  socket_path().c_str());
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      close(fd);
-      return -1;
-    }
-    return fd;
+    return ::ternd::testing::ConnectUnixSocket(socket_path());
   }
 
   TempDir dir_;

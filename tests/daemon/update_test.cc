@@ -33,12 +33,6 @@ using testing::TestFleet;
 
 constexpr char kDevice[] = "robot-1";
 
-std::string ModelBytes(const TestModelSpec& spec) {
-  Result<std::vector<uint8_t>> b = BuildTestModel(spec);
-  EXPECT_TRUE(b.ok());
-  return std::string(b->begin(), b->end());
-}
-
 TestModelSpec Version(uint64_t v, uint32_t seed = 0) {
   TestModelSpec s = FastModel();
   s.name = "upnet";

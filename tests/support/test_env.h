@@ -34,6 +34,13 @@ Status MakeTestCertificates(const std::string& dir,
 // A port on 127.0.0.1 that was free a moment ago (bound to port 0, closed).
 Result<int> FindFreePort();
 
+// A connected unix stream socket to `path`, or -1 (errno set).
+int ConnectUnixSocket(const std::string& path);
+
+// CPU time (user + system) a process has used, in seconds, from
+// /proc/PID/stat; 0 when it cannot be read.
+double ProcessCpuSeconds(int pid);
+
 }  // namespace ternd::testing
 
 #endif  // TERND_TESTS_SUPPORT_TEST_ENV_H_
