@@ -309,9 +309,17 @@ TEST_F(InstallTest, LargeBundleIsStreamedInBoundedMemory) {
   EXPECT_THAT(u.status().message(),
               HasSubstr("artifact chunk 95 (offset 99614720) does not match"));
   const long growth_mib = (PeakRssKib(d->pid()) - before) / 1024;
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed memory aside (its quarantine) instead of
+  // reusing it, so the peak says nothing here; the plain build measures it.
+  std::printf(
+      "note: peak memory not checked under AddressSanitizer (%ld MiB)\n",
+      growth_mib);
+#else
   EXPECT_LT(growth_mib, 24)
       << "the daemon's peak memory grew by " << growth_mib << " MiB for a "
       << bundle.size() / (1 << 20) << " MiB bundle";
+#endif
   // Refused before trust recorded anything; the daemon serves on.
   Result<wire::UpdateStatusResponse> st = Connect()->UpdateStatus();
   ASSERT_TRUE(st.ok());
