@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "ota/trust.h"
 
 namespace ternd::ota {
 namespace {
@@ -101,8 +102,7 @@ Status CheckArtifactSpec(const ArtifactSpec& spec) {
         static_cast<unsigned long long>(spec.chunk_size),
         static_cast<unsigned long long>(spec.artifact_length));
   }
-  const uint64_t chunks =
-      (spec.artifact_length + spec.chunk_size - 1) / spec.chunk_size;
+  const uint64_t chunks = ChunkCount(spec.artifact_length, spec.chunk_size);
   if (spec.chunk_sha256.size() != chunks) {
     return InvalidArgument(
         "artifact spec: %llu bytes in chunks of %llu need %llu chunk hashes, "

@@ -8,6 +8,7 @@
 
 #include "ota/artifact.h"
 #include "ota/signing.h"
+#include "ota/trust.h"
 
 namespace ternd::ota {
 namespace {
@@ -266,8 +267,7 @@ Status ReadHeadInto(const BundleReadFn& read, uint64_t size,
     return InvalidArgument("release of '%.64s' v%llu has chunk_size 0",
                            r.model_name().c_str(), version);
   }
-  const uint64_t chunks =
-      (head->artifact_length + r.chunk_size() - 1) / r.chunk_size();
+  const uint64_t chunks = ChunkCount(head->artifact_length, r.chunk_size());
   if (static_cast<uint64_t>(r.chunk_sha256_size()) != chunks) {
     return InvalidArgument(
         "release of '%.64s' v%llu lists %d chunk hashes, its %llu-byte "

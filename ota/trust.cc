@@ -258,10 +258,7 @@ Result<Release> AcceptRelease(TrustState& state,
                           : "reused with other content than",
                       static_cast<unsigned long long>(state.highest_sequence)));
   }
-  const uint64_t chunks =
-      r.chunk_size()
-          ? (r.artifact_length() + r.chunk_size() - 1) / r.chunk_size()
-          : 0;
+  const uint64_t chunks = ChunkCount(r.artifact_length(), r.chunk_size());
   if (r.artifact_length() == 0 || r.model_length() == 0 ||
       r.chunk_size() == 0 || r.urls_size() == 0 ||
       r.artifact_sha256().size() != 32 || r.model_sha256().size() != 32 ||

@@ -57,6 +57,14 @@ struct TrustPolicy {
 inline constexpr uint64_t kMaxTrustMetadataBytes = uint64_t{64} << 10;
 uint64_t MaxReleaseEnvelopeBytes(const TrustPolicy& policy);
 
+// Chunks of `chunk_size` bytes that `artifact_length` bytes make (the last
+// may be short); 0 for a chunk size of 0. Never overflows, whatever an
+// untrusted manifest says (length + size - 1 wraps near 2^64).
+inline uint64_t ChunkCount(uint64_t artifact_length, uint64_t chunk_size) {
+  if (chunk_size == 0) return 0;
+  return artifact_length / chunk_size + (artifact_length % chunk_size != 0);
+}
+
 // Why a manifest was refused; reported to the fleet as rejected(reason).
 enum class RejectReason {
   kNone,

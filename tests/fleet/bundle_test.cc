@@ -209,6 +209,19 @@ TEST(BundleTest, ChunkHashesMustMatchTheArtifact) {
             std::string::npos);
 }
 
+// A chunk size near 2^64 made `length + size - 1` wrap: zero chunks were
+// expected, zero hashes given, and the chunk loop read hash 0 of none.
+TEST(BundleTest, HugeChunkSizeIsRefusedNotWrapped) {
+  Parts p;
+  p.release.set_chunk_size(UINT64_MAX - 5);
+  p.release.clear_chunk_sha256();
+  BundleContents c = p.Contents();
+  c.timestamp_envelope.clear();
+  EXPECT_NE(Refusal(Parts::Raw(c)).find("lists 0 chunk hashes"),
+            std::string::npos)
+      << Refusal(Parts::Raw(c));
+}
+
 TEST(BundleTest, EnforcesLimits) {
   Parts p;
   const std::string bytes = Parts::Raw(p.Contents(3));
