@@ -127,23 +127,6 @@ uint64_t ChunkLength(const ArtifactSpec& spec, uint64_t index) {
   return std::min(spec.chunk_size, spec.artifact_length - start);
 }
 
-Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
-  EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
-}
-
-Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(ctx_); }
-
-void Sha256Hasher::Update(std::string_view bytes) {
-  EVP_DigestUpdate(ctx_, bytes.data(), bytes.size());
-}
-
-std::string Sha256Hasher::Final() {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_DigestFinal_ex(ctx_, md, &n);
-  return std::string(reinterpret_cast<const char*>(md), n);
-}
-
 Status VerifyStoredArtifact(StateStore& store, const ArtifactSpec& spec,
                             const std::atomic<bool>* cancel) {
   Sha256Hasher hash;

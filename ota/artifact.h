@@ -35,13 +35,12 @@
 
 #include "base/status.h"
 #include "ota/metadata.pb.h"
-#include "ota/signing.h"  // Sha256, Hex
+#include "ota/signing.h"  // Sha256, Sha256Hasher, Hex
 #include "ota/state_store.h"
 
 typedef struct sd_event sd_event;
 typedef struct sd_event_source sd_event_source;
-struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
-struct ZSTD_DCtx_s;    // zstd's ZSTD_DCtx
+struct ZSTD_DCtx_s;  // zstd's ZSTD_DCtx
 
 namespace ternd::ota {
 
@@ -62,20 +61,6 @@ Status CheckArtifactSpec(const ArtifactSpec& spec);
 
 // Length of chunk `index` (the last one may be short).
 uint64_t ChunkLength(const ArtifactSpec& spec, uint64_t index);
-
-// Incremental SHA-256 (OpenSSL; SHA-NI where the CPU has it).
-class Sha256Hasher {
- public:
-  Sha256Hasher();
-  ~Sha256Hasher();
-  Sha256Hasher(const Sha256Hasher&) = delete;
-  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
-  void Update(std::string_view bytes);
-  std::string Final();  // raw 32 bytes; call once
-
- private:
-  ::evp_md_ctx_st* ctx_;
-};
 
 // Streaming decompression of an artifact's chunks, fed in order, into a
 // caller's buffer (the staged model), with StageArtifact's defences: the

@@ -20,6 +20,8 @@
 #include "base/status.h"
 #include "ota/metadata.pb.h"
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
 namespace ternd::ota {
 
 using Ed25519PublicKey = std::array<uint8_t, 32>;
@@ -39,6 +41,20 @@ std::string KeyId(const Ed25519PublicKey& key);
 
 // The raw 32-byte SHA-256 of `bytes`.
 std::string Sha256(std::string_view bytes);
+
+// Incremental SHA-256 (OpenSSL; SHA-NI where the CPU has it).
+class Sha256Hasher {
+ public:
+  Sha256Hasher();
+  ~Sha256Hasher();
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+  void Update(std::string_view bytes);
+  std::string Final();  // raw 32 bytes; call once
+
+ private:
+  ::evp_md_ctx_st* ctx_;
+};
 // Lowercase hex of raw bytes (key ids, hashes in messages).
 std::string Hex(std::string_view bytes);
 
