@@ -18,11 +18,10 @@ bool Same(const ota::TrustState& a, const ota::TrustState& b) {
 }  // namespace
 
 Result<std::unique_ptr<TrustKeeper>> TrustKeeper::Open(
-    ota::StateStore* store, const std::string& root_file,
-    const ota::TrustPolicy& policy) {
-  std::unique_ptr<TrustKeeper> keeper(new TrustKeeper(store, policy));
-  TERND_ASSIGN_OR_RETURN(std::optional<ota::TrustState> stored,
-                         store->LoadTrust());
+    const std::optional<ota::TrustState>& stored, const std::string& root_file,
+    const ota::TrustPolicy& policy, Persist persist) {
+  std::unique_ptr<TrustKeeper> keeper(
+      new TrustKeeper(policy, std::move(persist)));
   Result<std::vector<uint8_t>> pinned_bytes = ReadFile(root_file, 1 << 20);
   std::optional<ota::TrustState> pinned;
   if (pinned_bytes.ok()) {
@@ -38,7 +37,7 @@ Result<std::unique_ptr<TrustKeeper>> TrustKeeper::Open(
     return s.Prepend("ota.root_file (the pinned root of trust)");
   }
   if (stored && (!pinned || stored->root.version() >= pinned->root.version())) {
-    keeper->trust_ = std::move(*stored);
+    keeper->trust_ = *stored;
     return keeper;
   }
   // First start, or a newer root was provisioned by hand: adopt it,
@@ -50,8 +49,8 @@ Result<std::unique_ptr<TrustKeeper>> TrustKeeper::Open(
     next.highest_sequence = stored->highest_sequence;
     next.highest_sequence_sha256 = stored->highest_sequence_sha256;
   }
-  TERND_RETURN_IF_ERROR(store->SaveTrust(next));
   keeper->trust_ = std::move(next);
+  keeper->persist_(keeper->trust_);
   return keeper;
 }
 
@@ -78,11 +77,11 @@ Result<ota::Release> TrustKeeper::CheckRelease(
                             now, reason);
 }
 
-Status TrustKeeper::Commit(ota::TrustState next) {
-  if (Same(next, trust_)) return Status::Ok();
-  TERND_RETURN_IF_ERROR(store_->SaveTrust(next));
+bool TrustKeeper::Commit(ota::TrustState next) {
+  if (Same(next, trust_)) return false;
   trust_ = std::move(next);
-  return Status::Ok();
+  persist_(trust_);
+  return true;
 }
 
 }  // namespace ternd::daemon

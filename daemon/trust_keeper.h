@@ -5,34 +5,39 @@
 // releases, and the one place that writes the state.
 //
 // Every check is pure: it returns the state the device would have after
-// it, or why not, and changes nothing. Commit() persists such a state and
-// only then adopts it, so what a check learnt (a rotated root, a higher
-// sequence, a later time floor) survives a power cut before anything acts
-// on it; a state equal to the current one is not written again.
+// it, or why not, and changes nothing. Commit() adopts such a state and
+// hands it to `persist` (the daemon's: UpdateLedger::SaveTrust, queued in
+// order before anything that acts on it is written, so after a power cut
+// the disk never holds an update that a lost trust state allowed); a state
+// equal to the current one is not written again.
 //
-// Thread-safety: one thread (the event loop); `store` is that thread's
-// connection.
+// Thread-safety: one thread (the event loop).
 #ifndef TERND_DAEMON_TRUST_KEEPER_H_
 #define TERND_DAEMON_TRUST_KEEPER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
-#include "ota/state_store.h"
 #include "ota/trust.h"
 
 namespace ternd::daemon {
 
 class TrustKeeper {
  public:
-  // The stored state, or the pinned root in `root_file` when there is none
-  // yet or the file holds a newer root (provisioned by hand), keeping the
-  // floors learnt so far. `store` must outlive the keeper.
+  // Writes a state (adopted already); errors are the writer's to report.
+  using Persist = std::function<void(const ota::TrustState&)>;
+
+  // The `stored` state, or the pinned root in `root_file` when there is
+  // none yet or the file holds a newer root (provisioned by hand), keeping
+  // the floors learnt so far (and persisted).
   static Result<std::unique_ptr<TrustKeeper>> Open(
-      ota::StateStore* store, const std::string& root_file,
-      const ota::TrustPolicy& policy);
+      const std::optional<ota::TrustState>& stored,
+      const std::string& root_file, const ota::TrustPolicy& policy,
+      Persist persist);
 
   const ota::TrustState& state() const { return trust_; }
   uint64_t root_version() const { return trust_.root.version(); }
@@ -52,14 +57,15 @@ class TrustKeeper {
                                     ota::TrustState* next,
                                     ota::RejectReason* reason) const;
 
-  // Persists `next`, then adopts it; on error nothing changes.
-  Status Commit(ota::TrustState next);
+  // Adopts `next` and persists it; false when it was the current state
+  // (nothing to write).
+  bool Commit(ota::TrustState next);
 
  private:
-  TrustKeeper(ota::StateStore* store, const ota::TrustPolicy& policy)
-      : store_(store), policy_(policy) {}
-  ota::StateStore* store_;
+  TrustKeeper(const ota::TrustPolicy& policy, Persist persist)
+      : policy_(policy), persist_(std::move(persist)) {}
   ota::TrustPolicy policy_;
+  Persist persist_;
   ota::TrustState trust_;
 };
 

@@ -1,27 +1,34 @@
 // The device side of signed model updates: trust decisions, the update
-// state machine, staging into the idle arena slot, activation, probation
-// and automatic rollback (docs/ota.md).
+// state machine, staging into the idle arena slot and activation
+// (docs/ota.md).
 //
 //   release (bundle or MQTT) --trust--> received --> downloading -->
 //   verifying (chunks, artifact and model hashes, zstd, parse, golden) -->
 //   staged --> activating --> active --(crashes in probation)--> rolled_back
 //   (rejected / failed at any step, with the reason)
 //
-// - What trust accepted (a rotated root, a higher sequence) is persisted
-//   before anything is acted on (TrustKeeper, trust_keeper.h: one path for
-//   roots, timestamps and releases from MQTT and from bundles).
-// - Every state change is persisted before the next step, so a kill -9 at
-//   any moment leaves a device that starts on a verified model and resumes
-//   or finishes the update (Resume()).
-// - Probation: after an activation, each start that follows a crash counts;
-//   at ota.probation_crashes the daemon returns to the previous model by
-//   itself, once (the previous model has no rollback target of its own, so
-//   two bad models cannot loop). Serving ota.probation_s without a crash
-//   commits the model. The health check is local: losing the broker never
-//   triggers a rollback.
+// The Updater is the state machine; it wires and owns its parts:
+// - TrustKeeper (trust_keeper.h): roots, timestamps and releases from MQTT
+//   and from bundles, one path;
+// - UpdateLedger (update_ledger.h): everything durable, mirrored on the
+//   loop and written in order on a thread of its own (with the artifact
+//   work), so no fsync ever runs on the serving loop;
+// - BootGuard (boot_guard.h): probation, crash counting, rollback;
+// - FleetLink (fleet_link.h): MQTT subscriptions, metadata caps and the
+//   ordered state reports;
+// - the artifact cache's eviction policy (artifact_cache.h).
+// It depends on the ModelHost interface only (ModelSlots in the daemon).
+//
+// - What trust accepted (a rotated root, a higher sequence) is queued for
+//   the disk before the record that acts on it; the ledger writes in order,
+//   and nothing is staged before both are on disk.
+// - Every state change is written in order, so a kill -9 at any moment
+//   leaves a device that starts on a verified model and resumes or finishes
+//   the update (Attach()). Observers and the fleet hear of a state once it
+//   is on disk; an offline install is answered once everything it did is.
 //
 // Thread-safety: everything runs on the event loop's thread; hashing,
-// storing and decompression run on worker threads.
+// storing, decompression and the durable writes run on other threads.
 #ifndef TERND_DAEMON_UPDATER_H_
 #define TERND_DAEMON_UPDATER_H_
 

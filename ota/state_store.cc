@@ -79,6 +79,9 @@ class StateStore::Checkpointer {
     if (rc != SQLITE_OK) {
       return SqliteError(c->db_, path, "cannot open a checkpoint connection");
     }
+    // Other threads write the same database (the update ledger): wait for
+    // their locks like every other connection rather than fail at once.
+    sqlite3_busy_timeout(c->db_, 5000);
     TERND_RETURN_IF_ERROR(
         SqliteExec(c->db_, path, "PRAGMA synchronous=NORMAL;"));
     c->thread_ = std::thread([p = c.get()] { p->Run(); });
@@ -193,11 +196,18 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   TERND_RETURN_IF_ERROR(store->Exec("PRAGMA page_size=65536;"));
   TERND_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL;"));
   TERND_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL;"));
-  Stmt version(store->db_, "PRAGMA user_version;");
-  if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
-    return store->Error("cannot read the schema version (not a database?)");
+  int have = 0;
+  {
+    // Finalized before the write below: a statement left open keeps its
+    // read transaction, and BEGIN IMMEDIATE on a snapshot that another
+    // connection has written past fails at once with "database is locked"
+    // (the busy timeout cannot help: waiting would deadlock).
+    Stmt version(store->db_, "PRAGMA user_version;");
+    if (!version.ok() || sqlite3_step(version.get()) != SQLITE_ROW) {
+      return store->Error("cannot read the schema version (not a database?)");
+    }
+    have = sqlite3_column_int(version.get(), 0);
   }
-  const int have = sqlite3_column_int(version.get(), 0);
   if (have > kSchemaVersion) {
     return FailedPrecondition(
         "%s: schema version %d is newer than this ternd understands (%d); "

@@ -356,14 +356,18 @@ Status UpdateJournal::SaveProbation(const Probation& p) {
   return Status::Ok();
 }
 
-Result<bool> UpdateJournal::BeginRun() {
+Result<bool> UpdateJournal::LastRunClean() {
   SqliteStmt q(db_, "SELECT clean FROM update_run WHERE id = 1;");
   if (!q.ok()) return Error("cannot read the run record");
   const int rc = q.Step();
   if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
     return Error("cannot read the run record");
   }
-  const bool clean = rc == SQLITE_DONE || q.ColumnInt(0) != 0;
+  return rc == SQLITE_DONE || q.ColumnInt(0) != 0;
+}
+
+Result<bool> UpdateJournal::BeginRun() {
+  TERND_ASSIGN_OR_RETURN(const bool clean, LastRunClean());
   TERND_RETURN_IF_ERROR(
       Exec("INSERT OR REPLACE INTO update_run (id, clean) VALUES (1, 0);"));
   return clean;

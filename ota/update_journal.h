@@ -126,6 +126,8 @@ class UpdateJournal {
   // Marks a run as started; returns whether the previous run (if any)
   // ended with EndRun(). The first run ever counts as clean.
   Result<bool> BeginRun();
+  // What BeginRun would return, without marking anything.
+  Result<bool> LastRunClean();
   Status EndRun();
 
   const std::string& path() const { return path_; }

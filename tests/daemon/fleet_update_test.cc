@@ -26,6 +26,7 @@
 #include "tests/support/mosquitto_broker.h"
 #include "tests/support/mqtt_probe.h"
 #include "tests/support/nginx_server.h"
+#include "tests/support/test_env.h"
 #include "tests/support/test_fleet.h"
 
 namespace ternd::daemon_testing {
@@ -346,13 +347,15 @@ TEST_F(FleetUpdateTest,
   EXPECT_EQ(Served(), "fleetnet v1");
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0}, failed{0};
-  std::thread load([&] {
+  std::vector<std::thread> load;
+  load.emplace_back([&] {
     auto c = Connect();
     wire::InferRequest req;
     TestModelSpec spec = FastModel();
     client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 3));
     while (!stop) (c->Infer(req).ok() ? ok : failed)++;
   });
+  ::ternd::testing::StopAndJoin joiner(&stop, &load);
   SignedRelease r = Publishable(2, 1, kDevice);
   PublishRelease(DeviceTopic(), r.envelope);
   std::optional<ota::UpdateReport> active = WaitForState("active", 2);
@@ -363,8 +366,7 @@ TEST_F(FleetUpdateTest,
   EXPECT_TRUE(active->probation());
   const int at_swap = ok;
   const bool served_after_swap = WaitForCount(ok, at_swap + 50);
-  stop = true;
-  load.join();
+  joiner.Join();
   ASSERT_TRUE(served_after_swap)
       << "50 inferences after the swap did not succeed within 30 s (" << ok
       << " ok, " << failed << " failed)";
@@ -601,13 +603,15 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
   EXPECT_EQ(Served(), "fleetnet v1");
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0}, failed{0};
-  std::thread load([&] {
+  std::vector<std::thread> load;
+  load.emplace_back([&] {
     auto c = Connect();
     wire::InferRequest req;
     TestModelSpec spec = FastModel();
     client::AddF32Input(&req, "x", 1, spec.inputs, TestInput(spec, 1, 5));
     while (!stop) (c->Infer(req).ok() ? ok : failed)++;
   });
+  ::ternd::testing::StopAndJoin joiner(&stop, &load);
   ASSERT_TRUE(
       run("publish --broker 127.0.0.1:" + std::to_string(broker_->port()) +
           " --cafile " + k + "ca.pem --fleet testfleet --device " + kDevice +
@@ -616,8 +620,7 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
   ASSERT_TRUE(active) << d->Log();
   const int at_swap = ok;
   const bool served_after_swap = WaitForCount(ok, at_swap + 50);
-  stop = true;
-  load.join();
+  joiner.Join();
   ASSERT_TRUE(served_after_swap)
       << "50 inferences after the swap did not succeed within 30 s (" << ok
       << " ok, " << failed << " failed)";

@@ -24,6 +24,7 @@
 #include "daemon/frame.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
+#include "tests/support/test_env.h"
 #include "tests/support/test_fleet.h"
 
 namespace ternd::daemon_testing {
@@ -169,14 +170,7 @@ TEST_P(AbruptConnectionsTest, DaemonKeepsServingThroughSwaps) {
   };
   std::vector<std::thread> clients;
   for (unsigned i = 0; i < 3; ++i) clients.emplace_back(client, 17 * i + 1);
-  struct Joiner {
-    std::atomic<bool>* stop;
-    std::vector<std::thread>* threads;
-    ~Joiner() {
-      *stop = true;
-      for (std::thread& t : *threads) t.join();
-    }
-  } joiner{&stop, &clients};
+  ::ternd::testing::StopAndJoin joiner(&stop, &clients);
 
   // Swaps, one after another, until the time is up.
   const auto end = std::chrono::steady_clock::now() + kStressTime;

@@ -1,10 +1,12 @@
 // TrustKeeper with a real state database: checks change nothing until
-// Commit, Commit persists before it adopts, a restart reads back what was
-// committed, and a newer pinned root is adopted keeping what was learnt.
+// Commit, Commit hands each new state to its writer once (an unchanged one
+// not at all), a restart reads back what was committed, and a newer pinned
+// root is adopted (and written) keeping what was learnt.
 #include "daemon/trust_keeper.h"
 
 #include <gtest/gtest.h>
 
+#include "ota/state_store.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
 #include "tests/support/test_fleet.h"
@@ -31,8 +33,15 @@ class TrustKeeperTest : public ::testing::Test {
   }
 
   std::unique_ptr<TrustKeeper> Open() {
-    Result<std::unique_ptr<TrustKeeper>> k =
-        TrustKeeper::Open(store_.get(), dir_.File("root.pb"), policy_);
+    Result<std::optional<ota::TrustState>> stored = store_->LoadTrust();
+    EXPECT_TRUE(stored.ok());
+    Result<std::unique_ptr<TrustKeeper>> k = TrustKeeper::Open(
+        stored.ok() ? *stored : std::nullopt, dir_.File("root.pb"), policy_,
+        [this](const ota::TrustState& t) {
+          ++writes_;
+          Status s = store_->SaveTrust(t);
+          EXPECT_TRUE(s.ok()) << s.message();
+        });
     EXPECT_TRUE(k.ok()) << k.status().message();
     return k.ok() ? std::move(*k) : nullptr;
   }
@@ -51,6 +60,7 @@ class TrustKeeperTest : public ::testing::Test {
   TestFleet fleet_;
   ota::TrustPolicy policy_;
   std::unique_ptr<ota::StateStore> store_;
+  int writes_ = 0;
   const ota::DeviceIdentity device_{"dev1", {}};
 };
 
@@ -74,24 +84,29 @@ TEST_F(TrustKeeperTest, ChecksChangeNothingUntilCommit) {
   EXPECT_EQ(next.highest_sequence, 5u);
   EXPECT_EQ(keeper->state().highest_sequence, 0u);  // not yet
 
-  ASSERT_TRUE(keeper->Commit(std::move(*rotated)).ok());
+  EXPECT_EQ(writes_, 1);  // the pinned root, adopted at the first start
+
+  const ota::TrustState again = *rotated;
+  ASSERT_TRUE(keeper->Commit(std::move(*rotated)));
   EXPECT_EQ(keeper->root_version(), 2u);
+  EXPECT_EQ(writes_, 2);
+  EXPECT_FALSE(keeper->Commit(again));  // nothing new: not written again
+  EXPECT_EQ(writes_, 2);
 }
 
 TEST_F(TrustKeeperTest, CommittedStateSurvivesARestart) {
   {
     auto keeper = Open();
     ASSERT_TRUE(keeper);
-    ASSERT_TRUE(
-        keeper->Commit(*keeper->CheckRoot(fleet_.RootEnvelope(2), fleet_.now()))
-            .ok());
+    ASSERT_TRUE(keeper->Commit(
+        *keeper->CheckRoot(fleet_.RootEnvelope(2), fleet_.now())));
     ota::TrustState next;
     ota::RejectReason reason;
     ASSERT_TRUE(keeper
                     ->CheckRelease(Release(2, 7).envelope, device_, 1,
                                    fleet_.now(), &next, &reason)
                     .ok());
-    ASSERT_TRUE(keeper->Commit(std::move(next)).ok());
+    ASSERT_TRUE(keeper->Commit(std::move(next)));
   }
   // The pinned file still says version 1: the stored, newer state wins.
   auto keeper = Open();
@@ -117,7 +132,7 @@ TEST_F(TrustKeeperTest, NewerPinnedRootIsAdoptedKeepingWhatWasLearnt) {
                     ->CheckRelease(Release(2, 9).envelope, device_, 1,
                                    fleet_.now(), &next, &reason)
                     .ok());
-    ASSERT_TRUE(keeper->Commit(std::move(next)).ok());
+    ASSERT_TRUE(keeper->Commit(std::move(next)));
   }
   WriteText(dir_.File("root.pb"), fleet_.RootEnvelope(3));  // by hand
   auto keeper = Open();
@@ -146,10 +161,9 @@ TEST_F(TrustKeeperTest, RefusalsLeaveTheStateAsItWas) {
   EXPECT_EQ(keeper->root_version(), 1u);
   EXPECT_EQ(keeper->state().highest_sequence, 0u);
   // A missing pinned root with no stored state is an error naming the key.
-  std::unique_ptr<ota::StateStore> empty =
-      std::move(ota::StateStore::Open(dir_.File("other.db")).value());
   Result<std::unique_ptr<TrustKeeper>> none =
-      TrustKeeper::Open(empty.get(), dir_.File("missing.pb"), policy_);
+      TrustKeeper::Open(std::nullopt, dir_.File("missing.pb"), policy_,
+                        [](const ota::TrustState&) {});
   ASSERT_FALSE(none.ok());
   EXPECT_NE(std::string(none.status().message()).find("ota.root_file"),
             std::string::npos);

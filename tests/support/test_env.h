@@ -3,7 +3,10 @@
 #ifndef TERND_TESTS_SUPPORT_TEST_ENV_H_
 #define TERND_TESTS_SUPPORT_TEST_ENV_H_
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "base/status.h"
 
@@ -40,6 +43,28 @@ int ConnectUnixSocket(const std::string& path);
 // CPU time (user + system) a process has used, in seconds, from
 // /proc/PID/stat; 0 when it cannot be read.
 double ProcessCpuSeconds(int pid);
+
+// Sets `*stop` and joins `threads` when it goes out of scope, also when an
+// ASSERT returns from the test early (a joinable std::thread destroyed
+// would abort the whole test binary).
+class StopAndJoin {
+ public:
+  StopAndJoin(std::atomic<bool>* stop, std::vector<std::thread>* threads)
+      : stop_(stop), threads_(threads) {}
+  ~StopAndJoin() { Join(); }
+  void Join() {
+    *stop_ = true;
+    for (std::thread& t : *threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  StopAndJoin(const StopAndJoin&) = delete;
+  StopAndJoin& operator=(const StopAndJoin&) = delete;
+
+ private:
+  std::atomic<bool>* stop_;
+  std::vector<std::thread>* threads_;
+};
 
 }  // namespace ternd::testing
 
