@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -301,68 +300,78 @@ struct OpRow {
   double flops, bytes;
 };
 
+struct TypeRow {
+  std::string type;
+  int count = 0;
+  double us = 0;
+};
+
 struct ProfileSummary {
   std::vector<OpRow> ops;
-  double invoke_us = 0;  // mean latency of the profiled calls
-  double ops_us = 0;     // sum of the op times
+  std::vector<TypeRow> types;  // in order of first appearance
+  double invoke_us = 0;        // mean latency of the profiled calls
+  double ops_us = 0;           // sum of the op times
+  double ternary_gflops = 0;   // all TERNARY_LINEAR ops together
 };
+
+// Per microsecond -> per second, in units of 1e9.
+double GigaPerSecond(double amount, double us) {
+  return us > 0 ? amount / us * 1e-3 : 0;
+}
 
 ProfileSummary Summarize(const Subject& s, int batch, const Measurement& m) {
   ProfileSummary p;
   const model::Graph& g = s.file->header().graph();
   const double calls = static_cast<double>(m.profiled_invocations);
+  double ternary_flops = 0, ternary_us = 0;
   for (int i = 0; i < s.model->num_ops(); ++i) {
     const OpInfo info = s.model->op_info(i);
     const double us = 1e-3 * static_cast<double>(m.op_nanos[i]) / calls;
-    p.ops.push_back({g.ops(i).output(), runtime::OpTypeName(info.type), us,
-                     info.Flops(batch), info.BytesMoved(batch)});
+    const OpRow op{g.ops(i).output(), runtime::OpTypeName(info.type), us,
+                   info.Flops(batch), info.BytesMoved(batch)};
+    p.ops.push_back(op);
     p.ops_us += us;
+    auto t = std::find_if(p.types.begin(), p.types.end(),
+                          [&](const TypeRow& r) { return r.type == op.type; });
+    if (t == p.types.end()) t = p.types.insert(t, TypeRow{op.type});
+    t->count += 1;
+    t->us += us;
+    if (info.type == model::TERNARY_LINEAR) {
+      ternary_flops += op.flops;
+      ternary_us += us;
+    }
   }
   p.invoke_us = m.profiled_latency_sum_us / calls;
+  p.ternary_gflops = GigaPerSecond(ternary_flops, ternary_us);
   return p;
 }
 
 Json JsonProfile(const ProfileSummary& p) {
   Json ops = Json::array();
-  // Per type, in order of first appearance.
-  std::vector<std::string> type_order;
-  std::map<std::string, std::pair<int, double>> by_type;
-  double ternary_flops = 0, ternary_us = 0;
   for (const OpRow& op : p.ops) {
-    Json row{{"name", op.name},
+    ops.push_back(
+        Json{{"name", op.name},
              {"type", op.type},
              {"us", JsonNumber(op.us, 6)},
              {"share", JsonNumber(op.us / p.invoke_us, 6)},
              {"flops", JsonNumber(op.flops, 6)},
-             {"gflops", JsonNumber(op.us > 0 ? op.flops / op.us * 1e-3 : 0, 6)},
+             {"gflops", JsonNumber(GigaPerSecond(op.flops, op.us), 6)},
              {"bytes", JsonNumber(op.bytes, 6)},
-             {"gbytes_per_s",
-              JsonNumber(op.us > 0 ? op.bytes / op.us * 1e-3 : 0, 6)}};
-    ops.push_back(std::move(row));
-    if (!by_type.count(op.type)) type_order.push_back(op.type);
-    by_type[op.type].first += 1;
-    by_type[op.type].second += op.us;
-    if (op.type == "TERNARY_LINEAR") {
-      ternary_flops += op.flops;
-      ternary_us += op.us;
-    }
+             {"gbytes_per_s", JsonNumber(GigaPerSecond(op.bytes, op.us), 6)}});
   }
   Json types = Json::array();
-  for (const std::string& t : type_order) {
-    const auto& [count, us] = by_type[t];
-    types.push_back(Json{{"type", t},
-                         {"count", count},
-                         {"us", JsonNumber(us, 6)},
-                         {"share", JsonNumber(us / p.invoke_us, 6)}});
+  for (const TypeRow& t : p.types) {
+    types.push_back(Json{{"type", t.type},
+                         {"count", t.count},
+                         {"us", JsonNumber(t.us, 6)},
+                         {"share", JsonNumber(t.us / p.invoke_us, 6)}});
   }
-  return Json{
-      {"invoke_us", JsonNumber(p.invoke_us, 6)},
-      {"ops_us", JsonNumber(p.ops_us, 6)},
-      {"unattributed_us", JsonNumber(p.invoke_us - p.ops_us, 6)},
-      {"ternary_gflops",
-       JsonNumber(ternary_us > 0 ? ternary_flops / ternary_us * 1e-3 : 0, 6)},
-      {"ops", std::move(ops)},
-      {"op_types", std::move(types)}};
+  return Json{{"invoke_us", JsonNumber(p.invoke_us, 6)},
+              {"ops_us", JsonNumber(p.ops_us, 6)},
+              {"unattributed_us", JsonNumber(p.invoke_us - p.ops_us, 6)},
+              {"ternary_gflops", JsonNumber(p.ternary_gflops, 6)},
+              {"ops", std::move(ops)},
+              {"op_types", std::move(types)}};
 }
 
 struct BatchResult {
@@ -486,8 +495,11 @@ void PrintResult(const BatchResult& r, const char* label = "") {
 
 void PrintProfile(const BatchResult& r) {
   const ProfileSummary& p = r.profile;
-  std::printf("\nprofile, batch %d: %.2f us per call, ops %.2f us (%.1f%%)\n",
-              r.batch, p.invoke_us, p.ops_us, 100 * p.ops_us / p.invoke_us);
+  std::printf(
+      "\nprofile, batch %d: %.2f us per call, ops %.2f us (%.1f%%), ternary "
+      "products %.2f GFLOPS\n",
+      r.batch, p.invoke_us, p.ops_us, 100 * p.ops_us / p.invoke_us,
+      p.ternary_gflops);
   std::printf("  %-3s %-20s %-15s %10s %7s %9s %9s\n", "#", "op", "type", "us",
               "share", "GFLOPS", "GB/s");
   size_t costliest = 0;
@@ -498,27 +510,22 @@ void PrintProfile(const BatchResult& r) {
     const OpRow& op = p.ops[i];
     char gflops[16] = "";
     if (op.flops > 0) {
-      std::snprintf(gflops, sizeof gflops, "%.2f", op.flops / op.us * 1e-3);
+      std::snprintf(gflops, sizeof gflops, "%.2f",
+                    GigaPerSecond(op.flops, op.us));
     }
     std::printf("  %-3zu %-20.20s %-15s %10.3f %6.1f%% %9s %9.2f%s\n", i,
                 op.name.c_str(), op.type.c_str(), op.us,
-                100 * op.us / p.invoke_us, gflops, op.bytes / op.us * 1e-3,
+                100 * op.us / p.invoke_us, gflops,
+                GigaPerSecond(op.bytes, op.us),
                 i == costliest ? "  <- costliest" : "");
   }
   std::printf("  %-3s %-20s %-15s %10.3f %6.1f%%\n", "", "(outside ops)", "",
               p.invoke_us - p.ops_us,
               100 * (p.invoke_us - p.ops_us) / p.invoke_us);
-  std::vector<std::string> order;
-  std::map<std::string, std::pair<int, double>> by_type;
-  for (const OpRow& op : p.ops) {
-    if (!by_type.count(op.type)) order.push_back(op.type);
-    by_type[op.type].first += 1;
-    by_type[op.type].second += op.us;
-  }
   std::printf("  by type:");
-  for (const std::string& t : order) {
-    std::printf(" %s x%d %.1f%%", t.c_str(), by_type[t].first,
-                100 * by_type[t].second / p.invoke_us);
+  for (const TypeRow& t : p.types) {
+    std::printf(" %s x%d %.1f%%", t.type.c_str(), t.count,
+                100 * t.us / p.invoke_us);
   }
   std::printf("\n");
 }
