@@ -5,11 +5,12 @@
 // is needed. docs/ternctl.md describes the output and the choices made here
 // (threads, inputs, interleaving, percentiles).
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <deque>
 #include <memory>
 #include <random>
 #include <string>
@@ -178,7 +179,9 @@ Status RunSlice(const Subject& s, int batch, double seconds, bool record,
       Clock::now() + std::chrono::duration_cast<Clock::duration>(
                          std::chrono::duration<double>(seconds));
   struct PerThread {
-    std::vector<float> latency_us;
+    // A deque grows without copying what it holds: a vector's reallocation
+    // (megabytes for a long run) would land in the next call's latency.
+    std::deque<float> latency_us;
     Clock::time_point start, end;
     Status status;
   };
