@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <memory>
 #include <random>
 #include <string>
@@ -30,6 +29,7 @@
 #include "base/memory.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/machine.h"
 #include "runtime/ops.h"
 #include "runtime/ternary_pack.h"
 
@@ -55,29 +55,6 @@ Buffer Aligned(size_t bytes) {
   return Buffer(p);
 }
 
-// Sum of 64-bit words with four independent 64-byte vector accumulators, so
-// the loop is bound by the memory system and not by an add chain or by the
-// compiler's choices (GCC and clang both keep these in registers). Compiled
-// for the widest vector unit the CPU has, picked at run time.
-using Words64 = uint64_t __attribute__((vector_size(64)));
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-uint64_t
-SumWords(const uint64_t* p, size_t words) {
-  Words64 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-  for (size_t i = 0; i + 32 <= words; i += 32) {
-    a0 += *reinterpret_cast<const Words64*>(p + i);
-    a1 += *reinterpret_cast<const Words64*>(p + i + 8);
-    a2 += *reinterpret_cast<const Words64*>(p + i + 16);
-    a3 += *reinterpret_cast<const Words64*>(p + i + 24);
-  }
-  const Words64 a = a0 + a1 + a2 + a3;
-  uint64_t s = 0;
-  for (int j = 0; j < 8; ++j) s += a[j];
-  return s;
-}
-
 const Buffer& BandwidthBuffer() {
   static Buffer buffer = [] {
     Buffer b = Aligned(kBandwidthBytes);
@@ -87,29 +64,11 @@ const Buffer& BandwidthBuffer() {
   return buffer;
 }
 
-// CPU time of this thread, in seconds. Rates are stated against CPU time
-// (Google Benchmark's default too), so that time the thread spends
-// descheduled on a shared machine does not count against a kernel.
-double ThreadSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) +
-         1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
 // Best of a few passes over 1 GiB, in bytes per second; measured once.
 double ReadBandwidth() {
-  static const double bandwidth = [] {
-    const auto* words =
-        reinterpret_cast<const uint64_t*>(BandwidthBuffer().get());
-    double best = 0;
-    for (int pass = 0; pass < 5; ++pass) {
-      const double t0 = ThreadSeconds();
-      benchmark::DoNotOptimize(SumWords(words, kBandwidthBytes / 8));
-      best = std::max(best, kBandwidthBytes / (ThreadSeconds() - t0));
-    }
-    return best;
-  }();
+  static const double bandwidth = BestReadBandwidth(
+      reinterpret_cast<const uint64_t*>(BandwidthBuffer().get()),
+      kBandwidthBytes, 5);
   return bandwidth;
 }
 
@@ -160,7 +119,7 @@ void BM_TernaryGemm(benchmark::State& state, const TernaryKernel* kernel,
 
   const double read_bw = cold ? ReadBandwidth() : 0;
   size_t c = 0;
-  const double t0 = ThreadSeconds();
+  const double t0 = ThreadCpuSeconds();
   for (auto _ : state) {
     kernel->quantize(x.data(), k, batch, k, reinterpret_cast<int8_t*>(q.get()),
                      stride, sums.data(), dequant.data());
@@ -169,7 +128,7 @@ void BM_TernaryGemm(benchmark::State& state, const TernaryKernel* kernel,
     benchmark::ClobberMemory();
     if (++c == copies) c = 0;
   }
-  const double t1 = ThreadSeconds();
+  const double t1 = ThreadCpuSeconds();
 
   using benchmark::Counter;
   const double flops = 2.0 * static_cast<double>(n) * k * batch;

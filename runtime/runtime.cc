@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -29,6 +30,7 @@ struct LoadedModel::Op {
   const float* bias;  // may be null
   uint32_t n, k;
   float eps;
+  size_t weight_bytes;  // constant bytes read per call (OpInfo)
 };
 
 struct LoadedModel::Value {
@@ -90,23 +92,25 @@ const int32_t* Executor::output_i32(int i) const {
   return reinterpret_cast<const int32_t*>(output_f32(i));
 }
 
-Status Executor::Invoke(int batch) const {
+namespace {
+
+uint64_t NowNanos() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+}  // namespace
+
+// The op loop, compiled twice: kTimed = false is the plain loop Invoke runs
+// without a profile (no clock reads, no per-op test), kTimed = true adds each
+// op's time to profile->op_nanos. One clock read per op: op i's time runs
+// from the end of op i - 1 (or the start of the loop) to its own end, so the
+// op times add up to the whole loop.
+template <bool kTimed>
+void Executor::RunOps(int batch, OpProfile* profile) const {
   const LoadedModel& m = *model_;
-  if (batch < 1 || batch > m.max_batch_) {
-    return InvalidArgument("batch of %d rows is outside 1..%d for model '%s'",
-                           batch, m.max_batch_, m.name_);
-  }
-  for (int i = 0; i < m.num_inputs_; ++i) {
-    const float* x = input(i);
-    const size_t f = m.inputs_[i].features;
-    for (size_t j = 0; j < f * static_cast<size_t>(batch); ++j) {
-      if (!std::isfinite(x[j])) {
-        return InvalidArgument(
-            "input '%s' row %zu feature %zu is %g; inputs must be finite",
-            m.inputs_[i].name, j / f, j % f, static_cast<double>(x[j]));
-      }
-    }
-  }
   auto f32 = [this, &m](int value) {
     return reinterpret_cast<float*>(scratch_ + m.values_[value].offset);
   };
@@ -115,6 +119,8 @@ Status Executor::Invoke(int batch) const {
   float* dequant = reinterpret_cast<float*>(scratch_ + m.dequant_offset_);
   int32_t* acc = reinterpret_cast<int32_t*>(scratch_ + m.acc_offset_);
 
+  [[maybe_unused]] uint64_t last = 0;
+  if constexpr (kTimed) last = NowNanos();
   for (int i = 0; i < m.num_ops_; ++i) {
     const LoadedModel::Op& op = m.ops_[i];
     const float* x = f32(op.in0);
@@ -170,6 +176,35 @@ Status Executor::Invoke(int batch) const {
       default:
         TERND_CHECK(false && "op type validated at load");
     }
+    if constexpr (kTimed) {
+      const uint64_t now = NowNanos();
+      profile->op_nanos[i] += now - last;
+      last = now;
+    }
+  }
+}
+
+Status Executor::Invoke(int batch, OpProfile* profile) const {
+  const LoadedModel& m = *model_;
+  if (batch < 1 || batch > m.max_batch_) {
+    return InvalidArgument("batch of %d rows is outside 1..%d for model '%s'",
+                           batch, m.max_batch_, m.name_);
+  }
+  for (int i = 0; i < m.num_inputs_; ++i) {
+    const float* x = input(i);
+    const size_t f = m.inputs_[i].features;
+    for (size_t j = 0; j < f * static_cast<size_t>(batch); ++j) {
+      if (!std::isfinite(x[j])) {
+        return InvalidArgument(
+            "input '%s' row %zu feature %zu is %g; inputs must be finite",
+            m.inputs_[i].name, j / f, j % f, static_cast<double>(x[j]));
+      }
+    }
+  }
+  if (profile == nullptr) {
+    RunOps<false>(batch, nullptr);
+  } else {
+    RunOps<true>(batch, profile);
   }
   return Status::Ok();
 }
@@ -198,6 +233,12 @@ int LoadedModel::FindOutput(std::string_view name) const {
     if (name == outputs_[i].name) return i;
   }
   return -1;
+}
+
+OpInfo LoadedModel::op_info(int i) const {
+  TERND_CHECK(i >= 0 && i < num_ops_);
+  const Op& op = ops_[i];
+  return {op.type, op.k, op.n, op.weight_bytes};
 }
 
 Executor LoadedModel::executor(int worker) const {
@@ -248,6 +289,20 @@ Status LoadedModel::CheckGolden(int worker) const {
     }
   }
   return Status::Ok();
+}
+
+// ------------------------------------------------------------------ OpInfo
+
+double OpInfo::Flops(int batch) const {
+  if (type != model::TERNARY_LINEAR && type != model::LINEAR) return 0;
+  return 2.0 * out_features * in_features * batch;
+}
+
+double OpInfo::BytesMoved(int batch) const {
+  const double inputs = type == model::ADD ? 2.0 : 1.0;
+  return static_cast<double>(weight_bytes) +
+         sizeof(float) * static_cast<double>(batch) *
+             (inputs * in_features + out_features);
 }
 
 // ----------------------------------------------------------------- Runtime
@@ -493,6 +548,18 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     op.k = shapes[op.in0].features;
     op.n = shapes[op.out].features;
     op.eps = src.eps();
+    if (!src.weight().empty()) {
+      const size_t w = weight_index.at(src.weight());
+      const model::TensorInfo& info = *weights[w].tensor->info;
+      op.weight_bytes = op.type == model::TERNARY_LINEAR
+                            ? kernel_->packed_size(op.n, op.k) +
+                                  sizeof(float) * info.scale_size()
+                            : weights[w].tensor->bytes.size();
+    }
+    if (!src.bias().empty()) {
+      op.weight_bytes +=
+          weights[weight_index.at(src.bias())].tensor->bytes.size();
+    }
     if (op.type == model::TERNARY_LINEAR) {
       const size_t w = weight_index.at(src.weight());
       op.scales = placed_scales[w];

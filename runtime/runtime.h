@@ -45,6 +45,36 @@ struct IoInfo {
 
 class LoadedModel;
 
+// Per-op timing for one executor (`ternctl bench --profile`). Pass one to
+// Invoke and it adds the steady-clock time of op i, in nanoseconds, to
+// op_nanos[i]: one clock read per op, so op i's time runs from the end of
+// op i - 1 to its own end and the op times add up to the whole op loop. The
+// caller owns the array (LoadedModel::num_ops() entries, zeroed to start)
+// and divides by the invocations it made. Without a profile (nullptr, the
+// default) Invoke runs the plain op loop: the only cost of the hook is one
+// null check per call (bench/runtime_invoke_bench.cc).
+struct OpProfile {
+  uint64_t* op_nanos = nullptr;
+};
+
+// What an op of a loaded model does, for reports and profiles: its type,
+// the features it reads (k) and writes (n), and the bytes of constant data
+// it reads per call (ternary: the kernel-packed weights and their scales;
+// LINEAR: the float weights; norms: gain; plus the bias).
+struct OpInfo {
+  model::OpType type;
+  uint32_t in_features;   // k
+  uint32_t out_features;  // n
+  size_t weight_bytes;
+
+  // Multiply-adds count 2: 2 * n * k * batch for TERNARY_LINEAR and LINEAR,
+  // 0 for the element-wise and row ops (their cost is the bytes).
+  double Flops(int batch) const;
+  // Bytes read and written per call: weights, the input rows (two for ADD)
+  // and the output rows, float32 each.
+  double BytesMoved(int batch) const;
+};
+
 // One worker's handle on a loaded model. Cheap to copy.
 class Executor {
  public:
@@ -55,11 +85,14 @@ class Executor {
   const float* output_f32(int i) const;
   const int32_t* output_i32(int i) const;
   // Runs the graph. Never allocates. Fails (naming what) when batch is out
-  // of 1..max_batch or an input value is not finite.
-  Status Invoke(int batch) const;
+  // of 1..max_batch or an input value is not finite. With `profile`, also
+  // adds each op's time to it (see OpProfile).
+  Status Invoke(int batch, OpProfile* profile = nullptr) const;
 
  private:
   friend class LoadedModel;
+  template <bool kTimed>
+  void RunOps(int batch, OpProfile* profile) const;
   Executor(const LoadedModel* model, uint8_t* scratch)
       : model_(model), scratch_(scratch) {}
   const LoadedModel* model_;
@@ -81,10 +114,16 @@ class LoadedModel {
   int FindInput(std::string_view name) const;
   int FindOutput(std::string_view name) const;
   const char* kernel_name() const { return kernel_->name; }
+  const TernaryKernel& kernel() const { return *kernel_; }
   int num_ops() const { return num_ops_; }
+  // Op i in execution order (the order of the file's graph).
+  OpInfo op_info(int i) const;
 
   size_t weight_bytes() const { return weight_bytes_; }
   size_t scratch_bytes_per_worker() const { return scratch_stride_; }
+  // The part of a worker's scratch that holds activation buffers (planned
+  // by liveness); the rest is the int8/int32 staging of ternary products.
+  size_t activation_bytes_per_worker() const { return quant_offset_; }
   // Everything this model uses of its slot.
   size_t slot_bytes_used() const { return used_bytes_; }
 

@@ -163,7 +163,10 @@ void Gemm(const uint8_t* packed, size_t n, size_t k,
 }  // namespace
 
 const TernaryKernel kTernaryKernelAvx2 = {
-    "avx2", Supported, PackedSize, Pack, Gemm, "AVX2", Quantize,
+    "avx2",     Supported,
+    PackedSize, Pack,
+    Gemm,       "AVX2",
+    Quantize,   "interleaved: 8-row groups x 256-column blocks",
 };
 
 }  // namespace ternd::runtime

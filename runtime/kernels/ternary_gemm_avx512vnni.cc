@@ -286,9 +286,10 @@ void Gemm(const uint8_t* packed, size_t n, size_t k,
 }  // namespace
 
 const TernaryKernel kTernaryKernelAvx512Vnni = {
-    "avx512vnni", Supported, PackedSize,
-    Pack,         Gemm,      "AVX-512 VNNI (F, BW, VL, VNNI)",
-    Quantize,
+    "avx512vnni", Supported,
+    PackedSize,   Pack,
+    Gemm,         "AVX-512 VNNI (F, BW, VL, VNNI)",
+    Quantize,     "interleaved: 8-row groups x 256-column blocks",
 };
 
 }  // namespace ternd::runtime

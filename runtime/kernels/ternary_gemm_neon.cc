@@ -99,6 +99,7 @@ const TernaryKernel kTernaryKernelNeon = {
     Gemm,
     "NEON (ASIMD)",
     QuantizeActivations,  // the portable one; a NEON quantizer is to do
+    "interleaved: 4-row groups x 64-column blocks",
 };
 
 }  // namespace ternd::runtime

@@ -122,6 +122,7 @@ const TernaryKernel kTernaryKernelNeonDot = {
     Gemm,
     "NEON dot product (ASIMDDP)",
     QuantizeActivations,  // the portable one; a NEON quantizer is to do
+    "interleaved: 4-row groups x 64-column blocks",
 };
 
 }  // namespace ternd::runtime

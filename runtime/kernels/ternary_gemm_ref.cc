@@ -45,6 +45,7 @@ const TernaryKernel kTernaryKernelRef = {
     ternary_gemm__ref,
     "portable C++",
     QuantizeActivations,
+    "canonical: 2-bit codes, 4 per byte, row-major",
 };
 
 }  // namespace ternd::runtime

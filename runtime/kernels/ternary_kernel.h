@@ -72,6 +72,8 @@ struct TernaryKernel {
   // REQUIRES: finite inputs.
   void (*quantize)(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
                    size_t stride, int32_t* row_sums, float* dequant);
+  // The weight layout `pack` produces, for reports (`ternctl bench`).
+  const char* layout;
 };
 
 }  // namespace ternd::runtime

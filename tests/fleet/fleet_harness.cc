@@ -2,38 +2,22 @@
 
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
-#include <stdlib.h>
-#include <sys/wait.h>
 
-#include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "runtime/graph_builder.h"
+#include "tests/support/test_env.h"
 
 namespace ternd::fleet_testing {
 
 CmdResult Ternctl(const std::string& args, const std::string& cwd) {
-  static int counter = 0;
-  const std::string err_file = std::filesystem::temp_directory_path() /
-                               ("ternctl-stderr-" + std::to_string(getpid()) +
-                                "-" + std::to_string(++counter));
   std::string cmd;
   if (!cwd.empty()) cmd = "cd '" + cwd + "' && ";
-  cmd += std::string(TERNCTL_PATH) + " " + args + " 2>" + err_file;
-  CmdResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  r.err = ReadBytes(err_file);
-  std::filesystem::remove(err_file);
-  return r;
+  const testing::CommandResult r =
+      testing::RunCommand(cmd + TERNCTL_PATH + " " + args);
+  return {r.exit_code, r.out, r.err};
 }
 
 std::string ReadBytes(const std::string& path) {

@@ -106,4 +106,22 @@ Result<int> FindFreePort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
+CommandResult RunCommand(const std::string& command) {
+  TempDir dir;
+  const std::string err_file = dir / "stderr";
+  CommandResult r;
+  FILE* p = ::popen((command + " 2>" + err_file).c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  std::ifstream in(err_file, std::ios::binary);
+  std::stringstream err;
+  err << in.rdbuf();
+  r.err = err.str();
+  return r;
+}
+
 }  // namespace ternd::testing

@@ -66,6 +66,15 @@ class StopAndJoin {
   std::vector<std::thread>* threads_;
 };
 
+// Runs `command` with /bin/sh and waits for it: its exit code (128 when it
+// did not exit normally), stdout and stderr, each captured on its own.
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+CommandResult RunCommand(const std::string& command);
+
 }  // namespace ternd::testing
 
 #endif  // TERND_TESTS_SUPPORT_TEST_ENV_H_

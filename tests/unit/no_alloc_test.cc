@@ -71,23 +71,27 @@ TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
   // counted run below is checked to compute what an uncounted run does
   // (a loop that did nothing would allocate nothing too).
   long failures = 0;
-  auto run = [&](int64_t* checksum) {
+  auto run = [&](int64_t* checksum, OpProfile* profile) {
     for (int i = 0; i < 5000; ++i) {
       const int batch = 1 + i % 32;
       Executor& ex = (i % 2) ? ex1 : ex0;
       std::copy(input.begin(), input.begin() + batch * 64, ex.input(0));
-      if (!ex.Invoke(batch).ok()) ++failures;
+      if (!ex.Invoke(batch, profile).ok()) ++failures;
       for (int row = 0; row < batch; ++row) {
         *checksum += (row + 1) * (ex.output_i32(1)[row] + 1);
       }
     }
   };
   int64_t expected = 0;
-  run(&expected);
-  int64_t checksum = 0;
+  run(&expected, nullptr);
+  int64_t checksum = 0, profiled_checksum = 0;
+  std::vector<uint64_t> op_nanos(m->model->num_ops());
+  OpProfile profile{op_nanos.data()};
   {
     Counting c;
-    run(&checksum);
+    run(&checksum, nullptr);
+    // With the per-op profiler on too.
+    run(&profiled_checksum, &profile);
     // The error path and the health check allocate nothing either.
     ex0.input(0)[0] = NAN;
     if (ex0.Invoke(1).ok()) ++failures;
@@ -96,6 +100,10 @@ TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
   }
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(checksum, expected);
+  EXPECT_EQ(profiled_checksum, expected);
+  for (size_t i = 0; i < op_nanos.size(); ++i) {
+    EXPECT_GT(op_nanos[i], 0u) << "op " << i << " was never timed";
+  }
   // Not every row in one class: the model distinguishes its inputs.
   int64_t all_class0 = 0;
   for (int i = 0; i < 5000; ++i) {

@@ -104,6 +104,40 @@ TEST(RuntimeTest, EveryKernelChoiceAgrees) {
   for (size_t o = 0; o < a.size(); ++o) EXPECT_EQ(a[o], b[o]) << o;
 }
 
+// The op descriptions a profile reports: types in graph order, the features
+// each reads and writes, the constant bytes and the FLOPs of the products.
+TEST(RuntimeTest, OpInfoDescribesEveryOp) {
+  Rng rng(5);
+  auto bytes = MixedModel(rng).Finish();
+  ASSERT_TRUE(bytes.ok());
+  auto m = testing::LoadModel(*bytes);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  const LoadedModel& lm = *m->model;
+  ASSERT_EQ(lm.num_ops(), 14);
+  const OpInfo fc1 = lm.op_info(0);
+  EXPECT_EQ(fc1.type, model::TERNARY_LINEAR);
+  EXPECT_EQ(fc1.in_features, 20u);
+  EXPECT_EQ(fc1.out_features, 48u);
+  // Packed weights, one scale and 48 float biases.
+  EXPECT_EQ(fc1.weight_bytes, lm.kernel().packed_size(48, 20) + 4 + 48 * 4);
+  EXPECT_EQ(fc1.Flops(3), 2.0 * 48 * 20 * 3);
+  EXPECT_EQ(fc1.BytesMoved(3), fc1.weight_bytes + 4.0 * 3 * (20 + 48));
+  const OpInfo silu = lm.op_info(1);
+  EXPECT_EQ(silu.type, model::SILU);
+  EXPECT_EQ(silu.weight_bytes, 0u);
+  EXPECT_EQ(silu.Flops(3), 0);
+  const OpInfo add = lm.op_info(6);
+  EXPECT_EQ(add.type, model::ADD);
+  EXPECT_EQ(add.BytesMoved(2), 4.0 * 2 * (48 + 48 + 48));
+  const OpInfo head = lm.op_info(10);
+  EXPECT_EQ(head.type, model::LINEAR);
+  EXPECT_EQ(head.weight_bytes, (6 * 48 + 6) * 4u);
+  EXPECT_EQ(head.Flops(1), 2.0 * 6 * 48);
+  EXPECT_EQ(lm.op_info(13).type, model::ARGMAX);
+  EXPECT_GT(lm.activation_bytes_per_worker(), 0u);
+  EXPECT_LT(lm.activation_bytes_per_worker(), lm.scratch_bytes_per_worker());
+}
+
 TEST(RuntimeTest, TooLargeModelNamesTheSizes) {
   Rng rng(1);
   auto bytes = MixedModel(rng, "big", 1024).Finish();

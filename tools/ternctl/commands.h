@@ -10,6 +10,10 @@ namespace ternd::ternctl {
 // `inspect` and `run`: work on a model file, no daemon needed.
 void AddModelCommands(CLI::App& app, int* exit_code);
 
+// `bench`: measures a model file on this machine, no daemon needed
+// (bench_command.cc).
+void AddBenchCommand(CLI::App& app, int* exit_code);
+
 // `infer`, `info`, `health` and `stats`: talk to a running daemon over its
 // unix socket (daemon_commands.cc).
 void AddDaemonCommands(CLI::App& app, int* exit_code);

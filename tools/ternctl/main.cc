@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   ternd::ternctl::AddModelCommands(app, &exit_code);
+  ternd::ternctl::AddBenchCommand(app, &exit_code);
   ternd::ternctl::AddDaemonCommands(app, &exit_code);
   ternd::ternctl::AddFleetCommands(app, &exit_code);
   ternd::ternctl::AddWatchCommand(app, &exit_code);
