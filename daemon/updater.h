@@ -101,7 +101,7 @@ class Updater {
   // model. Blocking; start-up only.
   Result<bool> Boot(const std::function<Status(runtime::ModelFile)>& place);
 
-  // Once serving: attaches to the service and resumes an update that a
+  // Once serving: attaches to the model host and resumes an update that a
   // stop or crash interrupted.
   void Attach(ModelHost* host);
 
@@ -121,16 +121,16 @@ class Updater {
   // must outlive the updater.
   void ConnectFleet(net::MqttSession* session, FleetOptions options);
 
-  // Called for every state change.
+  // Called for every state change, once it is on disk.
   void SetObserver(std::function<void(const UpdateStatus&)> observer);
 
   UpdateStatus status();
-  // A clean stop: the next start does not count as a crash.
+  // A clean stop: writes what is queued and that the run ended cleanly (the
+  // next start does not count as a crash). Blocking: at stop only.
   void Shutdown();
 
-  class Impl;
-
  private:
+  class Impl;
   explicit Updater(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
