@@ -215,6 +215,7 @@ void FillModelInfo(const runtime::LoadedModel& m, const HostInfo& host,
 
 void FillUpdateStatus(const UpdateStatus& st,
                       const std::string& disabled_reason,
+                      const std::string& configured_model,
                       wire::UpdateStatusResponse* out) {
   out->set_enabled(disabled_reason.empty());
   out->set_disabled_reason(disabled_reason);
@@ -235,6 +236,9 @@ void FillUpdateStatus(const UpdateStatus& st,
     out->mutable_previous()->set_name(st.previous->model_name);
     out->mutable_previous()->set_version(st.previous->model_version);
     out->mutable_previous()->set_activated_at(st.previous->activated_at);
+  } else if (st.active) {
+    // A rollback returns to the configured model.
+    out->set_previous_configured(configured_model);
   }
   out->set_probation(st.probation);
 }

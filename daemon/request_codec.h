@@ -58,8 +58,11 @@ void FillModelInfo(const runtime::LoadedModel& model, const HostInfo& host,
                    wire::ModelInfoResponse* out);
 
 // `disabled_reason`: why updates are off; empty when they are on.
+// `configured_model`: the runtime.model path, the rollback target when an
+// update is installed and there is no previous one.
 void FillUpdateStatus(const UpdateStatus& status,
                       const std::string& disabled_reason,
+                      const std::string& configured_model,
                       wire::UpdateStatusResponse* out);
 
 }  // namespace ternd::daemon

@@ -691,7 +691,8 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
       response_.Clear();
       response_.set_id(id);
       FillUpdateStatus(updater_ ? updater_->status() : UpdateStatus(),
-                       updates_disabled_, response_.mutable_update_status());
+                       updates_disabled_, config_.model,
+                       response_.mutable_update_status());
       Count(call, StatusCode::kOk);
       connections_->Send(c, &response_);
       return;
@@ -778,7 +779,7 @@ void Service::Impl::HandleInstall(Connection* c, uint64_t id,
         wire::Response response;
         response.set_id(id);
         if (st.ok()) {
-          FillUpdateStatus(*st, updates_disabled_,
+          FillUpdateStatus(*st, updates_disabled_, config_.model,
                            response.mutable_update_status());
         } else {
           response.mutable_status()->set_code(

@@ -196,16 +196,28 @@ TEST_F(RequestCodecTest, ModelInfoAndUpdateStatus) {
   active.model_version = 3;
   st.active = active;
   wire::UpdateStatusResponse out;
-  FillUpdateStatus(st, "", &out);
+  FillUpdateStatus(st, "", "/etc/ternd/m.tern", &out);
   EXPECT_TRUE(out.enabled());
   EXPECT_EQ(out.state(), "rejected");
   EXPECT_EQ(out.state_code(), 2);
   EXPECT_EQ(out.reason(), "bad_signature: ...");
   EXPECT_EQ(out.active().version(), 3u);
   EXPECT_FALSE(out.has_previous());
+  // No previous update: the rollback target is the configured model.
+  EXPECT_EQ(out.previous_configured(), "/etc/ternd/m.tern");
+  ota::InstalledModel previous;
+  previous.model_name = "upnet";
+  previous.model_version = 2;
+  st.previous = previous;
+  wire::UpdateStatusResponse with_previous;
+  FillUpdateStatus(st, "", "/etc/ternd/m.tern", &with_previous);
+  EXPECT_EQ(with_previous.previous().version(), 2u);
+  EXPECT_TRUE(with_previous.previous_configured().empty());
   wire::UpdateStatusResponse off;
-  FillUpdateStatus(UpdateStatus(), "ota.enabled is false", &off);
+  FillUpdateStatus(UpdateStatus(), "ota.enabled is false", "/etc/ternd/m.tern",
+                   &off);
   EXPECT_FALSE(off.enabled());
+  EXPECT_TRUE(off.previous_configured().empty());  // nothing installed
   EXPECT_EQ(off.disabled_reason(), "ota.enabled is false");
 }
 

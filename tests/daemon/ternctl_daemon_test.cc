@@ -217,6 +217,13 @@ TEST_F(TernctlDaemonTest, NoDaemonIsAClearError) {
   Output health = Ternctl("health" + socket_);
   EXPECT_EQ(health.status, 1);
   EXPECT_THAT(health.text, HasSubstr("UNAVAILABLE: cannot connect to ternd"));
+  EXPECT_THAT(health.text, HasSubstr("socket given with -s/--socket"));
+  // Where the socket came from is said, and how to name another.
+  setenv("TERND_SOCKET", dir_.File("none.sock").c_str(), 1);
+  Output from_env = Ternctl("health");
+  unsetenv("TERND_SOCKET");
+  EXPECT_EQ(from_env.status, 1);
+  EXPECT_THAT(from_env.text, HasSubstr("socket from $TERND_SOCKET"));
 }
 
 }  // namespace

@@ -161,7 +161,14 @@ TEST_F(UpdateTest, TernctlInstallAndStatus) {
   std::string out;
   EXPECT_EQ(run("install " + dir_.File("u.ternbundle"), &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("update      active (7) 'upnet' version 2"));
+  // The first update has no previous update: a rollback returns to the
+  // configured model, and status says so.
+  EXPECT_THAT(out,
+              HasSubstr("rollback to the configured model (runtime.model " +
+                        dir_.File("model.tern") + ")"));
   EXPECT_EQ(run("status --json", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"previous_configured\":\"" +
+                             dir_.File("model.tern") + "\""));
   EXPECT_THAT(out, HasSubstr("\"state\":\"active\""));
   EXPECT_THAT(out, HasSubstr("\"active\":{\"name\":\"upnet\",\"version\":2"));
   // The same bundle again: refused (not newer), exit 1 with the reason.

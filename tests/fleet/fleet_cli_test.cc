@@ -186,7 +186,10 @@ TEST_F(FleetCliTest, KeygenRootSignAcceptedByADevice) {
          "--url https://mirror.example/x/sensor.tern.zst "
          "--target-group warehouse --target-device robot-9 --days 10 "
          "--rollout spring --min-runtime 0.1.0 --chunk-size 4096 "
-         "--key rel.key --out-dir out --root root-1.pb --json");
+         "--key rel.key --out-dir out/ --root root-1.pb --json");
+  // "out/" names the directory once in what is printed.
+  EXPECT_NE(r.out.find("out/sensor-3.tern.zst"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("out//"), std::string::npos) << r.out;
   const std::string model = Read("m.tern");
   const std::string artifact = Read("out/sensor-3.tern.zst");
   const std::string envelope = Read("out/sensor-3.release.pb");

@@ -34,11 +34,19 @@ int Fail(const Status& s) {
 }
 
 // --socket, else $TERND_SOCKET, else the system socket if it exists, else
-// the embedded default's socket in the working directory.
-std::string SocketPath(const DaemonOptions& o) {
-  if (!o.socket.empty()) return o.socket;
-  if (const char* env = std::getenv("TERND_SOCKET"); env && *env) return env;
+// the embedded default's socket in the working directory. `*from` says
+// which, for error messages.
+std::string SocketPath(const DaemonOptions& o, const char** from) {
+  if (!o.socket.empty()) {
+    *from = "given with -s/--socket";
+    return o.socket;
+  }
+  if (const char* env = std::getenv("TERND_SOCKET"); env && *env) {
+    *from = "from $TERND_SOCKET";
+    return env;
+  }
   struct stat st;
+  *from = "the default; -s/--socket or $TERND_SOCKET name another";
   if (stat(kSystemSocket, &st) == 0) return kSystemSocket;
   return kLocalSocket;
 }
@@ -46,7 +54,14 @@ std::string SocketPath(const DaemonOptions& o) {
 Result<std::unique_ptr<client::Client>> Connect(const DaemonOptions& o) {
   client::ClientOptions co;
   co.timeout_ms = o.timeout_ms;
-  return client::Client::Connect(SocketPath(o), co);
+  const char* from = "";
+  Result<std::unique_ptr<client::Client>> c =
+      client::Client::Connect(SocketPath(o, &from), co);
+  if (!c.ok()) {
+    return Errorf(c.status().code(), "%s (socket %s)", c.status().message(),
+                  from);
+  }
+  return c;
 }
 
 const char* DTypeText(wire::DType d) {
@@ -390,6 +405,7 @@ int PrintUpdateStatus(const DaemonOptions& opt,
                    {"bytes_total", u.bytes_total()},
                    {"active", installed(u.active())},
                    {"previous", installed(u.previous())},
+                   {"previous_configured", u.previous_configured()},
                    {"probation", u.probation()}});
   } else {
     if (!u.enabled()) {
@@ -419,6 +435,9 @@ int PrintUpdateStatus(const DaemonOptions& opt,
     if (!u.previous().name().empty()) {
       std::printf("rollback to '%s' version %" PRIu64 "\n",
                   u.previous().name().c_str(), u.previous().version());
+    } else if (!u.previous_configured().empty()) {
+      std::printf("rollback to the configured model (runtime.model %s)\n",
+                  u.previous_configured().c_str());
     }
   }
   const bool bad = u.state() == "rejected" || u.state() == "failed" ||

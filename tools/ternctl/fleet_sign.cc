@@ -255,8 +255,11 @@ int Sign(const SignOptions& o) {
   }
   const std::string stem = FileStem(h.name(), h.version());
   const std::string artifact_name = stem + ".tern.zst";
-  const std::string artifact_path = o.out_dir + "/" + artifact_name;
-  const std::string release_path = o.out_dir + "/" + stem + ".release.pb";
+  // "dist/" and "dist" name the same directory: no "dist//x" in messages.
+  std::string dir = o.out_dir;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const std::string artifact_path = dir + "/" + artifact_name;
+  const std::string release_path = dir + "/" + stem + ".release.pb";
 
   ota::Release r;
   r.set_model_name(h.name());
