@@ -151,15 +151,28 @@ TelemetryAgent::~TelemetryAgent() {
   sd_event_source_disable_unref(retry_);
 }
 
+uint64_t NextBatchDue(uint64_t previous_due, uint64_t interval_usec,
+                      uint64_t now) {
+  if (previous_due == 0) return now + interval_usec;
+  uint64_t next = previous_due + interval_usec;
+  if (next <= now) next += ((now - next) / interval_usec + 1) * interval_usec;
+  return next;
+}
+
 void TelemetryAgent::ArmTimer() {
   const uint64_t usec = static_cast<uint64_t>(options_.interval.count()) * 1000;
+  uint64_t now = 0;
+  sd_event_now(loop_, CLOCK_MONOTONIC, &now);
+  next_due_usec_ = NextBatchDue(next_due_usec_, usec, now);
+  // 1 ms accuracy: sd-event's default (250 ms) lets each wake-up slide
+  // late, and the batches drifted (2.11 s apart for 2 s).
   if (timer_) {
-    sd_event_source_set_time_relative(timer_, usec);
+    sd_event_source_set_time(timer_, next_due_usec_);
     sd_event_source_set_enabled(timer_, SD_EVENT_ONESHOT);
     return;
   }
-  const int r = sd_event_add_time_relative(loop_, &timer_, CLOCK_MONOTONIC,
-                                           usec, 0, &OnTimer, this);
+  const int r = sd_event_add_time(loop_, &timer_, CLOCK_MONOTONIC,
+                                  next_due_usec_, 1000, &OnTimer, this);
   if (r < 0) {
     TERND_LOG_ERROR("telemetry: cannot add the interval timer: %s",
                     strerror(-r));
@@ -428,6 +441,10 @@ void TelemetryAgent::SetModel(const std::string& name,
 }
 
 void TelemetryAgent::Shutdown() {
+  // The interval so far is not lost: one last batch.
+  if (Status s = Flush(); !s.ok()) {
+    TERND_LOG_WARNING("telemetry: no last batch at shutdown: %s", s.message());
+  }
   if (!session_ || !session_->connected()) return;
   auto mid = session_->Publish(
       presence_topic_, PresencePayload(false, session_->connects()), 1, true);

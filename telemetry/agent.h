@@ -79,6 +79,13 @@ struct DeviceIdentity {
   std::vector<std::string> capabilities;  // e.g. "infer", "ota", "telemetry"
 };
 
+// When the batch after one due at `previous_due` (0: none yet) is due, at
+// `now` (all CLOCK_MONOTONIC µs): interval after interval on a fixed grid,
+// so N intervals take N x interval however long each batch took; intervals
+// missed (a blocked loop, a suspend) are skipped, not made up in a burst.
+uint64_t NextBatchDue(uint64_t previous_due, uint64_t interval_usec,
+                      uint64_t now);
+
 class TelemetryAgent {
  public:
   // The largest payload read on the command topic. Commands are a few bytes
@@ -108,8 +115,10 @@ class TelemetryAgent {
   Status Flush();
   // Publishes the presence birth again (if connected).
   void Rebirth();
-  // Publishes a retained `offline` presence (best effort, if connected):
-  // call before a clean shutdown, since a clean disconnect sends no will.
+  // A clean stop: makes a last batch of the interval so far (into the
+  // outbox, published now if connected, else on the next run), then
+  // publishes a retained `offline` presence (best effort, if connected),
+  // since a clean disconnect sends no will.
   void Shutdown();
 
   // Local views of the registry (the Stats call, `ternctl stats`).
@@ -129,6 +138,7 @@ class TelemetryAgent {
   static int OnTimer(sd_event_source* s, uint64_t usec, void* self);
   static int OnRetry(sd_event_source* s, uint64_t usec, void* self);
   void ArmTimer();
+  uint64_t next_due_usec_ = 0;  // CLOCK_MONOTONIC, of the interval timer
   void OnConnected();
   void OnDisconnected(const std::string& why);
   void OnMessage(std::string_view topic, std::string_view payload);

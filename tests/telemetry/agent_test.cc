@@ -101,6 +101,48 @@ TEST_F(AgentTest, OfflineBatchesAccumulateInTheOutbox) {
   EXPECT_EQ((*second)->outbox().rows(), seq);
 }
 
+TEST(NextBatchDueTest, AFixedGridThatSkipsWhatWasMissed) {
+  EXPECT_EQ(NextBatchDue(0, 100, 1000), 1100u);     // the first: now + 1
+  EXPECT_EQ(NextBatchDue(1100, 100, 1130), 1200u);  // late batch: no drift
+  EXPECT_EQ(NextBatchDue(1200, 100, 1200), 1300u);
+  // Blocked past two due times: the next point of the grid after now.
+  EXPECT_EQ(NextBatchDue(1300, 100, 1555), 1600u);
+  EXPECT_EQ(NextBatchDue(1300, 100, 1500), 1600u);
+}
+
+// N intervals take N x interval: a batch's own time and the timer's
+// wake-up slack are not added to every interval.
+TEST_F(AgentTest, BatchesKeepToTheIntervalWithoutDrift) {
+  Registry registry;
+  TelemetryOptions o = Options();
+  o.interval = std::chrono::milliseconds(50);
+  auto agent = TelemetryAgent::Create(loop_, nullptr, &registry, dir_.path(),
+                                      Identity(), o);
+  ASSERT_TRUE(agent.ok()) << agent.status().message();
+  ASSERT_TRUE(RunUntil([&] { return (*agent)->last_sequence() >= 1; }));
+  const auto first = std::chrono::steady_clock::now();
+  ASSERT_TRUE(RunUntil([&] { return (*agent)->last_sequence() >= 21; }));
+  const double elapsed_ms = std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - first)
+                                .count();
+  // 20 intervals: 1000 ms, plus at most one late wake-up (not twenty).
+  EXPECT_GE(elapsed_ms, 995);
+  EXPECT_LT(elapsed_ms, 1000 + 150) << "the batches drift";
+}
+
+TEST_F(AgentTest, ACleanStopMakesALastBatch) {
+  Registry registry;
+  TelemetryOptions o = Options();
+  o.interval = std::chrono::hours(1);  // no batch on the timer in this test
+  auto agent = TelemetryAgent::Create(loop_, nullptr, &registry, dir_.path(),
+                                      Identity(), o);
+  ASSERT_TRUE(agent.ok()) << agent.status().message();
+  EXPECT_EQ((*agent)->last_sequence(), 0u);
+  (*agent)->Shutdown();
+  EXPECT_EQ((*agent)->last_sequence(), 1u);
+  EXPECT_EQ((*agent)->outbox().rows(), 1u);  // kept for the next run
+}
+
 TEST_F(AgentTest, BadOptionsAreRefusedWithTheirName) {
   Registry registry;
   DeviceIdentity nobody;
