@@ -138,6 +138,28 @@ class TerndClientTest(unittest.TestCase):
         with self.assertRaises(TerndError) as e:
             Client(os.path.join(self.dir, "absent.sock"))
         self.assertEqual(e.exception.code_name, "UNAVAILABLE")
+    def test_python_client_doc_examples_run(self):
+        """docs/python-client.md: every python block runs as written."""
+        import contextlib
+        import io
+        import re
+        with open(os.path.join(ROOT, "docs", "python-client.md")) as f:
+            blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+        self.assertGreaterEqual(len(blocks), 5)
+        old = os.environ.get("TERND_SOCKET")
+        os.environ["TERND_SOCKET"] = self.sock
+        try:
+            for i, code in enumerate(blocks):
+                out = io.StringIO()
+                with self.subTest(block=i), contextlib.redirect_stdout(out):
+                    exec(compile(code, f"python-client.md block {i}", "exec"), {})
+                if "INVALID_ARGUMENT" in code:
+                    self.assertIn("INVALID_ARGUMENT", out.getvalue())
+        finally:
+            if old is None:
+                del os.environ["TERND_SOCKET"]
+            else:
+                os.environ["TERND_SOCKET"] = old
 
 
 if __name__ == "__main__":
