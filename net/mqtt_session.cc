@@ -307,7 +307,7 @@ void MqttSession::Impl::BeginAttempt() {
 
   mosquitto* m = mosquitto_new(
       options_.client_id.empty() ? nullptr : options_.client_id.c_str(),
-      /*clean_session=*/true, this);
+      /*clean_session=*/options_.clean_start, this);
   if (!m) {
     ConnectionLost(Format("cannot create an MQTT client for %s: %s",
                           peer_.c_str(), strerror(errno)));
@@ -390,6 +390,10 @@ Status MqttSession::Impl::ConfigureHandle(mosquitto* m) {
   mosquitto_property* props = nullptr;
   int prc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
                                          options_.max_packet_bytes);
+  if (prc == MOSQ_ERR_SUCCESS && options_.session_expiry_s > 0) {
+    prc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                       options_.session_expiry_s);
+  }
   if (prc == MOSQ_ERR_SUCCESS) {
     prc = mosquitto_connect_bind_v5(m, nullptr, options_.port,
                                     options_.keepalive_seconds, nullptr, props);
@@ -1002,6 +1006,11 @@ Result<std::unique_ptr<MqttSession>> MqttSession::Create(sd_event* loop,
     return InvalidArgument(
         "MQTT option max_packet_bytes: %u is not in 1024..268435455",
         options.max_packet_bytes);
+  }
+  if (!options.clean_start && options.client_id.empty()) {
+    return InvalidArgument(
+        "MQTT option clean_start is false but client_id is empty: a session "
+        "can only be resumed under a fixed client id");
   }
   if (options.max_inflight < 1 || options.max_inflight > 65535) {
     return InvalidArgument("MQTT option max_inflight: %u is not in 1..65535",

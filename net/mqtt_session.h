@@ -77,6 +77,13 @@ struct MqttOptions {
   // a subscriber legitimately receives (a release manifest: at most about
   // 2.2 MiB, ota/trust.h). 1024 .. 268435455.
   uint32_t max_packet_bytes = uint32_t{4} << 20;
+  // false: resume the broker's session for client_id (its subscriptions,
+  // and the QoS 1 messages that arrived while this client was away) and
+  // ask it to keep the session for session_expiry_s after a disconnect.
+  // Needs a client_id. A subscriber that must not miss anything (ternctl
+  // watch --db) uses it; the daemon keeps a clean start.
+  bool clean_start = true;
+  uint32_t session_expiry_s = 0;
   std::optional<MqttWill> will;
   // Seeds the reconnect jitter; 0: from std::random_device. Tests only.
   uint64_t backoff_seed = 0;

@@ -680,5 +680,130 @@ TEST_F(TelemetryIntegrationTest, WatchJsonShowsWhatWasSentDeduplicated) {
   sqlite3_close(h);
 }
 
+// Runs `sql` on the watcher's database: the first row's integer columns.
+std::vector<int64_t> QueryDb(const std::string& db, const char* sql) {
+  std::vector<int64_t> row;
+  sqlite3* h = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) ==
+      SQLITE_OK) {
+    sqlite3_stmt* q = nullptr;
+    if (sqlite3_prepare_v2(h, sql, -1, &q, nullptr) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+      for (int i = 0; i < sqlite3_column_count(q); ++i) {
+        row.push_back(sqlite3_column_int64(q, i));
+      }
+    }
+    sqlite3_finalize(q);
+  }
+  sqlite3_close(h);
+  return row;
+}
+
+// With --db the watcher keeps a persistent session: the batches a device
+// sends while the watcher is away (the broker restarted and the device was
+// back first) wait on the broker and reach the database; none is missing.
+TEST_F(TelemetryIntegrationTest, WatchWithDbMissesNothingWhileItIsAway) {
+  MosquittoBroker broker(BrokerOptions());
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  auto host = StartHost(broker, {"--interval-ms", "200"});
+  const std::string db = certs_.File("watch.db");
+  const std::vector<std::string> args = {
+      "watch",    "--broker", "127.0.0.1:" + std::to_string(broker.port()),
+      "--cafile", certs_.File("ca.pem"), "--prefix", prefix_,
+      "--json",   "--db",     db};
+  uint64_t seen = 0;
+  {
+    WatchProcess watch(args);
+    ASSERT_TRUE(Eventually([&] {
+      return WatchedSequences(watch.lines()).size() >= 2;
+    })) << host->Log();
+    ASSERT_TRUE(broker.Stop().ok()) << broker.Log();
+    for (uint64_t s : WatchedSequences(watch.lines())) seen = std::max(seen, s);
+  }  // the watcher stops while the broker is down
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  // The device is back first and sends what it made meanwhile, then more.
+  auto probe = mqtt_testing::MqttProbe::Connect(ProbeOptions(broker));
+  ASSERT_TRUE(probe.ok()) << probe.status().message();
+  ASSERT_TRUE((*probe)->Subscribe(topic("telemetry")).ok());
+  ASSERT_TRUE(Eventually([&] {
+    for (const TelemetryBatch& b : Batches((*probe)->messages())) {
+      if (b.sequence() >= seen + 5) return true;
+    }
+    return false;
+  })) << host->Log();
+  WatchProcess again(args);
+  const std::string count_sql =
+      "SELECT MIN(sequence), MAX(sequence), COUNT(*) FROM batches WHERE "
+      "device = 'dev1' AND boot_epoch = 1";
+  ASSERT_TRUE(Eventually([&] {
+    std::vector<int64_t> r = QueryDb(db, count_sql.c_str());
+    return r.size() == 3 && r[1] >= int64_t(seen + 5);
+  })) << broker.Log();
+  const std::vector<int64_t> r = QueryDb(db, count_sql.c_str());
+  // Contiguous: every batch from the first stored to the last.
+  EXPECT_EQ(r[2], r[1] - r[0] + 1)
+      << "batches " << r[0] << ".." << r[1] << " but " << r[2] << " stored";
+  EXPECT_EQ(QueryDb(db, "SELECT COUNT(*) FROM gaps"),
+            (std::vector<int64_t>{0}));
+  for (const std::string& l : again.lines()) {
+    EXPECT_EQ(l.find("\"type\":\"gap\""), std::string::npos) << l;
+  }
+}
+
+// A sequence that jumps is reported as a gap (JSON line and the gaps
+// table), and a late batch closes its part of it.
+TEST_F(TelemetryIntegrationTest, WatchReportsGapsAndTheirFilling) {
+  MosquittoBroker broker(BrokerOptions());
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  const std::string db = certs_.File("watch.db");
+  WatchProcess watch({"watch", "--broker",
+                      "127.0.0.1:" + std::to_string(broker.port()), "--cafile",
+                      certs_.File("ca.pem"), "--prefix", prefix_, "--json",
+                      "--db", db});
+  auto probe = mqtt_testing::MqttProbe::Connect(ProbeOptions(broker));
+  ASSERT_TRUE(probe.ok()) << probe.status().message();
+  BatchCodec codec;
+  const std::string ghost = prefix_ + "/devices/ghost/telemetry";
+  auto send = [&](uint64_t seq) {
+    TelemetryBatch b;
+    b.set_schema_version(1);
+    b.set_device_id("ghost");
+    b.set_boot_epoch(1);
+    b.set_sequence(seq);
+    Result<std::string> payload = codec.Encode(b);
+    ASSERT_TRUE(payload.ok()) << payload.status().message();
+    ASSERT_TRUE((*probe)->Publish(ghost, *payload, 1, false).ok());
+  };
+  auto has = [&](const std::string& needle) {
+    for (const std::string& l : watch.lines()) {
+      if (l.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  };
+  // The watcher subscribes after it connects: send until the first lands.
+  ASSERT_TRUE(Eventually([&] {
+    send(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return WatchedSequences(watch.lines()).size() >= 1;
+  }));
+  send(2);
+  send(6);
+  ASSERT_TRUE(Eventually([&] {
+    return has("\"type\":\"gap\",\"device\":\"ghost\",\"boot_epoch\":1,"
+               "\"first_sequence\":3,\"last_sequence\":5");
+  })) << (watch.lines().empty() ? "" : watch.lines().back());
+  EXPECT_EQ(QueryDb(db, "SELECT first_sequence, last_sequence FROM gaps "
+                        "WHERE device = 'ghost'"),
+            (std::vector<int64_t>{3, 5}));
+  send(4);  // late: splits the gap
+  ASSERT_TRUE(Eventually([&] {
+    return has("\"type\":\"gap_filled\",\"device\":\"ghost\",\"boot_epoch\":1,"
+               "\"first_sequence\":4,\"last_sequence\":4");
+  }));
+  EXPECT_EQ(QueryDb(db, "SELECT COUNT(*), MIN(first_sequence), "
+                        "MAX(last_sequence) FROM gaps WHERE device = 'ghost'"),
+            (std::vector<int64_t>{2, 3, 5}));
+}
+
 }  // namespace
 }  // namespace ternd::telemetry

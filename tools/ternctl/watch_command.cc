@@ -1,10 +1,13 @@
 // `ternctl watch`: follows a fleet on its MQTT broker. Subscribes to every
 // device's presence, telemetry and update state under the prefix, decodes
 // them (zstd + protobuf, telemetry/telemetry.proto), drops duplicate batches
-// (delivery is at least once; the key is device, boot epoch, sequence), and
-// prints a live table of devices or, with --json, one JSON object per line.
-// With --db it also appends everything to a SQLite file (and then
-// deduplicates across runs too). Runs until SIGINT/SIGTERM.
+// (delivery is at least once; the key is device, boot epoch, sequence),
+// reports gaps in each device's sequence per boot epoch, and prints a live
+// table of devices or, with --json, one JSON object per line. With --db it
+// also appends everything to a SQLite file (and then deduplicates and finds
+// gaps across runs too) and keeps a persistent session on the broker, so
+// what devices send while the watcher is away waits for it. Runs until
+// SIGINT/SIGTERM.
 #include <signal.h>
 #include <sqlite3.h>
 #include <systemd/sd-event.h>
@@ -47,7 +50,26 @@ struct WatchOptions {
   bool no_tls = false;
   std::string db;
   std::vector<std::string> dictionaries;
+  // With --db: how long the broker keeps the session while the watcher is
+  // away; 0: a clean session even with --db.
+  uint32_t session_expiry_s = 7 * 24 * 3600;
 };
+
+// A stable client id for a database file: the same --db resumes the same
+// broker session. FNV-1a of the absolute path.
+std::string ClientIdForDb(const std::string& db) {
+  char* real = ::realpath(db.c_str(), nullptr);
+  const std::string path = real ? real : db;
+  std::free(real);
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : path) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  char id[48];
+  std::snprintf(id, sizeof id, "ternctl-watch-%016" PRIx64, h);
+  return id;
+}
 
 // Telemetry values with 10 significant digits; null when not finite.
 Json Num(double v) { return JsonNumber(v, 10); }
@@ -121,6 +143,11 @@ CREATE TABLE IF NOT EXISTS presence (
   boot_epoch INTEGER, session INTEGER, payload BLOB);
 CREATE TABLE IF NOT EXISTS update_state (
   device TEXT NOT NULL, received_unix_ms INTEGER, payload BLOB);
+CREATE TABLE IF NOT EXISTS gaps (
+  device TEXT NOT NULL, boot_epoch INTEGER NOT NULL,
+  first_sequence INTEGER NOT NULL, last_sequence INTEGER NOT NULL,
+  detected_unix_ms INTEGER,
+  PRIMARY KEY (device, boot_epoch, first_sequence));
 )sql";
     char* err = nullptr;
     if (sqlite3_exec(db_, schema, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -129,6 +156,29 @@ CREATE TABLE IF NOT EXISTS update_state (
       sqlite3_free(err);
       return s;
     }
+    // What earlier runs knew: the highest sequence per device and epoch,
+    // and the gaps still open.
+    sqlite3_stmt* q = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "SELECT device, boot_epoch, MAX(sequence) FROM batches "
+                       "GROUP BY device, boot_epoch;",
+                       -1, &q, nullptr);
+    while (q && sqlite3_step(q) == SQLITE_ROW) {
+      highest_[{Text(q, 0), uint64_t(sqlite3_column_int64(q, 1))}] =
+          uint64_t(sqlite3_column_int64(q, 2));
+    }
+    sqlite3_finalize(q);
+    q = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "SELECT device, boot_epoch, first_sequence, "
+                       "last_sequence FROM gaps;",
+                       -1, &q, nullptr);
+    while (q && sqlite3_step(q) == SQLITE_ROW) {
+      gaps_[{Text(q, 0), uint64_t(sqlite3_column_int64(q, 1))}]
+           [uint64_t(sqlite3_column_int64(q, 2))] =
+               uint64_t(sqlite3_column_int64(q, 3));
+    }
+    sqlite3_finalize(q);
     return Status::Ok();
   }
 
@@ -186,10 +236,25 @@ CREATE TABLE IF NOT EXISTS update_state (
       batches += d.batches;
       dups += d.duplicates;
     }
+    uint64_t gaps = 0, missing = 0;
+    std::string ranges;
+    for (const auto& [key, open] : gaps_) {
+      for (const auto& [first, last] : open) {
+        ++gaps;
+        missing += last - first + 1;
+        if (ranges.size() < 400) {
+          ranges += " " + key.first + "@" + std::to_string(key.second) + ":" +
+                    std::to_string(first) +
+                    (last > first ? "-" + std::to_string(last) : "");
+        }
+      }
+    }
     std::fprintf(stderr,
                  "ternctl watch: %zu devices, %" PRIu64 " batches, %" PRIu64
-                 " duplicates dropped, %" PRIu64 " undecodable\n",
-                 devices_.size(), batches, dups, undecodable_);
+                 " duplicates dropped, %" PRIu64 " undecodable, %" PRIu64
+                 " gaps (%" PRIu64 " batches missing)%s%s\n",
+                 devices_.size(), batches, dups, undecodable_, gaps, missing,
+                 gaps ? ":" : "", ranges.c_str());
   }
 
  private:
@@ -264,6 +329,7 @@ CREATE TABLE IF NOT EXISTS update_state (
       return;
     }
     ++d.batches;
+    TrackSequence(device, b.boot_epoch(), b.sequence());
     d.last_sequence = b.sequence();
     d.last_batch_ms = NowMs();
     d.dropped_total = b.dropped_batches_total();
@@ -297,6 +363,97 @@ CREATE TABLE IF NOT EXISTS update_state (
                    {"dropped_batches_total", b.dropped_batches_total()},
                    {"compressed_bytes", payload.size()},
                    {"metrics", std::move(metrics)}});
+  }
+
+  // Gap detection per device and boot epoch (sequences start at 1 and
+  // go up by one): a batch past the highest seen opens a gap for those in
+  // between; a late batch (a retry after a reconnect) closes its part.
+  void TrackSequence(const std::string& device, uint64_t epoch, uint64_t seq) {
+    const std::pair<std::string, uint64_t> key{device, epoch};
+    auto h = highest_.find(key);
+    if (h == highest_.end()) {
+      // The first batch of this epoch seen: earlier ones came before the
+      // watcher did, unless this is the epoch's first batch anyway.
+      highest_[key] = seq;
+      return;
+    }
+    if (seq > h->second + 1) {
+      const uint64_t first = h->second + 1, last = seq - 1;
+      gaps_[key][first] = last;
+      ReportGap(device, epoch, first, last, /*opened=*/true);
+    } else if (seq <= h->second) {
+      auto& open = gaps_[key];
+      auto it = open.upper_bound(seq);
+      if (it != open.begin()) {
+        --it;
+        const uint64_t first = it->first, last = it->second;
+        if (seq >= first && seq <= last) {
+          open.erase(it);
+          DbDeleteGap(device, epoch, first);
+          ReportGap(device, epoch, seq, seq, /*opened=*/false);
+          if (first < seq) {
+            open[first] = seq - 1;
+            DbInsertGap(device, epoch, first, seq - 1);
+          }
+          if (seq < last) {
+            open[seq + 1] = last;
+            DbInsertGap(device, epoch, seq + 1, last);
+          }
+        }
+      }
+      if (open.empty()) gaps_.erase(key);
+    }
+    if (seq > h->second) h->second = seq;
+  }
+
+  void ReportGap(const std::string& device, uint64_t epoch, uint64_t first,
+                 uint64_t last, bool opened) {
+    if (opened) DbInsertGap(device, epoch, first, last);
+    if (o_.json) {
+      PrintJson(Json{{"type", opened ? "gap" : "gap_filled"},
+                     {"device", device},
+                     {"boot_epoch", epoch},
+                     {"first_sequence", first},
+                     {"last_sequence", last}});
+    } else if (opened) {
+      std::fprintf(stderr,
+                   "ternctl watch: %s epoch %" PRIu64 ": batches %" PRIu64
+                   "..%" PRIu64 " missing\n",
+                   device.c_str(), epoch, first, last);
+    }
+  }
+
+  void DbInsertGap(const std::string& device, uint64_t epoch, uint64_t first,
+                   uint64_t last) {
+    if (!db_) return;
+    sqlite3_stmt* q = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "INSERT OR REPLACE INTO gaps VALUES (?, ?, ?, ?, ?);",
+                       -1, &q, nullptr);
+    sqlite3_bind_text(q, 1, device.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(q, 2, int64_t(epoch));
+    sqlite3_bind_int64(q, 3, int64_t(first));
+    sqlite3_bind_int64(q, 4, int64_t(last));
+    sqlite3_bind_int64(q, 5, NowMs());
+    DbStep(q);
+  }
+
+  void DbDeleteGap(const std::string& device, uint64_t epoch, uint64_t first) {
+    if (!db_) return;
+    sqlite3_stmt* q = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "DELETE FROM gaps WHERE device = ? AND boot_epoch = ? "
+                       "AND first_sequence = ?;",
+                       -1, &q, nullptr);
+    sqlite3_bind_text(q, 1, device.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(q, 2, int64_t(epoch));
+    sqlite3_bind_int64(q, 3, int64_t(first));
+    DbStep(q);
+  }
+
+  static std::string Text(sqlite3_stmt* q, int i) {
+    const unsigned char* t = sqlite3_column_text(q, i);
+    return t ? reinterpret_cast<const char*>(t) : "";
   }
 
   // INSERT OR IGNORE: false when the batch was already stored.
@@ -440,6 +597,11 @@ CREATE TABLE IF NOT EXISTS update_state (
   telemetry::BatchCodec codec_;
   std::map<std::string, DeviceRow> devices_;
   std::set<std::tuple<std::string, uint64_t, uint64_t>> seen_;
+  // By (device, boot epoch): the highest sequence seen, and the open gaps
+  // (first -> last missing sequence).
+  std::map<std::pair<std::string, uint64_t>, uint64_t> highest_;
+  std::map<std::pair<std::string, uint64_t>, std::map<uint64_t, uint64_t>>
+      gaps_;
   uint64_t undecodable_ = 0;
 };
 
@@ -477,9 +639,20 @@ int RunWatch(WatchOptions o) {
     }
     mo.password = std::move(*password);
   }
-  mo.client_id = o.client_id.empty()
-                     ? "ternctl-watch-" + std::to_string(getpid())
-                     : o.client_id;
+  // With --db: a persistent session under a client id of its own (derived
+  // from the database, or --client-id), so batches published while the
+  // watcher is away (a broker restart that devices reconnect to first)
+  // wait on the broker instead of going to nobody.
+  const bool persistent = !o.db.empty() && o.session_expiry_s > 0;
+  if (!o.client_id.empty()) {
+    mo.client_id = o.client_id;
+  } else if (persistent) {
+    mo.client_id = ClientIdForDb(o.db);
+  } else {
+    mo.client_id = "ternctl-watch-" + std::to_string(getpid());
+  }
+  mo.clean_start = !persistent;
+  mo.session_expiry_s = persistent ? o.session_expiry_s : 0;
   mo.reconnect_min_ms = 200;
   mo.reconnect_max_ms = 10000;
 
@@ -551,7 +724,9 @@ void AddWatchCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--prefix", o->prefix,
                   "Topic prefix (default ternd/v1/default, or from --fleet)");
   cmd->add_option("--client-id", o->client_id,
-                  "MQTT client id (default ternctl-watch-PID)");
+                  "MQTT client id (default: with --db, one derived from the "
+                  "database's path, so the same --db resumes its session; "
+                  "else ternctl-watch-PID)");
   cmd->add_flag("--json", o->json, "One JSON object per line");
   cmd->add_option("--db", o->db,
                   "Append presence, batches and samples to this SQLite file");
@@ -559,6 +734,10 @@ void AddWatchCommand(CLI::App& app, int* exit_code) {
                   "zstd dictionary for telemetry compressed with one "
                   "(repeatable; matched by dictionary id)");
   cmd->add_flag("--no-tls", o->no_tls, "Plain TCP (closed test networks only)");
+  cmd->add_option("--session-expiry", o->session_expiry_s,
+                  "With --db: seconds the broker keeps the watcher's session "
+                  "(and queues its messages) while it is away; 0: a clean "
+                  "session (default 604800, a week)");
   cmd->callback([o, exit_code] { *exit_code = RunWatch(*o); });
 }
 
