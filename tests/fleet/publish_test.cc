@@ -178,7 +178,32 @@ TEST_F(PublishTest, RefusedByTheBrokersAclFailsWithTheReason) {
                               "out/m-1.release.pb",
                           work_.path());
   EXPECT_EQ(bad.exit_code, 1) << bad.all();
-  EXPECT_TRUE(Contains(bad.err, "refused the connection")) << bad.err;
+  EXPECT_TRUE(Contains(bad.err, "refused this client: Bad user name or "
+                                "password"))
+      << bad.err;
+  EXPECT_TRUE(Contains(bad.err, "user name 'ops'")) << bad.err;
+}
+
+// A broker that requires client certificates, and a publish without one:
+// the error says so and names the options that supply one.
+TEST_F(PublishTest, ABrokerThatWantsACertificateSaysWhichOptionsGiveOne) {
+  MosquittoBrokerOptions o;
+  o.require_certificate = true;
+  StartBroker(o);
+  CmdResult r = Ternctl("publish " + Broker() +
+                            "--fleet acme --group warehouse "
+                            "out/m-1.release.pb",
+                        work_.path());
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  EXPECT_TRUE(Contains(r.err, "no client certificate was given (--cert C "
+                              "--key K)"))
+      << r.err;
+  EXPECT_FALSE(Contains(r.err, "Resource temporarily unavailable (reason"))
+      << r.err;
+  // With the client certificate the test CA made: accepted.
+  Ok("publish " + Broker() + "--cert " + certs_.File("client.pem") +
+     " --key " + certs_.File("client.key") +
+     " --fleet acme --group warehouse out/m-1.release.pb");
 }
 
 TEST_F(PublishTest, ChecksTheServerAndWhatIsPublished) {

@@ -230,14 +230,36 @@ Status Publish(const PublishOptions& o, const std::string& topic,
     return tls_failure(session.tls_error);
   }
   if (!session.connack || session.connack_reason != 0) {
-    const int reason =
-        session.connack ? session.connack_reason : session.disconnect_rc;
+    // What the operator can change: the credentials this client shows.
+    std::string given;
+    if (o.cert_file.empty()) {
+      given = "no client certificate was given (--cert C --key K)";
+    } else {
+      given = "the client certificate " + o.cert_file +
+              " was not accepted (signed by the fleet CA? expired?)";
+    }
+    given += o.username.empty()
+                 ? ", no user name (--username U --password-file F)"
+                 : ", user name '" + o.username + "'";
+    if (session.connack) {
+      // An MQTT v5 reason: 0x87 not authorized, 0x86 bad user name or
+      // password, ...
+      return Errorf(StatusCode::kPermissionDenied,
+                    "broker %s refused this client: %s (CONNACK reason "
+                    "0x%02x); %s",
+                    o.broker.c_str(),
+                    mosquitto_reason_string(session.connack_reason),
+                    session.connack_reason, given.c_str());
+    }
+    // Closed before any CONNACK: with TLS 1.3 a broker that requires a
+    // client certificate says so only after the handshake, by closing.
     return Errorf(StatusCode::kPermissionDenied,
-                  "broker %s refused the connection: %s (reason %d)",
+                  "broker %s closed the connection before accepting this "
+                  "client (%s): it requires a client certificate, or its "
+                  "listener refuses this client; %s; the broker's log says "
+                  "which",
                   o.broker.c_str(),
-                  session.connack ? mosquitto_reason_string(reason)
-                                  : mosquitto_strerror(reason),
-                  reason);
+                  mosquitto_strerror(session.disconnect_rc), given.c_str());
   }
   lock.unlock();
   int mid = 0;
