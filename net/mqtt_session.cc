@@ -391,8 +391,8 @@ Status MqttSession::Impl::ConfigureHandle(mosquitto* m) {
   int prc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
                                          options_.max_packet_bytes);
   if (prc == MOSQ_ERR_SUCCESS && options_.session_expiry_s > 0) {
-    prc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
-                                       options_.session_expiry_s);
+    prc = mosquitto_property_add_int32(
+        &props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, options_.session_expiry_s);
   }
   if (prc == MOSQ_ERR_SUCCESS) {
     prc = mosquitto_connect_bind_v5(m, nullptr, options_.port,

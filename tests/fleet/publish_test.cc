@@ -178,8 +178,9 @@ TEST_F(PublishTest, RefusedByTheBrokersAclFailsWithTheReason) {
                               "out/m-1.release.pb",
                           work_.path());
   EXPECT_EQ(bad.exit_code, 1) << bad.all();
-  EXPECT_TRUE(Contains(bad.err, "refused this client: Bad user name or "
-                                "password"))
+  EXPECT_TRUE(Contains(bad.err,
+                       "refused this client: Not authorized (CONNACK "
+                       "reason 0x87)"))
       << bad.err;
   EXPECT_TRUE(Contains(bad.err, "user name 'ops'")) << bad.err;
 }
@@ -195,14 +196,15 @@ TEST_F(PublishTest, ABrokerThatWantsACertificateSaysWhichOptionsGiveOne) {
                             "out/m-1.release.pb",
                         work_.path());
   EXPECT_EQ(r.exit_code, 1) << r.all();
-  EXPECT_TRUE(Contains(r.err, "no client certificate was given (--cert C "
-                              "--key K)"))
+  EXPECT_TRUE(Contains(r.err,
+                       "no client certificate was given (--cert C "
+                       "--key K)"))
       << r.err;
   EXPECT_FALSE(Contains(r.err, "Resource temporarily unavailable (reason"))
       << r.err;
   // With the client certificate the test CA made: accepted.
-  Ok("publish " + Broker() + "--cert " + certs_.File("client.pem") +
-     " --key " + certs_.File("client.key") +
+  Ok("publish " + Broker() + "--cert " + certs_.File("client.pem") + " --key " +
+     certs_.File("client.key") +
      " --fleet acme --group warehouse out/m-1.release.pb");
 }
 

@@ -708,9 +708,16 @@ TEST_F(TelemetryIntegrationTest, WatchWithDbMissesNothingWhileItIsAway) {
   auto host = StartHost(broker, {"--interval-ms", "200"});
   const std::string db = certs_.File("watch.db");
   const std::vector<std::string> args = {
-      "watch",    "--broker", "127.0.0.1:" + std::to_string(broker.port()),
-      "--cafile", certs_.File("ca.pem"), "--prefix", prefix_,
-      "--json",   "--db",     db};
+      "watch",
+      "--broker",
+      "127.0.0.1:" + std::to_string(broker.port()),
+      "--cafile",
+      certs_.File("ca.pem"),
+      "--prefix",
+      prefix_,
+      "--json",
+      "--db",
+      db};
   uint64_t seen = 0;
   {
     WatchProcess watch(args);
@@ -789,19 +796,23 @@ TEST_F(TelemetryIntegrationTest, WatchReportsGapsAndTheirFilling) {
   send(2);
   send(6);
   ASSERT_TRUE(Eventually([&] {
-    return has("\"type\":\"gap\",\"device\":\"ghost\",\"boot_epoch\":1,"
-               "\"first_sequence\":3,\"last_sequence\":5");
+    return has(
+        "\"type\":\"gap\",\"device\":\"ghost\",\"boot_epoch\":1,"
+        "\"first_sequence\":3,\"last_sequence\":5");
   })) << (watch.lines().empty() ? "" : watch.lines().back());
-  EXPECT_EQ(QueryDb(db, "SELECT first_sequence, last_sequence FROM gaps "
-                        "WHERE device = 'ghost'"),
+  EXPECT_EQ(QueryDb(db,
+                    "SELECT first_sequence, last_sequence FROM gaps "
+                    "WHERE device = 'ghost'"),
             (std::vector<int64_t>{3, 5}));
   send(4);  // late: splits the gap
   ASSERT_TRUE(Eventually([&] {
-    return has("\"type\":\"gap_filled\",\"device\":\"ghost\",\"boot_epoch\":1,"
-               "\"first_sequence\":4,\"last_sequence\":4");
+    return has(
+        "\"type\":\"gap_filled\",\"device\":\"ghost\",\"boot_epoch\":1,"
+        "\"first_sequence\":4,\"last_sequence\":4");
   }));
-  EXPECT_EQ(QueryDb(db, "SELECT COUNT(*), MIN(first_sequence), "
-                        "MAX(last_sequence) FROM gaps WHERE device = 'ghost'"),
+  EXPECT_EQ(QueryDb(db,
+                    "SELECT COUNT(*), MIN(first_sequence), "
+                    "MAX(last_sequence) FROM gaps WHERE device = 'ghost'"),
             (std::vector<int64_t>{2, 3, 5}));
 }
 

@@ -193,12 +193,35 @@ Status Publish(const PublishOptions& o, const std::string& topic,
                   o.broker.c_str(), o.cafile.c_str(), host.c_str(),
                   detail.c_str());
   };
+  // What the operator can change: the credentials this client showed.
+  auto credentials = [&o]() {
+    std::string given;
+    if (o.cert.empty()) {
+      given = "no client certificate was given (--cert C --key K)";
+    } else {
+      given = "the client certificate " + o.cert +
+              " was not accepted (signed by the fleet CA? expired?)";
+    }
+    given += o.username.empty()
+                 ? ", no user name (--username U --password-file F)"
+                 : ", user name '" + o.username + "'";
+    return given;
+  };
   // The handshake may finish (or fail) here or later on the network thread.
   rc = mosquitto_connect(mosq.get(), host.c_str(), port, 30);
   if (rc == MOSQ_ERR_TLS) {
     std::lock_guard<std::mutex> lock(session.mu);
     return tls_failure(session.tls_error.empty() ? mosquitto_strerror(rc)
                                                  : session.tls_error);
+  }
+  if (rc == MOSQ_ERR_PROTOCOL || (rc == MOSQ_ERR_ERRNO && errno == EPROTO)) {
+    // The TLS handshake ended with an alert from the broker: mosquitto
+    // sends one when it requires a client certificate and got none.
+    return Errorf(StatusCode::kPermissionDenied,
+                  "broker %s refused the TLS connection (%s): it requires a "
+                  "client certificate, or refuses this one; %s",
+                  o.broker.c_str(), std::strerror(EPROTO),
+                  credentials().c_str());
   }
   if (rc != MOSQ_ERR_SUCCESS) {
     return MosqError(rc, "cannot connect to", o.broker);
@@ -230,17 +253,7 @@ Status Publish(const PublishOptions& o, const std::string& topic,
     return tls_failure(session.tls_error);
   }
   if (!session.connack || session.connack_reason != 0) {
-    // What the operator can change: the credentials this client shows.
-    std::string given;
-    if (o.cert_file.empty()) {
-      given = "no client certificate was given (--cert C --key K)";
-    } else {
-      given = "the client certificate " + o.cert_file +
-              " was not accepted (signed by the fleet CA? expired?)";
-    }
-    given += o.username.empty()
-                 ? ", no user name (--username U --password-file F)"
-                 : ", user name '" + o.username + "'";
+    const std::string given = credentials();
     if (session.connack) {
       // An MQTT v5 reason: 0x87 not authorized, 0x86 bad user name or
       // password, ...
@@ -258,8 +271,8 @@ Status Publish(const PublishOptions& o, const std::string& topic,
                   "client (%s): it requires a client certificate, or its "
                   "listener refuses this client; %s; the broker's log says "
                   "which",
-                  o.broker.c_str(),
-                  mosquitto_strerror(session.disconnect_rc), given.c_str());
+                  o.broker.c_str(), mosquitto_strerror(session.disconnect_rc),
+                  given.c_str());
   }
   lock.unlock();
   int mid = 0;
