@@ -366,6 +366,61 @@ TEST_F(FetcherTest, ResumesFromTheLastVerifiedChunkAfterCuts) {
   }
 }
 
+// docs/artifact-server.md's nginx location, as written there, in a real
+// nginx: a download cut three times resumes with Range and If-Range (206
+// answers), and caches are told they may keep the artifact.
+TEST_F(FetcherTest, ArtifactServerRecipeFromTheDocs) {
+  Result<std::vector<uint8_t>> doc =
+      ReadFile(std::string(DOCS_DIR) + "/artifact-server.md", 1 << 20);
+  ASSERT_TRUE(doc.ok()) << Msg(doc.status());
+  const std::string text(doc->begin(), doc->end());
+  const size_t open = text.find("```nginx\n");
+  ASSERT_NE(open, std::string::npos);
+  const size_t close = text.find("```", open + 9);
+  std::string location = text.substr(open + 9, close - open - 9);
+  const size_t at = location.find("/srv/ternd");
+  ASSERT_NE(at, std::string::npos) << location;
+  location.replace(at, 10, "@DOCROOT@");
+  NginxOptions options;
+  options.cert_dir = certs_->path();
+  options.extra_server_config = location;
+  NginxServer server(options);
+  ASSERT_TRUE(server.Start().ok()) << server.ErrorLog();
+
+  const TestArtifact a = MakeArtifact(RandomBytes(2 << 20, 31));
+  std::filesystem::create_directories(server.directory() + "/root/models");
+  ASSERT_TRUE(server.PutFile("models", name_, a.bytes).ok());
+  CuttingProxy proxy(server.port(), {300 * 1024, 400 * 1024, 500 * 1024});
+  ASSERT_TRUE(proxy.Start().ok());
+  const std::string url =
+      "https://127.0.0.1:" + std::to_string(proxy.port()) + "/models/" + name_;
+  FetchRun run = RunFetch(JobFor(a, {url}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status) << server.ErrorLog();
+  EXPECT_TRUE(StoredArtifact(db_, a.spec) == a.bytes);
+  ASSERT_TRUE(server.WaitForRequests(4, name_));
+  const std::vector<AccessLogEntry> log = server.AccessLog(name_);
+  ASSERT_EQ(log.size(), 4u);
+  for (size_t k = 1; k < log.size(); ++k) {
+    EXPECT_EQ(log[k].status, 206) << k;
+    EXPECT_EQ(log[k].range.rfind("bytes=", 0), 0u) << log[k].range;
+    EXPECT_FALSE(log[k].if_range.empty()) << k;  // the ETag went back
+  }
+  // The headers a cache sees.
+  const std::string headers = work_.File("headers");
+  const std::string cmd = "curl -sS -o /dev/null -D " + headers + " --cacert " +
+                          certs_->path() + "/ca.pem " +
+                          server.Url("models/" + name_);
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  Result<std::vector<uint8_t>> got = ReadFile(headers, 1 << 16);
+  ASSERT_TRUE(got.ok());
+  const std::string h(got->begin(), got->end());
+  EXPECT_NE(h.find("Cache-Control: public, max-age=31536000, immutable"),
+            std::string::npos)
+      << h;
+  EXPECT_NE(h.find("ETag: \""), std::string::npos) << h;
+  EXPECT_NE(h.find("Accept-Ranges: bytes"), std::string::npos) << h;
+}
+
 TEST_F(FetcherTest, RestartsFromZeroWhenTheServerIgnoresRange) {
   const TestArtifact a = MakeArtifact(RandomBytes(1 << 20, 21));
   ASSERT_TRUE(nginx_->PutFile("files", name_, a.bytes).ok());

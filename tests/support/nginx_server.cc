@@ -140,6 +140,11 @@ Status NginxServer::WriteConfig() {
     conf << "    ssl_client_certificate " << c << "/ca.pem;\n"
          << "    ssl_verify_client on;\n";
   }
+  std::string extra = options_.extra_server_config;
+  for (size_t at; (at = extra.find("@DOCROOT@")) != std::string::npos;) {
+    extra.replace(at, 9, d + "/root");
+  }
+  conf << extra << "\n";
   conf << "    root " << d << "/root;\n"
        << "    location /files/ { }\n"
        << "    location /norange/ { alias " << d

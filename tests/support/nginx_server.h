@@ -70,6 +70,9 @@ struct NginxOptions {
   std::string server_cert = "server";
   // Clients must present a certificate signed by ca.pem.
   bool require_client_certificate = false;
+  // Appended inside the server block (e.g. a documented location), with
+  // every "@DOCROOT@" replaced by the server's document root (PutFile's).
+  std::string extra_server_config;
 };
 
 struct AccessLogEntry {
