@@ -10,11 +10,10 @@
 // activations: the five digits of a half add at most 5 * 2 * 2 * 128 = 2560
 // per int16 lane (no saturation) before vpmaddwd widens to int32; an int32
 // lane then holds at most 2 * 128 * K / 8 <= 2^27 for K <= 2^22.
-#include <immintrin.h>
-
 #include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/simd_x86.h"
 #include "runtime/kernels/tq1_gemm.h"
 #include "runtime/kernels/tq1_pack.h"
 
@@ -23,14 +22,6 @@ namespace {
 
 bool Supported() { return GetCpuFeatures().avx2; }
 
-inline int32_t HorizontalSum(__m256i v) {
-  __m128i s =
-      _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
 // One row against B tokens (B <= 4). out[t] = sum of c * x.
 template <int B>
 void RowTile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
@@ -38,15 +29,13 @@ void RowTile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
   const __m256i one8 = _mm256_set1_epi8(1);
   const __m256i lo = _mm256_set1_epi8(85), hi = _mm256_set1_epi8(-86);  // 170
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[B];
-  for (int t = 0; t < B; ++t) acc[t] = _mm256_setzero_si256();
+  __m256i acc[B] = {};  // zeros
   for (size_t kb = 0; kb < blocks; ++kb) {
     const uint8_t* wb = w + kb * kTq1GroupBlockBytes;
     for (int h = 0; h < 2; ++h) {
       __m256i t8 =
           _mm256_load_si256(reinterpret_cast<const __m256i*>(wb + h * 32));
-      __m256i s[B];
-      for (int t = 0; t < B; ++t) s[t] = _mm256_setzero_si256();
+      __m256i s[B] = {};
 #pragma GCC unroll 5
       for (int j = 0; j < 5; ++j) {
         const __m256i c =

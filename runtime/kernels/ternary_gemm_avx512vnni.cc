@@ -16,23 +16,14 @@
 // most K / 256 * 4 * 2^10 = 16 K <= 2^26; the full sum(c * x) is at most
 // 2 * 128 * K = 2^30 and y at most 2^29. vpdpbusd does not saturate, and no
 // partial sum is kept narrower than 32 bits.
-// GCC 12's AVX-512 headers build some intrinsics from _mm512_undefined_*()
-// and then warn that the undefined value is used (GCC bug 105593, fixed in
-// GCC 13); the values are don't-care by design.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 
-#include "runtime/kernels/avx512_reduce.h"
 #include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/simd_x86.h"
 
 namespace ternd::runtime {
 namespace {

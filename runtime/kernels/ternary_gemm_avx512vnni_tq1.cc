@@ -16,20 +16,12 @@
 // 2^31: a lane gets 20 products of |c * x| <= 256 per block, so at most
 // 256 * 20 * 256 * blocks < 2^31 for blocks <= kTq1ChunkBlocks = 1024
 // (< 1638). The arithmetic shift by 8 is then exact.
-// GCC 12's AVX-512 headers warn about their own _mm512_undefined_*() (GCC
-// bug 105593, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <cstring>
 
-#include "runtime/kernels/avx512_reduce.h"
 #include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/simd_x86.h"
 #include "runtime/kernels/tq1_gemm.h"
 #include "runtime/kernels/tq1_pack.h"
 
@@ -48,12 +40,7 @@ template <int R, int B>
 void Tile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
           int32_t out[R * B]) {
   constexpr int kAcc = (R * B + 7) / 8 * 8;
-  __m512i a[kAcc], b[kAcc];
-#pragma GCC unroll 16
-  for (int i = 0; i < kAcc; ++i) {
-    a[i] = _mm512_setzero_si512();
-    b[i] = _mm512_setzero_si512();
-  }
+  __m512i a[kAcc] = {}, b[kAcc] = {};  // zeros
   for (size_t kb = 0; kb < blocks; ++kb) {
     const uint8_t* wb = w + kb * kTq1GroupBlockBytes;
     const int8_t* xb = x + kb * kTq1BlockK;
