@@ -1,11 +1,14 @@
 #include "runtime/machine.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <string>
 
 #include "base/memory.h"
 #include "runtime/kernels/cpu_features.h"
@@ -100,6 +103,43 @@ Result<double> MeasureReadBandwidth(size_t bytes, int passes) {
   std::memset(buffer.get(), 1, rounded);  // touch every page before timing
   return BestReadBandwidth(reinterpret_cast<const uint64_t*>(buffer.get()),
                            rounded, passes);
+}
+
+namespace {
+
+// "32768K", "1M", "512" -> bytes; 0 when unreadable.
+size_t ReadCacheSize(const std::string& dir) {
+  std::ifstream type(dir + "/type"), size(dir + "/size");
+  std::string t, v;
+  if (!(type >> t) || t == "Instruction" || !(size >> v) || v.empty()) {
+    return 0;
+  }
+  size_t unit = 1;
+  if (v.back() == 'K') unit = size_t{1} << 10;
+  if (v.back() == 'M') unit = size_t{1} << 20;
+  return static_cast<size_t>(std::strtoull(v.c_str(), nullptr, 10)) * unit;
+}
+
+size_t FindLastLevelCacheBytes() {
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return static_cast<size_t>(l3);
+#endif
+  // index0.. are ordered by level; the last data/unified one is the LLC.
+  size_t last = 0;
+  for (int i = 0; i < 8; ++i) {
+    const size_t bytes = ReadCacheSize(
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i));
+    if (bytes > 0) last = bytes;
+  }
+  return last > 0 ? last : size_t{1} << 20;
+}
+
+}  // namespace
+
+size_t LastLevelCacheBytes() {
+  static const size_t bytes = FindLastLevelCacheBytes();
+  return bytes;
 }
 
 }  // namespace ternd::runtime

@@ -25,6 +25,12 @@ std::string CpuModelName();
 // "dotprod".
 std::vector<std::string> CpuIsaFlags();
 
+// Bytes of the last-level data cache: sysconf(_SC_LEVEL3_CACHE_SIZE), else
+// the highest-level data or unified cache in
+// /sys/devices/system/cpu/cpu0/cache/index*/size (L2 on CPUs without L3,
+// as on many ARM boards), else 1 MiB. Read once.
+size_t LastLevelCacheBytes();
+
 // Sum of `words` 64-bit words with four independent 64-byte vector
 // accumulators, so the loop is bound by the memory system and not by an add
 // chain. Compiled for the widest vector unit the CPU has, picked at run

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <unordered_map>
@@ -15,6 +16,7 @@
 #include "base/check.h"
 #include "base/memory.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/machine.h"
 #include "runtime/ops.h"
 #include "runtime/planner.h"
 #include "runtime/ternary_pack.h"
@@ -30,7 +32,8 @@ struct LoadedModel::Op {
   const float* bias;  // may be null
   uint32_t n, k;
   float eps;
-  size_t weight_bytes;  // constant bytes read per call (OpInfo)
+  size_t weight_bytes;          // constant bytes read per call (OpInfo)
+  const TernaryKernel* kernel;  // TERNARY_LINEAR: its variant and layout
 };
 
 struct LoadedModel::Value {
@@ -130,10 +133,10 @@ void Executor::RunOps(int batch, OpProfile* profile) const {
       case model::TERNARY_LINEAR:
         for (int b0 = 0; b0 < batch; b0 += kMaxKernelBatch) {
           const int nb = std::min(kMaxKernelBatch, batch - b0);
-          m.kernel_->quantize(x + static_cast<size_t>(b0) * op.k, op.k, nb,
+          op.kernel->quantize(x + static_cast<size_t>(b0) * op.k, op.k, nb,
                               op.k, q, m.quant_stride_, sums, dequant);
           const QuantizedActivations qa{q, m.quant_stride_, sums, nb, op.k};
-          m.kernel_->gemm(static_cast<const uint8_t*>(op.weight), op.n, op.k,
+          op.kernel->gemm(static_cast<const uint8_t*>(op.weight), op.n, op.k,
                           qa, acc, m.acc_stride_);
           DequantizeRows(acc, m.acc_stride_, nb, op.n, op.scales, op.per_row,
                          dequant, op.bias, y + static_cast<size_t>(b0) * op.n,
@@ -238,7 +241,7 @@ int LoadedModel::FindOutput(std::string_view name) const {
 OpInfo LoadedModel::op_info(int i) const {
   TERND_CHECK(i >= 0 && i < num_ops_);
   const Op& op = ops_[i];
-  return {op.type, op.k, op.n, op.weight_bytes};
+  return {op.type, op.k, op.n, op.weight_bytes, op.kernel};
 }
 
 Executor LoadedModel::executor(int worker) const {
@@ -330,6 +333,7 @@ Result<std::unique_ptr<Runtime>> Runtime::Create(
   std::unique_ptr<Runtime> rt(new Runtime());
   rt->options_ = options;
   rt->kernel_ = kernel;
+  TERND_RETURN_IF_ERROR(rt->ChooseWeightLayouts());
   rt->arena_bytes_ = AlignUp(options.arena_bytes);
   // Reserved with room to start on a 2 MiB boundary, so the whole arena can
   // be backed by huge pages (base/memory.h): cheaper first placement of a
@@ -349,6 +353,54 @@ Result<std::unique_ptr<Runtime>> Runtime::Create(
   AdviseHugePages(rt->arena_, rt->arena_bytes_);
   rt->slot_bytes_ = rt->arena_bytes_ / options.slots / kAlign * kAlign;
   return rt;
+}
+
+Status Runtime::ChooseWeightLayouts() {
+  std::string_view layout = options_.weight_layout;
+  if (layout == "auto") {
+    const char* forced = std::getenv(kWeightLayoutEnvVar);
+    if (forced != nullptr && forced[0] != '\0') layout = forced;
+  }
+  if (layout != "auto" && layout != "2bit" && layout != "1.6bit") {
+    return InvalidArgument(
+        "weight layout '%.*s' is not one of auto, 2bit, 1.6bit",
+        static_cast<int>(layout.size()), layout.data());
+  }
+  tq1_threshold_ = options_.tq1_threshold_bytes > 0
+                       ? options_.tq1_threshold_bytes
+                       : LastLevelCacheBytes();
+  if (IsTq1Kernel(*kernel_)) {
+    if (layout == "2bit") {
+      return InvalidArgument(
+          "ternary kernel '%s' is a 1.6-bit variant but the weight layout is "
+          "2bit",
+          kernel_->name);
+    }
+    tq1_kernel_ = kernel_;
+    all_tq1_ = true;
+    return Status::Ok();
+  }
+  if (layout == "2bit") return Status::Ok();
+  const TernaryKernel* tq1 = Tq1Counterpart(*kernel_);
+  // Under "auto" only where it pays: the SIMD variants, not the reference.
+  if (layout == "auto" && kernel_ == &kTernaryKernelRef) tq1 = nullptr;
+  if (tq1 == nullptr) {
+    if (layout == "auto") return Status::Ok();
+    return FailedPrecondition(
+        "weight layout 1.6bit: ternary kernel '%s' has no 1.6-bit variant",
+        kernel_->name);
+  }
+  TERND_ASSIGN_OR_RETURN(tq1_kernel_, SelectTernaryKernel(tq1->name));
+  all_tq1_ = layout == "1.6bit";
+  return Status::Ok();
+}
+
+const TernaryKernel& Runtime::KernelFor(size_t n, size_t k) const {
+  if (tq1_kernel_ != nullptr &&
+      (all_tq1_ || kernel_->packed_size(n, k) > tq1_threshold_)) {
+    return *tq1_kernel_;
+  }
+  return *kernel_;
 }
 
 Runtime::~Runtime() {
@@ -403,7 +455,7 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
             file.origin().c_str(), name.c_str(), row, col,
             col >= k ? "padding must be code 1" : "code 3 is not a weight");
       }
-      bytes = kernel_->packed_size(n, k) +
+      bytes = KernelFor(n, k).packed_size(n, k) +
               AlignUp(sizeof(float) * t->info->scale_size());
     }
     weight_index[name] = weights.size();
@@ -520,9 +572,10 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     if (info.dtype() == model::TERNARY2) {
       const size_t n = info.shape(0), k = info.shape(1);
       uint8_t* dst = cur.Take(weights[w].bytes);
-      kernel_->pack(src.data(), n, k, dst);
+      const TernaryKernel& kernel = KernelFor(n, k);
+      kernel.pack(src.data(), n, k, dst);
       float* scales =
-          reinterpret_cast<float*>(dst + AlignUp(kernel_->packed_size(n, k)));
+          reinterpret_cast<float*>(dst + AlignUp(kernel.packed_size(n, k)));
       std::copy(info.scale().begin(), info.scale().end(), scales);
       placed[w] = dst;
       placed_scales[w] = scales;
@@ -552,7 +605,7 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
       const size_t w = weight_index.at(src.weight());
       const model::TensorInfo& info = *weights[w].tensor->info;
       op.weight_bytes = op.type == model::TERNARY_LINEAR
-                            ? kernel_->packed_size(op.n, op.k) +
+                            ? KernelFor(op.n, op.k).packed_size(op.n, op.k) +
                                   sizeof(float) * info.scale_size()
                             : weights[w].tensor->bytes.size();
     }
@@ -562,6 +615,9 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     }
     if (op.type == model::TERNARY_LINEAR) {
       const size_t w = weight_index.at(src.weight());
+      op.kernel = &KernelFor(op.n, op.k);
+      ++m->ternary_matrices_;
+      if (IsTq1Kernel(*op.kernel)) ++m->tq1_matrices_;
       op.scales = placed_scales[w];
       op.per_row = weights[w].tensor->info->scale_size() > 1;
     }

@@ -35,7 +35,20 @@ struct RuntimeOptions {
   int slots = 2;    // 1 (cold swap) or 2 (hot swap)
   int workers = 1;  // executors per loaded model, 1..256
   std::string kernel = "auto";
+  // Weight layout of each ternary matrix (docs/runtime.md): "auto" packs a
+  // matrix in the 1.6-bit layout (5 weights per byte) when its 2-bit bytes
+  // exceed tq1_threshold_bytes and the kernel has a SIMD 1.6-bit
+  // counterpart, else in the kernel's 2-bit layout; "2bit" and "1.6bit"
+  // force one for every matrix ("1.6bit" fails for a kernel without a
+  // 1.6-bit counterpart). Under "auto", the environment variable
+  // TERND_WEIGHT_LAYOUT (kWeightLayoutEnvVar) can force either. Naming a
+  // 1.6-bit kernel ("avx512vnni-1.6") also forces "1.6bit".
+  std::string weight_layout = "auto";
+  // 0: the last-level cache size (LastLevelCacheBytes(), runtime/machine.h).
+  size_t tq1_threshold_bytes = 0;
 };
+
+inline constexpr char kWeightLayoutEnvVar[] = "TERND_WEIGHT_LAYOUT";
 
 struct IoInfo {
   char name[kMaxNameLength + 1];
@@ -66,6 +79,10 @@ struct OpInfo {
   uint32_t in_features;   // k
   uint32_t out_features;  // n
   size_t weight_bytes;
+  // TERNARY_LINEAR: the variant that runs the product and whose layout
+  // holds its weights (`kernel->layout`; a "-1.6" name for the 1.6-bit
+  // layout); nullptr for other ops.
+  const TernaryKernel* kernel = nullptr;
 
   // Multiply-adds count 2: 2 * n * k * batch for TERNARY_LINEAR and LINEAR,
   // 0 for the element-wise and row ops (their cost is the bytes).
@@ -113,8 +130,13 @@ class LoadedModel {
   // Index of the input/output with this name, or -1.
   int FindInput(std::string_view name) const;
   int FindOutput(std::string_view name) const;
+  // The 2-bit variant; matrices in the 1.6-bit layout run its 1.6-bit
+  // counterpart (op_info(i).kernel names each op's).
   const char* kernel_name() const { return kernel_->name; }
   const TernaryKernel& kernel() const { return *kernel_; }
+  // Ternary matrices in the 1.6-bit layout, of all ternary matrices.
+  int tq1_matrices() const { return tq1_matrices_; }
+  int ternary_matrices() const { return ternary_matrices_; }
   int num_ops() const { return num_ops_; }
   // Op i in execution order (the order of the file's graph).
   OpInfo op_info(int i) const;
@@ -151,6 +173,7 @@ class LoadedModel {
   const int* input_values_;
   const int* output_values_;
   const TernaryKernel* kernel_;
+  int tq1_matrices_ = 0, ternary_matrices_ = 0;
   size_t weight_bytes_, used_bytes_;
   // Scratch: worker w's region starts at scratch_ + w * scratch_stride_.
   uint8_t* scratch_;
@@ -173,6 +196,10 @@ class Runtime {
 
   const RuntimeOptions& options() const { return options_; }
   const TernaryKernel& kernel() const { return *kernel_; }
+  // The 1.6-bit variant for matrices over the threshold, or nullptr when
+  // every matrix stays 2-bit.
+  const TernaryKernel* tq1_kernel() const { return tq1_kernel_; }
+  size_t tq1_threshold_bytes() const { return tq1_threshold_; }
   int slot_count() const { return options_.slots; }
   size_t slot_bytes() const { return slot_bytes_; }
 
@@ -188,6 +215,12 @@ class Runtime {
   Runtime() = default;
   RuntimeOptions options_;
   const TernaryKernel* kernel_ = nullptr;
+  const TernaryKernel* tq1_kernel_ = nullptr;
+  size_t tq1_threshold_ = 0;
+  bool all_tq1_ = false;  // "1.6bit" forced
+  Status ChooseWeightLayouts();
+  // The variant (and layout) for an [n, k] ternary matrix.
+  const TernaryKernel& KernelFor(size_t n, size_t k) const;
   uint8_t* arena_ = nullptr;
   size_t arena_bytes_ = 0;
   void* mapping_ = nullptr;  // the mmap holding the arena (2 MiB aligned)

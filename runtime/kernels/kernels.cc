@@ -11,16 +11,24 @@
 namespace ternd::runtime {
 namespace {
 
-// Best first: the order "auto" tries them in.
+// Best first: the order "auto" tries the 2-bit ones in.
 const TernaryKernel* const kAll[] = {
 #if defined(__x86_64__)
-    &kTernaryKernelAvx512Vnni,
-    &kTernaryKernelAvx2,
+    &kTernaryKernelAvx512Vnni,    &kTernaryKernelAvx2,
+    &kTernaryKernelAvx512VnniTq1, &kTernaryKernelAvx2Tq1,
 #elif defined(__aarch64__)
-    &kTernaryKernelNeonDot,
-    &kTernaryKernelNeon,
+    &kTernaryKernelNeonDot,       &kTernaryKernelNeon,
 #endif
-    &kTernaryKernelRef,
+    &kTernaryKernelRefTq1,        &kTernaryKernelRef,
+};
+
+// (2-bit variant, its 1.6-bit counterpart).
+const TernaryKernel* const kTq1Pairs[][2] = {
+#if defined(__x86_64__)
+    {&kTernaryKernelAvx512Vnni, &kTernaryKernelAvx512VnniTq1},
+    {&kTernaryKernelAvx2, &kTernaryKernelAvx2Tq1},
+#endif
+    {&kTernaryKernelRef, &kTernaryKernelRefTq1},
 };
 
 struct AlignedBuffer {
@@ -39,13 +47,28 @@ struct AlignedBuffer {
 
 std::span<const TernaryKernel* const> AllTernaryKernels() { return kAll; }
 
+bool IsTq1Kernel(const TernaryKernel& kernel) {
+  for (const auto& pair : kTq1Pairs) {
+    if (pair[1] == &kernel) return true;
+  }
+  return false;
+}
+
+const TernaryKernel* Tq1Counterpart(const TernaryKernel& kernel) {
+  for (const auto& pair : kTq1Pairs) {
+    if (pair[0] == &kernel || pair[1] == &kernel) return pair[1];
+  }
+  return nullptr;
+}
+
 Status SelfTestTernaryKernel(const TernaryKernel& kernel) {
   struct Shape {
     size_t n, k;
     int batch;
   };
   // Awkward sizes around block edges, with extreme activations.
-  static constexpr Shape kShapes[] = {{1, 1, 1}, {67, 300, 3}, {33, 1029, 16}};
+  static constexpr Shape kShapes[] = {
+      {1, 1, 1}, {67, 300, 3}, {33, 1029, 16}, {9, 641, 1}};
   uint32_t seed = 12345;
   auto next = [&seed]() {
     seed = seed * 1664525u + 1013904223u;
@@ -139,7 +162,7 @@ Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name) {
   }
   if (name == "auto") {
     for (const TernaryKernel* k : kAll) {
-      if (!k->supported()) continue;
+      if (!k->supported() || IsTq1Kernel(*k)) continue;
       if (SelfTestTernaryKernel(*k).ok()) return k;
     }
     return Internal("no ternary kernel passed its self-test (have: %s)",

@@ -11,8 +11,6 @@
 // block are added in int16 (<= 2048 < 32767) before vpmaddwd widens to int32.
 // An int32 lane then holds at most 2 * 128 * K / 8 <= 2^27 for
 // K <= kMaxFeatures = 2^22; y is at most 2^29 in magnitude.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -21,6 +19,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/simd_x86.h"
 
 namespace ternd::runtime {
 namespace {
@@ -36,14 +35,6 @@ size_t PackedSize(size_t n, size_t k) { return kLayout.PackedSize(n, k); }
 
 void Pack(const uint8_t* canonical, size_t n, size_t k, uint8_t* dst) {
   PackInterleaved(kLayout, canonical, n, k, dst);
-}
-
-inline int32_t HorizontalSum(__m256i v) {
-  __m128i s =
-      _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
 }
 
 // One row against B tokens (B <= 4: 4 decoded fields + B accumulators + 2

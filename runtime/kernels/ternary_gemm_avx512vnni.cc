@@ -16,15 +16,6 @@
 // most K / 256 * 4 * 2^10 = 16 K <= 2^26; the full sum(c * x) is at most
 // 2 * 128 * K = 2^30 and y at most 2^29. vpdpbusd does not saturate, and no
 // partial sum is kept narrower than 32 bits.
-// GCC 12's AVX-512 headers build some intrinsics from _mm512_undefined_*()
-// and then warn that the undefined value is used (GCC bug 105593, fixed in
-// GCC 13); the values are don't-care by design.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -32,6 +23,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/simd_x86.h"
 
 namespace ternd::runtime {
 namespace {
@@ -49,29 +41,6 @@ size_t PackedSize(size_t n, size_t k) { return kLayout.PackedSize(n, k); }
 
 void Pack(const uint8_t* canonical, size_t n, size_t k, uint8_t* dst) {
   PackInterleaved(kLayout, canonical, n, k, dst);
-}
-
-// Horizontal sums of 8 vectors of 16 int32: lane i of the result is the sum
-// of v[i] (a transpose-and-add tree, 3 instructions per vector).
-inline __m256i Reduce8(const __m512i v[8]) {
-  __m512i s[4];
-  for (int i = 0; i < 4; ++i) {
-    const __m512i a = v[2 * i], b = v[2 * i + 1];
-    s[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b),
-                            _mm512_unpackhi_epi32(a, b));
-  }
-  // Each 128-bit lane of t0 holds partial sums of v0..v3, of t1 of v4..v7.
-  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi64(s[0], s[1]),
-                                      _mm512_unpackhi_epi64(s[0], s[1]));
-  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi64(s[2], s[3]),
-                                      _mm512_unpackhi_epi64(s[2], s[3]));
-  const __m512i u =
-      _mm512_add_epi32(_mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512i w =
-      _mm512_add_epi32(_mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(3, 1, 3, 1)));
-  return _mm512_castsi512_si256(w);
 }
 
 // Batch 1: all 8 rows of a group against one token. Per block and row: one

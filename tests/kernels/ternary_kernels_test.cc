@@ -20,10 +20,12 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/format.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/tq1_pack.h"
 #include "runtime/ops.h"
 #include "runtime/ternary_pack.h"
 
@@ -262,6 +264,21 @@ TEST_P(KernelTest, WorstCaseOverflow) {
   Check(*kernel_, p, n, k, 3, n, "max K");
 }
 
+// The 1.6-bit variants' own block edges (320 columns; the last block's
+// activations past the row stride), every batch 1..16.
+TEST_P(KernelTest, Tq1BlockEdges) {
+  if (!IsTq1Kernel(*kernel_)) GTEST_SKIP() << "not a 1.6-bit variant";
+  uint32_t seed = 500;
+  for (size_t k : {319, 320, 321, 639, 640, 641, 960, 1279, 1281}) {
+    for (size_t n : {1, 8, 9}) {
+      for (int batch = 1; batch <= kMaxKernelBatch; ++batch) {
+        Problem p(n, k, batch, Fill::kRandom, Fill::kRandom, seed++);
+        Check(*kernel_, p, n, k, batch, n + 1, "tq1 edge");
+      }
+    }
+  }
+}
+
 // The full K x N grid at batch 1 and 5, one test per K.
 class KernelGridTest
     : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
@@ -329,8 +346,16 @@ TEST_P(KernelTest, PassesSelfTestAndCanBeForced) {
   EXPECT_EQ(*forced, kernel_);
 }
 
+// A variant's name as a test name: "avx512vnni-1.6" -> "avx512vnni_1_6".
+std::string TestName(std::string name) {
+  for (char& c : name) {
+    if (c == '-' || c == '.') c = '_';
+  }
+  return name;
+}
+
 std::string ParamName(const ::testing::TestParamInfo<std::string>& info) {
-  return info.param;
+  return TestName(info.param);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, KernelTest,
@@ -341,7 +366,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::ValuesIn(KernelNames()),
                        ::testing::ValuesIn(kSizes)),
     [](const ::testing::TestParamInfo<std::tuple<std::string, size_t>>& info) {
-      return std::get<0>(info.param) + "_K" +
+      return TestName(std::get<0>(info.param)) + "_K" +
              std::to_string(std::get<1>(info.param));
     });
 
@@ -374,7 +399,7 @@ TEST(KernelDispatch, AutoPicksTheFirstSupportedVariant) {
   ScopedKernelEnv env(nullptr);
   const TernaryKernel* best = nullptr;
   for (const TernaryKernel* k : AllTernaryKernels()) {
-    if (k->supported()) {
+    if (k->supported() && !IsTq1Kernel(*k)) {
       best = k;
       break;
     }
@@ -384,6 +409,41 @@ TEST(KernelDispatch, AutoPicksTheFirstSupportedVariant) {
   ASSERT_TRUE(chosen.ok()) << chosen.status().message();
   EXPECT_STREQ((*chosen)->name, best->name);
   std::printf("auto picks '%s' on this CPU\n", (*chosen)->name);
+}
+
+TEST(Tq1Layout, EveryByteDecodesToItsCodes) {
+  for (int v = 0; v < 243; ++v) {
+    int c[5];
+    for (int j = 4, r = v; j >= 0; --j, r /= 3) c[j] = r % 3;
+    const uint8_t q = Tq1Encode(c);
+    for (int j = 0; j < 5; ++j) {
+      ASSERT_EQ(Tq1Code(q, j), c[j]) << "v=" << v << " j=" << j;
+    }
+  }
+}
+
+TEST(Tq1Layout, TakesAFifthFewerBytesThanTwoBits) {
+  // BitNet b1.58 2B4T shapes: 1.6 bits per weight against 2 (K = 6912
+  // pads its last 320-column block: 1.63).
+  for (auto [n, k] : {std::pair<size_t, size_t>{2560, 2560},
+                      {6912, 2560},
+                      {2560, 6912},
+                      {640, 2560}}) {
+    EXPECT_LE(Tq1PackedSize(n, k) * 100, n * k / 4 * 82) << n << "x" << k;
+  }
+}
+
+TEST(Tq1Layout, EveryVariantHasACounterpart) {
+  for (const TernaryKernel* k : AllTernaryKernels()) {
+    const TernaryKernel* tq1 = Tq1Counterpart(*k);
+    if (IsTq1Kernel(*k)) {
+      EXPECT_EQ(tq1, k);
+    }
+    if (tq1 != nullptr) {
+      EXPECT_TRUE(IsTq1Kernel(*tq1)) << k->name;
+    }
+  }
+  EXPECT_EQ(Tq1Counterpart(kTernaryKernelRef), &kTernaryKernelRefTq1);
 }
 
 TEST(KernelDispatch, ReferenceIsLastAndAlwaysSupported) {
