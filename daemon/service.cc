@@ -123,6 +123,8 @@ class Service::Impl : public ConnectionHandler {
       const std::string& path);
   void BeginReload();
   void FinishReload(const Status& status);
+  uint64_t reloads_ = 0;  // finished (or ignored) reloads, for Health
+  std::string last_reload_error_;
 
   // Requests (ConnectionHandler).
   void OnFrame(Connection* c, std::span<const uint8_t> payload) override;
@@ -544,6 +546,9 @@ void Service::Impl::BeginReload() {
   if (!slots_->changing().empty()) {
     TERND_LOG_WARNING("SIGHUP while a model change (%s) runs; ignored",
                       slots_->changing().c_str());
+    ++reloads_;
+    last_reload_error_ = "ignored: a model change (" + slots_->changing() +
+                         ") was running; send SIGHUP again when it is done";
     return;
   }
   Notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading configuration",
@@ -586,6 +591,8 @@ void Service::Impl::BeginReload() {
 
 void Service::Impl::FinishReload(const Status& status) {
   if (state_ == State::kReloading) state_ = State::kServing;
+  ++reloads_;
+  last_reload_error_ = status.ok() ? "" : status.message();
   const ServingModel m = slots_->serving();
   const auto version = static_cast<unsigned long long>(m.version);
   if (status.ok()) {
@@ -672,6 +679,8 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
       h->set_state(state_ == State::kServing     ? "serving"
                    : state_ == State::kReloading ? "reloading"
                                                  : "draining");
+      h->set_reloads(reloads_);
+      h->set_last_reload_error(last_reload_error_);
       Count(call, StatusCode::kOk);
       connections_->Send(c, &response_);
       return;

@@ -147,6 +147,13 @@ class Updater::Impl {
   std::unique_ptr<ota::ArtifactFetcher> fetcher_;
   int64_t progress_saved_ns_ = 0;
   std::string pending_release_;  // arrived while another update ran
+  // An offline install that arrived while the last update's eviction ran.
+  struct PendingInstall {
+    UniqueFd file;
+    uint64_t size;
+    InstallDone done;
+  };
+  std::unique_ptr<PendingInstall> pending_install_;
   // A root refused while an update ran: reported once it has finished.
   std::string pending_root_sha256_, pending_root_refusal_;
   // The last root refusal reported in this run (a retained root comes
@@ -473,6 +480,12 @@ void Updater::Impl::Finish() {
 
 void Updater::Impl::TakePending() {
   if (Busy()) return;
+  if (pending_install_) {
+    std::unique_ptr<PendingInstall> p = std::move(pending_install_);
+    Status s = InstallBundle(std::move(p->file), p->size, p->done);
+    if (!s.ok()) p->done(s);
+    return;  // what else waits comes after it
+  }
   if (!pending_root_refusal_.empty()) {
     const std::string sha256 = std::move(pending_root_sha256_);
     const std::string reason = std::move(pending_root_refusal_);
@@ -498,6 +511,13 @@ void Updater::Impl::AbandonInstall(const Status& why) {
 Status Updater::Impl::InstallBundle(UniqueFd file, uint64_t size,
                                     InstallDone done) {
   if (!host_) return FailedPrecondition("updates are not ready yet");
+  if (finishing_ && !InProgress(record_.state) && !done_ && !pending_install_) {
+    // The last update has ended (its state is final) and only its eviction
+    // runs: this one starts right after it.
+    pending_install_ = std::make_unique<PendingInstall>(
+        PendingInstall{std::move(file), size, std::move(done)});
+    return Status::Ok();
+  }
   if (Busy()) {
     return FailedPrecondition(
         "another update ('%s' version %llu) is %s; wait for it to finish",

@@ -165,9 +165,9 @@ class MqttSession {
   // not spin the loop).
   uint64_t io_wakeups() const;
 
-  class Impl;
 
  private:
+  class Impl;
   explicit MqttSession(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

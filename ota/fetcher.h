@@ -148,9 +148,9 @@ class ArtifactFetcher {
   std::vector<uint8_t> TakeStagedModel();
   FetchProgress progress() const;
 
-  class Impl;
 
  private:
+  class Impl;
   explicit ArtifactFetcher(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -175,7 +175,8 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
   EXPECT_EQ(health.status, 0);
   EXPECT_THAT(health.text, HasSubstr("live yes, ready yes (serving)"));
   EXPECT_EQ(TernctlJson("health --json" + socket_),
-            Json::parse(R"({"live":true,"ready":true,"state":"serving"})"));
+            Json::parse(R"({"live":true,"ready":true,"state":"serving",)"
+                        R"("reloads":0,"last_reload_error":""})"));
 
   ASSERT_EQ(Ternctl("infer" + socket_ + " --values " + Values(3)).status, 0);
   Output stats = Ternctl("stats --json" + socket_);
@@ -209,6 +210,31 @@ TEST_F(TernctlDaemonTest, StatusJsonWithUpdatesOff) {
   EXPECT_TRUE(u["active"].is_null()) << u.dump();
   EXPECT_TRUE(u["previous"].is_null()) << u.dump();
   EXPECT_EQ(u.value("probation", true), false) << u.dump();
+}
+
+// `ternctl reload` (the unit's ExecReload=): SIGHUP, then the reload's
+// outcome as the exit status.
+TEST_F(TernctlDaemonTest, ReloadWaitsAndReportsTheOutcome) {
+  Output ok = Ternctl("reload" + socket_);  // pid from the socket's peer
+  EXPECT_EQ(ok.status, 0) << ok.text << daemon_->Log();
+  EXPECT_THAT(ok.text,
+              HasSubstr("reloaded (pid " + std::to_string(daemon_->pid())));
+  const std::string good = ReadText(dir_.File("ternd.toml"));
+  WriteText(dir_.File("ternd.toml"),
+            "[daemon]\nlog_level = \"not-a-level\"\n" + good);
+  Output bad =
+      Ternctl("reload --pid " + std::to_string(daemon_->pid()) + socket_);
+  EXPECT_EQ(bad.status, 1) << bad.text;
+  EXPECT_THAT(bad.text, HasSubstr("ternctl: reload failed: "));
+  EXPECT_THAT(bad.text, HasSubstr("not-a-level"));
+  EXPECT_TRUE(daemon_->running());
+  WriteText(dir_.File("ternd.toml"), good);
+  Output again = Ternctl("reload" + socket_);
+  EXPECT_EQ(again.status, 0) << again.text;
+  // A pid that is not there: a clear error.
+  Output gone = Ternctl("reload --pid 999999" + socket_);
+  EXPECT_EQ(gone.status, 1);
+  EXPECT_THAT(gone.text, HasSubstr("cannot send SIGHUP to pid 999999"));
 }
 
 TEST_F(TernctlDaemonTest, NoDaemonIsAClearError) {

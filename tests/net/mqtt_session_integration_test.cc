@@ -745,32 +745,73 @@ TEST(MosquittoBrokerFixtureTest, PersistentProbeGetsWhatWasSentWhileAway) {
 namespace ternd::net {
 namespace {
 
-// The ACL that docs/mqtt.md recommends: the code block after the line that
-// names /etc/mosquitto/fleet.acl.
-std::string DocumentedAcl() {
+// docs/mqtt.md's ACL: the code blocks after the line that names
+// /etc/mosquitto/fleet.acl: the ternd-fleet-certs command, then the ACL it
+// prints (up to a "..." line).
+struct DocumentedAcl {
+  std::string command, acl;
+};
+DocumentedAcl ReadDocumentedAcl() {
   std::ifstream f(MQTT_DOC);
-  std::string line, acl;
-  bool after_name = false, inside = false;
+  std::string line;
+  DocumentedAcl out;
+  std::string* into = nullptr;
+  int blocks = 0;
+  bool after_name = false;
   while (std::getline(f, line)) {
     if (!after_name) {
       after_name = line.find("`/etc/mosquitto/fleet.acl`") == 0;
       continue;
     }
     if (line.rfind("```", 0) == 0) {
-      if (inside) return acl;
-      inside = true;
+      if (into) {
+        into = nullptr;
+        if (++blocks == 2) break;
+      } else {
+        into = blocks == 0 ? &out.command : &out.acl;
+      }
       continue;
     }
-    if (inside) acl += line + "\n";
+    if (into && line == "...") continue;
+    if (into) *into += line + "\n";
   }
-  return "";
+  return out;
+}
+
+// Runs a shell command; its stdout.
+std::string Stdout(const std::string& command) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  pclose(p);
+  return out;
 }
 
 TEST_F(MqttSessionIntegrationTest,
        DocumentedFleetAclLetsADeviceWriteOnlyItsOwn) {
-  const std::string acl = DocumentedAcl();
-  ASSERT_THAT(acl, HasSubstr("pattern write"))
+  const DocumentedAcl doc = ReadDocumentedAcl();
+  ASSERT_THAT(doc.acl, HasSubstr("pattern write"))
       << "ACL block not found in " << MQTT_DOC;
+  // The documented command prints the documented ACL.
+  std::string command = doc.command;
+  for (size_t at; (at = command.find("\\\n")) != std::string::npos;) {
+    command.replace(at, 2, " ");
+  }
+  command = command.substr(0, command.find('>'));
+  ASSERT_EQ(command.rfind("ternd-fleet-certs ", 0), 0u) << command;
+  command.replace(0, 17, FLEET_CERTS);
+  EXPECT_EQ(Stdout(command).rfind(doc.acl, 0), 0u)
+      << "docs/mqtt.md's ACL is not what `" << command << "` prints:\n"
+      << Stdout(command) << "---\n"
+      << doc.acl;
+  // The same tool for this test's fleet and device.
+  const std::string acl = Stdout(std::string(FLEET_CERTS) +
+                                 " acl --fleet testfleet --operator "
+                                 "fleet-controller --device dev1:line-3");
+  ASSERT_THAT(acl, HasSubstr("pattern write ternd/v1/testfleet/devices/%u/"));
   MosquittoBrokerOptions bo = BrokerOptions();
   bo.require_certificate = true;  // CN dev1 becomes the user name
   bo.allow_anonymous = false;

@@ -1,12 +1,20 @@
 // `ternctl infer`, `info`, `health` and `stats`: talk to a running ternd over
 // its unix socket (docs/protocol.md).
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/file.h"
@@ -243,17 +251,96 @@ int Info(const DaemonOptions& opt) {
   return 0;
 }
 
+struct ReloadOptions {
+  DaemonOptions daemon;
+  int pid = 0;
+  int wait_ms = 120000;
+};
+
+// The pid of the process that listens on `path` (SO_PEERCRED); 0 when it
+// cannot be told: a socket that systemd made (socket activation) names
+// systemd, not the daemon.
+pid_t ListenerPid(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  pid_t pid = 0;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    pid = cred.pid;
+  }
+  ::close(fd);
+  return pid == 1 ? 0 : pid;
+}
+
+// SIGHUP, then waits until the daemon has finished that reload and exits
+// with its outcome: what `systemctl reload` runs (ExecReload=), so its
+// exit status says whether the reload worked.
+int Reload(const ReloadOptions& opt) {
+  Result<std::unique_ptr<client::Client>> c = Connect(opt.daemon);
+  if (!c.ok()) return Fail(c.status());
+  Result<wire::HealthResponse> before = (*c)->Health();
+  if (!before.ok()) return Fail(before.status());
+  const char* from = "";
+  pid_t pid = opt.pid;
+  if (pid <= 0) pid = ListenerPid(SocketPath(opt.daemon, &from));
+  if (pid <= 0) {
+    return Fail(FailedPrecondition(
+        "cannot tell the daemon's pid from its socket (socket activation: "
+        "systemd made it); give --pid (ExecReload=ternctl reload --pid "
+        "$MAINPID)"));
+  }
+  if (::kill(pid, SIGHUP) != 0) {
+    return Fail(ErrnoError(errno, "cannot send SIGHUP to pid %d",
+                           static_cast<int>(pid)));
+  }
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(opt.wait_ms);
+  for (;;) {
+    Result<wire::HealthResponse> h = (*c)->Health();
+    if (!h.ok()) return Fail(h.status());
+    if (h->reloads() > before->reloads()) {
+      if (!h->last_reload_error().empty()) {
+        std::fprintf(stderr, "ternctl: reload failed: %s\n",
+                     h->last_reload_error().c_str());
+        return 1;
+      }
+      std::printf("reloaded (pid %d, %s)\n", static_cast<int>(pid),
+                  h->state().c_str());
+      return 0;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Fail(Errorf(StatusCode::kDeadlineExceeded,
+                         "pid %d did not finish the reload within %d ms "
+                         "(state %s)",
+                         static_cast<int>(pid), opt.wait_ms,
+                         h->state().c_str()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 int Health(const DaemonOptions& opt) {
   Result<std::unique_ptr<client::Client>> c = Connect(opt);
   if (!c.ok()) return Fail(c.status());
   Result<wire::HealthResponse> h = (*c)->Health();
   if (!h.ok()) return Fail(h.status());
   if (opt.json) {
-    PrintJson(Json{
-        {"live", h->live()}, {"ready", h->ready()}, {"state", h->state()}});
+    PrintJson(Json{{"live", h->live()},
+                   {"ready", h->ready()},
+                   {"state", h->state()},
+                   {"reloads", h->reloads()},
+                   {"last_reload_error", h->last_reload_error()}});
   } else {
     std::printf("live %s, ready %s (%s)\n", h->live() ? "yes" : "no",
                 h->ready() ? "yes" : "no", h->state().c_str());
+    if (!h->last_reload_error().empty()) {
+      std::printf("last reload failed: %s\n", h->last_reload_error().c_str());
+    }
   }
   return h->ready() ? 0 : 1;
 }
@@ -508,6 +595,21 @@ void AddDaemonCommands(CLI::App& app, int* exit_code) {
       "health", "Ask whether the daemon is live and ready (exit 0 when ready)");
   AddCommonOptions(cmd, health.get());
   cmd->callback([health, exit_code] { *exit_code = Health(*health); });
+
+  auto reload = std::make_shared<ReloadOptions>();
+  cmd = app.add_subcommand(
+      "reload",
+      "Make the daemon re-read its configuration and model (SIGHUP) and "
+      "wait for the outcome (exit 1 when the reload failed)");
+  AddCommonOptions(cmd, &reload->daemon);
+  cmd->add_option("--pid", reload->pid,
+                  "The daemon's pid (default: from the socket's peer; "
+                  "under systemd give $MAINPID)");
+  cmd->add_option("--wait-ms", reload->wait_ms,
+                  "How long to wait for the reload to finish")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600000));
+  cmd->callback([reload, exit_code] { *exit_code = Reload(*reload); });
 
   auto stats = std::make_shared<DaemonOptions>();
   auto prometheus = std::make_shared<bool>(false);
