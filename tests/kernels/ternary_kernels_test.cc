@@ -266,8 +266,17 @@ TEST_P(KernelTest, WorstCaseOverflow) {
 
 // The 1.6-bit variants' own block edges (320 columns; the last block's
 // activations past the row stride), every batch 1..16.
-TEST_P(KernelTest, Tq1BlockEdges) {
-  if (!IsTq1Kernel(*kernel_)) GTEST_SKIP() << "not a 1.6-bit variant";
+class Tq1KernelTest : public KernelTest {};
+
+std::vector<std::string> Tq1KernelNames() {
+  std::vector<std::string> names;
+  for (const TernaryKernel* k : AllTernaryKernels()) {
+    if (IsTq1Kernel(*k)) names.push_back(k->name);
+  }
+  return names;
+}
+
+TEST_P(Tq1KernelTest, BlockEdges) {
   uint32_t seed = 500;
   for (size_t k : {319, 320, 321, 639, 640, 641, 960, 1279, 1281}) {
     for (size_t n : {1, 8, 9}) {
@@ -360,6 +369,8 @@ std::string ParamName(const ::testing::TestParamInfo<std::string>& info) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, KernelTest,
                          ::testing::ValuesIn(KernelNames()), ParamName);
+INSTANTIATE_TEST_SUITE_P(Variants, Tq1KernelTest,
+                         ::testing::ValuesIn(Tq1KernelNames()), ParamName);
 
 INSTANTIATE_TEST_SUITE_P(
     Variants, KernelGridTest,
