@@ -3,9 +3,12 @@
 // with the values a correct decoder must produce written next to them) and
 // on hostile files built byte by byte here.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -546,6 +549,51 @@ TEST(GgufArchTest, WrongShapesAndArchitecturesAreNamed) {
   EXPECT_NE(ModelError(b).find("'blk.0.attn_q.weight' [128, 128] is missing"),
             std::string::npos)
       << ModelError(b);
+}
+
+// ---------------------------------------------------------------------------
+// ternctl gguf-info.
+
+// Runs `ternctl gguf-info ARGS`; returns stdout and sets `*rc`.
+std::string GgufInfo(const TempDir& dir, const std::string& args, int* rc) {
+  const std::string out = dir / "info.out";
+  const std::string cmd = std::string(TERNCTL_PATH) + " gguf-info " + args +
+                          " > " + out + " 2> " + dir / "info.err";
+  const int status = std::system(cmd.c_str());
+  *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  Result<std::vector<uint8_t>> bytes = ReadFile(out);
+  return bytes.ok() ? std::string(bytes->begin(), bytes->end()) : "";
+}
+
+TEST(GgufInfoTest, ReportsModelAndErrors) {
+  TempDir dir;
+  Write(dir, "m.gguf", "--arch bitnet --ternary tq1_0 --head-type q8_0");
+  int rc = -1;
+  std::string text = GgufInfo(dir, dir / "m.gguf", &rc);
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(text.find("architecture  bitnet\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("heads         4 (kv 4, head dim 64)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("output head   output.weight Q8_0"), std::string::npos);
+  EXPECT_NE(text.find("tensors       25: F16 1 F32 9 Q8_0 1 TQ1_0 14"),
+            std::string::npos)
+      << text;
+  std::string json =
+      GgufInfo(dir, dir / "m.gguf" + " --json --check-data", &rc);
+  EXPECT_EQ(rc, 0) << json;
+  EXPECT_NE(json.find("\"vocab_size\":300"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"data_checked\":true,\"valid\":true,\"error\":null"),
+            std::string::npos)
+      << json;
+
+  Result<std::vector<uint8_t>> bytes = ReadFile(dir / "m.gguf");
+  ASSERT_TRUE(bytes.ok());
+  bytes->resize(bytes->size() / 2);
+  ASSERT_TRUE(WriteFileAtomically(dir / "cut.gguf", *bytes).ok());
+  json = GgufInfo(dir, dir / "cut.gguf" + " --json", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(json.find("\"valid\":false"), std::string::npos) << json;
+  EXPECT_NE(json.find("truncated?"), std::string::npos) << json;
 }
 
 }  // namespace
