@@ -334,7 +334,8 @@ def types_file(seed: int = 1) -> Builder:
 def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
                kv_heads: int, vocab: int, ternary: int, embd_type: int = T_F16,
                head_type: int | None = None, norm_type: int = T_F32,
-               context: int = 256, seed: int = 1) -> Builder:
+               context: int = 256, seed: int = 1,
+               rope_freqs: bool = False) -> Builder:
     """A random-weight model with the tensor naming of `arch`.
     head_type None: no output.weight (tied to the embeddings)."""
     b = Builder(seed)
@@ -373,6 +374,8 @@ def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
     b.floats("output_norm.weight", (hidden,), norm_type)
     if head_type is not None:
         b.floats("output.weight", (hidden, vocab), head_type)
+    if rope_freqs:
+        b.floats("rope_freqs.weight", (hidden // heads // 2,), T_F32)
     return b
 
 
@@ -398,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-type", choices=["none"] + list(TYPE_NAMES),
                     default="none", help="none: tied to the embeddings")
     ap.add_argument("--norm-type", choices=list(TYPE_NAMES), default="f32")
+    ap.add_argument("--rope-freqs", action="store_true",
+                    help="add rope_freqs.weight (as Llama 3 files do)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--expected", metavar="DIR",
                     help="also write the decoded values of every tensor")
@@ -411,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                        a.kv_heads or a.heads, a.vocab, TYPE_NAMES[ternary],
                        TYPE_NAMES[a.embd_type],
                        None if a.head_type == "none" else TYPE_NAMES[a.head_type],
-                       TYPE_NAMES[a.norm_type], a.context, a.seed)
+                       TYPE_NAMES[a.norm_type], a.context, a.seed,
+                       a.rope_freqs)
     b.write(a.output, a.expected)
     return 0
 

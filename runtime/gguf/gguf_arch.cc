@@ -217,6 +217,11 @@ Status CheckTensors(const GgufFile& f, const HyperParams& hp) {
           expect(b + "ffn_sub_norm.weight", {ff}, Kind::kFloat));
     }
   }
+  // Llama 3 files may carry the RoPE frequency factors.
+  if (f.FindTensor("rope_freqs.weight") != nullptr) {
+    TERND_RETURN_IF_ERROR(
+        expect("rope_freqs.weight", {hp.head_dim / 2}, Kind::kScale));
+  }
   for (const TensorInfo& t : f.tensors()) {
     if (expected.count(std::string(t.name)) == 0) {
       return InvalidArgument(

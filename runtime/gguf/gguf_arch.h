@@ -14,7 +14,8 @@
 // [ffn]; plus token_embd.weight, output_norm.weight and an optional
 // output.weight (absent: tied to the embeddings). llama.cpp's files may
 // also carry a one-element F32 blk.N.<linear>.scale per linear layer; it is
-// accepted and checked. Every one is checked for
+// accepted and checked, as is an F32 rope_freqs.weight [head_dim / 2]
+// (RoPE frequency factors of Llama 3 files). Every one is checked for
 // presence, type and shape; a tensor that is not part of the set is refused.
 #ifndef TERND_RUNTIME_GGUF_GGUF_ARCH_H_
 #define TERND_RUNTIME_GGUF_GGUF_ARCH_H_

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -161,6 +162,34 @@ TEST_F(GgufTypesTest, DifferingBlockScalesAreRefused) {
   EXPECT_NE(Message(d.status()).find("block 1 has scale 1 but block 0"),
             std::string::npos)
       << d.status().message();
+}
+
+TEST_F(GgufTypesTest, AllZeroBlocksMayCarryAnyScale) {
+  const TensorInfo* t = file_->FindTensor("tq2_0");
+  std::vector<uint8_t> bytes = bytes_;
+  // Block 1: every code 1 (weight 0), scale 1.0.
+  std::memset(&bytes[t->offset + 66], 0x55, 64);
+  bytes[t->offset + 66 + 64] = 0x00;
+  bytes[t->offset + 66 + 65] = 0x3c;
+  Result<GgufFile> f = GgufFile::Parse(bytes, "types.gguf");
+  ASSERT_TRUE(f.ok());
+  Result<TernaryTensor> d = DecodeTernary(*f->FindTensor("tq2_0"));
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_EQ(d->scale, DecodeTernary(*t)->scale);
+  EXPECT_NE(d->scale, 1.0f);
+}
+
+TEST(GgufDecodeTest, HalfAndBFloat16) {
+  EXPECT_EQ(HalfToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(HalfToFloat(0xc000), -2.0f);
+  EXPECT_EQ(HalfToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(HalfToFloat(0x03ff), std::ldexp(1023.0f, -24));
+  EXPECT_TRUE(std::signbit(HalfToFloat(0x8000)));
+  EXPECT_EQ(HalfToFloat(0xfc00), -INFINITY);
+  EXPECT_TRUE(std::isnan(HalfToFloat(0x7e00)));
+  EXPECT_EQ(BFloat16ToFloat(0x3f80), 1.0f);
+  EXPECT_EQ(BFloat16ToFloat(0xc0a0), -5.0f);
 }
 
 TEST_F(GgufTypesTest, InvalidTernaryCodesAreRefused) {
@@ -426,6 +455,7 @@ TEST(GgufArchTest, EverySupportedArchitectureAndTernaryType) {
        "bitnet-25", true, true},
       {"--arch llama --ternary i2_s --hidden 128 --ffn 256 --head-type f16",
        "llama", false, false},
+      {"--arch llama --ternary tq2_0 --rope-freqs", "llama", false, true},
   };
   TempDir dir;
   for (const Case& c : cases) {
