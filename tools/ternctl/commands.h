@@ -14,6 +14,10 @@ void AddModelCommands(CLI::App& app, int* exit_code);
 // (bench_command.cc).
 void AddBenchCommand(CLI::App& app, int* exit_code);
 
+// `gguf-info`: checks a GGUF language model file and prints what the
+// importer sees in it (gguf_command.cc).
+void AddGgufCommand(CLI::App& app, int* exit_code);
+
 // `infer`, `info`, `health` and `stats`: talk to a running daemon over its
 // unix socket (daemon_commands.cc).
 void AddDaemonCommands(CLI::App& app, int* exit_code);

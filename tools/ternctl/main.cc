@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   ternd::ternctl::AddModelCommands(app, &exit_code);
   ternd::ternctl::AddBenchCommand(app, &exit_code);
+  ternd::ternctl::AddGgufCommand(app, &exit_code);
   ternd::ternctl::AddDaemonCommands(app, &exit_code);
   ternd::ternctl::AddFleetCommands(app, &exit_code);
   ternd::ternctl::AddWatchCommand(app, &exit_code);
