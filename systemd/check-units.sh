@@ -5,9 +5,10 @@
 #     exposure of MAX_EXPOSURE (default 2.0) or lower
 #
 # Usage: systemd/check-units.sh [TERND_BINARY]
-# verify insists that ExecStart names an executable; the units name the
-# installed /usr/sbin/ternd, so a copy is checked with that path replaced by
-# TERND_BINARY (default: the first of build*/daemon/ternd, else /bin/true).
+# verify insists that ExecStart= and ExecReload= name executables; the units
+# name the installed /usr/sbin/ternd and /usr/bin/ternctl, so a copy is
+# checked with those paths replaced by TERND_BINARY (default: the first of
+# build*/daemon/ternd, else /bin/true) and the ternctl built beside it.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +31,16 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sed "s|/usr/sbin/ternd|$binary|" "$here/ternd.service" > "$work/ternd.service"
+# ExecReload= names the installed /usr/bin/ternctl: the one built beside
+# the daemon, else /bin/true.
+ternctl=$(dirname "$binary")/../tools/ternctl/ternctl
+if [ -x "$ternctl" ]; then
+  ternctl=$(cd "$(dirname "$ternctl")" && pwd)/ternctl
+else
+  ternctl=/bin/true
+fi
+sed -e "s|/usr/sbin/ternd|$binary|" -e "s|/usr/bin/ternctl|$ternctl|" \
+  "$here/ternd.service" > "$work/ternd.service"
 cp "$here/ternd.socket" "$work/ternd.socket"
 
 status=0
