@@ -186,13 +186,6 @@ Status Publish(const PublishOptions& o, const std::string& topic,
       return InvalidArgument("--username: %s", mosquitto_strerror(rc));
     }
   }
-  auto tls_failure = [&](const std::string& detail) {
-    return Errorf(StatusCode::kUnavailable,
-                  "TLS with %s failed (is its certificate signed by --cafile "
-                  "%s and issued for '%s'?): %s",
-                  o.broker.c_str(), o.cafile.c_str(), host.c_str(),
-                  detail.c_str());
-  };
   // What the operator can change: the credentials this client showed.
   auto credentials = [&o]() {
     std::string given;
@@ -206,6 +199,23 @@ Status Publish(const PublishOptions& o, const std::string& topic,
                  ? ", no user name (--username U --password-file F)"
                  : ", user name '" + o.username + "'";
     return given;
+  };
+  auto tls_failure = [&](const std::string& detail) {
+    // The broker's alert when it requires a client certificate and got
+    // none (or refused the one given): arrives here or in the handshake.
+    if (detail.find("certificate required") != std::string::npos ||
+        detail.find("alert bad certificate") != std::string::npos ||
+        detail.find("alert unknown ca") != std::string::npos) {
+      return Errorf(StatusCode::kPermissionDenied,
+                    "broker %s refused the TLS connection (%s): it requires "
+                    "a client certificate, or refuses this one; %s",
+                    o.broker.c_str(), detail.c_str(), credentials().c_str());
+    }
+    return Errorf(StatusCode::kUnavailable,
+                  "TLS with %s failed (is its certificate signed by --cafile "
+                  "%s and issued for '%s'?): %s",
+                  o.broker.c_str(), o.cafile.c_str(), host.c_str(),
+                  detail.c_str());
   };
   // The handshake may finish (or fail) here or later on the network thread.
   rc = mosquitto_connect(mosq.get(), host.c_str(), port, 30);
