@@ -19,6 +19,7 @@
 #include "tests/net/session_recorder.h"
 #include "tests/support/mosquitto_broker.h"
 #include "tests/support/mqtt_probe.h"
+#include "tests/support/test_env.h"
 
 extern char** environ;
 
@@ -778,18 +779,6 @@ DocumentedAcl ReadDocumentedAcl() {
   return out;
 }
 
-// Runs a shell command; its stdout.
-std::string Stdout(const std::string& command) {
-  std::string out;
-  FILE* p = popen(command.c_str(), "r");
-  if (!p) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
-
 TEST_F(MqttSessionIntegrationTest,
        DocumentedFleetAclLetsADeviceWriteOnlyItsOwn) {
   const DocumentedAcl doc = ReadDocumentedAcl();
@@ -803,14 +792,17 @@ TEST_F(MqttSessionIntegrationTest,
   command = command.substr(0, command.find('>'));
   ASSERT_EQ(command.rfind("ternd-fleet-certs ", 0), 0u) << command;
   command.replace(0, 17, FLEET_CERTS);
-  EXPECT_EQ(Stdout(command).rfind(doc.acl, 0), 0u)
+  const std::string printed = ::ternd::testing::RunCommand(command).out;
+  EXPECT_EQ(printed.rfind(doc.acl, 0), 0u)
       << "docs/mqtt.md's ACL is not what `" << command << "` prints:\n"
-      << Stdout(command) << "---\n"
+      << printed << "---\n"
       << doc.acl;
   // The same tool for this test's fleet and device.
-  const std::string acl = Stdout(std::string(FLEET_CERTS) +
-                                 " acl --fleet testfleet --operator "
-                                 "fleet-controller --device dev1:line-3");
+  const std::string acl =
+      ::ternd::testing::RunCommand(std::string(FLEET_CERTS) +
+                                   " acl --fleet testfleet --operator "
+                                   "fleet-controller --device dev1:line-3")
+          .out;
   ASSERT_THAT(acl, HasSubstr("pattern write ternd/v1/testfleet/devices/%u/"));
   MosquittoBrokerOptions bo = BrokerOptions();
   bo.require_certificate = true;  // CN dev1 becomes the user name
