@@ -114,6 +114,10 @@ const char* DTypeName(model::DType dtype) {
       return "I32";
     case model::TERNARY2:
       return "TERNARY2";
+    case model::F16:
+      return "F16";
+    case model::I8:
+      return "I8";
     default:
       return "UNSPECIFIED";
   }
@@ -177,6 +181,14 @@ Result<uint64_t> TensorByteLength(model::DType dtype,
                                ShapeString(shape).c_str());
       }
       return shape[0] * TernaryRowBytes(shape[1]);
+    case model::F16:
+      return count * 2;
+    case model::I8:
+      if (shape.size() != 2) {
+        return InvalidArgument("is I8 with shape %s, expected 2-D [N, K]",
+                               ShapeString(shape).c_str());
+      }
+      return count;
     default:
       return InvalidArgument("has unknown dtype %d", static_cast<int>(dtype));
   }
@@ -225,13 +237,14 @@ Status ModelFile::Validate() {
         p[0], p[1], p[2], p[3]);
   }
   const uint32_t version = ReadU32(p + 4);
-  if (version != kFormatVersion) {
+  if (version < kMinFormatVersion || version > kFormatVersion) {
     return InvalidArgument(
         "format version %u at offset 4 is not supported (this ternd reads "
-        "version %u)%s",
-        version, kFormatVersion,
+        "versions %u to %u)%s",
+        version, kMinFormatVersion, kFormatVersion,
         version > kFormatVersion ? "; upgrade ternd" : "");
   }
+  format_version_ = version;
   const uint32_t header_len = ReadU32(p + 8);
   const uint32_t flags = ReadU32(p + 12);
   if (flags != 0) {
@@ -255,9 +268,18 @@ Status ModelFile::Validate() {
         "header at bytes %zu..%zu is not a valid ModelHeader protobuf",
         kPreambleSize, kPreambleSize + header_len);
   }
-  if (header_->architecture() != "graph") {
-    return InvalidArgument("architecture is %s, expected 'graph'",
-                           Quote(header_->architecture()).c_str());
+  const std::string& arch = header_->architecture();
+  if (arch != kArchGraph && arch != kArchBitnetLm) {
+    return InvalidArgument(
+        "architecture is %s, expected 'graph' or 'bitnet-lm' (format "
+        "version 2)",
+        Quote(arch).c_str());
+  }
+  if (arch == kArchBitnetLm && version < 2) {
+    return InvalidArgument(
+        "architecture 'bitnet-lm' needs format version 2, the preamble says "
+        "%u",
+        version);
   }
   if (!ValidName(header_->name())) {
     return InvalidArgument(
@@ -291,6 +313,11 @@ Status ModelFile::Validate() {
   }
   data_offset_ = data_offset;
   TERND_RETURN_IF_ERROR(ValidateTensors(data_offset));
+  if (is_language_model()) return ValidateLanguageModel();
+  if (header_->has_lm()) {
+    return InvalidArgument(
+        "architecture is 'graph' but the header has a language model section");
+  }
   TERND_RETURN_IF_ERROR(ValidateGraph());
   return ValidateGolden();
 }
@@ -345,8 +372,22 @@ Status ModelFile::ValidateTensors(size_t data_offset) {
           static_cast<unsigned long long>(t.offset() + t.length()),
           static_cast<unsigned long long>(data_length));
     }
-    if (t.dtype() == model::TERNARY2) {
-      if (t.scale_size() != 1 &&
+    if ((t.dtype() == model::F16 || t.dtype() == model::I8) &&
+        format_version_ < 2) {
+      return InvalidArgument(
+          "tensor '%s' (#%d): dtype %s needs format version 2, the preamble "
+          "says %u",
+          t.name().c_str(), i, DTypeName(t.dtype()), format_version_);
+    }
+    if (t.dtype() == model::I8 &&
+        static_cast<uint64_t>(t.scale_size()) != t.shape(0)) {
+      return InvalidArgument(
+          "tensor '%s' (#%d): I8 has %d scales, expected one per row (%llu)",
+          t.name().c_str(), i, t.scale_size(),
+          static_cast<unsigned long long>(t.shape(0)));
+    }
+    if (t.dtype() == model::TERNARY2 || t.dtype() == model::I8) {
+      if (t.dtype() == model::TERNARY2 && t.scale_size() != 1 &&
           static_cast<uint64_t>(t.scale_size()) != t.shape(0)) {
         return InvalidArgument(
             "tensor '%s' (#%d): has %d scales, expected 1 (per tensor) or "
@@ -365,7 +406,8 @@ Status ModelFile::ValidateTensors(size_t data_offset) {
       }
     } else if (t.scale_size() != 0) {
       return InvalidArgument(
-          "tensor '%s' (#%d): only TERNARY2 tensors have scales, this %s "
+          "tensor '%s' (#%d): only TERNARY2 and I8 tensors have scales, this "
+          "%s "
           "tensor has %d",
           t.name().c_str(), i, DTypeName(t.dtype()), t.scale_size());
     }
@@ -677,6 +719,245 @@ Status ModelFile::ValidateGolden() {
   return Status::Ok();
 }
 
+Status ModelFile::ValidateLanguageModel() {
+  const model::ModelHeader& h = *header_;
+  if (!h.has_lm()) {
+    return InvalidArgument(
+        "architecture is 'bitnet-lm' but the header has no language model "
+        "section (lm)");
+  }
+  if (h.graph().ops_size() != 0 || h.graph().inputs_size() != 0 ||
+      h.has_golden()) {
+    return InvalidArgument(
+        "architecture 'bitnet-lm' has no graph and no golden pair (its "
+        "health check is lm.golden_prompt/golden_tokens), this file has %d "
+        "graph ops%s",
+        h.graph().ops_size(), h.has_golden() ? " and a golden pair" : "");
+  }
+  const model::LanguageModel& lm = h.lm();
+  auto range = [](const char* key, uint64_t v, uint64_t lo,
+                  uint64_t hi) -> Status {
+    if (v < lo || v > hi) {
+      return InvalidArgument("lm.%s is %llu, expected %llu..%llu", key,
+                             static_cast<unsigned long long>(v),
+                             static_cast<unsigned long long>(lo),
+                             static_cast<unsigned long long>(hi));
+    }
+    return Status::Ok();
+  };
+  TERND_RETURN_IF_ERROR(range("layers", lm.layers(), 1, kMaxLmLayers));
+  TERND_RETURN_IF_ERROR(range("embedding", lm.embedding(), 1, kMaxFeatures));
+  TERND_RETURN_IF_ERROR(range("ffn", lm.ffn(), 1, kMaxFeatures));
+  TERND_RETURN_IF_ERROR(range("heads", lm.heads(), 1, lm.embedding()));
+  TERND_RETURN_IF_ERROR(range("kv_heads", lm.kv_heads(), 1, lm.heads()));
+  TERND_RETURN_IF_ERROR(range("context", lm.context(), 1, kMaxLmContext));
+  TERND_RETURN_IF_ERROR(range("vocab", lm.vocab(), 1, kMaxFeatures));
+  if (lm.embedding() % lm.heads() != 0 || (lm.embedding() / lm.heads()) % 2) {
+    return InvalidArgument(
+        "lm.heads %u does not divide lm.embedding %u into heads of even width",
+        lm.heads(), lm.embedding());
+  }
+  if (lm.heads() % lm.kv_heads() != 0) {
+    return InvalidArgument("lm.kv_heads %u does not divide lm.heads %u",
+                           lm.kv_heads(), lm.heads());
+  }
+  if (!std::isfinite(lm.rope_freq_base()) || lm.rope_freq_base() <= 0) {
+    return InvalidArgument("lm.rope_freq_base is %g, expected finite > 0",
+                           static_cast<double>(lm.rope_freq_base()));
+  }
+  if (!std::isfinite(lm.rms_eps()) || lm.rms_eps() <= 0) {
+    return InvalidArgument("lm.rms_eps is %g, expected finite > 0",
+                           static_cast<double>(lm.rms_eps()));
+  }
+  if (lm.ffn_activation() != model::LanguageModel::RELU2 &&
+      lm.ffn_activation() != model::LanguageModel::SILU) {
+    return InvalidArgument("lm.ffn_activation is %d, expected RELU2 or SILU",
+                           static_cast<int>(lm.ffn_activation()));
+  }
+
+  // The tensor set: every expected tensor with its dtype and shape, and
+  // nothing else.
+  const uint64_t E = lm.embedding(), F = lm.ffn(), V = lm.vocab();
+  const uint64_t KV = E / lm.heads() * lm.kv_heads();
+  std::unordered_set<std::string> expected;
+  enum Kind { kTernary, kNorm, kTable };
+  auto expect = [&](const std::string& name, Kind kind, uint64_t rows,
+                    uint64_t cols, bool optional) -> Status {
+    const TensorView* t = FindTensor(name);
+    if (t == nullptr) {
+      if (optional) return Status::Ok();
+      return InvalidArgument("language model tensor '%s' is missing",
+                             name.c_str());
+    }
+    expected.insert(name);
+    const model::TensorInfo& info = *t->info;
+    std::vector<uint64_t> shape(info.shape().begin(), info.shape().end());
+    bool ok;
+    const char* want;
+    switch (kind) {
+      case kTernary:
+        ok = info.dtype() == model::TERNARY2 && info.scale_size() == 1;
+        want = "TERNARY2 with one scale";
+        break;
+      case kNorm:
+        ok = info.dtype() == model::F32;
+        want = "F32";
+        break;
+      default:
+        ok = info.dtype() == model::F32 || info.dtype() == model::F16 ||
+             info.dtype() == model::I8;
+        want = "F32, F16 or I8";
+        break;
+    }
+    const bool shape_ok =
+        kind == kNorm
+            ? (shape.size() == 1 && shape[0] == cols)
+            : (shape.size() == 2 && shape[0] == rows && shape[1] == cols);
+    if (!ok || !shape_ok) {
+      char expect_shape[64];
+      if (kind == kNorm) {
+        std::snprintf(expect_shape, sizeof(expect_shape), "[%llu]",
+                      static_cast<unsigned long long>(cols));
+      } else {
+        std::snprintf(expect_shape, sizeof(expect_shape), "[%llu, %llu]",
+                      static_cast<unsigned long long>(rows),
+                      static_cast<unsigned long long>(cols));
+      }
+      return InvalidArgument(
+          "language model tensor '%s' is %s %s, expected %s %s from the "
+          "hyper-parameters",
+          name.c_str(), DTypeName(info.dtype()), ShapeString(shape).c_str(),
+          want, expect_shape);
+    }
+    return Status::Ok();
+  };
+  TERND_RETURN_IF_ERROR(expect("token_embd.weight", kTable, V, E, false));
+  TERND_RETURN_IF_ERROR(expect("output_norm.weight", kNorm, 0, E, false));
+  TERND_RETURN_IF_ERROR(
+      expect("output.weight", kTable, V, E, lm.tied_output()));
+  if (lm.tied_output() && FindTensor("output.weight") != nullptr) {
+    return InvalidArgument(
+        "lm.tied_output is set but the file has an output.weight tensor");
+  }
+  if (!lm.tied_output() && FindTensor("output.weight") == nullptr) {
+    return InvalidArgument(
+        "language model tensor 'output.weight' is missing (lm.tied_output "
+        "is not set)");
+  }
+  TERND_RETURN_IF_ERROR(
+      expect("rope_freqs.weight", kNorm, 0, E / lm.heads() / 2, true));
+  for (uint32_t l = 0; l < lm.layers(); ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    TERND_RETURN_IF_ERROR(expect(p + "attn_norm.weight", kNorm, 0, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "attn_q.weight", kTernary, E, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "attn_k.weight", kTernary, KV, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "attn_v.weight", kTernary, KV, E, false));
+    TERND_RETURN_IF_ERROR(
+        expect(p + "attn_output.weight", kTernary, E, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "ffn_norm.weight", kNorm, 0, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "ffn_gate.weight", kTernary, F, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "ffn_up.weight", kTernary, F, E, false));
+    TERND_RETURN_IF_ERROR(expect(p + "ffn_down.weight", kTernary, E, F, false));
+    if (lm.sub_norms()) {
+      TERND_RETURN_IF_ERROR(
+          expect(p + "attn_sub_norm.weight", kNorm, 0, E, false));
+      TERND_RETURN_IF_ERROR(
+          expect(p + "ffn_sub_norm.weight", kNorm, 0, F, false));
+    }
+  }
+  for (const TensorView& t : tensors_) {
+    if (!expected.count(t.info->name())) {
+      return InvalidArgument(
+          "tensor '%s' is not part of a language model with %u layers%s",
+          t.info->name().c_str(), lm.layers(),
+          lm.sub_norms() ? "" : " without sub-norms");
+    }
+  }
+  // Float tensors must hold finite values: a NaN gain would poison every
+  // token. (Ternary codes are checked at load.)
+  for (const TensorView& t : tensors_) {
+    const model::DType d = t.info->dtype();
+    const size_t n = d == model::F32   ? t.bytes.size() / 4
+                     : d == model::F16 ? t.bytes.size() / 2
+                                       : 0;
+    for (size_t i = 0; i < n; ++i) {
+      bool finite;
+      if (d == model::F32) {
+        float v;
+        std::memcpy(&v, t.bytes.data() + 4 * i, 4);
+        finite = std::isfinite(v);
+      } else {
+        const uint16_t bits =
+            static_cast<uint16_t>(t.bytes[2 * i] | (t.bytes[2 * i + 1] << 8));
+        finite = (bits & 0x7c00) != 0x7c00;
+      }
+      if (!finite) {
+        return InvalidArgument(
+            "tensor '%s': element %zu is not finite (NaN or infinity)",
+            t.info->name().c_str(), i);
+      }
+    }
+  }
+
+  // Tokenizer: its tables match the vocabulary; special ids are in range.
+  const model::Tokenizer& tok = lm.tokenizer();
+  if (tok.model() != "gpt2" && tok.model() != "llama") {
+    return InvalidArgument(
+        "lm.tokenizer.model is %s, expected 'gpt2' or 'llama'",
+        Quote(tok.model()).c_str());
+  }
+  if (static_cast<uint64_t>(tok.tokens_size()) != V) {
+    return InvalidArgument(
+        "lm.tokenizer has %d tokens, expected lm.vocab = %llu",
+        tok.tokens_size(), static_cast<unsigned long long>(V));
+  }
+  auto table = [&](const char* key, int size) -> Status {
+    if (size != 0 && static_cast<uint64_t>(size) != V) {
+      return InvalidArgument(
+          "lm.tokenizer.%s has %d entries, expected 0 or lm.vocab = %llu", key,
+          size, static_cast<unsigned long long>(V));
+    }
+    return Status::Ok();
+  };
+  TERND_RETURN_IF_ERROR(table("scores", tok.scores_size()));
+  TERND_RETURN_IF_ERROR(table("token_types", tok.token_types_size()));
+  auto id = [&](const char* key, bool has, int32_t v) -> Status {
+    if (has && (v < 0 || static_cast<uint64_t>(v) >= V)) {
+      return InvalidArgument("lm.tokenizer.%s is token %d, outside 0..%llu",
+                             key, v, static_cast<unsigned long long>(V - 1));
+    }
+    return Status::Ok();
+  };
+  TERND_RETURN_IF_ERROR(id("bos", tok.has_bos(), tok.bos()));
+  TERND_RETURN_IF_ERROR(id("eos", tok.has_eos(), tok.eos()));
+  TERND_RETURN_IF_ERROR(id("eot", tok.has_eot(), tok.eot()));
+  TERND_RETURN_IF_ERROR(id("unk", tok.has_unk(), tok.unk()));
+  TERND_RETURN_IF_ERROR(id("pad", tok.has_pad(), tok.pad()));
+  if (static_cast<uint64_t>(lm.golden_prompt_size()) + lm.golden_tokens_size() >
+      lm.context()) {
+    return InvalidArgument(
+        "lm golden prompt (%d tokens) and continuation (%d) exceed the "
+        "context of %u",
+        lm.golden_prompt_size(), lm.golden_tokens_size(), lm.context());
+  }
+  if ((lm.golden_prompt_size() == 0) != (lm.golden_tokens_size() == 0)) {
+    return InvalidArgument(
+        "lm golden check has %d prompt and %d expected tokens, expected both "
+        "or neither",
+        lm.golden_prompt_size(), lm.golden_tokens_size());
+  }
+  for (int i = 0; i < lm.golden_prompt_size() + lm.golden_tokens_size(); ++i) {
+    const int32_t t = i < lm.golden_prompt_size()
+                          ? lm.golden_prompt(i)
+                          : lm.golden_tokens(i - lm.golden_prompt_size());
+    if (t < 0 || static_cast<uint64_t>(t) >= V) {
+      return InvalidArgument("lm golden token #%d is %d, outside 0..%llu", i, t,
+                             static_cast<unsigned long long>(V - 1));
+    }
+  }
+  return Status::Ok();
+}
+
 ModelWriter::ModelWriter(model::ModelHeader header)
     : header_(std::move(header)) {
   header_.clear_tensors();
@@ -705,6 +986,30 @@ void ModelWriter::AddF32(const std::string& name, std::vector<uint64_t> shape,
     std::memcpy(bytes.data(), values.data(), bytes.size());  // little-endian
   }
   AddRaw(name, model::F32, std::move(shape), bytes, {});
+}
+
+void ModelWriter::AddF16(const std::string& name, std::vector<uint64_t> shape,
+                         std::span<const uint16_t> bits) {
+  std::vector<uint8_t> bytes(bits.size() * 2);
+  if (!bits.empty()) std::memcpy(bytes.data(), bits.data(), bytes.size());
+  AddRaw(name, model::F16, std::move(shape), bytes, {});
+}
+
+void ModelWriter::AddI8(const std::string& name, uint64_t n, uint64_t k,
+                        std::span<const int8_t> values,
+                        std::span<const float> scales) {
+  TERND_CHECK(values.size() == n * k);
+  AddRaw(name, model::I8, {n, k},
+         std::span<const uint8_t>(
+             reinterpret_cast<const uint8_t*>(values.data()), values.size()),
+         scales);
+}
+
+void ModelWriter::AddTernaryPacked(const std::string& name, uint64_t n,
+                                   uint64_t k, std::span<const uint8_t> packed,
+                                   std::span<const float> scales) {
+  TERND_CHECK(packed.size() == n * TernaryRowBytes(k));
+  AddRaw(name, model::TERNARY2, {n, k}, packed, scales);
 }
 
 void ModelWriter::AddI32(const std::string& name, std::vector<uint64_t> shape,
@@ -738,7 +1043,11 @@ Result<std::vector<uint8_t>> ModelWriter::Finish() {
       AlignUp(kPreambleSize + header_bytes.size(), kTensorAlignment);
   std::vector<uint8_t> out(data_offset + data_.size(), 0);
   std::memcpy(out.data(), kMagic, 4);
-  WriteU32(out.data() + 4, kFormatVersion);
+  bool v2 = header_.architecture() != kArchGraph || header_.has_lm();
+  for (const model::TensorInfo& t : header_.tensors()) {
+    v2 = v2 || t.dtype() == model::F16 || t.dtype() == model::I8;
+  }
+  WriteU32(out.data() + 4, v2 ? 2 : 1);
   WriteU32(out.data() + 8, static_cast<uint32_t>(header_bytes.size()));
   WriteU32(out.data() + 12, 0);
   std::memcpy(out.data() + kPreambleSize, header_bytes.data(),

@@ -31,7 +31,14 @@
 namespace ternd::runtime {
 
 inline constexpr char kMagic[4] = {'T', 'E', 'R', 'N'};
-inline constexpr uint32_t kFormatVersion = 1;
+// The newest format version this reader reads and the writer writes when a
+// file needs it (language models: architecture "bitnet-lm", F16 and I8
+// tensors). Files that need nothing of version 2 are written as version 1,
+// so older daemons keep loading them.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kMinFormatVersion = 1;
+inline constexpr char kArchGraph[] = "graph";
+inline constexpr char kArchBitnetLm[] = "bitnet-lm";
 inline constexpr size_t kPreambleSize = 16;
 inline constexpr size_t kTensorAlignment = 64;
 // Limits a reader enforces; generous for edge models, small enough that a
@@ -46,6 +53,9 @@ inline constexpr uint32_t kMaxBatch = 256;
 // Largest row width of a graph value. Also bounds K of a ternary product:
 // |sum| <= 128 * 2^22 = 2^29 leaves int32 accumulators 4x headroom.
 inline constexpr uint64_t kMaxFeatures = uint64_t{1} << 22;
+// Language models (format version 2).
+inline constexpr uint32_t kMaxLmLayers = 1024;
+inline constexpr uint32_t kMaxLmContext = 1u << 20;
 
 // Bytes of a tensor of `dtype` and `shape`, or an error (overflow, bad dtype,
 // TERNARY2 not 2-D). TERNARY2 rows are padded to whole bytes:
@@ -90,6 +100,11 @@ class ModelFile {
   // Offset of the data section in the file; tensor i starts at
   // data_offset() + tensors()[i].info->offset().
   size_t data_offset() const { return data_offset_; }
+  // The format version in the preamble.
+  uint32_t format_version() const { return format_version_; }
+  bool is_language_model() const {
+    return header_->architecture() == kArchBitnetLm;
+  }
 
  private:
   ModelFile() = default;
@@ -97,6 +112,7 @@ class ModelFile {
   Status ValidateTensors(size_t data_offset);
   Status ValidateGraph();
   Status ValidateGolden();
+  Status ValidateLanguageModel();
 
   std::string origin_;
   std::vector<uint8_t> bytes_;
@@ -104,6 +120,7 @@ class ModelFile {
   std::vector<TensorView> tensors_;
   std::vector<ValueShape> values_;
   size_t data_offset_ = 0;
+  uint32_t format_version_ = 0;
 };
 
 // Builds a .tern file. Tensors are laid out in the order they are added.
@@ -122,6 +139,16 @@ class ModelWriter {
   void AddTernary(const std::string& name, uint64_t n, uint64_t k,
                   std::span<const int8_t> weights,
                   std::span<const float> scales);
+  // Already in the canonical 2-bit packing (n * TernaryRowBytes(k) bytes).
+  void AddTernaryPacked(const std::string& name, uint64_t n, uint64_t k,
+                        std::span<const uint8_t> packed,
+                        std::span<const float> scales);
+  // IEEE binary16 bit patterns.
+  void AddF16(const std::string& name, std::vector<uint64_t> shape,
+              std::span<const uint16_t> bits);
+  // int8 rows [n, k] with one scale per row.
+  void AddI8(const std::string& name, uint64_t n, uint64_t k,
+             std::span<const int8_t> values, std::span<const float> scales);
 
   // Serializes, then re-parses the result so a writer can never emit a file
   // the reader refuses.

@@ -173,8 +173,8 @@ def parse_tern(data: bytes, origin: str = "model") -> TernFile:
     if data[:4] != MAGIC:
         raise fail(f"not a ternd model: bytes 0..3 are {data[:4].hex(' ')}, expected \"TERN\"")
     version, header_len, flags = struct.unpack_from("<III", data, 4)
-    if version != FORMAT_VERSION:
-        raise fail(f"format version {version} is not supported (expected {FORMAT_VERSION})")
+    if version not in (1, 2):
+        raise fail(f"format version {version} is not supported (expected 1 or 2)")
     if flags != 0:
         raise fail(f"flags at offset 12 are 0x{flags:08x}, expected 0")
     if header_len == 0 or header_len > MAX_HEADER_BYTES:
@@ -186,6 +186,10 @@ def parse_tern(data: bytes, origin: str = "model") -> TernFile:
         header.ParseFromString(data[PREAMBLE_SIZE:PREAMBLE_SIZE + header_len])
     except Exception as e:  # protobuf raises DecodeError or RuntimeWarning types
         raise fail(f"header is not a valid ModelHeader protobuf ({e})") from None
+    if header.architecture == "bitnet-lm":
+        raise fail("is a language model (architecture 'bitnet-lm'); this "
+                   "module reads graph models only: inspect it with "
+                   "`ternctl info`")
     if header.architecture != "graph":
         raise fail(f"architecture is '{header.architecture}', expected 'graph'")
     if not valid_name(header.name):

@@ -95,7 +95,9 @@ TEST(FormatTest, RoundTrip) {
               reinterpret_cast<uintptr_t>(t.bytes.data()));
   }
   EXPECT_EQ(std::memcmp(bytes.data(), "TERN", 4), 0);
-  EXPECT_EQ(U32(bytes, 4), kFormatVersion);
+  // A graph model needs nothing of version 2, so it is written as version 1
+  // and older readers keep loading it.
+  EXPECT_EQ(U32(bytes, 4), 1u);
   EXPECT_EQ(U32(bytes, 12), 0u);
   // The data section starts 64-byte aligned after the header.
   const size_t data_off = (16 + U32(bytes, 8) + 63) / 64 * 64;
@@ -142,8 +144,14 @@ TEST(FormatTest, RefusesBadPreamble) {
   b[0] = 'X';
   ExpectError(b, {"not a ternd model", "expected \"TERN\""});
   b = bytes;
-  PutU32(b, 4, 2);
-  ExpectError(b, {"format version 2", "upgrade ternd"});
+  PutU32(b, 4, 3);
+  ExpectError(b, {"format version 3", "versions 1 to 2", "upgrade ternd"});
+  b = bytes;
+  PutU32(b, 4, 0);
+  ExpectError(b, {"format version 0"});
+  b = bytes;
+  PutU32(b, 4, 2);  // a graph model may also say version 2
+  EXPECT_TRUE(ModelFile::Parse(b, "v2.tern").ok());
   b = bytes;
   PutU32(b, 12, 1);
   ExpectError(b, {"flags at offset 12"});
@@ -219,7 +227,7 @@ TEST(FormatTest, RefusesBadTensorTable) {
       {"scale #2 is nan"});
   ExpectError(
       WithHeader(bytes, [](auto& h) { h.mutable_tensors(1)->add_scale(1.0f); }),
-      {"only TERNARY2 tensors have scales"});
+      {"only TERNARY2 and I8 tensors have scales"});
   ExpectError(
       WithHeader(bytes,
                  [](auto& h) { h.mutable_tensors(1)->set_name("fc1.weight"); }),
