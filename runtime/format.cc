@@ -1028,11 +1028,13 @@ void ModelWriter::AddTernary(const std::string& name, uint64_t n, uint64_t k,
   AddRaw(name, model::TERNARY2, {n, k}, bytes, scales);
 }
 
-Result<std::vector<uint8_t>> ModelWriter::Finish() {
-  data_.resize(AlignUp(data_.size(), kTensorAlignment), 0);
-  header_.set_data_length(data_.size());
+namespace {
+
+// Preamble, header, padding and `data`: a whole file, re-parsed.
+Result<std::vector<uint8_t>> Assemble(const model::ModelHeader& header,
+                                      std::span<const uint8_t> data) {
   std::string header_bytes;
-  if (!header_.SerializeToString(&header_bytes)) {
+  if (!header.SerializeToString(&header_bytes)) {
     return Internal("cannot serialize the model header");
   }
   if (header_bytes.size() > kMaxHeaderBytes) {
@@ -1041,10 +1043,10 @@ Result<std::vector<uint8_t>> ModelWriter::Finish() {
   }
   const uint64_t data_offset =
       AlignUp(kPreambleSize + header_bytes.size(), kTensorAlignment);
-  std::vector<uint8_t> out(data_offset + data_.size(), 0);
+  std::vector<uint8_t> out(data_offset + data.size(), 0);
   std::memcpy(out.data(), kMagic, 4);
-  bool v2 = header_.architecture() != kArchGraph || header_.has_lm();
-  for (const model::TensorInfo& t : header_.tensors()) {
+  bool v2 = header.architecture() != kArchGraph || header.has_lm();
+  for (const model::TensorInfo& t : header.tensors()) {
     v2 = v2 || t.dtype() == model::F16 || t.dtype() == model::I8;
   }
   WriteU32(out.data() + 4, v2 ? 2 : 1);
@@ -1052,12 +1054,27 @@ Result<std::vector<uint8_t>> ModelWriter::Finish() {
   WriteU32(out.data() + 12, 0);
   std::memcpy(out.data() + kPreambleSize, header_bytes.data(),
               header_bytes.size());
-  if (!data_.empty()) {
-    std::memcpy(out.data() + data_offset, data_.data(), data_.size());
+  if (!data.empty()) {
+    std::memcpy(out.data() + data_offset, data.data(), data.size());
   }
   Result<ModelFile> check = ModelFile::Parse(out, "model being written");
   if (!check.ok()) return check.status();
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> ModelWriter::Finish() {
+  data_.resize(AlignUp(data_.size(), kTensorAlignment), 0);
+  header_.set_data_length(data_.size());
+  return Assemble(header_, data_);
+}
+
+Result<std::vector<uint8_t>> ModelWriter::ReplaceHeader(
+    const ModelFile& file, const model::ModelHeader& header) {
+  return Assemble(
+      header, std::span<const uint8_t>(file.bytes_.data() + file.data_offset(),
+                                       file.header().data_length()));
 }
 
 }  // namespace ternd::runtime

@@ -80,6 +80,8 @@ struct ValueShape {
   uint32_t features;
 };
 
+class ModelWriter;
+
 class ModelFile {
  public:
   // Parses and validates `bytes`, taking ownership. `origin` (a path, "stdin",
@@ -107,6 +109,7 @@ class ModelFile {
   }
 
  private:
+  friend class ModelWriter;
   ModelFile() = default;
   Status Validate();
   Status ValidateTensors(size_t data_offset);
@@ -153,6 +156,11 @@ class ModelWriter {
   // Serializes, then re-parses the result so a writer can never emit a file
   // the reader refuses.
   Result<std::vector<uint8_t>> Finish();
+
+  // `file` with its header replaced by `header` (same tensor table and data
+  // section), re-parsed like Finish.
+  static Result<std::vector<uint8_t>> ReplaceHeader(
+      const ModelFile& file, const model::ModelHeader& header);
 
  private:
   void AddRaw(const std::string& name, model::DType dtype,

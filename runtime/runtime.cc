@@ -16,6 +16,7 @@
 #include "base/check.h"
 #include "base/memory.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/lm/thread_team.h"
 #include "runtime/machine.h"
 #include "runtime/ops.h"
 #include "runtime/planner.h"
@@ -404,6 +405,7 @@ const TernaryKernel& Runtime::KernelFor(size_t n, size_t k) const {
 }
 
 Runtime::~Runtime() {
+  team_.reset();
   if (mapping_) ::munmap(mapping_, mapping_bytes_);
 }
 
@@ -412,13 +414,25 @@ const LoadedModel* Runtime::model(int slot) const {
   return slots_[slot];
 }
 
+const LmModel* Runtime::lm(int slot) const {
+  TERND_CHECK(slot >= 0 && slot < options_.slots);
+  return lm_slots_[slot];
+}
+
 void Runtime::Unload(int slot) {
   TERND_CHECK(slot >= 0 && slot < options_.slots);
   slots_[slot] = nullptr;
+  lm_slots_[slot] = nullptr;
 }
 
 Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
   TERND_CHECK(slot >= 0 && slot < options_.slots);
+  if (file.is_language_model()) {
+    return InvalidArgument(
+        "%s: is a language model (architecture 'bitnet-lm'), not a graph "
+        "model",
+        file.origin().c_str());
+  }
   const model::ModelHeader& h = file.header();
   const model::Graph& g = h.graph();
   const std::span<const ValueShape> shapes = file.values();
@@ -533,6 +547,7 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
 
   // 4. Fill the slot.
   slots_[slot] = nullptr;
+  lm_slots_[slot] = nullptr;
   SlotCursor cur(arena_ + static_cast<size_t>(slot) * slot_bytes_, slot_bytes_);
   LoadedModel* m = new (cur.Take(sizeof(LoadedModel))) LoadedModel();
   CopyName(m->name_, h.name());

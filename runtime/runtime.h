@@ -57,6 +57,9 @@ struct IoInfo {
 };
 
 class LoadedModel;
+class LmModel;
+struct LmOptions;
+class ThreadTeam;
 
 // Per-op timing for one executor (`ternctl bench --profile`). Pass one to
 // Invoke and it adds the steady-clock time of op i, in nanoseconds, to
@@ -207,9 +210,14 @@ class Runtime {
   // ternary code and that the model fits (the error names the sizes).
   // The ModelFile may be discarded afterwards.
   Result<const LoadedModel*> Load(int slot, const ModelFile& file);
+  // Places a language model (architecture "bitnet-lm") into `slot`
+  // (runtime/lm/lm_model.h): weights, KV cache and scratch, all sized here.
+  Result<const LmModel*> LoadLm(int slot, const ModelFile& file,
+                                const LmOptions& options);
   void Unload(int slot);
-  // nullptr when the slot is empty.
+  // nullptr when the slot is empty or holds the other kind of model.
   const LoadedModel* model(int slot) const;
+  const LmModel* lm(int slot) const;
 
  private:
   Runtime() = default;
@@ -227,6 +235,9 @@ class Runtime {
   size_t mapping_bytes_ = 0;
   size_t slot_bytes_ = 0;
   const LoadedModel* slots_[2] = {nullptr, nullptr};
+  const LmModel* lm_slots_[2] = {nullptr, nullptr};
+  // The threads language models run on, created by the first LoadLm.
+  std::unique_ptr<ThreadTeam> team_;
 };
 
 }  // namespace ternd::runtime

@@ -1,0 +1,211 @@
+#include "runtime/lm/lm_math.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace ternd::runtime::lm_math {
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  const uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: mant * 2^-24, exact in float
+      float f = static_cast<float>(mant) * (1.0f / 16777216.0f);
+      std::memcpy(&bits, &f, 4);
+      bits |= sign;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000 | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  const uint32_t abs = x & 0x7fffffff;
+  if (abs >= 0x7f800000) return sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0);
+  if (abs >= 0x477ff000) return sign | 0x7c00;
+  if (abs < 0x38800000) {
+    float af;
+    std::memcpy(&af, &abs, 4);
+    return sign | static_cast<uint16_t>(std::nearbyint(af * 16777216.0f));
+  }
+  const uint32_t mant = abs & 0x7fffff;
+  uint32_t h = (((abs >> 23) - 112) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;
+  return sign | static_cast<uint16_t>(h);
+}
+
+namespace {
+
+// Portable: four partial sums (a fixed order that compilers keep).
+float DotF32(const float* a, const float* b, size_t n) {
+  float s[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; ++j) s[j] += a[i + j] * b[i + j];
+  }
+  for (; i < n; ++i) s[0] += a[i] * b[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+float DotF16(const uint16_t* h, const float* x, size_t n) {
+  float s[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; ++j) s[j] += HalfToFloat(h[i + j]) * x[i + j];
+  }
+  for (; i < n; ++i) s[0] += HalfToFloat(h[i]) * x[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+float DotI8(const int8_t* q, const float* x, size_t n) {
+  float s[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; ++j) s[j] += static_cast<float>(q[i + j]) * x[i + j];
+  }
+  for (; i < n; ++i) s[0] += static_cast<float>(q[i]) * x[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+void AxpyF16(float w, const uint16_t* v, float* acc, size_t n) {
+  for (size_t i = 0; i < n; ++i) acc[i] += w * HalfToFloat(v[i]);
+}
+
+void ToF16(const float* x, uint16_t* h, size_t n) {
+  for (size_t i = 0; i < n; ++i) h[i] = FloatToHalf(x[i]);
+}
+
+#if defined(__x86_64__)
+#define TERND_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+TERND_AVX2 float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+TERND_AVX2 float DotF32Avx2(const float* a, const float* b, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8),
+                         s1);
+  }
+  for (; i + 8 <= n; i += 8) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  }
+  float s = HorizontalSum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+TERND_AVX2 float DotF16Avx2(const uint16_t* h, const float* x, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i hv =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i));
+    const __m256 a = _mm256_cvtph_ps(_mm256_castsi256_si128(hv));
+    const __m256 b = _mm256_cvtph_ps(_mm256_extracti128_si256(hv, 1));
+    s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), s0);
+    s1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+    s0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), s0);
+  }
+  float s = HorizontalSum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += HalfToFloat(h[i]) * x[i];
+  return s;
+}
+
+TERND_AVX2 float DotI8Avx2(const int8_t* q, const float* x, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i));
+    const __m256 a0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+    const __m256 a1 =
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+    s0 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x + i), s0);
+    s1 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x + i + 8), s1);
+  }
+  float s = HorizontalSum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += static_cast<float>(q[i]) * x[i];
+  return s;
+}
+
+TERND_AVX2 void AxpyF16Avx2(float w, const uint16_t* v, float* acc, size_t n) {
+  const __m256 wv = _mm256_set1_ps(w);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + i)));
+    _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(wv, a, _mm256_loadu_ps(acc + i)));
+  }
+  for (; i < n; ++i) acc[i] += w * HalfToFloat(v[i]);
+}
+
+TERND_AVX2 void ToF16Avx2(const float* x, uint16_t* h, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(
+        reinterpret_cast<__m128i*>(h + i),
+        _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) h[i] = FloatToHalf(x[i]);
+}
+
+constexpr Ops kAvx2{"avx2",    DotF32Avx2,  DotF16Avx2,
+                    DotI8Avx2, AxpyF16Avx2, ToF16Avx2};
+#endif
+
+constexpr Ops kPortable{"portable", DotF32, DotF16, DotI8, AxpyF16, ToF16};
+
+const Ops* Choose() {
+  const char* forced = std::getenv("TERND_KERNEL");
+  if (forced != nullptr && std::string_view(forced) == "ref") {
+    return &kPortable;
+  }
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    return &kAvx2;
+  }
+#endif
+  return &kPortable;
+}
+
+}  // namespace
+
+const Ops& BestOps() {
+  static const Ops* ops = Choose();
+  return *ops;
+}
+
+const Ops& PortableOps() { return kPortable; }
+
+}  // namespace ternd::runtime::lm_math

@@ -1,0 +1,718 @@
+#include "runtime/lm/lm_model.h"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+#include <thread>
+
+#include "base/check.h"
+#include "runtime/kernels/kernels.h"
+#include "runtime/lm/thread_team.h"
+#include "runtime/ops.h"
+#include "runtime/runtime.h"
+#include "runtime/ternary_pack.h"
+
+namespace ternd::runtime {
+
+struct LmModel::Matrix {
+  const TernaryKernel* kernel;
+  uint32_t n, k;
+  float scale;
+  int chunks;
+  uint32_t row_begin[kMaxTeam + 1];
+  const uint8_t* packed[kMaxTeam];
+};
+
+struct LmModel::Layer {
+  Matrix q, k, v, o, gate, up, down;
+  const float* attn_norm;
+  const float* ffn_norm;
+  const float* attn_sub_norm;  // null without sub-norms
+  const float* ffn_sub_norm;
+};
+
+struct LmModel::Step {
+  enum Phase {
+    kNormQuant,  // rows of `x` (width w): optional RMSNorm, then quantize
+    kQkv,        // q, k, v projections
+    kRope,       // RoPE on q and k; k and v into the cache
+    kAttention,  // per head
+    kOutput,     // h += attn_output(o)
+    kGateUp,     // g = act(gate(f)) * up(f)
+    kDown,       // h += ffn_down(g)
+    kHead,       // logits of rows head_first.. from z (in a_)
+  } phase;
+  const LmModel* m;
+  const Layer* layer;
+  int layer_index;
+  int seq, pos, n;
+  const float* x;
+  const float* gain;
+  uint32_t w;
+  int head_first, head_rows;
+};
+
+namespace {
+
+constexpr size_t kAlign = 64;
+constexpr uint32_t kRowAlign = 16;  // chunk boundaries, in rows
+size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+int DefaultThreads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// Rows [RowSplit(n, c, m), RowSplit(n, c + 1, m)) are chunk c of m.
+uint32_t RowSplit(uint32_t n, int c, int m) {
+  if (c >= m) return n;
+  const uint64_t blocks = (n + kRowAlign - 1) / kRowAlign;
+  const uint64_t first = blocks * static_cast<uint64_t>(c) / m;
+  return static_cast<uint32_t>(std::min<uint64_t>(n, first * kRowAlign));
+}
+
+// [begin, end) of `items` for member `member` of `members`.
+void Share(uint32_t items, int member, int members, uint32_t* begin,
+           uint32_t* end) {
+  *begin =
+      static_cast<uint32_t>(static_cast<uint64_t>(items) * member / members);
+  *end = static_cast<uint32_t>(static_cast<uint64_t>(items) * (member + 1) /
+                               members);
+}
+
+float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+// ------------------------------------------------------------------- Eval
+
+const float* LmModel::logits(int i) const {
+  TERND_DCHECK(i >= 0 && i < logit_rows_);
+  return logits_ + static_cast<size_t>(i) * shape_.vocab;
+}
+
+void LmModel::Work(void* ctx, int member, int members) {
+  Step& s = *static_cast<Step*>(ctx);
+  const LmModel& m = *s.m;
+  const LmShape& sh = m.shape_;
+  const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim;
+  const uint32_t KV = sh.kv_heads * D;
+  const int n = s.n;
+  const lm_math::Ops& math = *m.math_;
+  QuantizedActivations x{m.quant_, m.quant_stride_, m.sums_, n, 0};
+
+  // One member's rows of matrix `mat`: integer products into acc (ld =
+  // mat.n), then `finish(b, r, y)` per value.
+  auto matmul = [&](const Matrix& mat, int32_t* acc, auto finish) {
+    if (member >= mat.chunks) return;
+    const uint32_t r0 = mat.row_begin[member], r1 = mat.row_begin[member + 1];
+    if (r0 == r1) return;
+    x.k = mat.k;
+    mat.kernel->gemm(mat.packed[member], r1 - r0, mat.k, x, acc + r0, mat.n);
+    for (int b = 0; b < n; ++b) {
+      const float sc = mat.scale * m.dequant_[b];
+      const int32_t* ab = acc + static_cast<size_t>(b) * mat.n;
+      for (uint32_t r = r0; r < r1; ++r) {
+        finish(b, r, static_cast<float>(ab[r]) * sc);
+      }
+    }
+  };
+
+  switch (s.phase) {
+    case Step::kNormQuant:
+      for (int b = member; b < n; b += members) {
+        const float* xb = s.x + static_cast<size_t>(b) * s.w;
+        float* ab = m.a_ + static_cast<size_t>(b) * s.w;
+        if (s.gain != nullptr) {
+          RmsNorm(xb, 1, s.w, s.gain, sh.rms_eps, ab);
+          xb = ab;
+        }
+        m.kernel_->quantize(xb, s.w, 1, s.w,
+                            m.quant_ + static_cast<size_t>(b) * m.quant_stride_,
+                            m.quant_stride_, m.sums_ + b, m.dequant_ + b);
+      }
+      break;
+    case Step::kQkv: {
+      const Layer& L = *s.layer;
+      int32_t* acc_q = m.acc_;
+      int32_t* acc_k = acc_q + static_cast<size_t>(n) * E;
+      int32_t* acc_v = acc_k + static_cast<size_t>(n) * KV;
+      matmul(L.q, acc_q, [&](int b, uint32_t r, float y) {
+        m.q_[static_cast<size_t>(b) * E + r] = y;
+      });
+      matmul(L.k, acc_k, [&](int b, uint32_t r, float y) {
+        m.k_[static_cast<size_t>(b) * KV + r] = y;
+      });
+      matmul(L.v, acc_v, [&](int b, uint32_t r, float y) {
+        m.v_[static_cast<size_t>(b) * KV + r] = y;
+      });
+      break;
+    }
+    case Step::kRope: {
+      const uint32_t items = sh.heads + sh.kv_heads;
+      uint16_t* kv_layer =
+          m.kv_ + s.seq * m.kv_seq_stride_ + s.layer_index * m.kv_layer_stride_;
+      const size_t head_stride = static_cast<size_t>(m.max_context_) * D;
+      for (uint32_t it = member; it < items; it += members) {
+        const bool is_q = it < sh.heads;
+        const uint32_t head = is_q ? it : it - sh.heads;
+        for (int b = 0; b < n; ++b) {
+          float* vec = is_q ? m.q_ + static_cast<size_t>(b) * E + head * D
+                            : m.k_ + static_cast<size_t>(b) * KV + head * D;
+          const float* c = m.rope_cos_ + static_cast<size_t>(b) * (D / 2);
+          const float* sn = m.rope_sin_ + static_cast<size_t>(b) * (D / 2);
+          for (uint32_t i = 0; i < D / 2; ++i) {
+            const float x0 = vec[2 * i], x1 = vec[2 * i + 1];
+            vec[2 * i] = x0 * c[i] - x1 * sn[i];
+            vec[2 * i + 1] = x0 * sn[i] + x1 * c[i];
+          }
+          if (!is_q) {
+            const size_t at =
+                head * head_stride + static_cast<size_t>(s.pos + b) * D;
+            math.to_f16(vec, kv_layer + at, D);
+            math.to_f16(m.v_ + static_cast<size_t>(b) * KV + head * D,
+                        kv_layer + m.kv_layer_stride_ / 2 + at, D);
+          }
+        }
+      }
+      break;
+    }
+    case Step::kAttention: {
+      const uint16_t* kv_layer =
+          m.kv_ + s.seq * m.kv_seq_stride_ + s.layer_index * m.kv_layer_stride_;
+      const size_t head_stride = static_cast<size_t>(m.max_context_) * D;
+      const uint32_t group = sh.heads / sh.kv_heads;
+      const float root = std::sqrt(static_cast<float>(D));
+      float* scores = m.scores_ + static_cast<size_t>(member) * m.max_context_;
+      for (uint32_t j = member; j < sh.heads; j += members) {
+        const uint16_t* keys = kv_layer + (j / group) * head_stride;
+        const uint16_t* values = keys + m.kv_layer_stride_ / 2;
+        for (int b = 0; b < n; ++b) {
+          const float* q = m.q_ + static_cast<size_t>(b) * E + j * D;
+          const int len = s.pos + b + 1;
+          float mx = -INFINITY;
+          for (int t = 0; t < len; ++t) {
+            scores[t] =
+                math.dot_f16(keys + static_cast<size_t>(t) * D, q, D) / root;
+            mx = std::fmax(mx, scores[t]);
+          }
+          float sum = 0.0f;
+          for (int t = 0; t < len; ++t) {
+            scores[t] = std::exp(scores[t] - mx);
+            sum += scores[t];
+          }
+          float* o = m.o_ + static_cast<size_t>(b) * E + j * D;
+          std::memset(o, 0, sizeof(float) * D);
+          for (int t = 0; t < len; ++t) {
+            math.axpy_f16(scores[t] / sum, values + static_cast<size_t>(t) * D,
+                          o, D);
+          }
+        }
+      }
+      break;
+    }
+    case Step::kOutput:
+      matmul(s.layer->o, m.acc_, [&](int b, uint32_t r, float y) {
+        m.h_[static_cast<size_t>(b) * E + r] += y;
+      });
+      break;
+    case Step::kGateUp: {
+      const Layer& L = *s.layer;
+      int32_t* acc_g = m.acc_;
+      int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
+      matmul(L.gate, acc_g, [&](int b, uint32_t r, float y) {
+        m.g_[static_cast<size_t>(b) * F + r] = y;
+      });
+      const bool relu2 = sh.relu2;
+      matmul(L.up, acc_u, [&](int b, uint32_t r, float y) {
+        float& g = m.g_[static_cast<size_t>(b) * F + r];
+        const float act = relu2 ? (g > 0.0f ? g * g : 0.0f) : Silu(g);
+        g = act * y;
+      });
+      break;
+    }
+    case Step::kDown:
+      matmul(s.layer->down, m.acc_, [&](int b, uint32_t r, float y) {
+        m.h_[static_cast<size_t>(b) * E + r] += y;
+      });
+      break;
+    case Step::kHead: {
+      uint32_t v0, v1;
+      Share(sh.vocab, member, members, &v0, &v1);
+      for (int r = 0; r < s.head_rows; ++r) {
+        const float* z = m.a_ + static_cast<size_t>(s.head_first + r) * E;
+        float* out = m.logits_ + static_cast<size_t>(r) * sh.vocab;
+        switch (sh.head_dtype) {
+          case model::I8: {
+            const int8_t* w = static_cast<const int8_t*>(m.head_);
+            for (uint32_t v = v0; v < v1; ++v) {
+              out[v] = m.head_scales_[v] *
+                       math.dot_i8(w + static_cast<size_t>(v) * E, z, E);
+            }
+            break;
+          }
+          case model::F16: {
+            const uint16_t* w = static_cast<const uint16_t*>(m.head_);
+            for (uint32_t v = v0; v < v1; ++v) {
+              out[v] = math.dot_f16(w + static_cast<size_t>(v) * E, z, E);
+            }
+            break;
+          }
+          default: {
+            const float* w = static_cast<const float*>(m.head_);
+            for (uint32_t v = v0; v < v1; ++v) {
+              out[v] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
+            }
+            break;
+          }
+        }
+      }
+      break;
+    }
+  }
+}
+
+void LmModel::RunStep(Step& step) const { team_->Run(&LmModel::Work, &step); }
+
+Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
+                     bool all_logits) const {
+  const LmShape& sh = shape_;
+  const int count = static_cast<int>(tokens.size());
+  if (seq < 0 || seq >= sequences_) {
+    return InvalidArgument("sequence %d is outside 0..%d (llm.sequences)", seq,
+                           sequences_ - 1);
+  }
+  if (count < 1) return InvalidArgument("no tokens to evaluate");
+  if (pos < 0 || static_cast<int64_t>(pos) + count > max_context_) {
+    return InvalidArgument(
+        "positions %d..%d do not fit the context of %d tokens "
+        "(llm.max_context)",
+        pos, pos + count - 1, max_context_);
+  }
+  if (all_logits && count > max_batch_) {
+    return InvalidArgument(
+        "all logits of %d tokens requested, at most %d (one batch) at a time",
+        count, max_batch_);
+  }
+  for (int i = 0; i < count; ++i) {
+    if (tokens[i] < 0 || static_cast<uint32_t>(tokens[i]) >= sh.vocab) {
+      return InvalidArgument("token #%d is %d, outside the vocabulary 0..%u", i,
+                             tokens[i], sh.vocab - 1);
+    }
+  }
+  const uint32_t E = sh.embedding, D = sh.head_dim;
+  for (int start = 0; start < count; start += max_batch_) {
+    const int n = std::min(max_batch_, count - start);
+    const int p0 = pos + start;
+    // Embeddings.
+    for (int b = 0; b < n; ++b) {
+      const size_t row = static_cast<size_t>(tokens[start + b]) * E;
+      float* h = h_ + static_cast<size_t>(b) * E;
+      switch (embedding_dtype_) {
+        case model::I8: {
+          const int8_t* q = static_cast<const int8_t*>(embedding_) + row;
+          const float s = embedding_scales_[tokens[start + b]];
+          for (uint32_t i = 0; i < E; ++i) h[i] = static_cast<float>(q[i]) * s;
+          break;
+        }
+        case model::F16: {
+          const uint16_t* e = static_cast<const uint16_t*>(embedding_) + row;
+          for (uint32_t i = 0; i < E; ++i) h[i] = lm_math::HalfToFloat(e[i]);
+          break;
+        }
+        default:
+          std::memcpy(h, static_cast<const float*>(embedding_) + row,
+                      sizeof(float) * E);
+          break;
+      }
+      for (uint32_t i = 0; i < D / 2; ++i) {
+        const float theta = static_cast<float>(p0 + b) * rope_inv_freq_[i];
+        rope_cos_[static_cast<size_t>(b) * (D / 2) + i] = std::cos(theta);
+        rope_sin_[static_cast<size_t>(b) * (D / 2) + i] = std::sin(theta);
+      }
+    }
+    Step s{};
+    s.m = this;
+    s.seq = seq;
+    s.pos = p0;
+    s.n = n;
+    for (uint32_t l = 0; l < sh.layers; ++l) {
+      const Layer& L = layers_[l];
+      s.layer = &L;
+      s.layer_index = static_cast<int>(l);
+      s.phase = Step::kNormQuant;
+      s.x = h_;
+      s.gain = L.attn_norm;
+      s.w = E;
+      RunStep(s);
+      s.phase = Step::kQkv;
+      RunStep(s);
+      s.phase = Step::kRope;
+      RunStep(s);
+      s.phase = Step::kAttention;
+      RunStep(s);
+      s.phase = Step::kNormQuant;
+      s.x = o_;
+      s.gain = L.attn_sub_norm;
+      RunStep(s);
+      s.phase = Step::kOutput;
+      RunStep(s);
+      s.phase = Step::kNormQuant;
+      s.x = h_;
+      s.gain = L.ffn_norm;
+      RunStep(s);
+      s.phase = Step::kGateUp;
+      RunStep(s);
+      s.phase = Step::kNormQuant;
+      s.x = g_;
+      s.gain = L.ffn_sub_norm;
+      s.w = sh.ffn;
+      RunStep(s);
+      s.phase = Step::kDown;
+      RunStep(s);
+    }
+    // Logits: of every token (all_logits: one batch), or of the last.
+    const bool last_chunk = start + n == count;
+    if (all_logits || last_chunk) {
+      const int first = all_logits ? 0 : n - 1;
+      for (int b = first; b < n; ++b) {
+        RmsNorm(h_ + static_cast<size_t>(b) * E, 1, E, output_norm_, sh.rms_eps,
+                a_ + static_cast<size_t>(b) * E);
+      }
+      s.phase = Step::kHead;
+      s.head_first = first;
+      s.head_rows = n - first;
+      RunStep(s);
+      logit_rows_ = n - first;
+    }
+  }
+  return Status::Ok();
+}
+
+Status LmModel::CheckGolden() const {
+  if (!has_golden()) return Status::Ok();
+  std::span<const int32_t> prompt(golden_, golden_prompt_len_);
+  TERND_RETURN_IF_ERROR(Eval(0, prompt, 0));
+  int pos = golden_prompt_len_;
+  for (int i = 0; i < golden_len_; ++i) {
+    const float* z = logits(0);
+    int32_t best = 0;
+    for (uint32_t v = 1; v < shape_.vocab; ++v) {
+      if (z[v] > z[best]) best = static_cast<int32_t>(v);
+    }
+    const int32_t want = golden_[golden_prompt_len_ + i];
+    if (best != want) {
+      return DataLoss(
+          "model '%s' version %llu failed its golden check: greedy token #%d "
+          "after the %d-token golden prompt is %d, the file expects %d",
+          name_, static_cast<unsigned long long>(version_), i,
+          golden_prompt_len_, best, want);
+    }
+    if (i + 1 < golden_len_) {
+      TERND_RETURN_IF_ERROR(Eval(0, {&best, 1}, pos++));
+    }
+  }
+  return Status::Ok();
+}
+
+// ------------------------------------------------------------------- Load
+
+Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
+                                       const LmOptions& options) {
+  TERND_CHECK(slot >= 0 && slot < options_.slots);
+  if (!file.is_language_model()) {
+    return InvalidArgument("%s: is not a language model (architecture '%s')",
+                           file.origin().c_str(),
+                           file.header().architecture().c_str());
+  }
+  const model::ModelHeader& h = file.header();
+  const model::LanguageModel& lm = h.lm();
+  LmShape sh{};
+  sh.layers = lm.layers();
+  sh.embedding = lm.embedding();
+  sh.ffn = lm.ffn();
+  sh.heads = lm.heads();
+  sh.kv_heads = lm.kv_heads();
+  sh.head_dim = lm.embedding() / lm.heads();
+  sh.vocab = lm.vocab();
+  sh.model_context = lm.context();
+  sh.rope_freq_base = lm.rope_freq_base();
+  sh.rms_eps = lm.rms_eps();
+  sh.relu2 = lm.ffn_activation() == model::LanguageModel::RELU2;
+  sh.sub_norms = lm.sub_norms();
+  sh.tied_output = lm.tied_output();
+  const TensorView* head_t =
+      file.FindTensor(sh.tied_output ? "token_embd.weight" : "output.weight");
+  const TensorView* embd_t = file.FindTensor("token_embd.weight");
+  sh.head_dtype = head_t->info->dtype();
+
+  int threads = options.threads > 0 ? options.threads : DefaultThreads();
+  threads = std::min(threads, kMaxTeam);
+  const int max_context = options.max_context > 0
+                              ? options.max_context
+                              : static_cast<int>(std::min<uint32_t>(
+                                    lm.context(), kLmDefaultContextCap));
+  if (max_context < 1 || static_cast<uint32_t>(max_context) > kMaxLmContext) {
+    return InvalidArgument("llm.max_context %d is outside 1..%u", max_context,
+                           kMaxLmContext);
+  }
+  if (options.sequences < 1 || options.sequences > 256) {
+    return InvalidArgument("llm.sequences %d is outside 1..256",
+                           options.sequences);
+  }
+  if (options.max_batch < 1 || options.max_batch > kMaxKernelBatch) {
+    return InvalidArgument("language model batch %d is outside 1..%d",
+                           options.max_batch, kMaxKernelBatch);
+  }
+  const int B = options.max_batch;
+  const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim,
+                 KV = sh.kv_heads * D, V = sh.vocab;
+
+  // 1. Sizes: check ternary codes, size every matrix's chunks.
+  const char* kMatrices[7] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                              "ffn_gate", "ffn_up", "ffn_down"};
+  size_t weight_bytes = 0, per_token = 0;
+  for (uint32_t l = 0; l < sh.layers; ++l) {
+    for (const char* mname : kMatrices) {
+      const std::string name =
+          "blk." + std::to_string(l) + "." + mname + ".weight";
+      const TensorView* t = file.FindTensor(name);
+      const size_t n = t->info->shape(0), k = t->info->shape(1);
+      size_t row = 0, col = 0;
+      if (!CheckTernaryCodes(t->bytes.data(), n, k, &row, &col)) {
+        return InvalidArgument(
+            "%s: tensor '%s' has an invalid ternary code at row %zu column "
+            "%zu (%s)",
+            file.origin().c_str(), name.c_str(), row, col,
+            col >= k ? "padding must be code 1" : "code 3 is not a weight");
+      }
+      const TernaryKernel& kern = KernelFor(n, k);
+      for (int c = 0; c < threads; ++c) {
+        const uint32_t r0 = RowSplit(n, c, threads),
+                       r1 = RowSplit(n, c + 1, threads);
+        if (r1 > r0) weight_bytes += AlignUp(kern.packed_size(r1 - r0, k));
+      }
+      per_token += kern.packed_size(n, k);
+    }
+  }
+  const size_t norms_bytes =
+      sizeof(float) *
+      (static_cast<size_t>(sh.layers) * (2 * E + (sh.sub_norms ? E + F : 0)) +
+       E);
+  weight_bytes += AlignUp(norms_bytes) + 2 * kAlign * sh.layers;
+  weight_bytes += AlignUp(embd_t->bytes.size()) +
+                  AlignUp(sizeof(float) * embd_t->info->scale_size());
+  if (!sh.tied_output) {
+    weight_bytes += AlignUp(head_t->bytes.size()) +
+                    AlignUp(sizeof(float) * head_t->info->scale_size());
+  }
+  per_token += norms_bytes + head_t->bytes.size() +
+               sizeof(float) * head_t->info->scale_size();
+  const size_t meta_bytes =
+      AlignUp(sizeof(LmModel)) + AlignUp(sizeof(LmModel::Layer) * sh.layers) +
+      AlignUp(sizeof(float) * D / 2) +
+      AlignUp(sizeof(int32_t) *
+              (lm.golden_prompt_size() + lm.golden_tokens_size()));
+  const size_t kv_bytes = sizeof(uint16_t) * 2 *
+                          static_cast<size_t>(options.sequences) * sh.layers *
+                          sh.kv_heads * max_context * D;
+  const size_t quant_stride = ActivationStride(std::max(E, F));
+  const size_t acc_elems =
+      static_cast<size_t>(B) * std::max<size_t>(E + 2 * KV, 2 * F);
+  const size_t scratch_bytes =
+      AlignUp(sizeof(float) * B * E) * 4 +              // h, a, q, o
+      AlignUp(sizeof(float) * B * KV) * 2 +             // k, v
+      AlignUp(sizeof(float) * B * F) +                  // g
+      AlignUp(sizeof(float) * B * V) +                  // logits
+      AlignUp(sizeof(float) * B * (D / 2)) * 2 +        // rope cos, sin
+      AlignUp(sizeof(float) * threads * max_context) +  // scores
+      AlignUp(B * quant_stride) + AlignUp(sizeof(int32_t) * B) +
+      AlignUp(sizeof(float) * B) + AlignUp(sizeof(int32_t) * acc_elems);
+  const size_t need = meta_bytes + weight_bytes + kv_bytes + scratch_bytes;
+  if (need > slot_bytes_) {
+    return ResourceExhausted(
+        "%s: language model '%s' needs %zu bytes (weights %zu, KV cache %zu "
+        "for %d sequences x %d tokens, scratch %zu) but an arena slot holds "
+        "%zu bytes (arena %zu bytes in %d slots); raise runtime.arena_bytes%s "
+        "or lower llm.max_context / llm.sequences",
+        file.origin().c_str(), h.name().c_str(), need, weight_bytes, kv_bytes,
+        options.sequences, max_context, scratch_bytes, slot_bytes_,
+        arena_bytes_, options_.slots,
+        options_.slots == 2 ? ", use one slot (cold swap)," : "");
+  }
+
+  // 2. The team (kept across loads of the same size).
+  if (team_ == nullptr || team_->members() != threads) {
+    const int other = 1 - slot;
+    if (options_.slots == 2 && lm_slots_[other] != nullptr &&
+        team_ != nullptr) {
+      return FailedPrecondition(
+          "language model threads %d differ from the %d of the model in the "
+          "other slot",
+          threads, team_->members());
+    }
+    team_ = std::make_unique<ThreadTeam>(threads);
+  }
+
+  // 3. Fill the slot.
+  slots_[slot] = nullptr;
+  lm_slots_[slot] = nullptr;
+  uint8_t* base = arena_ + static_cast<size_t>(slot) * slot_bytes_;
+  size_t used = 0;
+  auto take = [&](size_t bytes) {
+    TERND_CHECK(used + AlignUp(bytes) <= slot_bytes_);
+    uint8_t* p = base + used;
+    used += AlignUp(bytes);
+    return p;
+  };
+  LmModel* m = new (take(sizeof(LmModel))) LmModel();
+  const size_t name_len = std::min(h.name().size(), kMaxNameLength);
+  std::memcpy(m->name_, h.name().data(), name_len);
+  m->name_[name_len] = '\0';
+  m->version_ = h.version();
+  m->shape_ = sh;
+  m->max_context_ = max_context;
+  m->sequences_ = options.sequences;
+  m->max_batch_ = B;
+  m->threads_ = threads;
+  m->kernel_ = kernel_;
+  m->math_ = &lm_math::BestOps();
+  m->team_ = team_.get();
+  LmModel::Layer* layers = reinterpret_cast<LmModel::Layer*>(
+      take(sizeof(LmModel::Layer) * sh.layers));
+  auto place_matrix = [&](const std::string& name, LmModel::Matrix* mat) {
+    const TensorView* t = file.FindTensor(name);
+    const uint32_t n = static_cast<uint32_t>(t->info->shape(0)),
+                   k = static_cast<uint32_t>(t->info->shape(1));
+    const TernaryKernel& kern = KernelFor(n, k);
+    mat->kernel = &kern;
+    mat->n = n;
+    mat->k = k;
+    mat->scale = t->info->scale(0);
+    mat->chunks = threads;
+    if (IsTq1Kernel(kern)) ++m->tq1_matrices_;
+    for (int c = 0; c <= threads; ++c) {
+      mat->row_begin[c] = RowSplit(n, c, threads);
+    }
+    for (int c = 0; c < threads; ++c) {
+      const uint32_t r0 = mat->row_begin[c], r1 = mat->row_begin[c + 1];
+      mat->packed[c] = nullptr;
+      if (r1 == r0) continue;
+      uint8_t* dst = take(kern.packed_size(r1 - r0, k));
+      kern.pack(t->bytes.data() + r0 * TernaryRowBytes(k), r1 - r0, k, dst);
+      mat->packed[c] = dst;
+    }
+  };
+  auto place_f32 = [&](const std::string& name) -> const float* {
+    const TensorView* t = file.FindTensor(name);
+    uint8_t* dst = take(t->bytes.size());
+    std::memcpy(dst, t->bytes.data(), t->bytes.size());
+    return reinterpret_cast<const float*>(dst);
+  };
+  for (uint32_t l = 0; l < sh.layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LmModel::Layer& L = layers[l];
+    L = {};
+    LmModel::Matrix* mats[7] = {&L.q,    &L.k,  &L.v,   &L.o,
+                                &L.gate, &L.up, &L.down};
+    for (int i = 0; i < 7; ++i) {
+      place_matrix(p + kMatrices[i] + ".weight", mats[i]);
+    }
+    L.attn_norm = place_f32(p + "attn_norm.weight");
+    L.ffn_norm = place_f32(p + "ffn_norm.weight");
+    if (sh.sub_norms) {
+      L.attn_sub_norm = place_f32(p + "attn_sub_norm.weight");
+      L.ffn_sub_norm = place_f32(p + "ffn_sub_norm.weight");
+    }
+  }
+  m->layers_ = layers;
+  m->output_norm_ = place_f32("output_norm.weight");
+  auto place_table = [&](const TensorView* t, const float** scales) {
+    uint8_t* dst = take(t->bytes.size());
+    std::memcpy(dst, t->bytes.data(), t->bytes.size());
+    *scales = nullptr;
+    if (t->info->scale_size() > 0) {
+      float* s =
+          reinterpret_cast<float*>(take(sizeof(float) * t->info->scale_size()));
+      std::copy(t->info->scale().begin(), t->info->scale().end(), s);
+      *scales = s;
+    }
+    return static_cast<const void*>(dst);
+  };
+  m->embedding_ = place_table(embd_t, &m->embedding_scales_);
+  m->embedding_dtype_ = embd_t->info->dtype();
+  if (sh.tied_output) {
+    m->head_ = m->embedding_;
+    m->head_scales_ = m->embedding_scales_;
+  } else {
+    m->head_ = place_table(head_t, &m->head_scales_);
+  }
+  float* inv_freq = reinterpret_cast<float*>(take(sizeof(float) * D / 2));
+  const TensorView* factors = file.FindTensor("rope_freqs.weight");
+  for (uint32_t i = 0; i < D / 2; ++i) {
+    inv_freq[i] = std::pow(sh.rope_freq_base,
+                           -static_cast<float>(2 * i) / static_cast<float>(D));
+    if (factors != nullptr) {
+      float f;
+      std::memcpy(&f, factors->bytes.data() + 4 * i, 4);
+      inv_freq[i] /= f;
+    }
+  }
+  m->rope_inv_freq_ = inv_freq;
+  const int golden_total = lm.golden_prompt_size() + lm.golden_tokens_size();
+  int32_t* golden = reinterpret_cast<int32_t*>(
+      take(sizeof(int32_t) * std::max(golden_total, 1)));
+  std::copy(lm.golden_prompt().begin(), lm.golden_prompt().end(), golden);
+  std::copy(lm.golden_tokens().begin(), lm.golden_tokens().end(),
+            golden + lm.golden_prompt_size());
+  m->golden_ = golden;
+  m->golden_prompt_len_ = lm.golden_prompt_size();
+  m->golden_len_ = lm.golden_tokens_size();
+  const size_t weights_end = used;
+
+  m->kv_ = reinterpret_cast<uint16_t*>(take(kv_bytes));
+  m->kv_layer_stride_ = 2 * static_cast<size_t>(sh.kv_heads) * max_context * D;
+  m->kv_seq_stride_ = m->kv_layer_stride_ * sh.layers;
+  std::memset(m->kv_, 0, kv_bytes);
+
+  const size_t scratch_start = used;
+  m->h_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
+  m->a_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
+  m->q_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
+  m->o_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
+  m->k_ = reinterpret_cast<float*>(take(sizeof(float) * B * KV));
+  m->v_ = reinterpret_cast<float*>(take(sizeof(float) * B * KV));
+  m->g_ = reinterpret_cast<float*>(take(sizeof(float) * B * F));
+  m->u_ = nullptr;
+  m->logits_ = reinterpret_cast<float*>(take(sizeof(float) * B * V));
+  m->rope_cos_ = reinterpret_cast<float*>(take(sizeof(float) * B * (D / 2)));
+  m->rope_sin_ = reinterpret_cast<float*>(take(sizeof(float) * B * (D / 2)));
+  m->scores_ =
+      reinterpret_cast<float*>(take(sizeof(float) * threads * max_context));
+  m->quant_ = reinterpret_cast<int8_t*>(take(B * quant_stride));
+  m->quant_stride_ = quant_stride;
+  m->sums_ = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
+  m->dequant_ = reinterpret_cast<float*>(take(sizeof(float) * B));
+  m->acc_ = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * acc_elems));
+  m->acc_stride_ = acc_elems;
+  m->scratch_bytes_ = used - scratch_start;
+  m->weight_bytes_ = weights_end;
+  m->kv_bytes_ = kv_bytes;
+  m->used_bytes_ = used;
+  m->bytes_per_token_ = per_token;
+  TERND_CHECK(used <= need + kAlign);
+  lm_slots_[slot] = m;
+  return static_cast<const LmModel*>(m);
+}
+
+}  // namespace ternd::runtime

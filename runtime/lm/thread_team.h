@@ -1,0 +1,56 @@
+// A fixed team of threads for one language-model generation at a time.
+//
+// The team is created once (at model load) and never per token: Run() hands
+// the same function to every member and returns when all have finished it,
+// with the caller taking part as member 0. Between calls the helpers spin
+// briefly (a generation issues hundreds of Run calls per token, microseconds
+// apart) and then sleep on a futex, so an idle team costs no CPU.
+//
+// Run never allocates: the work is a plain function pointer and a context.
+//
+// Thread-safety: one thread calls Run at a time (the generation's thread).
+#ifndef TERND_RUNTIME_LM_THREAD_TEAM_H_
+#define TERND_RUNTIME_LM_THREAD_TEAM_H_
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace ternd::runtime {
+
+class ThreadTeam {
+ public:
+  using Work = void (*)(void* ctx, int member, int members);
+
+  // `members` >= 1 (1: Run calls the work inline). Helpers are named
+  // "ternd-lm-N".
+  explicit ThreadTeam(int members);
+  ~ThreadTeam();
+  ThreadTeam(const ThreadTeam&) = delete;
+  ThreadTeam& operator=(const ThreadTeam&) = delete;
+
+  int members() const { return members_; }
+  void Run(Work work, void* ctx);
+
+  // How long helpers spin before they sleep, in pause iterations.
+  static constexpr int kSpinIterations = 1 << 15;
+
+ private:
+  void Helper(int member);
+
+  const int members_;
+  std::vector<std::thread> threads_;
+  Work work_ = nullptr;
+  void* ctx_ = nullptr;
+  // Incremented by Run to start a round; helpers wait for a change.
+  alignas(64) std::atomic<uint32_t> generation_{0};
+  // Helpers still working on the current round.
+  alignas(64) std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace ternd::runtime
+
+#endif  // TERND_RUNTIME_LM_THREAD_TEAM_H_
