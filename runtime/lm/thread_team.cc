@@ -57,17 +57,29 @@ void ThreadTeam::Run(Work work, void* ctx) {
   work_ = work;
   ctx_ = ctx;
   pending_.store(members_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);
+  const uint32_t gen = generation_.fetch_add(1, std::memory_order_seq_cst) + 1;
   // A helper announces itself in sleepers_ before it waits on the futex,
   // and the wait returns at once if the generation moved in between, so
   // the system call is only needed when someone is (about to be) asleep.
   if (sleepers_.load(std::memory_order_seq_cst) > 0) FutexWakeAll(&generation_);
   work(ctx, 0, members_);
-  while (pending_.load(std::memory_order_acquire) != 0) Pause();
+  int spins = 0;
+  uint32_t done;
+  while ((done = done_.load(std::memory_order_acquire)) != gen) {
+    if (++spins < kSpinIterations) {
+      Pause();
+    } else {
+      caller_sleeping_.store(1, std::memory_order_seq_cst);
+      FutexWait(&done_, done);
+      caller_sleeping_.store(0, std::memory_order_seq_cst);
+    }
+  }
 }
 
 void ThreadTeam::Helper(int member) {
-  uint32_t seen = generation_.load(std::memory_order_acquire);
+  // Not the current value: a helper that starts after the first Run must
+  // still take part in it. Nothing runs before the constructor returns.
+  uint32_t seen = 0;
   for (;;) {
     int spins = 0;
     uint32_t now;
@@ -83,7 +95,12 @@ void ThreadTeam::Helper(int member) {
     seen = now;
     if (stop_.load(std::memory_order_acquire)) return;
     work_(ctx_, member, members_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // The last helper of the round releases the caller.
+      done_.store(now, std::memory_order_seq_cst);
+      if (caller_sleeping_.load(std::memory_order_seq_cst))
+        FutexWakeAll(&done_);
+    }
   }
 }
 

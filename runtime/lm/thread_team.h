@@ -33,8 +33,11 @@ class ThreadTeam {
   int members() const { return members_; }
   void Run(Work work, void* ctx);
 
-  // How long helpers spin before they sleep, in pause iterations.
-  static constexpr int kSpinIterations = 1 << 15;
+  // How long a waiting member spins before it sleeps, in pause
+  // iterations (a few microseconds: on a machine with fewer free cores
+  // than members, spinning longer only steals the time of the member
+  // being waited for).
+  static constexpr int kSpinIterations = 4096;
 
  private:
   void Helper(int member);
@@ -47,7 +50,10 @@ class ThreadTeam {
   alignas(64) std::atomic<uint32_t> generation_{0};
   // Helpers still working on the current round.
   alignas(64) std::atomic<int> pending_{0};
+  // The last generation every helper has finished; Run waits for it.
+  alignas(64) std::atomic<uint32_t> done_{0};
   std::atomic<int> sleepers_{0};
+  std::atomic<int> caller_sleeping_{0};
   std::atomic<bool> stop_{false};
 };
 
