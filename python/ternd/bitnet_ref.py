@@ -70,16 +70,28 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, dequant
 
 
-@dataclass
 class Ternary:
-    """A BitLinear: codes [N, K] (held as float64 for exact integer
-    products) and the tensor's scale s (float32)."""
-    codes: torch.Tensor
-    scale: torch.Tensor  # 0-d float32
+    """A BitLinear: codes [N, K] and the tensor's scale s (float32). The
+    codes are held (or, lazily, decoded on each use) as float32: with
+    |q| <= 128 every partial sum of q . w is an integer below 128 K <= 2^24,
+    so the float32 product is exact in any summation order."""
+
+    def __init__(self, scale: float, codes: torch.Tensor | None = None,
+                 loader=None):
+        self.scale = torch.tensor(float(scale), dtype=f32)  # 0-d
+        self._codes, self._loader = codes, loader
+        if codes is not None and codes.shape[1] > 1 << 17:
+            raise ValueError("ternary rows longer than 131072 are not exact in float32")
+
+    @property
+    def codes(self) -> torch.Tensor:
+        if self._codes is not None:
+            return self._codes
+        return self._loader()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         q, dequant = quantize_rows(x)
-        acc = (q.to(f64) @ self.codes.T).to(f32)  # exact integers
+        acc = q @ self.codes.T  # exact integers
         s = self.scale * dequant  # float32: s * (amax / 127)
         return acc * s[:, None]
 
@@ -184,10 +196,14 @@ class BitNetRef:
     "f16" (the spec's two storages) or "f32" (the decoded head as is: not a
     runtime option, for measuring the others). rope: "norm" (the spec) or
     "neox"; activation: None (the spec: relu^2 for bitnet-b1.58 and
-    bitnet-25, SiLU otherwise) or "relu2" / "silu"."""
+    bitnet-25, SiLU otherwise) or "relu2" / "silu". lazy: decode each
+    ternary tensor from the (memory-mapped) file on every use instead of
+    holding all of them, for models too large to hold (the 2B4T shapes:
+    about 1.5 GB instead of 9 GB, and some seconds per layer)."""
 
     def __init__(self, model: str | GGUFFile, head: str = "int8",
-                 rope: str = "norm", activation: str | None = None):
+                 rope: str = "norm", activation: str | None = None,
+                 lazy: bool = False):
         f = model if isinstance(model, GGUFFile) else GGUFFile(model)
         if head not in HEADS:
             raise ValueError(f"head {head!r}: one of {HEADS}")
@@ -218,7 +234,7 @@ class BitNetRef:
         sub = arch != "llama"
 
         def floats(name):
-            return torch.from_numpy(np.array(f.floats(name), dtype=np.float32))
+            return torch.from_numpy(f.floats(name))  # a fresh float32 array
 
         def tern(name):
             codes, scale = f.ternary(name)
@@ -226,8 +242,10 @@ class BitNetRef:
             extra = name[:-len(".weight")] + ".scale"
             if extra in f.tensors:  # llama.cpp's optional per-tensor factor
                 s = np.float32(s * np.float32(f.floats(extra).reshape(-1)[0]))
-            return Ternary(torch.from_numpy(codes.astype(np.float64)),
-                           torch.tensor(float(s), dtype=f32))
+            if lazy:
+                return Ternary(s, loader=lambda: torch.from_numpy(
+                    f.ternary(name)[0].astype(np.float32)))
+            return Ternary(s, codes=torch.from_numpy(codes.astype(np.float32)))
 
         self.layers = []
         for n in range(self.n_layers):
@@ -243,29 +261,45 @@ class BitNetRef:
         self.output_norm = floats("output_norm.weight")
         self.rope_freqs = (floats("rope_freqs.weight")
                            if "rope_freqs.weight" in f.tensors else None)
-        embd = floats("token_embd.weight")
         self.tied = "output.weight" not in f.tensors
-        head = embd if self.tied else floats("output.weight")
-        self.vocab = embd.shape[0]
-        # The head as stored: f16 rows, or int8 rows with a scale each.
+        head = floats("token_embd.weight" if self.tied else "output.weight")
+        self.vocab = head.shape[0]
+        # The head as stored: int8 codes (float32 values) and a scale per
+        # row, or f16 values (as float32), or the decoded values.
+        self.head_scale = None
         if self.head_mode == "int8":
-            q, sc = quantize_rows(head)
-            self.head_q, self.head_scale = q.to(f64), sc
-            head_rows = q * sc[:, None]
-        elif self.head_mode == "f16":
-            head_rows = to_f16(head)
-            self.head_w = head_rows.to(f64)
-        else:
-            head_rows = head
-            self.head_w = head.to(f64)
-        self.embed = head_rows if self.tied else embd
+            self.head_scale = torch.empty(self.vocab, dtype=f32)
+        for r in range(0, self.vocab, 1 << 14):  # in place, row chunks
+            rows = head[r:r + (1 << 14)]
+            if self.head_mode == "int8":
+                q, sc = quantize_rows(rows)
+                rows.copy_(q)
+                self.head_scale[r:r + len(q)] = sc
+            elif self.head_mode == "f16":
+                rows.copy_(to_f16(rows))
+        self.head_w = head
+        self.embd = None if self.tied else floats("token_embd.weight")
 
     # --- pieces -----------------------------------------------------------
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The embedding rows: token_embd decoded, or when tied the head's
+        rows as stored (int8 rows dequantized: float(q) * scale)."""
+        if not self.tied:
+            return self.embd[tokens].clone()
+        rows = self.head_w[tokens].clone()
+        if self.head_scale is not None:
+            rows = rows * self.head_scale[tokens][:, None]
+        return rows
+
     def logits_of(self, h: torch.Tensor) -> torch.Tensor:
-        z = rms_norm(h, self.output_norm, self.eps)
-        if self.head_mode == "int8":
-            return (z.to(f64) @ self.head_q.T).to(f32) * self.head_scale[None, :]
-        return (z.to(f64) @ self.head_w.T).to(f32)
+        z = rms_norm(h, self.output_norm, self.eps).to(f64)
+        out = torch.empty(h.shape[0], self.vocab, dtype=f32)
+        for r in range(0, self.vocab, 1 << 14):
+            w = self.head_w[r:r + (1 << 14)]
+            out[:, r:r + len(w)] = (z @ w.to(f64).T).to(f32)
+        if self.head_scale is not None:
+            out = out * self.head_scale[None, :]
+        return out
 
     def _qkv(self, layer: Layer, h: torch.Tensor, pos: torch.Tensor):
         a = rms_norm(h, layer.attn_norm, self.eps)
@@ -302,7 +336,7 @@ class BitNetRef:
         if len(t) > self.context:
             raise ValueError(f"{len(t)} tokens, context_length {self.context}")
         pos = torch.arange(len(t))
-        h = self.embed[t].clone()
+        h = self.embed(t)
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, h, pos)
             h = self._after_attention(layer, h, attention(q, pos, k, v))
@@ -356,7 +390,7 @@ class KVSession:
         if self.pos >= m.context:
             raise ValueError(f"position {self.pos}: context_length {m.context}")
         pos = torch.tensor([self.pos])
-        h = m.embed[torch.tensor([token])].clone()
+        h = m.embed(torch.tensor([token]))
         for i, layer in enumerate(m.layers):
             q, k, v = m._qkv(layer, h, pos)
             self.k[i] = torch.cat((self.k[i], k))
@@ -428,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--head", choices=HEADS, default="int8")
         p.add_argument("--rope", choices=("norm", "neox"), default="norm")
         p.add_argument("--activation", choices=("relu2", "silu"), default=None)
+        p.add_argument("--lazy", action="store_true",
+                       help="decode ternary tensors on each use (large models)")
 
     p = sub.add_parser("logits", help="raw little-endian float32 [positions, vocab]")
     model_args(p)
@@ -475,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in r.items():
             print(f"{k:14} {v}")
         return 0
-    m = BitNetRef(a.model, head=a.head, rope=a.rope, activation=a.activation)
+    m = BitNetRef(a.model, head=a.head, rope=a.rope, activation=a.activation,
+                  lazy=a.lazy)
     if a.cmd == "logits":
         lg = m.forward_incremental(a.tokens) if a.incremental else m.forward(a.tokens)
         lg.numpy().astype("<f4").tofile(a.output)

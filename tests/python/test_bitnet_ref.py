@@ -112,8 +112,7 @@ def test_bitlinear_against_integer_math():
     rng = np.random.default_rng(4)
     codes = rng.integers(-1, 2, (37, 300)).astype(np.int64)
     x = (rng.standard_normal((5, 300)) * 3).astype(np.float32)
-    lin = br.Ternary(torch.from_numpy(codes.astype(np.float64)),
-                     torch.tensor(0.3125, dtype=torch.float32))
+    lin = br.Ternary(0.3125, codes=torch.from_numpy(codes.astype(np.float32)))
     y = lin(torch.from_numpy(x)).numpy()
     amax = np.abs(x).max(axis=1)
     inv = (np.float32(127) / amax).astype(np.float32)
@@ -208,8 +207,11 @@ def test_int8_head_and_tied_embeddings_are_the_dequantized_rows(tmp_path):
     m = br.BitNetRef(path, head="int8")
     embd = torch.from_numpy(b.expected["token_embd.weight"]["f32"].reshape(V, E))
     q, sc = reference.quantize_rows(embd.numpy())
-    assert np.array_equal(m.embed.numpy(), (q.astype(np.float32) * sc[:, None]).astype(np.float32))
-    assert torch.equal(br.BitNetRef(path, head="f16").embed, embd.half().float())
+    every = torch.arange(V)
+    assert np.array_equal(m.embed(every).numpy(),
+                          (q.astype(np.float32) * sc[:, None]).astype(np.float32))
+    assert torch.equal(br.BitNetRef(path, head="f16").embed(every), embd.half().float())
+    assert torch.equal(br.BitNetRef(path, head="f32").embed(every), embd)
 
 
 # --- the whole model ------------------------------------------------------------
@@ -345,3 +347,34 @@ def test_cli_make_logits_greedy(tmp_path):
     assert np.array_equal(lg, m.forward([t % 300 for t in toks]).numpy())
     g = run_cli("greedy", path, "--tokens", tok_arg, "-n", "5", "--head", "f16")
     assert g.stdout.strip() == ",".join(map(str, m.greedy([t % 300 for t in toks], 5)))
+
+
+# --- the released-shape files (streamed) -------------------------------------------
+
+def test_streaming_packers_match_the_writer():
+    from ternd import make_2b4t as mk
+    c = np.random.default_rng(9).integers(-1, 2, 256 * 5).astype(np.int8)
+    assert mk.pack_i2s(c) + gw.struct.pack("<f", 0.5) + bytes(28) == gw.encode_i2s(c, 0.5)
+    assert mk.pack_tq2_0(c, 0.3) == gw.encode_tq2_0(c, 0.3)
+    assert mk.pack_tq1_0(c, 0.3) == gw.encode_tq1_0(c, 0.3)
+
+
+@pytest.mark.parametrize("ternary", list(TERNARY))
+def test_streamed_small_shape_reads_back_and_runs_lazily(tmp_path, ternary):
+    from ternd import make_2b4t as mk
+    shape = dict(mk.SHAPES["2b4t"], hidden=E, ffn=F, layers=2, heads=4,
+                 kv_heads=1, vocab=300, context=64)
+    path = str(tmp_path / "s.gguf")
+    mk.write(path, shape, TERNARY[ternary], seed=3)
+    f = GGUFFile(path)
+    assert f.kv["bitnet-b1.58.attention.head_count_kv"] == 1
+    assert f.info("blk.1.ffn_down.weight").dims == (F, E)
+    codes, scale = f.ternary("blk.1.ffn_down.weight")
+    assert set(np.unique(codes)) == {-1, 0, 1} and scale > 0
+    m = br.BitNetRef(path, head="int8")
+    lazy = br.BitNetRef(path, head="int8", lazy=True)
+    toks = [t % 300 for t in SEQ[:20]]
+    full = m.forward(toks)
+    assert torch.isfinite(full).all() and (full.std(dim=1) > 0.5).all()
+    assert torch.equal(full, lazy.forward(toks))
+    assert torch.equal(full, lazy.forward_incremental(toks))
