@@ -406,7 +406,7 @@ def default_tokens(vocab: int, n: int = 64, seed: int = 7) -> list[int]:
     return np.random.default_rng(seed).integers(0, vocab, n).tolist()
 
 
-def head_error(model: str | GGUFFile, tokens=None) -> dict:
+def head_error(model: str | GGUFFile, tokens=None, lazy: bool = False) -> dict:
     """How far the int8 head's logits are from the f16 head's (and both from
     the decoded head's) on one token sequence: max abs error, that over the
     largest |logit| (relative), the RMS error, and the fraction of
@@ -418,7 +418,7 @@ def head_error(model: str | GGUFFile, tokens=None) -> dict:
     applies both heads to the same final hidden states (the f16 model's):
     the error of the head's storage alone."""
     f = model if isinstance(model, GGUFFile) else GGUFFile(model)
-    refs = {h: BitNetRef(f, head=h) for h in HEADS}
+    refs = {h: BitNetRef(f, head=h, lazy=lazy) for h in HEADS}
     if tokens is None:
         tokens = default_tokens(refs["f16"].vocab)
     trace: dict = {}
@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         b.write(a.output)
         return 0
     if a.cmd == "head-error":
-        r = head_error(a.model, a.tokens)
+        r = head_error(a.model, a.tokens, lazy=a.lazy)
         for k, v in r.items():
             print(f"{k:14} {v}")
         return 0
