@@ -259,26 +259,32 @@ class Builder:
         self.rng = np.random.default_rng(seed)
         self.expected: dict[str, dict] = {}
 
-    def ternary(self, name: str, dims: tuple[int, ...], ttype: int) -> None:
+    def ternary(self, name: str, dims: tuple[int, ...], ttype: int,
+                scale_range: tuple[float, float] = (0.01, 2.0),
+                scale_mul: float = 1.0) -> None:
+        """Random codes; the scale is uniform in scale_range, times scale_mul."""
         n = int(np.prod(dims))
         w = self.rng.integers(-1, 2, n).astype(np.int8)
-        data, scale = encode_ternary(w, ttype, float(self.rng.uniform(0.01, 2.0)))
+        s = float(self.rng.uniform(*scale_range)) * scale_mul
+        data, scale = encode_ternary(w, ttype, s)
         self.w.add_tensor(name, dims, ttype, data)
         self.expected[name] = {
             "f32": w.astype(np.float32) * np.float32(scale),
             "codes": w, "scale": np.float32(scale)}
 
     def floats(self, name: str, dims: tuple[int, ...], ttype: int,
-               std: float = 0.5) -> None:
+               std: float = 0.5, mean: float = 0.0) -> None:
+        """Normal(mean, std) values (Q4_K and Q6_K: random blocks, which
+        ignore mean and std)."""
         n = int(np.prod(dims))
         if ttype == T_Q4_K:
             data, exp = random_q4_k(self.rng, n)
         elif ttype == T_Q6_K:
             data, exp = random_q6_k(self.rng, n)
         elif ttype == T_Q8_0:
-            data, exp = encode_q8_0(self.rng.normal(0, std, n))
+            data, exp = encode_q8_0(self.rng.normal(mean, std, n))
         else:
-            data, exp = encode_float(self.rng.normal(0, std, n), ttype)
+            data, exp = encode_float(self.rng.normal(mean, std, n), ttype)
         self.w.add_tensor(name, dims, ttype, data)
         self.expected[name] = {"f32": exp}
 
@@ -331,13 +337,39 @@ def types_file(seed: int = 1) -> Builder:
     return b
 
 
+def well_scaled(hidden: int) -> dict:
+    """model_file keyword arguments for a numerically useful random model of
+    width `hidden`: norm gains ~ N(1, 0.2), ternary scales of 1..2 over
+    sqrt(2K/3) (a BitLinear keeps about its input's RMS), embeddings and
+    head ~ N(0, 3/sqrt(hidden)) (logits with a standard deviation near 3).
+    The residual stream then stays at an RMS of a few units whatever the
+    width and depth, and attention scores have a standard deviation near 2
+    (soft, not one-hot, attention)."""
+    std = 3.0 / float(np.sqrt(hidden))
+    return {"norm_mean": 1.0, "norm_std": 0.2, "embd_std": std,
+            "head_std": std, "scale_range": (1.0, 2.0), "scale_fan_in": True}
+
+
 def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
                kv_heads: int, vocab: int, ternary: int, embd_type: int = T_F16,
                head_type: int | None = None, norm_type: int = T_F32,
                context: int = 256, seed: int = 1,
-               rope_freqs: bool = False) -> Builder:
+               rope_freqs: bool = False, *,
+               norm_mean: float = 0.0, norm_std: float = 0.5,
+               embd_std: float = 0.5, head_std: float = 0.5,
+               scale_range: tuple[float, float] = (0.01, 2.0),
+               scale_fan_in: bool = False) -> Builder:
     """A random-weight model with the tensor naming of `arch`.
-    head_type None: no output.weight (tied to the embeddings)."""
+    head_type None: no output.weight (tied to the embeddings).
+
+    The keyword-only arguments shape the random values; their defaults are
+    the original distributions: norm gains ~ N(norm_mean, norm_std),
+    token_embd ~ N(0, embd_std), output.weight ~ N(0, head_std), ternary
+    scales uniform in scale_range and, with scale_fan_in, divided by
+    sqrt(2K/3) (K the input width: the RMS gain of a row of random codes),
+    so that a BitLinear keeps about its input's RMS. well_scaled() gives a
+    set of them under which activations and logits stay in a useful range
+    (the defaults let the residual stream grow and attention saturate)."""
     b = Builder(seed)
     w = b.w
     w.add("general.architecture", STRING, arch)
@@ -356,24 +388,32 @@ def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
           (STRING, [f"<t{i}>" for i in range(vocab)]))
     w.add("tokenizer.ggml.token_type", ARRAY, (I32, [1] * vocab))
     kv = hidden // heads * kv_heads
-    b.floats("token_embd.weight", (hidden, vocab), embd_type)
+
+    def tern(name: str, dims: tuple[int, int]) -> None:
+        mul = 1.0 / np.sqrt(dims[0] * 2.0 / 3.0) if scale_fan_in else 1.0
+        b.ternary(name, dims, ternary, scale_range, mul)
+
+    def norm(name: str, width: int) -> None:
+        b.floats(name, (width,), norm_type, norm_std, norm_mean)
+
+    b.floats("token_embd.weight", (hidden, vocab), embd_type, embd_std)
     for n in range(layers):
         p = f"blk.{n}."
-        b.floats(p + "attn_norm.weight", (hidden,), norm_type)
-        b.ternary(p + "attn_q.weight", (hidden, hidden), ternary)
-        b.ternary(p + "attn_k.weight", (hidden, kv), ternary)
-        b.ternary(p + "attn_v.weight", (hidden, kv), ternary)
-        b.ternary(p + "attn_output.weight", (hidden, hidden), ternary)
-        b.floats(p + "ffn_norm.weight", (hidden,), norm_type)
-        b.ternary(p + "ffn_gate.weight", (hidden, ffn), ternary)
-        b.ternary(p + "ffn_up.weight", (hidden, ffn), ternary)
-        b.ternary(p + "ffn_down.weight", (ffn, hidden), ternary)
+        norm(p + "attn_norm.weight", hidden)
+        tern(p + "attn_q.weight", (hidden, hidden))
+        tern(p + "attn_k.weight", (hidden, kv))
+        tern(p + "attn_v.weight", (hidden, kv))
+        tern(p + "attn_output.weight", (hidden, hidden))
+        norm(p + "ffn_norm.weight", hidden)
+        tern(p + "ffn_gate.weight", (hidden, ffn))
+        tern(p + "ffn_up.weight", (hidden, ffn))
+        tern(p + "ffn_down.weight", (ffn, hidden))
         if arch != "llama":
-            b.floats(p + "attn_sub_norm.weight", (hidden,), norm_type)
-            b.floats(p + "ffn_sub_norm.weight", (ffn,), norm_type)
-    b.floats("output_norm.weight", (hidden,), norm_type)
+            norm(p + "attn_sub_norm.weight", hidden)
+            norm(p + "ffn_sub_norm.weight", ffn)
+    norm("output_norm.weight", hidden)
     if head_type is not None:
-        b.floats("output.weight", (hidden, vocab), head_type)
+        b.floats("output.weight", (hidden, vocab), head_type, head_std)
     if rope_freqs:
         b.floats("rope_freqs.weight", (hidden // heads // 2,), T_F32)
     return b
@@ -404,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rope-freqs", action="store_true",
                     help="add rope_freqs.weight (as Llama 3 files do)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--well-scaled", action="store_true",
+                    help="the distributions of well_scaled() instead of the "
+                         "defaults")
     ap.add_argument("--expected", metavar="DIR",
                     help="also write the decoded values of every tensor")
     a = ap.parse_args(argv)
@@ -417,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
                        TYPE_NAMES[a.embd_type],
                        None if a.head_type == "none" else TYPE_NAMES[a.head_type],
                        TYPE_NAMES[a.norm_type], a.context, a.seed,
-                       a.rope_freqs)
+                       a.rope_freqs,
+                       **(well_scaled(a.hidden) if a.well_scaled else {}))
     b.write(a.output, a.expected)
     return 0
 
