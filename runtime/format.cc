@@ -899,6 +899,19 @@ Status ModelFile::ValidateLanguageModel() {
     }
   }
 
+  if (const TensorView* rf = FindTensor("rope_freqs.weight")) {
+    for (size_t i = 0; i < rf->bytes.size() / 4; ++i) {
+      float v;
+      std::memcpy(&v, rf->bytes.data() + 4 * i, 4);
+      if (!(v > 0)) {
+        return InvalidArgument(
+            "tensor 'rope_freqs.weight': element %zu is %g, expected a "
+            "frequency divisor > 0",
+            i, static_cast<double>(v));
+      }
+    }
+  }
+
   // Tokenizer: its tables match the vocabulary; special ids are in range.
   const model::Tokenizer& tok = lm.tokenizer();
   if (tok.model() != "gpt2" && tok.model() != "llama") {

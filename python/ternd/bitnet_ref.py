@@ -97,11 +97,12 @@ class Ternary:
 
 
 def rms_norm(x: torch.Tensor, g: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) * g (mean rounded once to float32)."""
+    """x * (1 / sqrt(mean(x^2) + eps)) * g (mean rounded once to float32),
+    the reciprocal once as the runtime computes it."""
     x64 = x.to(f64)
     mean = ((x64 * x64).sum(dim=1) / x.shape[1]).to(f32)
-    d = torch.sqrt(mean + eps)
-    return fdiv(x, d[:, None]) * g
+    inv = fdiv(torch.ones_like(mean), torch.sqrt(mean + eps))
+    return x * inv[:, None] * g
 
 
 def exp32(x: torch.Tensor) -> torch.Tensor:
@@ -194,15 +195,16 @@ class Layer:
 class BitNetRef:
     """The reference model. head: "int8" (ternctl convert's default),
     "f16" (the spec's two storages) or "f32" (the decoded head as is: not a
-    runtime option, for measuring the others). rope: "norm" (the spec) or
-    "neox"; activation: None (the spec: relu^2 for bitnet-b1.58 and
+    runtime option, for measuring the others). rope: None (the spec: "neox"
+    for the bitnet architectures, "norm" for llama) or "norm" / "neox";
+    activation: None (the spec: relu^2 for bitnet-b1.58 and
     bitnet-25, SiLU otherwise) or "relu2" / "silu". lazy: decode each
     ternary tensor from the (memory-mapped) file on every use instead of
     holding all of them, for models too large to hold (the 2B4T shapes:
     about 1.5 GB instead of 9 GB, and some seconds per layer)."""
 
     def __init__(self, model: str | GGUFFile, head: str = "int8",
-                 rope: str = "norm", activation: str | None = None,
+                 rope: str | None = None, activation: str | None = None,
                  lazy: bool = False):
         f = model if isinstance(model, GGUFFile) else GGUFFile(model)
         if head not in HEADS:
@@ -212,6 +214,8 @@ class BitNetRef:
         if arch not in ARCHES:
             raise ValueError(f"{f.path}: architecture {arch!r} (one of {ARCHES})")
         self.arch = arch
+        if self.rope_mode is None:
+            self.rope_mode = "norm" if arch == "llama" else "neox"
 
         def hp(key, default=None):
             v = f.kv.get(f"{arch}.{key}", default)
@@ -460,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--tokens", type=_tokens, required=tokens_required,
                        help="comma-separated token ids")
         p.add_argument("--head", choices=HEADS, default="int8")
-        p.add_argument("--rope", choices=("norm", "neox"), default="norm")
+        p.add_argument("--rope", choices=("norm", "neox"), default=None,
+                       help="default: by architecture (docs/llm.md)")
         p.add_argument("--activation", choices=("relu2", "silu"), default=None)
         p.add_argument("--lazy", action="store_true",
                        help="decode ternary tensors on each use (large models)")

@@ -415,7 +415,9 @@ def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
     if head_type is not None:
         b.floats("output.weight", (hidden, vocab), head_type, head_std)
     if rope_freqs:
-        b.floats("rope_freqs.weight", (hidden // heads // 2,), T_F32)
+        # Frequency divisors as Llama 3 files have them: positive, 1 to 8.
+        b.floats("rope_freqs.weight", (hidden // heads // 2,), T_F32,
+                 std=1.0, mean=4.0)
     return b
 
 

@@ -208,6 +208,7 @@ Result<std::vector<uint8_t>> ConvertGguf(const GgufFile& f,
   lm->set_ffn_activation(hp.arch == "bitnet" || hp.arch == "llama"
                              ? model::LanguageModel::SILU
                              : model::LanguageModel::RELU2);
+  lm->set_rope_neox(hp.arch != "llama");
   lm->set_sub_norms(hp.sub_norms);
   lm->set_tied_output(hp.tied_output);
   TERND_RETURN_IF_ERROR(ReadTokenizer(f, lm));

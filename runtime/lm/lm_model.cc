@@ -171,10 +171,15 @@ void LmModel::Work(void* ctx, int member, int members) {
                             : m.k_ + static_cast<size_t>(b) * KV + head * D;
           const float* c = m.rope_cos_ + static_cast<size_t>(b) * (D / 2);
           const float* sn = m.rope_sin_ + static_cast<size_t>(b) * (D / 2);
+          // Pairs (i, i + D/2) or (2i, 2i + 1).
+          const uint32_t step = sh.rope_neox ? 1 : 2;
+          const uint32_t other = sh.rope_neox ? D / 2 : 1;
           for (uint32_t i = 0; i < D / 2; ++i) {
-            const float x0 = vec[2 * i], x1 = vec[2 * i + 1];
-            vec[2 * i] = x0 * c[i] - x1 * sn[i];
-            vec[2 * i + 1] = x0 * sn[i] + x1 * c[i];
+            float* p0 = vec + i * step;
+            float* p1 = p0 + other;
+            const float x0 = *p0, x1 = *p1;
+            *p0 = x0 * c[i] - x1 * sn[i];
+            *p1 = x0 * sn[i] + x1 * c[i];
           }
           if (!is_q) {
             const size_t at =
@@ -449,6 +454,7 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   sh.rope_freq_base = lm.rope_freq_base();
   sh.rms_eps = lm.rms_eps();
   sh.relu2 = lm.ffn_activation() == model::LanguageModel::RELU2;
+  sh.rope_neox = lm.rope_neox();
   sh.sub_norms = lm.sub_norms();
   sh.tied_output = lm.tied_output();
   const TensorView* head_t =

@@ -52,7 +52,8 @@ struct LmShape {
   uint32_t layers, embedding, ffn, heads, kv_heads, head_dim, vocab;
   uint32_t model_context;  // what the model was trained for
   float rope_freq_base, rms_eps;
-  bool relu2;  // else SiLU
+  bool relu2;      // else SiLU
+  bool rope_neox;  // pairs (i, i + D/2), else (2i, 2i + 1)
   bool sub_norms;
   bool tied_output;
   model::DType head_dtype;  // F32, F16 or I8
