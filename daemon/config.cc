@@ -40,6 +40,8 @@ class ConfigParser {
         TERND_RETURN_IF_ERROR(Server(t, c));
       } else if (name == "runtime") {
         TERND_RETURN_IF_ERROR(Runtime(t, c));
+      } else if (name == "llm") {
+        TERND_RETURN_IF_ERROR(Llm(t, c));
       } else if (name == "device") {
         TERND_RETURN_IF_ERROR(Device(t, c));
       } else if (name == "mqtt") {
@@ -51,7 +53,8 @@ class ConfigParser {
       } else {
         return Error(node,
                      "unknown table [%.*s] (known: [daemon], [server], "
-                     "[runtime], [device], [mqtt], [ota], [telemetry])",
+                     "[runtime], [llm], [device], [mqtt], [ota], "
+                     "[telemetry])",
                      static_cast<int>(name.size()), name.data());
       }
     }
@@ -178,6 +181,33 @@ class ConfigParser {
         }
       } else {
         return Unknown(node, "runtime", k);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status Llm(const toml::table& t, Config* c) {
+    for (auto&& [key, node] : t) {
+      const std::string_view k = key.str();
+      if (k == "max_context") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "llm.max_context", 0, 1u << 20, &c->llm_max_context));
+      } else if (k == "sequences") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "llm.sequences", 1, 256, &c->llm_sequences));
+      } else if (k == "threads") {
+        TERND_RETURN_IF_ERROR(Uint(node, "llm.threads", 0, 64, &c->llm_threads));
+      } else if (k == "max_tokens") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "llm.max_tokens", 1, 1u << 20, &c->llm_max_tokens));
+      } else if (k == "max_prompt_tokens") {
+        TERND_RETURN_IF_ERROR(Uint(node, "llm.max_prompt_tokens", 0, 1u << 20,
+                                   &c->llm_max_prompt_tokens));
+      } else if (k == "max_queue") {
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "llm.max_queue", 1, 4096, &c->llm_max_queue));
+      } else {
+        return Unknown(node, "llm", k);
       }
     }
     return Status::Ok();
@@ -542,6 +572,9 @@ void KeepRestartOnly(const Config& running, Config* next) {
   c.allow_gids = next->allow_gids;
   c.log_requests = next->log_requests;
   c.model = next->model;
+  c.llm_max_tokens = next->llm_max_tokens;
+  c.llm_max_prompt_tokens = next->llm_max_prompt_tokens;
+  c.llm_max_queue = next->llm_max_queue;
   *next = std::move(c);
 }
 
@@ -568,6 +601,9 @@ std::vector<std::string> RestartOnlyChanges(const Config& a, const Config& b) {
   note("runtime.workers", num(a.workers), num(b.workers));
   note("runtime.kernel", a.kernel, b.kernel);
   note("runtime.swap", a.swap, b.swap);
+  note("llm.max_context", num(a.llm_max_context), num(b.llm_max_context));
+  note("llm.sequences", num(a.llm_sequences), num(b.llm_sequences));
+  note("llm.threads", num(a.llm_threads), num(b.llm_threads));
   auto yes = [](bool v) { return std::string(v ? "true" : "false"); };
   auto list = [](const std::vector<std::string>& v) {
     std::string out = "[";

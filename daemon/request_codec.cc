@@ -15,7 +15,8 @@ wire::DType WireDType(model::DType d) {
 const std::vector<std::string>& CallNames() {
   static const std::vector<std::string> names = {
       "infer",    "model_info", "health",        "stats",
-      "generate", "install",    "update_status", "invalid"};
+      "generate", "install",    "update_status", "cancel",
+      "invalid"};
   return names;
 }
 
@@ -35,6 +36,8 @@ CallIndex CallOf(const wire::Request& r) {
       return kCallInstall;
     case wire::Request::kUpdateStatus:
       return kCallUpdateStatus;
+    case wire::Request::kCancel:
+      return kCallCancel;
     case wire::Request::CALL_NOT_SET:
       break;
   }

@@ -32,6 +32,7 @@ enum CallIndex : size_t {
   kCallGenerate,
   kCallInstall,
   kCallUpdateStatus,
+  kCallCancel,
   kCallInvalid,  // no call set, or not a request at all
 };
 const std::vector<std::string>& CallNames();

@@ -1,0 +1,586 @@
+#include "daemon/generator.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <string>
+
+#include "base/check.h"
+#include "base/clock.h"
+#include "base/log.h"
+
+namespace ternd::daemon {
+namespace {
+
+constexpr int kDefaultTopK = 40;
+constexpr uint32_t kDefaultRepeatLastN = 64;
+
+uint64_t SplitMix64(uint64_t* s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// xoshiro256**: small, fast and the same on every platform, so a seed
+// reproduces a generation anywhere.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) {
+    for (uint64_t& w : s_) w = SplitMix64(&seed);
+  }
+  // Uniform in [0, 1).
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+
+ private:
+  static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t Next() {
+    const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = Rotl(s_[3], 45);
+    return result;
+  }
+  uint64_t s_[4];
+};
+
+uint64_t RandomSeed() {
+  uint64_t seed = 0;
+  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+    seed = static_cast<uint64_t>(MonotonicNs());
+  }
+  return seed;
+}
+
+}  // namespace
+
+struct Generator::Active {
+  GenerateCall call;
+  int seq = -1;
+  int64_t deadline_ns = 0;  // 0: none
+  uint32_t max_tokens = 0;
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> history;  // prompt and generated tokens
+  int32_t pending_token = -1;    // drawn, not yet evaluated
+  int pos = 0;                   // tokens in the KV cache
+  uint32_t generated = 0;
+  bool cancelled = false;
+  std::unique_ptr<tokenizer::StreamDecoder> decoder;
+  std::string held;  // text held back: may begin a stop string
+  size_t longest_stop = 0;
+  Rng rng{0};
+  std::vector<int32_t> index;  // sampler scratch [vocab]
+  std::vector<float> probs;
+  std::vector<double> p;
+  int64_t started_ns = 0, prompt_done_ns = 0, first_token_ns = 0;
+};
+
+Result<std::unique_ptr<Generator>> Generator::Create(sd_event* loop,
+                                                     Deliver deliver,
+                                                     std::mutex* lm_mutex) {
+  std::unique_ptr<Generator> g(
+      new Generator(loop, std::move(deliver), lm_mutex));
+  g->event_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!g->event_.valid()) {
+    return ErrnoError(errno, "cannot create the generator's eventfd");
+  }
+  sd_event_source* s = nullptr;
+  const int r = sd_event_add_io(loop, &s, g->event_.get(), EPOLLIN,
+                                &Generator::OnEvent, g.get());
+  if (r < 0) return ErrnoError(-r, "cannot watch the generator");
+  sd_event_source_set_description(s, "generator");
+  g->source_.reset(s);
+  g->thread_ = std::thread([gp = g.get()] { gp->Thread(); });
+  return g;
+}
+
+Generator::Generator(sd_event* loop, Deliver deliver, std::mutex* lm_mutex)
+    : loop_(loop), deliver_(std::move(deliver)), lm_mutex_(lm_mutex) {}
+
+Generator::~Generator() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
+  const wire::GenerateRequest& r = call.request;
+  const runtime::LmModel& m = *call.model;
+  const bool has_text = !r.prompt().empty();
+  if (has_text == (r.prompt_tokens_size() > 0)) {
+    return InvalidArgument(
+        "Generate needs exactly one of prompt (text) and prompt_tokens; "
+        "this request has %s",
+        has_text ? "both" : "neither");
+  }
+  if (!(r.temperature() >= 0) || r.temperature() > 100) {
+    return InvalidArgument("temperature %g is outside 0..100",
+                           static_cast<double>(r.temperature()));
+  }
+  if (!(r.top_p() >= 0) || !(r.min_p() >= 0) || r.min_p() > 1) {
+    return InvalidArgument("top_p %g / min_p %g: expected top_p >= 0 and "
+                           "min_p in 0..1",
+                           static_cast<double>(r.top_p()),
+                           static_cast<double>(r.min_p()));
+  }
+  if (!(r.repetition_penalty() >= 0) || r.repetition_penalty() > 100) {
+    return InvalidArgument("repetition_penalty %g is outside 0..100",
+                           static_cast<double>(r.repetition_penalty()));
+  }
+  const uint32_t vocab = m.shape().vocab;
+  for (int i = 0; i < r.prompt_tokens_size(); ++i) {
+    if (r.prompt_tokens(i) < 0 ||
+        static_cast<uint32_t>(r.prompt_tokens(i)) >= vocab) {
+      return InvalidArgument(
+          "prompt_tokens[%d] is %d, outside the vocabulary 0..%u", i,
+          r.prompt_tokens(i), vocab - 1);
+    }
+  }
+  for (int i = 0; i < r.stop_tokens_size(); ++i) {
+    if (r.stop_tokens(i) < 0 ||
+        static_cast<uint32_t>(r.stop_tokens(i)) >= vocab) {
+      return InvalidArgument(
+          "stop_tokens[%d] is %d, outside the vocabulary 0..%u", i,
+          r.stop_tokens(i), vocab - 1);
+    }
+  }
+  for (int i = 0; i < r.stop_size(); ++i) {
+    if (r.stop(i).empty() || r.stop(i).size() > 256) {
+      return InvalidArgument("stop[%d] is %zu bytes, expected 1..256", i,
+                             r.stop(i).size());
+    }
+  }
+  if (r.stop_size() > 16) {
+    return InvalidArgument("%d stop strings, at most 16", r.stop_size());
+  }
+  auto a = std::make_unique<Active>();
+  // Tokenize here, on the loop: it is quick (microseconds for a prompt of
+  // a few kilobytes) and its errors are the request's.
+  if (has_text) {
+    Status s = call.tokenizer->Encode(
+        r.prompt(), call.tokenizer->add_bos(), !r.literal_special(),
+        &a->prompt);
+    if (!s.ok()) return Status(s).Prepend("prompt");
+  } else {
+    a->prompt.assign(r.prompt_tokens().begin(), r.prompt_tokens().end());
+  }
+  if (a->prompt.empty()) {
+    return InvalidArgument("the prompt has no tokens");
+  }
+  const uint32_t context = static_cast<uint32_t>(m.max_context());
+  const uint32_t prompt_cap =
+      limits.max_prompt_tokens > 0 ? std::min(limits.max_prompt_tokens,
+                                              context - 1)
+                                   : context - 1;
+  if (a->prompt.size() > prompt_cap) {
+    return InvalidArgument(
+        "the prompt has %zu tokens, more than the %u allowed (llm.max_context "
+        "%u%s)",
+        a->prompt.size(), prompt_cap, context,
+        limits.max_prompt_tokens > 0 ? ", llm.max_prompt_tokens" : "");
+  }
+  if (pending_ >= static_cast<int>(limits.max_queue) + m.sequences()) {
+    return ResourceExhausted(
+        "%d Generate calls are running or waiting (llm.sequences %d + "
+        "llm.max_queue %u); try again later",
+        pending_, m.sequences(), limits.max_queue);
+  }
+  a->max_tokens = r.max_tokens() > 0 ? r.max_tokens()
+                                     : limits.default_max_tokens;
+  if (r.deadline_us() > 0) {
+    a->deadline_ns = call.received_ns +
+                     static_cast<int64_t>(r.deadline_us()) * 1000;
+  }
+  a->rng = Rng(r.has_seed() ? r.seed() : RandomSeed());
+  for (const std::string& s : r.stop()) {
+    a->longest_stop = std::max(a->longest_stop, s.size());
+  }
+  a->decoder = std::make_unique<tokenizer::StreamDecoder>(*call.tokenizer,
+                                                          r.special_text());
+  a->index.resize(vocab);
+  a->probs.resize(vocab);
+  a->p.resize(vocab);
+  a->history.reserve(a->prompt.size() + a->max_tokens);
+  a->call = std::move(call);
+  ++pending_;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    queue_.push_back(std::move(a));
+  }
+  wake_.notify_one();
+  return Status::Ok();
+}
+
+bool Generator::Cancel(uint64_t connection, uint64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
+  cancels_.push_back({connection, id});
+  wake_.notify_one();
+  return true;
+}
+
+void Generator::CancelConnection(uint64_t connection) {
+  std::lock_guard<std::mutex> l(mu_);
+  cancel_connections_.push_back(connection);
+  wake_.notify_one();
+}
+
+void Generator::CancelAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  cancel_all_ = true;
+  wake_.notify_one();
+}
+
+void Generator::Emit(Frame frame) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    frames_.push_back(std::move(frame));
+  }
+  const uint64_t one = 1;
+  TERND_CHECK(write(event_.get(), &one, sizeof(one)) == sizeof(one));
+}
+
+int Generator::OnEvent(sd_event_source*, int, uint32_t, void* self) {
+  static_cast<Generator*>(self)->OnFrames();
+  return 0;
+}
+
+void Generator::OnFrames() {
+  uint64_t count;
+  if (read(event_.get(), &count, sizeof(count)) < 0) return;
+  std::vector<Frame> frames;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    frames.swap(frames_);
+  }
+  for (Frame& f : frames) {
+    if (f.final) --pending_;
+    if (f.response.has_generate()) {
+      tokens_generated_ += f.response.generate().tokens_size();
+    }
+    deliver_(f.connection, std::move(f.response), f.final, f.slot);
+  }
+}
+
+void Generator::Finish(Active& a, const char* reason, const Status& error) {
+  Frame f{a.call.connection, wire::Response(), true, a.call.slot};
+  f.response.set_id(a.call.id);
+  f.response.set_final(true);
+  if (!error.ok()) {
+    f.response.mutable_status()->set_code(static_cast<int>(error.code()));
+    f.response.mutable_status()->set_message(error.message());
+  } else {
+    wire::GenerateResponse* g = f.response.mutable_generate();
+    // What the decoder still holds (an unfinished character) and what was
+    // held back for the stop strings, unless a stop string ended it.
+    std::string tail = a.held;
+    if (std::string_view(reason) != "stop") {
+      tail += std::string(a.decoder->Flush());
+    }
+    g->set_text(tail);
+    wire::GenerateSummary* s = g->mutable_summary();
+    const int64_t now = MonotonicNs();
+    s->set_stop_reason(reason);
+    s->set_prompt_tokens(static_cast<uint32_t>(a.prompt.size()));
+    s->set_generated_tokens(a.generated);
+    s->set_queue_us(
+        a.started_ns > 0
+            ? static_cast<uint64_t>((a.started_ns - a.call.received_ns) / 1000)
+            : 0);
+    const int64_t prompt_ns =
+        a.prompt_done_ns > 0 ? a.prompt_done_ns - a.started_ns : 0;
+    s->set_prompt_us(static_cast<uint64_t>(prompt_ns / 1000));
+    const int64_t gen_ns = a.first_token_ns > 0 ? now - a.first_token_ns : 0;
+    s->set_generate_us(static_cast<uint64_t>(gen_ns / 1000));
+    s->set_first_token_us(
+        a.first_token_ns > 0
+            ? static_cast<uint64_t>((a.first_token_ns - a.call.received_ns) /
+                                    1000)
+            : 0);
+    if (prompt_ns > 0) {
+      s->set_prompt_tokens_per_s(static_cast<double>(a.prompt.size()) * 1e9 /
+                                 static_cast<double>(prompt_ns));
+    }
+    if (gen_ns > 0 && a.generated > 1) {
+      s->set_tokens_per_s(static_cast<double>(a.generated - 1) * 1e9 /
+                          static_cast<double>(gen_ns));
+    }
+    s->set_model(a.call.model->name());
+    s->set_model_version(a.call.model->version());
+  }
+  Emit(std::move(f));
+}
+
+namespace {
+
+// Index of the largest logit (the lowest index among equals).
+int32_t Argmax(const float* z, uint32_t n) {
+  int32_t best = 0;
+  for (uint32_t v = 1; v < n; ++v) {
+    if (z[v] > z[best]) best = static_cast<int32_t>(v);
+  }
+  return best;
+}
+
+}  // namespace
+
+bool Generator::Step(Active& a) {
+  const runtime::LmModel& m = *a.call.model;
+  const wire::GenerateRequest& r = a.call.request;
+  const uint32_t V = m.shape().vocab;
+  if (a.cancelled) {
+    Finish(a, "cancelled", Status::Ok());
+    return false;
+  }
+  if (a.deadline_ns > 0 && MonotonicNs() >= a.deadline_ns) {
+    Finish(a, "deadline", Status::Ok());
+    return false;
+  }
+  // Evaluate what is pending: the prompt, or the token drawn last step.
+  {
+    std::lock_guard<std::mutex> l(*lm_mutex_);
+    Status s;
+    if (a.pos == 0) {
+      a.started_ns = MonotonicNs();
+      s = m.Eval(a.seq, a.prompt, 0);
+      a.pos = static_cast<int>(a.prompt.size());
+      a.history = a.prompt;
+      a.prompt_done_ns = MonotonicNs();
+    } else {
+      s = m.Eval(a.seq, {&a.pending_token, 1}, a.pos);
+      ++a.pos;
+    }
+    if (!s.ok()) {
+      Finish(a, "error", s);
+      return false;
+    }
+    // Draw the next token from the logits while they are this sequence's.
+    float* z = a.probs.data();
+    std::copy(m.logits(0), m.logits(0) + V, z);
+  }
+  float* z = a.probs.data();
+  // Repetition penalty over the last tokens.
+  const float penalty = r.repetition_penalty();
+  if (penalty > 0 && penalty != 1.0f) {
+    const uint32_t last_n =
+        r.repeat_last_n() > 0 ? r.repeat_last_n() : kDefaultRepeatLastN;
+    const size_t from =
+        a.history.size() > last_n ? a.history.size() - last_n : 0;
+    for (size_t i = from; i < a.history.size(); ++i) {
+      float& v = z[a.history[i]];
+      // Once per distinct token of the window, as llama.cpp applies it.
+      bool seen = false;
+      for (size_t j = from; j < i; ++j) seen |= a.history[j] == a.history[i];
+      if (!seen) v = v > 0 ? v / penalty : v * penalty;
+    }
+  }
+  // Log-softmax of the (penalized) logits for logprobs.
+  double lse = 0;
+  float zmax = z[Argmax(z, V)];
+  if (r.logprobs()) {
+    for (uint32_t v = 0; v < V; ++v) lse += std::exp(double(z[v]) - zmax);
+    lse = std::log(lse) + zmax;
+  }
+  int32_t token;
+  if (r.temperature() <= 0) {
+    token = Argmax(z, V);
+  } else {
+    const float inv_t = 1.0f / r.temperature();
+    int32_t* idx = a.index.data();
+    for (uint32_t v = 0; v < V; ++v) idx[v] = static_cast<int32_t>(v);
+    uint32_t n = V;
+    const int k = r.top_k() == 0 ? kDefaultTopK : r.top_k();
+    auto by_logit = [z](int32_t x, int32_t y) {
+      return z[x] > z[y] || (z[x] == z[y] && x < y);
+    };
+    if (k > 0 && static_cast<uint32_t>(k) < n) {
+      std::nth_element(idx, idx + k, idx + n, by_logit);
+      n = static_cast<uint32_t>(k);
+    }
+    std::sort(idx, idx + n, by_logit);
+    // Softmax over the candidates at the temperature, in double.
+    std::vector<double>& p = a.p;
+    const double top = double(z[idx[0]]) * inv_t;
+    double sum = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      p[i] = std::exp(double(z[idx[i]]) * inv_t - top);
+      sum += p[i];
+    }
+    // min-p: drop candidates below min_p times the most likely one.
+    if (r.min_p() > 0) {
+      uint32_t keep = 1;
+      while (keep < n && p[keep] / p[0] >= r.min_p()) ++keep;
+      for (uint32_t i = keep; i < n; ++i) sum -= p[i];
+      n = keep;
+    }
+    // top-p: the smallest prefix whose mass reaches top_p.
+    if (r.top_p() > 0 && r.top_p() < 1) {
+      double acc = 0;
+      uint32_t keep = 0;
+      while (keep < n) {
+        acc += p[keep++] / sum;
+        if (acc >= r.top_p()) break;
+      }
+      double kept = 0;
+      for (uint32_t i = 0; i < keep; ++i) kept += p[i];
+      sum = kept;
+      n = keep;
+    }
+    double u = a.rng.Uniform() * sum;
+    token = idx[n - 1];
+    for (uint32_t i = 0; i < n; ++i) {
+      u -= p[i];
+      if (u < 0) {
+        token = idx[i];
+        break;
+      }
+    }
+  }
+  if (a.first_token_ns == 0) a.first_token_ns = MonotonicNs();
+  ++a.generated;
+  a.history.push_back(token);
+  a.pending_token = token;
+
+  // Why it ends, if it does, with this token.
+  const char* reason = nullptr;
+  bool emit_token = true;
+  if (a.call.tokenizer->IsEog(token)) {
+    reason = "eos";
+    emit_token = false;
+  } else if (std::find(r.stop_tokens().begin(), r.stop_tokens().end(),
+                       token) != r.stop_tokens().end()) {
+    reason = "stop";
+    emit_token = false;
+  }
+  if (emit_token) {
+    Frame f{a.call.connection, wire::Response(), false, a.call.slot};
+    f.response.set_id(a.call.id);
+    wire::GenerateResponse* g = f.response.mutable_generate();
+    g->add_tokens(token);
+    if (r.logprobs()) g->add_logprobs(static_cast<float>(z[token] - lse));
+    a.held += std::string(a.decoder->Push(token));
+    // A stop string in the text ends it there.
+    size_t cut = std::string::npos;
+    for (const std::string& s : r.stop()) {
+      const size_t at = a.held.find(s);
+      if (at != std::string::npos) cut = std::min(cut, at);
+    }
+    if (cut != std::string::npos) {
+      g->set_text(a.held.substr(0, cut));
+      a.held.clear();
+      reason = "stop";
+    } else {
+      // Hold back the longest tail that could begin a stop string.
+      size_t hold = 0;
+      for (const std::string& s : r.stop()) {
+        for (size_t len = std::min(s.size() - 1, a.held.size()); len > hold;
+             --len) {
+          if (a.held.compare(a.held.size() - len, len, s, 0, len) == 0) {
+            hold = len;
+            break;
+          }
+        }
+      }
+      // Never split a UTF-8 character: extend the hold to its start.
+      while (hold < a.held.size() &&
+             (static_cast<uint8_t>(a.held[a.held.size() - hold]) & 0xc0) ==
+                 0x80) {
+        ++hold;
+      }
+      g->set_text(a.held.substr(0, a.held.size() - hold));
+      a.held.erase(0, a.held.size() - hold);
+    }
+    Emit(std::move(f));
+  }
+  if (reason == nullptr && a.generated >= a.max_tokens) reason = "length";
+  if (reason == nullptr && a.pos + 1 >= m.max_context()) reason = "context";
+  if (reason != nullptr) {
+    Finish(a, reason, Status::Ok());
+    return false;
+  }
+  return true;
+}
+
+void Generator::Thread() {
+  pthread_setname_np(pthread_self(), "ternd-generate");
+  std::vector<int> free_seqs;
+  const runtime::LmModel* seq_model = nullptr;
+  for (;;) {
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      wake_.wait(l, [this] {
+        return stop_ || !queue_.empty() || !active_.empty() ||
+               !cancels_.empty() || !cancel_connections_.empty() ||
+               cancel_all_;
+      });
+      stopping = stop_;
+      if (stop_) {
+        for (auto& a : active_) a->cancelled = true;
+        for (auto& a : queue_) a->cancelled = true;
+      }
+      // Cancellations reach queued and running calls alike.
+      auto hit = [&](Active& a) {
+        if (cancel_all_) return true;
+        for (uint64_t c : cancel_connections_) {
+          if (a.call.connection == c) return true;
+        }
+        for (auto [c, id] : cancels_) {
+          if (a.call.connection == c && a.call.id == id) return true;
+        }
+        return false;
+      };
+      for (auto& a : active_) a->cancelled |= hit(*a);
+      for (auto& a : queue_) a->cancelled |= hit(*a);
+      cancels_.clear();
+      cancel_connections_.clear();
+      cancel_all_ = false;
+      // Start queued calls on free sequences.
+      while (!queue_.empty()) {
+        Active& next = *queue_.front();
+        if (seq_model != next.call.model) {
+          if (!active_.empty()) break;  // the model changed: drain first
+          seq_model = next.call.model;
+          free_seqs.clear();
+          for (int s = seq_model->sequences() - 1; s >= 0; --s) {
+            free_seqs.push_back(s);
+          }
+        }
+        if (free_seqs.empty() && !next.cancelled) break;
+        std::unique_ptr<Active> a = std::move(queue_.front());
+        queue_.pop_front();
+        if (!a->cancelled) {
+          a->seq = free_seqs.back();
+          free_seqs.pop_back();
+        }
+        active_.push_back(std::move(a));
+      }
+    }
+    if (active_.empty()) {
+      if (stopping) return;
+      continue;
+    }
+    // One step of every active call.
+    for (size_t i = 0; i < active_.size();) {
+      if (!Step(*active_[i])) {
+        if (active_[i]->seq >= 0) free_seqs.push_back(active_[i]->seq);
+        active_.erase(active_.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+}
+
+}  // namespace ternd::daemon
