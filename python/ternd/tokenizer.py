@@ -102,30 +102,28 @@ def byte_decode(s: str) -> bytes:
     return bytes(CHAR_TO_BYTE[c] for c in s)
 
 
-def utf8_len(lead: int) -> int:
-    """The length a UTF-8 lead byte announces, as llama.cpp reads it (by the
-    high nibble, without validation)."""
-    return (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4)[lead >> 4]
+def utf8_sequence(b: bytes, i: int) -> int:
+    """The length of the valid UTF-8 sequence at b[i], or 0 if the bytes
+    there are not one (stray continuation bytes, truncated sequences,
+    overlong forms, surrogates, values above U+10FFFF)."""
+    lead = b[i]
+    n = 1 if lead < 0x80 else 2 if 0xC2 <= lead <= 0xDF else \
+        3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+    try:
+        return n if n and len(b[i:i + n].decode("utf-8")) == 1 else 0
+    except UnicodeDecodeError:
+        return 0
 
 
 def sanitize_utf8(b: bytes) -> str:
     """Decodes `b`; every byte that does not start a valid UTF-8 sequence
-    (stray continuation bytes, truncated sequences, overlong forms,
-    surrogates, values above U+10FFFF) becomes one U+FFFD."""
+    becomes one U+FFFD."""
     out = []
     i = 0
     while i < len(b):
-        lead = b[i]
-        n = 1 if lead < 0x80 else 2 if 0xC2 <= lead <= 0xDF else \
-            3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
-        try:
-            if n == 0:
-                raise UnicodeDecodeError("utf-8", b, i, i + 1, "invalid")
-            out.append(b[i:i + n].decode("utf-8"))
-            i += n
-        except UnicodeDecodeError:
-            out.append("\ufffd")
-            i += 1
+        n = utf8_sequence(b, i)
+        out.append(b[i:i + n].decode() if n else "\ufffd")
+        i += n or 1
     return "".join(out)
 
 
@@ -224,7 +222,7 @@ class Vocab:
         specials = sorted((i for i, t in enumerate(self.types)
                            if t in kinds and self.tokens[i]),
                           key=lambda i: (-len(self.tokens[i]), i))
-        frags: list = [text]
+        frags: list = [text] if text else []
         for sid in specials:
             t = self.tokens[sid]
             out = []
@@ -302,10 +300,13 @@ class Vocab:
         return t
 
     def encode_spm(self, text: bytes) -> list[int]:
+        # Symbols: the UTF-8 characters, and each byte of invalid UTF-8 on
+        # its own. (llama.cpp takes as many bytes as a lead byte announces
+        # without checking them, so "\xff " would swallow the space.)
         syms = []
         i = 0
         while i < len(text):
-            n = min(utf8_len(text[i]), len(text) - i)
+            n = utf8_sequence(text, i) or 1
             syms.append(text[i:i + n])
             i += n
         while True:

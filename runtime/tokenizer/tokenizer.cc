@@ -340,7 +340,6 @@ Status Tokenizer::Init(const TokenizerData& d) {
   }
 
   pre_ = d.pre;
-  TERND_RETURN_IF_ERROR(model_ == Model::kGpt2 ? InitGpt2(d) : InitLlama(d));
 
   // Pieces: what each token decodes to (control and unknown: nothing).
   piece_off_.assign(n + 1, 0);
@@ -381,7 +380,12 @@ Status Tokenizer::Init(const TokenizerData& d) {
         break;
       case TokenType::kByte:
         if (model_ == Model::kLlama) {
-          piece_arena_.push_back(static_cast<char>(ByteTokenValue(text)));
+          const int b = ByteTokenValue(text);
+          if (b < 0) {
+            return InvalidArgument("byte token %zu is %s, not <0xNN>", i,
+                                   Quote(text).c_str());
+          }
+          piece_arena_.push_back(static_cast<char>(b));
         }
         break;
       case TokenType::kUserDefined:
@@ -396,6 +400,7 @@ Status Tokenizer::Init(const TokenizerData& d) {
          static_cast<size_t>(piece_off_[i + 1] - piece_off_[i]), text.size()});
   }
 
+  TERND_RETURN_IF_ERROR(model_ == Model::kGpt2 ? InitGpt2(d) : InitLlama(d));
   InitSpecials();
   return Status::Ok();
 }
@@ -478,13 +483,6 @@ Status Tokenizer::InitGpt2(const TokenizerData& d) {
 }
 
 Status Tokenizer::InitLlama(const TokenizerData&) {
-  const int32_t n = vocab_size();
-  for (int32_t i = 0; i < n; ++i) {
-    if (types_[i] == TokenType::kByte && ByteTokenValue(TokenText(i)) < 0) {
-      return InvalidArgument("byte token %d is %s, not <0xNN>", i,
-                             Quote(TokenText(i)).c_str());
-    }
-  }
   // Byte fallback as llama.cpp finds it: <0xNN>, else the byte itself.
   for (int b = 0; b < 256; ++b) {
     char hex[8];
@@ -600,6 +598,7 @@ std::string Tokenizer::Decode(std::span<const int32_t> ids,
 void Tokenizer::Partition(std::string_view text, bool parse_special,
                           std::vector<Fragment>* frags) const {
   frags->clear();
+  if (text.empty()) return;
   frags->push_back({-1, 0, static_cast<uint32_t>(text.size())});
   if (trie_[0].next.empty()) return;
   // Which special tokens occur at all (usually none).
@@ -833,15 +832,16 @@ void Tokenizer::EncodeLlama(std::string_view text, bool space_prefix,
       t.push_back(c);
     }
   }
-  // Symbols: UTF-8 characters by their lead byte, as llama.cpp splits
-  // them (without validation: invalid bytes end up as byte tokens).
+  // Symbols: the UTF-8 characters, and each byte of invalid UTF-8 on its
+  // own (it ends up as a byte token). llama.cpp takes as many bytes as a
+  // lead byte announces without checking them, so that "\xFF " would
+  // swallow the space; for valid UTF-8 the two are the same.
   auto& syms = s->syms;
   syms.clear();
+  const auto* tp = reinterpret_cast<const uint8_t*>(t.data());
   for (size_t i = 0; i < t.size();) {
-    static constexpr uint8_t kLen[16] = {1, 1, 1, 1, 1, 1, 1, 1,
-                                         1, 1, 1, 1, 2, 2, 3, 4};
-    const size_t len =
-        std::min<size_t>(kLen[static_cast<uint8_t>(t[i]) >> 4], t.size() - i);
+    const auto len = static_cast<size_t>(
+        std::max(1, Utf8SequenceLength(tp + i, t.size() - i)));
     const auto k = static_cast<int32_t>(syms.size());
     syms.push_back(
         {0, k - 1, -1, static_cast<uint32_t>(i), static_cast<uint32_t>(len)});
