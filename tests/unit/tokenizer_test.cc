@@ -185,11 +185,12 @@ std::string Ids(const std::vector<int32_t>& ids) {
 }
 
 // The Python reference's ids for every case.
-std::vector<std::vector<int32_t>> Reference(const std::string& vocab,
-                                            bool parse_special, bool add_bos) {
+std::vector<std::vector<int32_t>> Reference(
+    const std::string& vocab, bool parse_special, bool add_bos,
+    const std::vector<std::string>& cases = Cases()) {
   TempDir dir;
   std::string hex;
-  for (const std::string& c : Cases()) {
+  for (const std::string& c : cases) {
     for (unsigned char b : c) {
       char buf[4];
       std::snprintf(buf, sizeof buf, "%02x", b);
@@ -247,6 +248,115 @@ TEST_P(TokenizerReferenceTest, SameIdsAsThePythonReference) {
   }
   EXPECT_EQ(mismatches, 0);
 }
+
+// Random strings over an alphabet of the characters the pre-tokenizers
+// tell apart.
+std::vector<std::string> RandomStrings(int count, uint32_t seed) {
+  static const char* kPieces[] = {"a",
+                                  "Z",
+                                  "k",
+                                  "\xC3\xA9",
+                                  "\xC3\x9F",
+                                  "\xD0\xB6",
+                                  "\xCE\xA9",
+                                  "\xE4\xB8\xAD",
+                                  "\xE3\x81\x82",
+                                  "\xD8\xB9",
+                                  "\xE0\xA4\x95",
+                                  "\xE0\xA5\x8D",
+                                  "\xCC\x81",
+                                  "0",
+                                  "7",
+                                  "\xD9\xA3",
+                                  "\xC2\xB2",
+                                  " ",
+                                  " ",
+                                  "  ",
+                                  "\t",
+                                  "\n",
+                                  "\r\n",
+                                  "\xC2\xA0",
+                                  "\xE3\x80\x80",
+                                  "'",
+                                  "'s",
+                                  "'T",
+                                  "'re",
+                                  "'LL",
+                                  ".",
+                                  ",",
+                                  "!",
+                                  "-",
+                                  "_",
+                                  "(",
+                                  ")",
+                                  "{",
+                                  "<",
+                                  "|",
+                                  ">",
+                                  "\"",
+                                  "#",
+                                  "$",
+                                  "\xF0\x9F\x98\x80",
+                                  "\xE2\x80\x8D",
+                                  "\xEF\xB8\x8F",
+                                  "\xF0\x9F\x8F\xBD",
+                                  "\x01",
+                                  "\xFF",
+                                  "\x80",
+                                  "<|eot_id|>",
+                                  "[[ternd-user]]",
+                                  "<s>"};
+  constexpr int kN = sizeof kPieces / sizeof kPieces[0];
+  uint32_t x = seed;
+  auto next = [&] {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+  };
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) {
+    std::string s;
+    const int len = static_cast<int>(next() % 24);
+    for (int k = 0; k < len; ++k) s += kPieces[next() % kN];
+    out.push_back(s);
+  }
+  return out;
+}
+
+class TokenizerRandomTest
+    : public ::testing::TestWithParam<std::tuple<const char*, bool>> {};
+
+TEST_P(TokenizerRandomTest, SameIdsAsThePythonReference) {
+  const auto [vocab, parse_special] = GetParam();
+  std::unique_ptr<Tokenizer> t = Load(vocab);
+  ASSERT_NE(t, nullptr);
+  const std::vector<std::string> cases = RandomStrings(400, 2463534242u);
+  const auto expected = Reference(vocab, parse_special, false, cases);
+  ASSERT_EQ(expected.size(), cases.size());
+  int mismatches = 0;
+  for (size_t i = 0; i < cases.size() && mismatches < 10; ++i) {
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(t->Encode(cases[i], false, parse_special, &ids).ok());
+    EXPECT_EQ(ids, expected[i])
+        << Escape(cases[i]) << "\n  C++:    " << Ids(ids)
+        << "\n  Python: " << Ids(expected[i]);
+    mismatches += ids != expected[i];
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Vocabularies, TokenizerRandomTest,
+                         ::testing::Combine(::testing::Values("bpe.gguf",
+                                                              "bpe_gpt2.gguf",
+                                                              "spm.gguf"),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param);
+                           name = name.substr(0, name.find('.'));
+                           return name + (std::get<1>(info.param) ? "_special"
+                                                                  : "_plain");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(
     Vocabularies, TokenizerReferenceTest,
@@ -329,6 +439,32 @@ INSTANTIATE_TEST_SUITE_P(Vocabularies, TokenizerVocabTest,
                          });
 
 // ---------------------------------------------------------------------------
+
+// Megabyte runs of one kind of character: no regex limit is hit (PCRE2's
+// JIT stack, match limits), and the round trip holds.
+TEST(TokenizerTest, LongRuns) {
+  std::unique_ptr<Tokenizer> t = Load("bpe.gguf");
+  std::unique_ptr<Tokenizer> spm = Load("spm.gguf");
+  ASSERT_NE(t, nullptr);
+  ASSERT_NE(spm, nullptr);
+  const std::string runs[] = {
+      std::string(1 << 20, 'a'),
+      std::string(1 << 20, ' '),
+      std::string(1 << 20, '\n'),
+      std::string(1 << 20, '7'),
+      std::string(1 << 20, ','),
+      std::string(1 << 20, ' ') + "x",
+      std::string(1 << 19, ' ') + std::string(1 << 19, '\n'),
+  };
+  for (const std::string& s : runs) {
+    for (const Tokenizer* tok : {t.get(), spm.get()}) {
+      std::vector<int32_t> ids;
+      const Status st = tok->Encode(s, false, false, &ids);
+      ASSERT_TRUE(st.ok()) << st.message();
+      EXPECT_EQ(tok->Decode(ids), s);
+    }
+  }
+}
 
 TEST(TokenizerTest, Llama3SplitsNumbersInGroupsOfThree) {
   std::unique_ptr<Tokenizer> t = Load("bpe.gguf");
