@@ -724,10 +724,13 @@ Status Tokenizer::EncodeGpt2(std::string_view text, Scratch* s,
                                PCRE2_NO_UTF_CHECK, s->md, nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
+      // PCRE2's match, depth, heap or JIT stack limit: only runs of
+      // megabytes can reach them.
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(rc, msg, sizeof msg);
-      return Internal("pre-tokenizer regex failed at byte %zu: %s", pos,
-                      reinterpret_cast<const char*>(msg));
+      return Errorf(StatusCode::kResourceExhausted,
+                    "pre-tokenizer regex failed at byte %zu of %zu: %s", pos,
+                    text.size(), reinterpret_cast<const char*>(msg));
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s->md);
     const size_t m0 = ov[0], m1 = ov[1];

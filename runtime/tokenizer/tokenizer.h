@@ -64,8 +64,9 @@ enum class TokenType : uint8_t {
 // Limits Create enforces.
 inline constexpr size_t kMaxTokens = size_t{1} << 24;
 inline constexpr size_t kMaxTokenBytes = 4096;
-// Encode refuses longer text.
-inline constexpr size_t kMaxTextBytes = size_t{1} << 26;
+// Encode refuses longer text (8 MiB: a prompt is a few kilobytes; within
+// it no run of one character class reaches PCRE2's match limit).
+inline constexpr size_t kMaxTextBytes = size_t{1} << 23;
 
 // What a vocabulary file says, independent of the container (GGUF's
 // tokenizer.ggml.* keys, or a .tern file).

@@ -440,7 +440,7 @@ INSTANTIATE_TEST_SUITE_P(Vocabularies, TokenizerVocabTest,
 
 // ---------------------------------------------------------------------------
 
-// Megabyte runs of one kind of character: no regex limit is hit (PCRE2's
+// Runs of 256 KiB of one kind of character: no regex limit is hit (PCRE2's
 // JIT stack, match limits), and the round trip holds.
 TEST(TokenizerTest, LongRuns) {
   std::unique_ptr<Tokenizer> t = Load("bpe.gguf");
@@ -448,13 +448,13 @@ TEST(TokenizerTest, LongRuns) {
   ASSERT_NE(t, nullptr);
   ASSERT_NE(spm, nullptr);
   const std::string runs[] = {
-      std::string(1 << 20, 'a'),
-      std::string(1 << 20, ' '),
-      std::string(1 << 20, '\n'),
-      std::string(1 << 20, '7'),
-      std::string(1 << 20, ','),
-      std::string(1 << 20, ' ') + "x",
-      std::string(1 << 19, ' ') + std::string(1 << 19, '\n'),
+      std::string(1 << 18, 'a'),
+      std::string(1 << 18, ' '),
+      std::string(1 << 18, '\n'),
+      std::string(1 << 18, '7'),
+      std::string(1 << 18, ','),
+      std::string(1 << 18, ' ') + "x",
+      std::string(1 << 17, ' ') + std::string(1 << 17, '\n'),
   };
   for (const std::string& s : runs) {
     for (const Tokenizer* tok : {t.get(), spm.get()}) {
@@ -464,6 +464,17 @@ TEST(TokenizerTest, LongRuns) {
       EXPECT_EQ(tok->Decode(ids), s);
     }
   }
+}
+
+TEST(TokenizerTest, TextLimit) {
+  std::unique_ptr<Tokenizer> t = Load("bpe.gguf");
+  ASSERT_NE(t, nullptr);
+  std::vector<int32_t> ids = {1, 2};
+  const Status st =
+      t->Encode(std::string(kMaxTextBytes + 1, ' '), false, false, &ids);
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_STREQ(st.message(), "text of 8388609 bytes; the limit is 8388608");
+  EXPECT_TRUE(ids.empty());
 }
 
 TEST(TokenizerTest, Llama3SplitsNumbersInGroupsOfThree) {
