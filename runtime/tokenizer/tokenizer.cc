@@ -95,7 +95,7 @@ void AppendUtf8(uint32_t cp, std::string* out) {
   }
 }
 
-// "é" -> the bytes of each char's code point; true if valid.
+// The code points of UTF-8 `s`; false if it is not valid UTF-8.
 bool DecodeCodepoints(std::string_view s, std::vector<uint32_t>* cps) {
   cps->clear();
   const auto* p = reinterpret_cast<const uint8_t*>(s.data());
