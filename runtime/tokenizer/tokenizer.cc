@@ -115,7 +115,8 @@ bool DecodeCodepoints(std::string_view s, std::vector<uint32_t>* cps) {
 // escaped.
 std::string Quote(std::string_view s) {
   std::string out;
-  for (size_t i = 0; i < s.size() && out.size() < 60; ++i) {
+  size_t i = 0;
+  for (; i < s.size() && out.size() < 60; ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x20 || c == 0x7F || c == '\'' || c == '\\') {
       char buf[8];
@@ -125,7 +126,7 @@ std::string Quote(std::string_view s) {
       out.push_back(static_cast<char>(c));
     }
   }
-  if (out.size() >= 60) out += "...";
+  if (i < s.size()) out += "...";
   return "'" + out + "'";
 }
 
