@@ -550,10 +550,31 @@ def write_vocab_gguf(v: dict, path: str, pre: str | None = None) -> None:
     os.replace(tmp, path)
 
 
+FIXTURES = ("corpus.txt", "bpe.gguf", "bpe_gpt2.gguf", "spm.gguf")
+
+
+def fixtures_up_to_date(out_dir: str, merges: int) -> bool:
+    """Whether write_fixtures(out_dir, merges) already ran with this code."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = [os.path.join(here, f) for f in ("tokenizer.py", "gguf_writer.py")]
+    try:
+        with open(os.path.join(out_dir, "stamp")) as f:
+            if f.read() != f"merges {merges}\n":
+                return False
+        oldest = min(os.path.getmtime(os.path.join(out_dir, f))
+                     for f in FIXTURES + ("stamp",))
+    except OSError:
+        return False
+    return oldest >= max(os.path.getmtime(f) for f in sources)
+
+
 def write_fixtures(out_dir: str, merges: int = 1500, seed: int = 1) -> None:
     """bpe.gguf (llama-bpe), bpe_gpt2.gguf (the same vocabulary with the
     GPT-2 pre-tokenizer), spm.gguf (llama) and corpus.txt."""
     os.makedirs(out_dir, exist_ok=True)
+    stamp = os.path.join(out_dir, "stamp")
+    if os.path.exists(stamp):
+        os.remove(stamp)
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     corpus = generate_corpus(seed, repo_root=root)
     tmp = os.path.join(out_dir, "corpus.txt.tmp")
@@ -564,6 +585,8 @@ def write_fixtures(out_dir: str, merges: int = 1500, seed: int = 1) -> None:
     write_vocab_gguf(bpe, os.path.join(out_dir, "bpe.gguf"))
     write_vocab_gguf(bpe, os.path.join(out_dir, "bpe_gpt2.gguf"), pre="gpt-2")
     write_vocab_gguf(train_spm(corpus, merges), os.path.join(out_dir, "spm.gguf"))
+    with open(stamp, "w") as f:
+        f.write(f"merges {merges}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -572,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     fx = sub.add_parser("fixtures", help="train and write the test vocabularies")
     fx.add_argument("--out", required=True)
     fx.add_argument("--merges", type=int, default=1500)
+    fx.add_argument("--force", action="store_true",
+                    help="even if the files are newer than this code")
     enc = sub.add_parser("encode", help="token ids of hex-encoded lines")
     enc.add_argument("--vocab", required=True)
     enc.add_argument("--parse-special", type=int, default=0)
@@ -583,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("-o", "--output", required=True)
     a = ap.parse_args(argv)
     if a.cmd == "fixtures":
-        write_fixtures(a.out, a.merges)
+        if a.force or not fixtures_up_to_date(a.out, a.merges):
+            write_fixtures(a.out, a.merges)
     elif a.cmd == "encode":
         v = Vocab.from_gguf(a.vocab)
         for line in sys.stdin:

@@ -38,7 +38,7 @@ std::string Python() {
 }
 
 void EnsureFixtures() {
-  if (ReadFile(kFixtures + "/spm.gguf").ok()) return;
+  if (ReadFile(kFixtures + "/stamp").ok()) return;  // written last
   const auto r = RunCommand(Python() + " fixtures --out " + kFixtures);
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
