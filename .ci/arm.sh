@@ -25,7 +25,8 @@ jobs=$(nproc)
 # they exec host tools built for the target, which only work where
 # binfmt_misc hands foreign binaries to qemu.
 tests=(ternary_kernels_test ternary_pack_test format_test planner_test
-       ops_test runtime_test no_alloc_test status_test)
+       ops_test runtime_test no_alloc_test status_test
+       tokenizer_test tokenizer_no_alloc_test)
 
 cross_build() {  # build-dir toolchain-file [more cmake arguments]
   # TERND_RUNTIME_ONLY (when the top-level CMakeLists.txt has it) skips the
@@ -58,9 +59,10 @@ TERND_KERNEL='' run_tests build-aarch64 \
   "aarch64 under qemu-aarch64: all variants, auto dispatch (neondot)"
 # 2. Forcing plain NEON: everything that goes through dispatch (format,
 #    runtime, zero-allocation, ...); the per-variant kernel tests do not
-#    depend on dispatch and ran above.
+#    depend on dispatch and ran above, nor does the tokenizer.
 TERND_KERNEL=neon run_tests build-aarch64 \
-  "aarch64 under qemu-aarch64: forced TERND_KERNEL=neon" 'Variants/'
+  "aarch64 under qemu-aarch64: forced TERND_KERNEL=neon" \
+  'Variants/|Tokenizer|tokenizer_fixtures'
 
 echo "arm.sh: aarch64 done in $(( $(date +%s) - start )) s after setup"
 

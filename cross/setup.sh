@@ -14,7 +14,7 @@
 #
 # --sysroot DIR: installs only the host's packages (cross compiler, qemu-user,
 # protoc, ...) and unpacks the target libraries that the runtime and its
-# unit tests need (glibc, libstdc++, zlib, protobuf, gtest) from Debian's
+# unit tests need (glibc, libstdc++, zlib, protobuf, gtest, pcre2) from Debian's
 # ARCH packages into DIR, without installing them: no foreign architecture in
 # dpkg, and no lock-step with the versions of the host's own packages (which
 # multiarch needs, and which breaks whenever the host has a security update
@@ -49,8 +49,9 @@ for arch in "${arches[@]}"; do
     *) echo "cross/setup.sh: unknown architecture '$arch'" >&2; exit 1 ;;
   esac
   if [ -n "$sysroot" ]; then continue; fi
-  # Multiarch libraries the runtime (protobuf) and its tests (gtest) link.
-  pkgs+=("libprotobuf-dev:$arch" "libgtest-dev:$arch")
+  # Multiarch libraries the runtime (protobuf; the tokenizer: pcre2) and its
+  # tests (gtest) link.
+  pkgs+=("libprotobuf-dev:$arch" "libgtest-dev:$arch" "libpcre2-dev:$arch")
   # The full build (daemon, OTA, telemetry, MQTT: what the Debian package
   # holds; scripts/package.sh) links these too.
   pkgs+=("libsystemd-dev:$arch" "libsqlite3-dev:$arch" "libssl-dev:$arch"
@@ -74,7 +75,7 @@ fi
 make_sysroot() {
   local arch=$1 dir=$2
   local libs=(libc6 libgcc-s1 libstdc++6 zlib1g zlib1g-dev libprotobuf32
-              libprotobuf-dev libgtest-dev)
+              libprotobuf-dev libgtest-dev libpcre2-8-0 libpcre2-dev)
   if [ "$dir" = / ] || { [ -n "$(ls -A "$dir" 2>/dev/null)" ] &&
                          [ ! -d "$dir/.apt" ]; }; then
     echo "cross/setup.sh: $dir is not a sysroot made by cross/setup.sh" >&2

@@ -10,14 +10,14 @@ build_pkgs=(
   libssl-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev
   libmosquitto-dev libzstd-dev libeigen3-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
   dpkg-dev file
 )
 test_pkgs=(
   clang libclang-rt-14-dev
   mosquitto nginx openssl sqlite3 systemd curl
   python3 python3-numpy python3-protobuf python3-torch python3-sklearn
-  python3-pytest python3-venv
+  python3-pytest python3-venv python3-regex
   lintian debootstrap
 )
 

@@ -470,3 +470,37 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_tokenizer_metadata(w: GGUFWriter, model: str, tokens: list,
+                           token_types: list[int], merges: list | None = None,
+                           scores: list[float] | None = None,
+                           pre: str | None = None, bos: int | None = None,
+                           eos: int | None = None, eot: int | None = None,
+                           unk: int | None = None, pad: int | None = None,
+                           add_bos: bool | None = None,
+                           add_eos: bool | None = None,
+                           add_space_prefix: bool | None = None) -> None:
+    """The tokenizer.ggml.* keys as llama.cpp's converters write them:
+    model ("gpt2" or "llama"), pre, tokens (str or bytes), token_type
+    (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte),
+    scores, merges ("a b"), the special token ids and the add_* flags.
+    Keys whose value is None are left out."""
+    p = "tokenizer.ggml."
+    w.add(p + "model", STRING, model)
+    if pre is not None:
+        w.add(p + "pre", STRING, pre)
+    w.add(p + "tokens", ARRAY, (STRING, list(tokens)))
+    w.add(p + "token_type", ARRAY, (I32, list(token_types)))
+    if scores is not None:
+        w.add(p + "scores", ARRAY, (F32, list(scores)))
+    if merges is not None:
+        w.add(p + "merges", ARRAY, (STRING, list(merges)))
+    for name, value in (("bos", bos), ("eos", eos), ("eot", eot),
+                        ("unknown", unk), ("padding", pad)):
+        if value is not None:
+            w.add(f"{p}{name}_token_id", U32, value)
+    for name, value in (("add_bos_token", add_bos), ("add_eos_token", add_eos),
+                        ("add_space_prefix", add_space_prefix)):
+        if value is not None:
+            w.add(p + name, BOOL, value)
