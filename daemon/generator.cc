@@ -130,10 +130,10 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
                            static_cast<double>(r.temperature()));
   }
   if (!(r.top_p() >= 0) || !(r.min_p() >= 0) || r.min_p() > 1) {
-    return InvalidArgument("top_p %g / min_p %g: expected top_p >= 0 and "
-                           "min_p in 0..1",
-                           static_cast<double>(r.top_p()),
-                           static_cast<double>(r.min_p()));
+    return InvalidArgument(
+        "top_p %g / min_p %g: expected top_p >= 0 and "
+        "min_p in 0..1",
+        static_cast<double>(r.top_p()), static_cast<double>(r.min_p()));
   }
   if (!(r.repetition_penalty() >= 0) || r.repetition_penalty() > 100) {
     return InvalidArgument("repetition_penalty %g is outside 0..100",
@@ -169,9 +169,8 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
   // Tokenize here, on the loop: it is quick (microseconds for a prompt of
   // a few kilobytes) and its errors are the request's.
   if (has_text) {
-    Status s = call.tokenizer->Encode(
-        r.prompt(), call.tokenizer->add_bos(), !r.literal_special(),
-        &a->prompt);
+    Status s = call.tokenizer->Encode(r.prompt(), call.tokenizer->add_bos(),
+                                      !r.literal_special(), &a->prompt);
     if (!s.ok()) return Status(s).Prepend("prompt");
   } else {
     a->prompt.assign(r.prompt_tokens().begin(), r.prompt_tokens().end());
@@ -181,9 +180,9 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
   }
   const uint32_t context = static_cast<uint32_t>(m.max_context());
   const uint32_t prompt_cap =
-      limits.max_prompt_tokens > 0 ? std::min(limits.max_prompt_tokens,
-                                              context - 1)
-                                   : context - 1;
+      limits.max_prompt_tokens > 0
+          ? std::min(limits.max_prompt_tokens, context - 1)
+          : context - 1;
   if (a->prompt.size() > prompt_cap) {
     return InvalidArgument(
         "the prompt has %zu tokens, more than the %u allowed (llm.max_context "
@@ -197,11 +196,11 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
         "llm.max_queue %u); try again later",
         pending_, m.sequences(), limits.max_queue);
   }
-  a->max_tokens = r.max_tokens() > 0 ? r.max_tokens()
-                                     : limits.default_max_tokens;
+  a->max_tokens =
+      r.max_tokens() > 0 ? r.max_tokens() : limits.default_max_tokens;
   if (r.deadline_us() > 0) {
-    a->deadline_ns = call.received_ns +
-                     static_cast<int64_t>(r.deadline_us()) * 1000;
+    a->deadline_ns =
+        call.received_ns + static_cast<int64_t>(r.deadline_us()) * 1000;
   }
   a->rng = Rng(r.has_seed() ? r.seed() : RandomSeed());
   for (const std::string& s : r.stop()) {
@@ -458,8 +457,8 @@ bool Generator::Step(Active& a) {
   if (a.call.tokenizer->IsEog(token)) {
     reason = "eos";
     emit_token = false;
-  } else if (std::find(r.stop_tokens().begin(), r.stop_tokens().end(),
-                       token) != r.stop_tokens().end()) {
+  } else if (std::find(r.stop_tokens().begin(), r.stop_tokens().end(), token) !=
+             r.stop_tokens().end()) {
     reason = "stop";
     emit_token = false;
   }
@@ -522,8 +521,7 @@ void Generator::Thread() {
       std::unique_lock<std::mutex> l(mu_);
       wake_.wait(l, [this] {
         return stop_ || !queue_.empty() || !active_.empty() ||
-               !cancels_.empty() || !cancel_connections_.empty() ||
-               cancel_all_;
+               !cancels_.empty() || !cancel_connections_.empty() || cancel_all_;
       });
       stopping = stop_;
       if (stop_) {

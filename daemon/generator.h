@@ -108,9 +108,9 @@ class Generator {
   std::mutex mu_;
   std::condition_variable wake_;
   bool stop_ = false;
-  std::deque<std::unique_ptr<Active>> queue_;   // mu_
-  std::vector<std::unique_ptr<Active>> active_;  // generator thread
-  std::vector<Frame> frames_;                    // mu_
+  std::deque<std::unique_ptr<Active>> queue_;           // mu_
+  std::vector<std::unique_ptr<Active>> active_;         // generator thread
+  std::vector<Frame> frames_;                           // mu_
   std::vector<std::pair<uint64_t, uint64_t>> cancels_;  // mu_; id 0: all
   bool cancel_all_ = false;                             // mu_
   std::vector<uint64_t> cancel_connections_;            // mu_

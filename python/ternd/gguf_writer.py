@@ -383,10 +383,7 @@ def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
     w.add(f"{arch}.attention.head_count_kv", U32, kv_heads)
     w.add(f"{arch}.rope.freq_base", F32, 500000.0)
     w.add(f"{arch}.attention.layer_norm_rms_epsilon", F32, 1e-5)
-    w.add("tokenizer.ggml.model", STRING, "gpt2")
-    w.add("tokenizer.ggml.tokens", ARRAY,
-          (STRING, [f"<t{i}>" for i in range(vocab)]))
-    w.add("tokenizer.ggml.token_type", ARRAY, (I32, [1] * vocab))
+    add_tokenizer_metadata(w, **synthetic_vocabulary(vocab))
     kv = hidden // heads * kv_heads
 
     def tern(name: str, dims: tuple[int, int]) -> None:
@@ -468,8 +465,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def add_tokenizer_metadata(w: GGUFWriter, model: str, tokens: list,
@@ -504,3 +499,61 @@ def add_tokenizer_metadata(w: GGUFWriter, model: str, tokens: list,
                         ("add_space_prefix", add_space_prefix)):
         if value is not None:
             w.add(p + name, BOOL, value)
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2's printable character for each byte value (0..255)."""
+    bs = (list(range(ord("!"), ord("~") + 1)) +
+          list(range(ord("\xa1"), ord("\xac") + 1)) +
+          list(range(ord("\xae"), ord("\xff") + 1)))
+    chars = {b: chr(b) for b in bs}
+    n = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + n)
+            n += 1
+    return [chars[b] for b in range(256)]
+
+
+def synthetic_vocabulary(vocab: int) -> dict:
+    """A valid llama-3-style byte-level BPE vocabulary of exactly `vocab`
+    tokens (>= 259), for random-weight test models: the 256 byte tokens,
+    merges of letter and digit pairs, then triples, and the special tokens
+    <|begin_of_text|>, <|end_of_text|> and <|eot_id|> at the end. Arguments
+    for add_tokenizer_metadata."""
+    if vocab < 259:
+        raise ValueError(f"vocabulary of {vocab} tokens: at least 259")
+    byte = _byte_chars()
+    tokens = list(byte)
+    alnum = [chr(c) for c in range(ord("a"), ord("z") + 1)] + \
+        [chr(c) for c in range(ord("A"), ord("Z") + 1)] + \
+        [chr(c) for c in range(ord("0"), ord("9") + 1)] + [byte[32]]
+    merges = []
+    want = vocab - 256 - 3
+    pairs = [a + b for a in alnum for b in alnum]
+    for t in pairs:
+        if len(merges) == want:
+            break
+        merges.append(f"{t[0]} {t[1]}")
+        tokens.append(t)
+    for left in pairs:
+        if len(merges) == want:
+            break
+        for c in alnum:
+            if len(merges) == want:
+                break
+            merges.append(f"{left} {c}")
+            tokens.append(left + c)
+    if len(merges) < want:
+        raise ValueError(f"vocabulary of {vocab} tokens is too large")
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    bos = len(tokens)
+    tokens += specials
+    types = [1] * (len(tokens) - 3) + [3, 3, 3]
+    return dict(model="gpt2", pre="llama-bpe", tokens=tokens,
+                token_types=types, merges=merges, bos=bos, eos=bos + 1,
+                eot=bos + 2, add_bos=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

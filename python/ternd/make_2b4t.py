@@ -169,9 +169,7 @@ def write(path: str, shape: dict, ternary: int, seed: int = 1) -> None:
                          ("attention.layer_norm_rms_epsilon", gw.F32, 1e-5),
                          ("vocab_size", gw.U32, shape["vocab"])):
         w.add(f"{arch}.{key}", vt, val)
-    w.add("tokenizer.ggml.model", gw.STRING, "gpt2")
-    w.add("tokenizer.ggml.tokens", gw.ARRAY,
-          (gw.STRING, [f"<t{i}>" for i in range(shape["vocab"])]))
+    gw.add_tokenizer_metadata(w, **gw.synthetic_vocabulary(shape["vocab"]))
     tensors = plan(shape, ternary, seed)
     head = bytearray(b"GGUF")
     head += struct.pack("<IQQ", gw.GGUF_VERSION, len(tensors), len(w.kv))

@@ -6,6 +6,8 @@
 #include "runtime/format.h"
 #include "runtime/gguf/gguf_arch.h"
 #include "runtime/gguf/gguf_decode.h"
+#include "runtime/lm/lm_tokenizer.h"
+#include "runtime/tokenizer/gguf_tokenizer.h"
 
 namespace ternd::lm {
 namespace {
@@ -24,20 +26,6 @@ std::string SanitizedName(std::string_view in) {
     if (out.size() == runtime::kMaxNameLength) break;
   }
   return out.empty() ? "lm" : out;
-}
-
-// An optional tokenizer id key: absent is fine, present must be an integer.
-Status ReadId(const GgufFile& f, const char* key, bool* has, int32_t* id) {
-  if (f.FindKey(key) == nullptr) return Status::Ok();
-  Result<uint64_t> v = f.GetUint(key);
-  if (!v.ok()) return Status(v.status()).Prepend(f.origin());
-  if (*v > INT32_MAX) {
-    return InvalidArgument("%s: %s is %llu, not a token id", f.origin().c_str(),
-                           key, static_cast<unsigned long long>(*v));
-  }
-  *has = true;
-  *id = static_cast<int32_t>(*v);
-  return Status::Ok();
 }
 
 }  // namespace
@@ -89,7 +77,6 @@ void QuantizeRowsInt8(const float* w, uint64_t rows, uint64_t cols, int8_t* q,
 }
 
 Status ReadTokenizer(const GgufFile& f, model::LanguageModel* lm) {
-  model::Tokenizer* tok = lm->mutable_tokenizer();
   if (f.FindKey("tokenizer.ggml.model") == nullptr ||
       f.FindKey("tokenizer.ggml.tokens") == nullptr) {
     return InvalidArgument(
@@ -97,75 +84,15 @@ Status ReadTokenizer(const GgufFile& f, model::LanguageModel* lm) {
         "are required to run a language model)",
         f.origin().c_str());
   }
-  Result<std::string_view> model = f.GetString("tokenizer.ggml.model");
-  if (!model.ok()) return Status(model.status()).Prepend(f.origin());
-  if (*model != "gpt2" && *model != "llama") {
-    return InvalidArgument(
-        "%s: tokenizer.ggml.model is '%.*s'; ternd supports 'gpt2' "
-        "(byte-level BPE) and 'llama' (SentencePiece)",
-        f.origin().c_str(),
-        static_cast<int>(std::min<size_t>(model->size(), 40)), model->data());
+  TERND_ASSIGN_OR_RETURN(tokenizer::TokenizerData d,
+                         tokenizer::TokenizerDataFromGguf(f));
+  // The file's tokenizer must be one the daemon can build.
+  Result<std::unique_ptr<tokenizer::Tokenizer>> check =
+      tokenizer::Tokenizer::Create(d);
+  if (!check.ok()) {
+    return Status(check.status()).Prepend(f.origin() + ": tokenizer");
   }
-  tok->set_model(std::string(*model));
-  if (f.FindKey("tokenizer.ggml.pre") != nullptr) {
-    Result<std::string_view> pre = f.GetString("tokenizer.ggml.pre");
-    if (!pre.ok()) return Status(pre.status()).Prepend(f.origin());
-    tok->set_pre(std::string(*pre));
-  }
-  Result<std::vector<std::string_view>> tokens =
-      f.GetStringArray("tokenizer.ggml.tokens");
-  if (!tokens.ok()) return Status(tokens.status()).Prepend(f.origin());
-  for (std::string_view t : *tokens) tok->add_tokens(std::string(t));
-  if (f.FindKey("tokenizer.ggml.merges") != nullptr) {
-    Result<std::vector<std::string_view>> merges =
-        f.GetStringArray("tokenizer.ggml.merges");
-    if (!merges.ok()) return Status(merges.status()).Prepend(f.origin());
-    for (std::string_view m : *merges) tok->add_merges(std::string(m));
-  }
-  if (f.FindKey("tokenizer.ggml.scores") != nullptr) {
-    Result<std::vector<double>> scores =
-        f.GetFloatArray("tokenizer.ggml.scores");
-    if (!scores.ok()) return Status(scores.status()).Prepend(f.origin());
-    for (double s : *scores) tok->add_scores(static_cast<float>(s));
-  }
-  if (f.FindKey("tokenizer.ggml.token_type") != nullptr) {
-    Result<std::vector<int64_t>> types =
-        f.GetIntArray("tokenizer.ggml.token_type");
-    if (!types.ok()) return Status(types.status()).Prepend(f.origin());
-    for (int64_t t : *types) {
-      if (t < 0 || t > 6) {
-        return InvalidArgument(
-            "%s: tokenizer.ggml.token_type has value %lld, expected 0..6",
-            f.origin().c_str(), static_cast<long long>(t));
-      }
-      tok->add_token_types(static_cast<int32_t>(t));
-    }
-  }
-  struct IdKey {
-    const char* key;
-    void (model::Tokenizer::*set)(int32_t);
-  };
-  const IdKey ids[] = {
-      {"tokenizer.ggml.bos_token_id", &model::Tokenizer::set_bos},
-      {"tokenizer.ggml.eos_token_id", &model::Tokenizer::set_eos},
-      {"tokenizer.ggml.eot_token_id", &model::Tokenizer::set_eot},
-      {"tokenizer.ggml.unknown_token_id", &model::Tokenizer::set_unk},
-      {"tokenizer.ggml.padding_token_id", &model::Tokenizer::set_pad},
-  };
-  for (const IdKey& k : ids) {
-    bool has = false;
-    int32_t id = 0;
-    TERND_RETURN_IF_ERROR(ReadId(f, k.key, &has, &id));
-    if (has) (tok->*k.set)(id);
-  }
-  if (f.FindKey("tokenizer.ggml.add_bos_token") != nullptr) {
-    Result<bool> add = f.GetBool("tokenizer.ggml.add_bos_token");
-    if (!add.ok()) return Status(add.status()).Prepend(f.origin());
-    tok->set_add_bos(*add);
-  } else {
-    // llama.cpp's default: BOS for SentencePiece and for llama-3 files.
-    tok->set_add_bos(tok->has_bos());
-  }
+  *lm->mutable_tokenizer() = TokenizerToProto(d);
   if (f.FindKey("tokenizer.chat_template") != nullptr) {
     Result<std::string_view> tmpl = f.GetString("tokenizer.chat_template");
     if (!tmpl.ok()) return Status(tmpl.status()).Prepend(f.origin());

@@ -35,7 +35,8 @@ struct ConvertOptions {
 Result<std::vector<uint8_t>> ConvertGguf(const gguf::GgufFile& file,
                                          const ConvertOptions& options);
 
-// Reads the tokenizer.ggml.* keys (and tokenizer.chat_template) into `lm`.
+// Reads the tokenizer.ggml.* keys (and tokenizer.chat_template) into `lm`,
+// refusing a tokenizer the runtime cannot build.
 Status ReadTokenizer(const gguf::GgufFile& file, model::LanguageModel* lm);
 
 // Per-row int8 quantization of float rows (docs/llm.md, "Output head
