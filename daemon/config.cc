@@ -196,7 +196,8 @@ class ConfigParser {
         TERND_RETURN_IF_ERROR(
             Uint(node, "llm.sequences", 1, 256, &c->llm_sequences));
       } else if (k == "threads") {
-        TERND_RETURN_IF_ERROR(Uint(node, "llm.threads", 0, 64, &c->llm_threads));
+        TERND_RETURN_IF_ERROR(
+            Uint(node, "llm.threads", 0, 64, &c->llm_threads));
       } else if (k == "max_tokens") {
         TERND_RETURN_IF_ERROR(
             Uint(node, "llm.max_tokens", 1, 1u << 20, &c->llm_max_tokens));

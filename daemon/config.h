@@ -67,12 +67,12 @@ struct Config {
   uint32_t inline_max_us = 25;
 
   // [llm] (language models; docs/llm.md)
-  uint32_t llm_max_context = 0;  // tokens per sequence; 0: model's, <= 4096
-  uint32_t llm_sequences = 1;    // generations in progress at once
-  uint32_t llm_threads = 0;      // team members; 0: every CPU
-  uint32_t llm_max_tokens = 256;          // default GenerateRequest.max_tokens
-  uint32_t llm_max_prompt_tokens = 0;     // 0: the context
-  uint32_t llm_max_queue = 16;            // Generate calls waiting
+  uint32_t llm_max_context = 0;   // tokens per sequence; 0: model's, <= 4096
+  uint32_t llm_sequences = 1;     // generations in progress at once
+  uint32_t llm_threads = 0;       // team members; 0: every CPU
+  uint32_t llm_max_tokens = 256;  // default GenerateRequest.max_tokens
+  uint32_t llm_max_prompt_tokens = 0;  // 0: the context
+  uint32_t llm_max_queue = 16;         // Generate calls waiting
 
   // [device]
   std::string device_id;  // empty: derived from /etc/machine-id

@@ -309,8 +309,9 @@ void Connections::Read(Connection* c) {
   FlushDirty();
 }
 
-void Connections::Send(Connection* c, wire::Response* response) {
-  response->set_final(true);
+void Connections::SendFrame(Connection* c, wire::Response* response,
+                            bool final) {
+  response->set_final(final);
   if (c->out_.size() == c->out_sent_) {
     c->out_.clear();
     c->out_sent_ = 0;

@@ -113,7 +113,11 @@ class Connections {
 
   // Queues `response` (final) on `c`. A response over max_frame_bytes is
   // replaced by RESOURCE_EXHAUSTED with the same id.
-  void Send(Connection* c, wire::Response* response);
+  void Send(Connection* c, wire::Response* response) {
+    SendFrame(c, response, /*final=*/true);
+  }
+  // One frame of a streamed answer (Generate): `final` on the last.
+  void SendFrame(Connection* c, wire::Response* response, bool final);
   // Sends what Send() queued; may close connections.
   void FlushDirty();
   Connection* Find(uint64_t id) const;

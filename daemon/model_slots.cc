@@ -9,12 +9,15 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "daemon/notify.h"
+#include "runtime/lm/lm_tokenizer.h"
 
 namespace ternd::daemon {
 
 Result<std::unique_ptr<ModelSlots>> ModelSlots::Create(
-    sd_event* loop, const runtime::RuntimeOptions& options) {
+    sd_event* loop, const runtime::RuntimeOptions& options,
+    const runtime::LmOptions& lm) {
   std::unique_ptr<ModelSlots> slots(new ModelSlots(loop));
+  slots->lm_options_ = lm;
   TERND_ASSIGN_OR_RETURN(slots->runtime_, runtime::Runtime::Create(options));
   slots->loader_event_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!slots->loader_event_.valid()) {
@@ -34,11 +37,64 @@ ModelSlots::~ModelSlots() {
   if (loader_.joinable()) loader_.join();
 }
 
+Status ModelSlots::PlaceModel(int slot, const runtime::ModelFile& file) {
+  if (!file.is_language_model()) {
+    tokenizers_[slot].reset();
+    return runtime_->Load(slot, file).status();
+  }
+  Result<std::unique_ptr<tokenizer::Tokenizer>> tok =
+      lm::TokenizerOf(file.header().lm());
+  if (!tok.ok()) {
+    return Status(tok.status()).Prepend(file.origin() + ": tokenizer");
+  }
+  // The team may be replaced by LoadLm (a different size): no evaluation
+  // may run meanwhile.
+  std::lock_guard<std::mutex> l(lm_mutex_);
+  Result<const runtime::LmModel*> loaded =
+      runtime_->LoadLm(slot, file, lm_options_);
+  if (!loaded.ok()) return loaded.status();
+  tokenizers_[slot] = std::move(*tok);
+  architectures_[slot] = file.header().lm().source_architecture();
+  return Status::Ok();
+}
+
+ServingModel ModelSlots::InSlot(int slot) const {
+  if (const runtime::LmModel* lm = runtime_->lm(slot)) {
+    return {lm->name(), lm->version()};
+  }
+  if (const runtime::LoadedModel* m = runtime_->model(slot)) {
+    return {m->name(), m->version()};
+  }
+  return {};
+}
+
 Status ModelSlots::Place(int slot, const runtime::ModelFile& file,
                          bool require_golden) {
-  Result<const runtime::LoadedModel*> loaded = runtime_->Load(slot, file);
-  if (!loaded.ok()) return loaded.status();
-  const runtime::LoadedModel* m = *loaded;
+  TERND_RETURN_IF_ERROR(PlaceModel(slot, file));
+  if (const runtime::LmModel* lm = runtime_->lm(slot)) {
+    if (lm->has_golden()) {
+      std::lock_guard<std::mutex> l(lm_mutex_);
+      Status s = lm->CheckGolden();
+      if (!s.ok()) {
+        runtime_->Unload(slot);
+        return s.Prepend("golden health check failed");
+      }
+    } else if (require_golden) {
+      runtime_->Unload(slot);
+      return FailedPrecondition(
+          "language model '%s' has no golden tokens, so it cannot be "
+          "health-checked; updates must carry them (ternctl convert records "
+          "them)",
+          lm->name());
+    } else {
+      TERND_LOG_WARNING(
+          "language model '%s' (%s) has no golden tokens; it is served "
+          "without a health check",
+          lm->name(), file.origin().c_str());
+    }
+    return Status::Ok();
+  }
+  const runtime::LoadedModel* m = runtime_->model(slot);
   if (m->has_golden()) {
     // Executor 0's scratch of the model's own slot: no request uses this
     // slot yet.
@@ -67,14 +123,13 @@ Status ModelSlots::PlaceFirst(runtime::ModelFile file, bool require_golden) {
   active_slot_ = 0;
   slot_load_[0] = ++loads_;
   if (runtime_->slot_count() == 1) cold_file_ = std::move(file);
-  const runtime::LoadedModel* m = runtime_->model(0);
-  serving_ = {m->name(), m->version()};
+  serving_ = InSlot(0);
   return Status::Ok();
 }
 
 ModelSlots::Hold ModelSlots::Acquire() {
+  TERND_CHECK(serving_any());
   const runtime::LoadedModel* m = usable();
-  TERND_CHECK(m != nullptr);
   ++slot_holds_[active_slot_];
   return {m, active_slot_, slot_load_[active_slot_]};
 }
@@ -146,8 +201,7 @@ void ModelSlots::OnLoaderDone() {
   if (!loader_status_.ok()) {
     if (cold_previous_) {
       // The single slot may hold a half-placed model: put the old one back.
-      Result<const runtime::LoadedModel*> restored =
-          runtime_->Load(0, *cold_previous_);
+      Status restored = PlaceModel(0, *cold_previous_);
       TERND_CHECK(restored.ok());  // it fit and loaded before
       slot_load_[0] = ++loads_;
       cold_file_ = std::move(cold_previous_);
@@ -187,25 +241,23 @@ void ModelSlots::FinishChange(const Status& status) {
 Result<int64_t> ModelSlots::ActivateStaged() {
   if (staged_slot_ < 0) return FailedPrecondition("no model is staged");
   const int64_t t0 = MonotonicNs();
-  const runtime::LoadedModel* old =
-      staged_slot_ == active_slot_ ? nullptr : runtime_->model(active_slot_);
+  const ServingModel old =
+      staged_slot_ == active_slot_ ? serving_ : InSlot(active_slot_);
   // Requests dispatched from now on use the new slot; those already running
   // finish on the old one, which stays intact until the next change.
   active_slot_ = staged_slot_;
   staged_slot_ = -1;
   const int64_t swap_ns = MonotonicNs() - t0;
-  const runtime::LoadedModel* m = runtime_->model(active_slot_);
-  ModelEvent(
-      LogLevel::kNotice, m, 0,
-      "now serving model '%s' version %llu (was '%s' version %llu; "
-      "swap took %lld ns)",
-      m->name(), static_cast<unsigned long long>(m->version()),
-      old ? old->name() : serving_.name.c_str(),
-      static_cast<unsigned long long>(old ? old->version() : serving_.version),
-      static_cast<long long>(swap_ns));
-  Notify("STATUS=Serving model '%s' version %llu", m->name(),
-         static_cast<unsigned long long>(m->version()));
-  serving_ = {m->name(), m->version()};
+  const ServingModel now = InSlot(active_slot_);
+  ModelEvent(LogLevel::kNotice, runtime_->model(active_slot_), 0,
+             "now serving model '%s' version %llu (was '%s' version %llu; "
+             "swap took %lld ns)",
+             now.name.c_str(), static_cast<unsigned long long>(now.version),
+             old.name.c_str(), static_cast<unsigned long long>(old.version),
+             static_cast<long long>(swap_ns));
+  Notify("STATUS=Serving model '%s' version %llu", now.name.c_str(),
+         static_cast<unsigned long long>(now.version));
+  serving_ = now;
   notify_.Schedule();
   return swap_ns;
 }

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -32,7 +33,9 @@
 #include "base/status.h"
 #include "daemon/model_host.h"
 #include "runtime/format.h"
+#include "runtime/lm/lm_model.h"
 #include "runtime/runtime.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace ternd::daemon {
 
@@ -40,8 +43,10 @@ class ModelSlots final : public ModelHost {
  public:
   // `runtime` says the arena size, slots (2: hot, 1: cold), executors and
   // kernel.
+  // `lm` sizes language models (llm.* keys) when one is placed.
   static Result<std::unique_ptr<ModelSlots>> Create(
-      sd_event* loop, const runtime::RuntimeOptions& runtime);
+      sd_event* loop, const runtime::RuntimeOptions& runtime,
+      const runtime::LmOptions& lm = {});
   ~ModelSlots() override;  // waits for a loader thread still placing
   ModelSlots(const ModelSlots&) = delete;
   ModelSlots& operator=(const ModelSlots&) = delete;
@@ -50,21 +55,38 @@ class ModelSlots final : public ModelHost {
   // slot 0 and runs its golden health check.
   Status PlaceFirst(runtime::ModelFile file, bool require_golden);
 
-  // The model requests may use now; null while a cold swap rewrites the
-  // only slot.
+  // The graph model requests may use now; null while a cold swap rewrites
+  // the only slot, or when a language model serves.
   const runtime::LoadedModel* usable() const {
     return cold_loading_ ? nullptr : runtime_->model(active_slot_);
   }
+  // The language model that serves now, and its tokenizer; null as above
+  // or when a graph model serves.
+  const runtime::LmModel* usable_lm() const {
+    return cold_loading_ ? nullptr : runtime_->lm(active_slot_);
+  }
+  const tokenizer::Tokenizer* tokenizer() const {
+    return usable_lm() ? tokenizers_[active_slot_].get() : nullptr;
+  }
+  // The GGUF architecture of the serving language model.
+  const std::string& lm_architecture() const {
+    return architectures_[active_slot_];
+  }
+  // Either kind serves.
+  bool serving_any() const { return usable() || usable_lm(); }
+  // Language models share the runtime's thread team: evaluation (the
+  // generator) and the health check of a model being loaded take this.
+  std::mutex* lm_mutex() { return &lm_mutex_; }
   // A request's hold on the active slot, from dispatch to answer.
   struct Hold {
-    const runtime::LoadedModel* model;
+    const runtime::LoadedModel* model;  // null for a language model
     int slot;
     // Which placement this is (every load counts one up): models sit at
     // their slot's base address, so `model` alone does not tell a reloaded
     // model from the one before it.
     uint64_t load;
   };
-  // REQUIRES: usable().
+  // REQUIRES: serving_any().
   Hold Acquire();
   // A change waiting for `slot` starts when its last hold goes.
   void Release(int slot);
@@ -96,6 +118,10 @@ class ModelSlots final : public ModelHost {
   // Places `file` into `slot` and runs its golden check; on failure the
   // slot is empty. Loader thread (or start-up).
   Status Place(int slot, const runtime::ModelFile& file, bool require_golden);
+  // Either kind of model into `slot`, without the health check.
+  Status PlaceModel(int slot, const runtime::ModelFile& file);
+  // Name and version of what `slot` holds.
+  ServingModel InSlot(int slot) const;
   void StartLoaderWhenFree();
   void OnLoaderDone();
   void FinishChange(const Status& status);
@@ -104,6 +130,10 @@ class ModelSlots final : public ModelHost {
 
   sd_event* loop_;
   std::unique_ptr<runtime::Runtime> runtime_;
+  runtime::LmOptions lm_options_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizers_[2];
+  std::string architectures_[2];
+  std::mutex lm_mutex_;
   int active_slot_ = 0;
   int slot_holds_[2] = {0, 0};
   uint64_t slot_load_[2] = {0, 0};

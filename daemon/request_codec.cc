@@ -14,9 +14,8 @@ wire::DType WireDType(model::DType d) {
 
 const std::vector<std::string>& CallNames() {
   static const std::vector<std::string> names = {
-      "infer",    "model_info", "health",        "stats",
-      "generate", "install",    "update_status", "cancel",
-      "invalid"};
+      "infer",   "model_info",    "health", "stats",  "generate",
+      "install", "update_status", "cancel", "invalid"};
   return names;
 }
 
@@ -214,6 +213,39 @@ void FillModelInfo(const runtime::LoadedModel& m, const HostInfo& host,
   info->set_slot_bytes_used(m.slot_bytes_used());
   info->set_workers(host.workers);
   info->set_swap(host.swap);
+}
+
+void FillModelInfo(const runtime::LmModel& m, const tokenizer::Tokenizer& tok,
+                   const std::string& architecture, const HostInfo& host,
+                   wire::ModelInfoResponse* info) {
+  info->set_name(m.name());
+  info->set_version(m.version());
+  info->set_max_batch(static_cast<uint32_t>(m.max_batch()));
+  info->set_kernel(m.kernel().name);
+  info->set_arena_bytes(host.arena_bytes);
+  info->set_slot_bytes(host.slot_bytes);
+  info->set_slot_bytes_used(m.slot_bytes_used());
+  info->set_workers(static_cast<uint32_t>(m.threads()));
+  info->set_swap(host.swap);
+  wire::LanguageModelInfo* lm = info->mutable_language_model();
+  const runtime::LmShape& sh = m.shape();
+  lm->set_architecture(architecture);
+  lm->set_layers(sh.layers);
+  lm->set_embedding(sh.embedding);
+  lm->set_vocab(sh.vocab);
+  lm->set_context(static_cast<uint32_t>(m.max_context()));
+  lm->set_sequences(static_cast<uint32_t>(m.sequences()));
+  lm->set_threads(static_cast<uint32_t>(m.threads()));
+  lm->set_kv_cache_bytes(m.kv_cache_bytes());
+  lm->set_bytes_per_token(m.bytes_per_token());
+  lm->set_tokenizer(tok.model() == tokenizer::Tokenizer::Model::kGpt2
+                        ? "gpt2 " + tok.pre()
+                        : std::string("llama"));
+  lm->set_head(sh.head_dtype == model::I8    ? "I8"
+               : sh.head_dtype == model::F16 ? "F16"
+                                             : "F32");
+  lm->set_tq1_matrices(m.tq1_matrices());
+  lm->set_ternary_matrices(m.ternary_matrices());
 }
 
 void FillUpdateStatus(const UpdateStatus& st,

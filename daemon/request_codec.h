@@ -19,7 +19,9 @@
 #include "daemon/protocol.pb.h"
 #include "daemon/updater.h"
 #include "daemon/worker_pool.h"
+#include "runtime/lm/lm_model.h"
 #include "runtime/runtime.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace ternd::daemon {
 
@@ -56,6 +58,12 @@ struct HostInfo {
   std::string swap;  // "hot" or "cold"
 };
 void FillModelInfo(const runtime::LoadedModel& model, const HostInfo& host,
+                   wire::ModelInfoResponse* out);
+// A language model: name, version, kernel, memory and language_model.
+// `architecture`: the GGUF architecture the model came from.
+void FillModelInfo(const runtime::LmModel& model,
+                   const tokenizer::Tokenizer& tokenizer,
+                   const std::string& architecture, const HostInfo& host,
                    wire::ModelInfoResponse* out);
 
 // `disabled_reason`: why updates are off; empty when they are on.

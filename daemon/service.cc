@@ -22,6 +22,7 @@
 #include "base/file.h"
 #include "base/log.h"
 #include "daemon/connections.h"
+#include "daemon/generator.h"
 #include "daemon/model_slots.h"
 #include "daemon/notify.h"
 #include "daemon/protocol.pb.h"
@@ -184,6 +185,13 @@ class Service::Impl : public ConnectionHandler {
   // The fleet broker; null offline (no mqtt.broker).
   std::unique_ptr<net::MqttSession> session_;
 
+  // Generate calls of a language model (generator.h).
+  std::unique_ptr<Generator> generator_;
+  void HandleGenerate(Connection* c, uint64_t id,
+                      const wire::GenerateRequest& r);
+  void DeliverGenerated(uint64_t connection, wire::Response&& response,
+                        bool final, int slot);
+
   std::unique_ptr<WorkerPool> pool_;
   EventSource pool_source_;
   std::vector<std::unique_ptr<InferJob>> jobs_;
@@ -250,15 +258,28 @@ Status Service::Impl::Start() {
   TERND_RETURN_IF_ERROR(StartListener());
   TERND_RETURN_IF_ERROR(StartWatchdog());
 
-  const runtime::LoadedModel* m = slots_->usable();
-  ModelEvent(LogLevel::kNotice, m, 0,
-             "serving model '%s' version %llu on %s (kernel %s, %d "
-             "workers, %s swap, configuration: %s)",
-             m->name(), static_cast<unsigned long long>(m->version()),
-             config_.socket_path.c_str(), m->kernel_name(), pool_->workers(),
-             config_.swap.c_str(), config_.origin.c_str());
-  Notify("READY=1\nSTATUS=Serving model '%s' version %llu", m->name(),
-         static_cast<unsigned long long>(m->version()));
+  const ServingModel serving = slots_->serving();
+  if (const runtime::LmModel* lm = slots_->usable_lm()) {
+    ModelEvent(LogLevel::kNotice, nullptr, 0,
+               "serving language model '%s' version %llu on %s (kernel %s, "
+               "%d threads, context %d x %d sequences, %s swap, "
+               "configuration: %s)",
+               lm->name(), static_cast<unsigned long long>(lm->version()),
+               config_.socket_path.c_str(), lm->kernel().name, lm->threads(),
+               lm->max_context(), lm->sequences(), config_.swap.c_str(),
+               config_.origin.c_str());
+  } else {
+    const runtime::LoadedModel* m = slots_->usable();
+    ModelEvent(LogLevel::kNotice, m, 0,
+               "serving model '%s' version %llu on %s (kernel %s, %d "
+               "workers, %s swap, configuration: %s)",
+               m->name(), static_cast<unsigned long long>(m->version()),
+               config_.socket_path.c_str(), m->kernel_name(), pool_->workers(),
+               config_.swap.c_str(), config_.origin.c_str());
+  }
+  Notify("READY=1\nSTATUS=Serving model '%s' version %llu",
+         serving.name.c_str(),
+         static_cast<unsigned long long>(serving.version));
   PublishModelMetrics();
   TERND_RETURN_IF_ERROR(StartFleet());
   if (updater_) updater_->Attach(slots_.get());
@@ -368,7 +389,19 @@ Status Service::Impl::StartRuntime() {
   options.workers = config_.ResolvedWorkers() + 1;
   loop_executor_ = options.workers - 1;
   options.kernel = config_.kernel;
-  TERND_ASSIGN_OR_RETURN(slots_, ModelSlots::Create(event_.get(), options));
+  runtime::LmOptions lm;
+  lm.max_context = static_cast<int>(config_.llm_max_context);
+  lm.sequences = static_cast<int>(config_.llm_sequences);
+  lm.threads = static_cast<int>(config_.llm_threads);
+  TERND_ASSIGN_OR_RETURN(slots_, ModelSlots::Create(event_.get(), options, lm));
+  TERND_ASSIGN_OR_RETURN(
+      generator_, Generator::Create(
+                      event_.get(),
+                      [this](uint64_t connection, wire::Response&& r,
+                             bool final, int slot) {
+                        DeliverGenerated(connection, std::move(r), final, slot);
+                      },
+                      slots_->lm_mutex()));
   slots_->SetObserver([this]() { PublishModelMetrics(); });
   // The first model is placed before serving starts, so on this thread:
   // the model an update installed, if it still verifies, else the
@@ -505,6 +538,7 @@ Service::Impl::~Impl() {
   session_.reset();
   agent_.reset();  // after the session, which holds its callbacks
   connections_.reset();
+  generator_.reset();  // ends generations; before the model goes
   pool_.reset();
   slots_.reset();  // waits for a model still being placed
   signal_sources_.clear();
@@ -609,9 +643,20 @@ void Service::Impl::FinishReload(const Status& status) {
 }
 
 void Service::Impl::PublishModelMetrics() {
+  const runtime::Runtime& runtime = slots_->runtime();
+  if (const runtime::LmModel* lm = slots_->usable_lm()) {
+    const std::string version = std::to_string(lm->version());
+    metrics_.model->Set({{"name", lm->name()},
+                         {"version", version},
+                         {"kernel", lm->kernel().name}});
+    metrics_.arena_size_bytes->Set(
+        static_cast<double>(runtime.slot_bytes() * runtime.slot_count()));
+    metrics_.arena_used_bytes->Set(static_cast<double>(lm->slot_bytes_used()));
+    if (agent_) agent_->SetModel(lm->name(), version, lm->kernel().name);
+    return;
+  }
   const runtime::LoadedModel* m = slots_->usable();
   if (!m) return;  // a cold swap runs; its end publishes again
-  const runtime::Runtime& runtime = slots_->runtime();
   const std::string version = std::to_string(m->version());
   metrics_.model->Set({{"name", m->name()},
                        {"version", version},
@@ -635,7 +680,9 @@ void Service::Impl::OnRefused(const Status& why) {
   Count(kCallInvalid, why.code());
 }
 
-void Service::Impl::OnClosed(uint64_t, int) {
+void Service::Impl::OnClosed(uint64_t connection, int) {
+  // Its generations stop; their final frames find no connection.
+  if (generator_) generator_->CancelConnection(connection);
   if (state_ == State::kDraining) CheckDrained();
 }
 
@@ -658,14 +705,19 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
       HandleInfer(c, id, request_.infer());
       return;
     case wire::Request::kModelInfo: {
-      if (!slots_->usable()) {
+      if (!slots_->serving_any()) {
         SendError(c, call, id, ModelBeingReplaced());
         return;
       }
       response_.Clear();
       response_.set_id(id);
-      FillModelInfo(*slots_->usable(), host_info(),
-                    response_.mutable_model_info());
+      if (const runtime::LmModel* lm = slots_->usable_lm()) {
+        FillModelInfo(*lm, *slots_->tokenizer(), slots_->lm_architecture(),
+                      host_info(), response_.mutable_model_info());
+      } else {
+        FillModelInfo(*slots_->usable(), host_info(),
+                      response_.mutable_model_info());
+      }
       Count(call, StatusCode::kOk);
       connections_->Send(c, &response_);
       return;
@@ -675,7 +727,7 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
       response_.set_id(id);
       wire::HealthResponse* h = response_.mutable_health();
       h->set_live(true);
-      h->set_ready(state_ != State::kDraining && slots_->usable() != nullptr);
+      h->set_ready(state_ != State::kDraining && slots_->serving_any());
       h->set_state(state_ == State::kServing     ? "serving"
                    : state_ == State::kReloading ? "reloading"
                                                  : "draining");
@@ -707,11 +759,17 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
       return;
     }
     case wire::Request::kGenerate:
-      SendError(c, kCallGenerate, id,
-                Unimplemented("Generate needs a language model; model '%s' is "
-                              "a graph model",
-                              slots_->serving().name.c_str()));
+      HandleGenerate(c, id, request_.generate());
       return;
+    case wire::Request::kCancel: {
+      if (generator_) generator_->Cancel(c->id(), request_.cancel().target());
+      response_.Clear();
+      response_.set_id(id);
+      response_.set_final(true);
+      Count(call, StatusCode::kOk);
+      connections_->Send(c, &response_);
+      return;
+    }
     case wire::Request::CALL_NOT_SET:
       break;
   }
@@ -805,6 +863,14 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
   if (state_ == State::kDraining) {
     SendError(c, kCallInfer, id,
               Errorf(StatusCode::kUnavailable, "the daemon is shutting down"));
+    return;
+  }
+  if (slots_->usable_lm()) {
+    SendError(c, kCallInfer, id,
+              FailedPrecondition(
+                  "model '%s' is a language model: it answers Generate "
+                  "(ternctl generate), not Infer",
+                  slots_->serving().name.c_str()));
     return;
   }
   if (!slots_->usable()) {
@@ -940,6 +1006,62 @@ void Service::Impl::SendPostedAnswers() {
   if (state_ == State::kDraining) CheckDrained();
 }
 
+// ----------------------------------------------------------------- generate
+
+void Service::Impl::HandleGenerate(Connection* c, uint64_t id,
+                                   const wire::GenerateRequest& r) {
+  if (state_ == State::kDraining) {
+    SendError(c, kCallGenerate, id,
+              Errorf(StatusCode::kUnavailable, "the daemon is shutting down"));
+    return;
+  }
+  if (slots_->usable()) {
+    SendError(c, kCallGenerate, id,
+              FailedPrecondition("Generate needs a language model; model '%s' "
+                                 "is a graph model (use Infer)",
+                                 slots_->serving().name.c_str()));
+    return;
+  }
+  if (!slots_->usable_lm()) {
+    SendError(c, kCallGenerate, id, ModelBeingReplaced());
+    return;
+  }
+  const ModelSlots::Hold hold = slots_->Acquire();
+  GenerateCall call;
+  call.connection = c->id();
+  call.id = id;
+  call.request = r;
+  call.received_ns = MonotonicNs();
+  call.slot = hold.slot;
+  call.model = slots_->usable_lm();
+  call.tokenizer = slots_->tokenizer();
+  GenerateLimits limits;
+  limits.default_max_tokens = config_.llm_max_tokens;
+  limits.max_prompt_tokens = config_.llm_max_prompt_tokens;
+  limits.max_queue = config_.llm_max_queue;
+  Status s = generator_->Submit(std::move(call), limits);
+  if (!s.ok()) {
+    slots_->Release(hold.slot);
+    SendError(c, kCallGenerate, id, s);
+  }
+}
+
+void Service::Impl::DeliverGenerated(uint64_t connection,
+                                     wire::Response&& response, bool final,
+                                     int slot) {
+  Connection* c = connections_ ? connections_->Find(connection) : nullptr;
+  if (final) {
+    slots_->Release(slot);
+    Count(kCallGenerate, c ? static_cast<StatusCode>(response.status().code())
+                           : StatusCode::kCancelled);
+  }
+  if (c) {
+    connections_->SendFrame(c, &response, final);
+    connections_->FlushDirty();
+  }
+  if (final && state_ == State::kDraining) CheckDrained();
+}
+
 // --------------------------------------------------------- completions, drain
 
 void Service::Impl::OnCompletions() {
@@ -1004,6 +1126,9 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
 void Service::Impl::BeginDrain(const char* why) {
   if (state_ == State::kDraining) return;
   state_ = State::kDraining;
+  // Generations end now (stop_reason "cancelled"), each with its final
+  // frame, rather than run on for as long as they might.
+  if (generator_) generator_->CancelAll();
   if (agent_)
     agent_->Shutdown();  // retained `offline` (no will on a clean stop)
   TERND_LOG_NOTICE("%s: draining %zu requests in flight (at most %u ms)", why,
@@ -1023,6 +1148,7 @@ void Service::Impl::BeginDrain(const char* why) {
 
 void Service::Impl::CheckDrained() {
   if (outstanding_ > 0) return;
+  if (generator_ && generator_->pending() > 0) return;
   if (!connections_->AllFlushed()) return;
   sd_event_exit(event_.get(), 0);
 }

@@ -136,6 +136,40 @@ Result<wire::InferResponse> Client::Infer(const wire::InferRequest& request) {
   return std::move(*response.mutable_infer());
 }
 
+Result<wire::GenerateSummary> Client::Generate(
+    const wire::GenerateRequest& request,
+    const std::function<bool(const wire::GenerateResponse&)>& on_token) {
+  wire::Request r;
+  *r.mutable_generate() = request;
+  const uint64_t id = next_id_++;
+  r.set_id(id);
+  TERND_RETURN_IF_ERROR(Send(r));
+  bool cancelled = false;
+  uint64_t cancel_id = 0;
+  wire::Response response;
+  for (;;) {
+    TERND_RETURN_IF_ERROR(Receive(&response));
+    if (response.id() == 0) return FromWire(response.status());
+    if (cancelled && response.id() == cancel_id) continue;  // its answer
+    if (response.id() != id) continue;  // someone else's pipelined answer
+    TERND_RETURN_IF_ERROR(FromWire(response.status()));
+    if (response.has_generate() &&
+        (response.generate().tokens_size() > 0 ||
+         !response.generate().text().empty()) &&
+        !cancelled && !on_token(response.generate())) {
+      wire::Request cancel;
+      cancel_id = next_id_++;
+      cancel.set_id(cancel_id);
+      cancel.mutable_cancel()->set_target(id);
+      TERND_RETURN_IF_ERROR(Send(cancel));
+      cancelled = true;
+    }
+    if (response.final()) {
+      return std::move(*response.mutable_generate()->mutable_summary());
+    }
+  }
+}
+
 Result<wire::ModelInfoResponse> Client::ModelInfo() {
   wire::Request r;
   r.mutable_model_info();

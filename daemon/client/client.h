@@ -57,6 +57,14 @@ class Client {
   // Blocking calls; a non-OK status from the daemon becomes the Status.
   Result<wire::InferResponse> Infer(const wire::InferRequest& request);
   Result<wire::ModelInfoResponse> ModelInfo();
+  // Streams a generation: `on_token` gets every frame's GenerateResponse
+  // as it arrives (a token and its text); returning false cancels the call
+  // (a Cancel request goes out and the rest of the stream is read). The
+  // result is the final frame's summary (stop_reason "cancelled" after a
+  // cancel). The timeout applies to each frame.
+  Result<wire::GenerateSummary> Generate(
+      const wire::GenerateRequest& request,
+      const std::function<bool(const wire::GenerateResponse&)>& on_token);
   Result<wire::HealthResponse> Health();
   // `metrics`: also the whole registry (StatsRequest.metrics).
   Result<wire::StatsResponse> Stats(bool metrics = false);

@@ -151,6 +151,11 @@ int Infer(const InferOptions& opt) {
   if (!c.ok()) return Fail(c.status());
   Result<wire::ModelInfoResponse> info = (*c)->ModelInfo();
   if (!info.ok()) return Fail(info.status());
+  if (info->has_language_model()) {
+    return Fail(FailedPrecondition(
+        "model '%s' is a language model: use ternctl generate",
+        info->name().c_str()));
+  }
 
   std::string origin;
   std::string text;
@@ -217,17 +222,57 @@ int Info(const DaemonOptions& opt) {
       }
       return out;
     };
-    PrintJson(Json{{"name", i->name()},
-                   {"version", i->version()},
-                   {"inputs", specs(i->inputs())},
-                   {"outputs", specs(i->outputs())},
-                   {"max_batch", i->max_batch()},
-                   {"kernel", i->kernel()},
-                   {"workers", i->workers()},
-                   {"swap", i->swap()},
-                   {"arena_bytes", i->arena_bytes()},
-                   {"slot_bytes", i->slot_bytes()},
-                   {"slot_bytes_used", i->slot_bytes_used()}});
+    Json out{{"name", i->name()},
+             {"version", i->version()},
+             {"inputs", specs(i->inputs())},
+             {"outputs", specs(i->outputs())},
+             {"max_batch", i->max_batch()},
+             {"kernel", i->kernel()},
+             {"workers", i->workers()},
+             {"swap", i->swap()},
+             {"arena_bytes", i->arena_bytes()},
+             {"slot_bytes", i->slot_bytes()},
+             {"slot_bytes_used", i->slot_bytes_used()}};
+    if (i->has_language_model()) {
+      const wire::LanguageModelInfo& lm = i->language_model();
+      out["language_model"] = Json{{"architecture", lm.architecture()},
+                                   {"layers", lm.layers()},
+                                   {"embedding", lm.embedding()},
+                                   {"vocab", lm.vocab()},
+                                   {"context", lm.context()},
+                                   {"sequences", lm.sequences()},
+                                   {"threads", lm.threads()},
+                                   {"kv_cache_bytes", lm.kv_cache_bytes()},
+                                   {"bytes_per_token", lm.bytes_per_token()},
+                                   {"tokenizer", lm.tokenizer()},
+                                   {"head", lm.head()},
+                                   {"tq1_matrices", lm.tq1_matrices()},
+                                   {"ternary_matrices", lm.ternary_matrices()}};
+    }
+    PrintJson(out);
+    return 0;
+  }
+  if (i->has_language_model()) {
+    const wire::LanguageModelInfo& lm = i->language_model();
+    std::printf("model        %s (language model, %s)\n", i->name().c_str(),
+                lm.architecture().c_str());
+    std::printf("version      %" PRIu64 "\n", i->version());
+    std::printf("layers       %u, embedding %u, vocabulary %u\n", lm.layers(),
+                lm.embedding(), lm.vocab());
+    std::printf("context      %u tokens x %u sequences, KV cache %" PRIu64
+                " bytes\n",
+                lm.context(), lm.sequences(), lm.kv_cache_bytes());
+    std::printf("tokenizer    %s\n", lm.tokenizer().c_str());
+    std::printf("kernel       %s (%d of %d matrices 1.6-bit), head %s\n",
+                i->kernel().c_str(), lm.tq1_matrices(), lm.ternary_matrices(),
+                lm.head().c_str());
+    std::printf("threads      %u\n", lm.threads());
+    std::printf("per token    %" PRIu64 " bytes of weights read\n",
+                lm.bytes_per_token());
+    std::printf("swap         %s\n", i->swap().c_str());
+    std::printf("arena        %" PRIu64 " bytes, slot %" PRIu64
+                " bytes, model uses %" PRIu64 "\n",
+                i->arena_bytes(), i->slot_bytes(), i->slot_bytes_used());
     return 0;
   }
   std::printf("model        %s\n", i->name().c_str());
@@ -564,9 +609,174 @@ void AddCommonOptions(CLI::App* cmd, DaemonOptions* o) {
   cmd->add_flag("--json", o->json, "Print one JSON object");
 }
 
+struct GenerateOptions {
+  DaemonOptions daemon;
+  std::string prompt;
+  std::string input_path;
+  std::string tokens;
+  wire::GenerateRequest request;
+  uint64_t seed = 0;
+  bool has_seed = false;
+  std::vector<std::string> stop;
+  bool quiet = false;
+};
+
+int Generate(GenerateOptions opt) {
+  wire::GenerateRequest& r = opt.request;
+  if (!opt.tokens.empty()) {
+    size_t at = 0;
+    while (at <= opt.tokens.size()) {
+      const size_t comma = opt.tokens.find(',', at);
+      const std::string piece = opt.tokens.substr(
+          at, comma == std::string::npos ? std::string::npos : comma - at);
+      char* end = nullptr;
+      const long v = std::strtol(piece.c_str(), &end, 10);
+      if (piece.empty() || *end != '\0' || v < 0 || v > INT32_MAX) {
+        return Fail(
+            InvalidArgument("--tokens: '%s' is not a token id", piece.c_str()));
+      }
+      r.add_prompt_tokens(static_cast<int32_t>(v));
+      if (comma == std::string::npos) break;
+      at = comma + 1;
+    }
+  } else if (!opt.prompt.empty()) {
+    r.set_prompt(opt.prompt);
+  } else {
+    const std::string path = opt.input_path.empty() ? "-" : opt.input_path;
+    Result<std::string> text = ReadText(path);
+    if (!text.ok()) return Fail(text.status());
+    if (text->empty()) {
+      return Fail(InvalidArgument("the prompt (%s) is empty",
+                                  path == "-" ? "stdin" : path.c_str()));
+    }
+    r.set_prompt(*text);
+  }
+  if (opt.has_seed) r.set_seed(opt.seed);
+  for (const std::string& s : opt.stop) r.add_stop(s);
+  Result<std::unique_ptr<client::Client>> c = Connect(opt.daemon);
+  if (!c.ok()) return Fail(c.status());
+  const bool json = opt.daemon.json;
+  Result<wire::GenerateSummary> summary =
+      (*c)->Generate(r, [json](const wire::GenerateResponse& g) {
+        if (json) {
+          Json line{{"tokens", Json::array()}, {"text", g.text()}};
+          for (int32_t t : g.tokens()) line["tokens"].push_back(t);
+          if (g.logprobs_size() > 0) {
+            line["logprobs"] = Json::array();
+            for (float p : g.logprobs()) line["logprobs"].push_back(p);
+          }
+          PrintJson(line);
+        } else {
+          std::fwrite(g.text().data(), 1, g.text().size(), stdout);
+        }
+        std::fflush(stdout);
+        return true;
+      });
+  if (!summary.ok()) {
+    if (!json) std::fputc('\n', stdout);
+    return Fail(summary.status());
+  }
+  const wire::GenerateSummary& s = *summary;
+  if (json) {
+    PrintJson(
+        Json{{"summary", Json{{"stop_reason", s.stop_reason()},
+                              {"prompt_tokens", s.prompt_tokens()},
+                              {"generated_tokens", s.generated_tokens()},
+                              {"queue_us", s.queue_us()},
+                              {"prompt_us", s.prompt_us()},
+                              {"generate_us", s.generate_us()},
+                              {"first_token_us", s.first_token_us()},
+                              {"prompt_tokens_per_s", s.prompt_tokens_per_s()},
+                              {"tokens_per_s", s.tokens_per_s()},
+                              {"model", s.model()},
+                              {"model_version", s.model_version()}}}});
+    return 0;
+  }
+  std::fputc('\n', stdout);
+  if (!opt.quiet) {
+    std::fprintf(stderr,
+                 "[%s: %u prompt tokens at %.1f tokens/s, %u generated at "
+                 "%.1f tokens/s, first token after %.1f ms; model '%s' "
+                 "version %" PRIu64 "]\n",
+                 s.stop_reason().c_str(), s.prompt_tokens(),
+                 s.prompt_tokens_per_s(), s.generated_tokens(),
+                 s.tokens_per_s(), s.first_token_us() / 1000.0,
+                 s.model().c_str(), s.model_version());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void AddDaemonCommands(CLI::App& app, int* exit_code) {
+  {
+    auto g = std::make_shared<GenerateOptions>();
+    CLI::App* cmd = app.add_subcommand(
+        "generate",
+        "Generate text with the daemon's language model, streamed as it "
+        "comes");
+    AddCommonOptions(cmd, &g->daemon);
+    auto* prompt = cmd->add_option("-p,--prompt", g->prompt, "Prompt text");
+    auto* input =
+        cmd->add_option("-i,--input", g->input_path,
+                        "File holding the prompt, '-' for stdin (the default)");
+    auto* tokens = cmd->add_option("--tokens", g->tokens,
+                                   "Prompt as token ids, comma-separated");
+    prompt->excludes(input)->excludes(tokens);
+    input->excludes(tokens);
+    wire::GenerateRequest* r = &g->request;
+    cmd->add_option_function<uint32_t>(
+           "-n,--max-tokens", [r](uint32_t v) { r->set_max_tokens(v); },
+           "Tokens to generate at most (default: llm.max_tokens)")
+        ->check(CLI::Range(1u, 1u << 20));
+    cmd->add_option_function<float>(
+           "--temperature", [r](float v) { r->set_temperature(v); },
+           "0 (default): greedy; > 0: sample")
+        ->check(CLI::Range(0.0f, 100.0f));
+    cmd->add_option_function<int32_t>(
+        "--top-k", [r](int32_t v) { r->set_top_k(v); },
+        "Sample from the k most likely tokens (default 40; -1: all)");
+    cmd->add_option_function<float>(
+        "--top-p", [r](float v) { r->set_top_p(v); },
+        "Sample from the smallest set with this probability mass");
+    cmd->add_option_function<float>(
+        "--min-p", [r](float v) { r->set_min_p(v); },
+        "Drop tokens below this fraction of the most likely one");
+    cmd->add_option_function<float>(
+        "--repeat-penalty", [r](float v) { r->set_repetition_penalty(v); },
+        "Penalize the last --repeat-last-n tokens (> 1)");
+    cmd->add_option_function<uint32_t>(
+        "--repeat-last-n", [r](uint32_t v) { r->set_repeat_last_n(v); },
+        "Window of the repetition penalty (default 64)");
+    cmd->add_option_function<uint64_t>(
+        "--seed",
+        [g](uint64_t v) {
+          g->seed = v;
+          g->has_seed = true;
+        },
+        "Seed of the sampler (same seed, same tokens)");
+    cmd->add_option("--stop", g->stop,
+                    "Stop at this text (repeatable; not printed)");
+    cmd->add_option_function<std::vector<int32_t>>(
+        "--stop-token",
+        [r](const std::vector<int32_t>& v) {
+          for (int32_t t : v) r->add_stop_tokens(t);
+        },
+        "Stop at this token id (repeatable)");
+    cmd->add_option_function<uint64_t>(
+        "--deadline-ms", [r](uint64_t v) { r->set_deadline_us(v * 1000); },
+        "Stop generating after this long");
+    cmd->add_flag_function(
+        "--logprobs", [r](int64_t) { r->set_logprobs(true); },
+        "Report each token's log-probability (with --json)");
+    cmd->add_flag_function(
+        "--literal-special", [r](int64_t) { r->set_literal_special(true); },
+        "Take special-token text in the prompt as plain text");
+    cmd->add_flag("-q,--quiet", g->quiet,
+                  "Do not print the summary line to stderr");
+    cmd->callback([g, exit_code] { *exit_code = Generate(*g); });
+  }
+
   auto infer = std::make_shared<InferOptions>();
   CLI::App* cmd = app.add_subcommand(
       "infer", "Send input values to the running daemon and print its outputs");
