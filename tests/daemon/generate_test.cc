@@ -68,13 +68,13 @@ class GenerateTest : public ::testing::Test {
     delete dir_;
   }
 
-  void StartDaemon(const std::string& extra = "") {
+  void StartDaemon(const std::string& extra = "", int context = kContext) {
     WriteText(dir_->File("ternd.toml"),
               "[server]\nsocket = \"" + dir_->File("t.sock") +
                   "\"\n[runtime]\nmodel = \"" + dir_->File("m.tern") +
                   "\"\narena_mb = 32\n[llm]\nthreads = 2\nsequences = 2\n"
                   "max_context = " +
-                  std::to_string(kContext) + "\n" + extra);
+                  std::to_string(context) + "\n" + extra);
     DaemonOptions o;
     o.directory = dir_->path();
     o.config_path = dir_->File("ternd.toml");
@@ -279,24 +279,39 @@ TEST_F(GenerateTest, StopTokensAndStopStringsEndIt) {
 }
 
 TEST_F(GenerateTest, CancelAndClosingStopItAndTheDaemonKeepsServing) {
-  StartDaemon();
+  // A long context, so that the generation is still running (a few
+  // seconds of tokens) when the cancel arrives.
+  constexpr int kLong = 4000;
+  StartDaemon("", kLong);
   // Cancelled by the client after 3 tokens.
-  Streamed s = Generate(Tokens({1, 2}, 80), /*cancel_after=*/3);
+  Streamed s = Generate(Tokens({1, 2}, kLong), /*cancel_after=*/3);
   ASSERT_TRUE(s.status.ok()) << s.status.message();
   EXPECT_EQ(s.summary.stop_reason(), "cancelled");
   EXPECT_GE(s.tokens.size(), 3u);
-  EXPECT_LT(s.tokens.size(), 80u);
+  EXPECT_LT(s.tokens.size(), static_cast<size_t>(kLong / 2));
   // A client that goes away mid-stream.
   {
     auto c = Connect();
     wire::Request req;
     req.set_id(1);
-    *req.mutable_generate() = Tokens({1, 2}, 80);
+    *req.mutable_generate() = Tokens({1, 2}, kLong);
     ASSERT_TRUE(c->Send(req).ok());
     wire::Response first;
     ASSERT_TRUE(c->Receive(&first).ok());
   }  // closed
-  // The context bounds a generation: "context".
+  // Both sequences are free again: two more run at once at the start.
+  Streamed a, b;
+  std::thread t1([&] { a = Generate(Tokens({1, 2}, 5)); });
+  std::thread t2([&] { b = Generate(Tokens({3, 4}, 5)); });
+  t1.join();
+  t2.join();
+  EXPECT_EQ(a.summary.stop_reason(), "length");
+  EXPECT_EQ(b.summary.stop_reason(), "length");
+  EXPECT_LT(a.summary.queue_us() + b.summary.queue_us(), 2000000u);
+}
+
+TEST_F(GenerateTest, TheContextBoundsAGeneration) {
+  StartDaemon();
   Streamed full = Generate(Tokens({1, 2}, 1000));
   ASSERT_TRUE(full.status.ok()) << full.status.message();
   EXPECT_EQ(full.summary.stop_reason(), "context");
