@@ -38,7 +38,6 @@ constexpr int kDeadlineExceeded = 4;
 constexpr int kPermissionDenied = 7;
 constexpr int kResourceExhausted = 8;
 constexpr int kUnavailable = 14;
-constexpr int kUnimplemented = 12;
 // [runtime] line for tests whose requests must stay queued or running for a
 // while: with the reference kernel a SlowModel request of 32-64 rows
 // computes for about a second, far longer than a loaded machine needs to
@@ -576,7 +575,11 @@ TEST_F(DaemonTest, InvalidRequestsGetInvalidArgumentAndKeepTheConnection) {
   ASSERT_TRUE(c->Send(gen).ok());
   ASSERT_TRUE(c->Receive(&resp).ok());
   EXPECT_EQ(resp.id(), 78u);
-  EXPECT_EQ(resp.status().code(), kUnimplemented);
+  // A graph model does not generate (docs/protocol.md).
+  EXPECT_EQ(resp.status().code(),
+            static_cast<int>(StatusCode::kFailedPrecondition));
+  EXPECT_NE(resp.status().message().find("Generate needs a language model"),
+            std::string::npos);
   EXPECT_TRUE(resp.final());
 }
 
