@@ -488,6 +488,7 @@ run training.md "models/train_vibration.py"
 run training.md "ternctl bench models/vibration.tern --batch 1,8,64"
 run training.md "ternctl bench models/vibration.tern --batch 1 --profile"
 run training.md "ternctl bench --compare"
+grep -q 'B/A' "$last" || fail "ternctl bench --compare printed no ratio B/A: $(cat "$last")"
 ok "retrained both shipped models; bench, --profile, --compare"
 
 # --- docs/ota.md: rotate the release key, sign and publish --------------------
