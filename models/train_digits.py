@@ -2,6 +2,7 @@
 """Trains the digits classifier and exports models/digits.tern.
 
     PYTHONPATH=python python3 models/train_digits.py [--out models/digits.tern]
+        [--version N] [--epochs N] [--min-accuracy A]
 
 Data: scikit-learn's bundled 8x8 digits (models/datasets.py), 80/20 split.
 Model: 64 -> 256 -> 128 -> 10, ternary (BitLinear) layers with ReLU between;
@@ -42,6 +43,8 @@ def main() -> int:
     p.add_argument("--out", default=os.path.join(HERE, "digits.tern"))
     p.add_argument("--min-accuracy", type=float, default=0.95,
                    help="refuse to export below this held-out accuracy")
+    p.add_argument("--version", type=int, default=1,
+                   help="the model's version (devices install only a higher one than they run)")
     p.add_argument("--epochs", type=int, default=60)
     args = p.parse_args()
 
@@ -52,7 +55,8 @@ def main() -> int:
                                  seed=SEED, min_accuracy=args.min_accuracy)
     if acc is None:
         return 1
-    export(model, args.out, torch.from_numpy(data.x_test[:16]), name="digits", version=1,
+    export(model, args.out, torch.from_numpy(data.x_test[:16]), name="digits",
+           version=args.version,
            description="8x8 handwritten digit classifier (pixels 0..16, row by row)",
            input_name="pixels", output_name="probs", argmax_name="class", max_batch=64,
            metadata={"training": "models/train_digits.py", "dataset":

@@ -15,7 +15,7 @@ build_pkgs=(
 )
 test_pkgs=(
   clang libclang-rt-14-dev
-  mosquitto nginx openssl sqlite3 systemd curl
+  mosquitto mosquitto-clients nginx openssl sqlite3 systemd curl
   python3 python3-numpy python3-protobuf python3-torch python3-sklearn
   python3-pytest python3-venv python3-regex
   lintian debootstrap
