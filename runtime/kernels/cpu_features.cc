@@ -23,6 +23,7 @@ CpuFeatures Detect() {
   CpuFeatures f;
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  f.ssse3 = (ecx >> 9) & 1;  // SSE state is always enabled on x86-64
   const bool osxsave = (ecx >> 27) & 1;
   const bool avx = (ecx >> 28) & 1;
   if (!osxsave || !avx) return f;

@@ -10,6 +10,7 @@ namespace ternd::runtime {
 
 struct CpuFeatures {
   // x86-64. Each flag also requires the OS to save the register state.
+  bool ssse3 = false;  // SSSE3 (pmaddubsw, pshufb on xmm)
   bool avx2 = false;
   bool avx512_vnni = false;  // AVX-512 F + BW + VL + VNNI (vpdpbusd on zmm)
   bool avx_vnni = false;     // 256-bit VEX vpdpbusd

@@ -14,7 +14,7 @@ namespace {
 // Best first: the order "auto" tries the 2-bit ones in.
 const TernaryKernel* const kAll[] = {
 #if defined(__x86_64__)
-    &kTernaryKernelAvx512Vnni,    &kTernaryKernelAvx2,
+    &kTernaryKernelAvx512Vnni,    &kTernaryKernelAvx2,    &kTernaryKernelSsse3,
     &kTernaryKernelAvx512VnniTq1, &kTernaryKernelAvx2Tq1,
 #elif defined(__aarch64__)
     &kTernaryKernelNeonDot,       &kTernaryKernelNeon,

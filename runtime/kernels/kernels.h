@@ -24,6 +24,7 @@ extern const TernaryKernel kTernaryKernelRefTq1;  // always available
 #if defined(__x86_64__)
 extern const TernaryKernel kTernaryKernelAvx512Vnni;
 extern const TernaryKernel kTernaryKernelAvx2;
+extern const TernaryKernel kTernaryKernelSsse3;
 extern const TernaryKernel kTernaryKernelAvx512VnniTq1;
 extern const TernaryKernel kTernaryKernelAvx2Tq1;
 #elif defined(__aarch64__)

@@ -1,5 +1,5 @@
 // SIMD helpers shared by the x86-64 kernel variants. Include only from
-// sources compiled with -mavx2 or the AVX-512 flags (runtime/kernels/
+// sources compiled with -mssse3, -mavx2 or the AVX-512 flags (runtime/kernels/
 // CMakeLists.txt), instead of <immintrin.h>: each helper is defined for the
 // instruction set its source is compiled for.
 #ifndef TERND_RUNTIME_KERNELS_SIMD_X86_H_
@@ -19,6 +19,17 @@
 #include <cstdint>
 
 namespace ternd::runtime {
+
+#if defined(__SSSE3__) && !defined(__AVX__)
+// Sum of the 4 int32 lanes. Defined only for the SSSE3 sources: an inline
+// function that sources with other flags also compiled could be the copy the
+// linker keeps, with VEX instructions an SSSE3 CPU cannot run.
+inline int32_t HorizontalSum(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(v);
+}
+#endif
 
 #if defined(__AVX2__)
 // Sum of the 8 int32 lanes.
