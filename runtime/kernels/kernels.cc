@@ -172,9 +172,8 @@ Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name) {
     if (name != k->name) continue;
     if (!k->supported()) {
       return FailedPrecondition(
-          "ternary kernel '%s' needs an instruction set this CPU lacks "
-          "(available: %s)",
-          k->name, available.c_str());
+          "ternary kernel '%s' needs %s, which this CPU lacks (available: %s)",
+          k->name, k->isa, available.c_str());
     }
     TERND_RETURN_IF_ERROR(SelfTestTernaryKernel(*k));
     return k;
