@@ -37,7 +37,23 @@
 #include "runtime/ternary_pack.h"
 
 namespace ternd::runtime {
+
+#if defined(TERND_HAS_AVXVNNI_EVEX)
+// The avxvnni source built for the EVEX encoding (bench/CMakeLists.txt).
+extern const TernaryKernel kTernaryKernelAvxVnniEvex;
+#endif
+
 namespace {
+
+// Every variant of AllTernaryKernels(), then the benchmark-only ones.
+std::vector<const TernaryKernel*> BenchedKernels() {
+  std::vector<const TernaryKernel*> all(AllTernaryKernels().begin(),
+                                        AllTernaryKernels().end());
+#if defined(TERND_HAS_AVXVNNI_EVEX)
+  all.push_back(&kTernaryKernelAvxVnniEvex);
+#endif
+  return all;
+}
 
 constexpr size_t kColdBytes = size_t{512} << 20;  // >= 512 MiB of weights
 constexpr size_t kBandwidthBytes = size_t{1} << 30;
@@ -148,9 +164,9 @@ void BM_TernaryGemm(benchmark::State& state, const TernaryKernel* kernel,
     const double streamed =
         static_cast<double>(packed_bytes) * state.iterations() / (t1 - t0);
     state.counters["of_read_bw"] = streamed / read_bw;
-    state.counters["of_2bit_roofline"] =
-        static_cast<double>(n) * k * state.iterations() / (t1 - t0) /
-        (4.0 * read_bw);
+    state.counters["of_2bit_roofline"] = static_cast<double>(n) * k *
+                                         state.iterations() / (t1 - t0) /
+                                         (4.0 * read_bw);
     state.counters["read_B/s"] =
         benchmark::Counter(read_bw, Counter::kDefaults, Counter::kIs1024);
   }
@@ -238,7 +254,7 @@ void RegisterAll() {
 #endif
   benchmark::RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)
       ->Unit(benchmark::kMillisecond);
-  for (const TernaryKernel* kernel : AllTernaryKernels()) {
+  for (const TernaryKernel* kernel : BenchedKernels()) {
     benchmark::RegisterBenchmark(
         (std::string("BM_Quantize/") + kernel->name).c_str(), BM_Quantize,
         kernel)
@@ -249,7 +265,7 @@ void RegisterAll() {
         ->Args({6912, 8})
         ->Unit(benchmark::kMicrosecond);
   }
-  for (const TernaryKernel* kernel : AllTernaryKernels()) {
+  for (const TernaryKernel* kernel : BenchedKernels()) {
     for (bool cold : {false, true}) {
       for (int batch : {1, 8}) {
         for (const Shape& s : kShapes) {
