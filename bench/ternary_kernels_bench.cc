@@ -19,6 +19,11 @@
 // report `of_2bit_roofline` = weights/s over 4 x read bytes/s: the speed of
 // light of any 2-bit layout; the 1.6-bit variants (names ending in -1.6)
 // can pass 1 because they read 1.6 bits per weight.
+//
+// Instruction ceilings, same run: BM_VpdpbusdPeak (vpdpbusd zmm, the AVX-512
+// VNNI kernels) and BM_VpmaddubswPeak (vpmaddubsw ymm, the AVX2 kernels).
+// The variants also include "avxvnni-evex" where the CPU has AVX-512 VNNI:
+// the avxvnni source built for the EVEX encoding (bench/CMakeLists.txt).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -37,7 +42,23 @@
 #include "runtime/ternary_pack.h"
 
 namespace ternd::runtime {
+
+#if defined(TERND_HAS_AVXVNNI_EVEX)
+// The avxvnni source built for the EVEX encoding (bench/CMakeLists.txt).
+extern const TernaryKernel kTernaryKernelAvxVnniEvex;
+#endif
+
 namespace {
+
+// Every variant of AllTernaryKernels(), then the benchmark-only ones.
+std::vector<const TernaryKernel*> BenchedKernels() {
+  std::vector<const TernaryKernel*> all(AllTernaryKernels().begin(),
+                                        AllTernaryKernels().end());
+#if defined(TERND_HAS_AVXVNNI_EVEX)
+  all.push_back(&kTernaryKernelAvxVnniEvex);
+#endif
+  return all;
+}
 
 constexpr size_t kColdBytes = size_t{512} << 20;  // >= 512 MiB of weights
 constexpr size_t kBandwidthBytes = size_t{1} << 30;
@@ -148,9 +169,9 @@ void BM_TernaryGemm(benchmark::State& state, const TernaryKernel* kernel,
     const double streamed =
         static_cast<double>(packed_bytes) * state.iterations() / (t1 - t0);
     state.counters["of_read_bw"] = streamed / read_bw;
-    state.counters["of_2bit_roofline"] =
-        static_cast<double>(n) * k * state.iterations() / (t1 - t0) /
-        (4.0 * read_bw);
+    state.counters["of_2bit_roofline"] = static_cast<double>(n) * k *
+                                         state.iterations() / (t1 - t0) /
+                                         (4.0 * read_bw);
     state.counters["read_B/s"] =
         benchmark::Counter(read_bw, Counter::kDefaults, Counter::kIs1024);
   }
@@ -223,6 +244,45 @@ __attribute__((target("avx512f,avx512vnni"))) void BM_VpdpbusdPeak(
   state.counters["GOPS"] =
       Counter(kPerCall * 128 * 1e-9, Counter::kIsIterationInvariantRate);
 }
+
+// The instruction ceiling of the AVX2 (and SSSE3) kernels: 12 independent
+// vpmaddubsw ymm per loop iteration, register operands. Each multiplies 32
+// byte pairs and adds them in pairs, i.e. 32 weights x token, so GOPS (in
+// the GFLOPS unit of the kernels: 2 per weight x token) = 64 x instructions
+// per second. The kernels also add every result (vpaddw), so they reach at
+// most about half of it.
+__attribute__((target("avx2"))) void BM_VpmaddubswPeak(
+    benchmark::State& state) {
+  if (!GetCpuFeatures().avx2) {
+    state.SkipWithError("CPU lacks AVX2");
+    return;
+  }
+  constexpr int64_t kPerCall = 12 * 1000;
+  for (auto _ : state) {
+    for (int i = 0; i < 1000; ++i) {
+      __asm__ volatile(
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm0\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm1\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm2\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm3\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm4\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm5\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm6\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm7\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm8\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm9\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm10\n"
+          "vpmaddubsw %%ymm14, %%ymm15, %%ymm11\n" ::
+              : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+                "xmm8", "xmm9", "xmm10", "xmm11");
+    }
+  }
+  using benchmark::Counter;
+  state.counters["vpmaddubsw/s"] =
+      Counter(kPerCall, Counter::kIsIterationInvariantRate);
+  state.counters["GOPS"] =
+      Counter(kPerCall * 64 * 1e-9, Counter::kIsIterationInvariantRate);
+}
 #endif
 
 void RegisterAll() {
@@ -235,10 +295,12 @@ void RegisterAll() {
 #if defined(__x86_64__) && defined(__GNUC__)
   benchmark::RegisterBenchmark("BM_VpdpbusdPeak", BM_VpdpbusdPeak)
       ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("BM_VpmaddubswPeak", BM_VpmaddubswPeak)
+      ->Unit(benchmark::kMicrosecond);
 #endif
   benchmark::RegisterBenchmark("BM_ReadBandwidth", BM_ReadBandwidth)
       ->Unit(benchmark::kMillisecond);
-  for (const TernaryKernel* kernel : AllTernaryKernels()) {
+  for (const TernaryKernel* kernel : BenchedKernels()) {
     benchmark::RegisterBenchmark(
         (std::string("BM_Quantize/") + kernel->name).c_str(), BM_Quantize,
         kernel)
@@ -249,7 +311,7 @@ void RegisterAll() {
         ->Args({6912, 8})
         ->Unit(benchmark::kMicrosecond);
   }
-  for (const TernaryKernel* kernel : AllTernaryKernels()) {
+  for (const TernaryKernel* kernel : BenchedKernels()) {
     for (bool cold : {false, true}) {
       for (int batch : {1, 8}) {
         for (const Shape& s : kShapes) {

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "runtime/kernels/kernels.h"
+
 namespace ternd::daemon {
 namespace {
 
@@ -213,6 +215,18 @@ void FillModelInfo(const runtime::LoadedModel& m, const HostInfo& host,
   info->set_slot_bytes_used(m.slot_bytes_used());
   info->set_workers(host.workers);
   info->set_swap(host.swap);
+  for (int i = 0; i < m.num_ops(); ++i) {
+    const runtime::OpInfo op = m.op_info(i);
+    if (op.kernel == nullptr) continue;  // not a ternary product
+    wire::TernaryMatrix* t = info->add_ternary_matrices();
+    t->set_op(static_cast<uint32_t>(i));
+    t->set_rows(op.out_features);
+    t->set_cols(op.in_features);
+    t->set_kernel(op.kernel->name);
+    t->set_layout(runtime::IsTq1Kernel(*op.kernel) ? "1.6bit" : "2bit");
+    t->set_packed_bytes(
+        op.kernel->packed_size(op.out_features, op.in_features));
+  }
 }
 
 void FillModelInfo(const runtime::LmModel& m, const tokenizer::Tokenizer& tok,

@@ -37,6 +37,7 @@ std::string CpuModelName() {
 std::vector<std::string> CpuIsaFlags() {
   const CpuFeatures& f = GetCpuFeatures();
   std::vector<std::string> flags;
+  if (f.ssse3) flags.push_back("ssse3");
   if (f.avx2) flags.push_back("avx2");
   if (f.avx512_vnni) flags.push_back("avx512_vnni");
   if (f.avx_vnni) flags.push_back("avx_vnni");

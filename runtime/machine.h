@@ -21,8 +21,8 @@ namespace ternd::runtime {
 std::string CpuModelName();
 
 // The instruction-set extensions of CpuFeatures that this CPU has, by the
-// names docs/kernels.md uses: "avx2", "avx512_vnni", "avx_vnni", "neon",
-// "dotprod".
+// names docs/kernels.md uses: "ssse3", "avx2", "avx512_vnni", "avx_vnni",
+// "neon", "dotprod".
 std::vector<std::string> CpuIsaFlags();
 
 // Bytes of the last-level data cache: sysconf(_SC_LEVEL3_CACHE_SIZE), else

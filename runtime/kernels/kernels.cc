@@ -14,7 +14,8 @@ namespace {
 // Best first: the order "auto" tries the 2-bit ones in.
 const TernaryKernel* const kAll[] = {
 #if defined(__x86_64__)
-    &kTernaryKernelAvx512Vnni,    &kTernaryKernelAvx2,
+    &kTernaryKernelAvx512Vnni,    &kTernaryKernelAvxVnni,
+    &kTernaryKernelAvx2,          &kTernaryKernelSsse3,
     &kTernaryKernelAvx512VnniTq1, &kTernaryKernelAvx2Tq1,
 #elif defined(__aarch64__)
     &kTernaryKernelNeonDot,       &kTernaryKernelNeon,
@@ -26,6 +27,7 @@ const TernaryKernel* const kAll[] = {
 const TernaryKernel* const kTq1Pairs[][2] = {
 #if defined(__x86_64__)
     {&kTernaryKernelAvx512Vnni, &kTernaryKernelAvx512VnniTq1},
+    {&kTernaryKernelAvxVnni, &kTernaryKernelAvx2Tq1},
     {&kTernaryKernelAvx2, &kTernaryKernelAvx2Tq1},
 #endif
     {&kTernaryKernelRef, &kTernaryKernelRefTq1},
@@ -172,9 +174,8 @@ Result<const TernaryKernel*> SelectTernaryKernel(std::string_view name) {
     if (name != k->name) continue;
     if (!k->supported()) {
       return FailedPrecondition(
-          "ternary kernel '%s' needs an instruction set this CPU lacks "
-          "(available: %s)",
-          k->name, available.c_str());
+          "ternary kernel '%s' needs %s, which this CPU lacks (available: %s)",
+          k->name, k->isa, available.c_str());
     }
     TERND_RETURN_IF_ERROR(SelfTestTernaryKernel(*k));
     return k;

@@ -23,7 +23,9 @@ extern const TernaryKernel kTernaryKernelRef;  // always available
 extern const TernaryKernel kTernaryKernelRefTq1;  // always available
 #if defined(__x86_64__)
 extern const TernaryKernel kTernaryKernelAvx512Vnni;
+extern const TernaryKernel kTernaryKernelAvxVnni;
 extern const TernaryKernel kTernaryKernelAvx2;
+extern const TernaryKernel kTernaryKernelSsse3;
 extern const TernaryKernel kTernaryKernelAvx512VnniTq1;
 extern const TernaryKernel kTernaryKernelAvx2Tq1;
 #elif defined(__aarch64__)
@@ -40,8 +42,8 @@ std::span<const TernaryKernel* const> AllTernaryKernels();
 // True for a variant of the 1.6-bit layout (tq1_pack.h).
 bool IsTq1Kernel(const TernaryKernel& kernel);
 // The 1.6-bit variant with the instruction set of `kernel` (itself when it
-// is one): avx512vnni -> avx512vnni-1.6, avx2 -> avx2-1.6, ref -> ref-1.6;
-// nullptr where there is none (the ARM variants).
+// is one): avx512vnni -> avx512vnni-1.6, avx2 and avxvnni -> avx2-1.6, ref ->
+// ref-1.6; nullptr where there is none (ssse3, the ARM variants).
 const TernaryKernel* Tq1Counterpart(const TernaryKernel& kernel);
 
 // Runs `kernel` on fixed awkward shapes and compares with the reference.

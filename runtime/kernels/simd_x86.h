@@ -1,7 +1,9 @@
 // SIMD helpers shared by the x86-64 kernel variants. Include only from
-// sources compiled with -mavx2 or the AVX-512 flags (runtime/kernels/
+// sources compiled with -mssse3, -mavx2 or the AVX-512 flags (runtime/kernels/
 // CMakeLists.txt), instead of <immintrin.h>: each helper is defined for the
-// instruction set its source is compiled for.
+// instruction set its source is compiled for. They are always inlined: an
+// out-of-line copy compiled with wider flags in one source could be the one
+// the linker keeps for the calls of a source with narrower flags.
 #ifndef TERND_RUNTIME_KERNELS_SIMD_X86_H_
 #define TERND_RUNTIME_KERNELS_SIMD_X86_H_
 
@@ -20,9 +22,19 @@
 
 namespace ternd::runtime {
 
+#if defined(__SSSE3__) && !defined(__AVX__)
+// Sum of the 4 int32 lanes. Only for the SSSE3 sources (the others have the
+// 256-bit form).
+[[gnu::always_inline]] inline int32_t HorizontalSum(__m128i v) {
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm_add_epi32(v, _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(v);
+}
+#endif
+
 #if defined(__AVX2__)
 // Sum of the 8 int32 lanes.
-inline int32_t HorizontalSum(__m256i v) {
+[[gnu::always_inline]] inline int32_t HorizontalSum(__m256i v) {
   __m128i s =
       _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -34,7 +46,7 @@ inline int32_t HorizontalSum(__m256i v) {
 #if defined(__AVX512F__)
 // Horizontal sums of 8 vectors of 16 int32: lane i of the result is the sum
 // of v[i] (a transpose-and-add tree, 3 instructions per vector).
-inline __m256i Reduce8(const __m512i v[8]) {
+[[gnu::always_inline]] inline __m256i Reduce8(const __m512i v[8]) {
   __m512i s[4];
   for (int i = 0; i < 4; ++i) {
     const __m512i a = v[2 * i], b = v[2 * i + 1];

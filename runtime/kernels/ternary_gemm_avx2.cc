@@ -2,15 +2,31 @@
 // called only when GetCpuFeatures().avx2.
 //
 // Layout: the same InterleavedLayout{8 rows, 256 columns} as the AVX-512
-// variant; a 64-byte block is read as two 32-byte halves.
+// variant; a row's 64-byte block is read as two 32-byte halves. Byte i of
+// half h holds the codes of columns 32 h + i + 64 j (bits 2j, 2j + 1), so
+// field j lines up with the 32 activations at 64 j + 32 h.
+//
+// Every batch walks a row group block by block, the group's 8 rows one after
+// another within a block, so the weights are read as one sequential stream
+// (one row over all blocks, then the next, read each 512-byte block of a
+// group eight times, a cache line each time: 0.3 of the read bandwidth
+// cold). The int16 sums of the rows in flight stay in registers; their int32
+// sums live in memory, one load and store per row, token and block.
 //
 // Arithmetic: weight codes c = w + 1 in {0, 1, 2} (unsigned) times int8
-// activations with vpmaddubsw, then y = sum(c * x) - row_sum(x).
-// Accumulator headroom: vpmaddubsw adds two products into int16 with
-// saturation; |2 * c * x| <= 2 * 2 * 128 = 512, and the four fields of a
-// block are added in int16 (<= 2048 < 32767) before vpmaddwd widens to int32.
-// An int32 lane then holds at most 2 * 128 * K / 8 <= 2^27 for
-// K <= kMaxFeatures = 2^22; y is at most 2^29 in magnitude.
+// activations with vpmaddubsw, then y = sum(c * x) - row_sum(x). Batch 1
+// masks the fields at bits 2-3 and 6-7 in place (values 4c) into a second
+// int16 sum, shifted right by 2 (exact: every product is a multiple of 4)
+// before the two are added: one shift per 32 bytes of weights instead of 3.
+//
+// Accumulator headroom (ternary_kernel.h: at most 127 products of
+// |c * x| <= 256 in an int16 sum): vpmaddubsw adds two products into int16,
+// at most 2 * 2 * 128 = 512 (4c: 2 * 8 * 128 = 2048; no saturation). An
+// int16 sum collects one 256-column block: 2 halves x 4 fields x 2 products
+// = 16 products, <= 4096 (batch 1: two sums of 8 products, the 4c one
+// <= 8192) before vpmaddwd widens it to int32. An int32 lane then holds at
+// most 2 * 128 * K / 8 <= 2^27 for K <= kMaxFeatures = 2^22; y is at most
+// 2^29 in magnitude.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -28,6 +44,11 @@ constexpr InterleavedLayout kLayout{8, 256};
 constexpr size_t kGroupRows = 8;
 constexpr size_t kBlockBytes = 64;
 constexpr size_t kGroupBlockBytes = kGroupRows * kBlockBytes;
+// Rows per pass within a block at batch 1.
+constexpr int kGemvRows = 2;
+// Tokens per pass over the weights (8 int16 sums, 4 decoded fields and a
+// mask in the 16 ymm registers).
+constexpr int kMaxTokens = 8;
 
 bool Supported() { return GetCpuFeatures().avx2; }
 
@@ -37,39 +58,123 @@ void Pack(const uint8_t* canonical, size_t n, size_t k, uint8_t* dst) {
   PackInterleaved(kLayout, canonical, n, k, dst);
 }
 
-// One row against B tokens (B <= 4: 4 decoded fields + B accumulators + 2
-// constants fit in the 16 ymm registers). Returns sum(c * x) per token.
-template <int B>
-void RowTile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
-             int32_t out[B]) {
-  const __m256i mask = _mm256_set1_epi8(0x03);
+inline __m256i Load(const void* p) {
+  return _mm256_load_si256(static_cast<const __m256i*>(p));
+}
+
+// Batch 1: the 8 rows of a group against one token, so that the weights are
+// one sequential stream. Within a block the rows go in pairs; fields 0 and 2
+// are masked to c, fields 1 and 3 in place to 4c, into two int16 sums per
+// row that stay in registers (the 4c sum is shifted right by 2, exactly,
+// before the two are added); the int32 sums of the 8 rows live in memory,
+// one load and store per row and block. out[r] = sum of c * x.
+__attribute__((noinline)) void GemvGroup(const uint8_t* w, size_t blocks,
+                                         const int8_t* x,
+                                         int32_t out[kGroupRows]) {
+  const __m256i m_lo = _mm256_set1_epi8(0x03);
+  const __m256i m_hi = _mm256_set1_epi8(0x0c);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[B];
-  for (int t = 0; t < B; ++t) acc[t] = _mm256_setzero_si256();
+  __m256i acc[kGroupRows];
+  for (size_t r = 0; r < kGroupRows; ++r) acc[r] = _mm256_setzero_si256();
   for (size_t kb = 0; kb < blocks; ++kb) {
     const uint8_t* wb = w + kb * kGroupBlockBytes;
-    for (int h = 0; h < 2; ++h) {
-      const __m256i v =
-          _mm256_load_si256(reinterpret_cast<const __m256i*>(wb + h * 32));
-      const __m256i c0 = _mm256_and_si256(v, mask);
-      const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-      const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-      const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-      for (int t = 0; t < B; ++t) {
-        const int8_t* xb = x + t * stride + kb * 256 + h * 32;
-        auto xl = [xb](int j) {
-          return _mm256_load_si256(
-              reinterpret_cast<const __m256i*>(xb + 64 * j));
-        };
-        __m256i s = _mm256_maddubs_epi16(c0, xl(0));
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c1, xl(1)));
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c2, xl(2)));
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c3, xl(3)));
-        acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(s, ones));
+    const int8_t* xb = x + kb * 256;
+#pragma GCC unroll 1
+    for (size_t r = 0; r < kGroupRows; r += kGemvRows) {
+      // Opaque to the compiler, so that it loads the activations here (from
+      // L1) instead of hoisting them out of the row loop into spills.
+      const int8_t* xr = xb;
+      __asm__("" : "+r"(xr));
+      __m256i s1[kGemvRows], s4[kGemvRows];
+      for (int i = 0; i < kGemvRows; ++i) {
+        s1[i] = _mm256_setzero_si256();
+        s4[i] = _mm256_setzero_si256();
+      }
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256i x0 = Load(xr + 32 * h);
+        const __m256i x1 = Load(xr + 64 + 32 * h);
+        const __m256i x2 = Load(xr + 128 + 32 * h);
+        const __m256i x3 = Load(xr + 192 + 32 * h);
+#pragma GCC unroll 4
+        for (int i = 0; i < kGemvRows; ++i) {
+          const __m256i v = Load(wb + (r + i) * kBlockBytes + 32 * h);
+          const __m256i t = _mm256_srli_epi16(v, 4);
+          s1[i] = _mm256_add_epi16(
+              s1[i], _mm256_maddubs_epi16(_mm256_and_si256(v, m_lo), x0));
+          s4[i] = _mm256_add_epi16(
+              s4[i], _mm256_maddubs_epi16(_mm256_and_si256(v, m_hi), x1));
+          s1[i] = _mm256_add_epi16(
+              s1[i], _mm256_maddubs_epi16(_mm256_and_si256(t, m_lo), x2));
+          s4[i] = _mm256_add_epi16(
+              s4[i], _mm256_maddubs_epi16(_mm256_and_si256(t, m_hi), x3));
+        }
+      }
+      for (int i = 0; i < kGemvRows; ++i) {
+        const __m256i s = _mm256_add_epi16(s1[i], _mm256_srai_epi16(s4[i], 2));
+        acc[r + i] = _mm256_add_epi32(acc[r + i], _mm256_madd_epi16(s, ones));
       }
     }
   }
-  for (int t = 0; t < B; ++t) out[t] = HorizontalSum(acc[t]);
+  for (size_t r = 0; r < kGroupRows; ++r) out[r] = HorizontalSum(acc[r]);
+}
+
+// The 8 rows of a group against B tokens (B <= 8), one row at a time within
+// a block (one sequential weight stream, as GemvGroup): the four fields of a
+// half are decoded once into registers for the B tokens, each of which adds
+// its four products into its int16 sum, its activations addressed from one
+// pointer that steps by the stride (g++ ran out of address registers when
+// each token had its own). The int32 sums live in memory.
+// out[r * B + t] = sum of c * x.
+template <int B>
+__attribute__((noinline)) void GemmGroup(const uint8_t* w, size_t blocks,
+                                         const int8_t* x, size_t stride,
+                                         int32_t out[kGroupRows * B]) {
+  const __m256i mask = _mm256_set1_epi8(0x03);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[kGroupRows * B];
+  for (size_t i = 0; i < kGroupRows * B; ++i) acc[i] = _mm256_setzero_si256();
+  for (size_t kb = 0; kb < blocks; ++kb) {
+    const uint8_t* wb = w + kb * kGroupBlockBytes;
+    const int8_t* xb = x + kb * 256;
+#pragma GCC unroll 1
+    for (size_t r = 0; r < kGroupRows; ++r) {
+      __m256i s[B];
+      for (int t = 0; t < B; ++t) s[t] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = Load(wb + r * kBlockBytes + 32 * h);
+        const __m256i c0 = _mm256_and_si256(v, mask);
+        const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+        const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+        const int8_t* xt = xb + 32 * h;
+#pragma GCC unroll 8
+        for (int t = 0; t < B; ++t) {
+          s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c0, Load(xt)));
+          // Opaque: otherwise g++ 12 reassociates the sums into all the
+          // products first, spilled to the stack (30% slower).
+          __asm__("" : "+x"(s[t]));
+          s[t] =
+              _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c1, Load(xt + 64)));
+          __asm__("" : "+x"(s[t]));
+          s[t] =
+              _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c2, Load(xt + 128)));
+          __asm__("" : "+x"(s[t]));
+          s[t] =
+              _mm256_add_epi16(s[t], _mm256_maddubs_epi16(c3, Load(xt + 192)));
+          __asm__("" : "+x"(s[t]));
+          xt += stride;
+        }
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < B; ++t) {
+        acc[r * B + t] =
+            _mm256_add_epi32(acc[r * B + t], _mm256_madd_epi16(s[t], ones));
+      }
+    }
+  }
+  for (size_t i = 0; i < kGroupRows * B; ++i) out[i] = HorizontalSum(acc[i]);
 }
 
 template <int B>
@@ -77,12 +182,20 @@ void GemmChunk(const uint8_t* packed, size_t n, size_t k, const int8_t* x,
                size_t stride, const int32_t* row_sums, int32_t* y, size_t ldy) {
   const size_t blocks = kLayout.Blocks(k);
   const size_t group_bytes = kLayout.GroupBytes(k);
-  int32_t out[B];
-  for (size_t row = 0; row < n; ++row) {
-    const uint8_t* w = packed + (row / kGroupRows) * group_bytes +
-                       (row % kGroupRows) * kBlockBytes;
-    RowTile<B>(w, blocks, x, stride, out);
-    for (int t = 0; t < B; ++t) y[t * ldy + row] = out[t] - row_sums[t];
+  int32_t out[kGroupRows * B];
+  for (size_t g = 0; g < kLayout.Groups(n); ++g) {
+    if constexpr (B == 1) {
+      GemvGroup(packed + g * group_bytes, blocks, x, out);
+    } else {
+      GemmGroup<B>(packed + g * group_bytes, blocks, x, stride, out);
+    }
+    const size_t row0 = g * kGroupRows;
+    const size_t rows = std::min(kGroupRows, n - row0);
+    for (int t = 0; t < B; ++t) {
+      for (size_t r = 0; r < rows; ++r) {
+        y[t * ldy + row0 + r] = out[r * B + t] - row_sums[t];
+      }
+    }
   }
 }
 
@@ -144,7 +257,7 @@ void Quantize(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
 
 void Gemm(const uint8_t* packed, size_t n, size_t k,
           const QuantizedActivations& x, int32_t* y, size_t ldy) {
-  ForEachBatchChunk<4>(x.batch, [&](auto rows, int b0) {
+  ForEachBatchChunk<kMaxTokens>(x.batch, [&](auto rows, int b0) {
     GemmChunk<decltype(rows)::value>(packed, n, k, x.q + b0 * x.stride,
                                      x.stride, x.row_sums + b0, y + b0 * ldy,
                                      ldy);

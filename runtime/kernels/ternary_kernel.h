@@ -51,8 +51,8 @@ struct QuantizedActivations {
 inline constexpr int kMaxKernelBatch = 16;
 
 struct TernaryKernel {
-  // "ref", "avx2", "avx512vnni", "neon", "neondot": what config and CLI
-  // accept to force a variant.
+  // "ref", "ssse3", "avx2", "avx512vnni", "neon", "neondot": what config and
+  // CLI accept to force a variant.
   const char* name;
   // True when the running CPU can execute this variant.
   bool (*supported)();

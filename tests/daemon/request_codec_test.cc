@@ -9,6 +9,8 @@
 #include <cstring>
 
 #include "daemon/client/client.h"
+#include "runtime/kernels/kernels.h"
+#include "runtime/kernels/tq1_pack.h"
 #include "tests/daemon/daemon_test_models.h"
 
 namespace ternd::daemon {
@@ -168,6 +170,30 @@ TEST_F(RequestCodecTest, RefusalsNameWhatIsWrong) {
   EXPECT_EQ(Refusal(F32Request(16)), "ok");
 }
 
+// A runtime that packs every matrix in the 1.6-bit layout: ModelInfo says
+// so for each.
+TEST_F(RequestCodecTest, ModelInfoNamesTheOnePointSixBitLayout) {
+  runtime::RuntimeOptions o;
+  o.slots = 1;
+  o.arena_bytes = 16 << 20;
+  o.weight_layout = "1.6bit";
+  Result<std::unique_ptr<runtime::Runtime>> rt = runtime::Runtime::Create(o);
+  if (!rt.ok()) {
+    GTEST_SKIP() << "no 1.6-bit variant for this CPU's kernel: "
+                 << rt.status().message();
+  }
+  Result<const runtime::LoadedModel*> m = (*rt)->Load(0, *file_);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  wire::ModelInfoResponse info;
+  FillModelInfo(**m, HostInfo{}, &info);
+  ASSERT_GT(info.ternary_matrices_size(), 0);
+  for (const wire::TernaryMatrix& t : info.ternary_matrices()) {
+    EXPECT_EQ(t.layout(), "1.6bit") << t.op();
+    EXPECT_THAT(t.kernel(), ::testing::EndsWith("-1.6")) << t.op();
+    EXPECT_EQ(t.packed_bytes(), runtime::Tq1PackedSize(t.rows(), t.cols()));
+  }
+}
+
 TEST_F(RequestCodecTest, ModelInfoAndUpdateStatus) {
   HostInfo host;
   host.arena_bytes = 1 << 20;
@@ -186,6 +212,23 @@ TEST_F(RequestCodecTest, ModelInfoAndUpdateStatus) {
   EXPECT_EQ(info.swap(), "cold");
   EXPECT_EQ(info.slot_bytes(), 1u << 19);
   EXPECT_GT(info.slot_bytes_used(), 0u);
+  // Every ternary matrix with the variant and layout it got at load.
+  int ternary = 0;
+  for (int i = 0; i < model_->num_ops(); ++i) {
+    const runtime::OpInfo op = model_->op_info(i);
+    if (op.kernel == nullptr) continue;
+    ASSERT_LT(ternary, info.ternary_matrices_size());
+    const wire::TernaryMatrix& t = info.ternary_matrices(ternary++);
+    EXPECT_EQ(t.op(), static_cast<uint32_t>(i));
+    EXPECT_EQ(t.rows(), op.out_features);
+    EXPECT_EQ(t.cols(), op.in_features);
+    EXPECT_EQ(t.kernel(), op.kernel->name);
+    EXPECT_EQ(t.layout(), runtime::IsTq1Kernel(*op.kernel) ? "1.6bit" : "2bit");
+    EXPECT_EQ(t.packed_bytes(),
+              op.kernel->packed_size(op.out_features, op.in_features));
+  }
+  EXPECT_GT(ternary, 0);
+  EXPECT_EQ(info.ternary_matrices_size(), ternary);
 
   UpdateStatus st;
   st.record.state = ota::UpdateState::kRejected;

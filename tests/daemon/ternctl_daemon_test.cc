@@ -170,6 +170,28 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
   EXPECT_EQ(i.value("workers", 0), 1);
   EXPECT_FALSE(i.value("kernel", "").empty());
   EXPECT_GT(i.value("arena_bytes", uint64_t{0}), 0u);
+  // Each ternary matrix with its variant and weight layout, in JSON and as
+  // one "ternary" line of the text output.
+  const Json& matrices = i["ternary_matrices"];
+  ASSERT_TRUE(matrices.is_array());
+  ASSERT_FALSE(matrices.empty());
+  size_t lines = 0;
+  for (size_t at = 0;
+       (at = info.text.find("\nternary      op ", at)) != std::string::npos;
+       ++at) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, matrices.size()) << info.text;
+  for (const Json& m : matrices) {
+    const std::string kernel = m.value("kernel", "");
+    const bool tq1 =
+        kernel.size() > 4 && kernel.compare(kernel.size() - 4, 4, "-1.6") == 0;
+    EXPECT_EQ(m.value("layout", ""), tq1 ? "1.6bit" : "2bit") << m.dump();
+    EXPECT_GT(m.value("rows", 0), 0) << m.dump();
+    EXPECT_GT(m.value("cols", 0), 0) << m.dump();
+    EXPECT_GT(m.value("packed_bytes", uint64_t{0}), 0u) << m.dump();
+    EXPECT_THAT(info.text, HasSubstr(" " + kernel + " ")) << m.dump();
+  }
 
   Output health = Ternctl("health" + socket_);
   EXPECT_EQ(health.status, 0);

@@ -17,13 +17,17 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "runtime/format.h"
+#include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/kernels/tq1_pack.h"
 #include "runtime/ops.h"
@@ -172,8 +176,40 @@ std::string FirstDifference(const std::vector<int32_t>& got,
   return "";
 }
 
+#if defined(TERND_HAS_AVXVNNI_EVEX)
+}  // namespace
+// The avxvnni source built for the EVEX encoding
+// (tests/kernels/CMakeLists.txt).
+extern const TernaryKernel kTernaryKernelAvxVnniEvex;
+namespace {
+#endif
+
+// Variants of this test binary only, not of dispatch.
+std::vector<const TernaryKernel*> TestOnlyKernels() {
+  return {
+#if defined(TERND_HAS_AVXVNNI_EVEX)
+    &kTernaryKernelAvxVnniEvex,
+#endif
+  };
+}
+
+// Every variant of AllTernaryKernels(), then the test-only ones.
+std::vector<const TernaryKernel*> TestedKernels() {
+  std::vector<const TernaryKernel*> all(AllTernaryKernels().begin(),
+                                        AllTernaryKernels().end());
+  for (const TernaryKernel* k : TestOnlyKernels()) all.push_back(k);
+  return all;
+}
+
+bool IsTestOnly(const TernaryKernel& kernel) {
+  for (const TernaryKernel* k : TestOnlyKernels()) {
+    if (k == &kernel) return true;
+  }
+  return false;
+}
+
 const TernaryKernel* FindKernel(const std::string& name) {
-  for (const TernaryKernel* k : AllTernaryKernels()) {
+  for (const TernaryKernel* k : TestedKernels()) {
     if (name == k->name) return k;
   }
   return nullptr;
@@ -181,7 +217,7 @@ const TernaryKernel* FindKernel(const std::string& name) {
 
 std::vector<std::string> KernelNames() {
   std::vector<std::string> names;
-  for (const TernaryKernel* k : AllTernaryKernels()) names.push_back(k->name);
+  for (const TernaryKernel* k : TestedKernels()) names.push_back(k->name);
   return names;
 }
 
@@ -350,6 +386,7 @@ TEST_P(KernelTest, QuantizerMatchesQuantizeActivations) {
 TEST_P(KernelTest, PassesSelfTestAndCanBeForced) {
   Status self_test = SelfTestTernaryKernel(*kernel_);
   EXPECT_TRUE(self_test.ok()) << self_test.message();
+  if (IsTestOnly(*kernel_)) return;  // not a name dispatch knows
   Result<const TernaryKernel*> forced = SelectTernaryKernel(kernel_->name);
   ASSERT_TRUE(forced.ok()) << forced.status().message();
   EXPECT_EQ(*forced, kernel_);
@@ -478,6 +515,231 @@ TEST(KernelDispatch, UnknownNameIsAnErrorListingTheVariants) {
   EXPECT_NE(std::string(chosen.status().message()).find("ref"),
             std::string::npos)
       << chosen.status().message();
+}
+
+// Forcing a variant the CPU cannot run names the instruction set it needs.
+TEST(KernelDispatch, ForcingAnUnsupportedVariantNamesItsInstructionSet) {
+  ScopedKernelEnv env(nullptr);
+  int checked = 0;
+  for (const TernaryKernel* k : AllTernaryKernels()) {
+    if (k->supported()) continue;
+    Result<const TernaryKernel*> chosen = SelectTernaryKernel(k->name);
+    ASSERT_FALSE(chosen.ok()) << k->name;
+    EXPECT_EQ(chosen.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(std::string(chosen.status().message())
+                  .find(std::string("needs ") + k->isa +
+                        ", which this CPU "
+                        "lacks"),
+              std::string::npos)
+        << chosen.status().message();
+    ++checked;
+  }
+  if (checked == 0) {
+    GTEST_SKIP() << "this CPU runs every variant compiled in; the fake CPUs "
+                    "below check the refusals";
+  }
+}
+
+// CPUID words of the CPU classes dispatch has to serve (the bits the
+// detection reads; see X86CpuidWords).
+namespace cpuid {
+constexpr uint32_t kSsse3 = 1u << 9, kSse41 = 1u << 19, kSse42 = 1u << 20;
+constexpr uint32_t kOsxsave = 1u << 27, kAvx = 1u << 28;
+constexpr uint32_t kAvx2 = 1u << 5, kAvx512F = 1u << 16, kAvx512Bw = 1u << 30,
+                   kAvx512Vl = 1u << 31;
+constexpr uint32_t kVnni512 = 1u << 11;  // leaf 7 ECX
+constexpr uint32_t kAvxVnni = 1u << 4;   // leaf 7 subleaf 1 EAX
+constexpr uint64_t kXcr0Ymm = 0x7, kXcr0Zmm = 0xe7;
+constexpr uint32_t kSse4 = kSsse3 | kSse41 | kSse42;
+constexpr uint32_t kAvx512 = kAvx2 | kAvx512F | kAvx512Bw | kAvx512Vl;
+
+// Goldmont Plus / Tremont (Gemini Lake, Elkhart Lake, Jasper Lake): SSE4.2
+// and SSSE3, no AVX.
+constexpr X86CpuidWords kAtom{kSse4, 0, 0, 0, 0};
+// Haswell .. Comet Lake, Zen 1-3: AVX2, no AVX-512.
+constexpr X86CpuidWords kAvx2Cpu{kSse4 | kOsxsave | kAvx, kAvx2, 0, 0,
+                                 kXcr0Ymm};
+// Skylake-SP: AVX-512 F, BW, VL without VNNI.
+constexpr X86CpuidWords kAvx512NoVnni{kSse4 | kOsxsave | kAvx, kAvx512, 0, 0,
+                                      kXcr0Zmm};
+// Ice Lake, Zen 4: AVX-512 with VNNI, no AVX-VNNI.
+constexpr X86CpuidWords kAvx512VnniCpu{kSse4 | kOsxsave | kAvx, kAvx512,
+                                       kVnni512, 0, kXcr0Zmm};
+// The same CPU under an OS that does not save the ZMM state.
+constexpr X86CpuidWords kAvx512VnniNoOsZmm{kSse4 | kOsxsave | kAvx, kAvx512,
+                                           kVnni512, 0, kXcr0Ymm};
+// Alder Lake and later client cores: AVX2 and AVX-VNNI, no AVX-512.
+constexpr X86CpuidWords kAlderLake{kSse4 | kOsxsave | kAvx, kAvx2, 0,
+                                   cpuid::kAvxVnni, kXcr0Ymm};
+// AVX set but not OSXSAVE: the OS does not manage YMM state.
+constexpr X86CpuidWords kAvxWithoutOsxsave{kSse4 | kAvx, kAvx2, 0, 0, 0};
+}  // namespace cpuid
+
+std::string Flags(const CpuFeatures& f) {
+  std::string s;
+  for (auto [on, name] : {std::pair{f.ssse3, "ssse3"},
+                          {f.avx2, "avx2"},
+                          {f.avx512_vnni, "avx512_vnni"},
+                          {f.avx_vnni, "avx_vnni"},
+                          {f.neon, "neon"},
+                          {f.dotprod, "dotprod"}}) {
+    if (on) s += s.empty() ? name : std::string(" ") + name;
+  }
+  return s;
+}
+
+TEST(CpuFeatures, DecodesTheCpuidOfEachCpuClass) {
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAtom)), "ssse3");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx2Cpu)), "ssse3 avx2");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512NoVnni)), "ssse3 avx2");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512VnniCpu)),
+            "ssse3 avx2 avx512_vnni");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512VnniNoOsZmm)), "ssse3 avx2");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAlderLake)), "ssse3 avx2 avx_vnni");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvxWithoutOsxsave)), "ssse3");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(X86CpuidWords{})), "");
+  // Each of F, BW, VL is needed besides VNNI.
+  for (uint32_t bit : {cpuid::kAvx512F, cpuid::kAvx512Bw, cpuid::kAvx512Vl}) {
+    X86CpuidWords w = cpuid::kAvx512VnniCpu;
+    w.leaf7_ebx &= ~bit;
+    EXPECT_FALSE(DecodeX86Cpuid(w).avx512_vnni) << std::hex << bit;
+  }
+}
+
+#if defined(__x86_64__) && defined(__linux__)
+// The real detection against the kernel's own reading of CPUID.
+TEST(CpuFeatures, DetectionAgreesWithProcCpuinfo) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  std::set<std::string> flags;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) flags.insert(w);
+    break;
+  }
+  if (flags.empty()) GTEST_SKIP() << "no flags line in /proc/cpuinfo";
+  const CpuFeatures& f = DetectedCpuFeatures();
+  EXPECT_EQ(f.ssse3, flags.count("ssse3") == 1);
+  EXPECT_EQ(f.avx2, flags.count("avx2") == 1);
+  EXPECT_EQ(f.avx512_vnni, flags.count("avx512f") && flags.count("avx512bw") &&
+                               flags.count("avx512vl") &&
+                               flags.count("avx512_vnni"));
+  EXPECT_EQ(f.avx_vnni, flags.count("avx_vnni") && flags.count("avx2"));
+  EXPECT_EQ(&GetCpuFeatures(), &DetectedCpuFeatures());
+  std::printf("this CPU: %s\n", Flags(f).c_str());
+}
+#endif
+
+// A CPU dispatch is checked on: its features, the 2-bit variant auto must
+// pick there, and variants that must be refused (naming their ISA).
+struct FakeCpu {
+  const char* name;
+  CpuFeatures features;
+  const char* picks;
+  std::vector<std::string> refused;
+};
+
+std::vector<FakeCpu> FakeCpus() {
+  return {
+#if defined(__x86_64__)
+    {"Atom",
+     DecodeX86Cpuid(cpuid::kAtom),
+     "ssse3",
+     {"avx2", "avx2-1.6", "avx512vnni", "avx512vnni-1.6"}},
+        {"Avx2",
+         DecodeX86Cpuid(cpuid::kAvx2Cpu),
+         "avx2",
+         {"avx512vnni", "avx512vnni-1.6"}},
+        {"Avx512WithoutVnni",
+         DecodeX86Cpuid(cpuid::kAvx512NoVnni),
+         "avx2",
+         {"avx512vnni", "avx512vnni-1.6"}},
+        {"Avx512VnniWithoutOsZmmState",
+         DecodeX86Cpuid(cpuid::kAvx512VnniNoOsZmm),
+         "avx2",
+         {"avx512vnni"}},
+        {"AlderLake",
+         DecodeX86Cpuid(cpuid::kAlderLake),
+         "avx2",
+         {"avx512vnni", "avx512vnni-1.6"}},
+        {"Avx512Vnni",
+         DecodeX86Cpuid(cpuid::kAvx512VnniCpu),
+         "avx512vnni",
+         {"avxvnni"}},
+        {"NoSimd", CpuFeatures{}, "ref", {"ssse3", "avx2", "avx512vnni"}},
+#elif defined(__aarch64__)
+    {"CortexA53", CpuFeatures{.neon = true}, "neon", {"neondot"}},
+        {"CortexA76",
+         CpuFeatures{.neon = true, .dotprod = true},
+         "neondot",
+         {}},
+        {"NoSimd", CpuFeatures{}, "ref", {"neon", "neondot"}},
+#endif
+  };
+}
+
+void PrintTo(const FakeCpu& cpu, std::ostream* os) { *os << cpu.name; }
+
+class KernelDispatchOnFakeCpu : public ::testing::TestWithParam<FakeCpu> {};
+
+TEST_P(KernelDispatchOnFakeCpu, PicksAndRefuses) {
+  const FakeCpu& cpu = GetParam();
+  const std::string missing =
+      MissingCpuFeatures(DetectedCpuFeatures(), cpu.features);
+  if (!missing.empty()) {
+    GTEST_SKIP() << "cannot present the " << cpu.name << " feature set ("
+                 << Flags(cpu.features) << "): this CPU lacks " << missing
+                 << ", and dispatch self-tests the variant it picks";
+  }
+  ScopedKernelEnv env(nullptr);
+  ScopedFakeCpuFeatures fake(cpu.features);
+  Result<const TernaryKernel*> chosen = SelectTernaryKernel("auto");
+  ASSERT_TRUE(chosen.ok()) << chosen.status().message();
+  EXPECT_STREQ((*chosen)->name, cpu.picks);
+  for (const std::string& name : cpu.refused) {
+    const TernaryKernel* k = FindKernel(name);
+    ASSERT_NE(k, nullptr) << name;
+    Result<const TernaryKernel*> forced = SelectTernaryKernel(name);
+    ASSERT_FALSE(forced.ok()) << name << " on " << cpu.name;
+    EXPECT_NE(std::string(forced.status().message())
+                  .find(std::string("needs ") + k->isa +
+                        ", which this CPU "
+                        "lacks"),
+              std::string::npos)
+        << forced.status().message();
+  }
+  // Every variant the fake CPU supports can still be forced.
+  for (const TernaryKernel* k : AllTernaryKernels()) {
+    if (!k->supported()) continue;
+    Result<const TernaryKernel*> forced = SelectTernaryKernel(k->name);
+    EXPECT_TRUE(forced.ok()) << k->name << ": " << forced.status().message();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpus, KernelDispatchOnFakeCpu,
+                         ::testing::ValuesIn(FakeCpus()),
+                         [](const ::testing::TestParamInfo<FakeCpu>& info) {
+                           return std::string(info.param.name);
+                         });
+
+TEST(KernelDispatch, FakeCpuEndsWithItsScope) {
+  {
+    ScopedFakeCpuFeatures fake(CpuFeatures{});
+    EXPECT_EQ(Flags(GetCpuFeatures()), "");
+    EXPECT_TRUE(kTernaryKernelRef.supported());
+  }
+  EXPECT_EQ(&GetCpuFeatures(), &DetectedCpuFeatures());
+}
+
+TEST(KernelDispatchDeathTest, FakeCpuCannotHaveAFeatureThisCpuLacks) {
+  CpuFeatures more = DetectedCpuFeatures();
+#if defined(__x86_64__)
+  more.neon = true;
+#else
+  more.avx2 = true;
+#endif
+  EXPECT_DEATH(ScopedFakeCpuFeatures fake(more), "MissingCpuFeatures");
 }
 
 // The self-test must catch a wrong kernel, or trusting it means nothing.

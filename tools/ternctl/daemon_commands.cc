@@ -222,6 +222,15 @@ int Info(const DaemonOptions& opt) {
       }
       return out;
     };
+    Json matrices = Json::array();
+    for (const wire::TernaryMatrix& t : i->ternary_matrices()) {
+      matrices.push_back(Json{{"op", t.op()},
+                              {"rows", t.rows()},
+                              {"cols", t.cols()},
+                              {"kernel", t.kernel()},
+                              {"layout", t.layout()},
+                              {"packed_bytes", t.packed_bytes()}});
+    }
     Json out{{"name", i->name()},
              {"version", i->version()},
              {"inputs", specs(i->inputs())},
@@ -232,7 +241,8 @@ int Info(const DaemonOptions& opt) {
              {"swap", i->swap()},
              {"arena_bytes", i->arena_bytes()},
              {"slot_bytes", i->slot_bytes()},
-             {"slot_bytes_used", i->slot_bytes_used()}};
+             {"slot_bytes_used", i->slot_bytes_used()},
+             {"ternary_matrices", matrices}};
     if (i->has_language_model()) {
       const wire::LanguageModelInfo& lm = i->language_model();
       out["language_model"] = Json{{"architecture", lm.architecture()},
@@ -293,6 +303,13 @@ int Info(const DaemonOptions& opt) {
               " bytes, model "
               "uses %" PRIu64 "\n",
               i->arena_bytes(), i->slot_bytes(), i->slot_bytes_used());
+  // One line per ternary matrix: the variant and weight layout it got.
+  for (const wire::TernaryMatrix& t : i->ternary_matrices()) {
+    std::printf("ternary      op %-3u %5u x %-5u  %-15s %-6s %" PRIu64
+                " bytes\n",
+                t.op(), t.rows(), t.cols(), t.kernel().c_str(),
+                t.layout().c_str(), t.packed_bytes());
+  }
   return 0;
 }
 
