@@ -9,9 +9,11 @@ Pure Python plus python3-protobuf; numpy is used only when given numpy
 arrays or asked for them (Tensor.numpy()).
 """
 
-from .client import (AsyncClient, Client, STATUS_NAMES, Tensor, TerndError,
-                     default_socket, make_infer_request)
+from .client import (AsyncClient, AsyncGeneration, Chunk, Client, Generation,
+                     STATUS_NAMES, Tensor, TerndError, default_socket,
+                     make_generate_request, make_infer_request)
 from . import protocol_pb2
 
-__all__ = ["AsyncClient", "Client", "STATUS_NAMES", "Tensor", "TerndError",
-           "default_socket", "make_infer_request", "protocol_pb2"]
+__all__ = ["AsyncClient", "AsyncGeneration", "Chunk", "Client", "Generation",
+           "STATUS_NAMES", "Tensor", "TerndError", "default_socket",
+           "make_generate_request", "make_infer_request", "protocol_pb2"]
