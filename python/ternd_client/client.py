@@ -474,6 +474,9 @@ class AsyncGeneration(_GenerationState):
         self._client = client
         self._queue = queue
         self._timeout = timeout
+        # One reader of the queue at a time: a cancel from `async with` and
+        # one from the finalized loop may drain at once.
+        self._reading = asyncio.Lock()
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         try:
@@ -502,19 +505,20 @@ class AsyncGeneration(_GenerationState):
         await self.cancel()
 
     async def _next_chunk(self) -> Optional[Chunk]:
-        while not self.done:
-            try:
-                item = await asyncio.wait_for(self._queue.get(), self._timeout)
-            except asyncio.TimeoutError as e:
-                self._abandon()
-                raise TerndError(4, "no answer from ternd in time", self.id) from e
-            if isinstance(item, TerndError):  # the connection failed
-                self.done = True
-                raise item
-            chunk = self._chunk(item)
-            if chunk is not None:
-                return chunk
-        return None
+        async with self._reading:
+            while not self.done:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
+                except asyncio.TimeoutError as e:
+                    self._abandon()
+                    raise TerndError(4, "no answer from ternd in time", self.id) from e
+                if isinstance(item, TerndError):  # the connection failed
+                    self.done = True
+                    raise item
+                chunk = self._chunk(item)
+                if chunk is not None:
+                    return chunk
+            return None
 
     def _abandon(self) -> None:
         """Stops waiting for this call; the daemon is told to stop it."""
