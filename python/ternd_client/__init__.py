@@ -5,6 +5,10 @@
         out = c.infer({"x": [0.0] * 16})
         print(out["probs"].values, out["class"].values[0])
 
+    with Client() as c:                      # a daemon serving a language model
+        for chunk in c.generate("Hello", max_tokens=32):
+            print(chunk.text, end="", flush=True)
+
 Pure Python plus python3-protobuf; numpy is used only when given numpy
 arrays or asked for them (Tensor.numpy()).
 """
