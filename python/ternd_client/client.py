@@ -10,6 +10,11 @@ lists, a flat list (one row), a `array.array('f')` with `rows=`, or a numpy
 array of shape [rows, features] when numpy is installed. Outputs come back
 as `Tensor` objects.
 
+Language models stream: `generate` returns a `Generation` (an async one on
+`AsyncClient`), an iterable of `Chunk` objects (a token, its text, its
+log-probability) with the `summary` once it has ended; leaving the loop
+early cancels the call. `generate_text` waits for the whole text.
+
 Only the Python standard library and python3-protobuf are needed.
 """
 
@@ -23,7 +28,8 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import (Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, Sequence, Tuple)
 
 from . import protocol_pb2 as pb
 
@@ -72,6 +78,89 @@ class Tensor:
         import numpy as np
         dtype = np.int32 if self.dtype == "I32" else np.float32
         return np.asarray(self.values, dtype=dtype).reshape(self.shape)
+
+
+@dataclass
+class Chunk:
+    """One piece of a generation: a token and the text it completes.
+
+    `text` may be empty (a character split over tokens, or text held back
+    because it may begin a stop string). The last piece of a generation may
+    carry only text (`token` None): what was held back. `logprob` is set
+    when the call asked for `logprobs=True`.
+    """
+
+    token: Optional[int]
+    text: str
+    logprob: Optional[float] = None
+
+
+def make_generate_request(prompt: Optional[str] = None,
+                          tokens: Optional[Iterable[int]] = None,
+                          max_tokens: int = 0, temperature: float = 0.0,
+                          top_k: int = 0, top_p: float = 0.0, min_p: float = 0.0,
+                          repetition_penalty: float = 0.0, repeat_last_n: int = 0,
+                          seed: Optional[int] = None, stop: Iterable[str] = (),
+                          stop_tokens: Iterable[int] = (), logprobs: bool = False,
+                          deadline_us: int = 0, literal_special: bool = False,
+                          special_text: bool = False) -> pb.GenerateRequest:
+    """A GenerateRequest; give exactly one of `prompt` (text) and `tokens`."""
+    if isinstance(stop, str):
+        stop = [stop]
+    r = pb.GenerateRequest(
+        max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        min_p=min_p, repetition_penalty=repetition_penalty,
+        repeat_last_n=repeat_last_n, logprobs=logprobs, deadline_us=deadline_us,
+        literal_special=literal_special, special_text=special_text)
+    if prompt is not None:
+        r.prompt = prompt
+    if tokens is not None:
+        r.prompt_tokens.extend(int(t) for t in tokens)
+    if seed is not None:
+        r.seed = seed
+    r.stop.extend(stop)
+    r.stop_tokens.extend(int(t) for t in stop_tokens)
+    return r
+
+
+class _GenerationState:
+    """What the blocking and the asyncio generation share: the frames of one
+    Generate call turned into chunks, the text so far and the summary."""
+
+    def __init__(self, request_id: int):
+        self.id = request_id
+        self.tokens: List[int] = []
+        self.text = ""
+        self.summary: Optional[pb.GenerateSummary] = None
+        self.done = False
+        self._cancel_id = 0      # the Cancel request's id, once sent
+        self._cancel_answered = False
+
+    @property
+    def stop_reason(self) -> Optional[str]:
+        """The summary's stop_reason; None while the generation runs."""
+        return self.summary.stop_reason if self.summary is not None else None
+
+    def _chunk(self, response: pb.Response) -> Optional[Chunk]:
+        """The chunk a frame of this call carries (None: none to pass on);
+        raises TerndError for an error frame. Marks the end."""
+        if response.final:
+            self.done = True
+        _check(response)
+        g = response.generate
+        if response.final:
+            self.summary = g.summary
+        if self._cancel_id or not (g.tokens or g.text):
+            return None  # after a cancel the rest is read, not passed on
+        token = g.tokens[0] if g.tokens else None
+        self.tokens.extend(g.tokens)
+        self.text += g.text
+        return Chunk(token, g.text, g.logprobs[0] if g.logprobs else None)
+
+    def __repr__(self) -> str:
+        state = f"stop_reason={self.stop_reason!r}" if self.done else "running"
+        return (f"<{type(self).__name__} id={self.id} {state} "
+                f"tokens={len(self.tokens)} text={self.text[:40]!r}>")
 
 
 def default_socket() -> str:
@@ -165,6 +254,94 @@ class _Decoder:
         return payload
 
 
+class Generation(_GenerationState):
+    """A streaming Generate call on a blocking `Client` (`Client.generate`).
+
+    Iterate it for `Chunk` objects as the daemon produces them; when the
+    loop ends, `summary` (a GenerateSummary: stop_reason, counts, timings),
+    `text` and `tokens` hold the whole generation. Leaving the loop early
+    (`break`, an exception) cancels the call: a CancelRequest goes out and
+    the rest of the stream is read, so the connection stays usable; then
+    `summary.stop_reason` is "cancelled". `cancel()` or `close()` does the
+    same explicitly, and `with` closes it on exit. An error from the daemon
+    raises TerndError from the loop.
+    """
+
+    def __init__(self, client: "Client", request_id: int):
+        super().__init__(request_id)
+        self._client = client
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            while True:
+                chunk = self._next_chunk()
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            if not self.done:  # left early: cancel so the connection stays usable
+                try:
+                    self.cancel()
+                except TerndError:
+                    pass  # the connection is gone; its next call will say so
+
+    def __next__(self) -> Chunk:
+        chunk = self._next_chunk()
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def __enter__(self) -> "Generation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _next_chunk(self) -> Optional[Chunk]:
+        c = self._client
+        while not self.done or (self._cancel_id and not self._cancel_answered):
+            try:
+                response = c.receive()
+            except TerndError:
+                self._abandon()
+                raise
+            if response.id == 0:  # connection-level error
+                self._abandon()
+                _check(response)
+            if response.id == self._cancel_id:
+                self._cancel_answered = True
+                continue
+            if response.id != self.id or self.done:
+                continue  # someone else's pipelined answer
+            try:
+                chunk = self._chunk(response)
+            finally:
+                if self.done and c._generation is self:
+                    c._generation = None
+            if chunk is not None:
+                return chunk
+        return None
+
+    def _abandon(self) -> None:
+        self.done = True
+        if self._client._generation is self:
+            self._client._generation = None
+
+    def cancel(self) -> None:
+        """Stops the generation (CancelRequest) and reads its stream to the
+        end. `summary.stop_reason` is then "cancelled", or how it ended if
+        it had ended already. Nothing happens when it has ended."""
+        if self.done:
+            return
+        if not self._cancel_id:
+            self._cancel_id = self._client.send(
+                pb.Request(cancel=pb.CancelRequest(target=self.id)))
+        while self._next_chunk() is not None:
+            pass
+
+    close = cancel
+
+
 class Client:
     """A blocking connection to ternd.
 
@@ -185,6 +362,7 @@ class Client:
             raise TerndError(14, f"cannot connect to ternd at {self.path}: {e}") from e
         self._decoder = _Decoder(max_frame_bytes)
         self._ids = itertools.count(1)
+        self._generation: Optional[Generation] = None  # streaming, not read to its end
 
     def close(self) -> None:
         self._sock.close()
@@ -220,6 +398,7 @@ class Client:
             self._decoder.feed(data)
 
     def call(self, request: pb.Request) -> pb.Response:
+        self._finish_generation()
         rid = self.send(request)
         while True:
             response = self.receive()
@@ -231,6 +410,41 @@ class Client:
         request = pb.Request(infer=make_infer_request(inputs, outputs, deadline_us, rows))
         return _outputs(self.call(request).infer)
 
+    def generate(self, prompt: Optional[str] = None, tokens: Optional[Iterable[int]] = None,
+                 max_tokens: int = 0, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 0.0, min_p: float = 0.0, repetition_penalty: float = 0.0,
+                 repeat_last_n: int = 0, seed: Optional[int] = None,
+                 stop: Iterable[str] = (), stop_tokens: Iterable[int] = (),
+                 logprobs: bool = False, deadline_us: int = 0,
+                 literal_special: bool = False, special_text: bool = False) -> Generation:
+        """Starts generating from `prompt` (text) or `tokens` (ids): exactly one.
+
+        Returns a `Generation` to iterate for `Chunk` objects; its `summary`
+        is set once the loop has ended (docs/python-client.md). The request
+        goes out now; an error from the daemon raises from the loop. A call
+        made on this client while a generation is still streaming cancels
+        that generation first (one call at a time).
+        """
+        self._finish_generation()
+        request = pb.Request(generate=make_generate_request(
+            prompt, tokens, max_tokens, temperature, top_k, top_p, min_p,
+            repetition_penalty, repeat_last_n, seed, stop, stop_tokens, logprobs,
+            deadline_us, literal_special, special_text))
+        self._generation = Generation(self, self.send(request))
+        return self._generation
+
+    def generate_text(self, *args, **kwargs) -> Tuple[str, pb.GenerateSummary]:
+        """`generate` (same arguments) read to its end: (text, summary)."""
+        g = self.generate(*args, **kwargs)
+        for _ in g:
+            pass
+        return g.text, g.summary
+
+    def _finish_generation(self) -> None:
+        if self._generation is not None:
+            self._generation.cancel()
+            self._generation = None
+
     def model_info(self) -> pb.ModelInfoResponse:
         return self.call(pb.Request(model_info=pb.ModelInfoRequest())).model_info
 
@@ -239,6 +453,99 @@ class Client:
 
     def stats(self) -> pb.StatsResponse:
         return self.call(pb.Request(stats=pb.StatsRequest())).stats
+
+
+class AsyncGeneration(_GenerationState):
+    """A streaming Generate call on an `AsyncClient` (`AsyncClient.generate`).
+
+    `async for chunk in g` gives `Chunk` objects; when the loop ends,
+    `summary`, `text` and `tokens` hold the whole generation. `await
+    g.cancel()` (or `aclose()`, or leaving `async with g:`) sends a
+    CancelRequest and reads the rest of the stream; `summary.stop_reason`
+    is then "cancelled". Leaving an `async for` early cancels too, as soon
+    as the loop finalizes the abandoned iterator; use `async with` (or
+    `await g.cancel()`) to have it cancelled before the next statement.
+    Other calls on the connection go on meanwhile.
+    """
+
+    def __init__(self, client: "AsyncClient", request_id: int,
+                 queue: "asyncio.Queue", timeout: Optional[float]):
+        super().__init__(request_id)
+        self._client = client
+        self._queue = queue
+        self._timeout = timeout
+        # One reader of the queue at a time: a cancel from `async with` and
+        # one from the finalized loop may drain at once.
+        self._reading = asyncio.Lock()
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        try:
+            while True:
+                chunk = await self._next_chunk()
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            if not self.done:  # left early: cancel it
+                try:
+                    await self.cancel()
+                except TerndError:
+                    pass
+
+    async def __anext__(self) -> Chunk:
+        chunk = await self._next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def __aenter__(self) -> "AsyncGeneration":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.cancel()
+
+    async def _next_chunk(self) -> Optional[Chunk]:
+        async with self._reading:
+            while not self.done:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), self._timeout)
+                except asyncio.TimeoutError as e:
+                    self._abandon()
+                    raise TerndError(4, "no answer from ternd in time", self.id) from e
+                if isinstance(item, TerndError):  # the connection failed
+                    self.done = True
+                    raise item
+                chunk = self._chunk(item)
+                if chunk is not None:
+                    return chunk
+            return None
+
+    def _abandon(self) -> None:
+        """Stops waiting for this call; the daemon is told to stop it."""
+        self.done = True
+        self._client._streams.pop(self.id, None)
+        if not self._client._error and not self._client._writer.is_closing():
+            self._client._writer.write(_frame(pb.Request(
+                id=next(self._client._ids), cancel=pb.CancelRequest(target=self.id))))
+
+    async def cancel(self) -> None:
+        """Stops the generation (CancelRequest) and reads its stream to the
+        end. `summary.stop_reason` is then "cancelled", or how it ended if
+        it had ended already. Nothing happens when it has ended."""
+        if self.done:
+            return
+        if self._client._writer.is_closing():  # the client was closed
+            self.done = True
+            return
+        if not self._cancel_id:
+            self._cancel_id = -1  # from now on chunks are read, not passed on
+            request = pb.Request(cancel=pb.CancelRequest(target=self.id))
+            await self._client.call(request, self._timeout)
+            self._cancel_id = request.id
+        while await self._next_chunk() is not None:
+            pass
+
+    aclose = cancel
 
 
 class AsyncClient:
@@ -256,6 +563,7 @@ class AsyncClient:
         self._decoder = _Decoder(max_frame_bytes)
         self._ids = itertools.count(1)
         self._pending: Dict[int, asyncio.Future] = {}
+        self._streams: Dict[int, asyncio.Queue] = {}  # Generate calls, by id
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
         self._error: Optional[TerndError] = None
 
@@ -271,6 +579,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._reader_task.cancel()
+        for queue in self._streams.values():
+            queue.put_nowait(TerndError(14, "the connection was closed"))
+        self._streams.clear()
         self._writer.close()
         try:
             await self._writer.wait_closed()
@@ -295,6 +606,12 @@ class AsyncClient:
                     response.ParseFromString(payload)
                     if response.id == 0:  # connection-level error: fails everyone
                         raise TerndError(response.status.code, response.status.message)
+                    stream = self._streams.get(response.id)
+                    if stream is not None:  # a Generate call: every frame to its queue
+                        stream.put_nowait(response)
+                        if response.final:
+                            del self._streams[response.id]
+                        continue
                     future = self._pending.pop(response.id, None)
                     if future is not None and not future.done():
                         future.set_result(response)
@@ -306,6 +623,9 @@ class AsyncClient:
                 if not future.done():
                     future.set_exception(self._error)
             self._pending.clear()
+            for queue in self._streams.values():
+                queue.put_nowait(self._error)
+            self._streams.clear()
 
     async def call(self, request: pb.Request, timeout: Optional[float] = 30.0) -> pb.Response:
         if self._error:
@@ -326,6 +646,40 @@ class AsyncClient:
                     deadline_us: int = 0, rows: Optional[int] = None) -> Dict[str, Tensor]:
         request = pb.Request(infer=make_infer_request(inputs, outputs, deadline_us, rows))
         return _outputs((await self.call(request)).infer)
+
+    async def generate(self, prompt: Optional[str] = None,
+                       tokens: Optional[Iterable[int]] = None, max_tokens: int = 0,
+                       temperature: float = 0.0, top_k: int = 0, top_p: float = 0.0,
+                       min_p: float = 0.0, repetition_penalty: float = 0.0,
+                       repeat_last_n: int = 0, seed: Optional[int] = None,
+                       stop: Iterable[str] = (), stop_tokens: Iterable[int] = (),
+                       logprobs: bool = False, deadline_us: int = 0,
+                       literal_special: bool = False, special_text: bool = False,
+                       timeout: Optional[float] = 30.0) -> AsyncGeneration:
+        """Starts generating from `prompt` (text) or `tokens` (ids): exactly one.
+
+        Returns an `AsyncGeneration` to `async for` over once the request
+        has been written; an error from the daemon raises from the loop.
+        `timeout` (seconds, None: forever) bounds the wait for each frame.
+        """
+        if self._error:
+            raise self._error
+        request = pb.Request(id=next(self._ids), generate=make_generate_request(
+            prompt, tokens, max_tokens, temperature, top_k, top_p, min_p,
+            repetition_penalty, repeat_last_n, seed, stop, stop_tokens, logprobs,
+            deadline_us, literal_special, special_text))
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[request.id] = queue
+        self._writer.write(_frame(request))
+        await self._writer.drain()
+        return AsyncGeneration(self, request.id, queue, timeout)
+
+    async def generate_text(self, *args, **kwargs) -> Tuple[str, pb.GenerateSummary]:
+        """`generate` (same arguments) read to its end: (text, summary)."""
+        g = await self.generate(*args, **kwargs)
+        async for _ in g:
+            pass
+        return g.text, g.summary
 
     async def model_info(self) -> pb.ModelInfoResponse:
         return (await self.call(pb.Request(model_info=pb.ModelInfoRequest()))).model_info

@@ -138,29 +138,48 @@ class TerndClientTest(unittest.TestCase):
         with self.assertRaises(TerndError) as e:
             Client(os.path.join(self.dir, "absent.sock"))
         self.assertEqual(e.exception.code_name, "UNAVAILABLE")
-    def test_python_client_doc_examples_run(self):
-        """docs/python-client.md: every python block runs as written."""
-        import contextlib
-        import io
-        import re
-        with open(os.path.join(ROOT, "docs", "python-client.md")) as f:
-            blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
-        self.assertGreaterEqual(len(blocks), 5)
-        old = os.environ.get("TERND_SOCKET")
-        os.environ["TERND_SOCKET"] = self.sock
-        try:
-            for i, code in enumerate(blocks):
-                out = io.StringIO()
-                with self.subTest(block=i), contextlib.redirect_stdout(out):
-                    exec(compile(code, f"python-client.md block {i}", "exec"), {})
-                if "INVALID_ARGUMENT" in code:
-                    self.assertIn("INVALID_ARGUMENT", out.getvalue())
-        finally:
-            if old is None:
-                del os.environ["TERND_SOCKET"]
-            else:
-                os.environ["TERND_SOCKET"] = old
 
+    def test_python_client_doc_examples_run(self):
+        """docs/python-client.md: every python block runs as written (those
+        of the Generate section in test_ternd_generate.py)."""
+        blocks = doc_blocks(language_model=False)
+        self.assertGreaterEqual(len(blocks), 5)
+        run_doc_blocks(self, self.sock, blocks)
+
+
+GENERATE_SECTION = "## Generate (language models)"
+
+
+def doc_blocks(language_model):
+    """The python blocks of docs/python-client.md: those of its Generate
+    section (`language_model`), which need a daemon serving a language
+    model, or all the others, which run against the demo model."""
+    import re
+    with open(os.path.join(ROOT, "docs", "python-client.md")) as f:
+        sections = re.split(r"\n(?=## )", f.read())
+    return [block for section in sections
+            if section.startswith(GENERATE_SECTION) == language_model
+            for block in re.findall(r"```python\n(.*?)```", section, re.S)]
+
+
+def run_doc_blocks(test, sock, blocks):
+    """Runs each block with $TERND_SOCKET set to `sock`, one subTest each."""
+    import contextlib
+    import io
+    old = os.environ.get("TERND_SOCKET")
+    os.environ["TERND_SOCKET"] = sock
+    try:
+        for i, code in enumerate(blocks):
+            out = io.StringIO()
+            with test.subTest(block=i), contextlib.redirect_stdout(out):
+                exec(compile(code, f"python-client.md block {i}", "exec"), {})
+            if "INVALID_ARGUMENT" in code:
+                test.assertIn("INVALID_ARGUMENT", out.getvalue())
+    finally:
+        if old is None:
+            del os.environ["TERND_SOCKET"]
+        else:
+            os.environ["TERND_SOCKET"] = old
 
 if __name__ == "__main__":
     unittest.main()
