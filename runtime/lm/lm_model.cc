@@ -36,25 +36,24 @@ struct LmModel::Layer {
   const float* ffn_sub_norm;
 };
 
+// One Eval chunk: n tokens of sequence seq at positions pos.., and which
+// rows get logits (head_rows 0: none).
 struct LmModel::Step {
-  enum Phase {
-    kNormQuant,  // rows of `x` (width w): optional RMSNorm, then quantize
-    kQkv,        // q, k, v projections
-    kRope,       // RoPE on q and k; k and v into the cache
-    kAttention,  // per head
-    kOutput,     // h += attn_output(o)
-    kGateUp,     // g = act(gate(f)) * up(f)
-    kDown,       // h += ffn_down(g)
-    kHead,       // logits of rows head_first.. from z (in a_)
-  } phase;
   const LmModel* m;
-  const Layer* layer;
-  int layer_index;
   int seq, pos, n;
-  const float* x;
-  const float* gain;
-  uint32_t w;
   int head_first, head_rows;
+};
+
+// A member's own buffers: normalized rows (and attention's temporary), the
+// quantized input of the next products, the attention scores, and the
+// F16 keys and values of the batch's tokens.
+struct LmModel::MemberScratch {
+  float* x;
+  int8_t* quant;
+  int32_t* sums;
+  float* dequant;
+  float* scores;
+  uint16_t* kv_new;
 };
 
 namespace {
@@ -102,16 +101,29 @@ const float* LmModel::logits(int i) const {
 }
 
 void LmModel::Work(void* ctx, int member, int members) {
-  Step& s = *static_cast<Step*>(ctx);
+  const Step& s = *static_cast<const Step*>(ctx);
   const LmModel& m = *s.m;
   const LmShape& sh = m.shape_;
   const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim;
   const uint32_t KV = sh.kv_heads * D;
   const int n = s.n;
-  const lm_math::Ops& math = *m.math_;
-  QuantizedActivations x{m.quant_, m.quant_stride_, m.sums_, n, 0};
+  ThreadTeam& team = *m.team_;
+  const MemberScratch& ps = m.member_scratch_[member];
+  QuantizedActivations x{ps.quant, m.quant_stride_, ps.sums, n, 0};
 
-  // One member's rows of matrix `mat`: integer products into acc (ld =
+  // The input of the next products, in this member's own buffers (every
+  // member quantizes the whole rows it multiplies, so no barrier is needed
+  // between the row ops and the products): rows of `src` (width w),
+  // RMSNorm'd with `gain` unless it is null, then quantized.
+  auto norm_quant = [&](const float* src, uint32_t w, const float* gain) {
+    if (gain != nullptr) {
+      RmsNorm(src, n, w, gain, sh.rms_eps, ps.x);
+      src = ps.x;
+    }
+    m.kernel_->quantize(src, w, n, w, ps.quant, m.quant_stride_, ps.sums,
+                        ps.dequant);
+  };
+  // This member's rows of matrix `mat`: integer products into acc (ld =
   // mat.n), then `finish(b, r, y)` per value.
   auto matmul = [&](const Matrix& mat, int32_t* acc, auto finish) {
     if (member >= mat.chunks) return;
@@ -120,7 +132,7 @@ void LmModel::Work(void* ctx, int member, int members) {
     x.k = mat.k;
     mat.kernel->gemm(mat.packed[member], r1 - r0, mat.k, x, acc + r0, mat.n);
     for (int b = 0; b < n; ++b) {
-      const float sc = mat.scale * m.dequant_[b];
+      const float sc = mat.scale * ps.dequant[b];
       const int32_t* ab = acc + static_cast<size_t>(b) * mat.n;
       for (uint32_t r = r0; r < r1; ++r) {
         finish(b, r, static_cast<float>(ab[r]) * sc);
@@ -128,22 +140,11 @@ void LmModel::Work(void* ctx, int member, int members) {
     }
   };
 
-  switch (s.phase) {
-    case Step::kNormQuant:
-      for (int b = member; b < n; b += members) {
-        const float* xb = s.x + static_cast<size_t>(b) * s.w;
-        float* ab = m.a_ + static_cast<size_t>(b) * s.w;
-        if (s.gain != nullptr) {
-          RmsNorm(xb, 1, s.w, s.gain, sh.rms_eps, ab);
-          xb = ab;
-        }
-        m.kernel_->quantize(xb, s.w, 1, s.w,
-                            m.quant_ + static_cast<size_t>(b) * m.quant_stride_,
-                            m.quant_stride_, m.sums_ + b, m.dequant_ + b);
-      }
-      break;
-    case Step::kQkv: {
-      const Layer& L = *s.layer;
+  for (uint32_t l = 0; l < sh.layers; ++l) {
+    const Layer& L = m.layers_[l];
+    // q, k, v.
+    norm_quant(m.h_, E, L.attn_norm);
+    {
       int32_t* acc_q = m.acc_;
       int32_t* acc_k = acc_q + static_cast<size_t>(n) * E;
       int32_t* acc_v = acc_k + static_cast<size_t>(n) * KV;
@@ -156,83 +157,17 @@ void LmModel::Work(void* ctx, int member, int members) {
       matmul(L.v, acc_v, [&](int b, uint32_t r, float y) {
         m.v_[static_cast<size_t>(b) * KV + r] = y;
       });
-      break;
     }
-    case Step::kRope: {
-      const uint32_t items = sh.heads + sh.kv_heads;
-      uint16_t* kv_layer =
-          m.kv_ + s.seq * m.kv_seq_stride_ + s.layer_index * m.kv_layer_stride_;
-      const size_t head_stride = static_cast<size_t>(m.max_context_) * D;
-      for (uint32_t it = member; it < items; it += members) {
-        const bool is_q = it < sh.heads;
-        const uint32_t head = is_q ? it : it - sh.heads;
-        for (int b = 0; b < n; ++b) {
-          float* vec = is_q ? m.q_ + static_cast<size_t>(b) * E + head * D
-                            : m.k_ + static_cast<size_t>(b) * KV + head * D;
-          const float* c = m.rope_cos_ + static_cast<size_t>(b) * (D / 2);
-          const float* sn = m.rope_sin_ + static_cast<size_t>(b) * (D / 2);
-          // Pairs (i, i + D/2) or (2i, 2i + 1).
-          const uint32_t step = sh.rope_neox ? 1 : 2;
-          const uint32_t other = sh.rope_neox ? D / 2 : 1;
-          for (uint32_t i = 0; i < D / 2; ++i) {
-            float* p0 = vec + i * step;
-            float* p1 = p0 + other;
-            const float x0 = *p0, x1 = *p1;
-            *p0 = x0 * c[i] - x1 * sn[i];
-            *p1 = x0 * sn[i] + x1 * c[i];
-          }
-          if (!is_q) {
-            const size_t at =
-                head * head_stride + static_cast<size_t>(s.pos + b) * D;
-            math.to_f16(vec, kv_layer + at, D);
-            math.to_f16(m.v_ + static_cast<size_t>(b) * KV + head * D,
-                        kv_layer + m.kv_layer_stride_ / 2 + at, D);
-          }
-        }
-      }
-      break;
-    }
-    case Step::kAttention: {
-      const uint16_t* kv_layer =
-          m.kv_ + s.seq * m.kv_seq_stride_ + s.layer_index * m.kv_layer_stride_;
-      const size_t head_stride = static_cast<size_t>(m.max_context_) * D;
-      const uint32_t group = sh.heads / sh.kv_heads;
-      const float root = std::sqrt(static_cast<float>(D));
-      float* scores = m.scores_ + static_cast<size_t>(member) * m.max_context_;
-      for (uint32_t j = member; j < sh.heads; j += members) {
-        const uint16_t* keys = kv_layer + (j / group) * head_stride;
-        const uint16_t* values = keys + m.kv_layer_stride_ / 2;
-        for (int b = 0; b < n; ++b) {
-          const float* q = m.q_ + static_cast<size_t>(b) * E + j * D;
-          const int len = s.pos + b + 1;
-          float mx = -INFINITY;
-          for (int t = 0; t < len; ++t) {
-            scores[t] =
-                math.dot_f16(keys + static_cast<size_t>(t) * D, q, D) / root;
-            mx = std::fmax(mx, scores[t]);
-          }
-          float sum = 0.0f;
-          for (int t = 0; t < len; ++t) {
-            scores[t] = std::exp(scores[t] - mx);
-            sum += scores[t];
-          }
-          float* o = m.o_ + static_cast<size_t>(b) * E + j * D;
-          std::memset(o, 0, sizeof(float) * D);
-          for (int t = 0; t < len; ++t) {
-            math.axpy_f16(scores[t] / sum, values + static_cast<size_t>(t) * D,
-                          o, D);
-          }
-        }
-      }
-      break;
-    }
-    case Step::kOutput:
-      matmul(s.layer->o, m.acc_, [&](int b, uint32_t r, float y) {
-        m.h_[static_cast<size_t>(b) * E + r] += y;
-      });
-      break;
-    case Step::kGateUp: {
-      const Layer& L = *s.layer;
+    team.Barrier();
+    m.Attention(s, static_cast<int>(l), member, members);
+    team.Barrier();
+    norm_quant(m.o_, E, L.attn_sub_norm);
+    matmul(L.o, m.acc_, [&](int b, uint32_t r, float y) {
+      m.h_[static_cast<size_t>(b) * E + r] += y;
+    });
+    team.Barrier();
+    norm_quant(m.h_, E, L.ffn_norm);
+    {
       int32_t* acc_g = m.acc_;
       int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
       matmul(L.gate, acc_g, [&](int b, uint32_t r, float y) {
@@ -244,50 +179,155 @@ void LmModel::Work(void* ctx, int member, int members) {
         const float act = relu2 ? (g > 0.0f ? g * g : 0.0f) : Silu(g);
         g = act * y;
       });
-      break;
     }
-    case Step::kDown:
-      matmul(s.layer->down, m.acc_, [&](int b, uint32_t r, float y) {
-        m.h_[static_cast<size_t>(b) * E + r] += y;
-      });
-      break;
-    case Step::kHead: {
-      uint32_t v0, v1;
-      Share(sh.vocab, member, members, &v0, &v1);
-      for (int r = 0; r < s.head_rows; ++r) {
-        const float* z = m.a_ + static_cast<size_t>(s.head_first + r) * E;
-        float* out = m.logits_ + static_cast<size_t>(r) * sh.vocab;
-        switch (sh.head_dtype) {
-          case model::I8: {
-            const int8_t* w = static_cast<const int8_t*>(m.head_);
-            for (uint32_t v = v0; v < v1; ++v) {
-              out[v] = m.head_scales_[v] *
-                       math.dot_i8(w + static_cast<size_t>(v) * E, z, E);
-            }
-            break;
-          }
-          case model::F16: {
-            const uint16_t* w = static_cast<const uint16_t*>(m.head_);
-            for (uint32_t v = v0; v < v1; ++v) {
-              out[v] = math.dot_f16(w + static_cast<size_t>(v) * E, z, E);
-            }
-            break;
-          }
-          default: {
-            const float* w = static_cast<const float*>(m.head_);
-            for (uint32_t v = v0; v < v1; ++v) {
-              out[v] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
-            }
-            break;
-          }
-        }
+    team.Barrier();
+    norm_quant(m.g_, F, L.ffn_sub_norm);
+    matmul(L.down, m.acc_, [&](int b, uint32_t r, float y) {
+      m.h_[static_cast<size_t>(b) * E + r] += y;
+    });
+    team.Barrier();
+  }
+  if (s.head_rows > 0) m.Head(s, member, members);
+}
+
+// RoPE on the D values at `vec` with the angles of batch row b.
+void LmModel::Rope(float* vec, int b) const {
+  const uint32_t D = shape_.head_dim;
+  const float* c = rope_cos_ + static_cast<size_t>(b) * (D / 2);
+  const float* sn = rope_sin_ + static_cast<size_t>(b) * (D / 2);
+  // Pairs (i, i + D/2) or (2i, 2i + 1).
+  const uint32_t step = shape_.rope_neox ? 1 : 2;
+  const uint32_t other = shape_.rope_neox ? D / 2 : 1;
+  for (uint32_t i = 0; i < D / 2; ++i) {
+    float* p0 = vec + i * step;
+    float* p1 = p0 + other;
+    const float x0 = *p0, x1 = *p1;
+    *p0 = x0 * c[i] - x1 * sn[i];
+    *p1 = x0 * sn[i] + x1 * c[i];
+  }
+}
+
+// The heads of this member (a contiguous share). The keys and values of
+// this batch's tokens are RoPE'd and rounded to F16 by every member that
+// needs them, into its own buffer (the same values the cache gets), and
+// written to the cache by the member that holds the first head of their
+// KV head, so no member waits for another here; earlier positions come from
+// the cache, which this Eval does not write there.
+void LmModel::Attention(const Step& s, int layer, int member,
+                        int members) const {
+  const LmShape& sh = shape_;
+  const uint32_t E = sh.embedding, D = sh.head_dim, KV = sh.kv_heads * D;
+  const lm_math::Ops& math = *math_;
+  const MemberScratch& ps = member_scratch_[member];
+  const int n = s.n;
+  uint32_t j0, j1;
+  Share(sh.heads, member, members, &j0, &j1);
+  if (j0 == j1) return;
+  const uint32_t group = sh.heads / sh.kv_heads;
+  const uint32_t g0 = j0 / group, g1 = (j1 - 1) / group + 1;
+  uint16_t* kv_layer = kv_ + s.seq * kv_seq_stride_ + layer * kv_layer_stride_;
+  const size_t head_stride = static_cast<size_t>(max_context_) * D;
+  const size_t v_offset = kv_layer_stride_ / 2;
+  // New keys [g - g0][b][D], then values.
+  uint16_t* new_k = ps.kv_new;
+  uint16_t* new_v = new_k + static_cast<size_t>(g1 - g0) * n * D;
+  float* tmp = ps.x;
+  for (uint32_t g = g0; g < g1; ++g) {
+    const bool owner = g * group >= j0;
+    for (int b = 0; b < n; ++b) {
+      const size_t at = (static_cast<size_t>(g - g0) * n + b) * D;
+      std::memcpy(tmp, k_ + static_cast<size_t>(b) * KV + g * D,
+                  sizeof(float) * D);
+      Rope(tmp, b);
+      math.to_f16(tmp, new_k + at, D);
+      math.to_f16(v_ + static_cast<size_t>(b) * KV + g * D, new_v + at, D);
+      if (owner) {
+        const size_t cache_at =
+            g * head_stride + static_cast<size_t>(s.pos + b) * D;
+        std::memcpy(kv_layer + cache_at, new_k + at, sizeof(uint16_t) * D);
+        std::memcpy(kv_layer + v_offset + cache_at, new_v + at,
+                    sizeof(uint16_t) * D);
       }
-      break;
+    }
+  }
+  const float root = std::sqrt(static_cast<float>(D));
+  float* scores = ps.scores;
+  for (uint32_t j = j0; j < j1; ++j) {
+    const uint32_t g = j / group;
+    const uint16_t* keys = kv_layer + g * head_stride;
+    const uint16_t* values = keys + v_offset;
+    const uint16_t* nk = new_k + static_cast<size_t>(g - g0) * n * D;
+    const uint16_t* nv = new_v + static_cast<size_t>(g - g0) * n * D;
+    for (int b = 0; b < n; ++b) {
+      float* q = q_ + static_cast<size_t>(b) * E + j * D;
+      Rope(q, b);
+      const int len = s.pos + b + 1;
+      auto key = [&](int t) {
+        return t < s.pos ? keys + static_cast<size_t>(t) * D
+                         : nk + static_cast<size_t>(t - s.pos) * D;
+      };
+      auto value = [&](int t) {
+        return t < s.pos ? values + static_cast<size_t>(t) * D
+                         : nv + static_cast<size_t>(t - s.pos) * D;
+      };
+      float mx = -INFINITY;
+      for (int t = 0; t < len; ++t) {
+        scores[t] = math.dot_f16(key(t), q, D) / root;
+        mx = std::fmax(mx, scores[t]);
+      }
+      float sum = 0.0f;
+      for (int t = 0; t < len; ++t) {
+        scores[t] = std::exp(scores[t] - mx);
+        sum += scores[t];
+      }
+      float* o = o_ + static_cast<size_t>(b) * E + j * D;
+      std::memset(o, 0, sizeof(float) * D);
+      for (int t = 0; t < len; ++t) {
+        math.axpy_f16(scores[t] / sum, value(t), o, D);
+      }
     }
   }
 }
 
-void LmModel::RunStep(Step& step) const { team_->Run(&LmModel::Work, &step); }
+// Logits of rows head_first.. of this member's share of the vocabulary.
+void LmModel::Head(const Step& s, int member, int members) const {
+  const LmShape& sh = shape_;
+  const uint32_t E = sh.embedding;
+  const lm_math::Ops& math = *math_;
+  const MemberScratch& ps = member_scratch_[member];
+  uint32_t v0, v1;
+  Share(sh.vocab, member, members, &v0, &v1);
+  for (int r = 0; r < s.head_rows; ++r) {
+    float* z = ps.x + static_cast<size_t>(r) * E;
+    RmsNorm(h_ + static_cast<size_t>(s.head_first + r) * E, 1, E, output_norm_,
+            sh.rms_eps, z);
+    float* out = logits_ + static_cast<size_t>(r) * sh.vocab;
+    switch (sh.head_dtype) {
+      case model::I8: {
+        const int8_t* w = static_cast<const int8_t*>(head_);
+        for (uint32_t v = v0; v < v1; ++v) {
+          out[v] = head_scales_[v] *
+                   math.dot_i8(w + static_cast<size_t>(v) * E, z, E);
+        }
+        break;
+      }
+      case model::F16: {
+        const uint16_t* w = static_cast<const uint16_t*>(head_);
+        for (uint32_t v = v0; v < v1; ++v) {
+          out[v] = math.dot_f16(w + static_cast<size_t>(v) * E, z, E);
+        }
+        break;
+      }
+      default: {
+        const float* w = static_cast<const float*>(head_);
+        for (uint32_t v = v0; v < v1; ++v) {
+          out[v] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
+        }
+        break;
+      }
+    }
+  }
+}
 
 Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
                      bool all_logits) const {
@@ -346,60 +386,18 @@ Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
         rope_sin_[static_cast<size_t>(b) * (D / 2) + i] = std::sin(theta);
       }
     }
+    // Logits: of every token (all_logits: one batch), or of the last.
+    const bool last_chunk = start + n == count;
+    const bool logits = all_logits || last_chunk;
     Step s{};
     s.m = this;
     s.seq = seq;
     s.pos = p0;
     s.n = n;
-    for (uint32_t l = 0; l < sh.layers; ++l) {
-      const Layer& L = layers_[l];
-      s.layer = &L;
-      s.layer_index = static_cast<int>(l);
-      s.phase = Step::kNormQuant;
-      s.x = h_;
-      s.gain = L.attn_norm;
-      s.w = E;
-      RunStep(s);
-      s.phase = Step::kQkv;
-      RunStep(s);
-      s.phase = Step::kRope;
-      RunStep(s);
-      s.phase = Step::kAttention;
-      RunStep(s);
-      s.phase = Step::kNormQuant;
-      s.x = o_;
-      s.gain = L.attn_sub_norm;
-      RunStep(s);
-      s.phase = Step::kOutput;
-      RunStep(s);
-      s.phase = Step::kNormQuant;
-      s.x = h_;
-      s.gain = L.ffn_norm;
-      RunStep(s);
-      s.phase = Step::kGateUp;
-      RunStep(s);
-      s.phase = Step::kNormQuant;
-      s.x = g_;
-      s.gain = L.ffn_sub_norm;
-      s.w = sh.ffn;
-      RunStep(s);
-      s.phase = Step::kDown;
-      RunStep(s);
-    }
-    // Logits: of every token (all_logits: one batch), or of the last.
-    const bool last_chunk = start + n == count;
-    if (all_logits || last_chunk) {
-      const int first = all_logits ? 0 : n - 1;
-      for (int b = first; b < n; ++b) {
-        RmsNorm(h_ + static_cast<size_t>(b) * E, 1, E, output_norm_, sh.rms_eps,
-                a_ + static_cast<size_t>(b) * E);
-      }
-      s.phase = Step::kHead;
-      s.head_first = first;
-      s.head_rows = n - first;
-      RunStep(s);
-      logit_rows_ = n - first;
-    }
+    s.head_first = all_logits ? 0 : n - 1;
+    s.head_rows = logits ? n - s.head_first : 0;
+    team_->Run(&LmModel::Work, &s);
+    if (logits) logit_rows_ = s.head_rows;
   }
   return Status::Ok();
 }
@@ -535,15 +533,21 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const size_t quant_stride = ActivationStride(std::max(E, F));
   const size_t acc_elems =
       static_cast<size_t>(B) * std::max<size_t>(E + 2 * KV, 2 * F);
-  const size_t scratch_bytes =
-      AlignUp(sizeof(float) * B * E) * 4 +              // h, a, q, o
-      AlignUp(sizeof(float) * B * KV) * 2 +             // k, v
-      AlignUp(sizeof(float) * B * F) +                  // g
-      AlignUp(sizeof(float) * B * V) +                  // logits
-      AlignUp(sizeof(float) * B * (D / 2)) * 2 +        // rope cos, sin
-      AlignUp(sizeof(float) * threads * max_context) +  // scores
+  const size_t member_bytes =
+      AlignUp(sizeof(float) * B * std::max(E, F)) +  // normalized rows
       AlignUp(B * quant_stride) + AlignUp(sizeof(int32_t) * B) +
-      AlignUp(sizeof(float) * B) + AlignUp(sizeof(int32_t) * acc_elems);
+      AlignUp(sizeof(float) * B) +             // quantized input
+      AlignUp(sizeof(float) * max_context) +   // scores
+      AlignUp(sizeof(uint16_t) * 2 * B * KV);  // new keys, values
+  const size_t scratch_bytes =
+      AlignUp(sizeof(float) * B * E) * 3 +        // h, q, o
+      AlignUp(sizeof(float) * B * KV) * 2 +       // k, v
+      AlignUp(sizeof(float) * B * F) +            // g
+      AlignUp(sizeof(float) * B * V) +            // logits
+      AlignUp(sizeof(float) * B * (D / 2)) * 2 +  // rope cos, sin
+      AlignUp(sizeof(int32_t) * acc_elems) +
+      AlignUp(sizeof(LmModel::MemberScratch) * threads) +
+      member_bytes * threads;
   const size_t need = meta_bytes + weight_bytes + kv_bytes + scratch_bytes;
   if (need > slot_bytes_) {
     return ResourceExhausted(
@@ -693,24 +697,29 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
 
   const size_t scratch_start = used;
   m->h_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
-  m->a_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
   m->q_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
   m->o_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
   m->k_ = reinterpret_cast<float*>(take(sizeof(float) * B * KV));
   m->v_ = reinterpret_cast<float*>(take(sizeof(float) * B * KV));
   m->g_ = reinterpret_cast<float*>(take(sizeof(float) * B * F));
-  m->u_ = nullptr;
   m->logits_ = reinterpret_cast<float*>(take(sizeof(float) * B * V));
   m->rope_cos_ = reinterpret_cast<float*>(take(sizeof(float) * B * (D / 2)));
   m->rope_sin_ = reinterpret_cast<float*>(take(sizeof(float) * B * (D / 2)));
-  m->scores_ =
-      reinterpret_cast<float*>(take(sizeof(float) * threads * max_context));
-  m->quant_ = reinterpret_cast<int8_t*>(take(B * quant_stride));
   m->quant_stride_ = quant_stride;
-  m->sums_ = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
-  m->dequant_ = reinterpret_cast<float*>(take(sizeof(float) * B));
   m->acc_ = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * acc_elems));
-  m->acc_stride_ = acc_elems;
+  auto* members = reinterpret_cast<LmModel::MemberScratch*>(
+      take(sizeof(LmModel::MemberScratch) * threads));
+  for (int t = 0; t < threads; ++t) {
+    LmModel::MemberScratch& ms = members[t];
+    ms.x = reinterpret_cast<float*>(take(sizeof(float) * B * std::max(E, F)));
+    ms.quant = reinterpret_cast<int8_t*>(take(B * quant_stride));
+    ms.sums = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
+    ms.dequant = reinterpret_cast<float*>(take(sizeof(float) * B));
+    ms.scores = reinterpret_cast<float*>(take(sizeof(float) * max_context));
+    ms.kv_new =
+        reinterpret_cast<uint16_t*>(take(sizeof(uint16_t) * 2 * B * KV));
+  }
+  m->member_scratch_ = members;
   m->scratch_bytes_ = used - scratch_start;
   m->weight_bytes_ = weights_end;
   m->kv_bytes_ = kv_bytes;

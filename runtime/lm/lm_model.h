@@ -10,10 +10,14 @@
 // Everything is planned at load; Eval never allocates.
 //
 // Threads: a fixed ThreadTeam (LmOptions::threads members, created with the
-// Runtime's first language model) runs every step. Each ternary matrix is
-// split by rows into one chunk per member, packed separately at load; the
-// attention is split by heads. Every output value is computed by exactly one
-// member in a fixed order, so results do not depend on the team size.
+// Runtime's first language model) runs each Eval chunk as one round, with a
+// barrier after each of the five steps of a layer that reads what other
+// members wrote (q/k/v, attention, attn_output, gate/up, ffn_down). Each
+// ternary matrix is split by rows into one chunk per member, packed
+// separately at load; the attention is split by heads; the row ops in front
+// of a product (norm, quantization) are done by every member into its own
+// buffers. Every output value is computed by exactly one member in a fixed
+// order, so results do not depend on the team size.
 //
 // Thread-safety: Eval uses the model's scratch and the Runtime's team: one
 // Eval at a time per Runtime (the caller serializes).
@@ -104,8 +108,11 @@ class LmModel {
   struct Matrix;
   struct Layer;
   struct Step;
+  struct MemberScratch;
   static void Work(void* ctx, int member, int members);
-  void RunStep(Step& step) const;
+  void Rope(float* vec, int b) const;
+  void Attention(const Step& s, int layer, int member, int members) const;
+  void Head(const Step& s, int member, int members) const;
 
   char name_[kMaxNameLength + 1];
   uint64_t version_;
@@ -126,12 +133,10 @@ class LmModel {
   uint16_t* kv_;                            // the KV cache
   size_t kv_seq_stride_, kv_layer_stride_;  // in halves
   // Scratch.
-  float *h_, *a_, *q_, *k_, *v_, *o_, *g_, *u_, *logits_, *rope_cos_,
-      *rope_sin_, *scores_;
-  int8_t* quant_;
-  int32_t *sums_, *acc_;
-  float* dequant_;
-  size_t quant_stride_, acc_stride_;
+  float *h_, *q_, *k_, *v_, *o_, *g_, *logits_, *rope_cos_, *rope_sin_;
+  int32_t* acc_;
+  const MemberScratch* member_scratch_;  // [threads_]
+  size_t quant_stride_;
   mutable int logit_rows_ = 0;
   const int32_t* golden_;
   int golden_prompt_len_ = 0, golden_len_ = 0;

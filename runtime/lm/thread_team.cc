@@ -76,6 +76,33 @@ void ThreadTeam::Run(Work work, void* ctx) {
   }
 }
 
+void ThreadTeam::Barrier() {
+  if (members_ == 1) return;
+  // The generation cannot move before this member arrives.
+  const uint32_t gen = barrier_generation_.load(std::memory_order_acquire);
+  if (barrier_arrived_.fetch_add(1, std::memory_order_acq_rel) ==
+      members_ - 1) {
+    // Last to arrive: the others wait for the generation to change, so the
+    // count can be reset before it does.
+    barrier_arrived_.store(0, std::memory_order_relaxed);
+    barrier_generation_.store(gen + 1, std::memory_order_seq_cst);
+    if (barrier_sleepers_.load(std::memory_order_seq_cst) > 0) {
+      FutexWakeAll(&barrier_generation_);
+    }
+    return;
+  }
+  int spins = 0;
+  while (barrier_generation_.load(std::memory_order_acquire) == gen) {
+    if (++spins < kSpinIterations) {
+      Pause();
+    } else {
+      barrier_sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      FutexWait(&barrier_generation_, gen);
+      barrier_sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+}
+
 void ThreadTeam::Helper(int member) {
   // Not the current value: a helper that starts after the first Run must
   // still take part in it. Nothing runs before the constructor returns.
