@@ -1,9 +1,12 @@
 #include "runtime/lm/lm_math.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+
+#include "runtime/lm/lm_math_internal.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -94,6 +97,19 @@ void ToF16(const float* x, uint16_t* h, size_t n) {
   for (size_t i = 0; i < n; ++i) h[i] = FloatToHalf(x[i]);
 }
 
+// Row-major heads (head_group 1): one row after another, each a dot.
+template <float (*kDot)(const int8_t*, const float*, size_t)>
+void HeadI8Rows(const int8_t* q, const float* scale, const int32_t*,
+                size_t rows, size_t n, const float* x, void*, float* out) {
+  for (size_t r = 0; r < rows; ++r) out[r] = scale[r] * kDot(q + r * n, x, n);
+}
+
+template <float (*kDot)(const uint16_t*, const float*, size_t)>
+void HeadF16Rows(const uint16_t* h, size_t rows, size_t n, const float* x,
+                 void*, float* out) {
+  for (size_t r = 0; r < rows; ++r) out[r] = kDot(h + r * n, x, n);
+}
+
 #if defined(__x86_64__)
 #define TERND_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -178,25 +194,65 @@ TERND_AVX2 void ToF16Avx2(const float* x, uint16_t* h, size_t n) {
   for (; i < n; ++i) h[i] = FloatToHalf(x[i]);
 }
 
-constexpr Ops kAvx2{"avx2",    DotF32Avx2,  DotF16Avx2,
-                    DotI8Avx2, AxpyF16Avx2, ToF16Avx2};
+constexpr Ops kAvx2{"avx2",
+                    DotF32Avx2,
+                    DotF16Avx2,
+                    DotI8Avx2,
+                    AxpyF16Avx2,
+                    ToF16Avx2,
+                    1,
+                    HeadI8Rows<DotI8Avx2>,
+                    HeadF16Rows<DotF16Avx2>};
+
+constexpr Ops kAvx512Vnni{"avx512vnni",
+                          DotF32Avx2,
+                          DotF16Avx2,
+                          DotI8Avx2,
+                          AxpyF16Avx2,
+                          ToF16Avx2,
+                          static_cast<int>(internal::kHeadGroup),
+                          internal::HeadI8Avx512Vnni,
+                          internal::HeadF16Avx512};
+
+bool HasAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+
+bool HasAvx512Vnni() {
+  __builtin_cpu_init();
+  return HasAvx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vnni");
+}
 #endif
 
-constexpr Ops kPortable{"portable", DotF32, DotF16, DotI8, AxpyF16, ToF16};
+constexpr Ops kPortable{"portable",
+                        DotF32,
+                        DotF16,
+                        DotI8,
+                        AxpyF16,
+                        ToF16,
+                        1,
+                        HeadI8Rows<DotI8>,
+                        HeadF16Rows<DotF16>};
 
 const Ops* Choose() {
   const char* forced = std::getenv("TERND_KERNEL");
-  if (forced != nullptr && std::string_view(forced) == "ref") {
-    return &kPortable;
-  }
+  const std::string_view name = forced != nullptr ? forced : "";
+  if (name == "ref") return &kPortable;
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
-    return &kAvx2;
-  }
+  if (HasAvx512Vnni() && name != "avx2") return &kAvx512Vnni;
+  if (HasAvx2()) return &kAvx2;
 #endif
   return &kPortable;
+}
+
+// Offset of (row, block) in a grouped layout of 64-byte blocks.
+size_t HeadOffset(size_t group, size_t blocks, size_t row, size_t block) {
+  return ((row / group * blocks + block) * group + row % group) * 64;
 }
 
 }  // namespace
@@ -207,5 +263,77 @@ const Ops& BestOps() {
 }
 
 const Ops& PortableOps() { return kPortable; }
+
+std::vector<const Ops*> SupportedOps() {
+  std::vector<const Ops*> ops;
+#if defined(__x86_64__)
+  if (HasAvx512Vnni()) ops.push_back(&kAvx512Vnni);
+  if (HasAvx2()) ops.push_back(&kAvx2);
+#endif
+  ops.push_back(&kPortable);
+  return ops;
+}
+
+size_t HeadPackedBytes(const Ops& ops, size_t elem_bytes, size_t rows,
+                       size_t n) {
+  const size_t group = static_cast<size_t>(ops.head_group);
+  if (group == 1) return rows * n * elem_bytes;
+  const size_t per_block = 64 / elem_bytes;
+  const size_t blocks = (n + per_block - 1) / per_block;
+  return (rows + group - 1) / group * group * blocks * 64;
+}
+
+void PackHead(const Ops& ops, size_t elem_bytes, const void* src, size_t rows,
+              size_t n, void* dst, int32_t* row_sums) {
+  const size_t group = static_cast<size_t>(ops.head_group);
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (row_sums != nullptr && elem_bytes == 1) {
+    const auto* q = static_cast<const int8_t*>(src);
+    for (size_t r = 0; r < rows; ++r) {
+      int32_t sum = 0;
+      for (size_t i = 0; i < n; ++i) sum += q[r * n + i];
+      row_sums[r] = sum;
+    }
+  }
+  if (group == 1) {
+    std::memcpy(out, in, rows * n * elem_bytes);
+    return;
+  }
+  std::memset(out, 0, HeadPackedBytes(ops, elem_bytes, rows, n));
+  const size_t per_block = 64 / elem_bytes;
+  const size_t blocks = (n + per_block - 1) / per_block;
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t b = 0; b < blocks; ++b) {
+      const size_t cols = std::min(per_block, n - b * per_block);
+      std::memcpy(out + HeadOffset(group, blocks, r, b),
+                  in + (r * n + b * per_block) * elem_bytes, cols * elem_bytes);
+    }
+  }
+}
+
+void CopyHeadRow(const Ops& ops, size_t elem_bytes, const void* packed,
+                 size_t n, size_t row, void* dst) {
+  const size_t group = static_cast<size_t>(ops.head_group);
+  const auto* in = static_cast<const uint8_t*>(packed);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (group == 1) {
+    std::memcpy(out, in + row * n * elem_bytes, n * elem_bytes);
+    return;
+  }
+  const size_t per_block = 64 / elem_bytes;
+  const size_t blocks = (n + per_block - 1) / per_block;
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t cols = std::min(per_block, n - b * per_block);
+    std::memcpy(out + b * per_block * elem_bytes,
+                in + HeadOffset(group, blocks, row, b), cols * elem_bytes);
+  }
+}
+
+size_t HeadWorkBytes(size_t n) {
+  // int8: four byte planes of n rounded up to 64; f16: n floats rounded up
+  // to 32.
+  return 4 * ((n + 63) / 64 * 64);
+}
 
 }  // namespace ternd::runtime::lm_math

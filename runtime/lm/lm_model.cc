@@ -54,6 +54,7 @@ struct LmModel::MemberScratch {
   float* dequant;
   float* scores;
   uint16_t* kv_new;
+  void* work;  // the head's (lm_math::HeadWorkBytes), an embedding row
 };
 
 namespace {
@@ -295,33 +296,33 @@ void LmModel::Head(const Step& s, int member, int members) const {
   const uint32_t E = sh.embedding;
   const lm_math::Ops& math = *math_;
   const MemberScratch& ps = member_scratch_[member];
-  uint32_t v0, v1;
-  Share(sh.vocab, member, members, &v0, &v1);
+  // This member's rows, whole groups of the head's layout.
+  const uint32_t group = static_cast<uint32_t>(head_group_);
+  const uint32_t groups = (sh.vocab + group - 1) / group;
+  uint32_t g0, g1;
+  Share(groups, member, members, &g0, &g1);
+  const uint32_t v0 = g0 * group, v1 = std::min(sh.vocab, g1 * group);
+  if (v0 >= v1) return;
   for (int r = 0; r < s.head_rows; ++r) {
     float* z = ps.x + static_cast<size_t>(r) * E;
     RmsNorm(h_ + static_cast<size_t>(s.head_first + r) * E, 1, E, output_norm_,
             sh.rms_eps, z);
-    float* out = logits_ + static_cast<size_t>(r) * sh.vocab;
+    float* out = logits_ + static_cast<size_t>(r) * sh.vocab + v0;
+    const uint8_t* first =
+        static_cast<const uint8_t*>(head_) + g0 * head_group_bytes_;
     switch (sh.head_dtype) {
-      case model::I8: {
-        const int8_t* w = static_cast<const int8_t*>(head_);
-        for (uint32_t v = v0; v < v1; ++v) {
-          out[v] = head_scales_[v] *
-                   math.dot_i8(w + static_cast<size_t>(v) * E, z, E);
-        }
+      case model::I8:
+        math.head_i8(reinterpret_cast<const int8_t*>(first), head_scales_ + v0,
+                     head_row_sums_ + v0, v1 - v0, E, z, ps.work, out);
         break;
-      }
-      case model::F16: {
-        const uint16_t* w = static_cast<const uint16_t*>(head_);
-        for (uint32_t v = v0; v < v1; ++v) {
-          out[v] = math.dot_f16(w + static_cast<size_t>(v) * E, z, E);
-        }
+      case model::F16:
+        math.head_f16(reinterpret_cast<const uint16_t*>(first), v1 - v0, E, z,
+                      ps.work, out);
         break;
-      }
       default: {
         const float* w = static_cast<const float*>(head_);
         for (uint32_t v = v0; v < v1; ++v) {
-          out[v] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
+          out[v - v0] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
         }
         break;
       }
@@ -361,22 +362,32 @@ Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
     const int p0 = pos + start;
     // Embeddings.
     for (int b = 0; b < n; ++b) {
-      const size_t row = static_cast<size_t>(tokens[start + b]) * E;
+      size_t row = static_cast<size_t>(tokens[start + b]) * E;
+      const void* table = embedding_;
+      if (embedding_in_head_layout_) {
+        // The tied head's row, out of its layout (into scratch that is
+        // free before the team starts).
+        lm_math::CopyHeadRow(
+            *math_, embedding_dtype_ == model::I8 ? 1 : 2, embedding_, E,
+            static_cast<size_t>(tokens[start + b]), member_scratch_[0].work);
+        table = member_scratch_[0].work;
+        row = 0;
+      }
       float* h = h_ + static_cast<size_t>(b) * E;
       switch (embedding_dtype_) {
         case model::I8: {
-          const int8_t* q = static_cast<const int8_t*>(embedding_) + row;
+          const int8_t* q = static_cast<const int8_t*>(table) + row;
           const float s = embedding_scales_[tokens[start + b]];
           for (uint32_t i = 0; i < E; ++i) h[i] = static_cast<float>(q[i]) * s;
           break;
         }
         case model::F16: {
-          const uint16_t* e = static_cast<const uint16_t*>(embedding_) + row;
+          const uint16_t* e = static_cast<const uint16_t*>(table) + row;
           for (uint32_t i = 0; i < E; ++i) h[i] = lm_math::HalfToFloat(e[i]);
           break;
         }
         default:
-          std::memcpy(h, static_cast<const float*>(embedding_) + row,
+          std::memcpy(h, static_cast<const float*>(table) + row,
                       sizeof(float) * E);
           break;
       }
@@ -514,13 +525,24 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
       (static_cast<size_t>(sh.layers) * (2 * E + (sh.sub_norms ? E + F : 0)) +
        E);
   weight_bytes += AlignUp(norms_bytes) + 2 * kAlign * sh.layers;
-  weight_bytes += AlignUp(embd_t->bytes.size()) +
-                  AlignUp(sizeof(float) * embd_t->info->scale_size());
+  // The head (I8, F16) in the layout of the math set (lm_math.h), with row
+  // sums for I8; F32 stays row-major.
+  const lm_math::Ops& math = lm_math::BestOps();
+  const bool head_packed =
+      sh.head_dtype == model::I8 || sh.head_dtype == model::F16;
+  const size_t head_elem = sh.head_dtype == model::I8 ? 1 : 2;
+  const size_t head_bytes =
+      head_packed ? lm_math::HeadPackedBytes(math, head_elem, V, E)
+                  : head_t->bytes.size();
+  const size_t head_sums_bytes =
+      sh.head_dtype == model::I8 ? sizeof(int32_t) * V : 0;
+  weight_bytes += AlignUp(head_bytes) + AlignUp(head_sums_bytes) +
+                  AlignUp(sizeof(float) * head_t->info->scale_size());
   if (!sh.tied_output) {
-    weight_bytes += AlignUp(head_t->bytes.size()) +
-                    AlignUp(sizeof(float) * head_t->info->scale_size());
+    weight_bytes += AlignUp(embd_t->bytes.size()) +
+                    AlignUp(sizeof(float) * embd_t->info->scale_size());
   }
-  per_token += norms_bytes + head_t->bytes.size() +
+  per_token += norms_bytes + head_bytes + head_sums_bytes +
                sizeof(float) * head_t->info->scale_size();
   const size_t meta_bytes =
       AlignUp(sizeof(LmModel)) + AlignUp(sizeof(LmModel::Layer) * sh.layers) +
@@ -536,9 +558,11 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const size_t member_bytes =
       AlignUp(sizeof(float) * B * std::max(E, F)) +  // normalized rows
       AlignUp(B * quant_stride) + AlignUp(sizeof(int32_t) * B) +
-      AlignUp(sizeof(float) * B) +             // quantized input
-      AlignUp(sizeof(float) * max_context) +   // scores
-      AlignUp(sizeof(uint16_t) * 2 * B * KV);  // new keys, values
+      AlignUp(sizeof(float) * B) +                 // quantized input
+      AlignUp(sizeof(float) * max_context) +       // scores
+      AlignUp(sizeof(uint16_t) * 2 * B * KV) +     // new keys, values
+      AlignUp(std::max(lm_math::HeadWorkBytes(E),  // head, embedding
+                       sizeof(float) * E));
   const size_t scratch_bytes =
       AlignUp(sizeof(float) * B * E) * 3 +        // h, q, o
       AlignUp(sizeof(float) * B * KV) * 2 +       // k, v
@@ -596,7 +620,7 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   m->max_batch_ = B;
   m->threads_ = threads;
   m->kernel_ = kernel_;
-  m->math_ = &lm_math::BestOps();
+  m->math_ = &math;
   m->team_ = team_.get();
   LmModel::Layer* layers = reinterpret_cast<LmModel::Layer*>(
       take(sizeof(LmModel::Layer) * sh.layers));
@@ -659,13 +683,41 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     }
     return static_cast<const void*>(dst);
   };
-  m->embedding_ = place_table(embd_t, &m->embedding_scales_);
+  // The head: I8 and F16 in the math set's layout.
+  m->head_group_ = head_packed ? math.head_group : 1;
+  m->head_group_bytes_ =
+      head_packed ? lm_math::HeadPackedBytes(
+                        math, head_elem, static_cast<size_t>(m->head_group_), E)
+                  : 0;
+  {
+    uint8_t* dst = take(head_bytes);
+    int32_t* sums = nullptr;
+    if (head_sums_bytes > 0) {
+      sums = reinterpret_cast<int32_t*>(take(head_sums_bytes));
+    }
+    if (head_packed) {
+      lm_math::PackHead(math, head_elem, head_t->bytes.data(), V, E, dst, sums);
+    } else {
+      std::memcpy(dst, head_t->bytes.data(), head_bytes);
+    }
+    m->head_ = dst;
+    m->head_row_sums_ = sums;
+    m->head_scales_ = nullptr;
+    if (head_t->info->scale_size() > 0) {
+      float* sc = reinterpret_cast<float*>(
+          take(sizeof(float) * head_t->info->scale_size()));
+      std::copy(head_t->info->scale().begin(), head_t->info->scale().end(), sc);
+      m->head_scales_ = sc;
+    }
+  }
   m->embedding_dtype_ = embd_t->info->dtype();
   if (sh.tied_output) {
-    m->head_ = m->embedding_;
-    m->head_scales_ = m->embedding_scales_;
+    m->embedding_ = m->head_;
+    m->embedding_scales_ = m->head_scales_;
+    m->embedding_in_head_layout_ = head_packed && m->head_group_ > 1;
   } else {
-    m->head_ = place_table(head_t, &m->head_scales_);
+    m->embedding_ = place_table(embd_t, &m->embedding_scales_);
+    m->embedding_in_head_layout_ = false;
   }
   float* inv_freq = reinterpret_cast<float*>(take(sizeof(float) * D / 2));
   const TensorView* factors = file.FindTensor("rope_freqs.weight");
@@ -718,6 +770,7 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     ms.scores = reinterpret_cast<float*>(take(sizeof(float) * max_context));
     ms.kv_new =
         reinterpret_cast<uint16_t*>(take(sizeof(uint16_t) * 2 * B * KV));
+    ms.work = take(std::max(lm_math::HeadWorkBytes(E), sizeof(float) * E));
   }
   m->member_scratch_ = members;
   m->scratch_bytes_ = used - scratch_start;

@@ -123,11 +123,17 @@ class LmModel {
   ThreadTeam* team_;
   int tq1_matrices_ = 0;
   const Layer* layers_;
-  const void* embedding_;  // [vocab, E] in shape_.head_dtype when tied
+  const void* embedding_;  // [vocab, E]; the head itself when tied
   model::DType embedding_dtype_;
   const float* embedding_scales_;  // I8
+  bool embedding_in_head_layout_;  // tied, in the head's layout
+  // The head in math_'s layout (lm_math::PackHead), groups of head_group_
+  // rows of head_group_bytes_ each; row sums for I8.
   const void* head_;
   const float* head_scales_;
+  const int32_t* head_row_sums_;
+  int head_group_;
+  size_t head_group_bytes_;
   const float* output_norm_;
   const float* rope_inv_freq_;              // [head_dim / 2]
   uint16_t* kv_;                            // the KV cache
