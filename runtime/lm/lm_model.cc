@@ -19,13 +19,15 @@
 
 namespace ternd::runtime {
 
+// A ternary matrix, split by rows into chunks packed separately (a task
+// each): rows [row_begin[c], row_begin[c + 1]) in packed[c].
 struct LmModel::Matrix {
   const TernaryKernel* kernel;
   uint32_t n, k;
   float scale;
   int chunks;
-  uint32_t row_begin[kMaxTeam + 1];
-  const uint8_t* packed[kMaxTeam];
+  const uint32_t* row_begin;
+  const uint8_t* const* packed;
 };
 
 struct LmModel::Layer {
@@ -37,11 +39,12 @@ struct LmModel::Layer {
 };
 
 // One Eval chunk: n tokens of sequence seq at positions pos.., and which
-// rows get logits (head_rows 0: none).
+// rows get logits (head_rows 0: none). `round` numbers the team rounds.
 struct LmModel::Step {
   const LmModel* m;
   int seq, pos, n;
   int head_first, head_rows;
+  uint64_t round;
 };
 
 // A member's own buffers: normalized rows (and attention's temporary), the
@@ -55,12 +58,16 @@ struct LmModel::MemberScratch {
   float* scores;
   uint16_t* kv_new;
   void* work;  // the head's (lm_math::HeadWorkBytes), an embedding row
+  // The round and phase whose input `quant` (or, for the head, `x`) holds.
+  uint64_t prepared_round;
+  int prepared_phase;
 };
 
 namespace {
 
 constexpr size_t kAlign = 64;
 constexpr uint32_t kRowAlign = 16;  // chunk boundaries, in rows
+constexpr int kTasksPerMember = 4;
 size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 int DefaultThreads() {
@@ -101,37 +108,48 @@ const float* LmModel::logits(int i) const {
   return logits_ + static_cast<size_t>(i) * shape_.vocab;
 }
 
-void LmModel::Work(void* ctx, int member, int members) {
+namespace {
+// Phases of a round (RunPhases): five per layer, then the head.
+enum LayerPhase { kQkv, kAttention, kOutput, kGateUp, kDown, kLayerPhases };
+}  // namespace
+
+void LmModel::Task(void* ctx, int member, int phase, int index) {
   const Step& s = *static_cast<const Step*>(ctx);
   const LmModel& m = *s.m;
   const LmShape& sh = m.shape_;
+  if (phase == kLayerPhases * static_cast<int>(sh.layers)) {
+    m.Head(s, member, phase, index);
+    return;
+  }
   const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim;
   const uint32_t KV = sh.kv_heads * D;
   const int n = s.n;
-  ThreadTeam& team = *m.team_;
-  const MemberScratch& ps = m.member_scratch_[member];
-  QuantizedActivations x{ps.quant, m.quant_stride_, ps.sums, n, 0};
+  MemberScratch& ps = m.member_scratch_[member];
+  const int layer = phase / kLayerPhases;
+  const Layer& L = m.layers_[layer];
 
-  // The input of the next products, in this member's own buffers (every
-  // member quantizes the whole rows it multiplies, so no barrier is needed
-  // between the row ops and the products): rows of `src` (width w),
-  // RMSNorm'd with `gain` unless it is null, then quantized.
-  auto norm_quant = [&](const float* src, uint32_t w, const float* gain) {
+  // The input of this phase's products, in this member's own buffers,
+  // made by its first task of the phase (every member quantizes the whole
+  // rows it multiplies, so none waits for another): rows of `src` (width
+  // w), RMSNorm'd with `gain` unless it is null, then quantized.
+  auto prepare = [&](const float* src, uint32_t w, const float* gain) {
+    if (ps.prepared_round == s.round && ps.prepared_phase == phase) return;
     if (gain != nullptr) {
       RmsNorm(src, n, w, gain, sh.rms_eps, ps.x);
       src = ps.x;
     }
     m.kernel_->quantize(src, w, n, w, ps.quant, m.quant_stride_, ps.sums,
                         ps.dequant);
+    ps.prepared_round = s.round;
+    ps.prepared_phase = phase;
   };
-  // This member's rows of matrix `mat`: integer products into acc (ld =
-  // mat.n), then `finish(b, r, y)` per value.
-  auto matmul = [&](const Matrix& mat, int32_t* acc, auto finish) {
-    if (member >= mat.chunks) return;
-    const uint32_t r0 = mat.row_begin[member], r1 = mat.row_begin[member + 1];
+  // Chunk c of matrix `mat`: integer products into acc (ld = mat.n), then
+  // `finish(b, r, y)` per value.
+  auto matmul = [&](const Matrix& mat, int c, int32_t* acc, auto finish) {
+    const uint32_t r0 = mat.row_begin[c], r1 = mat.row_begin[c + 1];
     if (r0 == r1) return;
-    x.k = mat.k;
-    mat.kernel->gemm(mat.packed[member], r1 - r0, mat.k, x, acc + r0, mat.n);
+    const QuantizedActivations x{ps.quant, m.quant_stride_, ps.sums, n, mat.k};
+    mat.kernel->gemm(mat.packed[c], r1 - r0, mat.k, x, acc + r0, mat.n);
     for (int b = 0; b < n; ++b) {
       const float sc = mat.scale * ps.dequant[b];
       const int32_t* ab = acc + static_cast<size_t>(b) * mat.n;
@@ -141,54 +159,59 @@ void LmModel::Work(void* ctx, int member, int members) {
     }
   };
 
-  for (uint32_t l = 0; l < sh.layers; ++l) {
-    const Layer& L = m.layers_[l];
-    // q, k, v.
-    norm_quant(m.h_, E, L.attn_norm);
-    {
+  switch (phase % kLayerPhases) {
+    case kQkv: {
+      prepare(m.h_, E, L.attn_norm);
       int32_t* acc_q = m.acc_;
       int32_t* acc_k = acc_q + static_cast<size_t>(n) * E;
       int32_t* acc_v = acc_k + static_cast<size_t>(n) * KV;
-      matmul(L.q, acc_q, [&](int b, uint32_t r, float y) {
-        m.q_[static_cast<size_t>(b) * E + r] = y;
-      });
-      matmul(L.k, acc_k, [&](int b, uint32_t r, float y) {
-        m.k_[static_cast<size_t>(b) * KV + r] = y;
-      });
-      matmul(L.v, acc_v, [&](int b, uint32_t r, float y) {
-        m.v_[static_cast<size_t>(b) * KV + r] = y;
-      });
+      if (index < L.q.chunks) {
+        matmul(L.q, index, acc_q, [&](int b, uint32_t r, float y) {
+          m.q_[static_cast<size_t>(b) * E + r] = y;
+        });
+      } else if (index < L.q.chunks + L.k.chunks) {
+        matmul(L.k, index - L.q.chunks, acc_k, [&](int b, uint32_t r, float y) {
+          m.k_[static_cast<size_t>(b) * KV + r] = y;
+        });
+      } else {
+        matmul(L.v, index - L.q.chunks - L.k.chunks, acc_v,
+               [&](int b, uint32_t r, float y) {
+                 m.v_[static_cast<size_t>(b) * KV + r] = y;
+               });
+      }
+      break;
     }
-    team.Barrier();
-    m.Attention(s, static_cast<int>(l), member, members);
-    team.Barrier();
-    norm_quant(m.o_, E, L.attn_sub_norm);
-    matmul(L.o, m.acc_, [&](int b, uint32_t r, float y) {
-      m.h_[static_cast<size_t>(b) * E + r] += y;
-    });
-    team.Barrier();
-    norm_quant(m.h_, E, L.ffn_norm);
-    {
+    case kAttention:
+      m.Attention(s, layer, member, index);
+      break;
+    case kOutput:
+      prepare(m.o_, E, L.attn_sub_norm);
+      matmul(L.o, index, m.acc_, [&](int b, uint32_t r, float y) {
+        m.h_[static_cast<size_t>(b) * E + r] += y;
+      });
+      break;
+    case kGateUp: {
+      prepare(m.h_, E, L.ffn_norm);
       int32_t* acc_g = m.acc_;
       int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
-      matmul(L.gate, acc_g, [&](int b, uint32_t r, float y) {
+      matmul(L.gate, index, acc_g, [&](int b, uint32_t r, float y) {
         m.g_[static_cast<size_t>(b) * F + r] = y;
       });
       const bool relu2 = sh.relu2;
-      matmul(L.up, acc_u, [&](int b, uint32_t r, float y) {
+      matmul(L.up, index, acc_u, [&](int b, uint32_t r, float y) {
         float& g = m.g_[static_cast<size_t>(b) * F + r];
         const float act = relu2 ? (g > 0.0f ? g * g : 0.0f) : Silu(g);
         g = act * y;
       });
+      break;
     }
-    team.Barrier();
-    norm_quant(m.g_, F, L.ffn_sub_norm);
-    matmul(L.down, m.acc_, [&](int b, uint32_t r, float y) {
-      m.h_[static_cast<size_t>(b) * E + r] += y;
-    });
-    team.Barrier();
+    case kDown:
+      prepare(m.g_, F, L.ffn_sub_norm);
+      matmul(L.down, index, m.acc_, [&](int b, uint32_t r, float y) {
+        m.h_[static_cast<size_t>(b) * E + r] += y;
+      });
+      break;
   }
-  if (s.head_rows > 0) m.Head(s, member, members);
 }
 
 // RoPE on the D values at `vec` with the angles of batch row b.
@@ -208,21 +231,20 @@ void LmModel::Rope(float* vec, int b) const {
   }
 }
 
-// The heads of this member (a contiguous share). The keys and values of
-// this batch's tokens are RoPE'd and rounded to F16 by every member that
-// needs them, into its own buffer (the same values the cache gets), and
-// written to the cache by the member that holds the first head of their
-// KV head, so no member waits for another here; earlier positions come from
-// the cache, which this Eval does not write there.
-void LmModel::Attention(const Step& s, int layer, int member,
-                        int members) const {
+// The heads of attention task `task` (a contiguous share). The keys and
+// values of this batch's tokens are RoPE'd and rounded to F16 by every task
+// that needs them, into its member's buffer (the same values the cache
+// gets), and written to the cache by the task that holds the first head of
+// their KV head, so no task waits for another here; earlier positions come
+// from the cache, which this Eval does not write there.
+void LmModel::Attention(const Step& s, int layer, int member, int task) const {
   const LmShape& sh = shape_;
   const uint32_t E = sh.embedding, D = sh.head_dim, KV = sh.kv_heads * D;
   const lm_math::Ops& math = *math_;
   const MemberScratch& ps = member_scratch_[member];
   const int n = s.n;
   uint32_t j0, j1;
-  Share(sh.heads, member, members, &j0, &j1);
+  Share(sh.heads, task, attention_tasks_, &j0, &j1);
   if (j0 == j1) return;
   const uint32_t group = sh.heads / sh.kv_heads;
   const uint32_t g0 = j0 / group, g1 = (j1 - 1) / group + 1;
@@ -291,22 +313,26 @@ void LmModel::Attention(const Step& s, int layer, int member,
 }
 
 // Logits of rows head_first.. of this member's share of the vocabulary.
-void LmModel::Head(const Step& s, int member, int members) const {
+void LmModel::Head(const Step& s, int member, int phase, int task) const {
   const LmShape& sh = shape_;
   const uint32_t E = sh.embedding;
   const lm_math::Ops& math = *math_;
-  const MemberScratch& ps = member_scratch_[member];
-  // This member's rows, whole groups of the head's layout.
+  MemberScratch& ps = member_scratch_[member];
+  // This task's rows, whole groups of the head's layout.
   const uint32_t group = static_cast<uint32_t>(head_group_);
   const uint32_t groups = (sh.vocab + group - 1) / group;
   uint32_t g0, g1;
-  Share(groups, member, members, &g0, &g1);
+  Share(groups, task, head_tasks_, &g0, &g1);
   const uint32_t v0 = g0 * group, v1 = std::min(sh.vocab, g1 * group);
   if (v0 >= v1) return;
+  if (ps.prepared_round != s.round || ps.prepared_phase != phase) {
+    RmsNorm(h_ + static_cast<size_t>(s.head_first) * E, s.head_rows, E,
+            output_norm_, sh.rms_eps, ps.x);
+    ps.prepared_round = s.round;
+    ps.prepared_phase = phase;
+  }
   for (int r = 0; r < s.head_rows; ++r) {
-    float* z = ps.x + static_cast<size_t>(r) * E;
-    RmsNorm(h_ + static_cast<size_t>(s.head_first + r) * E, 1, E, output_norm_,
-            sh.rms_eps, z);
+    const float* z = ps.x + static_cast<size_t>(r) * E;
     float* out = logits_ + static_cast<size_t>(r) * sh.vocab + v0;
     const uint8_t* first =
         static_cast<const uint8_t*>(head_) + g0 * head_group_bytes_;
@@ -407,7 +433,10 @@ Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
     s.n = n;
     s.head_first = all_logits ? 0 : n - 1;
     s.head_rows = logits ? n - s.head_first : 0;
-    team_->Run(&LmModel::Work, &s);
+    s.round = ++rounds_;
+    const int layer_phases = kLayerPhases * static_cast<int>(sh.layers);
+    team_->RunPhases(&LmModel::Task, &s, phase_end_,
+                     logits ? layer_phases + 1 : layer_phases);
     if (logits) logit_rows_ = s.head_rows;
   }
   return Status::Ok();
@@ -493,6 +522,16 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim,
                  KV = sh.kv_heads * D, V = sh.vocab;
 
+  // Tasks per phase (ThreadTeam::RunPhases): with more than one member,
+  // several per member, so that a member that is descheduled while holding
+  // one delays the phase by a small part of it.
+  const int chunks = threads == 1 ? 1 : kTasksPerMember * threads;
+  const int attention_tasks = threads == 1
+                                  ? 1
+                                  : std::min<int>(static_cast<int>(sh.heads),
+                                                  kTasksPerMember * threads);
+  const int phases = kLayerPhases * static_cast<int>(sh.layers) + 1;
+
   // 1. Sizes: check ternary codes, size every matrix's chunks.
   const char* kMatrices[7] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                               "ffn_gate", "ffn_up", "ffn_down"};
@@ -512,9 +551,9 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
             col >= k ? "padding must be code 1" : "code 3 is not a weight");
       }
       const TernaryKernel& kern = KernelFor(n, k);
-      for (int c = 0; c < threads; ++c) {
-        const uint32_t r0 = RowSplit(n, c, threads),
-                       r1 = RowSplit(n, c + 1, threads);
+      for (int c = 0; c < chunks; ++c) {
+        const uint32_t r0 = RowSplit(n, c, chunks),
+                       r1 = RowSplit(n, c + 1, chunks);
         if (r1 > r0) weight_bytes += AlignUp(kern.packed_size(r1 - r0, k));
       }
       per_token += kern.packed_size(n, k);
@@ -546,7 +585,10 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
                sizeof(float) * head_t->info->scale_size();
   const size_t meta_bytes =
       AlignUp(sizeof(LmModel)) + AlignUp(sizeof(LmModel::Layer) * sh.layers) +
-      AlignUp(sizeof(float) * D / 2) +
+      7 * sh.layers *
+          (AlignUp(sizeof(uint32_t) * (chunks + 1)) +
+           AlignUp(sizeof(uint8_t*) * chunks)) +
+      AlignUp(sizeof(int) * phases) + AlignUp(sizeof(float) * D / 2) +
       AlignUp(sizeof(int32_t) *
               (lm.golden_prompt_size() + lm.golden_tokens_size()));
   const size_t kv_bytes = sizeof(uint16_t) * 2 *
@@ -624,6 +666,22 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   m->team_ = team_.get();
   LmModel::Layer* layers = reinterpret_cast<LmModel::Layer*>(
       take(sizeof(LmModel::Layer) * sh.layers));
+  {
+    int* phase_end = reinterpret_cast<int*>(take(sizeof(int) * phases));
+    int end = 0;
+    for (uint32_t l = 0; l < sh.layers; ++l) {
+      const int tasks[kLayerPhases] = {3 * chunks, attention_tasks, chunks,
+                                       chunks, chunks};
+      for (int p = 0; p < kLayerPhases; ++p) {
+        end += tasks[p];
+        phase_end[kLayerPhases * l + p] = end;
+      }
+    }
+    phase_end[phases - 1] = end + chunks;  // the head
+    m->phase_end_ = phase_end;
+    m->attention_tasks_ = attention_tasks;
+    m->head_tasks_ = chunks;
+  }
   auto place_matrix = [&](const std::string& name, LmModel::Matrix* mat) {
     const TensorView* t = file.FindTensor(name);
     const uint32_t n = static_cast<uint32_t>(t->info->shape(0)),
@@ -633,19 +691,23 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     mat->n = n;
     mat->k = k;
     mat->scale = t->info->scale(0);
-    mat->chunks = threads;
+    mat->chunks = chunks;
     if (IsTq1Kernel(kern)) ++m->tq1_matrices_;
-    for (int c = 0; c <= threads; ++c) {
-      mat->row_begin[c] = RowSplit(n, c, threads);
-    }
-    for (int c = 0; c < threads; ++c) {
-      const uint32_t r0 = mat->row_begin[c], r1 = mat->row_begin[c + 1];
-      mat->packed[c] = nullptr;
+    auto* row_begin =
+        reinterpret_cast<uint32_t*>(take(sizeof(uint32_t) * (chunks + 1)));
+    auto* packed =
+        reinterpret_cast<const uint8_t**>(take(sizeof(uint8_t*) * chunks));
+    for (int c = 0; c <= chunks; ++c) row_begin[c] = RowSplit(n, c, chunks);
+    for (int c = 0; c < chunks; ++c) {
+      const uint32_t r0 = row_begin[c], r1 = row_begin[c + 1];
+      packed[c] = nullptr;
       if (r1 == r0) continue;
       uint8_t* dst = take(kern.packed_size(r1 - r0, k));
       kern.pack(t->bytes.data() + r0 * TernaryRowBytes(k), r1 - r0, k, dst);
-      mat->packed[c] = dst;
+      packed[c] = dst;
     }
+    mat->row_begin = row_begin;
+    mat->packed = packed;
   };
   auto place_f32 = [&](const std::string& name) -> const float* {
     const TensorView* t = file.FindTensor(name);
@@ -771,6 +833,8 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     ms.kv_new =
         reinterpret_cast<uint16_t*>(take(sizeof(uint16_t) * 2 * B * KV));
     ms.work = take(std::max(lm_math::HeadWorkBytes(E), sizeof(float) * E));
+    ms.prepared_round = 0;
+    ms.prepared_phase = -1;
   }
   m->member_scratch_ = members;
   m->scratch_bytes_ = used - scratch_start;

@@ -10,14 +10,17 @@
 // Everything is planned at load; Eval never allocates.
 //
 // Threads: a fixed ThreadTeam (LmOptions::threads members, created with the
-// Runtime's first language model) runs each Eval chunk as one round, with a
-// barrier after each of the five steps of a layer that reads what other
-// members wrote (q/k/v, attention, attn_output, gate/up, ffn_down). Each
-// ternary matrix is split by rows into one chunk per member, packed
-// separately at load; the attention is split by heads; the row ops in front
-// of a product (norm, quantization) are done by every member into its own
-// buffers. Every output value is computed by exactly one member in a fixed
-// order, so results do not depend on the team size.
+// Runtime's first language model) runs each Eval chunk as one round of
+// phases (ThreadTeam::RunPhases), five per layer (q/k/v, attention,
+// attn_output, gate/up, ffn_down: each reads what the one before wrote) and
+// the head. A phase is a list of tasks that whichever member is running
+// takes: each ternary matrix is split by rows into chunks (4 per member
+// with more than one; packed separately at load), the attention into
+// groups of heads, the head into groups of rows. The row ops in front of
+// a product (norm, quantization) are done by each member that takes a task
+// of the phase, into its own buffers. Every output value is computed by
+// exactly one task in a fixed order, so results depend neither on the team
+// size nor on which member ran what.
 //
 // Thread-safety: Eval uses the model's scratch and the Runtime's team: one
 // Eval at a time per Runtime (the caller serializes).
@@ -109,10 +112,10 @@ class LmModel {
   struct Layer;
   struct Step;
   struct MemberScratch;
-  static void Work(void* ctx, int member, int members);
+  static void Task(void* ctx, int member, int phase, int index);
   void Rope(float* vec, int b) const;
-  void Attention(const Step& s, int layer, int member, int members) const;
-  void Head(const Step& s, int member, int members) const;
+  void Attention(const Step& s, int layer, int member, int task) const;
+  void Head(const Step& s, int member, int phase, int task) const;
 
   char name_[kMaxNameLength + 1];
   uint64_t version_;
@@ -141,7 +144,13 @@ class LmModel {
   // Scratch.
   float *h_, *q_, *k_, *v_, *o_, *g_, *logits_, *rope_cos_, *rope_sin_;
   int32_t* acc_;
-  const MemberScratch* member_scratch_;  // [threads_]
+  MemberScratch* member_scratch_;  // [threads_]
+  // The team's phases: the end of each phase's tasks (ThreadTeam::
+  // RunPhases), five per layer and the head's; the tasks of attention
+  // and of the head.
+  const int* phase_end_;
+  int attention_tasks_, head_tasks_;
+  mutable uint64_t rounds_ = 0;
   size_t quant_stride_;
   mutable int logit_rows_ = 0;
   const int32_t* golden_;
