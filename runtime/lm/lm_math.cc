@@ -97,6 +97,25 @@ void ToF16(const float* x, uint16_t* h, size_t n) {
   for (size_t i = 0; i < n; ++i) h[i] = FloatToHalf(x[i]);
 }
 
+void ScaleMul(const float* x, float s, const float* g, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = x[i] * s * g[i];
+}
+
+void DequantSet(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * s;
+}
+
+void DequantAdd(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += static_cast<float>(acc[i]) * s;
+}
+
+void DequantRelu2Gate(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float g = y[i];
+    y[i] = (g > 0.0f ? g * g : 0.0f) * (static_cast<float>(acc[i]) * s);
+  }
+}
+
 // Row-major heads (head_group 1): one row after another, each a dot.
 template <float (*kDot)(const int8_t*, const float*, size_t)>
 void HeadI8Rows(const int8_t* q, const float* scale, const int32_t*,
@@ -194,12 +213,76 @@ TERND_AVX2 void ToF16Avx2(const float* x, uint16_t* h, size_t n) {
   for (; i < n; ++i) h[i] = FloatToHalf(x[i]);
 }
 
+// The element-wise loops, 8 at a time, with exactly the scalar operations
+// (a multiply and an add, never fused): compiled without FMA, which GCC
+// would otherwise contract them into, vectors and scalar tails alike.
+#define TERND_AVX2_NO_FMA __attribute__((target("avx2")))
+
+TERND_AVX2_NO_FMA void ScaleMulAvx2(const float* x, float s, const float* g,
+                                    float* y, size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i,
+                     _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv),
+                                   _mm256_loadu_ps(g + i)));
+  }
+  for (; i < n; ++i) y[i] = x[i] * s * g[i];
+}
+
+TERND_AVX2_NO_FMA __m256 DequantAvx2(const int32_t* acc, __m256 s) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(
+                           reinterpret_cast<const __m256i*>(acc))),
+                       s);
+}
+
+TERND_AVX2_NO_FMA void DequantSetAvx2(const int32_t* acc, float s, float* y,
+                                      size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, DequantAvx2(acc + i, sv));
+  for (; i < n; ++i) y[i] = static_cast<float>(acc[i]) * s;
+}
+
+TERND_AVX2_NO_FMA void DequantAddAvx2(const int32_t* acc, float s, float* y,
+                                      size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(
+        y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), DequantAvx2(acc + i, sv)));
+  }
+  for (; i < n; ++i) y[i] += static_cast<float>(acc[i]) * s;
+}
+
+TERND_AVX2_NO_FMA void DequantRelu2GateAvx2(const int32_t* acc, float s,
+                                            float* y, size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    // max(g, 0)^2 is g * g for g > 0 and 0 otherwise (also for -0 and NaN:
+    // vmaxps returns its second operand, 0, when the first is NaN, as the
+    // scalar g > 0 test does).
+    const __m256 g = _mm256_max_ps(_mm256_loadu_ps(y + i), _mm256_setzero_ps());
+    _mm256_storeu_ps(
+        y + i, _mm256_mul_ps(_mm256_mul_ps(g, g), DequantAvx2(acc + i, sv)));
+  }
+  for (; i < n; ++i) {
+    const float g = y[i];
+    y[i] = (g > 0.0f ? g * g : 0.0f) * (static_cast<float>(acc[i]) * s);
+  }
+}
+
 constexpr Ops kAvx2{"avx2",
                     DotF32Avx2,
                     DotF16Avx2,
                     DotI8Avx2,
                     AxpyF16Avx2,
                     ToF16Avx2,
+                    ScaleMulAvx2,
+                    DequantSetAvx2,
+                    DequantAddAvx2,
+                    DequantRelu2GateAvx2,
                     1,
                     HeadI8Rows<DotI8Avx2>,
                     HeadF16Rows<DotF16Avx2>};
@@ -210,6 +293,10 @@ constexpr Ops kAvx512Vnni{"avx512vnni",
                           DotI8Avx2,
                           AxpyF16Avx2,
                           ToF16Avx2,
+                          ScaleMulAvx2,
+                          DequantSetAvx2,
+                          DequantAddAvx2,
+                          DequantRelu2GateAvx2,
                           static_cast<int>(internal::kHeadGroup),
                           internal::HeadI8Avx512Vnni,
                           internal::HeadF16Avx512};
@@ -235,6 +322,10 @@ constexpr Ops kPortable{"portable",
                         DotI8,
                         AxpyF16,
                         ToF16,
+                        ScaleMul,
+                        DequantSet,
+                        DequantAdd,
+                        DequantRelu2Gate,
                         1,
                         HeadI8Rows<DotI8>,
                         HeadF16Rows<DotF16>};
@@ -263,6 +354,13 @@ const Ops& BestOps() {
 }
 
 const Ops& PortableOps() { return kPortable; }
+
+void RmsNorm(const Ops& ops, const float* x, size_t n, const float* gain,
+             float eps, float* y) {
+  const float ss = ops.dot_f32(x, x, n);
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  ops.scale_mul(x, inv, gain, y, n);
+}
 
 std::vector<const Ops*> SupportedOps() {
   std::vector<const Ops*> ops;

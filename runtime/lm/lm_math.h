@@ -32,6 +32,16 @@ struct Ops {
   // acc[i] += w * half(v[i])
   void (*axpy_f16)(float w, const uint16_t* v, float* acc, size_t n);
   void (*to_f16)(const float* x, uint16_t* h, size_t n);
+  // y[i] = (x[i] * s) * g[i]: the scaling of an RMSNorm.
+  void (*scale_mul)(const float* x, float s, const float* g, float* y,
+                    size_t n);
+  // The results of a ternary product, v = float(acc[i]) * s, then
+  // y[i] = v, y[i] += v, or y[i] = relu(y[i])^2 * v (the squared-ReLU gate
+  // with y the gate's values). Each value rounded as written (no fused
+  // multiply-add), the same in every set.
+  void (*dequant_set)(const int32_t* acc, float s, float* y, size_t n);
+  void (*dequant_add)(const int32_t* acc, float s, float* y, size_t n);
+  void (*dequant_relu2_gate)(const int32_t* acc, float s, float* y, size_t n);
 
   // The output head [rows, n] in this set's layout (PackHead): rows in
   // groups of head_group (1: row-major, as in the file).
@@ -73,6 +83,11 @@ void CopyHeadRow(const Ops& ops, size_t elem_bytes, const void* packed,
                  size_t n, size_t row, void* dst);
 // Bytes of the `work` buffer of head_i8 and head_f16 for rows of n.
 size_t HeadWorkBytes(size_t n);
+
+// y = x * (1 / sqrt(mean(x^2) + eps)) * gain (docs/llm.md, RMSNorm): the
+// sum of squares with dot_f32, the scaling with scale_mul.
+void RmsNorm(const Ops& ops, const float* x, size_t n, const float* gain,
+             float eps, float* y);
 
 // The best set for this CPU (TERND_KERNEL=ref forces the portable one,
 // TERND_KERNEL=avx2 the AVX2 one).

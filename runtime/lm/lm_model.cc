@@ -13,7 +13,6 @@
 #include "base/check.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/lm/thread_team.h"
-#include "runtime/ops.h"
 #include "runtime/runtime.h"
 #include "runtime/ternary_pack.h"
 
@@ -135,7 +134,10 @@ void LmModel::Task(void* ctx, int member, int phase, int index) {
   auto prepare = [&](const float* src, uint32_t w, const float* gain) {
     if (ps.prepared_round == s.round && ps.prepared_phase == phase) return;
     if (gain != nullptr) {
-      RmsNorm(src, n, w, gain, sh.rms_eps, ps.x);
+      for (int b = 0; b < n; ++b) {
+        lm_math::RmsNorm(*m.math_, src + static_cast<size_t>(b) * w, w, gain,
+                         sh.rms_eps, ps.x + static_cast<size_t>(b) * w);
+      }
       src = ps.x;
     }
     m.kernel_->quantize(src, w, n, w, ps.quant, m.quant_stride_, ps.sums,
@@ -144,20 +146,21 @@ void LmModel::Task(void* ctx, int member, int phase, int index) {
     ps.prepared_phase = phase;
   };
   // Chunk c of matrix `mat`: integer products into acc (ld = mat.n), then
-  // `finish(b, r, y)` per value.
-  auto matmul = [&](const Matrix& mat, int c, int32_t* acc, auto finish) {
+  // `finish(acc row, scale, output row)` for the chunk's rows of each token,
+  // `out` with `ld` values per token.
+  auto matmul = [&](const Matrix& mat, int c, int32_t* acc, float* out,
+                    size_t ld, auto finish) {
     const uint32_t r0 = mat.row_begin[c], r1 = mat.row_begin[c + 1];
     if (r0 == r1) return;
     const QuantizedActivations x{ps.quant, m.quant_stride_, ps.sums, n, mat.k};
     mat.kernel->gemm(mat.packed[c], r1 - r0, mat.k, x, acc + r0, mat.n);
     for (int b = 0; b < n; ++b) {
-      const float sc = mat.scale * ps.dequant[b];
-      const int32_t* ab = acc + static_cast<size_t>(b) * mat.n;
-      for (uint32_t r = r0; r < r1; ++r) {
-        finish(b, r, static_cast<float>(ab[r]) * sc);
-      }
+      finish(acc + static_cast<size_t>(b) * mat.n + r0,
+             mat.scale * ps.dequant[b], out + static_cast<size_t>(b) * ld + r0,
+             r1 - r0);
     }
   };
+  const lm_math::Ops& math = *m.math_;
 
   switch (phase % kLayerPhases) {
     case kQkv: {
@@ -166,18 +169,12 @@ void LmModel::Task(void* ctx, int member, int phase, int index) {
       int32_t* acc_k = acc_q + static_cast<size_t>(n) * E;
       int32_t* acc_v = acc_k + static_cast<size_t>(n) * KV;
       if (index < L.q.chunks) {
-        matmul(L.q, index, acc_q, [&](int b, uint32_t r, float y) {
-          m.q_[static_cast<size_t>(b) * E + r] = y;
-        });
+        matmul(L.q, index, acc_q, m.q_, E, math.dequant_set);
       } else if (index < L.q.chunks + L.k.chunks) {
-        matmul(L.k, index - L.q.chunks, acc_k, [&](int b, uint32_t r, float y) {
-          m.k_[static_cast<size_t>(b) * KV + r] = y;
-        });
+        matmul(L.k, index - L.q.chunks, acc_k, m.k_, KV, math.dequant_set);
       } else {
-        matmul(L.v, index - L.q.chunks - L.k.chunks, acc_v,
-               [&](int b, uint32_t r, float y) {
-                 m.v_[static_cast<size_t>(b) * KV + r] = y;
-               });
+        matmul(L.v, index - L.q.chunks - L.k.chunks, acc_v, m.v_, KV,
+               math.dequant_set);
       }
       break;
     }
@@ -186,30 +183,28 @@ void LmModel::Task(void* ctx, int member, int phase, int index) {
       break;
     case kOutput:
       prepare(m.o_, E, L.attn_sub_norm);
-      matmul(L.o, index, m.acc_, [&](int b, uint32_t r, float y) {
-        m.h_[static_cast<size_t>(b) * E + r] += y;
-      });
+      matmul(L.o, index, m.acc_, m.h_, E, math.dequant_add);
       break;
     case kGateUp: {
       prepare(m.h_, E, L.ffn_norm);
       int32_t* acc_g = m.acc_;
       int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
-      matmul(L.gate, index, acc_g, [&](int b, uint32_t r, float y) {
-        m.g_[static_cast<size_t>(b) * F + r] = y;
-      });
-      const bool relu2 = sh.relu2;
-      matmul(L.up, index, acc_u, [&](int b, uint32_t r, float y) {
-        float& g = m.g_[static_cast<size_t>(b) * F + r];
-        const float act = relu2 ? (g > 0.0f ? g * g : 0.0f) : Silu(g);
-        g = act * y;
-      });
+      matmul(L.gate, index, acc_g, m.g_, F, math.dequant_set);
+      if (sh.relu2) {
+        matmul(L.up, index, acc_u, m.g_, F, math.dequant_relu2_gate);
+      } else {
+        matmul(L.up, index, acc_u, m.g_, F,
+               [](const int32_t* acc, float sc, float* g, size_t rows) {
+                 for (size_t r = 0; r < rows; ++r) {
+                   g[r] = Silu(g[r]) * (static_cast<float>(acc[r]) * sc);
+                 }
+               });
+      }
       break;
     }
     case kDown:
       prepare(m.g_, F, L.ffn_sub_norm);
-      matmul(L.down, index, m.acc_, [&](int b, uint32_t r, float y) {
-        m.h_[static_cast<size_t>(b) * E + r] += y;
-      });
+      matmul(L.down, index, m.acc_, m.h_, E, math.dequant_add);
       break;
   }
 }
@@ -326,8 +321,11 @@ void LmModel::Head(const Step& s, int member, int phase, int task) const {
   const uint32_t v0 = g0 * group, v1 = std::min(sh.vocab, g1 * group);
   if (v0 >= v1) return;
   if (ps.prepared_round != s.round || ps.prepared_phase != phase) {
-    RmsNorm(h_ + static_cast<size_t>(s.head_first) * E, s.head_rows, E,
-            output_norm_, sh.rms_eps, ps.x);
+    for (int r = 0; r < s.head_rows; ++r) {
+      lm_math::RmsNorm(math, h_ + static_cast<size_t>(s.head_first + r) * E, E,
+                       output_norm_, sh.rms_eps,
+                       ps.x + static_cast<size_t>(r) * E);
+    }
     ps.prepared_round = s.round;
     ps.prepared_phase = phase;
   }

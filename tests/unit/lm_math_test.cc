@@ -202,6 +202,38 @@ TEST_P(LmMathTest, HeadI8OfZerosIsZeroAndOfNonFiniteIsNotFinite) {
   for (float v : out) EXPECT_FALSE(std::isfinite(v));
 }
 
+TEST_P(LmMathTest, ElementWiseLoopsEqualThePortableOnesBitForBit) {
+  const Ops& ops = *GetParam();
+  const Ops& ref = PortableOps();
+  Rng rng{3};
+  for (size_t n : {size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{100}}) {
+    std::vector<int32_t> acc(n);
+    std::vector<float> y(n), g(n), x(n);
+    for (size_t i = 0; i < n; ++i) {
+      acc[i] = static_cast<int32_t>(rng.Next() % 200001) - 100000;
+      y[i] = i % 5 == 0 ? (i % 2 ? -0.0f : 0.0f) : rng.Uniform() * 50;
+      g[i] = rng.Uniform();
+      x[i] = rng.Uniform() * 9;
+    }
+    y[0] = std::numeric_limits<float>::quiet_NaN();
+    const float s = 0.0123f;
+    using Loop = void (*)(const int32_t*, float, float*, size_t);
+    for (auto pick :
+         {+[](const Ops& o) -> Loop { return o.dequant_set; },
+          +[](const Ops& o) -> Loop { return o.dequant_add; },
+          +[](const Ops& o) -> Loop { return o.dequant_relu2_gate; }}) {
+      std::vector<float> a = y, b = y;
+      pick(ops)(acc.data(), s, a.data(), n);
+      pick(ref)(acc.data(), s, b.data(), n);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), 4 * n), 0) << "n " << n;
+    }
+    std::vector<float> a(n), b(n);
+    ops.scale_mul(x.data(), 0.37f, g.data(), a.data(), n);
+    ref.scale_mul(x.data(), 0.37f, g.data(), b.data(), n);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), 4 * n), 0) << "n " << n;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(lm_math, LmMathTest,
                          ::testing::ValuesIn(SupportedOps()),
                          [](const ::testing::TestParamInfo<const Ops*>& i) {
