@@ -1,9 +1,12 @@
 #include "runtime/lm/lm_math.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+
+#include "runtime/lm/lm_math_internal.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -94,6 +97,38 @@ void ToF16(const float* x, uint16_t* h, size_t n) {
   for (size_t i = 0; i < n; ++i) h[i] = FloatToHalf(x[i]);
 }
 
+void ScaleMul(const float* x, float s, const float* g, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = x[i] * s * g[i];
+}
+
+void DequantSet(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * s;
+}
+
+void DequantAdd(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += static_cast<float>(acc[i]) * s;
+}
+
+void DequantRelu2Gate(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float g = y[i];
+    y[i] = (g > 0.0f ? g * g : 0.0f) * (static_cast<float>(acc[i]) * s);
+  }
+}
+
+// Row-major heads (head_group 1): one row after another, each a dot.
+template <float (*kDot)(const int8_t*, const float*, size_t)>
+void HeadI8Rows(const int8_t* q, const float* scale, const int32_t*,
+                size_t rows, size_t n, const float* x, void*, float* out) {
+  for (size_t r = 0; r < rows; ++r) out[r] = scale[r] * kDot(q + r * n, x, n);
+}
+
+template <float (*kDot)(const uint16_t*, const float*, size_t)>
+void HeadF16Rows(const uint16_t* h, size_t rows, size_t n, const float* x,
+                 void*, float* out) {
+  for (size_t r = 0; r < rows; ++r) out[r] = kDot(h + r * n, x, n);
+}
+
 #if defined(__x86_64__)
 #define TERND_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -178,25 +213,137 @@ TERND_AVX2 void ToF16Avx2(const float* x, uint16_t* h, size_t n) {
   for (; i < n; ++i) h[i] = FloatToHalf(x[i]);
 }
 
-constexpr Ops kAvx2{"avx2",    DotF32Avx2,  DotF16Avx2,
-                    DotI8Avx2, AxpyF16Avx2, ToF16Avx2};
+// The element-wise loops, 8 at a time, with exactly the scalar operations
+// (a multiply and an add, never fused): compiled without FMA, which GCC
+// would otherwise contract them into, vectors and scalar tails alike.
+#define TERND_AVX2_NO_FMA __attribute__((target("avx2")))
+
+TERND_AVX2_NO_FMA void ScaleMulAvx2(const float* x, float s, const float* g,
+                                    float* y, size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i,
+                     _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv),
+                                   _mm256_loadu_ps(g + i)));
+  }
+  for (; i < n; ++i) y[i] = x[i] * s * g[i];
+}
+
+TERND_AVX2_NO_FMA __m256 DequantAvx2(const int32_t* acc, __m256 s) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(
+                           reinterpret_cast<const __m256i*>(acc))),
+                       s);
+}
+
+TERND_AVX2_NO_FMA void DequantSetAvx2(const int32_t* acc, float s, float* y,
+                                      size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, DequantAvx2(acc + i, sv));
+  for (; i < n; ++i) y[i] = static_cast<float>(acc[i]) * s;
+}
+
+TERND_AVX2_NO_FMA void DequantAddAvx2(const int32_t* acc, float s, float* y,
+                                      size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(
+        y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), DequantAvx2(acc + i, sv)));
+  }
+  for (; i < n; ++i) y[i] += static_cast<float>(acc[i]) * s;
+}
+
+TERND_AVX2_NO_FMA void DequantRelu2GateAvx2(const int32_t* acc, float s,
+                                            float* y, size_t n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    // max(g, 0)^2 is g * g for g > 0 and 0 otherwise (also for -0 and NaN:
+    // vmaxps returns its second operand, 0, when the first is NaN, as the
+    // scalar g > 0 test does).
+    const __m256 g = _mm256_max_ps(_mm256_loadu_ps(y + i), _mm256_setzero_ps());
+    _mm256_storeu_ps(
+        y + i, _mm256_mul_ps(_mm256_mul_ps(g, g), DequantAvx2(acc + i, sv)));
+  }
+  for (; i < n; ++i) {
+    const float g = y[i];
+    y[i] = (g > 0.0f ? g * g : 0.0f) * (static_cast<float>(acc[i]) * s);
+  }
+}
+
+constexpr Ops kAvx2{"avx2",
+                    DotF32Avx2,
+                    DotF16Avx2,
+                    DotI8Avx2,
+                    AxpyF16Avx2,
+                    ToF16Avx2,
+                    ScaleMulAvx2,
+                    DequantSetAvx2,
+                    DequantAddAvx2,
+                    DequantRelu2GateAvx2,
+                    1,
+                    HeadI8Rows<DotI8Avx2>,
+                    HeadF16Rows<DotF16Avx2>};
+
+constexpr Ops kAvx512Vnni{"avx512vnni",
+                          DotF32Avx2,
+                          DotF16Avx2,
+                          DotI8Avx2,
+                          AxpyF16Avx2,
+                          ToF16Avx2,
+                          ScaleMulAvx2,
+                          DequantSetAvx2,
+                          DequantAddAvx2,
+                          DequantRelu2GateAvx2,
+                          static_cast<int>(internal::kHeadGroup),
+                          internal::HeadI8Avx512Vnni,
+                          internal::HeadF16Avx512};
+
+bool HasAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+}
+
+bool HasAvx512Vnni() {
+  __builtin_cpu_init();
+  return HasAvx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vnni");
+}
 #endif
 
-constexpr Ops kPortable{"portable", DotF32, DotF16, DotI8, AxpyF16, ToF16};
+constexpr Ops kPortable{"portable",
+                        DotF32,
+                        DotF16,
+                        DotI8,
+                        AxpyF16,
+                        ToF16,
+                        ScaleMul,
+                        DequantSet,
+                        DequantAdd,
+                        DequantRelu2Gate,
+                        1,
+                        HeadI8Rows<DotI8>,
+                        HeadF16Rows<DotF16>};
 
 const Ops* Choose() {
   const char* forced = std::getenv("TERND_KERNEL");
-  if (forced != nullptr && std::string_view(forced) == "ref") {
-    return &kPortable;
-  }
+  const std::string_view name = forced != nullptr ? forced : "";
+  if (name == "ref") return &kPortable;
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
-    return &kAvx2;
-  }
+  if (HasAvx512Vnni() && name != "avx2") return &kAvx512Vnni;
+  if (HasAvx2()) return &kAvx2;
 #endif
   return &kPortable;
+}
+
+// Offset of (row, block) in a grouped layout of 64-byte blocks.
+size_t HeadOffset(size_t group, size_t blocks, size_t row, size_t block) {
+  return ((row / group * blocks + block) * group + row % group) * 64;
 }
 
 }  // namespace
@@ -207,5 +354,84 @@ const Ops& BestOps() {
 }
 
 const Ops& PortableOps() { return kPortable; }
+
+void RmsNorm(const Ops& ops, const float* x, size_t n, const float* gain,
+             float eps, float* y) {
+  const float ss = ops.dot_f32(x, x, n);
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  ops.scale_mul(x, inv, gain, y, n);
+}
+
+std::vector<const Ops*> SupportedOps() {
+  std::vector<const Ops*> ops;
+#if defined(__x86_64__)
+  if (HasAvx512Vnni()) ops.push_back(&kAvx512Vnni);
+  if (HasAvx2()) ops.push_back(&kAvx2);
+#endif
+  ops.push_back(&kPortable);
+  return ops;
+}
+
+size_t HeadPackedBytes(const Ops& ops, size_t elem_bytes, size_t rows,
+                       size_t n) {
+  const size_t group = static_cast<size_t>(ops.head_group);
+  if (group == 1) return rows * n * elem_bytes;
+  const size_t per_block = 64 / elem_bytes;
+  const size_t blocks = (n + per_block - 1) / per_block;
+  return (rows + group - 1) / group * group * blocks * 64;
+}
+
+void PackHead(const Ops& ops, size_t elem_bytes, const void* src, size_t rows,
+              size_t n, void* dst, int32_t* row_sums) {
+  const size_t group = static_cast<size_t>(ops.head_group);
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (row_sums != nullptr && elem_bytes == 1) {
+    const auto* q = static_cast<const int8_t*>(src);
+    for (size_t r = 0; r < rows; ++r) {
+      int32_t sum = 0;
+      for (size_t i = 0; i < n; ++i) sum += q[r * n + i];
+      row_sums[r] = sum;
+    }
+  }
+  if (group == 1) {
+    std::memcpy(out, in, rows * n * elem_bytes);
+    return;
+  }
+  std::memset(out, 0, HeadPackedBytes(ops, elem_bytes, rows, n));
+  const size_t per_block = 64 / elem_bytes;
+  const size_t blocks = (n + per_block - 1) / per_block;
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t b = 0; b < blocks; ++b) {
+      const size_t cols = std::min(per_block, n - b * per_block);
+      std::memcpy(out + HeadOffset(group, blocks, r, b),
+                  in + (r * n + b * per_block) * elem_bytes, cols * elem_bytes);
+    }
+  }
+}
+
+void CopyHeadRow(const Ops& ops, size_t elem_bytes, const void* packed,
+                 size_t n, size_t row, void* dst) {
+  const size_t group = static_cast<size_t>(ops.head_group);
+  const auto* in = static_cast<const uint8_t*>(packed);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (group == 1) {
+    std::memcpy(out, in + row * n * elem_bytes, n * elem_bytes);
+    return;
+  }
+  const size_t per_block = 64 / elem_bytes;
+  const size_t blocks = (n + per_block - 1) / per_block;
+  for (size_t b = 0; b < blocks; ++b) {
+    const size_t cols = std::min(per_block, n - b * per_block);
+    std::memcpy(out + b * per_block * elem_bytes,
+                in + HeadOffset(group, blocks, row, b), cols * elem_bytes);
+  }
+}
+
+size_t HeadWorkBytes(size_t n) {
+  // int8: four byte planes of n rounded up to 64; f16: n floats rounded up
+  // to 32.
+  return 4 * ((n + 63) / 64 * 64);
+}
 
 }  // namespace ternd::runtime::lm_math

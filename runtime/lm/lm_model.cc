@@ -13,19 +13,20 @@
 #include "base/check.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/lm/thread_team.h"
-#include "runtime/ops.h"
 #include "runtime/runtime.h"
 #include "runtime/ternary_pack.h"
 
 namespace ternd::runtime {
 
+// A ternary matrix, split by rows into chunks packed separately (a task
+// each): rows [row_begin[c], row_begin[c + 1]) in packed[c].
 struct LmModel::Matrix {
   const TernaryKernel* kernel;
   uint32_t n, k;
   float scale;
   int chunks;
-  uint32_t row_begin[kMaxTeam + 1];
-  const uint8_t* packed[kMaxTeam];
+  const uint32_t* row_begin;
+  const uint8_t* const* packed;
 };
 
 struct LmModel::Layer {
@@ -36,31 +37,36 @@ struct LmModel::Layer {
   const float* ffn_sub_norm;
 };
 
+// One Eval chunk: n tokens of sequence seq at positions pos.., and which
+// rows get logits (head_rows 0: none). `round` numbers the team rounds.
 struct LmModel::Step {
-  enum Phase {
-    kNormQuant,  // rows of `x` (width w): optional RMSNorm, then quantize
-    kQkv,        // q, k, v projections
-    kRope,       // RoPE on q and k; k and v into the cache
-    kAttention,  // per head
-    kOutput,     // h += attn_output(o)
-    kGateUp,     // g = act(gate(f)) * up(f)
-    kDown,       // h += ffn_down(g)
-    kHead,       // logits of rows head_first.. from z (in a_)
-  } phase;
   const LmModel* m;
-  const Layer* layer;
-  int layer_index;
   int seq, pos, n;
-  const float* x;
-  const float* gain;
-  uint32_t w;
   int head_first, head_rows;
+  uint64_t round;
+};
+
+// A member's own buffers: normalized rows (and attention's temporary), the
+// quantized input of the next products, the attention scores, and the
+// F16 keys and values of the batch's tokens.
+struct LmModel::MemberScratch {
+  float* x;
+  int8_t* quant;
+  int32_t* sums;
+  float* dequant;
+  float* scores;
+  uint16_t* kv_new;
+  void* work;  // the head's (lm_math::HeadWorkBytes), an embedding row
+  // The round and phase whose input `quant` (or, for the head, `x`) holds.
+  uint64_t prepared_round;
+  int prepared_phase;
 };
 
 namespace {
 
 constexpr size_t kAlign = 64;
 constexpr uint32_t kRowAlign = 16;  // chunk boundaries, in rows
+constexpr int kTasksPerMember = 4;
 size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 int DefaultThreads() {
@@ -101,193 +107,252 @@ const float* LmModel::logits(int i) const {
   return logits_ + static_cast<size_t>(i) * shape_.vocab;
 }
 
-void LmModel::Work(void* ctx, int member, int members) {
-  Step& s = *static_cast<Step*>(ctx);
+namespace {
+// Phases of a round (RunPhases): five per layer, then the head.
+enum LayerPhase { kQkv, kAttention, kOutput, kGateUp, kDown, kLayerPhases };
+}  // namespace
+
+void LmModel::Task(void* ctx, int member, int phase, int index) {
+  const Step& s = *static_cast<const Step*>(ctx);
   const LmModel& m = *s.m;
   const LmShape& sh = m.shape_;
+  if (phase == kLayerPhases * static_cast<int>(sh.layers)) {
+    m.Head(s, member, phase, index);
+    return;
+  }
   const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim;
   const uint32_t KV = sh.kv_heads * D;
   const int n = s.n;
-  const lm_math::Ops& math = *m.math_;
-  QuantizedActivations x{m.quant_, m.quant_stride_, m.sums_, n, 0};
+  MemberScratch& ps = m.member_scratch_[member];
+  const int layer = phase / kLayerPhases;
+  const Layer& L = m.layers_[layer];
 
-  // One member's rows of matrix `mat`: integer products into acc (ld =
-  // mat.n), then `finish(b, r, y)` per value.
-  auto matmul = [&](const Matrix& mat, int32_t* acc, auto finish) {
-    if (member >= mat.chunks) return;
-    const uint32_t r0 = mat.row_begin[member], r1 = mat.row_begin[member + 1];
-    if (r0 == r1) return;
-    x.k = mat.k;
-    mat.kernel->gemm(mat.packed[member], r1 - r0, mat.k, x, acc + r0, mat.n);
-    for (int b = 0; b < n; ++b) {
-      const float sc = mat.scale * m.dequant_[b];
-      const int32_t* ab = acc + static_cast<size_t>(b) * mat.n;
-      for (uint32_t r = r0; r < r1; ++r) {
-        finish(b, r, static_cast<float>(ab[r]) * sc);
+  // The input of this phase's products, in this member's own buffers,
+  // made by its first task of the phase (every member quantizes the whole
+  // rows it multiplies, so none waits for another): rows of `src` (width
+  // w), RMSNorm'd with `gain` unless it is null, then quantized.
+  auto prepare = [&](const float* src, uint32_t w, const float* gain) {
+    if (ps.prepared_round == s.round && ps.prepared_phase == phase) return;
+    if (gain != nullptr) {
+      for (int b = 0; b < n; ++b) {
+        lm_math::RmsNorm(*m.math_, src + static_cast<size_t>(b) * w, w, gain,
+                         sh.rms_eps, ps.x + static_cast<size_t>(b) * w);
       }
+      src = ps.x;
+    }
+    m.kernel_->quantize(src, w, n, w, ps.quant, m.quant_stride_, ps.sums,
+                        ps.dequant);
+    ps.prepared_round = s.round;
+    ps.prepared_phase = phase;
+  };
+  // Chunk c of matrix `mat`: integer products into acc (ld = mat.n), then
+  // `finish(acc row, scale, output row)` for the chunk's rows of each token,
+  // `out` with `ld` values per token.
+  auto matmul = [&](const Matrix& mat, int c, int32_t* acc, float* out,
+                    size_t ld, auto finish) {
+    const uint32_t r0 = mat.row_begin[c], r1 = mat.row_begin[c + 1];
+    if (r0 == r1) return;
+    const QuantizedActivations x{ps.quant, m.quant_stride_, ps.sums, n, mat.k};
+    mat.kernel->gemm(mat.packed[c], r1 - r0, mat.k, x, acc + r0, mat.n);
+    for (int b = 0; b < n; ++b) {
+      finish(acc + static_cast<size_t>(b) * mat.n + r0,
+             mat.scale * ps.dequant[b], out + static_cast<size_t>(b) * ld + r0,
+             r1 - r0);
     }
   };
+  const lm_math::Ops& math = *m.math_;
 
-  switch (s.phase) {
-    case Step::kNormQuant:
-      for (int b = member; b < n; b += members) {
-        const float* xb = s.x + static_cast<size_t>(b) * s.w;
-        float* ab = m.a_ + static_cast<size_t>(b) * s.w;
-        if (s.gain != nullptr) {
-          RmsNorm(xb, 1, s.w, s.gain, sh.rms_eps, ab);
-          xb = ab;
-        }
-        m.kernel_->quantize(xb, s.w, 1, s.w,
-                            m.quant_ + static_cast<size_t>(b) * m.quant_stride_,
-                            m.quant_stride_, m.sums_ + b, m.dequant_ + b);
-      }
-      break;
-    case Step::kQkv: {
-      const Layer& L = *s.layer;
+  switch (phase % kLayerPhases) {
+    case kQkv: {
+      prepare(m.h_, E, L.attn_norm);
       int32_t* acc_q = m.acc_;
       int32_t* acc_k = acc_q + static_cast<size_t>(n) * E;
       int32_t* acc_v = acc_k + static_cast<size_t>(n) * KV;
-      matmul(L.q, acc_q, [&](int b, uint32_t r, float y) {
-        m.q_[static_cast<size_t>(b) * E + r] = y;
-      });
-      matmul(L.k, acc_k, [&](int b, uint32_t r, float y) {
-        m.k_[static_cast<size_t>(b) * KV + r] = y;
-      });
-      matmul(L.v, acc_v, [&](int b, uint32_t r, float y) {
-        m.v_[static_cast<size_t>(b) * KV + r] = y;
-      });
-      break;
-    }
-    case Step::kRope: {
-      const uint32_t items = sh.heads + sh.kv_heads;
-      uint16_t* kv_layer =
-          m.kv_ + s.seq * m.kv_seq_stride_ + s.layer_index * m.kv_layer_stride_;
-      const size_t head_stride = static_cast<size_t>(m.max_context_) * D;
-      for (uint32_t it = member; it < items; it += members) {
-        const bool is_q = it < sh.heads;
-        const uint32_t head = is_q ? it : it - sh.heads;
-        for (int b = 0; b < n; ++b) {
-          float* vec = is_q ? m.q_ + static_cast<size_t>(b) * E + head * D
-                            : m.k_ + static_cast<size_t>(b) * KV + head * D;
-          const float* c = m.rope_cos_ + static_cast<size_t>(b) * (D / 2);
-          const float* sn = m.rope_sin_ + static_cast<size_t>(b) * (D / 2);
-          // Pairs (i, i + D/2) or (2i, 2i + 1).
-          const uint32_t step = sh.rope_neox ? 1 : 2;
-          const uint32_t other = sh.rope_neox ? D / 2 : 1;
-          for (uint32_t i = 0; i < D / 2; ++i) {
-            float* p0 = vec + i * step;
-            float* p1 = p0 + other;
-            const float x0 = *p0, x1 = *p1;
-            *p0 = x0 * c[i] - x1 * sn[i];
-            *p1 = x0 * sn[i] + x1 * c[i];
-          }
-          if (!is_q) {
-            const size_t at =
-                head * head_stride + static_cast<size_t>(s.pos + b) * D;
-            math.to_f16(vec, kv_layer + at, D);
-            math.to_f16(m.v_ + static_cast<size_t>(b) * KV + head * D,
-                        kv_layer + m.kv_layer_stride_ / 2 + at, D);
-          }
-        }
+      if (index < L.q.chunks) {
+        matmul(L.q, index, acc_q, m.q_, E, math.dequant_set);
+      } else if (index < L.q.chunks + L.k.chunks) {
+        matmul(L.k, index - L.q.chunks, acc_k, m.k_, KV, math.dequant_set);
+      } else {
+        matmul(L.v, index - L.q.chunks - L.k.chunks, acc_v, m.v_, KV,
+               math.dequant_set);
       }
       break;
     }
-    case Step::kAttention: {
-      const uint16_t* kv_layer =
-          m.kv_ + s.seq * m.kv_seq_stride_ + s.layer_index * m.kv_layer_stride_;
-      const size_t head_stride = static_cast<size_t>(m.max_context_) * D;
-      const uint32_t group = sh.heads / sh.kv_heads;
-      const float root = std::sqrt(static_cast<float>(D));
-      float* scores = m.scores_ + static_cast<size_t>(member) * m.max_context_;
-      for (uint32_t j = member; j < sh.heads; j += members) {
-        const uint16_t* keys = kv_layer + (j / group) * head_stride;
-        const uint16_t* values = keys + m.kv_layer_stride_ / 2;
-        for (int b = 0; b < n; ++b) {
-          const float* q = m.q_ + static_cast<size_t>(b) * E + j * D;
-          const int len = s.pos + b + 1;
-          float mx = -INFINITY;
-          for (int t = 0; t < len; ++t) {
-            scores[t] =
-                math.dot_f16(keys + static_cast<size_t>(t) * D, q, D) / root;
-            mx = std::fmax(mx, scores[t]);
-          }
-          float sum = 0.0f;
-          for (int t = 0; t < len; ++t) {
-            scores[t] = std::exp(scores[t] - mx);
-            sum += scores[t];
-          }
-          float* o = m.o_ + static_cast<size_t>(b) * E + j * D;
-          std::memset(o, 0, sizeof(float) * D);
-          for (int t = 0; t < len; ++t) {
-            math.axpy_f16(scores[t] / sum, values + static_cast<size_t>(t) * D,
-                          o, D);
-          }
-        }
-      }
+    case kAttention:
+      m.Attention(s, layer, member, index);
       break;
-    }
-    case Step::kOutput:
-      matmul(s.layer->o, m.acc_, [&](int b, uint32_t r, float y) {
-        m.h_[static_cast<size_t>(b) * E + r] += y;
-      });
+    case kOutput:
+      prepare(m.o_, E, L.attn_sub_norm);
+      matmul(L.o, index, m.acc_, m.h_, E, math.dequant_add);
       break;
-    case Step::kGateUp: {
-      const Layer& L = *s.layer;
+    case kGateUp: {
+      prepare(m.h_, E, L.ffn_norm);
       int32_t* acc_g = m.acc_;
       int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
-      matmul(L.gate, acc_g, [&](int b, uint32_t r, float y) {
-        m.g_[static_cast<size_t>(b) * F + r] = y;
-      });
-      const bool relu2 = sh.relu2;
-      matmul(L.up, acc_u, [&](int b, uint32_t r, float y) {
-        float& g = m.g_[static_cast<size_t>(b) * F + r];
-        const float act = relu2 ? (g > 0.0f ? g * g : 0.0f) : Silu(g);
-        g = act * y;
-      });
-      break;
-    }
-    case Step::kDown:
-      matmul(s.layer->down, m.acc_, [&](int b, uint32_t r, float y) {
-        m.h_[static_cast<size_t>(b) * E + r] += y;
-      });
-      break;
-    case Step::kHead: {
-      uint32_t v0, v1;
-      Share(sh.vocab, member, members, &v0, &v1);
-      for (int r = 0; r < s.head_rows; ++r) {
-        const float* z = m.a_ + static_cast<size_t>(s.head_first + r) * E;
-        float* out = m.logits_ + static_cast<size_t>(r) * sh.vocab;
-        switch (sh.head_dtype) {
-          case model::I8: {
-            const int8_t* w = static_cast<const int8_t*>(m.head_);
-            for (uint32_t v = v0; v < v1; ++v) {
-              out[v] = m.head_scales_[v] *
-                       math.dot_i8(w + static_cast<size_t>(v) * E, z, E);
-            }
-            break;
-          }
-          case model::F16: {
-            const uint16_t* w = static_cast<const uint16_t*>(m.head_);
-            for (uint32_t v = v0; v < v1; ++v) {
-              out[v] = math.dot_f16(w + static_cast<size_t>(v) * E, z, E);
-            }
-            break;
-          }
-          default: {
-            const float* w = static_cast<const float*>(m.head_);
-            for (uint32_t v = v0; v < v1; ++v) {
-              out[v] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
-            }
-            break;
-          }
-        }
+      matmul(L.gate, index, acc_g, m.g_, F, math.dequant_set);
+      if (sh.relu2) {
+        matmul(L.up, index, acc_u, m.g_, F, math.dequant_relu2_gate);
+      } else {
+        matmul(L.up, index, acc_u, m.g_, F,
+               [](const int32_t* acc, float sc, float* g, size_t rows) {
+                 for (size_t r = 0; r < rows; ++r) {
+                   g[r] = Silu(g[r]) * (static_cast<float>(acc[r]) * sc);
+                 }
+               });
       }
       break;
+    }
+    case kDown:
+      prepare(m.g_, F, L.ffn_sub_norm);
+      matmul(L.down, index, m.acc_, m.h_, E, math.dequant_add);
+      break;
+  }
+}
+
+// RoPE on the D values at `vec` with the angles of batch row b.
+void LmModel::Rope(float* vec, int b) const {
+  const uint32_t D = shape_.head_dim;
+  const float* c = rope_cos_ + static_cast<size_t>(b) * (D / 2);
+  const float* sn = rope_sin_ + static_cast<size_t>(b) * (D / 2);
+  // Pairs (i, i + D/2) or (2i, 2i + 1).
+  const uint32_t step = shape_.rope_neox ? 1 : 2;
+  const uint32_t other = shape_.rope_neox ? D / 2 : 1;
+  for (uint32_t i = 0; i < D / 2; ++i) {
+    float* p0 = vec + i * step;
+    float* p1 = p0 + other;
+    const float x0 = *p0, x1 = *p1;
+    *p0 = x0 * c[i] - x1 * sn[i];
+    *p1 = x0 * sn[i] + x1 * c[i];
+  }
+}
+
+// The heads of attention task `task` (a contiguous share). The keys and
+// values of this batch's tokens are RoPE'd and rounded to F16 by every task
+// that needs them, into its member's buffer (the same values the cache
+// gets), and written to the cache by the task that holds the first head of
+// their KV head, so no task waits for another here; earlier positions come
+// from the cache, which this Eval does not write there.
+void LmModel::Attention(const Step& s, int layer, int member, int task) const {
+  const LmShape& sh = shape_;
+  const uint32_t E = sh.embedding, D = sh.head_dim, KV = sh.kv_heads * D;
+  const lm_math::Ops& math = *math_;
+  const MemberScratch& ps = member_scratch_[member];
+  const int n = s.n;
+  uint32_t j0, j1;
+  Share(sh.heads, task, attention_tasks_, &j0, &j1);
+  if (j0 == j1) return;
+  const uint32_t group = sh.heads / sh.kv_heads;
+  const uint32_t g0 = j0 / group, g1 = (j1 - 1) / group + 1;
+  uint16_t* kv_layer = kv_ + s.seq * kv_seq_stride_ + layer * kv_layer_stride_;
+  const size_t head_stride = static_cast<size_t>(max_context_) * D;
+  const size_t v_offset = kv_layer_stride_ / 2;
+  // New keys [g - g0][b][D], then values.
+  uint16_t* new_k = ps.kv_new;
+  uint16_t* new_v = new_k + static_cast<size_t>(g1 - g0) * n * D;
+  float* tmp = ps.x;
+  for (uint32_t g = g0; g < g1; ++g) {
+    const bool owner = g * group >= j0;
+    for (int b = 0; b < n; ++b) {
+      const size_t at = (static_cast<size_t>(g - g0) * n + b) * D;
+      std::memcpy(tmp, k_ + static_cast<size_t>(b) * KV + g * D,
+                  sizeof(float) * D);
+      Rope(tmp, b);
+      math.to_f16(tmp, new_k + at, D);
+      math.to_f16(v_ + static_cast<size_t>(b) * KV + g * D, new_v + at, D);
+      if (owner) {
+        const size_t cache_at =
+            g * head_stride + static_cast<size_t>(s.pos + b) * D;
+        std::memcpy(kv_layer + cache_at, new_k + at, sizeof(uint16_t) * D);
+        std::memcpy(kv_layer + v_offset + cache_at, new_v + at,
+                    sizeof(uint16_t) * D);
+      }
+    }
+  }
+  const float root = std::sqrt(static_cast<float>(D));
+  float* scores = ps.scores;
+  for (uint32_t j = j0; j < j1; ++j) {
+    const uint32_t g = j / group;
+    const uint16_t* keys = kv_layer + g * head_stride;
+    const uint16_t* values = keys + v_offset;
+    const uint16_t* nk = new_k + static_cast<size_t>(g - g0) * n * D;
+    const uint16_t* nv = new_v + static_cast<size_t>(g - g0) * n * D;
+    for (int b = 0; b < n; ++b) {
+      float* q = q_ + static_cast<size_t>(b) * E + j * D;
+      Rope(q, b);
+      const int len = s.pos + b + 1;
+      auto key = [&](int t) {
+        return t < s.pos ? keys + static_cast<size_t>(t) * D
+                         : nk + static_cast<size_t>(t - s.pos) * D;
+      };
+      auto value = [&](int t) {
+        return t < s.pos ? values + static_cast<size_t>(t) * D
+                         : nv + static_cast<size_t>(t - s.pos) * D;
+      };
+      float mx = -INFINITY;
+      for (int t = 0; t < len; ++t) {
+        scores[t] = math.dot_f16(key(t), q, D) / root;
+        mx = std::fmax(mx, scores[t]);
+      }
+      float sum = 0.0f;
+      for (int t = 0; t < len; ++t) {
+        scores[t] = std::exp(scores[t] - mx);
+        sum += scores[t];
+      }
+      float* o = o_ + static_cast<size_t>(b) * E + j * D;
+      std::memset(o, 0, sizeof(float) * D);
+      for (int t = 0; t < len; ++t) {
+        math.axpy_f16(scores[t] / sum, value(t), o, D);
+      }
     }
   }
 }
 
-void LmModel::RunStep(Step& step) const { team_->Run(&LmModel::Work, &step); }
+// Logits of rows head_first.. of this member's share of the vocabulary.
+void LmModel::Head(const Step& s, int member, int phase, int task) const {
+  const LmShape& sh = shape_;
+  const uint32_t E = sh.embedding;
+  const lm_math::Ops& math = *math_;
+  MemberScratch& ps = member_scratch_[member];
+  // This task's rows, whole groups of the head's layout.
+  const uint32_t group = static_cast<uint32_t>(head_group_);
+  const uint32_t groups = (sh.vocab + group - 1) / group;
+  uint32_t g0, g1;
+  Share(groups, task, head_tasks_, &g0, &g1);
+  const uint32_t v0 = g0 * group, v1 = std::min(sh.vocab, g1 * group);
+  if (v0 >= v1) return;
+  if (ps.prepared_round != s.round || ps.prepared_phase != phase) {
+    for (int r = 0; r < s.head_rows; ++r) {
+      lm_math::RmsNorm(math, h_ + static_cast<size_t>(s.head_first + r) * E, E,
+                       output_norm_, sh.rms_eps,
+                       ps.x + static_cast<size_t>(r) * E);
+    }
+    ps.prepared_round = s.round;
+    ps.prepared_phase = phase;
+  }
+  for (int r = 0; r < s.head_rows; ++r) {
+    const float* z = ps.x + static_cast<size_t>(r) * E;
+    float* out = logits_ + static_cast<size_t>(r) * sh.vocab + v0;
+    const uint8_t* first =
+        static_cast<const uint8_t*>(head_) + g0 * head_group_bytes_;
+    switch (sh.head_dtype) {
+      case model::I8:
+        math.head_i8(reinterpret_cast<const int8_t*>(first), head_scales_ + v0,
+                     head_row_sums_ + v0, v1 - v0, E, z, ps.work, out);
+        break;
+      case model::F16:
+        math.head_f16(reinterpret_cast<const uint16_t*>(first), v1 - v0, E, z,
+                      ps.work, out);
+        break;
+      default: {
+        const float* w = static_cast<const float*>(head_);
+        for (uint32_t v = v0; v < v1; ++v) {
+          out[v - v0] = math.dot_f32(w + static_cast<size_t>(v) * E, z, E);
+        }
+        break;
+      }
+    }
+  }
+}
 
 Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
                      bool all_logits) const {
@@ -321,22 +386,32 @@ Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
     const int p0 = pos + start;
     // Embeddings.
     for (int b = 0; b < n; ++b) {
-      const size_t row = static_cast<size_t>(tokens[start + b]) * E;
+      size_t row = static_cast<size_t>(tokens[start + b]) * E;
+      const void* table = embedding_;
+      if (embedding_in_head_layout_) {
+        // The tied head's row, out of its layout (into scratch that is
+        // free before the team starts).
+        lm_math::CopyHeadRow(
+            *math_, embedding_dtype_ == model::I8 ? 1 : 2, embedding_, E,
+            static_cast<size_t>(tokens[start + b]), member_scratch_[0].work);
+        table = member_scratch_[0].work;
+        row = 0;
+      }
       float* h = h_ + static_cast<size_t>(b) * E;
       switch (embedding_dtype_) {
         case model::I8: {
-          const int8_t* q = static_cast<const int8_t*>(embedding_) + row;
+          const int8_t* q = static_cast<const int8_t*>(table) + row;
           const float s = embedding_scales_[tokens[start + b]];
           for (uint32_t i = 0; i < E; ++i) h[i] = static_cast<float>(q[i]) * s;
           break;
         }
         case model::F16: {
-          const uint16_t* e = static_cast<const uint16_t*>(embedding_) + row;
+          const uint16_t* e = static_cast<const uint16_t*>(table) + row;
           for (uint32_t i = 0; i < E; ++i) h[i] = lm_math::HalfToFloat(e[i]);
           break;
         }
         default:
-          std::memcpy(h, static_cast<const float*>(embedding_) + row,
+          std::memcpy(h, static_cast<const float*>(table) + row,
                       sizeof(float) * E);
           break;
       }
@@ -346,60 +421,21 @@ Status LmModel::Eval(int seq, std::span<const int32_t> tokens, int pos,
         rope_sin_[static_cast<size_t>(b) * (D / 2) + i] = std::sin(theta);
       }
     }
+    // Logits: of every token (all_logits: one batch), or of the last.
+    const bool last_chunk = start + n == count;
+    const bool logits = all_logits || last_chunk;
     Step s{};
     s.m = this;
     s.seq = seq;
     s.pos = p0;
     s.n = n;
-    for (uint32_t l = 0; l < sh.layers; ++l) {
-      const Layer& L = layers_[l];
-      s.layer = &L;
-      s.layer_index = static_cast<int>(l);
-      s.phase = Step::kNormQuant;
-      s.x = h_;
-      s.gain = L.attn_norm;
-      s.w = E;
-      RunStep(s);
-      s.phase = Step::kQkv;
-      RunStep(s);
-      s.phase = Step::kRope;
-      RunStep(s);
-      s.phase = Step::kAttention;
-      RunStep(s);
-      s.phase = Step::kNormQuant;
-      s.x = o_;
-      s.gain = L.attn_sub_norm;
-      RunStep(s);
-      s.phase = Step::kOutput;
-      RunStep(s);
-      s.phase = Step::kNormQuant;
-      s.x = h_;
-      s.gain = L.ffn_norm;
-      RunStep(s);
-      s.phase = Step::kGateUp;
-      RunStep(s);
-      s.phase = Step::kNormQuant;
-      s.x = g_;
-      s.gain = L.ffn_sub_norm;
-      s.w = sh.ffn;
-      RunStep(s);
-      s.phase = Step::kDown;
-      RunStep(s);
-    }
-    // Logits: of every token (all_logits: one batch), or of the last.
-    const bool last_chunk = start + n == count;
-    if (all_logits || last_chunk) {
-      const int first = all_logits ? 0 : n - 1;
-      for (int b = first; b < n; ++b) {
-        RmsNorm(h_ + static_cast<size_t>(b) * E, 1, E, output_norm_, sh.rms_eps,
-                a_ + static_cast<size_t>(b) * E);
-      }
-      s.phase = Step::kHead;
-      s.head_first = first;
-      s.head_rows = n - first;
-      RunStep(s);
-      logit_rows_ = n - first;
-    }
+    s.head_first = all_logits ? 0 : n - 1;
+    s.head_rows = logits ? n - s.head_first : 0;
+    s.round = ++rounds_;
+    const int layer_phases = kLayerPhases * static_cast<int>(sh.layers);
+    team_->RunPhases(&LmModel::Task, &s, phase_end_,
+                     logits ? layer_phases + 1 : layer_phases);
+    if (logits) logit_rows_ = s.head_rows;
   }
   return Status::Ok();
 }
@@ -484,6 +520,16 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const uint32_t E = sh.embedding, F = sh.ffn, D = sh.head_dim,
                  KV = sh.kv_heads * D, V = sh.vocab;
 
+  // Tasks per phase (ThreadTeam::RunPhases): with more than one member,
+  // several per member, so that a member that is descheduled while holding
+  // one delays the phase by a small part of it.
+  const int chunks = threads == 1 ? 1 : kTasksPerMember * threads;
+  const int attention_tasks = threads == 1
+                                  ? 1
+                                  : std::min<int>(static_cast<int>(sh.heads),
+                                                  kTasksPerMember * threads);
+  const int phases = kLayerPhases * static_cast<int>(sh.layers) + 1;
+
   // 1. Sizes: check ternary codes, size every matrix's chunks.
   const char* kMatrices[7] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                               "ffn_gate", "ffn_up", "ffn_down"};
@@ -503,9 +549,9 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
             col >= k ? "padding must be code 1" : "code 3 is not a weight");
       }
       const TernaryKernel& kern = KernelFor(n, k);
-      for (int c = 0; c < threads; ++c) {
-        const uint32_t r0 = RowSplit(n, c, threads),
-                       r1 = RowSplit(n, c + 1, threads);
+      for (int c = 0; c < chunks; ++c) {
+        const uint32_t r0 = RowSplit(n, c, chunks),
+                       r1 = RowSplit(n, c + 1, chunks);
         if (r1 > r0) weight_bytes += AlignUp(kern.packed_size(r1 - r0, k));
       }
       per_token += kern.packed_size(n, k);
@@ -516,17 +562,31 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
       (static_cast<size_t>(sh.layers) * (2 * E + (sh.sub_norms ? E + F : 0)) +
        E);
   weight_bytes += AlignUp(norms_bytes) + 2 * kAlign * sh.layers;
-  weight_bytes += AlignUp(embd_t->bytes.size()) +
-                  AlignUp(sizeof(float) * embd_t->info->scale_size());
+  // The head (I8, F16) in the layout of the math set (lm_math.h), with row
+  // sums for I8; F32 stays row-major.
+  const lm_math::Ops& math = lm_math::BestOps();
+  const bool head_packed =
+      sh.head_dtype == model::I8 || sh.head_dtype == model::F16;
+  const size_t head_elem = sh.head_dtype == model::I8 ? 1 : 2;
+  const size_t head_bytes =
+      head_packed ? lm_math::HeadPackedBytes(math, head_elem, V, E)
+                  : head_t->bytes.size();
+  const size_t head_sums_bytes =
+      sh.head_dtype == model::I8 ? sizeof(int32_t) * V : 0;
+  weight_bytes += AlignUp(head_bytes) + AlignUp(head_sums_bytes) +
+                  AlignUp(sizeof(float) * head_t->info->scale_size());
   if (!sh.tied_output) {
-    weight_bytes += AlignUp(head_t->bytes.size()) +
-                    AlignUp(sizeof(float) * head_t->info->scale_size());
+    weight_bytes += AlignUp(embd_t->bytes.size()) +
+                    AlignUp(sizeof(float) * embd_t->info->scale_size());
   }
-  per_token += norms_bytes + head_t->bytes.size() +
+  per_token += norms_bytes + head_bytes + head_sums_bytes +
                sizeof(float) * head_t->info->scale_size();
   const size_t meta_bytes =
       AlignUp(sizeof(LmModel)) + AlignUp(sizeof(LmModel::Layer) * sh.layers) +
-      AlignUp(sizeof(float) * D / 2) +
+      7 * sh.layers *
+          (AlignUp(sizeof(uint32_t) * (chunks + 1)) +
+           AlignUp(sizeof(uint8_t*) * chunks)) +
+      AlignUp(sizeof(int) * phases) + AlignUp(sizeof(float) * D / 2) +
       AlignUp(sizeof(int32_t) *
               (lm.golden_prompt_size() + lm.golden_tokens_size()));
   const size_t kv_bytes = sizeof(uint16_t) * 2 *
@@ -535,15 +595,23 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const size_t quant_stride = ActivationStride(std::max(E, F));
   const size_t acc_elems =
       static_cast<size_t>(B) * std::max<size_t>(E + 2 * KV, 2 * F);
-  const size_t scratch_bytes =
-      AlignUp(sizeof(float) * B * E) * 4 +              // h, a, q, o
-      AlignUp(sizeof(float) * B * KV) * 2 +             // k, v
-      AlignUp(sizeof(float) * B * F) +                  // g
-      AlignUp(sizeof(float) * B * V) +                  // logits
-      AlignUp(sizeof(float) * B * (D / 2)) * 2 +        // rope cos, sin
-      AlignUp(sizeof(float) * threads * max_context) +  // scores
+  const size_t member_bytes =
+      AlignUp(sizeof(float) * B * std::max(E, F)) +  // normalized rows
       AlignUp(B * quant_stride) + AlignUp(sizeof(int32_t) * B) +
-      AlignUp(sizeof(float) * B) + AlignUp(sizeof(int32_t) * acc_elems);
+      AlignUp(sizeof(float) * B) +                 // quantized input
+      AlignUp(sizeof(float) * max_context) +       // scores
+      AlignUp(sizeof(uint16_t) * 2 * B * KV) +     // new keys, values
+      AlignUp(std::max(lm_math::HeadWorkBytes(E),  // head, embedding
+                       sizeof(float) * E));
+  const size_t scratch_bytes =
+      AlignUp(sizeof(float) * B * E) * 3 +        // h, q, o
+      AlignUp(sizeof(float) * B * KV) * 2 +       // k, v
+      AlignUp(sizeof(float) * B * F) +            // g
+      AlignUp(sizeof(float) * B * V) +            // logits
+      AlignUp(sizeof(float) * B * (D / 2)) * 2 +  // rope cos, sin
+      AlignUp(sizeof(int32_t) * acc_elems) +
+      AlignUp(sizeof(LmModel::MemberScratch) * threads) +
+      member_bytes * threads;
   const size_t need = meta_bytes + weight_bytes + kv_bytes + scratch_bytes;
   if (need > slot_bytes_) {
     return ResourceExhausted(
@@ -592,10 +660,26 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   m->max_batch_ = B;
   m->threads_ = threads;
   m->kernel_ = kernel_;
-  m->math_ = &lm_math::BestOps();
+  m->math_ = &math;
   m->team_ = team_.get();
   LmModel::Layer* layers = reinterpret_cast<LmModel::Layer*>(
       take(sizeof(LmModel::Layer) * sh.layers));
+  {
+    int* phase_end = reinterpret_cast<int*>(take(sizeof(int) * phases));
+    int end = 0;
+    for (uint32_t l = 0; l < sh.layers; ++l) {
+      const int tasks[kLayerPhases] = {3 * chunks, attention_tasks, chunks,
+                                       chunks, chunks};
+      for (int p = 0; p < kLayerPhases; ++p) {
+        end += tasks[p];
+        phase_end[kLayerPhases * l + p] = end;
+      }
+    }
+    phase_end[phases - 1] = end + chunks;  // the head
+    m->phase_end_ = phase_end;
+    m->attention_tasks_ = attention_tasks;
+    m->head_tasks_ = chunks;
+  }
   auto place_matrix = [&](const std::string& name, LmModel::Matrix* mat) {
     const TensorView* t = file.FindTensor(name);
     const uint32_t n = static_cast<uint32_t>(t->info->shape(0)),
@@ -605,19 +689,23 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     mat->n = n;
     mat->k = k;
     mat->scale = t->info->scale(0);
-    mat->chunks = threads;
+    mat->chunks = chunks;
     if (IsTq1Kernel(kern)) ++m->tq1_matrices_;
-    for (int c = 0; c <= threads; ++c) {
-      mat->row_begin[c] = RowSplit(n, c, threads);
-    }
-    for (int c = 0; c < threads; ++c) {
-      const uint32_t r0 = mat->row_begin[c], r1 = mat->row_begin[c + 1];
-      mat->packed[c] = nullptr;
+    auto* row_begin =
+        reinterpret_cast<uint32_t*>(take(sizeof(uint32_t) * (chunks + 1)));
+    auto* packed =
+        reinterpret_cast<const uint8_t**>(take(sizeof(uint8_t*) * chunks));
+    for (int c = 0; c <= chunks; ++c) row_begin[c] = RowSplit(n, c, chunks);
+    for (int c = 0; c < chunks; ++c) {
+      const uint32_t r0 = row_begin[c], r1 = row_begin[c + 1];
+      packed[c] = nullptr;
       if (r1 == r0) continue;
       uint8_t* dst = take(kern.packed_size(r1 - r0, k));
       kern.pack(t->bytes.data() + r0 * TernaryRowBytes(k), r1 - r0, k, dst);
-      mat->packed[c] = dst;
+      packed[c] = dst;
     }
+    mat->row_begin = row_begin;
+    mat->packed = packed;
   };
   auto place_f32 = [&](const std::string& name) -> const float* {
     const TensorView* t = file.FindTensor(name);
@@ -655,13 +743,41 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     }
     return static_cast<const void*>(dst);
   };
-  m->embedding_ = place_table(embd_t, &m->embedding_scales_);
+  // The head: I8 and F16 in the math set's layout.
+  m->head_group_ = head_packed ? math.head_group : 1;
+  m->head_group_bytes_ =
+      head_packed ? lm_math::HeadPackedBytes(
+                        math, head_elem, static_cast<size_t>(m->head_group_), E)
+                  : 0;
+  {
+    uint8_t* dst = take(head_bytes);
+    int32_t* sums = nullptr;
+    if (head_sums_bytes > 0) {
+      sums = reinterpret_cast<int32_t*>(take(head_sums_bytes));
+    }
+    if (head_packed) {
+      lm_math::PackHead(math, head_elem, head_t->bytes.data(), V, E, dst, sums);
+    } else {
+      std::memcpy(dst, head_t->bytes.data(), head_bytes);
+    }
+    m->head_ = dst;
+    m->head_row_sums_ = sums;
+    m->head_scales_ = nullptr;
+    if (head_t->info->scale_size() > 0) {
+      float* sc = reinterpret_cast<float*>(
+          take(sizeof(float) * head_t->info->scale_size()));
+      std::copy(head_t->info->scale().begin(), head_t->info->scale().end(), sc);
+      m->head_scales_ = sc;
+    }
+  }
   m->embedding_dtype_ = embd_t->info->dtype();
   if (sh.tied_output) {
-    m->head_ = m->embedding_;
-    m->head_scales_ = m->embedding_scales_;
+    m->embedding_ = m->head_;
+    m->embedding_scales_ = m->head_scales_;
+    m->embedding_in_head_layout_ = head_packed && m->head_group_ > 1;
   } else {
-    m->head_ = place_table(head_t, &m->head_scales_);
+    m->embedding_ = place_table(embd_t, &m->embedding_scales_);
+    m->embedding_in_head_layout_ = false;
   }
   float* inv_freq = reinterpret_cast<float*>(take(sizeof(float) * D / 2));
   const TensorView* factors = file.FindTensor("rope_freqs.weight");
@@ -693,24 +809,32 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
 
   const size_t scratch_start = used;
   m->h_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
-  m->a_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
   m->q_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
   m->o_ = reinterpret_cast<float*>(take(sizeof(float) * B * E));
   m->k_ = reinterpret_cast<float*>(take(sizeof(float) * B * KV));
   m->v_ = reinterpret_cast<float*>(take(sizeof(float) * B * KV));
   m->g_ = reinterpret_cast<float*>(take(sizeof(float) * B * F));
-  m->u_ = nullptr;
   m->logits_ = reinterpret_cast<float*>(take(sizeof(float) * B * V));
   m->rope_cos_ = reinterpret_cast<float*>(take(sizeof(float) * B * (D / 2)));
   m->rope_sin_ = reinterpret_cast<float*>(take(sizeof(float) * B * (D / 2)));
-  m->scores_ =
-      reinterpret_cast<float*>(take(sizeof(float) * threads * max_context));
-  m->quant_ = reinterpret_cast<int8_t*>(take(B * quant_stride));
   m->quant_stride_ = quant_stride;
-  m->sums_ = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
-  m->dequant_ = reinterpret_cast<float*>(take(sizeof(float) * B));
   m->acc_ = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * acc_elems));
-  m->acc_stride_ = acc_elems;
+  auto* members = reinterpret_cast<LmModel::MemberScratch*>(
+      take(sizeof(LmModel::MemberScratch) * threads));
+  for (int t = 0; t < threads; ++t) {
+    LmModel::MemberScratch& ms = members[t];
+    ms.x = reinterpret_cast<float*>(take(sizeof(float) * B * std::max(E, F)));
+    ms.quant = reinterpret_cast<int8_t*>(take(B * quant_stride));
+    ms.sums = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
+    ms.dequant = reinterpret_cast<float*>(take(sizeof(float) * B));
+    ms.scores = reinterpret_cast<float*>(take(sizeof(float) * max_context));
+    ms.kv_new =
+        reinterpret_cast<uint16_t*>(take(sizeof(uint16_t) * 2 * B * KV));
+    ms.work = take(std::max(lm_math::HeadWorkBytes(E), sizeof(float) * E));
+    ms.prepared_round = 0;
+    ms.prepared_phase = -1;
+  }
+  m->member_scratch_ = members;
   m->scratch_bytes_ = used - scratch_start;
   m->weight_bytes_ = weights_end;
   m->kv_bytes_ = kv_bytes;

@@ -10,10 +10,17 @@
 // Everything is planned at load; Eval never allocates.
 //
 // Threads: a fixed ThreadTeam (LmOptions::threads members, created with the
-// Runtime's first language model) runs every step. Each ternary matrix is
-// split by rows into one chunk per member, packed separately at load; the
-// attention is split by heads. Every output value is computed by exactly one
-// member in a fixed order, so results do not depend on the team size.
+// Runtime's first language model) runs each Eval chunk as one round of
+// phases (ThreadTeam::RunPhases), five per layer (q/k/v, attention,
+// attn_output, gate/up, ffn_down: each reads what the one before wrote) and
+// the head. A phase is a list of tasks that whichever member is running
+// takes: each ternary matrix is split by rows into chunks (4 per member
+// with more than one; packed separately at load), the attention into
+// groups of heads, the head into groups of rows. The row ops in front of
+// a product (norm, quantization) are done by each member that takes a task
+// of the phase, into its own buffers. Every output value is computed by
+// exactly one task in a fixed order, so results depend neither on the team
+// size nor on which member ran what.
 //
 // Thread-safety: Eval uses the model's scratch and the Runtime's team: one
 // Eval at a time per Runtime (the caller serializes).
@@ -104,8 +111,11 @@ class LmModel {
   struct Matrix;
   struct Layer;
   struct Step;
-  static void Work(void* ctx, int member, int members);
-  void RunStep(Step& step) const;
+  struct MemberScratch;
+  static void Task(void* ctx, int member, int phase, int index);
+  void Rope(float* vec, int b) const;
+  void Attention(const Step& s, int layer, int member, int task) const;
+  void Head(const Step& s, int member, int phase, int task) const;
 
   char name_[kMaxNameLength + 1];
   uint64_t version_;
@@ -116,22 +126,32 @@ class LmModel {
   ThreadTeam* team_;
   int tq1_matrices_ = 0;
   const Layer* layers_;
-  const void* embedding_;  // [vocab, E] in shape_.head_dtype when tied
+  const void* embedding_;  // [vocab, E]; the head itself when tied
   model::DType embedding_dtype_;
   const float* embedding_scales_;  // I8
+  bool embedding_in_head_layout_;  // tied, in the head's layout
+  // The head in math_'s layout (lm_math::PackHead), groups of head_group_
+  // rows of head_group_bytes_ each; row sums for I8.
   const void* head_;
   const float* head_scales_;
+  const int32_t* head_row_sums_;
+  int head_group_;
+  size_t head_group_bytes_;
   const float* output_norm_;
   const float* rope_inv_freq_;              // [head_dim / 2]
   uint16_t* kv_;                            // the KV cache
   size_t kv_seq_stride_, kv_layer_stride_;  // in halves
   // Scratch.
-  float *h_, *a_, *q_, *k_, *v_, *o_, *g_, *u_, *logits_, *rope_cos_,
-      *rope_sin_, *scores_;
-  int8_t* quant_;
-  int32_t *sums_, *acc_;
-  float* dequant_;
-  size_t quant_stride_, acc_stride_;
+  float *h_, *q_, *k_, *v_, *o_, *g_, *logits_, *rope_cos_, *rope_sin_;
+  int32_t* acc_;
+  MemberScratch* member_scratch_;  // [threads_]
+  // The team's phases: the end of each phase's tasks (ThreadTeam::
+  // RunPhases), five per layer and the head's; the tasks of attention
+  // and of the head.
+  const int* phase_end_;
+  int attention_tasks_, head_tasks_;
+  mutable uint64_t rounds_ = 0;
+  size_t quant_stride_;
   mutable int logit_rows_ = 0;
   const int32_t* golden_;
   int golden_prompt_len_ = 0, golden_len_ = 0;

@@ -54,6 +54,8 @@ void ThreadTeam::Run(Work work, void* ctx) {
     work(ctx, 0, 1);
     return;
   }
+  WaitHelpersOutside();
+  phased_ = false;
   work_ = work;
   ctx_ = ctx;
   pending_.store(members_ - 1, std::memory_order_relaxed);
@@ -76,6 +78,86 @@ void ThreadTeam::Run(Work work, void* ctx) {
   }
 }
 
+void ThreadTeam::WaitHelpersOutside() {
+  // Helpers leave at once (they only check that the round they noticed
+  // closed), unless descheduled in between.
+  int spins = 0;
+  while (inside_.load(std::memory_order_seq_cst) != 0) {
+    if (++spins < kSpinIterations) {
+      Pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+void ThreadTeam::RunPhases(Task task, void* ctx, const int* phase_end,
+                           int phases) {
+  if (members_ == 1) {
+    int first = 0;
+    for (int p = 0; p < phases; ++p) {
+      for (int i = 0; i < phase_end[p] - first; ++i) task(ctx, 0, p, i);
+      first = phase_end[p];
+    }
+    return;
+  }
+  WaitHelpersOutside();
+  phased_ = true;
+  task_ = task;
+  ctx_ = ctx;
+  phase_end_ = phase_end;
+  total_tasks_ = phase_end[phases - 1];
+  next_task_.store(0, std::memory_order_relaxed);
+  tasks_done_.store(0, std::memory_order_relaxed);
+  const uint32_t gen = generation_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) FutexWakeAll(&generation_);
+  TakeTasks(0);
+  WaitTasksDone(static_cast<uint32_t>(total_tasks_));
+  closed_.store(gen, std::memory_order_seq_cst);
+}
+
+void ThreadTeam::TakeTasks(int member) {
+  int phase = 0;
+  for (;;) {
+    int t = next_task_.load(std::memory_order_acquire);
+    if (t >= total_tasks_) return;
+    while (phase_end_[phase] <= t) ++phase;
+    const int first = phase > 0 ? phase_end_[phase - 1] : 0;
+    if (tasks_done_.load(std::memory_order_acquire) <
+        static_cast<uint32_t>(first)) {
+      WaitTasksDone(static_cast<uint32_t>(first));
+      continue;
+    }
+    if (!next_task_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed)) {
+      continue;
+    }
+    task_(ctx_, member, phase, t - first);
+    const uint32_t done =
+        tasks_done_.fetch_add(1, std::memory_order_seq_cst) + 1;
+    if (done == static_cast<uint32_t>(phase_end_[phase]) &&
+        task_sleepers_.load(std::memory_order_seq_cst) > 0) {
+      FutexWakeAll(&tasks_done_);
+    }
+  }
+}
+
+void ThreadTeam::WaitTasksDone(uint32_t count) {
+  int spins = 0;
+  uint32_t done;
+  while ((done = tasks_done_.load(std::memory_order_acquire)) < count) {
+    if (++spins < kSpinIterations) {
+      Pause();
+    } else {
+      // The task that completes a phase wakes sleepers (TakeTasks); the
+      // wait returns at once if the count moved since it was read.
+      task_sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      FutexWait(&tasks_done_, done);
+      task_sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+  }
+}
+
 void ThreadTeam::Helper(int member) {
   // Not the current value: a helper that starts after the first Run must
   // still take part in it. Nothing runs before the constructor returns.
@@ -94,13 +176,24 @@ void ThreadTeam::Helper(int member) {
     }
     seen = now;
     if (stop_.load(std::memory_order_acquire)) return;
-    work_(ctx_, member, members_);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      // The last helper of the round releases the caller.
-      done_.store(now, std::memory_order_seq_cst);
-      if (caller_sleeping_.load(std::memory_order_seq_cst))
-        FutexWakeAll(&done_);
+    inside_.fetch_add(1, std::memory_order_seq_cst);
+    // A phased round may have ended (and another begun) before this helper
+    // got here; a Run round waits for every helper, so it is always current.
+    if (generation_.load(std::memory_order_seq_cst) == now &&
+        closed_.load(std::memory_order_seq_cst) != now) {
+      if (phased_) {
+        TakeTasks(member);
+      } else {
+        work_(ctx_, member, members_);
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+          // The last helper of the round releases the caller.
+          done_.store(now, std::memory_order_seq_cst);
+          if (caller_sleeping_.load(std::memory_order_seq_cst))
+            FutexWakeAll(&done_);
+        }
+      }
     }
+    inside_.fetch_sub(1, std::memory_order_seq_cst);
   }
 }
 

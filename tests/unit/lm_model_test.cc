@@ -390,5 +390,66 @@ TEST(ThreadTeamTest, SleepingHelpersWakeUp) {
   }
 }
 
+TEST(ThreadTeamTest, PhasesRunEveryTaskOnceAndInOrder) {
+  for (int members : {1, 2, 3}) {
+    ThreadTeam team(members);
+    // Phases of 1, 7, 2, 5 and 1 tasks.
+    const int phase_end[] = {1, 8, 10, 15, 16};
+    struct Ctx {
+      std::atomic<int> runs[16];
+      std::atomic<int> finished[5];
+      std::atomic<int> out_of_order{0};
+      std::atomic<int> members_seen{0};
+    } ctx;
+    for (int round = 0; round < 500; ++round) {
+      for (auto& r : ctx.runs) r = 0;
+      for (auto& f : ctx.finished) f = 0;
+      team.RunPhases(
+          [](void* p, int member, int phase, int index) {
+            auto* c = static_cast<Ctx*>(p);
+            static constexpr int kFirst[] = {0, 1, 8, 10, 15};
+            static constexpr int kCount[] = {1, 7, 2, 5, 1};
+            // Every task of the phases before has finished.
+            for (int q = 0; q < phase; ++q) {
+              if (c->finished[q].load() != kCount[q]) ++c->out_of_order;
+            }
+            c->runs[kFirst[phase] + index].fetch_add(1);
+            c->members_seen.fetch_or(1 << member);
+            if (index % 3 == 0) std::this_thread::yield();
+            c->finished[phase].fetch_add(1);
+          },
+          &ctx, phase_end, 5);
+      for (int t = 0; t < 16; ++t) {
+        ASSERT_EQ(ctx.runs[t].load(), 1) << "task " << t << ", round " << round;
+      }
+      ASSERT_EQ(ctx.out_of_order.load(), 0) << "round " << round;
+    }
+    // The caller takes part; helpers may or may not (a helper that is not
+    // running is not waited for).
+    EXPECT_TRUE(ctx.members_seen.load() & 1);
+    EXPECT_LT(ctx.members_seen.load(), 1 << members);
+  }
+}
+
+TEST(ThreadTeamTest, PhasedAndPlainRoundsMix) {
+  ThreadTeam team(3);
+  std::atomic<int> calls{0}, tasks{0};
+  const int phase_end[] = {4, 6};
+  for (int round = 0; round < 300; ++round) {
+    team.RunPhases([](void* p, int, int,
+                      int) { static_cast<std::atomic<int>*>(p)->fetch_add(1); },
+                   &tasks, phase_end, 2);
+    ASSERT_EQ(tasks.load(), 6 * (round + 1));
+    if (round % 50 == 0) {
+      // Long enough for the helpers to sleep.
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    team.Run([](void* p, int,
+                int) { static_cast<std::atomic<int>*>(p)->fetch_add(1); },
+             &calls);
+    ASSERT_EQ(calls.load(), 3 * (round + 1));
+  }
+}
+
 }  // namespace
 }  // namespace ternd::runtime

@@ -1,0 +1,487 @@
+// Language-model benchmarks (issue 27, "Performance"): random-weight
+// models with the exact shapes of BitNet b1.58 2B4T and of the 0.7B
+// (bitnet_b1_58-large), plus a small model that runs in seconds, converted
+// in-process (runtime/lm/convert.h) with an int8 and an f16 output head,
+// loaded with Runtime::LoadLm and timed as generation uses them:
+//
+//   pp128   one Eval of a 128-token prompt at position 0 (tokens/s);
+//   tg128   128 single-token Evals after a 4-token prompt, each feeding the
+//           greedy token of the one before (tokens/s; the arg max is part
+//           of the timed loop, the prompt is not);
+//   ttft32  one Eval of a 32-token prompt: the time to the first token's
+//           logits;
+//   tg16@N  16 single-token Evals at positions N.. (attention over N
+//           cached positions; the cache contents do not change the work,
+//           so it is not filled first).
+//
+// at 1 thread and at all the CPUs this process may use (LmOptions::threads
+// = 0). Times are wall-clock (the team's helpers work while the caller
+// does).
+//
+// The GGUF files are written on first use by the Python generators
+// (python3 -m ternd.make_2b4t 2b4t|0.7b; ternd.gguf_writer for the small
+// one: ~16 s and 1.2 GB for 2B4T) into the cache directory
+// (TERND_LM_BENCH_CACHE, default build/bench/lm_bench_cache), converted
+// .tern files are kept beside them. Nothing there is committed.
+//
+// Counters: tok/s; bytes_per_token (LmModel::bytes_per_token: every
+// ternary matrix in its layout, the norms and the output head); read_B/s,
+// the single-core read bandwidth measured in the same run (BestReadBandwidth
+// over 1 GiB, as ternary_kernels_bench); roofline = read_B/s /
+// bytes_per_token in tokens/s and of_roofline = tg tokens/s over it (tg
+// only); read_B/s_all, the read bandwidth of all CPUs reading at once;
+// arena_used (LmModel::slot_bytes_used), kv_cache, RSS after the load and
+// peak_RSS (VmHWM since the load began: the .tern file read into memory
+// while the arena is filled, then the runs); tq1 = matrices in the 1.6-bit
+// layout.
+//
+// Run (docs/performance.md, "Language models"):
+//   build/bench/lm_bench --benchmark_filter='small'
+//   build/bench/lm_bench --benchmark_filter='2b4t/int8/threads:1/(pp128|tg128)'
+#include <benchmark/benchmark.h>
+#include <sched.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/file.h"
+#include "base/memory.h"
+#include "runtime/format.h"
+#include "runtime/gguf/gguf_reader.h"
+#include "runtime/lm/convert.h"
+#include "runtime/lm/lm_math.h"
+#include "runtime/lm/lm_model.h"
+#include "runtime/machine.h"
+#include "runtime/runtime.h"
+
+namespace ternd::runtime {
+namespace {
+
+struct ModelSpec {
+  const char* name;
+  // Arguments of `python3 -m ...` that write the GGUF file to the path that
+  // follows them.
+  const char* generator;
+};
+
+constexpr ModelSpec kModels[] = {
+    {"small",
+     "ternd.gguf_writer --arch bitnet-b1.58 --ternary i2_s --hidden 512 "
+     "--ffn 1536 --layers 4 --heads 8 --kv-heads 2 --vocab 8192 --context "
+     "2048 --well-scaled -o"},
+    {"0.7b", "ternd.make_2b4t 0.7b -o"},
+    {"2b4t", "ternd.make_2b4t 2b4t -o"},
+};
+
+std::string CacheDir() {
+  const char* env = std::getenv("TERND_LM_BENCH_CACHE");
+  std::string dir = env != nullptr && env[0] != '\0' ? env : LM_BENCH_CACHE;
+  ::mkdir(dir.c_str(), 0755);
+  return dir;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+}
+
+// "Vm...:   123 kB" of /proc/self/status, in bytes.
+size_t ProcStatusBytes(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const size_t len = std::strlen(key);
+  while (std::getline(in, line)) {
+    if (line.compare(0, len, key) == 0 && line[len] == ':') {
+      return std::strtoull(line.c_str() + len + 1, nullptr, 10) * 1024;
+    }
+  }
+  return 0;
+}
+
+void ResetPeakRss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+}
+
+// The .tern file of `spec` with `head`, made (GGUF, then conversion) if
+// missing.
+Result<std::string> TernFile(const ModelSpec& spec, const std::string& head) {
+  const std::string dir = CacheDir();
+  const std::string gguf = dir + "/" + spec.name + ".gguf";
+  const std::string tern = dir + "/" + spec.name + "-" + head + ".tern";
+  if (Exists(tern)) return tern;
+  if (!Exists(gguf)) {
+    const std::string cmd = std::string("PYTHONPATH=") + PYTHON_DIR + " " +
+                            PYTHON_PATH + " -m " + spec.generator + " " + gguf +
+                            ".tmp >&2 && mv " + gguf + ".tmp " + gguf;
+    std::fprintf(stderr, "lm_bench: writing %s\n", gguf.c_str());
+    if (std::system(cmd.c_str()) != 0) {
+      return Internal("lm_bench: '%s' failed", cmd.c_str());
+    }
+  }
+  std::fprintf(stderr, "lm_bench: converting %s (head %s)\n", gguf.c_str(),
+               head.c_str());
+  TERND_ASSIGN_OR_RETURN(gguf::GgufFile g, gguf::GgufFile::Open(gguf));
+  lm::ConvertOptions options;
+  options.head = head;
+  options.name = spec.name;
+  TERND_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
+                         lm::ConvertGguf(g, options));
+  TERND_RETURN_IF_ERROR(WriteFileAtomically(tern, bytes));
+  return tern;
+}
+
+// Bandwidths, measured once per run (before any model is loaded).
+struct Bandwidth {
+  double one = 0;  // one core, bytes/s of thread CPU time
+  double all = 0;  // every CPU reading its own part at once, wall time
+};
+
+// Keeps the sums of the all-CPU bandwidth passes, so that the reads happen.
+volatile uint64_t read_sink;
+
+int AllThreads() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+    return CPU_COUNT(&set);
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+const Bandwidth& MeasuredBandwidth() {
+  static const Bandwidth bw = [] {
+    Bandwidth b;
+    constexpr size_t kBytes = size_t{1} << 30;
+    std::vector<uint8_t> buf = MakeLargeBuffer(kBytes + kHugePageBytes);
+    uint8_t* p =
+        buf.data() + (kHugePageBytes - reinterpret_cast<uintptr_t>(buf.data()) %
+                                           kHugePageBytes) %
+                         kHugePageBytes;
+    std::memset(p, 1, kBytes);
+    const auto* words = reinterpret_cast<const uint64_t*>(p);
+    b.one = BestReadBandwidth(words, kBytes, 5);
+    const int n = AllThreads();
+    const size_t part = kBytes / n / 4096 * 4096;
+    for (int pass = 0; pass < 5; ++pass) {
+      std::vector<std::thread> threads;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int t = 0; t < n; ++t) {
+        threads.emplace_back(
+            [&, t] { read_sink = SumWords(words + t * part / 8, part / 8); });
+      }
+      for (std::thread& t : threads) t.join();
+      const double s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+              .count();
+      b.all = std::max(b.all, static_cast<double>(part) * n / s);
+    }
+    return b;
+  }();
+  return bw;
+}
+
+// The model being benchmarked; the previous one is released before the next
+// one loads, so that only one big model is in memory at a time.
+struct Loaded {
+  std::string key;
+  std::unique_ptr<Runtime> rt;
+  const LmModel* m = nullptr;
+  size_t rss_after_load = 0;
+};
+
+Loaded& Current() {
+  static Loaded loaded;
+  return loaded;
+}
+
+const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
+                    const std::string& head, int threads) {
+  Loaded& cur = Current();
+  const std::string key =
+      std::string(spec.name) + "/" + head + "/" + std::to_string(threads);
+  if (cur.key == key && cur.m != nullptr) return cur.m;
+  cur.m = nullptr;
+  cur.rt.reset();
+  cur.key.clear();
+  Result<std::string> path = TernFile(spec, head);
+  if (!path.ok()) {
+    state.SkipWithError(path.status().message());
+    return nullptr;
+  }
+  MeasuredBandwidth();  // before the peak-RSS window, with no model resident
+  ResetPeakRss();
+  Result<ModelFile> file = ModelFile::Open(*path);
+  if (!file.ok()) {
+    state.SkipWithError(file.status().message());
+    return nullptr;
+  }
+  RuntimeOptions ro;
+  ro.slots = 1;
+  // Reserved, not touched: only what the model places becomes resident.
+  ro.arena_bytes = file->file_size() + (size_t{1} << 30);
+  Result<std::unique_ptr<Runtime>> rt = Runtime::Create(ro);
+  if (!rt.ok()) {
+    state.SkipWithError(rt.status().message());
+    return nullptr;
+  }
+  LmOptions lo;
+  lo.threads = threads;
+  Result<const LmModel*> m = (*rt)->LoadLm(0, *file, lo);
+  if (!m.ok()) {
+    state.SkipWithError(m.status().message());
+    return nullptr;
+  }
+  cur.rt = std::move(*rt);
+  cur.m = *m;
+  cur.key = key;
+  { ModelFile discard = std::move(*file); }
+  cur.rss_after_load = ProcStatusBytes("VmRSS");
+  return cur.m;
+}
+
+int32_t ArgMax(const float* z, uint32_t n) {
+  uint32_t best = 0;
+  for (uint32_t v = 1; v < n; ++v) {
+    if (z[v] > z[best]) best = v;
+  }
+  return static_cast<int32_t>(best);
+}
+
+std::vector<int32_t> Prompt(int n, uint32_t vocab) {
+  std::vector<int32_t> t(n);
+  uint32_t x = 12345;
+  for (int32_t& v : t) {
+    x = x * 1664525u + 1013904223u;
+    v = static_cast<int32_t>((x >> 8) % vocab);
+  }
+  return t;
+}
+
+enum class Test { kPp128, kTg128, kTtft32, kTgDepth };
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+void Fail(benchmark::State& state, const Status& s) {
+  state.SkipWithError(std::string(s.message()).c_str());
+}
+
+void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
+           int threads, Test test, int depth) {
+  const LmModel* m = Load(state, *spec, head, threads);
+  if (m == nullptr) return;
+  const uint32_t V = m->shape().vocab;
+  int tokens_per_iteration = 0;
+  double seconds = 0;  // in the timed loops, as the benchmark's real time
+  switch (test) {
+    case Test::kPp128:
+    case Test::kTtft32: {
+      const int n = test == Test::kPp128 ? 128 : 32;
+      tokens_per_iteration = n;
+      const std::vector<int32_t> prompt = Prompt(n, V);
+      for (auto _ : state) {
+        const auto t0 = Clock::now();
+        Status s = m->Eval(0, prompt, 0);
+        if (!s.ok()) return Fail(state, s);
+        benchmark::DoNotOptimize(m->logits(0)[0]);
+        seconds += Seconds(Clock::now() - t0);
+      }
+      break;
+    }
+    case Test::kTg128:
+    case Test::kTgDepth: {
+      const int n = test == Test::kTg128 ? 128 : 16;
+      const int start = test == Test::kTg128 ? 4 : depth;
+      if (start + n > m->max_context()) {
+        state.SkipWithError("the context is too short for this test");
+        return;
+      }
+      tokens_per_iteration = n;
+      const std::vector<int32_t> prompt = Prompt(4, V);
+      for (auto _ : state) {
+        state.PauseTiming();
+        int32_t next = prompt[0];
+        if (test == Test::kTg128) {
+          Status s = m->Eval(0, prompt, 0);
+          if (!s.ok()) return Fail(state, s);
+          next = ArgMax(m->logits(0), V);
+        }
+        state.ResumeTiming();
+        const auto t0 = Clock::now();
+        for (int i = 0; i < n; ++i) {
+          Status s = m->Eval(0, {&next, 1}, start + i);
+          if (!s.ok()) return Fail(state, s);
+          next = ArgMax(m->logits(0), V);
+        }
+        seconds += Seconds(Clock::now() - t0);
+        benchmark::DoNotOptimize(next);
+      }
+      break;
+    }
+  }
+  using benchmark::Counter;
+  const Bandwidth& bw = MeasuredBandwidth();
+  const double bytes = static_cast<double>(m->bytes_per_token());
+  const double tokens_per_second =
+      static_cast<double>(tokens_per_iteration) * state.iterations() / seconds;
+  state.counters["tok/s"] = tokens_per_second;
+  state.counters["threads"] = m->threads();
+  state.counters["bytes_per_token"] =
+      Counter(bytes, Counter::kDefaults, Counter::kIs1024);
+  state.counters["read_B/s"] =
+      Counter(bw.one, Counter::kDefaults, Counter::kIs1024);
+  state.counters["read_B/s_all"] =
+      Counter(bw.all, Counter::kDefaults, Counter::kIs1024);
+  state.counters["arena_used"] =
+      Counter(static_cast<double>(m->slot_bytes_used()), Counter::kDefaults,
+              Counter::kIs1024);
+  state.counters["kv_cache"] = Counter(static_cast<double>(m->kv_cache_bytes()),
+                                       Counter::kDefaults, Counter::kIs1024);
+  state.counters["RSS"] = Counter(static_cast<double>(Current().rss_after_load),
+                                  Counter::kDefaults, Counter::kIs1024);
+  state.counters["peak_RSS"] =
+      Counter(static_cast<double>(ProcStatusBytes("VmHWM")), Counter::kDefaults,
+              Counter::kIs1024);
+  state.counters["tq1"] = m->tq1_matrices();
+  if (test == Test::kTg128 || test == Test::kTgDepth) {
+    const double roofline = bw.one / bytes;
+    state.counters["roofline"] = roofline;
+    // tokens/s over the roofline: (n / time) / roofline.
+    state.counters["of_roofline"] = tokens_per_second / roofline;
+  }
+}
+
+// The output head alone: lm_math's head product over the 2B4T head
+// [128256, 2560] in the set's layout (328 MB in int8, 656 MB in f16: far
+// above the last-level cache, so it streams from memory as in decode), rows
+// split between `threads` threads at group boundaries as LmModel splits
+// them. B/s = head bytes per second; compare with read_B/s.
+void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
+               int threads) {
+  constexpr size_t kRows = 128256, kCols = 2560;
+  const size_t elem = f16 ? 2 : 1;
+  std::vector<uint8_t> w(kRows * kCols * elem);
+  uint32_t seed = 1;
+  for (size_t i = 0; i < w.size(); i += 2) {
+    seed = seed * 1664525u + 1013904223u;
+    // int8: any byte; f16: small normal halves.
+    w[i] = static_cast<uint8_t>(seed >> 24);
+    w[i + 1] = f16 ? static_cast<uint8_t>(0x30 + ((seed >> 16) & 0x0b))
+                   : static_cast<uint8_t>(seed >> 16);
+  }
+  const size_t bytes = lm_math::HeadPackedBytes(*ops, elem, kRows, kCols);
+  std::vector<uint8_t> packed = MakeLargeBuffer(bytes + 64);
+  uint8_t* head = packed.data() +
+                  (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64;
+  std::vector<int32_t> sums(kRows);
+  lm_math::PackHead(*ops, elem, w.data(), kRows, kCols, head, sums.data());
+  w = {};
+  std::vector<float> scale(kRows, 0.01f), x(kCols), out(kRows);
+  for (size_t i = 0; i < kCols; ++i) x[i] = std::sin(static_cast<float>(i));
+  const size_t group = static_cast<size_t>(ops->head_group);
+  const size_t groups = (kRows + group - 1) / group;
+  const size_t group_bytes = lm_math::HeadPackedBytes(*ops, elem, group, kCols);
+  std::vector<std::vector<uint8_t>> work(threads);
+  for (auto& v : work) v.resize(lm_math::HeadWorkBytes(kCols) + 64);
+  auto run = [&](int t) {
+    const size_t g0 = groups * t / threads, g1 = groups * (t + 1) / threads;
+    const size_t r0 = g0 * group, r1 = std::min(kRows, g1 * group);
+    uint8_t* wk = work[t].data() +
+                  (64 - reinterpret_cast<uintptr_t>(work[t].data()) % 64) % 64;
+    if (f16) {
+      ops->head_f16(reinterpret_cast<const uint16_t*>(head + g0 * group_bytes),
+                    r1 - r0, kCols, x.data(), wk, out.data() + r0);
+    } else {
+      ops->head_i8(reinterpret_cast<const int8_t*>(head + g0 * group_bytes),
+                   scale.data() + r0, sums.data() + r0, r1 - r0, kCols,
+                   x.data(), wk, out.data() + r0);
+    }
+  };
+  for (auto _ : state) {
+    std::vector<std::thread> helpers;
+    for (int t = 1; t < threads; ++t) helpers.emplace_back(run, t);
+    run(0);
+    for (std::thread& h : helpers) h.join();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  using benchmark::Counter;
+  state.counters["B/s"] =
+      Counter(static_cast<double>(bytes), Counter::kIsIterationInvariantRate,
+              Counter::kIs1024);
+  state.counters["read_B/s"] =
+      Counter(MeasuredBandwidth().one, Counter::kDefaults, Counter::kIs1024);
+}
+
+void RegisterAll() {
+  for (const lm_math::Ops* ops : lm_math::SupportedOps()) {
+    for (bool f16 : {false, true}) {
+      for (int threads : {1, 2}) {
+        benchmark::RegisterBenchmark(
+            (std::string("BM_LmHead/") + ops->name + (f16 ? "/f16" : "/int8") +
+             "/threads:" + std::to_string(threads))
+                .c_str(),
+            BM_LmHead, ops, f16, threads)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+    }
+  }
+
+  const int all = AllThreads();
+  std::vector<int> thread_counts = {1};
+  if (all > 1) thread_counts.push_back(all);
+  for (const ModelSpec& spec : kModels) {
+    for (const char* head : {"int8", "f16"}) {
+      for (int threads : thread_counts) {
+        const std::string prefix = std::string("BM_Lm/") + spec.name + "/" +
+                                   head + "/threads:" + std::to_string(threads);
+        // LmOptions::threads: 0 means all, which is what a daemon uses.
+        const int t = threads == all ? 0 : threads;
+        struct {
+          const char* name;
+          Test test;
+          int depth;
+        } const tests[] = {
+            {"pp128", Test::kPp128, 0},
+            {"tg128", Test::kTg128, 0},
+            {"ttft32", Test::kTtft32, 0},
+            {"tg16@1024", Test::kTgDepth, 1024},
+            {"tg16@2000", Test::kTgDepth, 2000},
+        };
+        for (const auto& tc : tests) {
+          benchmark::RegisterBenchmark((prefix + "/" + tc.name).c_str(), BM_Lm,
+                                       &spec, std::string(head), t, tc.test,
+                                       tc.depth)
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ternd::runtime
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ternd::runtime::RegisterAll();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
