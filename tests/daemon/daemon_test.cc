@@ -1014,7 +1014,10 @@ TEST_F(DaemonTest, HotSwapWaitsForTheSlotItReplaces) {
   // Every request read before the swaps was answered by the first model.
   for (int i = 0; i < 3; ++i) {
     wire::Response r;
-    ASSERT_TRUE(c->Receive(&r).ok());
+    const Status received = c->Receive(&r);
+    ASSERT_TRUE(received.ok())
+        << "answer " << i << ": " << received.message() << "\n"
+        << d->Log();
     EXPECT_EQ(r.status().code(), 0) << r.status().message();
     EXPECT_EQ(r.infer().model(), "slownet");
   }
