@@ -30,7 +30,10 @@
 // over 1 GiB, as ternary_kernels_bench); roofline = read_B/s /
 // bytes_per_token in tokens/s and of_roofline = tg tokens/s over it (tg
 // only); read_B/s_all, the read bandwidth of all CPUs reading at once;
-// arena_used (LmModel::slot_bytes_used), kv_cache, RSS after the load and
+// cpus_used = CPU time of the process over the wall time of the timed loops
+// (near the thread count when nothing else ran; a run with fewer was
+// shared with other processes); arena_used (LmModel::slot_bytes_used),
+// kv_cache, RSS after the load and
 // peak_RSS (VmHWM since the load began: the .tern file read into memory
 // while the arena is filled, then the runs); tq1 = matrices in the 1.6-bit
 // layout.
@@ -40,6 +43,7 @@
 //   build/bench/lm_bench --benchmark_filter='2b4t/int8/threads:1/(pp128|tg128)'
 #include <benchmark/benchmark.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -275,6 +279,14 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// CPU seconds of every thread of this process.
+double ProcessCpuSeconds() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 void Fail(benchmark::State& state, const Status& s) {
   state.SkipWithError(std::string(s.message()).c_str());
 }
@@ -285,7 +297,8 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
   if (m == nullptr) return;
   const uint32_t V = m->shape().vocab;
   int tokens_per_iteration = 0;
-  double seconds = 0;  // in the timed loops, as the benchmark's real time
+  double seconds = 0;      // in the timed loops, as the benchmark's real time
+  double cpu_seconds = 0;  // of all the process's threads, in the same loops
   switch (test) {
     case Test::kPp128:
     case Test::kTtft32: {
@@ -294,10 +307,12 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
       const std::vector<int32_t> prompt = Prompt(n, V);
       for (auto _ : state) {
         const auto t0 = Clock::now();
+        const double c0 = ProcessCpuSeconds();
         Status s = m->Eval(0, prompt, 0);
         if (!s.ok()) return Fail(state, s);
         benchmark::DoNotOptimize(m->logits(0)[0]);
         seconds += Seconds(Clock::now() - t0);
+        cpu_seconds += ProcessCpuSeconds() - c0;
       }
       break;
     }
@@ -321,12 +336,14 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
         }
         state.ResumeTiming();
         const auto t0 = Clock::now();
+        const double c0 = ProcessCpuSeconds();
         for (int i = 0; i < n; ++i) {
           Status s = m->Eval(0, {&next, 1}, start + i);
           if (!s.ok()) return Fail(state, s);
           next = ArgMax(m->logits(0), V);
         }
         seconds += Seconds(Clock::now() - t0);
+        cpu_seconds += ProcessCpuSeconds() - c0;
         benchmark::DoNotOptimize(next);
       }
       break;
@@ -338,6 +355,9 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
   const double tokens_per_second =
       static_cast<double>(tokens_per_iteration) * state.iterations() / seconds;
   state.counters["tok/s"] = tokens_per_second;
+  // CPUs busy on average: about the team size when the machine left the
+  // team alone, less when other processes took its CPUs.
+  state.counters["cpus_used"] = cpu_seconds / seconds;
   state.counters["threads"] = m->threads();
   state.counters["bytes_per_token"] =
       Counter(bytes, Counter::kDefaults, Counter::kIs1024);
@@ -426,7 +446,40 @@ void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
       Counter(MeasuredBandwidth().one, Counter::kDefaults, Counter::kIs1024);
 }
 
+// One head's attention (lm_math attend) over `count` cached positions,
+// head width 128 (2B4T): what a decoded token pays per head and layer.
+void BM_LmAttention(benchmark::State& state, const lm_math::Ops* ops) {
+  const size_t count = static_cast<size_t>(state.range(0)), d = 128;
+  std::vector<uint16_t> k(count * d), v(count * d);
+  uint32_t seed = 9;
+  for (size_t i = 0; i < k.size(); ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    k[i] = lm_math::FloatToHalf(static_cast<float>(seed >> 8) * 0x1p-23f - 1);
+    v[i] = lm_math::FloatToHalf(static_cast<float>(seed & 0xffff) * 0x1p-15f);
+  }
+  std::vector<float> q(d), scores(count), out(d);
+  for (size_t i = 0; i < d; ++i) q[i] = std::sin(static_cast<float>(i));
+  for (auto _ : state) {
+    ops->attend(q.data(), d, 0.088f, k.data(), v.data(), count - 1,
+                k.data() + (count - 1) * d, v.data() + (count - 1) * d, 1,
+                scores.data(), out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["positions/s"] =
+      benchmark::Counter(static_cast<double>(count),
+                         benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void RegisterAll() {
+  for (const lm_math::Ops* ops : lm_math::SupportedOps()) {
+    benchmark::RegisterBenchmark(
+        (std::string("BM_LmAttention/") + ops->name).c_str(), BM_LmAttention,
+        ops)
+        ->Arg(128)
+        ->Arg(2048)
+        ->Unit(benchmark::kMicrosecond);
+  }
   for (const lm_math::Ops* ops : lm_math::SupportedOps()) {
     for (bool f16 : {false, true}) {
       for (int threads : {1, 2}) {

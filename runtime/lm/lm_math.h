@@ -43,6 +43,14 @@ struct Ops {
   void (*dequant_add)(const int32_t* acc, float s, float* y, size_t n);
   void (*dequant_relu2_gate)(const int32_t* acc, float s, float* y, size_t n);
 
+  // Attention of one query q [d] over count_a keys and values (rows of d
+  // halves) at ka, va followed by count_b at kb, vb: out = sum_t w_t v_t,
+  // w = softmax(scale * (q . k_t)) (the max subtracted before exp).
+  // `scores` has room for count_a + count_b floats.
+  void (*attend)(const float* q, size_t d, float scale, const uint16_t* ka,
+                 const uint16_t* va, size_t count_a, const uint16_t* kb,
+                 const uint16_t* vb, size_t count_b, float* scores, float* out);
+
   // The output head [rows, n] in this set's layout (PackHead): rows in
   // groups of head_group (1: row-major, as in the file).
   int head_group;

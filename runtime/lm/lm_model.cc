@@ -268,41 +268,19 @@ void LmModel::Attention(const Step& s, int layer, int member, int task) const {
       }
     }
   }
-  const float root = std::sqrt(static_cast<float>(D));
-  float* scores = ps.scores;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   for (uint32_t j = j0; j < j1; ++j) {
     const uint32_t g = j / group;
     const uint16_t* keys = kv_layer + g * head_stride;
-    const uint16_t* values = keys + v_offset;
     const uint16_t* nk = new_k + static_cast<size_t>(g - g0) * n * D;
     const uint16_t* nv = new_v + static_cast<size_t>(g - g0) * n * D;
     for (int b = 0; b < n; ++b) {
       float* q = q_ + static_cast<size_t>(b) * E + j * D;
       Rope(q, b);
-      const int len = s.pos + b + 1;
-      auto key = [&](int t) {
-        return t < s.pos ? keys + static_cast<size_t>(t) * D
-                         : nk + static_cast<size_t>(t - s.pos) * D;
-      };
-      auto value = [&](int t) {
-        return t < s.pos ? values + static_cast<size_t>(t) * D
-                         : nv + static_cast<size_t>(t - s.pos) * D;
-      };
-      float mx = -INFINITY;
-      for (int t = 0; t < len; ++t) {
-        scores[t] = math.dot_f16(key(t), q, D) / root;
-        mx = std::fmax(mx, scores[t]);
-      }
-      float sum = 0.0f;
-      for (int t = 0; t < len; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        sum += scores[t];
-      }
-      float* o = o_ + static_cast<size_t>(b) * E + j * D;
-      std::memset(o, 0, sizeof(float) * D);
-      for (int t = 0; t < len; ++t) {
-        math.axpy_f16(scores[t] / sum, value(t), o, D);
-      }
+      // Positions before this Eval from the cache, then this batch's up to
+      // token b.
+      math.attend(q, D, scale, keys, keys + v_offset, s.pos, nk, nv, b + 1,
+                  ps.scores, o_ + static_cast<size_t>(b) * E + j * D);
     }
   }
 }

@@ -234,6 +234,50 @@ TEST_P(LmMathTest, ElementWiseLoopsEqualThePortableOnesBitForBit) {
   }
 }
 
+TEST_P(LmMathTest, AttendMatchesAFloat64Softmax) {
+  const Ops& ops = *GetParam();
+  Rng rng{5};
+  for (size_t d : {size_t{16}, size_t{24}, size_t{128}, size_t{200}}) {
+    for (size_t count_a : {size_t{0}, size_t{1}, size_t{5}, size_t{70}}) {
+      for (size_t count_b : {size_t{1}, size_t{3}}) {
+        SCOPED_TRACE("d " + std::to_string(d) + " counts " +
+                     std::to_string(count_a) + "+" + std::to_string(count_b));
+        const size_t count = count_a + count_b;
+        std::vector<uint16_t> k(count * d), v(count * d);
+        for (uint16_t& h : k) h = FloatToHalf(rng.Uniform() * 2);
+        for (uint16_t& h : v) h = FloatToHalf(rng.Uniform() * 5);
+        std::vector<float> q(d);
+        for (float& x : q) x = rng.Uniform() * 2;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+        std::vector<float> scores(count), out(d);
+        ops.attend(q.data(), d, scale, k.data(), v.data(), count_a,
+                   k.data() + count_a * d, v.data() + count_a * d, count_b,
+                   scores.data(), out.data());
+        std::vector<double> w(count);
+        double mx = -1e300, sum = 0;
+        for (size_t t = 0; t < count; ++t) {
+          double dot = 0;
+          for (size_t i = 0; i < d; ++i) {
+            dot += static_cast<double>(HalfToFloat(k[t * d + i])) * q[i];
+          }
+          w[t] = dot * scale;
+          mx = std::max(mx, w[t]);
+        }
+        for (double& x : w) sum += (x = std::exp(x - mx));
+        for (size_t i = 0; i < d; ++i) {
+          double want = 0, mag = 0;
+          for (size_t t = 0; t < count; ++t) {
+            const double p = w[t] / sum * HalfToFloat(v[t * d + i]);
+            want += p;
+            mag += std::fabs(p);
+          }
+          EXPECT_NEAR(out[i], want, 1e-5 * mag + 1e-6) << "value " << i;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(lm_math, LmMathTest,
                          ::testing::ValuesIn(SupportedOps()),
                          [](const ::testing::TestParamInfo<const Ops*>& i) {
