@@ -6,8 +6,9 @@
 //
 //   pp128   one Eval of a 128-token prompt at position 0 (tokens/s);
 //   tg128   128 single-token Evals after a 4-token prompt, each feeding the
-//           greedy token of the one before (tokens/s; the arg max is part
-//           of the timed loop, the prompt is not);
+//           greedy token of the one before (tokens/s of the Evals: neither
+//           the prompt nor the arg max between Evals is timed, as
+//           llama-bench's tg times no sampling);
 //   ttft32  one Eval of a 32-token prompt: the time to the first token's
 //           logits;
 //   tg16@N  16 single-token Evals at positions N.. (attention over N
@@ -335,15 +336,15 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
           next = ArgMax(m->logits(0), V);
         }
         state.ResumeTiming();
-        const auto t0 = Clock::now();
-        const double c0 = ProcessCpuSeconds();
         for (int i = 0; i < n; ++i) {
+          const auto t0 = Clock::now();
+          const double c0 = ProcessCpuSeconds();
           Status s = m->Eval(0, {&next, 1}, start + i);
           if (!s.ok()) return Fail(state, s);
+          seconds += Seconds(Clock::now() - t0);
+          cpu_seconds += ProcessCpuSeconds() - c0;
           next = ArgMax(m->logits(0), V);
         }
-        seconds += Seconds(Clock::now() - t0);
-        cpu_seconds += ProcessCpuSeconds() - c0;
         benchmark::DoNotOptimize(next);
       }
       break;
