@@ -447,10 +447,12 @@ void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
       Counter(MeasuredBandwidth().one, Counter::kDefaults, Counter::kIs1024);
 }
 
-// One head's attention (lm_math attend) over `count` cached positions,
-// head width 128 (2B4T): what a decoded token pays per head and layer.
+// Attention (lm_math attend) of `heads` queries sharing one KV head over
+// `count` cached positions, head width 128 (2B4T: 4 queries per KV head):
+// what a decoded token pays per KV head and layer.
 void BM_LmAttention(benchmark::State& state, const lm_math::Ops* ops) {
   const size_t count = static_cast<size_t>(state.range(0)), d = 128;
+  const size_t heads = static_cast<size_t>(state.range(1));
   std::vector<uint16_t> k(count * d), v(count * d);
   uint32_t seed = 9;
   for (size_t i = 0; i < k.size(); ++i) {
@@ -458,17 +460,17 @@ void BM_LmAttention(benchmark::State& state, const lm_math::Ops* ops) {
     k[i] = lm_math::FloatToHalf(static_cast<float>(seed >> 8) * 0x1p-23f - 1);
     v[i] = lm_math::FloatToHalf(static_cast<float>(seed & 0xffff) * 0x1p-15f);
   }
-  std::vector<float> q(d), scores(count), out(d);
-  for (size_t i = 0; i < d; ++i) q[i] = std::sin(static_cast<float>(i));
+  std::vector<float> q(heads * d), scores(heads * count), out(heads * d);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = std::sin(static_cast<float>(i));
   for (auto _ : state) {
-    ops->attend(q.data(), d, 0.088f, k.data(), v.data(), count - 1,
+    ops->attend(q.data(), heads, d, 0.088f, k.data(), v.data(), count - 1,
                 k.data() + (count - 1) * d, v.data() + (count - 1) * d, 1,
                 scores.data(), out.data());
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  state.counters["positions/s"] =
-      benchmark::Counter(static_cast<double>(count),
+  state.counters["head_positions/s"] =
+      benchmark::Counter(static_cast<double>(count * heads),
                          benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -477,8 +479,10 @@ void RegisterAll() {
     benchmark::RegisterBenchmark(
         (std::string("BM_LmAttention/") + ops->name).c_str(), BM_LmAttention,
         ops)
-        ->Arg(128)
-        ->Arg(2048)
+        ->ArgNames({"positions", "heads"})
+        ->Args({128, 1})
+        ->Args({2048, 1})
+        ->Args({2048, 4})
         ->Unit(benchmark::kMicrosecond);
   }
   for (const lm_math::Ops* ops : lm_math::SupportedOps()) {

@@ -120,9 +120,9 @@ void DequantRelu2Gate(const int32_t* acc, float s, float* y, size_t n) {
 // one value row at a time.
 template <float (*kDot)(const uint16_t*, const float*, size_t),
           void (*kAxpy)(float, const uint16_t*, float*, size_t)>
-void Attend(const float* q, size_t d, float scale, const uint16_t* ka,
-            const uint16_t* va, size_t count_a, const uint16_t* kb,
-            const uint16_t* vb, size_t count_b, float* scores, float* out) {
+void AttendOne(const float* q, size_t d, float scale, const uint16_t* ka,
+               const uint16_t* va, size_t count_a, const uint16_t* kb,
+               const uint16_t* vb, size_t count_b, float* scores, float* out) {
   const size_t count = count_a + count_b;
   float mx = -INFINITY;
   for (size_t t = 0; t < count; ++t) {
@@ -140,6 +140,18 @@ void Attend(const float* q, size_t d, float scale, const uint16_t* ka,
   for (size_t t = 0; t < count; ++t) {
     const uint16_t* v = t < count_a ? va + t * d : vb + (t - count_a) * d;
     kAxpy(scores[t] * inv, v, out, d);
+  }
+}
+
+template <float (*kDot)(const uint16_t*, const float*, size_t),
+          void (*kAxpy)(float, const uint16_t*, float*, size_t)>
+void Attend(const float* q, size_t heads, size_t d, float scale,
+            const uint16_t* ka, const uint16_t* va, size_t count_a,
+            const uint16_t* kb, const uint16_t* vb, size_t count_b,
+            float* scores, float* out) {
+  for (size_t h = 0; h < heads; ++h) {
+    AttendOne<kDot, kAxpy>(q + h * d, d, scale, ka, va, count_a, kb, vb,
+                           count_b, scores, out + h * d);
   }
 }
 

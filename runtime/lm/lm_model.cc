@@ -269,19 +269,22 @@ void LmModel::Attention(const Step& s, int layer, int member, int task) const {
     }
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  for (uint32_t j = j0; j < j1; ++j) {
-    const uint32_t g = j / group;
+  // Runs of this task's heads that share a KV head, together.
+  for (uint32_t ja = j0; ja < j1;) {
+    const uint32_t g = ja / group;
+    const uint32_t jb = std::min(j1, (g + 1) * group);
     const uint16_t* keys = kv_layer + g * head_stride;
     const uint16_t* nk = new_k + static_cast<size_t>(g - g0) * n * D;
     const uint16_t* nv = new_v + static_cast<size_t>(g - g0) * n * D;
     for (int b = 0; b < n; ++b) {
-      float* q = q_ + static_cast<size_t>(b) * E + j * D;
-      Rope(q, b);
+      float* q = q_ + static_cast<size_t>(b) * E + ja * D;
+      for (uint32_t j = ja; j < jb; ++j) Rope(q + (j - ja) * D, b);
       // Positions before this Eval from the cache, then this batch's up to
       // token b.
-      math.attend(q, D, scale, keys, keys + v_offset, s.pos, nk, nv, b + 1,
-                  ps.scores, o_ + static_cast<size_t>(b) * E + j * D);
+      math.attend(q, jb - ja, D, scale, keys, keys + v_offset, s.pos, nk, nv,
+                  b + 1, ps.scores, o_ + static_cast<size_t>(b) * E + ja * D);
     }
+    ja = jb;
   }
 }
 
@@ -573,13 +576,14 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const size_t quant_stride = ActivationStride(std::max(E, F));
   const size_t acc_elems =
       static_cast<size_t>(B) * std::max<size_t>(E + 2 * KV, 2 * F);
+  const size_t group = sh.heads / sh.kv_heads;  // queries per KV head
   const size_t member_bytes =
       AlignUp(sizeof(float) * B * std::max(E, F)) +  // normalized rows
       AlignUp(B * quant_stride) + AlignUp(sizeof(int32_t) * B) +
-      AlignUp(sizeof(float) * B) +                 // quantized input
-      AlignUp(sizeof(float) * max_context) +       // scores
-      AlignUp(sizeof(uint16_t) * 2 * B * KV) +     // new keys, values
-      AlignUp(std::max(lm_math::HeadWorkBytes(E),  // head, embedding
+      AlignUp(sizeof(float) * B) +                    // quantized input
+      AlignUp(sizeof(float) * max_context * group) +  // scores
+      AlignUp(sizeof(uint16_t) * 2 * B * KV) +        // new keys, values
+      AlignUp(std::max(lm_math::HeadWorkBytes(E),     // head, embedding
                        sizeof(float) * E));
   const size_t scratch_bytes =
       AlignUp(sizeof(float) * B * E) * 3 +        // h, q, o
@@ -805,7 +809,8 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     ms.quant = reinterpret_cast<int8_t*>(take(B * quant_stride));
     ms.sums = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
     ms.dequant = reinterpret_cast<float*>(take(sizeof(float) * B));
-    ms.scores = reinterpret_cast<float*>(take(sizeof(float) * max_context));
+    ms.scores =
+        reinterpret_cast<float*>(take(sizeof(float) * max_context * group));
     ms.kv_new =
         reinterpret_cast<uint16_t*>(take(sizeof(uint16_t) * 2 * B * KV));
     ms.work = take(std::max(lm_math::HeadWorkBytes(E), sizeof(float) * E));
