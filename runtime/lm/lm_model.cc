@@ -238,10 +238,20 @@ void LmModel::Attention(const Step& s, int layer, int member, int task) const {
   const lm_math::Ops& math = *math_;
   const MemberScratch& ps = member_scratch_[member];
   const int n = s.n;
-  uint32_t j0, j1;
-  Share(sh.heads, task, attention_tasks_, &j0, &j1);
-  if (j0 == j1) return;
   const uint32_t group = sh.heads / sh.kv_heads;
+  // The task's heads: a share of all heads, or, when the tasks are whole
+  // multiples of the KV heads, a share of one KV head's queries (so that
+  // the queries attend() takes together share it).
+  uint32_t j0, j1;
+  if (attention_tasks_ % sh.kv_heads == 0 && group > 1) {
+    const int parts = attention_tasks_ / static_cast<int>(sh.kv_heads);
+    Share(group, task % parts, parts, &j0, &j1);
+    j0 += task / parts * group;
+    j1 += task / parts * group;
+  } else {
+    Share(sh.heads, task, attention_tasks_, &j0, &j1);
+  }
+  if (j0 == j1) return;
   const uint32_t g0 = j0 / group, g1 = (j1 - 1) / group + 1;
   uint16_t* kv_layer = kv_ + s.seq * kv_seq_stride_ + layer * kv_layer_stride_;
   const size_t head_stride = static_cast<size_t>(max_context_) * D;
@@ -505,10 +515,19 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   // several per member, so that a member that is descheduled while holding
   // one delays the phase by a small part of it.
   const int chunks = threads == 1 ? 1 : kTasksPerMember * threads;
-  const int attention_tasks = threads == 1
-                                  ? 1
-                                  : std::min<int>(static_cast<int>(sh.heads),
-                                                  kTasksPerMember * threads);
+  // Attention: groups of heads, each within one KV head when there are
+  // several queries per KV head.
+  int attention_tasks = 1;
+  if (threads > 1) {
+    const int want = kTasksPerMember * threads;
+    const int group = static_cast<int>(sh.heads / sh.kv_heads);
+    if (group > 1) {
+      const int kv = static_cast<int>(sh.kv_heads);
+      attention_tasks = kv * std::min(group, (want + kv - 1) / kv);
+    } else {
+      attention_tasks = std::min(static_cast<int>(sh.heads), want);
+    }
+  }
   const int phases = kLayerPhases * static_cast<int>(sh.layers) + 1;
 
   // 1. Sizes: check ternary codes, size every matrix's chunks.
