@@ -27,17 +27,18 @@
 //
 // Counters: tok/s; bytes_per_token (LmModel::bytes_per_token: every
 // ternary matrix in its layout, the norms and the output head); read_B/s,
-// the single-core read bandwidth measured in the same run (BestReadBandwidth
-// over 1 GiB, as ternary_kernels_bench); roofline = read_B/s /
-// bytes_per_token in tokens/s and of_roofline = tg tokens/s over it (tg
-// only); read_B/s_all, the read bandwidth of all CPUs reading at once;
+// the single-core read bandwidth measured right before the benchmark
+// (BestReadBandwidth over 512 MiB, as ternary_kernels_bench); roofline =
+// read_B/s / bytes_per_token in tokens/s and of_roofline = tg tokens/s
+// over it (tg only); read_B/s_all, the read bandwidth of all CPUs reading
+// at once, and of_roofline_all = tg tokens/s over read_B/s_all /
+// bytes_per_token (the limit of a team using every CPU);
 // cpus_used = CPU time of the process over the wall time of the timed loops
 // (near the thread count when nothing else ran; a run with fewer was
 // shared with other processes); arena_used (LmModel::slot_bytes_used),
-// kv_cache, RSS after the load and
-// peak_RSS (VmHWM since the load began: the .tern file read into memory
-// while the arena is filled, then the runs); tq1 = matrices in the 1.6-bit
-// layout.
+// kv_cache, weights, scratch (LmModel's byte accessors), RSS after the
+// load and peak_RSS (VmHWM during the load: the .tern file read into memory
+// while the arena is filled); tq1 = matrices in the 1.6-bit layout.
 //
 // Run (docs/performance.md, "Language models"):
 //   build/bench/lm_bench --benchmark_filter='small'
@@ -164,36 +165,37 @@ int AllThreads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-const Bandwidth& MeasuredBandwidth() {
-  static const Bandwidth bw = [] {
-    Bandwidth b;
-    constexpr size_t kBytes = size_t{1} << 30;
-    std::vector<uint8_t> buf = MakeLargeBuffer(kBytes + kHugePageBytes);
-    uint8_t* p =
-        buf.data() + (kHugePageBytes - reinterpret_cast<uintptr_t>(buf.data()) %
-                                           kHugePageBytes) %
-                         kHugePageBytes;
-    std::memset(p, 1, kBytes);
-    const auto* words = reinterpret_cast<const uint64_t*>(p);
-    b.one = BestReadBandwidth(words, kBytes, 5);
-    const int n = AllThreads();
-    const size_t part = kBytes / n / 4096 * 4096;
-    for (int pass = 0; pass < 5; ++pass) {
-      std::vector<std::thread> threads;
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int t = 0; t < n; ++t) {
-        threads.emplace_back(
-            [&, t] { read_sink = SumWords(words + t * part / 8, part / 8); });
-      }
-      for (std::thread& t : threads) t.join();
-      const double s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-              .count();
-      b.all = std::max(b.all, static_cast<double>(part) * n / s);
+// Measures both now (best of 3 passes over 512 MiB, far above the LLC).
+// The memory bandwidth of a VM moves with its neighbours' load (by 20% from
+// one minute to the next on the development machine), so each benchmark
+// measures it right before its timed loop.
+Bandwidth MeasureBandwidth() {
+  Bandwidth b;
+  constexpr size_t kBytes = size_t{512} << 20;
+  std::vector<uint8_t> buf = MakeLargeBuffer(kBytes + kHugePageBytes);
+  uint8_t* p =
+      buf.data() + (kHugePageBytes -
+                    reinterpret_cast<uintptr_t>(buf.data()) % kHugePageBytes) %
+                       kHugePageBytes;
+  std::memset(p, 1, kBytes);
+  const auto* words = reinterpret_cast<const uint64_t*>(p);
+  b.one = BestReadBandwidth(words, kBytes, 3);
+  const int n = AllThreads();
+  const size_t part = kBytes / n / 4096 * 4096;
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<std::thread> threads;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int t = 0; t < n; ++t) {
+      threads.emplace_back(
+          [&, t] { read_sink = SumWords(words + t * part / 8, part / 8); });
     }
-    return b;
-  }();
-  return bw;
+    for (std::thread& t : threads) t.join();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    b.all = std::max(b.all, static_cast<double>(part) * n / s);
+  }
+  return b;
 }
 
 // The model being benchmarked; the previous one is released before the next
@@ -203,6 +205,7 @@ struct Loaded {
   std::unique_ptr<Runtime> rt;
   const LmModel* m = nullptr;
   size_t rss_after_load = 0;
+  size_t peak_rss = 0;  // while loading
 };
 
 Loaded& Current() {
@@ -224,7 +227,6 @@ const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
     state.SkipWithError(path.status().message());
     return nullptr;
   }
-  MeasuredBandwidth();  // before the peak-RSS window, with no model resident
   ResetPeakRss();
   Result<ModelFile> file = ModelFile::Open(*path);
   if (!file.ok()) {
@@ -252,6 +254,7 @@ const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
   cur.key = key;
   { ModelFile discard = std::move(*file); }
   cur.rss_after_load = ProcStatusBytes("VmRSS");
+  cur.peak_rss = ProcStatusBytes("VmHWM");
   return cur.m;
 }
 
@@ -297,6 +300,7 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
   const LmModel* m = Load(state, *spec, head, threads);
   if (m == nullptr) return;
   const uint32_t V = m->shape().vocab;
+  const Bandwidth bw = MeasureBandwidth();
   int tokens_per_iteration = 0;
   double seconds = 0;      // in the timed loops, as the benchmark's real time
   double cpu_seconds = 0;  // of all the process's threads, in the same loops
@@ -351,7 +355,6 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
     }
   }
   using benchmark::Counter;
-  const Bandwidth& bw = MeasuredBandwidth();
   const double bytes = static_cast<double>(m->bytes_per_token());
   const double tokens_per_second =
       static_cast<double>(tokens_per_iteration) * state.iterations() / seconds;
@@ -373,15 +376,19 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
                                        Counter::kDefaults, Counter::kIs1024);
   state.counters["RSS"] = Counter(static_cast<double>(Current().rss_after_load),
                                   Counter::kDefaults, Counter::kIs1024);
-  state.counters["peak_RSS"] =
-      Counter(static_cast<double>(ProcStatusBytes("VmHWM")), Counter::kDefaults,
-              Counter::kIs1024);
+  state.counters["peak_RSS"] = Counter(static_cast<double>(Current().peak_rss),
+                                       Counter::kDefaults, Counter::kIs1024);
+  state.counters["weights"] = Counter(static_cast<double>(m->weight_bytes()),
+                                      Counter::kDefaults, Counter::kIs1024);
+  state.counters["scratch"] = Counter(static_cast<double>(m->scratch_bytes()),
+                                      Counter::kDefaults, Counter::kIs1024);
   state.counters["tq1"] = m->tq1_matrices();
   if (test == Test::kTg128 || test == Test::kTgDepth) {
     const double roofline = bw.one / bytes;
     state.counters["roofline"] = roofline;
     // tokens/s over the roofline: (n / time) / roofline.
     state.counters["of_roofline"] = tokens_per_second / roofline;
+    state.counters["of_roofline_all"] = tokens_per_second / (bw.all / bytes);
   }
 }
 
@@ -431,6 +438,7 @@ void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
                    x.data(), wk, out.data() + r0);
     }
   };
+  const double bandwidth = MeasureBandwidth().one;
   for (auto _ : state) {
     std::vector<std::thread> helpers;
     for (int t = 1; t < threads; ++t) helpers.emplace_back(run, t);
@@ -444,7 +452,7 @@ void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
       Counter(static_cast<double>(bytes), Counter::kIsIterationInvariantRate,
               Counter::kIs1024);
   state.counters["read_B/s"] =
-      Counter(MeasuredBandwidth().one, Counter::kDefaults, Counter::kIs1024);
+      Counter(bandwidth, Counter::kDefaults, Counter::kIs1024);
 }
 
 // Attention (lm_math attend) of `heads` queries sharing one KV head over
