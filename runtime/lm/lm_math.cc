@@ -155,6 +155,13 @@ void Attend(const float* q, size_t heads, size_t d, float scale,
   }
 }
 
+void DequantSiluGate(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float g = y[i];
+    y[i] = g / (1.0f + std::exp(-g)) * (static_cast<float>(acc[i]) * s);
+  }
+}
+
 // Row-major heads (head_group 1): one row after another, each a dot.
 template <float (*kDot)(const int8_t*, const float*, size_t)>
 void HeadI8Rows(const int8_t* q, const float* scale, const int32_t*,
@@ -322,6 +329,7 @@ constexpr Ops kAvx2{"avx2",
                     DequantSetAvx2,
                     DequantAddAvx2,
                     DequantRelu2GateAvx2,
+                    DequantSiluGate,
                     Attend<DotF16Avx2, AxpyF16Avx2>,
                     1,
                     HeadI8Rows<DotI8Avx2>,
@@ -337,6 +345,7 @@ constexpr Ops kAvx512Vnni{"avx512vnni",
                           DequantSetAvx2,
                           DequantAddAvx2,
                           DequantRelu2GateAvx2,
+                          internal::DequantSiluGateAvx512,
                           internal::AttendAvx512,
                           static_cast<int>(internal::kHeadGroup),
                           internal::HeadI8Avx512Vnni,
@@ -367,6 +376,7 @@ constexpr Ops kPortable{"portable",
                         DequantSet,
                         DequantAdd,
                         DequantRelu2Gate,
+                        DequantSiluGate,
                         Attend<DotF16, AxpyF16>,
                         1,
                         HeadI8Rows<DotI8>,

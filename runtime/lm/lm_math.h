@@ -42,6 +42,9 @@ struct Ops {
   void (*dequant_set)(const int32_t* acc, float s, float* y, size_t n);
   void (*dequant_add)(const int32_t* acc, float s, float* y, size_t n);
   void (*dequant_relu2_gate)(const int32_t* acc, float s, float* y, size_t n);
+  // y[i] = silu(y[i]) * v, silu(g) = g / (1 + exp(-g)) (the SiLU gate); the
+  // AVX-512 set's exp is a polynomial (about 2 ulp), the others' std::exp.
+  void (*dequant_silu_gate)(const int32_t* acc, float s, float* y, size_t n);
 
   // Attention of `heads` queries q [heads, d] sharing count_a keys and
   // values (rows of d halves) at ka, va followed by count_b at kb, vb:

@@ -182,8 +182,8 @@ void HeadF16Avx512(const uint16_t* packed, size_t rows, size_t n,
 namespace ternd::runtime::lm_math::internal {
 namespace {
 
-// exp(x) for x <= 0 (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial
-// in r, then 2^n), to about 2 ulp; below -87 it returns exp(-87).
+// exp(x) (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, then
+// 2^n), to about 2 ulp; below -87 it returns exp(-87), above 88.7 infinity.
 __m512 Exp(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
   const __m512 n = _mm512_roundscale_ps(
@@ -411,6 +411,20 @@ void AttendGroup(const float* q, size_t d, float scale, const uint16_t* ka,
 }
 
 }  // namespace
+
+void DequantSiluGateAvx512(const int32_t* acc, float s, float* y, size_t n) {
+  const __m512 sv = _mm512_set1_ps(s);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = Lanes(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, y + i);
+    const __m512 v = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, acc + i)), sv);
+    const __m512 silu = _mm512_div_ps(
+        g, _mm512_add_ps(one, Exp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(silu, v));
+  }
+}
 
 void AttendAvx512(const float* q, size_t heads, size_t d, float scale,
                   const uint16_t* ka, const uint16_t* va, size_t count_a,

@@ -96,8 +96,6 @@ void Share(uint32_t items, int member, int members, uint32_t* begin,
                                members);
 }
 
-float Silu(float x) { return x / (1.0f + std::exp(-x)); }
-
 }  // namespace
 
 // ------------------------------------------------------------------- Eval
@@ -190,16 +188,8 @@ void LmModel::Task(void* ctx, int member, int phase, int index) {
       int32_t* acc_g = m.acc_;
       int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
       matmul(L.gate, index, acc_g, m.g_, F, math.dequant_set);
-      if (sh.relu2) {
-        matmul(L.up, index, acc_u, m.g_, F, math.dequant_relu2_gate);
-      } else {
-        matmul(L.up, index, acc_u, m.g_, F,
-               [](const int32_t* acc, float sc, float* g, size_t rows) {
-                 for (size_t r = 0; r < rows; ++r) {
-                   g[r] = Silu(g[r]) * (static_cast<float>(acc[r]) * sc);
-                 }
-               });
-      }
+      matmul(L.up, index, acc_u, m.g_, F,
+             sh.relu2 ? math.dequant_relu2_gate : math.dequant_silu_gate);
       break;
     }
     case kDown:
