@@ -16,8 +16,9 @@
 //           so it is not filled first).
 //
 // at 1 thread and at all the CPUs this process may use (LmOptions::threads
-// = 0). Times are wall-clock (the team's helpers work while the caller
-// does).
+// = 0), in the runtime's default weight layout and (".../layout:1.6bit/...")
+// with every matrix 1.6-bit. Times are wall-clock (the team's helpers work
+// while the caller does).
 //
 // The GGUF files are written on first use by the Python generators
 // (python3 -m ternd.make_2b4t 2b4t|0.7b; ternd.gguf_writer for the small
@@ -198,8 +199,11 @@ Bandwidth MeasureBandwidth() {
   return b;
 }
 
-// The model being benchmarked; the previous one is released before the next
-// one loads, so that only one big model is in memory at a time.
+// The models loaded: by default one, released before the next one loads so
+// that only one big model is in memory (and in the RSS figures) at a time;
+// TERND_LM_BENCH_MODELS=2 keeps the last two, for comparing two settings in
+// one run with --benchmark_enable_random_interleaving (their RSS figures then
+// include each other).
 struct Loaded {
   std::string key;
   std::unique_ptr<Runtime> rt;
@@ -208,20 +212,34 @@ struct Loaded {
   size_t peak_rss = 0;  // while loading
 };
 
-Loaded& Current() {
-  static Loaded loaded;
-  return loaded;
+std::vector<Loaded>& Models() {
+  static std::vector<Loaded> models;
+  return models;
 }
 
-const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
-                    const std::string& head, int threads) {
-  Loaded& cur = Current();
-  const std::string key =
-      std::string(spec.name) + "/" + head + "/" + std::to_string(threads);
-  if (cur.key == key && cur.m != nullptr) return cur.m;
-  cur.m = nullptr;
-  cur.rt.reset();
-  cur.key.clear();
+size_t MaxModels() {
+  const char* env = std::getenv("TERND_LM_BENCH_MODELS");
+  const long n = env != nullptr ? std::strtol(env, nullptr, 10) : 1;
+  return n >= 1 ? static_cast<size_t>(n) : 1;
+}
+
+const Loaded* Load(benchmark::State& state, const ModelSpec& spec,
+                   const std::string& head, const std::string& layout,
+                   int threads) {
+  std::vector<Loaded>& models = Models();
+  const std::string key = std::string(spec.name) + "/" + head + "/" + layout +
+                          "/" + std::to_string(threads);
+  for (size_t i = 0; i < models.size(); ++i) {
+    if (models[i].key == key) {
+      // Most recently used last.
+      std::rotate(models.begin() + i, models.begin() + i + 1, models.end());
+      return &models.back();
+    }
+  }
+  while (!models.empty() && models.size() >= MaxModels()) {
+    models.erase(models.begin());
+  }
+  Loaded cur;
   Result<std::string> path = TernFile(spec, head);
   if (!path.ok()) {
     state.SkipWithError(path.status().message());
@@ -235,6 +253,7 @@ const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
   }
   RuntimeOptions ro;
   ro.slots = 1;
+  if (!layout.empty()) ro.weight_layout = layout;
   // Reserved, not touched: only what the model places becomes resident.
   ro.arena_bytes = file->file_size() + (size_t{1} << 30);
   Result<std::unique_ptr<Runtime>> rt = Runtime::Create(ro);
@@ -255,7 +274,8 @@ const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
   { ModelFile discard = std::move(*file); }
   cur.rss_after_load = ProcStatusBytes("VmRSS");
   cur.peak_rss = ProcStatusBytes("VmHWM");
-  return cur.m;
+  models.push_back(std::move(cur));
+  return &models.back();
 }
 
 int32_t ArgMax(const float* z, uint32_t n) {
@@ -296,9 +316,10 @@ void Fail(benchmark::State& state, const Status& s) {
 }
 
 void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
-           int threads, Test test, int depth) {
-  const LmModel* m = Load(state, *spec, head, threads);
-  if (m == nullptr) return;
+           std::string layout, int threads, Test test, int depth) {
+  const Loaded* loaded = Load(state, *spec, head, layout, threads);
+  if (loaded == nullptr) return;
+  const LmModel* m = loaded->m;
   const uint32_t V = m->shape().vocab;
   const Bandwidth bw = MeasureBandwidth();
   int tokens_per_iteration = 0;
@@ -374,9 +395,9 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
               Counter::kIs1024);
   state.counters["kv_cache"] = Counter(static_cast<double>(m->kv_cache_bytes()),
                                        Counter::kDefaults, Counter::kIs1024);
-  state.counters["RSS"] = Counter(static_cast<double>(Current().rss_after_load),
+  state.counters["RSS"] = Counter(static_cast<double>(loaded->rss_after_load),
                                   Counter::kDefaults, Counter::kIs1024);
-  state.counters["peak_RSS"] = Counter(static_cast<double>(Current().peak_rss),
+  state.counters["peak_RSS"] = Counter(static_cast<double>(loaded->peak_rss),
                                        Counter::kDefaults, Counter::kIs1024);
   state.counters["weights"] = Counter(static_cast<double>(m->weight_bytes()),
                                       Counter::kDefaults, Counter::kIs1024);
@@ -511,29 +532,34 @@ void RegisterAll() {
   std::vector<int> thread_counts = {1};
   if (all > 1) thread_counts.push_back(all);
   for (const ModelSpec& spec : kModels) {
-    for (const char* head : {"int8", "f16"}) {
-      for (int threads : thread_counts) {
-        const std::string prefix = std::string("BM_Lm/") + spec.name + "/" +
-                                   head + "/threads:" + std::to_string(threads);
-        // LmOptions::threads: 0 means all, which is what a daemon uses.
-        const int t = threads == all ? 0 : threads;
-        struct {
-          const char* name;
-          Test test;
-          int depth;
-        } const tests[] = {
-            {"pp128", Test::kPp128, 0},
-            {"tg128", Test::kTg128, 0},
-            {"ttft32", Test::kTtft32, 0},
-            {"tg16@1024", Test::kTgDepth, 1024},
-            {"tg16@2000", Test::kTgDepth, 2000},
-        };
-        for (const auto& tc : tests) {
-          benchmark::RegisterBenchmark((prefix + "/" + tc.name).c_str(), BM_Lm,
-                                       &spec, std::string(head), t, tc.test,
-                                       tc.depth)
-              ->Unit(benchmark::kMillisecond)
-              ->UseRealTime();
+    // The runtime's default weight layout, and all matrices 1.6-bit.
+    for (const char* layout : {"", "1.6bit"}) {
+      for (const char* head : {"int8", "f16"}) {
+        for (int threads : thread_counts) {
+          const std::string prefix =
+              std::string("BM_Lm/") + spec.name + "/" + head +
+              (layout[0] != '\0' ? std::string("/layout:") + layout : "") +
+              "/threads:" + std::to_string(threads);
+          // LmOptions::threads: 0 means all, which is what a daemon uses.
+          const int t = threads == all ? 0 : threads;
+          struct {
+            const char* name;
+            Test test;
+            int depth;
+          } const tests[] = {
+              {"pp128", Test::kPp128, 0},
+              {"tg128", Test::kTg128, 0},
+              {"ttft32", Test::kTtft32, 0},
+              {"tg16@1024", Test::kTgDepth, 1024},
+              {"tg16@2000", Test::kTgDepth, 2000},
+          };
+          for (const auto& tc : tests) {
+            benchmark::RegisterBenchmark(
+                (prefix + "/" + tc.name).c_str(), BM_Lm, &spec,
+                std::string(head), std::string(layout), t, tc.test, tc.depth)
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
+          }
         }
       }
     }
