@@ -68,9 +68,8 @@ constexpr size_t kAlign = 64;
 constexpr uint32_t kRowAlign = 16;  // chunk boundaries, in rows
 constexpr int kTasksPerMember = 4;
 // A language model's matrices all go 1.6-bit (with more than one thread)
-// when their 2-bit bytes exceed this many times the last-level cache: then
-// decoding, which reads them in turn every token, streams them from memory.
-constexpr size_t kLmTq1CacheMultiple = 1;
+// when their 2-bit bytes exceed this many times the last-level cache.
+constexpr size_t kLmTq1CacheMultiple = 4;
 size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 int DefaultThreads() {
@@ -526,10 +525,10 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
 
   const char* kMatrices[7] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                               "ffn_gate", "ffn_up", "ffn_down"};
-  // The weight layout. Decoding reads every matrix once per token, so for
-  // a model whose matrices do not fit in the last-level cache together the
-  // runtime's per-matrix rule (1.6-bit only for a matrix over the cache)
-  // does not apply: with a team of two or more, where decode is bound by memory
+  // The weight layout. Decoding streams every matrix once per token, so
+  // for a model far larger than the last-level cache the runtime's
+  // per-matrix rule (1.6-bit only for a matrix over the cache) does not
+  // apply: with a team of two or more, where decode is bound by memory
   // bandwidth that more cores barely raise, every matrix goes 1.6-bit
   // (20% fewer bytes per token); with one thread the 2-bit kernels are
   // faster where the 1.6-bit ones are bound by instructions (docs/llm.md,

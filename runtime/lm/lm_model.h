@@ -9,11 +9,6 @@
 //
 // Everything is planned at load; Eval never allocates.
 //
-// Weight layout: the runtime's per-matrix rule, except that with more than
-// one thread a model whose ternary matrices exceed the last-level cache
-// together (in the 2-bit layout) goes 1.6-bit throughout under
-// weight_layout "auto" (docs/llm.md, "Performance").
-//
 // Threads: a fixed ThreadTeam (LmOptions::threads members, created with the
 // Runtime's first language model) runs each Eval chunk as one round of
 // phases (ThreadTeam::RunPhases), five per layer (q/k/v, attention,

@@ -330,10 +330,10 @@ TEST_F(LmModelTest, ReportsItsMemory) {
   EXPECT_EQ(a.m->ternary_matrices(), 14);
 }
 
-TEST_F(LmModelTest, ATeamPacksAModelLargerThanTheCacheInTheCompactLayout) {
+TEST_F(LmModelTest, ATeamPacksAModelFarAboveTheCacheInTheCompactLayout) {
   // With an 8 KiB "last-level cache" every matrix of the small model is
   // below it (the runtime's per-matrix rule keeps them 2-bit) but all of
-  // them together are above it: with more than one thread a
+  // them together are more than 4 times it: with more than one thread a
   // language model then goes 1.6-bit throughout, with one it does not, and
   // "2bit" keeps it 2-bit. The logits are the same in every layout.
   ModelFile f = Convert(*small_, "int8");
