@@ -16,9 +16,9 @@
 //           so it is not filled first).
 //
 // at 1 thread and at all the CPUs this process may use (LmOptions::threads
-// = 0), in the runtime's default weight layout and with every matrix in the
-// 2-bit or the 1.6-bit layout (".../layout:2bit/...", "layout:1.6bit"). Times
-// are wall-clock (the team's helpers work while the caller does).
+// = 0), in the runtime's default weight layout and (".../layout:1.6bit/...")
+// with every matrix 1.6-bit. Times are wall-clock (the team's helpers work
+// while the caller does).
 //
 // The GGUF files are written on first use by the Python generators
 // (python3 -m ternd.make_2b4t 2b4t|0.7b; ternd.gguf_writer for the small
@@ -532,8 +532,8 @@ void RegisterAll() {
   std::vector<int> thread_counts = {1};
   if (all > 1) thread_counts.push_back(all);
   for (const ModelSpec& spec : kModels) {
-    // The runtime's default weight layout, and every matrix in one.
-    for (const char* layout : {"", "2bit", "1.6bit"}) {
+    // The runtime's default weight layout, and all matrices 1.6-bit.
+    for (const char* layout : {"", "1.6bit"}) {
       for (const char* head : {"int8", "f16"}) {
         for (int threads : thread_counts) {
           const std::string prefix =

@@ -67,9 +67,6 @@ namespace {
 constexpr size_t kAlign = 64;
 constexpr uint32_t kRowAlign = 16;  // chunk boundaries, in rows
 constexpr int kTasksPerMember = 4;
-// A language model's matrices all go 1.6-bit (with more than one thread)
-// when their 2-bit bytes exceed this many times the last-level cache.
-constexpr size_t kLmTq1CacheMultiple = 4;
 size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 int DefaultThreads() {
@@ -523,34 +520,9 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   }
   const int phases = kLayerPhases * static_cast<int>(sh.layers) + 1;
 
+  // 1. Sizes: check ternary codes, size every matrix's chunks.
   const char* kMatrices[7] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                               "ffn_gate", "ffn_up", "ffn_down"};
-  // The weight layout. Decoding streams every matrix once per token, so
-  // for a model far larger than the last-level cache the runtime's
-  // per-matrix rule (1.6-bit only for a matrix over the cache) does not
-  // apply: with a team of two or more, where decode is bound by memory
-  // bandwidth that more cores barely raise, every matrix goes 1.6-bit
-  // (20% fewer bytes per token); with one thread the 2-bit kernels are
-  // faster where the 1.6-bit ones are bound by instructions (docs/llm.md,
-  // "Performance"). Only under "auto": "2bit" leaves no 1.6-bit variant and
-  // "1.6bit" makes every matrix 1.6-bit anyway.
-  size_t ternary_2bit_bytes = 0;
-  for (uint32_t l = 0; l < sh.layers; ++l) {
-    for (const char* mname : kMatrices) {
-      const TensorView* t =
-          file.FindTensor("blk." + std::to_string(l) + "." + mname + ".weight");
-      ternary_2bit_bytes +=
-          kernel_->packed_size(t->info->shape(0), t->info->shape(1));
-    }
-  }
-  const bool all_tq1 =
-      tq1_kernel_ != nullptr && threads > 1 &&
-      ternary_2bit_bytes > kLmTq1CacheMultiple * tq1_threshold_;
-  auto kernel_for = [&](size_t n, size_t k) -> const TernaryKernel& {
-    return all_tq1 ? *tq1_kernel_ : KernelFor(n, k);
-  };
-
-  // 1. Sizes: check ternary codes, size every matrix's chunks.
   size_t weight_bytes = 0, per_token = 0;
   for (uint32_t l = 0; l < sh.layers; ++l) {
     for (const char* mname : kMatrices) {
@@ -566,7 +538,7 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
             file.origin().c_str(), name.c_str(), row, col,
             col >= k ? "padding must be code 1" : "code 3 is not a weight");
       }
-      const TernaryKernel& kern = kernel_for(n, k);
+      const TernaryKernel& kern = KernelFor(n, k);
       for (int c = 0; c < chunks; ++c) {
         const uint32_t r0 = RowSplit(n, c, chunks),
                        r1 = RowSplit(n, c + 1, chunks);
@@ -703,7 +675,7 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     const TensorView* t = file.FindTensor(name);
     const uint32_t n = static_cast<uint32_t>(t->info->shape(0)),
                    k = static_cast<uint32_t>(t->info->shape(1));
-    const TernaryKernel& kern = kernel_for(n, k);
+    const TernaryKernel& kern = KernelFor(n, k);
     mat->kernel = &kern;
     mat->n = n;
     mat->k = k;

@@ -18,7 +18,6 @@
 #include "base/file.h"
 #include "runtime/format.h"
 #include "runtime/gguf/gguf_reader.h"
-#include "runtime/kernels/kernels.h"
 #include "runtime/lm/convert.h"
 #include "runtime/lm/thread_team.h"
 #include "runtime/runtime.h"
@@ -328,51 +327,6 @@ TEST_F(LmModelTest, ReportsItsMemory) {
   EXPECT_GT(a.m->bytes_per_token(), 0u);
   EXPECT_LE(a.m->slot_bytes_used(), a.rt->slot_bytes());
   EXPECT_EQ(a.m->ternary_matrices(), 14);
-}
-
-TEST_F(LmModelTest, ATeamPacksAModelFarAboveTheCacheInTheCompactLayout) {
-  // With an 8 KiB "last-level cache" every matrix of the small model is
-  // below it (the runtime's per-matrix rule keeps them 2-bit) but all of
-  // them together are more than 4 times it: with more than one thread a
-  // language model then goes 1.6-bit throughout, with one it does not, and
-  // "2bit" keeps it 2-bit. The logits are the same in every layout.
-  ModelFile f = Convert(*small_, "int8");
-  auto load = [&](int threads, const char* layout) {
-    RuntimeOptions ro;
-    ro.slots = 1;
-    ro.arena_bytes = size_t{64} << 20;
-    ro.tq1_threshold_bytes = 8 << 10;
-    ro.weight_layout = layout;
-    Loaded out;
-    Result<std::unique_ptr<Runtime>> rt = Runtime::Create(ro);
-    EXPECT_TRUE(rt.ok()) << rt.status().message();
-    if (!rt.ok()) return out;
-    LmOptions lo;
-    lo.threads = threads;
-    lo.max_context = 32;
-    Result<const LmModel*> m = (*rt)->LoadLm(0, f, lo);
-    EXPECT_TRUE(m.ok()) << m.status().message();
-    out.rt = std::move(*rt);
-    out.m = m.ok() ? *m : nullptr;
-    return out;
-  };
-  if (std::getenv(kWeightLayoutEnvVar) != nullptr ||
-      Tq1Counterpart(load(1, "auto").m->kernel()) == nullptr) {
-    GTEST_SKIP() << "no SIMD 1.6-bit variant, or the layout is forced";
-  }
-  Loaded one = load(1, "auto"), two = load(2, "auto"),
-         two_2bit = load(2, "2bit");
-  ASSERT_NE(one.m, nullptr);
-  ASSERT_NE(two.m, nullptr);
-  ASSERT_NE(two_2bit.m, nullptr);
-  EXPECT_EQ(one.m->tq1_matrices(), 0);
-  EXPECT_EQ(two.m->tq1_matrices(), two.m->ternary_matrices());
-  EXPECT_EQ(two_2bit.m->tq1_matrices(), 0);
-  // (No fewer bytes here: rows this short fill one block in either layout.)
-  const std::vector<int32_t> tokens = Tokens(12, 300, 4);
-  const std::vector<float> ref = Incremental(*one.m, 0, tokens);
-  EXPECT_EQ(Incremental(*two.m, 0, tokens), ref);
-  EXPECT_EQ(Incremental(*two_2bit.m, 0, tokens), ref);
 }
 
 TEST_F(LmModelTest, EvaluatingTokensDoesNotAllocate) {
