@@ -6,8 +6,9 @@
 //
 //   pp128   one Eval of a 128-token prompt at position 0 (tokens/s);
 //   tg128   128 single-token Evals after a 4-token prompt, each feeding the
-//           greedy token of the one before (tokens/s; the arg max is part
-//           of the timed loop, the prompt is not);
+//           greedy token of the one before (tokens/s of the Evals: neither
+//           the prompt nor the arg max between Evals is timed, as
+//           llama-bench's tg times no sampling);
 //   ttft32  one Eval of a 32-token prompt: the time to the first token's
 //           logits;
 //   tg16@N  16 single-token Evals at positions N.. (attention over N
@@ -15,8 +16,9 @@
 //           so it is not filled first).
 //
 // at 1 thread and at all the CPUs this process may use (LmOptions::threads
-// = 0). Times are wall-clock (the team's helpers work while the caller
-// does).
+// = 0), in the runtime's default weight layout and (".../layout:1.6bit/...")
+// with every matrix 1.6-bit. Times are wall-clock (the team's helpers work
+// while the caller does).
 //
 // The GGUF files are written on first use by the Python generators
 // (python3 -m ternd.make_2b4t 2b4t|0.7b; ternd.gguf_writer for the small
@@ -26,20 +28,25 @@
 //
 // Counters: tok/s; bytes_per_token (LmModel::bytes_per_token: every
 // ternary matrix in its layout, the norms and the output head); read_B/s,
-// the single-core read bandwidth measured in the same run (BestReadBandwidth
-// over 1 GiB, as ternary_kernels_bench); roofline = read_B/s /
-// bytes_per_token in tokens/s and of_roofline = tg tokens/s over it (tg
-// only); read_B/s_all, the read bandwidth of all CPUs reading at once;
-// arena_used (LmModel::slot_bytes_used), kv_cache, RSS after the load and
-// peak_RSS (VmHWM since the load began: the .tern file read into memory
-// while the arena is filled, then the runs); tq1 = matrices in the 1.6-bit
-// layout.
+// the single-core read bandwidth measured right before the benchmark
+// (BestReadBandwidth over 512 MiB, as ternary_kernels_bench); roofline =
+// read_B/s / bytes_per_token in tokens/s and of_roofline = tg tokens/s
+// over it (tg only); read_B/s_all, the read bandwidth of all CPUs reading
+// at once, and of_roofline_all = tg tokens/s over read_B/s_all /
+// bytes_per_token (the limit of a team using every CPU);
+// cpus_used = CPU time of the process over the wall time of the timed loops
+// (near the thread count when nothing else ran; a run with fewer was
+// shared with other processes); arena_used (LmModel::slot_bytes_used),
+// kv_cache, weights, scratch (LmModel's byte accessors), RSS after the
+// load and peak_RSS (VmHWM during the load: the .tern file read into memory
+// while the arena is filled); tq1 = matrices in the 1.6-bit layout.
 //
 // Run (docs/performance.md, "Language models"):
 //   build/bench/lm_bench --benchmark_filter='small'
 //   build/bench/lm_bench --benchmark_filter='2b4t/int8/threads:1/(pp128|tg128)'
 #include <benchmark/benchmark.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -159,67 +166,85 @@ int AllThreads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-const Bandwidth& MeasuredBandwidth() {
-  static const Bandwidth bw = [] {
-    Bandwidth b;
-    constexpr size_t kBytes = size_t{1} << 30;
-    std::vector<uint8_t> buf = MakeLargeBuffer(kBytes + kHugePageBytes);
-    uint8_t* p =
-        buf.data() + (kHugePageBytes - reinterpret_cast<uintptr_t>(buf.data()) %
-                                           kHugePageBytes) %
-                         kHugePageBytes;
-    std::memset(p, 1, kBytes);
-    const auto* words = reinterpret_cast<const uint64_t*>(p);
-    b.one = BestReadBandwidth(words, kBytes, 5);
-    const int n = AllThreads();
-    const size_t part = kBytes / n / 4096 * 4096;
-    for (int pass = 0; pass < 5; ++pass) {
-      std::vector<std::thread> threads;
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int t = 0; t < n; ++t) {
-        threads.emplace_back(
-            [&, t] { read_sink = SumWords(words + t * part / 8, part / 8); });
-      }
-      for (std::thread& t : threads) t.join();
-      const double s =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-              .count();
-      b.all = std::max(b.all, static_cast<double>(part) * n / s);
+// Measures both now (best of 3 passes over 512 MiB, far above the LLC).
+// The memory bandwidth of a VM moves with its neighbours' load (by 20% from
+// one minute to the next on the development machine), so each benchmark
+// measures it right before its timed loop.
+Bandwidth MeasureBandwidth() {
+  Bandwidth b;
+  constexpr size_t kBytes = size_t{512} << 20;
+  std::vector<uint8_t> buf = MakeLargeBuffer(kBytes + kHugePageBytes);
+  uint8_t* p =
+      buf.data() + (kHugePageBytes -
+                    reinterpret_cast<uintptr_t>(buf.data()) % kHugePageBytes) %
+                       kHugePageBytes;
+  std::memset(p, 1, kBytes);
+  const auto* words = reinterpret_cast<const uint64_t*>(p);
+  b.one = BestReadBandwidth(words, kBytes, 3);
+  const int n = AllThreads();
+  const size_t part = kBytes / n / 4096 * 4096;
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<std::thread> threads;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int t = 0; t < n; ++t) {
+      threads.emplace_back(
+          [&, t] { read_sink = SumWords(words + t * part / 8, part / 8); });
     }
-    return b;
-  }();
-  return bw;
+    for (std::thread& t : threads) t.join();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    b.all = std::max(b.all, static_cast<double>(part) * n / s);
+  }
+  return b;
 }
 
-// The model being benchmarked; the previous one is released before the next
-// one loads, so that only one big model is in memory at a time.
+// The models loaded: by default one, released before the next one loads so
+// that only one big model is in memory (and in the RSS figures) at a time;
+// TERND_LM_BENCH_MODELS=2 keeps the last two, for comparing two settings in
+// one run with --benchmark_enable_random_interleaving (their RSS figures then
+// include each other).
 struct Loaded {
   std::string key;
   std::unique_ptr<Runtime> rt;
   const LmModel* m = nullptr;
   size_t rss_after_load = 0;
+  size_t peak_rss = 0;  // while loading
 };
 
-Loaded& Current() {
-  static Loaded loaded;
-  return loaded;
+std::vector<Loaded>& Models() {
+  static std::vector<Loaded> models;
+  return models;
 }
 
-const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
-                    const std::string& head, int threads) {
-  Loaded& cur = Current();
-  const std::string key =
-      std::string(spec.name) + "/" + head + "/" + std::to_string(threads);
-  if (cur.key == key && cur.m != nullptr) return cur.m;
-  cur.m = nullptr;
-  cur.rt.reset();
-  cur.key.clear();
+size_t MaxModels() {
+  const char* env = std::getenv("TERND_LM_BENCH_MODELS");
+  const long n = env != nullptr ? std::strtol(env, nullptr, 10) : 1;
+  return n >= 1 ? static_cast<size_t>(n) : 1;
+}
+
+const Loaded* Load(benchmark::State& state, const ModelSpec& spec,
+                   const std::string& head, const std::string& layout,
+                   int threads) {
+  std::vector<Loaded>& models = Models();
+  const std::string key = std::string(spec.name) + "/" + head + "/" + layout +
+                          "/" + std::to_string(threads);
+  for (size_t i = 0; i < models.size(); ++i) {
+    if (models[i].key == key) {
+      // Most recently used last.
+      std::rotate(models.begin() + i, models.begin() + i + 1, models.end());
+      return &models.back();
+    }
+  }
+  while (!models.empty() && models.size() >= MaxModels()) {
+    models.erase(models.begin());
+  }
+  Loaded cur;
   Result<std::string> path = TernFile(spec, head);
   if (!path.ok()) {
     state.SkipWithError(path.status().message());
     return nullptr;
   }
-  MeasuredBandwidth();  // before the peak-RSS window, with no model resident
   ResetPeakRss();
   Result<ModelFile> file = ModelFile::Open(*path);
   if (!file.ok()) {
@@ -228,6 +253,7 @@ const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
   }
   RuntimeOptions ro;
   ro.slots = 1;
+  if (!layout.empty()) ro.weight_layout = layout;
   // Reserved, not touched: only what the model places becomes resident.
   ro.arena_bytes = file->file_size() + (size_t{1} << 30);
   Result<std::unique_ptr<Runtime>> rt = Runtime::Create(ro);
@@ -247,7 +273,9 @@ const LmModel* Load(benchmark::State& state, const ModelSpec& spec,
   cur.key = key;
   { ModelFile discard = std::move(*file); }
   cur.rss_after_load = ProcStatusBytes("VmRSS");
-  return cur.m;
+  cur.peak_rss = ProcStatusBytes("VmHWM");
+  models.push_back(std::move(cur));
+  return &models.back();
 }
 
 int32_t ArgMax(const float* z, uint32_t n) {
@@ -275,17 +303,28 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
+// CPU seconds of every thread of this process.
+double ProcessCpuSeconds() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 void Fail(benchmark::State& state, const Status& s) {
   state.SkipWithError(std::string(s.message()).c_str());
 }
 
 void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
-           int threads, Test test, int depth) {
-  const LmModel* m = Load(state, *spec, head, threads);
-  if (m == nullptr) return;
+           std::string layout, int threads, Test test, int depth) {
+  const Loaded* loaded = Load(state, *spec, head, layout, threads);
+  if (loaded == nullptr) return;
+  const LmModel* m = loaded->m;
   const uint32_t V = m->shape().vocab;
+  const Bandwidth bw = MeasureBandwidth();
   int tokens_per_iteration = 0;
-  double seconds = 0;  // in the timed loops, as the benchmark's real time
+  double seconds = 0;      // in the timed loops, as the benchmark's real time
+  double cpu_seconds = 0;  // of all the process's threads, in the same loops
   switch (test) {
     case Test::kPp128:
     case Test::kTtft32: {
@@ -294,10 +333,12 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
       const std::vector<int32_t> prompt = Prompt(n, V);
       for (auto _ : state) {
         const auto t0 = Clock::now();
+        const double c0 = ProcessCpuSeconds();
         Status s = m->Eval(0, prompt, 0);
         if (!s.ok()) return Fail(state, s);
         benchmark::DoNotOptimize(m->logits(0)[0]);
         seconds += Seconds(Clock::now() - t0);
+        cpu_seconds += ProcessCpuSeconds() - c0;
       }
       break;
     }
@@ -320,24 +361,28 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
           next = ArgMax(m->logits(0), V);
         }
         state.ResumeTiming();
-        const auto t0 = Clock::now();
         for (int i = 0; i < n; ++i) {
+          const auto t0 = Clock::now();
+          const double c0 = ProcessCpuSeconds();
           Status s = m->Eval(0, {&next, 1}, start + i);
           if (!s.ok()) return Fail(state, s);
+          seconds += Seconds(Clock::now() - t0);
+          cpu_seconds += ProcessCpuSeconds() - c0;
           next = ArgMax(m->logits(0), V);
         }
-        seconds += Seconds(Clock::now() - t0);
         benchmark::DoNotOptimize(next);
       }
       break;
     }
   }
   using benchmark::Counter;
-  const Bandwidth& bw = MeasuredBandwidth();
   const double bytes = static_cast<double>(m->bytes_per_token());
   const double tokens_per_second =
       static_cast<double>(tokens_per_iteration) * state.iterations() / seconds;
   state.counters["tok/s"] = tokens_per_second;
+  // CPUs busy on average: about the team size when the machine left the
+  // team alone, less when other processes took its CPUs.
+  state.counters["cpus_used"] = cpu_seconds / seconds;
   state.counters["threads"] = m->threads();
   state.counters["bytes_per_token"] =
       Counter(bytes, Counter::kDefaults, Counter::kIs1024);
@@ -350,17 +395,21 @@ void BM_Lm(benchmark::State& state, const ModelSpec* spec, std::string head,
               Counter::kIs1024);
   state.counters["kv_cache"] = Counter(static_cast<double>(m->kv_cache_bytes()),
                                        Counter::kDefaults, Counter::kIs1024);
-  state.counters["RSS"] = Counter(static_cast<double>(Current().rss_after_load),
+  state.counters["RSS"] = Counter(static_cast<double>(loaded->rss_after_load),
                                   Counter::kDefaults, Counter::kIs1024);
-  state.counters["peak_RSS"] =
-      Counter(static_cast<double>(ProcStatusBytes("VmHWM")), Counter::kDefaults,
-              Counter::kIs1024);
+  state.counters["peak_RSS"] = Counter(static_cast<double>(loaded->peak_rss),
+                                       Counter::kDefaults, Counter::kIs1024);
+  state.counters["weights"] = Counter(static_cast<double>(m->weight_bytes()),
+                                      Counter::kDefaults, Counter::kIs1024);
+  state.counters["scratch"] = Counter(static_cast<double>(m->scratch_bytes()),
+                                      Counter::kDefaults, Counter::kIs1024);
   state.counters["tq1"] = m->tq1_matrices();
   if (test == Test::kTg128 || test == Test::kTgDepth) {
     const double roofline = bw.one / bytes;
     state.counters["roofline"] = roofline;
     // tokens/s over the roofline: (n / time) / roofline.
     state.counters["of_roofline"] = tokens_per_second / roofline;
+    state.counters["of_roofline_all"] = tokens_per_second / (bw.all / bytes);
   }
 }
 
@@ -410,6 +459,7 @@ void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
                    x.data(), wk, out.data() + r0);
     }
   };
+  const double bandwidth = MeasureBandwidth().one;
   for (auto _ : state) {
     std::vector<std::thread> helpers;
     for (int t = 1; t < threads; ++t) helpers.emplace_back(run, t);
@@ -423,10 +473,47 @@ void BM_LmHead(benchmark::State& state, const lm_math::Ops* ops, bool f16,
       Counter(static_cast<double>(bytes), Counter::kIsIterationInvariantRate,
               Counter::kIs1024);
   state.counters["read_B/s"] =
-      Counter(MeasuredBandwidth().one, Counter::kDefaults, Counter::kIs1024);
+      Counter(bandwidth, Counter::kDefaults, Counter::kIs1024);
+}
+
+// Attention (lm_math attend) of `heads` queries sharing one KV head over
+// `count` cached positions, head width 128 (2B4T: 4 queries per KV head):
+// what a decoded token pays per KV head and layer.
+void BM_LmAttention(benchmark::State& state, const lm_math::Ops* ops) {
+  const size_t count = static_cast<size_t>(state.range(0)), d = 128;
+  const size_t heads = static_cast<size_t>(state.range(1));
+  std::vector<uint16_t> k(count * d), v(count * d);
+  uint32_t seed = 9;
+  for (size_t i = 0; i < k.size(); ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    k[i] = lm_math::FloatToHalf(static_cast<float>(seed >> 8) * 0x1p-23f - 1);
+    v[i] = lm_math::FloatToHalf(static_cast<float>(seed & 0xffff) * 0x1p-15f);
+  }
+  std::vector<float> q(heads * d), scores(heads * count), out(heads * d);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = std::sin(static_cast<float>(i));
+  for (auto _ : state) {
+    ops->attend(q.data(), heads, d, 0.088f, k.data(), v.data(), count - 1,
+                k.data() + (count - 1) * d, v.data() + (count - 1) * d, 1,
+                scores.data(), out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["head_positions/s"] =
+      benchmark::Counter(static_cast<double>(count * heads),
+                         benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void RegisterAll() {
+  for (const lm_math::Ops* ops : lm_math::SupportedOps()) {
+    benchmark::RegisterBenchmark(
+        (std::string("BM_LmAttention/") + ops->name).c_str(), BM_LmAttention,
+        ops)
+        ->ArgNames({"positions", "heads"})
+        ->Args({128, 1})
+        ->Args({2048, 1})
+        ->Args({2048, 4})
+        ->Unit(benchmark::kMicrosecond);
+  }
   for (const lm_math::Ops* ops : lm_math::SupportedOps()) {
     for (bool f16 : {false, true}) {
       for (int threads : {1, 2}) {
@@ -445,29 +532,34 @@ void RegisterAll() {
   std::vector<int> thread_counts = {1};
   if (all > 1) thread_counts.push_back(all);
   for (const ModelSpec& spec : kModels) {
-    for (const char* head : {"int8", "f16"}) {
-      for (int threads : thread_counts) {
-        const std::string prefix = std::string("BM_Lm/") + spec.name + "/" +
-                                   head + "/threads:" + std::to_string(threads);
-        // LmOptions::threads: 0 means all, which is what a daemon uses.
-        const int t = threads == all ? 0 : threads;
-        struct {
-          const char* name;
-          Test test;
-          int depth;
-        } const tests[] = {
-            {"pp128", Test::kPp128, 0},
-            {"tg128", Test::kTg128, 0},
-            {"ttft32", Test::kTtft32, 0},
-            {"tg16@1024", Test::kTgDepth, 1024},
-            {"tg16@2000", Test::kTgDepth, 2000},
-        };
-        for (const auto& tc : tests) {
-          benchmark::RegisterBenchmark((prefix + "/" + tc.name).c_str(), BM_Lm,
-                                       &spec, std::string(head), t, tc.test,
-                                       tc.depth)
-              ->Unit(benchmark::kMillisecond)
-              ->UseRealTime();
+    // The runtime's default weight layout, and all matrices 1.6-bit.
+    for (const char* layout : {"", "1.6bit"}) {
+      for (const char* head : {"int8", "f16"}) {
+        for (int threads : thread_counts) {
+          const std::string prefix =
+              std::string("BM_Lm/") + spec.name + "/" + head +
+              (layout[0] != '\0' ? std::string("/layout:") + layout : "") +
+              "/threads:" + std::to_string(threads);
+          // LmOptions::threads: 0 means all, which is what a daemon uses.
+          const int t = threads == all ? 0 : threads;
+          struct {
+            const char* name;
+            Test test;
+            int depth;
+          } const tests[] = {
+              {"pp128", Test::kPp128, 0},
+              {"tg128", Test::kTg128, 0},
+              {"ttft32", Test::kTtft32, 0},
+              {"tg16@1024", Test::kTgDepth, 1024},
+              {"tg16@2000", Test::kTgDepth, 2000},
+          };
+          for (const auto& tc : tests) {
+            benchmark::RegisterBenchmark(
+                (prefix + "/" + tc.name).c_str(), BM_Lm, &spec,
+                std::string(head), std::string(layout), t, tc.test, tc.depth)
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
+          }
         }
       }
     }

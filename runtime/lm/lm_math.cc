@@ -116,6 +116,52 @@ void DequantRelu2Gate(const int32_t* acc, float s, float* y, size_t n) {
   }
 }
 
+// Attention with the set's dot and axpy: scores, exp, then the weighted sum
+// one value row at a time.
+template <float (*kDot)(const uint16_t*, const float*, size_t),
+          void (*kAxpy)(float, const uint16_t*, float*, size_t)>
+void AttendOne(const float* q, size_t d, float scale, const uint16_t* ka,
+               const uint16_t* va, size_t count_a, const uint16_t* kb,
+               const uint16_t* vb, size_t count_b, float* scores, float* out) {
+  const size_t count = count_a + count_b;
+  float mx = -INFINITY;
+  for (size_t t = 0; t < count; ++t) {
+    const uint16_t* k = t < count_a ? ka + t * d : kb + (t - count_a) * d;
+    scores[t] = kDot(k, q, d) * scale;
+    mx = scores[t] > mx ? scores[t] : mx;
+  }
+  float sum = 0.0f;
+  for (size_t t = 0; t < count; ++t) {
+    scores[t] = std::exp(scores[t] - mx);
+    sum += scores[t];
+  }
+  const float inv = 1.0f / sum;
+  std::memset(out, 0, sizeof(float) * d);
+  for (size_t t = 0; t < count; ++t) {
+    const uint16_t* v = t < count_a ? va + t * d : vb + (t - count_a) * d;
+    kAxpy(scores[t] * inv, v, out, d);
+  }
+}
+
+template <float (*kDot)(const uint16_t*, const float*, size_t),
+          void (*kAxpy)(float, const uint16_t*, float*, size_t)>
+void Attend(const float* q, size_t heads, size_t d, float scale,
+            const uint16_t* ka, const uint16_t* va, size_t count_a,
+            const uint16_t* kb, const uint16_t* vb, size_t count_b,
+            float* scores, float* out) {
+  for (size_t h = 0; h < heads; ++h) {
+    AttendOne<kDot, kAxpy>(q + h * d, d, scale, ka, va, count_a, kb, vb,
+                           count_b, scores, out + h * d);
+  }
+}
+
+void DequantSiluGate(const int32_t* acc, float s, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float g = y[i];
+    y[i] = g / (1.0f + std::exp(-g)) * (static_cast<float>(acc[i]) * s);
+  }
+}
+
 // Row-major heads (head_group 1): one row after another, each a dot.
 template <float (*kDot)(const int8_t*, const float*, size_t)>
 void HeadI8Rows(const int8_t* q, const float* scale, const int32_t*,
@@ -283,6 +329,8 @@ constexpr Ops kAvx2{"avx2",
                     DequantSetAvx2,
                     DequantAddAvx2,
                     DequantRelu2GateAvx2,
+                    DequantSiluGate,
+                    Attend<DotF16Avx2, AxpyF16Avx2>,
                     1,
                     HeadI8Rows<DotI8Avx2>,
                     HeadF16Rows<DotF16Avx2>};
@@ -297,6 +345,8 @@ constexpr Ops kAvx512Vnni{"avx512vnni",
                           DequantSetAvx2,
                           DequantAddAvx2,
                           DequantRelu2GateAvx2,
+                          internal::DequantSiluGateAvx512,
+                          internal::AttendAvx512,
                           static_cast<int>(internal::kHeadGroup),
                           internal::HeadI8Avx512Vnni,
                           internal::HeadF16Avx512};
@@ -326,6 +376,8 @@ constexpr Ops kPortable{"portable",
                         DequantSet,
                         DequantAdd,
                         DequantRelu2Gate,
+                        DequantSiluGate,
+                        Attend<DotF16, AxpyF16>,
                         1,
                         HeadI8Rows<DotI8>,
                         HeadF16Rows<DotF16>};

@@ -42,6 +42,19 @@ struct Ops {
   void (*dequant_set)(const int32_t* acc, float s, float* y, size_t n);
   void (*dequant_add)(const int32_t* acc, float s, float* y, size_t n);
   void (*dequant_relu2_gate)(const int32_t* acc, float s, float* y, size_t n);
+  // y[i] = silu(y[i]) * v, silu(g) = g / (1 + exp(-g)) (the SiLU gate); the
+  // AVX-512 set's exp is a polynomial (about 2 ulp), the others' std::exp.
+  void (*dequant_silu_gate)(const int32_t* acc, float s, float* y, size_t n);
+
+  // Attention of `heads` queries q [heads, d] sharing count_a keys and
+  // values (rows of d halves) at ka, va followed by count_b at kb, vb:
+  // out[h] = sum_t w_t v_t, w = softmax(scale * (q[h] . k_t)) (the max
+  // subtracted before exp). `scores` has room for heads * (count_a +
+  // count_b) floats. A query's result does not depend on `heads`.
+  void (*attend)(const float* q, size_t heads, size_t d, float scale,
+                 const uint16_t* ka, const uint16_t* va, size_t count_a,
+                 const uint16_t* kb, const uint16_t* vb, size_t count_b,
+                 float* scores, float* out);
 
   // The output head [rows, n] in this set's layout (PackHead): rows in
   // groups of head_group (1: row-major, as in the file).

@@ -178,3 +178,279 @@ void HeadF16Avx512(const uint16_t* packed, size_t rows, size_t n,
 }
 
 }  // namespace ternd::runtime::lm_math::internal
+
+namespace ternd::runtime::lm_math::internal {
+namespace {
+
+// exp(x) (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, then
+// 2^n), to about 2 ulp; below -87 it returns exp(-87), above 88.7 infinity.
+__m512 Exp(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r),
+                                 _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+__mmask16 Lanes(size_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xffff)
+                    : static_cast<__mmask16>((1u << left) - 1);
+}
+
+__m512 LoadHalves(const uint16_t* p, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+
+}  // namespace
+
+namespace {
+
+// Softmax weights of `count` scores in place (unnormalized: exp(s - max)),
+// returning 1 / their sum.
+float SoftmaxWeights(float* scores, size_t count) {
+  __m512 mv = _mm512_set1_ps(-INFINITY);
+  for (size_t t = 0; t < count; t += 16) {
+    mv =
+        _mm512_mask_max_ps(mv, Lanes(count - t), mv,
+                           _mm512_maskz_loadu_ps(Lanes(count - t), scores + t));
+  }
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+  __m512 sv = _mm512_setzero_ps();
+  for (size_t t = 0; t < count; t += 16) {
+    const __mmask16 m = Lanes(count - t);
+    const __m512 e =
+        Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + t), mx));
+    _mm512_mask_storeu_ps(scores + t, m, e);
+    sv = _mm512_add_ps(sv, _mm512_maskz_mov_ps(m, e));
+  }
+  return 1.0f / _mm512_reduce_add_ps(sv);
+}
+
+// One query: the scores four keys at a time.
+void AttendOne(const float* q, size_t d, float scale, const uint16_t* ka,
+               const uint16_t* va, size_t count_a, const uint16_t* kb,
+               const uint16_t* vb, size_t count_b, float* scores, float* out) {
+  const size_t count = count_a + count_b;
+  auto key = [&](size_t t) {
+    return t < count_a ? ka + t * d : kb + (t - count_a) * d;
+  };
+  auto value = [&](size_t t) {
+    return t < count_a ? va + t * d : vb + (t - count_a) * d;
+  };
+  // Scores, four keys at a time (each key's sum in the same order).
+  size_t t = 0;
+  for (; t + 4 <= count; t += 4) {
+    const uint16_t* k0 = key(t);
+    const uint16_t* k1 = key(t + 1);
+    const uint16_t* k2 = key(t + 2);
+    const uint16_t* k3 = key(t + 3);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i < d; i += 16) {
+      const __mmask16 m = Lanes(d - i);
+      const __m512 qv = _mm512_maskz_loadu_ps(m, q + i);
+      a0 = _mm512_fmadd_ps(LoadHalves(k0 + i, m), qv, a0);
+      a1 = _mm512_fmadd_ps(LoadHalves(k1 + i, m), qv, a1);
+      a2 = _mm512_fmadd_ps(LoadHalves(k2 + i, m), qv, a2);
+      a3 = _mm512_fmadd_ps(LoadHalves(k3 + i, m), qv, a3);
+    }
+    scores[t] = _mm512_reduce_add_ps(a0) * scale;
+    scores[t + 1] = _mm512_reduce_add_ps(a1) * scale;
+    scores[t + 2] = _mm512_reduce_add_ps(a2) * scale;
+    scores[t + 3] = _mm512_reduce_add_ps(a3) * scale;
+  }
+  for (; t < count; ++t) {
+    const uint16_t* k0 = key(t);
+    __m512 a0 = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+      const __mmask16 m = Lanes(d - i);
+      a0 = _mm512_fmadd_ps(LoadHalves(k0 + i, m),
+                           _mm512_maskz_loadu_ps(m, q + i), a0);
+    }
+    scores[t] = _mm512_reduce_add_ps(a0) * scale;
+  }
+  const float inv = SoftmaxWeights(scores, count);
+  // out = sum_t (e_t / sum) v_t, up to 128 values of d at a time in
+  // registers.
+  for (size_t c = 0; c < d; c += 128) {
+    const size_t width = d - c < 128 ? d - c : 128;
+    __m512 o[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) o[j] = _mm512_setzero_ps();
+    for (t = 0; t < count; ++t) {
+      const __m512 w = _mm512_set1_ps(scores[t] * inv);
+      const uint16_t* v = value(t) + c;
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        if (static_cast<size_t>(16 * j) < width) {
+          o[j] = _mm512_fmadd_ps(
+              w, LoadHalves(v + 16 * j, Lanes(width - 16 * j)), o[j]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      if (static_cast<size_t>(16 * j) < width) {
+        _mm512_mask_storeu_ps(out + c + 16 * j, Lanes(width - 16 * j), o[j]);
+      }
+    }
+  }
+}
+
+// kHeads queries sharing the keys and values (grouped-query attention):
+// each key and value row is converted once for all of them. Every query's
+// arithmetic is AttendOne's (the same sums in the same order), so a head's
+// result does not depend on which others it was grouped with.
+template <int kHeads>
+void AttendGroup(const float* q, size_t d, float scale, const uint16_t* ka,
+                 const uint16_t* va, size_t count_a, const uint16_t* kb,
+                 const uint16_t* vb, size_t count_b, float* scores,
+                 float* out) {
+  const size_t count = count_a + count_b;
+  auto key = [&](size_t t) {
+    return t < count_a ? ka + t * d : kb + (t - count_a) * d;
+  };
+  auto value = [&](size_t t) {
+    return t < count_a ? va + t * d : vb + (t - count_a) * d;
+  };
+  // Scores [head][t], two keys at a time.
+  size_t t = 0;
+  for (; t + 2 <= count; t += 2) {
+    const uint16_t* k0 = key(t);
+    const uint16_t* k1 = key(t + 1);
+    __m512 a[kHeads], b[kHeads];
+#pragma GCC unroll 4
+    for (int h = 0; h < kHeads; ++h) a[h] = b[h] = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+      const __mmask16 m = Lanes(d - i);
+      const __m512 x0 = LoadHalves(k0 + i, m), x1 = LoadHalves(k1 + i, m);
+#pragma GCC unroll 4
+      for (int h = 0; h < kHeads; ++h) {
+        const __m512 qv = _mm512_maskz_loadu_ps(m, q + h * d + i);
+        a[h] = _mm512_fmadd_ps(x0, qv, a[h]);
+        b[h] = _mm512_fmadd_ps(x1, qv, b[h]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < kHeads; ++h) {
+      scores[h * count + t] = _mm512_reduce_add_ps(a[h]) * scale;
+      scores[h * count + t + 1] = _mm512_reduce_add_ps(b[h]) * scale;
+    }
+  }
+  for (; t < count; ++t) {
+    const uint16_t* k0 = key(t);
+    __m512 a[kHeads];
+#pragma GCC unroll 4
+    for (int h = 0; h < kHeads; ++h) a[h] = _mm512_setzero_ps();
+    for (size_t i = 0; i < d; i += 16) {
+      const __mmask16 m = Lanes(d - i);
+      const __m512 x0 = LoadHalves(k0 + i, m);
+#pragma GCC unroll 4
+      for (int h = 0; h < kHeads; ++h) {
+        a[h] =
+            _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, q + h * d + i), a[h]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < kHeads; ++h) {
+      scores[h * count + t] = _mm512_reduce_add_ps(a[h]) * scale;
+    }
+  }
+  float inv[kHeads];
+#pragma GCC unroll 4
+  for (int h = 0; h < kHeads; ++h) {
+    inv[h] = SoftmaxWeights(scores + h * count, count);
+  }
+  // out[head] = sum_t w[head][t] v_t, 64 values of d at a time.
+  for (size_t c = 0; c < d; c += 64) {
+    const size_t width = d - c < 64 ? d - c : 64;
+    __m512 o[kHeads][4];
+#pragma GCC unroll 4
+    for (int h = 0; h < kHeads; ++h) {
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) o[h][j] = _mm512_setzero_ps();
+    }
+    for (t = 0; t < count; ++t) {
+      const uint16_t* v = value(t) + c;
+      __m512 w[kHeads];
+#pragma GCC unroll 4
+      for (int h = 0; h < kHeads; ++h) {
+        w[h] = _mm512_set1_ps(scores[h * count + t] * inv[h]);
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        if (static_cast<size_t>(16 * j) < width) {
+          const __m512 x = LoadHalves(v + 16 * j, Lanes(width - 16 * j));
+#pragma GCC unroll 4
+          for (int h = 0; h < kHeads; ++h) {
+            o[h][j] = _mm512_fmadd_ps(w[h], x, o[h][j]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < kHeads; ++h) {
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        if (static_cast<size_t>(16 * j) < width) {
+          _mm512_mask_storeu_ps(out + h * d + c + 16 * j, Lanes(width - 16 * j),
+                                o[h][j]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void DequantSiluGateAvx512(const int32_t* acc, float s, float* y, size_t n) {
+  const __m512 sv = _mm512_set1_ps(s);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = Lanes(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(m, y + i);
+    const __m512 v = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, acc + i)), sv);
+    const __m512 silu = _mm512_div_ps(
+        g, _mm512_add_ps(one, Exp(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(silu, v));
+  }
+}
+
+void AttendAvx512(const float* q, size_t heads, size_t d, float scale,
+                  const uint16_t* ka, const uint16_t* va, size_t count_a,
+                  const uint16_t* kb, const uint16_t* vb, size_t count_b,
+                  float* scores, float* out) {
+  const size_t count = count_a + count_b;
+  size_t h = 0;
+  for (; h + 4 <= heads; h += 4) {
+    AttendGroup<4>(q + h * d, d, scale, ka, va, count_a, kb, vb, count_b,
+                   scores, out + h * d);
+  }
+  switch (heads - h) {
+    case 3:
+      AttendGroup<3>(q + h * d, d, scale, ka, va, count_a, kb, vb, count_b,
+                     scores, out + h * d);
+      break;
+    case 2:
+      AttendGroup<2>(q + h * d, d, scale, ka, va, count_a, kb, vb, count_b,
+                     scores, out + h * d);
+      break;
+    case 1:
+      AttendOne(q + h * d, d, scale, ka, va, count_a, kb, vb, count_b, scores,
+                out + h * d);
+      break;
+  }
+  (void)count;
+}
+
+}  // namespace ternd::runtime::lm_math::internal

@@ -18,6 +18,11 @@ void HeadI8Avx512Vnni(const int8_t* packed, const float* scale,
                       const float* x, void* work, float* out);
 void HeadF16Avx512(const uint16_t* packed, size_t rows, size_t n,
                    const float* x, void* work, float* out);
+void DequantSiluGateAvx512(const int32_t* acc, float s, float* y, size_t n);
+void AttendAvx512(const float* q, size_t heads, size_t d, float scale,
+                  const uint16_t* ka, const uint16_t* va, size_t count_a,
+                  const uint16_t* kb, const uint16_t* vb, size_t count_b,
+                  float* scores, float* out);
 #endif
 
 }  // namespace ternd::runtime::lm_math::internal

@@ -96,8 +96,6 @@ void Share(uint32_t items, int member, int members, uint32_t* begin,
                                members);
 }
 
-float Silu(float x) { return x / (1.0f + std::exp(-x)); }
-
 }  // namespace
 
 // ------------------------------------------------------------------- Eval
@@ -190,16 +188,8 @@ void LmModel::Task(void* ctx, int member, int phase, int index) {
       int32_t* acc_g = m.acc_;
       int32_t* acc_u = acc_g + static_cast<size_t>(n) * F;
       matmul(L.gate, index, acc_g, m.g_, F, math.dequant_set);
-      if (sh.relu2) {
-        matmul(L.up, index, acc_u, m.g_, F, math.dequant_relu2_gate);
-      } else {
-        matmul(L.up, index, acc_u, m.g_, F,
-               [](const int32_t* acc, float sc, float* g, size_t rows) {
-                 for (size_t r = 0; r < rows; ++r) {
-                   g[r] = Silu(g[r]) * (static_cast<float>(acc[r]) * sc);
-                 }
-               });
-      }
+      matmul(L.up, index, acc_u, m.g_, F,
+             sh.relu2 ? math.dequant_relu2_gate : math.dequant_silu_gate);
       break;
     }
     case kDown:
@@ -238,10 +228,20 @@ void LmModel::Attention(const Step& s, int layer, int member, int task) const {
   const lm_math::Ops& math = *math_;
   const MemberScratch& ps = member_scratch_[member];
   const int n = s.n;
-  uint32_t j0, j1;
-  Share(sh.heads, task, attention_tasks_, &j0, &j1);
-  if (j0 == j1) return;
   const uint32_t group = sh.heads / sh.kv_heads;
+  // The task's heads: a share of all heads, or, when the tasks are whole
+  // multiples of the KV heads, a share of one KV head's queries (so that
+  // the queries attend() takes together share it).
+  uint32_t j0, j1;
+  if (attention_tasks_ % sh.kv_heads == 0 && group > 1) {
+    const int parts = attention_tasks_ / static_cast<int>(sh.kv_heads);
+    Share(group, task % parts, parts, &j0, &j1);
+    j0 += task / parts * group;
+    j1 += task / parts * group;
+  } else {
+    Share(sh.heads, task, attention_tasks_, &j0, &j1);
+  }
+  if (j0 == j1) return;
   const uint32_t g0 = j0 / group, g1 = (j1 - 1) / group + 1;
   uint16_t* kv_layer = kv_ + s.seq * kv_seq_stride_ + layer * kv_layer_stride_;
   const size_t head_stride = static_cast<size_t>(max_context_) * D;
@@ -268,42 +268,23 @@ void LmModel::Attention(const Step& s, int layer, int member, int task) const {
       }
     }
   }
-  const float root = std::sqrt(static_cast<float>(D));
-  float* scores = ps.scores;
-  for (uint32_t j = j0; j < j1; ++j) {
-    const uint32_t g = j / group;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // Runs of this task's heads that share a KV head, together.
+  for (uint32_t ja = j0; ja < j1;) {
+    const uint32_t g = ja / group;
+    const uint32_t jb = std::min(j1, (g + 1) * group);
     const uint16_t* keys = kv_layer + g * head_stride;
-    const uint16_t* values = keys + v_offset;
     const uint16_t* nk = new_k + static_cast<size_t>(g - g0) * n * D;
     const uint16_t* nv = new_v + static_cast<size_t>(g - g0) * n * D;
     for (int b = 0; b < n; ++b) {
-      float* q = q_ + static_cast<size_t>(b) * E + j * D;
-      Rope(q, b);
-      const int len = s.pos + b + 1;
-      auto key = [&](int t) {
-        return t < s.pos ? keys + static_cast<size_t>(t) * D
-                         : nk + static_cast<size_t>(t - s.pos) * D;
-      };
-      auto value = [&](int t) {
-        return t < s.pos ? values + static_cast<size_t>(t) * D
-                         : nv + static_cast<size_t>(t - s.pos) * D;
-      };
-      float mx = -INFINITY;
-      for (int t = 0; t < len; ++t) {
-        scores[t] = math.dot_f16(key(t), q, D) / root;
-        mx = std::fmax(mx, scores[t]);
-      }
-      float sum = 0.0f;
-      for (int t = 0; t < len; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        sum += scores[t];
-      }
-      float* o = o_ + static_cast<size_t>(b) * E + j * D;
-      std::memset(o, 0, sizeof(float) * D);
-      for (int t = 0; t < len; ++t) {
-        math.axpy_f16(scores[t] / sum, value(t), o, D);
-      }
+      float* q = q_ + static_cast<size_t>(b) * E + ja * D;
+      for (uint32_t j = ja; j < jb; ++j) Rope(q + (j - ja) * D, b);
+      // Positions before this Eval from the cache, then this batch's up to
+      // token b.
+      math.attend(q, jb - ja, D, scale, keys, keys + v_offset, s.pos, nk, nv,
+                  b + 1, ps.scores, o_ + static_cast<size_t>(b) * E + ja * D);
     }
+    ja = jb;
   }
 }
 
@@ -524,10 +505,19 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   // several per member, so that a member that is descheduled while holding
   // one delays the phase by a small part of it.
   const int chunks = threads == 1 ? 1 : kTasksPerMember * threads;
-  const int attention_tasks = threads == 1
-                                  ? 1
-                                  : std::min<int>(static_cast<int>(sh.heads),
-                                                  kTasksPerMember * threads);
+  // Attention: groups of heads, each within one KV head when there are
+  // several queries per KV head.
+  int attention_tasks = 1;
+  if (threads > 1) {
+    const int want = kTasksPerMember * threads;
+    const int group = static_cast<int>(sh.heads / sh.kv_heads);
+    if (group > 1) {
+      const int kv = static_cast<int>(sh.kv_heads);
+      attention_tasks = kv * std::min(group, (want + kv - 1) / kv);
+    } else {
+      attention_tasks = std::min(static_cast<int>(sh.heads), want);
+    }
+  }
   const int phases = kLayerPhases * static_cast<int>(sh.layers) + 1;
 
   // 1. Sizes: check ternary codes, size every matrix's chunks.
@@ -595,13 +585,14 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
   const size_t quant_stride = ActivationStride(std::max(E, F));
   const size_t acc_elems =
       static_cast<size_t>(B) * std::max<size_t>(E + 2 * KV, 2 * F);
+  const size_t group = sh.heads / sh.kv_heads;  // queries per KV head
   const size_t member_bytes =
       AlignUp(sizeof(float) * B * std::max(E, F)) +  // normalized rows
       AlignUp(B * quant_stride) + AlignUp(sizeof(int32_t) * B) +
-      AlignUp(sizeof(float) * B) +                 // quantized input
-      AlignUp(sizeof(float) * max_context) +       // scores
-      AlignUp(sizeof(uint16_t) * 2 * B * KV) +     // new keys, values
-      AlignUp(std::max(lm_math::HeadWorkBytes(E),  // head, embedding
+      AlignUp(sizeof(float) * B) +                    // quantized input
+      AlignUp(sizeof(float) * max_context * group) +  // scores
+      AlignUp(sizeof(uint16_t) * 2 * B * KV) +        // new keys, values
+      AlignUp(std::max(lm_math::HeadWorkBytes(E),     // head, embedding
                        sizeof(float) * E));
   const size_t scratch_bytes =
       AlignUp(sizeof(float) * B * E) * 3 +        // h, q, o
@@ -827,7 +818,8 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     ms.quant = reinterpret_cast<int8_t*>(take(B * quant_stride));
     ms.sums = reinterpret_cast<int32_t*>(take(sizeof(int32_t) * B));
     ms.dequant = reinterpret_cast<float*>(take(sizeof(float) * B));
-    ms.scores = reinterpret_cast<float*>(take(sizeof(float) * max_context));
+    ms.scores =
+        reinterpret_cast<float*>(take(sizeof(float) * max_context * group));
     ms.kv_new =
         reinterpret_cast<uint16_t*>(take(sizeof(uint16_t) * 2 * B * KV));
     ms.work = take(std::max(lm_math::HeadWorkBytes(E), sizeof(float) * E));

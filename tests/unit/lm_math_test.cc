@@ -227,10 +227,76 @@ TEST_P(LmMathTest, ElementWiseLoopsEqualThePortableOnesBitForBit) {
       pick(ref)(acc.data(), s, b.data(), n);
       EXPECT_EQ(std::memcmp(a.data(), b.data(), 4 * n), 0) << "n " << n;
     }
+    {
+      // The SiLU gate: the AVX-512 set's exp is a polynomial of its own.
+      std::vector<float> a = y, b = y;
+      a[0] = b[0] = 1.0f;
+      ops.dequant_silu_gate(acc.data(), s, a.data(), n);
+      ref.dequant_silu_gate(acc.data(), s, b.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_NEAR(a[i], b[i], 1e-6f * std::fabs(b[i])) << i;
+      }
+    }
     std::vector<float> a(n), b(n);
     ops.scale_mul(x.data(), 0.37f, g.data(), a.data(), n);
     ref.scale_mul(x.data(), 0.37f, g.data(), b.data(), n);
     EXPECT_EQ(std::memcmp(a.data(), b.data(), 4 * n), 0) << "n " << n;
+  }
+}
+
+TEST_P(LmMathTest, AttendMatchesAFloat64SoftmaxWhateverTheGrouping) {
+  const Ops& ops = *GetParam();
+  Rng rng{5};
+  constexpr size_t kHeads = 5;
+  for (size_t d : {size_t{16}, size_t{24}, size_t{128}, size_t{200}}) {
+    for (size_t count_a : {size_t{0}, size_t{1}, size_t{5}, size_t{70}}) {
+      for (size_t count_b : {size_t{1}, size_t{3}}) {
+        SCOPED_TRACE("d " + std::to_string(d) + " counts " +
+                     std::to_string(count_a) + "+" + std::to_string(count_b));
+        const size_t count = count_a + count_b;
+        std::vector<uint16_t> k(count * d), v(count * d);
+        for (uint16_t& h : k) h = FloatToHalf(rng.Uniform() * 2);
+        for (uint16_t& h : v) h = FloatToHalf(rng.Uniform() * 5);
+        std::vector<float> q(kHeads * d);
+        for (float& x : q) x = rng.Uniform() * 2;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+        std::vector<float> scores(kHeads * count), out(kHeads * d);
+        ops.attend(q.data(), kHeads, d, scale, k.data(), v.data(), count_a,
+                   k.data() + count_a * d, v.data() + count_a * d, count_b,
+                   scores.data(), out.data());
+        for (size_t h = 0; h < kHeads; ++h) {
+          // Alone, the head gives the same values as in the group.
+          std::vector<float> alone(d);
+          ops.attend(q.data() + h * d, 1, d, scale, k.data(), v.data(), count_a,
+                     k.data() + count_a * d, v.data() + count_a * d, count_b,
+                     scores.data(), alone.data());
+          EXPECT_EQ(std::memcmp(alone.data(), out.data() + h * d, 4 * d), 0)
+              << "head " << h;
+          std::vector<double> w(count);
+          double mx = -1e300, sum = 0;
+          for (size_t t = 0; t < count; ++t) {
+            double dot = 0;
+            for (size_t i = 0; i < d; ++i) {
+              dot +=
+                  static_cast<double>(HalfToFloat(k[t * d + i])) * q[h * d + i];
+            }
+            w[t] = dot * scale;
+            mx = std::max(mx, w[t]);
+          }
+          for (double& x : w) sum += (x = std::exp(x - mx));
+          for (size_t i = 0; i < d; ++i) {
+            double want = 0, mag = 0;
+            for (size_t t = 0; t < count; ++t) {
+              const double p = w[t] / sum * HalfToFloat(v[t * d + i]);
+              want += p;
+              mag += std::fabs(p);
+            }
+            EXPECT_NEAR(out[h * d + i], want, 1e-5 * mag + 1e-6)
+                << "head " << h << " value " << i;
+          }
+        }
+      }
+    }
   }
 }
 
