@@ -70,6 +70,7 @@ CpuFeatures DecodeX86Cpuid(const X86CpuidWords& w) {
   f.avx2 = os_ymm && avx2;
   f.avx512_vnni = os_zmm && avx512f && avx512bw && avx512vl && avx512vnni;
   f.avx_vnni = f.avx2 && bit(w.leaf7_1_eax, 4);
+  f.fma_f16c = os_ymm && bit(w.leaf1_ecx, 12) && bit(w.leaf1_ecx, 29);
   return f;
 }
 

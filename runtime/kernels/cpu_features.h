@@ -24,6 +24,8 @@ struct CpuFeatures {
   bool avx2 = false;         // AVX2 (+ OS YMM state)
   bool avx512_vnni = false;  // AVX-512 F + BW + VL + VNNI (vpdpbusd on zmm)
   bool avx_vnni = false;     // 256-bit VEX vpdpbusd (AVX-VNNI) and AVX2
+  bool fma_f16c = false;     // FMA3 and F16C (CPUID.1:ECX bits 12, 29) with
+                             // OS YMM state: the language-model float code
   // AArch64.
   bool neon = false;     // ASIMD (always on armv8-a)
   bool dotprod = false;  // sdot/udot (armv8.2-a+dotprod)
@@ -38,7 +40,8 @@ const CpuFeatures& DetectedCpuFeatures();
 
 // The x86 CPUID and XGETBV words the detection reads.
 struct X86CpuidWords {
-  uint32_t leaf1_ecx = 0;    // CPUID.1:ECX (SSSE3 bit 9, OSXSAVE 27, AVX 28)
+  uint32_t leaf1_ecx = 0;    // CPUID.1:ECX (SSSE3 bit 9, FMA 12, OSXSAVE 27,
+                             // AVX 28, F16C 29)
   uint32_t leaf7_ebx = 0;    // CPUID.(7,0):EBX (AVX2 5, AVX-512 F 16, BW 30,
                              // VL 31)
   uint32_t leaf7_ecx = 0;    // CPUID.(7,0):ECX (AVX-512 VNNI bit 11)

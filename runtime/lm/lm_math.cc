@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "runtime/kernels/cpu_features.h"
 #include "runtime/lm/lm_math_internal.h"
 
 #if defined(__x86_64__)
@@ -351,19 +352,13 @@ constexpr Ops kAvx512Vnni{"avx512vnni",
                           internal::HeadI8Avx512Vnni,
                           internal::HeadF16Avx512};
 
+// The detected CPU (never a test's fake: these sets are chosen once).
 bool HasAvx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  const CpuFeatures& f = DetectedCpuFeatures();
+  return f.avx2 && f.fma_f16c;
 }
 
-bool HasAvx512Vnni() {
-  __builtin_cpu_init();
-  return HasAvx2() && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vnni");
-}
+bool HasAvx512Vnni() { return HasAvx2() && DetectedCpuFeatures().avx512_vnni; }
 #endif
 
 constexpr Ops kPortable{"portable",

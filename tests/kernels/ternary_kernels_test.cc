@@ -545,6 +545,7 @@ TEST(KernelDispatch, ForcingAnUnsupportedVariantNamesItsInstructionSet) {
 namespace cpuid {
 constexpr uint32_t kSsse3 = 1u << 9, kSse41 = 1u << 19, kSse42 = 1u << 20;
 constexpr uint32_t kOsxsave = 1u << 27, kAvx = 1u << 28;
+constexpr uint32_t kFmaF16c = (1u << 12) | (1u << 29);
 constexpr uint32_t kAvx2 = 1u << 5, kAvx512F = 1u << 16, kAvx512Bw = 1u << 30,
                    kAvx512Vl = 1u << 31;
 constexpr uint32_t kVnni512 = 1u << 11;  // leaf 7 ECX
@@ -557,19 +558,19 @@ constexpr uint32_t kAvx512 = kAvx2 | kAvx512F | kAvx512Bw | kAvx512Vl;
 // and SSSE3, no AVX.
 constexpr X86CpuidWords kAtom{kSse4, 0, 0, 0, 0};
 // Haswell .. Comet Lake, Zen 1-3: AVX2, no AVX-512.
-constexpr X86CpuidWords kAvx2Cpu{kSse4 | kOsxsave | kAvx, kAvx2, 0, 0,
-                                 kXcr0Ymm};
+constexpr X86CpuidWords kAvx2Cpu{kSse4 | kOsxsave | kAvx | kFmaF16c, kAvx2, 0,
+                                 0, kXcr0Ymm};
 // Skylake-SP: AVX-512 F, BW, VL without VNNI.
-constexpr X86CpuidWords kAvx512NoVnni{kSse4 | kOsxsave | kAvx, kAvx512, 0, 0,
-                                      kXcr0Zmm};
+constexpr X86CpuidWords kAvx512NoVnni{kSse4 | kOsxsave | kAvx | kFmaF16c,
+                                      kAvx512, 0, 0, kXcr0Zmm};
 // Ice Lake, Zen 4: AVX-512 with VNNI, no AVX-VNNI.
-constexpr X86CpuidWords kAvx512VnniCpu{kSse4 | kOsxsave | kAvx, kAvx512,
-                                       kVnni512, 0, kXcr0Zmm};
+constexpr X86CpuidWords kAvx512VnniCpu{kSse4 | kOsxsave | kAvx | kFmaF16c,
+                                       kAvx512, kVnni512, 0, kXcr0Zmm};
 // The same CPU under an OS that does not save the ZMM state.
-constexpr X86CpuidWords kAvx512VnniNoOsZmm{kSse4 | kOsxsave | kAvx, kAvx512,
-                                           kVnni512, 0, kXcr0Ymm};
+constexpr X86CpuidWords kAvx512VnniNoOsZmm{kSse4 | kOsxsave | kAvx | kFmaF16c,
+                                           kAvx512, kVnni512, 0, kXcr0Ymm};
 // Alder Lake and later client cores: AVX2 and AVX-VNNI, no AVX-512.
-constexpr X86CpuidWords kAlderLake{kSse4 | kOsxsave | kAvx, kAvx2, 0,
+constexpr X86CpuidWords kAlderLake{kSse4 | kOsxsave | kAvx | kFmaF16c, kAvx2, 0,
                                    cpuid::kAvxVnni, kXcr0Ymm};
 // AVX set but not OSXSAVE: the OS does not manage YMM state.
 constexpr X86CpuidWords kAvxWithoutOsxsave{kSse4 | kAvx, kAvx2, 0, 0, 0};
@@ -581,6 +582,7 @@ std::string Flags(const CpuFeatures& f) {
                           {f.avx2, "avx2"},
                           {f.avx512_vnni, "avx512_vnni"},
                           {f.avx_vnni, "avx_vnni"},
+                          {f.fma_f16c, "fma_f16c"},
                           {f.neon, "neon"},
                           {f.dotprod, "dotprod"}}) {
     if (on) s += s.empty() ? name : std::string(" ") + name;
@@ -590,13 +592,21 @@ std::string Flags(const CpuFeatures& f) {
 
 TEST(CpuFeatures, DecodesTheCpuidOfEachCpuClass) {
   EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAtom)), "ssse3");
-  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx2Cpu)), "ssse3 avx2");
-  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512NoVnni)), "ssse3 avx2");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx2Cpu)), "ssse3 avx2 fma_f16c");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512NoVnni)), "ssse3 avx2 fma_f16c");
   EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512VnniCpu)),
-            "ssse3 avx2 avx512_vnni");
-  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512VnniNoOsZmm)), "ssse3 avx2");
-  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAlderLake)), "ssse3 avx2 avx_vnni");
+            "ssse3 avx2 avx512_vnni fma_f16c");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvx512VnniNoOsZmm)),
+            "ssse3 avx2 fma_f16c");
+  EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAlderLake)),
+            "ssse3 avx2 avx_vnni fma_f16c");
   EXPECT_EQ(Flags(DecodeX86Cpuid(cpuid::kAvxWithoutOsxsave)), "ssse3");
+  // FMA and F16C are two bits, both needed.
+  for (uint32_t bit : {1u << 12, 1u << 29}) {
+    X86CpuidWords w = cpuid::kAvx2Cpu;
+    w.leaf1_ecx &= ~bit;
+    EXPECT_FALSE(DecodeX86Cpuid(w).fma_f16c) << std::hex << bit;
+  }
   EXPECT_EQ(Flags(DecodeX86Cpuid(X86CpuidWords{})), "");
   // Each of F, BW, VL is needed besides VNNI.
   for (uint32_t bit : {cpuid::kAvx512F, cpuid::kAvx512Bw, cpuid::kAvx512Vl}) {
@@ -626,6 +636,8 @@ TEST(CpuFeatures, DetectionAgreesWithProcCpuinfo) {
                                flags.count("avx512vl") &&
                                flags.count("avx512_vnni"));
   EXPECT_EQ(f.avx_vnni, flags.count("avx_vnni") && flags.count("avx2"));
+  EXPECT_EQ(f.fma_f16c,
+            flags.count("fma") && flags.count("f16c") && flags.count("avx"));
   EXPECT_EQ(&GetCpuFeatures(), &DetectedCpuFeatures());
   std::printf("this CPU: %s\n", Flags(f).c_str());
 }
