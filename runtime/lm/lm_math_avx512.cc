@@ -28,8 +28,10 @@
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the merge operand
 // of their masked builtins, which -W(maybe-)uninitialized reports once they
 // are inlined here; the values are never read.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace ternd::runtime::lm_math::internal {
 namespace {
