@@ -72,6 +72,8 @@ struct Generator::Active {
   std::vector<int32_t> history;  // prompt and generated tokens
   int32_t pending_token = -1;    // drawn, not yet evaluated
   int pos = 0;                   // tokens in the KV cache
+  uint32_t reused = 0;           // of them, taken from the session's cache
+  bool prompt_done = false;
   uint32_t generated = 0;
   bool cancelled = false;
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
@@ -84,11 +86,21 @@ struct Generator::Active {
   int64_t started_ns = 0, prompt_done_ns = 0, first_token_ns = 0;
 };
 
-Result<std::unique_ptr<Generator>> Generator::Create(sd_event* loop,
-                                                     Deliver deliver,
-                                                     std::mutex* lm_mutex) {
+// The instruments of one model version.
+struct Generator::ModelMetrics {
+  telemetry::Counter* calls;
+  telemetry::Counter* tokens;
+  telemetry::Counter* prompt_tokens;
+  telemetry::Histogram* prompt_rate;  // milli-tokens per second
+  telemetry::Histogram* rate;
+  telemetry::Histogram* first_token;  // nanoseconds
+};
+
+Result<std::unique_ptr<Generator>> Generator::Create(
+    sd_event* loop, Deliver deliver, std::mutex* lm_mutex,
+    telemetry::Registry* registry) {
   std::unique_ptr<Generator> g(
-      new Generator(loop, std::move(deliver), lm_mutex));
+      new Generator(loop, std::move(deliver), lm_mutex, registry));
   g->event_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!g->event_.valid()) {
     return ErrnoError(errno, "cannot create the generator's eventfd");
@@ -103,8 +115,33 @@ Result<std::unique_ptr<Generator>> Generator::Create(sd_event* loop,
   return g;
 }
 
-Generator::Generator(sd_event* loop, Deliver deliver, std::mutex* lm_mutex)
-    : loop_(loop), deliver_(std::move(deliver)), lm_mutex_(lm_mutex) {}
+Generator::Generator(sd_event* loop, Deliver deliver, std::mutex* lm_mutex,
+                     telemetry::Registry* registry)
+    : loop_(loop),
+      deliver_(std::move(deliver)),
+      lm_mutex_(lm_mutex),
+      registry_(registry) {
+  if (registry_ == nullptr) return;
+  kv_tokens_gauge_ = registry_->AddGauge(
+      "ternd_llm_kv_cache_tokens",
+      "Positions of the language model's KV cache in use (running calls "
+      "and kept sessions)",
+      "tokens");
+  kv_capacity_gauge_ = registry_->AddGauge(
+      "ternd_llm_kv_cache_capacity_tokens",
+      "Positions the KV cache holds (llm.max_context x llm.sequences)",
+      "tokens");
+  sessions_gauge_ = registry_->AddGauge(
+      "ternd_llm_sessions", "Generate sessions whose KV cache is kept", "1");
+  evictions_counter_ = registry_->AddCounter(
+      "ternd_llm_session_evictions_total",
+      "Sessions evicted (least recently used) for another call's sequence",
+      "1");
+  reused_counter_ = registry_->AddCounter(
+      "ternd_llm_session_reused_tokens_total",
+      "Prompt tokens taken from a session's KV cache instead of evaluated",
+      "tokens");
+}
 
 Generator::~Generator() {
   {
@@ -162,6 +199,10 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
                              r.stop(i).size());
     }
   }
+  if (r.session().size() > 128) {
+    return InvalidArgument("session is %zu bytes, at most 128",
+                           r.session().size());
+  }
   if (r.stop_size() > 16) {
     return InvalidArgument("%d stop strings, at most 16", r.stop_size());
   }
@@ -212,6 +253,7 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
   a->probs.resize(vocab);
   a->p.resize(vocab);
   a->history.reserve(a->prompt.size() + a->max_tokens);
+  a->history = a->prompt;
   a->call = std::move(call);
   ++pending_;
   {
@@ -267,12 +309,77 @@ void Generator::OnFrames() {
     if (f.final) --pending_;
     if (f.response.has_generate()) {
       tokens_generated_ += f.response.generate().tokens_size();
+      if (f.final && f.response.generate().has_summary()) {
+        Record(f.response.generate().summary());
+      }
     }
     deliver_(f.connection, std::move(f.response), f.final, f.slot);
   }
+  PublishCacheUse();
+}
+
+void Generator::Record(const wire::GenerateSummary& s) {
+  if (registry_ == nullptr) return;
+  std::unique_ptr<ModelMetrics>& m =
+      model_metrics_[{s.model(), s.model_version()}];
+  if (!m) {
+    const telemetry::Labels labels{
+        {"model", s.model()}, {"version", std::to_string(s.model_version())}};
+    m = std::make_unique<ModelMetrics>();
+    m->calls = registry_->AddCounter(
+        "ternd_generate_calls_total",
+        "Generate calls that ended with a summary, by model version", "calls",
+        labels);
+    m->tokens = registry_->AddCounter("ternd_generate_tokens_total",
+                                      "Tokens generated, by model version",
+                                      "tokens", labels);
+    m->prompt_tokens = registry_->AddCounter(
+        "ternd_generate_prompt_tokens_total",
+        "Prompt tokens of Generate calls (evaluated or reused)", "tokens",
+        labels);
+    m->prompt_rate =
+        registry_->AddHistogram("ternd_generate_prompt_tokens_per_second",
+                                "Prompt evaluation speed of each Generate call",
+                                "tokens/s", 1e-3, labels);
+    m->rate = registry_->AddHistogram(
+        "ternd_generate_tokens_per_second",
+        "Generation speed of each Generate call (after the first token)",
+        "tokens/s", 1e-3, labels);
+    m->first_token = registry_->AddLatencyHistogram(
+        "ternd_generate_first_token_seconds",
+        "Time from reading a Generate request to its first token", labels);
+  }
+  m->calls->Add(1);
+  m->tokens->Add(s.generated_tokens());
+  m->prompt_tokens->Add(s.prompt_tokens());
+  if (s.prompt_tokens_per_s() > 0) {
+    m->prompt_rate->Record(std::llround(s.prompt_tokens_per_s() * 1e3));
+  }
+  if (s.tokens_per_s() > 0) {
+    m->rate->Record(std::llround(s.tokens_per_s() * 1e3));
+  }
+  if (s.first_token_us() > 0) {
+    m->first_token->Record(static_cast<int64_t>(s.first_token_us()) * 1000);
+  }
+}
+
+void Generator::PublishCacheUse() {
+  if (registry_ == nullptr) return;
+  kv_tokens_gauge_->Set(static_cast<double>(kv_tokens_.load()));
+  kv_capacity_gauge_->Set(static_cast<double>(kv_capacity_.load()));
+  sessions_gauge_->Set(static_cast<double>(sessions_.load()));
+  const uint64_t ev = session_evictions_.load();
+  evictions_counter_->Add(ev - evictions_published_);
+  evictions_published_ = ev;
+  const uint64_t re = reused_tokens_.load();
+  reused_counter_->Add(re - reused_published_);
+  reused_published_ = re;
 }
 
 void Generator::Finish(Active& a, const char* reason, const Status& error) {
+  // The sequence first, so that Stats read after the final frame count it.
+  ReleaseSequence(a);
+  CountCacheUse();
   Frame f{a.call.connection, wire::Response(), true, a.call.slot};
   f.response.set_id(a.call.id);
   f.response.set_final(true);
@@ -308,9 +415,11 @@ void Generator::Finish(Active& a, const char* reason, const Status& error) {
                                     1000)
             : 0);
     if (prompt_ns > 0) {
-      s->set_prompt_tokens_per_s(static_cast<double>(a.prompt.size()) * 1e9 /
-                                 static_cast<double>(prompt_ns));
+      s->set_prompt_tokens_per_s(
+          static_cast<double>(a.prompt.size() - a.reused) * 1e9 /
+          static_cast<double>(prompt_ns));
     }
+    s->set_reused_tokens(a.reused);
     if (gen_ns > 0 && a.generated > 1) {
       s->set_tokens_per_s(static_cast<double>(a.generated - 1) * 1e9 /
                           static_cast<double>(gen_ns));
@@ -350,17 +459,22 @@ bool Generator::Step(Active& a) {
   {
     std::lock_guard<std::mutex> l(*lm_mutex_);
     Status s;
-    if (a.pos == 0) {
+    if (!a.prompt_done) {
+      // The prompt after what the session's cache already holds.
       a.started_ns = MonotonicNs();
-      s = m.Eval(a.seq, a.prompt, 0);
+      s = m.Eval(a.seq,
+                 std::span<const int32_t>(a.prompt).subspan(
+                     static_cast<size_t>(a.pos)),
+                 a.pos);
       a.pos = static_cast<int>(a.prompt.size());
-      a.history = a.prompt;
+      a.prompt_done = true;
       a.prompt_done_ns = MonotonicNs();
     } else {
       s = m.Eval(a.seq, {&a.pending_token, 1}, a.pos);
       ++a.pos;
     }
     if (!s.ok()) {
+      a.pos = 0;  // what the cache holds is unknown: keep no session
       Finish(a, "error", s);
       return false;
     }
@@ -511,10 +625,84 @@ bool Generator::Step(Active& a) {
   return true;
 }
 
+bool Generator::TakeSequence(Active& a) {
+  const std::string& session = a.call.request.session();
+  int pick = -1;
+  if (!session.empty()) {
+    for (size_t i = 0; i < seqs_.size(); ++i) {
+      if (!seqs_[i].busy && seqs_[i].session == session) {
+        pick = static_cast<int>(i);
+      }
+    }
+  }
+  if (pick < 0) {  // one without a session, else the least recently used
+    for (size_t i = 0; i < seqs_.size(); ++i) {
+      const Sequence& q = seqs_[i];
+      if (q.busy) continue;
+      if (pick < 0 || (q.session.empty() && !seqs_[pick].session.empty()) ||
+          (q.session.empty() == seqs_[pick].session.empty() &&
+           q.used < seqs_[pick].used)) {
+        pick = static_cast<int>(i);
+      }
+    }
+  }
+  if (pick < 0) return false;
+  Sequence& q = seqs_[pick];
+  if (!session.empty() && q.session == session) {
+    // The longest common start, leaving at least one token to evaluate
+    // (its logits are the first draw's).
+    size_t n = 0;
+    const size_t limit = std::min(q.tokens.size(), a.prompt.size() - 1);
+    while (n < limit && q.tokens[n] == a.prompt[n]) ++n;
+    a.pos = static_cast<int>(n);
+    a.reused = static_cast<uint32_t>(n);
+    reused_tokens_ += n;
+  } else if (!q.session.empty()) {
+    TERND_LOG_DEBUG(
+        "generate: session '%s' evicted (sequence %d, %zu tokens) for "
+        "another call",
+        q.session.c_str(), pick, q.tokens.size());
+    ++session_evictions_;
+    --sessions_;
+  }
+  if (q.session != session || session.empty()) {
+    if (!q.session.empty()) q.session.clear();
+    q.tokens.clear();
+  }
+  q.busy = true;
+  a.seq = pick;
+  return true;
+}
+
+void Generator::ReleaseSequence(Active& a) {
+  if (a.seq < 0) return;
+  Sequence& q = seqs_[a.seq];
+  q.busy = false;
+  q.used = ++lru_clock_;
+  const std::string& session = a.call.request.session();
+  const bool had = !q.session.empty();
+  if (session.empty() || a.pos == 0) {
+    q.session.clear();
+    q.tokens.clear();
+  } else {
+    // An older copy of the session (a call of the same session that ran
+    // at the same time) gives way to this one.
+    for (Sequence& other : seqs_) {
+      if (&other != &q && !other.busy && other.session == session) {
+        other.session.clear();
+        other.tokens.clear();
+        --sessions_;
+      }
+    }
+    q.session = session;
+    q.tokens.assign(a.history.begin(), a.history.begin() + a.pos);
+  }
+  sessions_ += static_cast<int>(!q.session.empty()) - static_cast<int>(had);
+  a.seq = -1;
+}
+
 void Generator::Thread() {
   pthread_setname_np(pthread_self(), "ternd-generate");
-  std::vector<int> free_seqs;
-  const runtime::LmModel* seq_model = nullptr;
   for (;;) {
     bool stopping;
     {
@@ -547,22 +735,21 @@ void Generator::Thread() {
       // Start queued calls on free sequences.
       while (!queue_.empty()) {
         Active& next = *queue_.front();
-        if (seq_model != next.call.model) {
+        if (!next.cancelled &&
+            (seq_model_ != next.call.model || seq_load_ != next.call.load)) {
           if (!active_.empty()) break;  // the model changed: drain first
-          seq_model = next.call.model;
-          free_seqs.clear();
-          for (int s = seq_model->sequences() - 1; s >= 0; --s) {
-            free_seqs.push_back(s);
-          }
+          // A new model (or a new placement of one): no cache survives.
+          seq_model_ = next.call.model;
+          seq_load_ = next.call.load;
+          seqs_.assign(static_cast<size_t>(seq_model_->sequences()),
+                       Sequence());
+          sessions_ = 0;
+          kv_capacity_ = static_cast<uint64_t>(seq_model_->sequences()) *
+                         static_cast<uint64_t>(seq_model_->max_context());
         }
-        if (free_seqs.empty() && !next.cancelled) break;
-        std::unique_ptr<Active> a = std::move(queue_.front());
+        if (!next.cancelled && !TakeSequence(next)) break;
+        active_.push_back(std::move(queue_.front()));
         queue_.pop_front();
-        if (!a->cancelled) {
-          a->seq = free_seqs.back();
-          free_seqs.pop_back();
-        }
-        active_.push_back(std::move(a));
       }
     }
     if (active_.empty()) {
@@ -572,13 +759,22 @@ void Generator::Thread() {
     // One step of every active call.
     for (size_t i = 0; i < active_.size();) {
       if (!Step(*active_[i])) {
-        if (active_[i]->seq >= 0) free_seqs.push_back(active_[i]->seq);
         active_.erase(active_.begin() + static_cast<long>(i));
       } else {
         ++i;
       }
     }
+    CountCacheUse();
   }
+}
+
+void Generator::CountCacheUse() {
+  uint64_t in_use = 0;
+  for (const Sequence& q : seqs_) in_use += q.tokens.size();
+  for (const auto& a : active_) {
+    if (a->seq >= 0) in_use += static_cast<uint64_t>(a->pos);
+  }
+  kv_tokens_ = in_use;
 }
 
 }  // namespace ternd::daemon

@@ -10,6 +10,19 @@
 // penalty, seeded), turns it into text (whole UTF-8 characters, text that
 // may begin a stop string held back) and hands a frame to the loop.
 //
+// Sessions: a call with a `session` id leaves its sequence's KV cache
+// tagged with it when it ends; a later call of that session takes the same
+// sequence and evaluates only the prompt tokens after the longest common
+// start with what the cache holds. A sequence is taken, in this order: the
+// call's session's (when not in use), one holding no session, the least
+// recently used one holding a session (evicted, counted). A model change
+// drops every session.
+//
+// Telemetry (with a registry): tokens and prompt tokens per model and
+// version, prompt and generation tokens/s and time to first token
+// histograms, KV cache tokens in use, sessions and evictions
+// (docs/telemetry.md).
+//
 // Frames reach the loop through an eventfd; `deliver` runs there, in the
 // order the frames were made, the last frame of a call with final = true.
 // Cancel (a Cancel call, the connection closing, a drain) and deadlines
@@ -22,13 +35,17 @@
 #ifndef TERND_DAEMON_GENERATOR_H_
 #define TERND_DAEMON_GENERATOR_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "base/event_loop.h"
@@ -37,6 +54,7 @@
 #include "daemon/protocol.pb.h"
 #include "runtime/lm/lm_model.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "telemetry/metrics.h"
 
 namespace ternd::daemon {
 
@@ -51,7 +69,8 @@ struct GenerateCall {
   uint64_t id = 0;
   wire::GenerateRequest request;
   int64_t received_ns = 0;
-  int slot = 0;  // the arena slot held for the call (released on final)
+  int slot = 0;       // the arena slot held for the call (released on final)
+  uint64_t load = 0;  // which placement of the model (ModelSlots::Hold)
   const runtime::LmModel* model = nullptr;
   const tokenizer::Tokenizer* tokenizer = nullptr;
 };
@@ -60,9 +79,10 @@ class Generator {
  public:
   using Deliver = std::function<void(uint64_t connection, wire::Response&&,
                                      bool final, int slot)>;
-  static Result<std::unique_ptr<Generator>> Create(sd_event* loop,
-                                                   Deliver deliver,
-                                                   std::mutex* lm_mutex);
+  // `registry` (may be null) gets the generation metrics.
+  static Result<std::unique_ptr<Generator>> Create(
+      sd_event* loop, Deliver deliver, std::mutex* lm_mutex,
+      telemetry::Registry* registry = nullptr);
   ~Generator();  // ends every call (cancelled) and joins the thread
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
@@ -77,19 +97,43 @@ class Generator {
   void CancelAll();
   // Calls queued or running (final frame not yet delivered).
   int pending() const { return pending_; }
-  // Evictions and totals for Stats/metrics.
+  // Totals for Stats (any thread).
   uint64_t tokens_generated() const { return tokens_generated_; }
+  int sessions() const { return sessions_.load(std::memory_order_relaxed); }
+  uint64_t session_evictions() const {
+    return session_evictions_.load(std::memory_order_relaxed);
+  }
+  uint64_t session_reused_tokens() const {
+    return reused_tokens_.load(std::memory_order_relaxed);
+  }
 
  private:
   struct Active;
+  struct ModelMetrics;
+  // A KV cache sequence of the model in use (generator thread).
+  struct Sequence {
+    std::string session;          // "": none
+    std::vector<int32_t> tokens;  // what its cache holds, from position 0
+    uint64_t used = 0;            // least-recently-used stamp
+    bool busy = false;
+  };
   struct Frame {
     uint64_t connection;
     wire::Response response;
     bool final;
     int slot;
   };
-  Generator(sd_event* loop, Deliver deliver, std::mutex* lm_mutex);
+  Generator(sd_event* loop, Deliver deliver, std::mutex* lm_mutex,
+            telemetry::Registry* registry);
   void Thread();
+  // A sequence for `a` (sets a.seq and, for its session, a.pos to the
+  // tokens reused); false when every sequence is in use.
+  bool TakeSequence(Active& a);
+  // `a` has ended: its sequence keeps its session, or nothing.
+  void ReleaseSequence(Active& a);
+  void CountCacheUse();    // generator thread
+  void PublishCacheUse();  // loop
+  void Record(const wire::GenerateSummary& s);
   // One step of `a`; false when it has finished (its final frame queued).
   bool Step(Active& a);
   void Emit(Frame frame);
@@ -103,7 +147,26 @@ class Generator {
   UniqueFd event_;
   EventSource source_;
   int pending_ = 0;  // loop only
-  uint64_t tokens_generated_ = 0;
+  std::atomic<uint64_t> tokens_generated_{0};
+  std::atomic<int> sessions_{0};
+  std::atomic<uint64_t> session_evictions_{0}, reused_tokens_{0};
+  // Metrics (null without a registry); per model and version, loop only.
+  telemetry::Registry* registry_;
+  std::map<std::pair<std::string, uint64_t>, std::unique_ptr<ModelMetrics>>
+      model_metrics_;
+  telemetry::Gauge* kv_tokens_gauge_ = nullptr;
+  telemetry::Gauge* kv_capacity_gauge_ = nullptr;
+  telemetry::Gauge* sessions_gauge_ = nullptr;
+  telemetry::Counter* evictions_counter_ = nullptr;
+  telemetry::Counter* reused_counter_ = nullptr;
+  std::atomic<uint64_t> kv_tokens_{0}, kv_capacity_{0};
+  uint64_t evictions_published_ = 0, reused_published_ = 0;  // loop only
+
+  // Generator thread only.
+  std::vector<Sequence> seqs_;
+  uint64_t seq_load_ = 0;
+  const runtime::LmModel* seq_model_ = nullptr;
+  uint64_t lru_clock_ = 0;
 
   std::mutex mu_;
   std::condition_variable wake_;

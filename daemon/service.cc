@@ -401,7 +401,7 @@ Status Service::Impl::StartRuntime() {
                              bool final, int slot) {
                         DeliverGenerated(connection, std::move(r), final, slot);
                       },
-                      slots_->lm_mutex()));
+                      slots_->lm_mutex(), &registry_));
   slots_->SetObserver([this]() { PublishModelMetrics(); });
   // The first model is placed before serving starts, so on this thread:
   // the model an update installed, if it still verifies, else the
@@ -966,6 +966,12 @@ void Service::Impl::FillStats(wire::StatsResponse* stats, bool metrics) {
   stats->set_connections_total(connections_->accepted_total());
   stats->set_inferences_total(inferences_total_);
   stats->set_frames_rejected(connections_->frames_rejected());
+  if (generator_) {
+    stats->set_generated_tokens(generator_->tokens_generated());
+    stats->set_sessions(static_cast<uint32_t>(generator_->sessions()));
+    stats->set_session_evictions(generator_->session_evictions());
+    stats->set_session_reused_tokens(generator_->session_reused_tokens());
+  }
   if (metrics) {
     const std::vector<telemetry::MetricSnapshot> snapshot =
         registry_.Snapshot();
@@ -1033,6 +1039,7 @@ void Service::Impl::HandleGenerate(Connection* c, uint64_t id,
   call.request = r;
   call.received_ns = MonotonicNs();
   call.slot = hold.slot;
+  call.load = hold.load;
   call.model = slots_->usable_lm();
   call.tokenizer = slots_->tokenizer();
   GenerateLimits limits;

@@ -173,6 +173,18 @@ Histogram* Registry::AddLatencyHistogram(const std::string& name,
   return e->histogram.get();
 }
 
+Histogram* Registry::AddHistogram(const std::string& name,
+                                  const std::string& help,
+                                  const std::string& unit, double scale,
+                                  Labels labels) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool added;
+  Entry* e =
+      FindOrAdd(name, help, unit, MetricKind::kHistogram, labels, &added);
+  if (added) e->histogram = std::make_unique<Histogram>(scale);
+  return e->histogram.get();
+}
+
 Info* Registry::AddInfo(const std::string& name, const std::string& help) {
   std::lock_guard<std::mutex> lock(mu_);
   bool added;

@@ -173,6 +173,11 @@ class Registry {
   // Recorded in nanoseconds, exposed in seconds.
   Histogram* AddLatencyHistogram(const std::string& name,
                                  const std::string& help, Labels labels = {});
+  // Any non-negative quantity: values are recorded as integers, exposed
+  // times `scale` in `unit` (1e-3: record thousandths).
+  Histogram* AddHistogram(const std::string& name, const std::string& help,
+                          const std::string& unit, double scale,
+                          Labels labels = {});
   Info* AddInfo(const std::string& name, const std::string& help);
 
   // Every series, in creation order (series of one name are adjacent in

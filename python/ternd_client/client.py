@@ -103,7 +103,8 @@ def make_generate_request(prompt: Optional[str] = None,
                           seed: Optional[int] = None, stop: Iterable[str] = (),
                           stop_tokens: Iterable[int] = (), logprobs: bool = False,
                           deadline_us: int = 0, literal_special: bool = False,
-                          special_text: bool = False) -> pb.GenerateRequest:
+                          special_text: bool = False,
+                          session: str = "") -> pb.GenerateRequest:
     """A GenerateRequest; give exactly one of `prompt` (text) and `tokens`."""
     if isinstance(stop, str):
         stop = [stop]
@@ -111,7 +112,8 @@ def make_generate_request(prompt: Optional[str] = None,
         max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         min_p=min_p, repetition_penalty=repetition_penalty,
         repeat_last_n=repeat_last_n, logprobs=logprobs, deadline_us=deadline_us,
-        literal_special=literal_special, special_text=special_text)
+        literal_special=literal_special, special_text=special_text,
+        session=session)
     if prompt is not None:
         r.prompt = prompt
     if tokens is not None:
@@ -416,7 +418,8 @@ class Client:
                  repeat_last_n: int = 0, seed: Optional[int] = None,
                  stop: Iterable[str] = (), stop_tokens: Iterable[int] = (),
                  logprobs: bool = False, deadline_us: int = 0,
-                 literal_special: bool = False, special_text: bool = False) -> Generation:
+                 literal_special: bool = False, special_text: bool = False,
+                 session: str = "") -> Generation:
         """Starts generating from `prompt` (text) or `tokens` (ids): exactly one.
 
         Returns a `Generation` to iterate for `Chunk` objects; its `summary`
@@ -429,7 +432,7 @@ class Client:
         request = pb.Request(generate=make_generate_request(
             prompt, tokens, max_tokens, temperature, top_k, top_p, min_p,
             repetition_penalty, repeat_last_n, seed, stop, stop_tokens, logprobs,
-            deadline_us, literal_special, special_text))
+            deadline_us, literal_special, special_text, session))
         self._generation = Generation(self, self.send(request))
         return self._generation
 
@@ -655,6 +658,7 @@ class AsyncClient:
                        stop: Iterable[str] = (), stop_tokens: Iterable[int] = (),
                        logprobs: bool = False, deadline_us: int = 0,
                        literal_special: bool = False, special_text: bool = False,
+                       session: str = "",
                        timeout: Optional[float] = 30.0) -> AsyncGeneration:
         """Starts generating from `prompt` (text) or `tokens` (ids): exactly one.
 
@@ -667,7 +671,7 @@ class AsyncClient:
         request = pb.Request(id=next(self._ids), generate=make_generate_request(
             prompt, tokens, max_tokens, temperature, top_k, top_p, min_p,
             repetition_penalty, repeat_last_n, seed, stop, stop_tokens, logprobs,
-            deadline_us, literal_special, special_text))
+            deadline_us, literal_special, special_text, session))
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[request.id] = queue
         self._writer.write(_frame(request))

@@ -333,6 +333,130 @@ TEST_F(GenerateTest, TwoAtOnceGiveWhatEachGivesAlone) {
   EXPECT_EQ(b.tokens, Greedy(p2, 20));
 }
 
+wire::GenerateRequest InSession(std::vector<int32_t> t, uint32_t max_tokens,
+                                const std::string& session) {
+  wire::GenerateRequest r = Tokens(std::move(t), max_tokens);
+  r.set_session(session);
+  return r;
+}
+
+std::vector<int32_t> Concat(std::vector<int32_t> a,
+                            const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// A follow-up turn of a session evaluates only what its KV cache lacks, and
+// answers exactly what a fresh run of the whole conversation answers.
+TEST_F(GenerateTest, ASessionReusesItsCacheAndAnswersAsAFreshRun) {
+  StartDaemon();
+  const std::vector<int32_t> p1 = {597, 3, 14, 15, 92, 65, 35, 89, 79, 32};
+  Streamed t1 = Generate(InSession(p1, 8, "chat-1"));
+  ASSERT_TRUE(t1.status.ok()) << t1.status.message();
+  EXPECT_EQ(t1.tokens, Greedy(p1, 8));
+  EXPECT_EQ(t1.summary.reused_tokens(), 0u);
+
+  // Turn 2: the conversation so far plus new tokens. The cache holds the
+  // prompt and the answer but its last token (drawn, never evaluated).
+  const std::vector<int32_t> p2 = Concat(Concat(p1, t1.tokens), {7, 8, 9});
+  Streamed t2 = Generate(InSession(p2, 8, "chat-1"));
+  ASSERT_TRUE(t2.status.ok()) << t2.status.message();
+  EXPECT_EQ(t2.summary.reused_tokens(), p1.size() + t1.tokens.size() - 1);
+  EXPECT_EQ(t2.summary.prompt_tokens(), p2.size());
+  EXPECT_EQ(t2.tokens, Greedy(p2, 8));
+
+  // A turn that differs after 4 tokens reuses those 4 only.
+  const std::vector<int32_t> p3 = {597, 3, 14, 15, 500, 501, 502};
+  Streamed t3 = Generate(InSession(p3, 6, "chat-1"));
+  ASSERT_TRUE(t3.status.ok()) << t3.status.message();
+  EXPECT_EQ(t3.summary.reused_tokens(), 4u);
+  EXPECT_EQ(t3.tokens, Greedy(p3, 6));
+
+  // The same prompt again: all but its last token are reused (its logits
+  // are the first draw's).
+  Streamed t4 = Generate(InSession(p3, 6, "chat-1"));
+  ASSERT_TRUE(t4.status.ok()) << t4.status.message();
+  EXPECT_EQ(t4.summary.reused_tokens(), p3.size() - 1);
+  EXPECT_EQ(t4.tokens, t3.tokens);
+
+  // Another session does not see this one's cache.
+  Streamed other = Generate(InSession(p3, 6, "chat-2"));
+  ASSERT_TRUE(other.status.ok());
+  EXPECT_EQ(other.summary.reused_tokens(), 0u);
+  EXPECT_EQ(other.tokens, t3.tokens);
+
+  auto c = Connect();
+  Result<wire::StatsResponse> st = c->Stats(true);
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  EXPECT_EQ(st->sessions(), 2u);
+  EXPECT_EQ(st->session_evictions(), 0u);
+  EXPECT_EQ(st->session_reused_tokens(),
+            t2.summary.reused_tokens() + 4 + p3.size() - 1);
+  EXPECT_EQ(st->generated_tokens(), 8u + 8 + 6 + 6 + 6);
+  // Telemetry per model version.
+  const std::string labels = "{model=\"" + file_->header().name() +
+                             "\",version=\"" +
+                             std::to_string(file_->header().version()) + "\"}";
+  EXPECT_THAT(st->prometheus_text(),
+              HasSubstr("ternd_generate_tokens_total" + labels + " 34"));
+  EXPECT_THAT(st->prometheus_text(),
+              HasSubstr("ternd_generate_calls_total" + labels + " 5"));
+  EXPECT_THAT(
+      st->prometheus_text(),
+      HasSubstr("ternd_generate_first_token_seconds_count" + labels + " 5"));
+  EXPECT_THAT(
+      st->prometheus_text(),
+      HasSubstr("ternd_generate_tokens_per_second_count" + labels + " 5"));
+  EXPECT_THAT(st->prometheus_text(), HasSubstr("ternd_llm_sessions 2"));
+  EXPECT_THAT(st->prometheus_text(),
+              HasSubstr("ternd_llm_kv_cache_capacity_tokens " +
+                        std::to_string(2 * kContext)));
+  // Both sessions' caches: chat-1 holds p3 and 5 of its 6 answer tokens.
+  EXPECT_THAT(st->prometheus_text(),
+              HasSubstr("ternd_llm_kv_cache_tokens " +
+                        std::to_string(2 * (p3.size() + 5))));
+}
+
+// With every sequence holding a session, a new call evicts the least
+// recently used one; an evicted session starts over (and answers the same).
+TEST_F(GenerateTest, SessionsAreEvictedLeastRecentlyUsedFirst) {
+  StartDaemon();  // llm.sequences = 2
+  const std::vector<int32_t> pa = {10, 11, 12, 13}, pb = {20, 21, 22, 23},
+                             pc = {30, 31, 32, 33};
+  auto turn = [&](const std::vector<int32_t>& p, const std::string& session) {
+    Streamed s = Generate(InSession(p, 4, session));
+    EXPECT_TRUE(s.status.ok()) << s.status.message();
+    EXPECT_EQ(s.tokens, Greedy(p, 4)) << session;
+    return s.summary.reused_tokens();
+  };
+  auto evictions = [&] {
+    auto c = Connect();
+    Result<wire::StatsResponse> st = c->Stats();
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? st->session_evictions() : ~0ull;
+  };
+  EXPECT_EQ(turn(pa, "a"), 0u);
+  EXPECT_EQ(turn(pb, "b"), 0u);
+  EXPECT_EQ(turn(pa, "a"), 3u);  // a used last: b is the older one
+  EXPECT_EQ(evictions(), 0u);
+  EXPECT_EQ(turn(pc, "c"), 0u);  // evicts b
+  EXPECT_EQ(evictions(), 1u);
+  EXPECT_EQ(turn(pa, "a"), 3u);  // a survived
+  EXPECT_EQ(turn(pb, "b"), 0u);  // b starts over, evicting c
+  EXPECT_EQ(evictions(), 2u);
+  // A call without a session takes a sequence too: the older of a and b.
+  Streamed plain = Generate(Tokens(pc, 4));
+  ASSERT_TRUE(plain.status.ok());
+  EXPECT_EQ(evictions(), 3u);
+  EXPECT_EQ(turn(pb, "b"), 3u);
+  EXPECT_EQ(turn(pa, "a"), 0u);
+
+  // A session id longer than 128 bytes is refused.
+  Streamed bad = Generate(InSession(pa, 4, std::string(129, 's')));
+  EXPECT_EQ(bad.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status.message()), HasSubstr("session"));
+}
+
 TEST_F(GenerateTest, BadRequestsAreErrorsThatSayWhy) {
   StartDaemon("max_prompt_tokens = 8\n");
   auto expect_error = [&](const wire::GenerateRequest& r, StatusCode code,

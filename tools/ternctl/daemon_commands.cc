@@ -789,6 +789,11 @@ void AddDaemonCommands(CLI::App& app, int* exit_code) {
     cmd->add_flag_function(
         "--literal-special", [r](int64_t) { r->set_literal_special(true); },
         "Take special-token text in the prompt as plain text");
+    cmd->add_option_function<std::string>(
+        "--session", [r](const std::string& v) { r->set_session(v); },
+        "Keep the KV cache under this id: a later call of the session whose "
+        "prompt begins with this one's prompt and answer evaluates only the "
+        "rest");
     cmd->add_flag("-q,--quiet", g->quiet,
                   "Do not print the summary line to stderr");
     cmd->callback([g, exit_code] { *exit_code = Generate(*g); });

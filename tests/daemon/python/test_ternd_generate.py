@@ -111,6 +111,29 @@ class GenerateTest(unittest.TestCase):
         self.assertEqual(ag.summary.stop_reason, "length")
         self.assertEqual((atext, asummary.generated_tokens), (text, 10))
 
+    def test_sessions_reuse_the_conversation_so_far(self):
+        with Client(self.sock) as c:
+            first = c.generate(tokens=PROMPT, max_tokens=6, session="py-chat")
+            answer = [ch.token for ch in first if ch.token is not None]
+            self.assertEqual(first.summary.reused_tokens, 0)
+            turn = PROMPT + answer + [9, 10]
+            again = c.generate(tokens=turn, max_tokens=6, session="py-chat")
+            got = [ch.token for ch in again if ch.token is not None]
+            self.assertEqual(again.summary.reused_tokens, len(PROMPT) + len(answer) - 1)
+            fresh = [ch.token for ch in c.generate(tokens=turn, max_tokens=6)]
+            self.assertEqual(got, fresh)
+            self.assertGreaterEqual(c.stats().sessions, 1)
+            self.assertGreaterEqual(c.stats().session_reused_tokens, 8)
+
+        async def main():
+            async with await AsyncClient.connect(self.sock) as c:
+                g = await c.generate(tokens=turn, max_tokens=6, session="py-chat")
+                tokens = [ch.token async for ch in g]
+                return tokens, g.summary.reused_tokens
+        tokens, reused = asyncio.run(main())
+        self.assertEqual(tokens, fresh)
+        self.assertEqual(reused, len(turn) - 1)
+
     def test_seeded_sampling_is_reproducible(self):
         options = dict(tokens=PROMPT, max_tokens=16, temperature=1.5, top_k=-1)
         with Client(self.sock) as c:
