@@ -540,6 +540,21 @@ TEST_F(GenerateTest, TernctlGenerateStreamsTextAndJson) {
   while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   ASSERT_EQ(pclose(p), 0) << out;
   EXPECT_THAT(out, HasSubstr("[length: 3 prompt tokens"));
+  // --session: the second call reuses the first's prompt (and its answer
+  // but the last token: --tokens gives the prompt and 7 answer tokens).
+  std::string prompt2 = "1,2,3";
+  for (int i = 0; i < 7; ++i) prompt2 += "," + std::to_string(want[i]);
+  for (const std::string& tokens : {std::string("1,2,3"), prompt2}) {
+    p = popen(
+        (std::string(TERNCTL_PATH) + " generate -s " + dir_->File("t.sock") +
+         " --tokens " + tokens + " -n 8 --session cli 2>&1 >/dev/null")
+            .c_str(),
+        "r");
+    out.clear();
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    ASSERT_EQ(pclose(p), 0) << out;
+  }
+  EXPECT_THAT(out, HasSubstr("[length: 10 prompt tokens (9 reused) at"));
   // infer on a language model says to use generate.
   p = popen((std::string(TERNCTL_PATH) + " infer -s " + dir_->File("t.sock") +
              " --values 1 2>&1")

@@ -706,16 +706,21 @@ int Generate(GenerateOptions opt) {
                               {"prompt_tokens_per_s", s.prompt_tokens_per_s()},
                               {"tokens_per_s", s.tokens_per_s()},
                               {"model", s.model()},
-                              {"model_version", s.model_version()}}}});
+                              {"model_version", s.model_version()},
+                              {"reused_tokens", s.reused_tokens()}}}});
     return 0;
   }
   std::fputc('\n', stdout);
   if (!opt.quiet) {
+    const std::string reused =
+        s.reused_tokens() > 0
+            ? " (" + std::to_string(s.reused_tokens()) + " reused)"
+            : std::string();
     std::fprintf(stderr,
-                 "[%s: %u prompt tokens at %.1f tokens/s, %u generated at "
+                 "[%s: %u prompt tokens%s at %.1f tokens/s, %u generated at "
                  "%.1f tokens/s, first token after %.1f ms; model '%s' "
                  "version %" PRIu64 "]\n",
-                 s.stop_reason().c_str(), s.prompt_tokens(),
+                 s.stop_reason().c_str(), s.prompt_tokens(), reused.c_str(),
                  s.prompt_tokens_per_s(), s.generated_tokens(),
                  s.tokens_per_s(), s.first_token_us() / 1000.0,
                  s.model().c_str(), s.model_version());
