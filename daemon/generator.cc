@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,55 +12,9 @@
 #include "base/check.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "runtime/lm/sampler.h"
 
 namespace ternd::daemon {
-namespace {
-
-constexpr int kDefaultTopK = 40;
-constexpr uint32_t kDefaultRepeatLastN = 64;
-
-uint64_t SplitMix64(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// xoshiro256**: small, fast and the same on every platform, so a seed
-// reproduces a generation anywhere.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) {
-    for (uint64_t& w : s_) w = SplitMix64(&seed);
-  }
-  // Uniform in [0, 1).
-  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
-
- private:
-  static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t Next() {
-    const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = Rotl(s_[3], 45);
-    return result;
-  }
-  uint64_t s_[4];
-};
-
-uint64_t RandomSeed() {
-  uint64_t seed = 0;
-  if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
-    seed = static_cast<uint64_t>(MonotonicNs());
-  }
-  return seed;
-}
-
-}  // namespace
 
 struct Generator::Active {
   GenerateCall call;
@@ -79,10 +32,8 @@ struct Generator::Active {
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
   std::string held;  // text held back: may begin a stop string
   size_t longest_stop = 0;
-  Rng rng{0};
-  std::vector<int32_t> index;  // sampler scratch [vocab]
-  std::vector<float> probs;
-  std::vector<double> p;
+  std::unique_ptr<runtime::Sampler> sampler;
+  std::vector<float> logits;  // a copy of the step's [vocab]
   int64_t started_ns = 0, prompt_done_ns = 0, first_token_ns = 0;
 };
 
@@ -243,15 +194,22 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
     a->deadline_ns =
         call.received_ns + static_cast<int64_t>(r.deadline_us()) * 1000;
   }
-  a->rng = Rng(r.has_seed() ? r.seed() : RandomSeed());
+  runtime::SamplingParams sp;
+  sp.temperature = r.temperature();
+  sp.top_k = r.top_k();
+  sp.top_p = r.top_p();
+  sp.min_p = r.min_p();
+  sp.repetition_penalty = r.repetition_penalty();
+  sp.repeat_last_n = r.repeat_last_n();
+  sp.logprobs = r.logprobs();
+  a->sampler = std::make_unique<runtime::Sampler>(
+      vocab, sp, r.has_seed() ? r.seed() : runtime::RandomSeed());
   for (const std::string& s : r.stop()) {
     a->longest_stop = std::max(a->longest_stop, s.size());
   }
   a->decoder = std::make_unique<tokenizer::StreamDecoder>(*call.tokenizer,
                                                           r.special_text());
-  a->index.resize(vocab);
-  a->probs.resize(vocab);
-  a->p.resize(vocab);
+  a->logits.resize(vocab);
   a->history.reserve(a->prompt.size() + a->max_tokens);
   a->history = a->prompt;
   a->call = std::move(call);
@@ -430,19 +388,6 @@ void Generator::Finish(Active& a, const char* reason, const Status& error) {
   Emit(std::move(f));
 }
 
-namespace {
-
-// Index of the largest logit (the lowest index among equals).
-int32_t Argmax(const float* z, uint32_t n) {
-  int32_t best = 0;
-  for (uint32_t v = 1; v < n; ++v) {
-    if (z[v] > z[best]) best = static_cast<int32_t>(v);
-  }
-  return best;
-}
-
-}  // namespace
-
 bool Generator::Step(Active& a) {
   const runtime::LmModel& m = *a.call.model;
   const wire::GenerateRequest& r = a.call.request;
@@ -478,88 +423,11 @@ bool Generator::Step(Active& a) {
       Finish(a, "error", s);
       return false;
     }
-    // Draw the next token from the logits while they are this sequence's.
-    float* z = a.probs.data();
-    std::copy(m.logits(0), m.logits(0) + V, z);
+    // The logits, while they are this sequence's.
+    std::copy(m.logits(0), m.logits(0) + V, a.logits.data());
   }
-  float* z = a.probs.data();
-  // Repetition penalty over the last tokens.
-  const float penalty = r.repetition_penalty();
-  if (penalty > 0 && penalty != 1.0f) {
-    const uint32_t last_n =
-        r.repeat_last_n() > 0 ? r.repeat_last_n() : kDefaultRepeatLastN;
-    const size_t from =
-        a.history.size() > last_n ? a.history.size() - last_n : 0;
-    for (size_t i = from; i < a.history.size(); ++i) {
-      float& v = z[a.history[i]];
-      // Once per distinct token of the window, as llama.cpp applies it.
-      bool seen = false;
-      for (size_t j = from; j < i; ++j) seen |= a.history[j] == a.history[i];
-      if (!seen) v = v > 0 ? v / penalty : v * penalty;
-    }
-  }
-  // Log-softmax of the (penalized) logits for logprobs.
-  double lse = 0;
-  float zmax = z[Argmax(z, V)];
-  if (r.logprobs()) {
-    for (uint32_t v = 0; v < V; ++v) lse += std::exp(double(z[v]) - zmax);
-    lse = std::log(lse) + zmax;
-  }
-  int32_t token;
-  if (r.temperature() <= 0) {
-    token = Argmax(z, V);
-  } else {
-    const float inv_t = 1.0f / r.temperature();
-    int32_t* idx = a.index.data();
-    for (uint32_t v = 0; v < V; ++v) idx[v] = static_cast<int32_t>(v);
-    uint32_t n = V;
-    const int k = r.top_k() == 0 ? kDefaultTopK : r.top_k();
-    auto by_logit = [z](int32_t x, int32_t y) {
-      return z[x] > z[y] || (z[x] == z[y] && x < y);
-    };
-    if (k > 0 && static_cast<uint32_t>(k) < n) {
-      std::nth_element(idx, idx + k, idx + n, by_logit);
-      n = static_cast<uint32_t>(k);
-    }
-    std::sort(idx, idx + n, by_logit);
-    // Softmax over the candidates at the temperature, in double.
-    std::vector<double>& p = a.p;
-    const double top = double(z[idx[0]]) * inv_t;
-    double sum = 0;
-    for (uint32_t i = 0; i < n; ++i) {
-      p[i] = std::exp(double(z[idx[i]]) * inv_t - top);
-      sum += p[i];
-    }
-    // min-p: drop candidates below min_p times the most likely one.
-    if (r.min_p() > 0) {
-      uint32_t keep = 1;
-      while (keep < n && p[keep] / p[0] >= r.min_p()) ++keep;
-      for (uint32_t i = keep; i < n; ++i) sum -= p[i];
-      n = keep;
-    }
-    // top-p: the smallest prefix whose mass reaches top_p.
-    if (r.top_p() > 0 && r.top_p() < 1) {
-      double acc = 0;
-      uint32_t keep = 0;
-      while (keep < n) {
-        acc += p[keep++] / sum;
-        if (acc >= r.top_p()) break;
-      }
-      double kept = 0;
-      for (uint32_t i = 0; i < keep; ++i) kept += p[i];
-      sum = kept;
-      n = keep;
-    }
-    double u = a.rng.Uniform() * sum;
-    token = idx[n - 1];
-    for (uint32_t i = 0; i < n; ++i) {
-      u -= p[i];
-      if (u < 0) {
-        token = idx[i];
-        break;
-      }
-    }
-  }
+  float logprob = 0;
+  const int32_t token = a.sampler->Sample(a.logits.data(), a.history, &logprob);
   if (a.first_token_ns == 0) a.first_token_ns = MonotonicNs();
   ++a.generated;
   a.history.push_back(token);
@@ -581,7 +449,7 @@ bool Generator::Step(Active& a) {
     f.response.set_id(a.call.id);
     wire::GenerateResponse* g = f.response.mutable_generate();
     g->add_tokens(token);
-    if (r.logprobs()) g->add_logprobs(static_cast<float>(z[token] - lse));
+    if (r.logprobs()) g->add_logprobs(logprob);
     a.held += std::string(a.decoder->Push(token));
     // A stop string in the text ends it there.
     size_t cut = std::string::npos;

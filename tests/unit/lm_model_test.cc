@@ -19,6 +19,8 @@
 #include "runtime/format.h"
 #include "runtime/gguf/gguf_reader.h"
 #include "runtime/lm/convert.h"
+#include "runtime/lm/lm_tokenizer.h"
+#include "runtime/lm/sampler.h"
 #include "runtime/lm/thread_team.h"
 #include "runtime/runtime.h"
 #include "tests/support/alloc_hooks.h"
@@ -352,6 +354,116 @@ TEST_F(LmModelTest, EvaluatingTokensDoesNotAllocate) {
     EXPECT_EQ(c.count(), 0) << "heap allocations while evaluating tokens";
   }
   EXPECT_EQ(got, expected);
+}
+
+// A whole generation as the daemon runs it: the prompt, then per token the
+// logits copied out, a token drawn (greedy with a repetition penalty, and
+// temperature with top-k, min-p, top-p and logprobs), its text decoded and
+// the token evaluated. Only the heap is counted, while the second of two
+// identical runs goes (the first warms up lazily made state).
+TEST_F(LmModelTest, AWholeGenerationDoesNotAllocate) {
+  ModelFile f = Convert(*small_, "int8");
+  Loaded a = Load(f, 2, 1, 64);
+  auto tok = lm::TokenizerOf(f.header().lm());
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  const uint32_t V = a.m->shape().vocab;
+  const std::vector<int32_t> prompt = Tokens(12, 300, 5);
+  SamplingParams greedy;
+  greedy.repetition_penalty = 1.3f;
+  SamplingParams sampled;
+  sampled.temperature = 0.9f;
+  sampled.top_k = 50;
+  sampled.top_p = 0.95f;
+  sampled.min_p = 0.01f;
+  sampled.logprobs = true;
+  std::vector<float> logits(V);
+  std::vector<int32_t> history;
+  history.reserve(64);
+  tokenizer::StreamDecoder decoder(**tok);
+  auto run = [&](Sampler& sampler, const SamplingParams& params,
+                 std::vector<int32_t>* out) {
+    history.assign(prompt.begin(), prompt.end());
+    decoder.Reset();
+    size_t text_bytes = 0;
+    if (!a.m->Eval(0, prompt, 0).ok()) return false;
+    for (int i = 0; i < 40; ++i) {
+      std::copy(a.m->logits(0), a.m->logits(0) + V, logits.data());
+      float logprob = 1;
+      const int32_t t = sampler.Sample(logits.data(), history, &logprob);
+      if (params.logprobs && !(logprob <= 0)) return false;
+      text_bytes += decoder.Push(t).size();
+      history.push_back(t);
+      if (!a.m->Eval(0, {&t, 1}, static_cast<int>(history.size()) - 1).ok()) {
+        return false;
+      }
+    }
+    text_bytes += decoder.Flush().size();
+    out->assign(history.begin() + static_cast<long>(prompt.size()),
+                history.end());
+    return text_bytes > 0;
+  };
+  for (const SamplingParams& params : {greedy, sampled}) {
+    std::vector<int32_t> first, second;
+    second.reserve(64);
+    Sampler warm(V, params, 42);
+    ASSERT_TRUE(run(warm, params, &first));
+    // The sampler's scratch is made before counting, as the daemon makes
+    // it when the call is accepted.
+    Sampler sampler(V, params, 42);
+    {
+      ternd::testing::AllocCounting c;
+      ASSERT_TRUE(run(sampler, params, &second));
+      EXPECT_EQ(c.count(), 0) << "heap allocations during a generation";
+    }
+    EXPECT_EQ(second, first) << "the same seed gives the same tokens";
+  }
+}
+
+// A sampler draws only from what the truncations leave, and a seed gives
+// the same draws.
+TEST(SamplerTest, TruncationsAndSeeds) {
+  std::vector<float> z(100, 0.0f);
+  for (int v = 0; v < 100; ++v) z[v] = -0.05f * static_cast<float>(v);
+  auto draws = [&](const SamplingParams& p, uint64_t seed) {
+    Sampler s(100, p, seed);
+    std::vector<int32_t> out;
+    for (int i = 0; i < 300; ++i) {
+      std::vector<float> copy = z;
+      out.push_back(s.Sample(copy.data(), {}, nullptr));
+    }
+    return out;
+  };
+  SamplingParams greedy;
+  for (int32_t t : draws(greedy, 1)) EXPECT_EQ(t, 0);
+  SamplingParams k3;
+  k3.temperature = 1;
+  k3.top_k = 3;
+  std::vector<int32_t> d = draws(k3, 7);
+  for (int32_t t : d) EXPECT_LT(t, 3);
+  EXPECT_EQ(std::count(d.begin(), d.end(), 2) > 0, true);
+  EXPECT_EQ(draws(k3, 7), d);
+  EXPECT_NE(draws(k3, 8), d);
+  // min-p 0.9 of the best: exp(-0.05) = 0.95 keeps token 1, exp(-0.1) =
+  // 0.905 keeps token 2, exp(-0.15) = 0.86 does not keep token 3.
+  SamplingParams minp;
+  minp.temperature = 1;
+  minp.top_k = -1;
+  minp.min_p = 0.9f;
+  for (int32_t t : draws(minp, 3)) EXPECT_LT(t, 3);
+  // top-p: a tiny mass keeps the most likely token only.
+  SamplingParams topp;
+  topp.temperature = 1;
+  topp.top_p = 0.001f;
+  for (int32_t t : draws(topp, 3)) EXPECT_EQ(t, 0);
+  // The repetition penalty pushes a repeated best token down.
+  SamplingParams pen;
+  pen.repetition_penalty = 50;
+  std::vector<float> copy = z;
+  copy[0] = 1.0f;
+  copy[1] = 0.5f;  // 1 / 50 < 0.5
+  const int32_t hist[] = {0, 0, 0};
+  Sampler s(100, pen, 1);
+  EXPECT_EQ(s.Sample(copy.data(), hist, nullptr), 1);
 }
 
 TEST(ThreadTeamTest, EveryMemberRunsEveryRound) {
