@@ -608,12 +608,12 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
     return ResourceExhausted(
         "%s: language model '%s' needs %zu bytes (weights %zu, KV cache %zu "
         "for %d sequences x %d tokens, scratch %zu) but an arena slot holds "
-        "%zu bytes (arena %zu bytes in %d slots); raise runtime.arena_bytes%s "
+        "%zu bytes (arena %zu bytes in %d slots); raise runtime.arena_mb%s "
         "or lower llm.max_context / llm.sequences",
         file.origin().c_str(), h.name().c_str(), need, weight_bytes, kv_bytes,
         options.sequences, max_context, scratch_bytes, slot_bytes_,
         arena_bytes_, options_.slots,
-        options_.slots == 2 ? ", use one slot (cold swap)," : "");
+        options_.slots == 2 ? ", use one slot (runtime.swap = \"cold\")," : "");
   }
 
   // 2. The team (kept across loads of the same size).

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/test_env.h"
@@ -299,8 +300,8 @@ TEST(TernctlBenchTest, BadArgumentsExitNonZeroNamingWhatIsWrong) {
            "): 64"},
       {digits + " --kernel nope", "unknown ternary kernel 'nope'"},
       {digits + " --prompt 16",
-       "--prompt/--generate: model 'digits' (" + digits + ") has no Generate"},
-      {digits + " --generate 16", "has no language-model graph"},
+       "--prompt/--generate: model 'digits' (" + digits + ") is a graph model"},
+      {digits + " --generate 16", "they measure language models"},
       {digits + " --threads 0", "--threads 0: expected 1..256"},
       {"", "give a MODEL file, or --compare A.tern B.tern"},
       {digits + " --compare " + digits + " " + digits, "not both"},
@@ -330,6 +331,107 @@ TEST(TernctlBenchTest, BadArgumentsExitNonZeroNamingWhatIsWrong) {
   CommandResult zero = Bench(digits + " --seconds 0");
   EXPECT_EQ(zero.exit_code, 1);
   EXPECT_NE(zero.err.find("--seconds 0"), std::string::npos) << zero.err;
+}
+
+// A language model (a small random-weight BitNet written by the Python
+// GGUF writer and converted): pp and tg as llama-bench measures them.
+class TernctlBenchLmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    const std::string gguf = dir_->File("lm.gguf");
+    lm_ = new std::string(dir_->File("lm.tern"));
+    const std::string cmd =
+        std::string(PYTHON_PATH) + " " + GGUF_WRITER_PATH +
+        " --arch bitnet-b1.58 --hidden 128 --ffn 256 --layers 2 --heads 4 "
+        "--kv-heads 2 --vocab 600 --context 64 --seed 5 -o " +
+        gguf + " >/dev/null && " + TERNCTL_PATH + " convert " + gguf + " -o " +
+        *lm_ + " >/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  static void TearDownTestSuite() {
+    delete lm_;
+    delete dir_;
+  }
+  static testing::TempDir* dir_;
+  static std::string* lm_;
+};
+testing::TempDir* TernctlBenchLmTest::dir_ = nullptr;
+std::string* TernctlBenchLmTest::lm_ = nullptr;
+
+TEST_F(TernctlBenchLmTest, MeasuresPromptAndGeneration) {
+  Json j = BenchJson(*lm_ +
+                     " --prompt 16 --generate 8 --repetitions 3 --threads 1 "
+                     "--bandwidth-mb 32");
+  const Json& m = j["model"];
+  EXPECT_EQ(m["layers"], 2);
+  EXPECT_EQ(m["vocab"], 600);
+  EXPECT_EQ(m["ternary_matrices"], 14);
+  EXPECT_EQ(m["golden_check"], true);
+  EXPECT_GT(Num(m, "bytes_per_token"), 0);
+  EXPECT_LE(Num(m, "slot_bytes_used"), 64 << 20);
+  // The KV cache holds max(prompt, generate) + 1 positions: 2 layers x K, V
+  // x 2 KV heads x 32 wide x 2 bytes.
+  EXPECT_EQ(Num(m, "kv_cache_bytes"), 17 * 2 * 2 * 2 * 32 * 2);
+  EXPECT_EQ(j["settings"]["threads"], 1);
+  EXPECT_EQ(j["settings"]["prompt_tokens"], 16);
+  const Json& pp = j["pp_tokens_per_s"];
+  const Json& tg = j["tg_tokens_per_s"];
+  ASSERT_EQ(pp["runs"].size(), 3u);
+  ASSERT_EQ(tg["runs"].size(), 3u);
+  EXPECT_GT(Num(pp, "median"), 0);
+  EXPECT_LE(Num(pp, "min"), Num(pp, "median"));
+  EXPECT_GE(Num(pp, "max"), Num(pp, "median"));
+  // The time to the first token is the prompt's evaluation: per run,
+  // 16 tokens / pp.
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_NEAR(16e3 / pp["runs"][r].get<double>(),
+                j["time_to_first_token_ms"]["runs"][r].get<double>(),
+                1e-3 * j["time_to_first_token_ms"]["runs"][r].get<double>());
+  }
+  EXPECT_NEAR(Num(j, "roofline_tokens_per_s"),
+              Num(j["machine"], "read_bandwidth_bytes_per_s") /
+                  Num(m, "bytes_per_token"),
+              1e-3 * Num(j, "roofline_tokens_per_s"));
+  EXPECT_NEAR(Num(j, "tg_of_roofline"),
+              Num(tg, "median") / Num(j, "roofline_tokens_per_s"), 1e-3);
+
+  // Without --threads the team is every CPU, as llm.threads = 0.
+  Json all = BenchJson(*lm_ +
+                       " --prompt 4 --generate 0 --repetitions 1 "
+                       "--bandwidth-mb 0");
+  EXPECT_EQ(all["settings"]["threads"],
+            static_cast<int>(std::thread::hardware_concurrency()));
+  EXPECT_TRUE(all["tg_tokens_per_s"].is_null());
+  EXPECT_TRUE(all["roofline_tokens_per_s"].is_null());
+
+  CommandResult text = Bench(*lm_ +
+                             " --prompt 8 --generate 4 --repetitions 1 "
+                             "--bandwidth-mb 32");
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("\npp8 "), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("\ntg4 "), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("golden check passed"), std::string::npos);
+  EXPECT_NE(text.out.find("tg at "), std::string::npos) << text.out;
+}
+
+TEST_F(TernctlBenchLmTest, BadArgumentsNameWhatIsWrong) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {" --prompt 0 --generate 0", "not both 0"},
+      {" --prompt 100 --generate 8",
+       "need 101 positions; model 'random-bitnet-b1.58' (" + *lm_ +
+           ") was made for a context of 64"},
+      {" --repetitions 0", "--repetitions 0: expected 1..1000"},
+  };
+  for (const auto& [args, message] : cases) {
+    CommandResult r = Bench(*lm_ + args + " --bandwidth-mb 0");
+    EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << args << "\n" << r.err;
+  }
+  CommandResult r = Bench("--compare " + *lm_ + " " + *lm_);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--compare measures graph models"), std::string::npos)
+      << r.err;
 }
 
 }  // namespace
