@@ -11,7 +11,7 @@ build_pkgs=(
   libmosquitto-dev libzstd-dev libeigen3-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
-  dpkg-dev file
+  dpkg-dev file clang-19
 )
 test_pkgs=(
   clang libclang-rt-14-dev
