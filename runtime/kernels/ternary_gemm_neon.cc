@@ -17,6 +17,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/quantize_neon.h"
 #include "runtime/ops.h"
 
 namespace ternd::runtime {
@@ -98,7 +99,7 @@ const TernaryKernel kTernaryKernelNeon = {
     Pack,
     Gemm,
     "NEON (ASIMD)",
-    QuantizeActivations,  // the portable one; a NEON quantizer is to do
+    QuantizeActivationsNeon,
     "interleaved: 4-row groups x 64-column blocks",
 };
 

@@ -18,6 +18,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/quantize_neon.h"
 #include "runtime/ops.h"
 
 namespace ternd::runtime {
@@ -121,7 +122,7 @@ const TernaryKernel kTernaryKernelNeonDot = {
     Pack,
     Gemm,
     "NEON dot product (ASIMDDP)",
-    QuantizeActivations,  // the portable one; a NEON quantizer is to do
+    QuantizeActivationsNeon,
     "interleaved: 4-row groups x 64-column blocks",
 };
 

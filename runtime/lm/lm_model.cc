@@ -613,7 +613,9 @@ Result<const LmModel*> Runtime::LoadLm(int slot, const ModelFile& file,
         file.origin().c_str(), h.name().c_str(), need, weight_bytes, kv_bytes,
         options.sequences, max_context, scratch_bytes, slot_bytes_,
         arena_bytes_, options_.slots,
-        options_.slots == 2 ? ", use one slot (cold swap: runtime.swap = \"cold\")," : "");
+        options_.slots == 2
+            ? ", use one slot (cold swap: runtime.swap = \"cold\"),"
+            : "");
   }
 
   // 2. The team (kept across loads of the same size).
