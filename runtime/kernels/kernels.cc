@@ -18,7 +18,8 @@ const TernaryKernel* const kAll[] = {
     &kTernaryKernelAvx2,          &kTernaryKernelSsse3,
     &kTernaryKernelAvx512VnniTq1, &kTernaryKernelAvx2Tq1,
 #elif defined(__aarch64__)
-    &kTernaryKernelNeonDot,       &kTernaryKernelNeon,
+    &kTernaryKernelNeonDot,    &kTernaryKernelNeon,
+    &kTernaryKernelNeonDotTq1, &kTernaryKernelNeonTq1,
 #endif
     &kTernaryKernelRefTq1,        &kTernaryKernelRef,
 };
@@ -29,6 +30,9 @@ const TernaryKernel* const kTq1Pairs[][2] = {
     {&kTernaryKernelAvx512Vnni, &kTernaryKernelAvx512VnniTq1},
     {&kTernaryKernelAvxVnni, &kTernaryKernelAvx2Tq1},
     {&kTernaryKernelAvx2, &kTernaryKernelAvx2Tq1},
+#elif defined(__aarch64__)
+    {&kTernaryKernelNeonDot, &kTernaryKernelNeonDotTq1},
+    {&kTernaryKernelNeon, &kTernaryKernelNeonTq1},
 #endif
     {&kTernaryKernelRef, &kTernaryKernelRefTq1},
 };

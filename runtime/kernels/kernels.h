@@ -31,6 +31,8 @@ extern const TernaryKernel kTernaryKernelAvx2Tq1;
 #elif defined(__aarch64__)
 extern const TernaryKernel kTernaryKernelNeonDot;
 extern const TernaryKernel kTernaryKernelNeon;
+extern const TernaryKernel kTernaryKernelNeonDotTq1;
+extern const TernaryKernel kTernaryKernelNeonTq1;
 #endif
 void ternary_gemm__ref(const uint8_t* packed, size_t n, size_t k,
                        const QuantizedActivations& x, int32_t* y, size_t ldy);
