@@ -23,6 +23,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/mca_markers.h"
 #include "runtime/kernels/simd_x86.h"
 
 namespace ternd::runtime {
@@ -58,6 +59,7 @@ void GemvGroup(const uint8_t* w, size_t blocks, const int8_t* x,
     acc4[r] = _mm512_setzero_si512();
   }
   for (size_t kb = 0; kb < blocks; ++kb) {
+    TERND_MCA_BEGIN("avx512vnni");
     const int8_t* xb = x + kb * 256;
     const __m512i x0 = _mm512_load_si512(xb);
     const __m512i x1 = _mm512_load_si512(xb + 64);
@@ -82,6 +84,7 @@ void GemvGroup(const uint8_t* w, size_t blocks, const int8_t* x,
       acc1[r] = _mm512_dpbusd_epi32(acc1[r], _mm512_and_si512(s, m_lo), x2);
       acc4[r] = _mm512_dpbusd_epi32(acc4[r], _mm512_and_si512(s, m_hi), x3);
     }
+    TERND_MCA_END("avx512vnni");
   }
   __m512i sum[kGroupRows];
 #pragma GCC unroll 8

@@ -21,6 +21,7 @@
 #include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/mca_markers.h"
 #include "runtime/kernels/simd_x86.h"
 #include "runtime/kernels/tq1_gemm.h"
 #include "runtime/kernels/tq1_pack.h"
@@ -42,6 +43,7 @@ void Tile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
   constexpr int kAcc = (R * B + 7) / 8 * 8;
   __m512i a[kAcc] = {}, b[kAcc] = {};  // zeros
   for (size_t kb = 0; kb < blocks; ++kb) {
+    if constexpr (B == 1) TERND_MCA_BEGIN("avx512vnni-1.6");
     const uint8_t* wb = w + kb * kTq1GroupBlockBytes;
     const int8_t* xb = x + kb * kTq1BlockK;
 #pragma GCC unroll 8
@@ -75,6 +77,7 @@ void Tile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
         }
       }
     }
+    if constexpr (B == 1) TERND_MCA_END("avx512vnni-1.6");
   }
 #pragma GCC unroll 16
   for (int i = 0; i < kAcc; ++i) {

@@ -17,6 +17,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/mca_markers.h"
 #include "runtime/kernels/quantize_neon.h"
 #include "runtime/ops.h"
 
@@ -49,6 +50,7 @@ void RowTile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
   int32x4_t acc[B];
   for (int t = 0; t < B; ++t) acc[t] = vdupq_n_s32(0);
   for (size_t kb = 0; kb < blocks; ++kb) {
+    if constexpr (B == 1) TERND_MCA_BEGIN("neon");
     const uint8x16_t v = vld1q_u8(w + kb * kGroupBlockBytes);
     const int8x16_t c0 = vreinterpretq_s8_u8(vandq_u8(v, mask));
     const int8x16_t c1 = vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 2), mask));
@@ -63,6 +65,7 @@ void RowTile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
       s = MulAcc(s, c3, vld1q_s8(xb + 48));
       acc[t] = vpadalq_s16(acc[t], s);
     }
+    if constexpr (B == 1) TERND_MCA_END("neon");
   }
   for (int t = 0; t < B; ++t) out[t] = vaddvq_s32(acc[t]);
 }

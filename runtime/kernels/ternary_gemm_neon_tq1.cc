@@ -16,6 +16,7 @@
 #include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/mca_markers.h"
 #include "runtime/kernels/quantize_neon.h"
 #include "runtime/kernels/tq1_gemm.h"
 #include "runtime/kernels/tq1_neon.h"
@@ -35,15 +36,18 @@ __attribute__((noinline)) void Tile(const uint8_t* w, size_t blocks,
   int32x4_t acc[kRows * B];
   for (int i = 0; i < kRows * B; ++i) acc[i] = vdupq_n_s32(0);
   for (size_t kb = 0; kb < blocks; ++kb) {
+    if constexpr (B == 1) TERND_MCA_BEGIN("neon-1.6");
     const uint8_t* wb = w + kb * kTq1GroupBlockBytes;
     const int8_t* xb = x + kb * kTq1BlockK;
+#pragma GCC unroll 4
     for (int h = 0; h < 4; ++h) {
+#pragma GCC unroll 4
       for (int r = 0; r < kRows; ++r) {
         uint8x16_t t = vld1q_u8(wb + r * kTq1BlockBytes + h * 16);
         int16x8_t s[B];
         for (int b = 0; b < B; ++b) s[b] = vdupq_n_s16(0);
         for (int j = 0; j < 5; ++j) {
-          const int8x16_t c = vreinterpretq_s8_u8(Tq1Digit(t));
+          const int8x16_t c = Tq1NegDigit(t);
           for (int b = 0; b < B; ++b) {
             const int8x16_t xs = vld1q_s8(xb + b * stride + j * 64 + h * 16);
             s[b] = vmlal_s8(s[b], vget_low_s8(c), vget_low_s8(xs));
@@ -56,8 +60,9 @@ __attribute__((noinline)) void Tile(const uint8_t* w, size_t blocks,
         }
       }
     }
+    if constexpr (B == 1) TERND_MCA_END("neon-1.6");
   }
-  for (int i = 0; i < kRows * B; ++i) out[i] = vaddvq_s32(acc[i]);
+  for (int i = 0; i < kRows * B; ++i) out[i] = -vaddvq_s32(acc[i]);
 }
 
 void Gemm(const uint8_t* packed, size_t n, size_t k,

@@ -18,6 +18,7 @@
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/interleaved_pack.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/mca_markers.h"
 #include "runtime/kernels/quantize_neon.h"
 #include "runtime/ops.h"
 
@@ -69,12 +70,14 @@ void Tile(const uint8_t* w, size_t blocks, const int8_t* x, size_t stride,
   int32x4_t acc[R * B];
   for (int i = 0; i < R * B; ++i) acc[i] = vdupq_n_s32(0);
   for (size_t kb = 0; kb < blocks; ++kb) {
+    if constexpr (B == 1) TERND_MCA_BEGIN("neondot");
     const uint8_t* wb = w + kb * kGroupBlockBytes;
     const int8_t* xb = x + kb * 64;
     Step<0, R, B>(wb, xb, stride, acc);
     Step<1, R, B>(wb, xb, stride, acc);
     Step<2, R, B>(wb, xb, stride, acc);
     Step<3, R, B>(wb, xb, stride, acc);
+    if constexpr (B == 1) TERND_MCA_END("neondot");
   }
   for (int i = 0; i < R * B; ++i) out[i] = vaddvq_s32(acc[i]);
 }

@@ -15,6 +15,7 @@
 #include "runtime/kernels/batch_chunks.h"
 #include "runtime/kernels/cpu_features.h"
 #include "runtime/kernels/kernels.h"
+#include "runtime/kernels/mca_markers.h"
 #include "runtime/kernels/quantize_neon.h"
 #include "runtime/kernels/tq1_gemm.h"
 #include "runtime/kernels/tq1_neon.h"
@@ -35,8 +36,10 @@ __attribute__((noinline)) void Tile(const uint8_t* w, size_t blocks,
   int32x4_t acc[kRows * B];
   for (int i = 0; i < kRows * B; ++i) acc[i] = vdupq_n_s32(0);
   for (size_t kb = 0; kb < blocks; ++kb) {
+    if constexpr (B == 1) TERND_MCA_BEGIN("neondot-1.6");
     const uint8_t* wb = w + kb * kTq1GroupBlockBytes;
     const int8_t* xb = x + kb * kTq1BlockK;
+#pragma GCC unroll 4
     for (int h = 0; h < 4; ++h) {
       uint8x16_t t[kRows];
       for (int r = 0; r < kRows; ++r) {
@@ -48,7 +51,7 @@ __attribute__((noinline)) void Tile(const uint8_t* w, size_t blocks,
           xs[b] = vld1q_s8(xb + b * stride + j * 64 + h * 16);
         }
         for (int r = 0; r < kRows; ++r) {
-          const int8x16_t c = vreinterpretq_s8_u8(Tq1Digit(t[r]));
+          const int8x16_t c = Tq1NegDigit(t[r]);
           for (int b = 0; b < B; ++b) {
             acc[r * B + b] = vdotq_s32(acc[r * B + b], c, xs[b]);
           }
@@ -56,8 +59,9 @@ __attribute__((noinline)) void Tile(const uint8_t* w, size_t blocks,
         }
       }
     }
+    if constexpr (B == 1) TERND_MCA_END("neondot-1.6");
   }
-  for (int i = 0; i < kRows * B; ++i) out[i] = vaddvq_s32(acc[i]);
+  for (int i = 0; i < kRows * B; ++i) out[i] = -vaddvq_s32(acc[i]);
 }
 
 void Gemm(const uint8_t* packed, size_t n, size_t k,
