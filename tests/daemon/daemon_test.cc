@@ -1010,7 +1010,11 @@ TEST_F(DaemonTest, HotSwapWaitsForTheSlotItReplaces) {
   ASSERT_TRUE(WriteTestModel(cspec, dir_.File("c.tern")).ok());
   WriteConfig("", 1, "", "c.tern");
   d->Signal(SIGHUP);
-  ASSERT_TRUE(d->WaitForNotify("STATUS=Serving model 'fast_c'"));
+  // Slot A frees once the three batch-64 requests on the reference kernel
+  // are done: seconds here, and more than the default 10 s wait under
+  // AddressSanitizer on a busy machine (where this test timed out twice).
+  ASSERT_TRUE(d->WaitForNotify("STATUS=Serving model 'fast_c'", 120000))
+      << d->Log();
   // Every request read before the swaps was answered by the first model.
   for (int i = 0; i < 3; ++i) {
     wire::Response r;
