@@ -122,18 +122,22 @@ size_t ReadCacheSize(const std::string& dir) {
 }
 
 size_t FindLastLevelCacheBytes() {
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-  const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
-  if (l3 > 0) return static_cast<size_t>(l3);
-#endif
-  // index0.. are ordered by level; the last data/unified one is the LLC.
+  // The kernel's view first: index0.. are ordered by level; the last
+  // data/unified one is the LLC. glibc's sysconf decodes CPUID itself and
+  // can be far off in a virtual machine (a KVM guest can report 320 MiB
+  // for an L3 that sysfs and lscpu give as 32 MiB).
   size_t last = 0;
   for (int i = 0; i < 8; ++i) {
     const size_t bytes = ReadCacheSize(
         "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i));
     if (bytes > 0) last = bytes;
   }
-  return last > 0 ? last : size_t{1} << 20;
+  if (last > 0) return last;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  const long l3 = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return static_cast<size_t>(l3);
+#endif
+  return size_t{1} << 20;
 }
 
 }  // namespace

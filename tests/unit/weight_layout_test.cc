@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -116,6 +117,25 @@ TEST_F(WeightLayoutTest, DefaultThresholdIsTheLastLevelCache) {
   EXPECT_EQ(m->runtime->tq1_threshold_bytes(), LastLevelCacheBytes());
   EXPECT_GE(LastLevelCacheBytes(), size_t{64} << 10);
   EXPECT_EQ(m->model->tq1_matrices(), 0);  // both far below any LLC
+}
+
+// The last-level cache is the kernel's (sysfs), not glibc's CPUID reading,
+// which virtual machines can make ten times too large.
+TEST(LastLevelCacheTest, IsTheKernelsView) {
+  size_t last = 0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i);
+    std::ifstream type(dir + "/type"), size(dir + "/size");
+    std::string t, v;
+    if (!(type >> t) || t == "Instruction" || !(size >> v) || v.empty()) {
+      continue;
+    }
+    size_t unit = v.back() == 'K' ? 1024 : v.back() == 'M' ? 1 << 20 : 1;
+    last = std::stoull(v) * unit;
+  }
+  if (last == 0) GTEST_SKIP() << "no cache sizes in sysfs on this machine";
+  EXPECT_EQ(LastLevelCacheBytes(), last);
 }
 
 TEST_F(WeightLayoutTest, EnvironmentAndKernelNameForceALayout) {
