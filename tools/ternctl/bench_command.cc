@@ -456,17 +456,14 @@ std::string Bytes(double b) {
   return buf;
 }
 
+// The "machine" lines: CPU, cores, ISA, the read bandwidth measured.
+void PrintMachineLines(const Machine& mc) {
+  PrintMachineLines(mc);
+}
+
 void PrintMachine(const Machine& mc, const runtime::TernaryKernel& k,
                   const BenchOptions& o, const std::string& input) {
-  std::string isa;
-  for (const std::string& f : mc.isa) isa += " " + f;
-  std::printf("machine   %s, %u cores, ISA:%s\n", mc.cpu.c_str(), mc.cores,
-              isa.empty() ? " (none of the kernels')" : isa.c_str());
-  if (mc.read_bandwidth > 0) {
-    std::printf(
-        "          read bandwidth %.1f GiB/s (one core, measured now)\n",
-        mc.read_bandwidth / (1 << 30));
-  }
+  PrintMachineLines(mc);
   std::printf("kernel    %s (%s), weight layout %s\n", k.name, k.isa, k.layout);
   std::printf(
       "settings  %d thread%s, %.3g s per batch size after %.3g s "
@@ -734,15 +731,7 @@ int BenchLm(const BenchOptions& o, ModelFile file, const std::string& path) {
     PrintJson(out);
     return 0;
   }
-  std::string isa;
-  for (const std::string& f : mc.isa) isa += " " + f;
-  std::printf("machine   %s, %u cores, ISA:%s\n", mc.cpu.c_str(), mc.cores,
-              isa.empty() ? " (none of the kernels')" : isa.c_str());
-  if (mc.read_bandwidth > 0) {
-    std::printf(
-        "          read bandwidth %.1f GiB/s (one core, measured now)\n",
-        mc.read_bandwidth / (1 << 30));
-  }
+  PrintMachineLines(mc);
   std::printf("kernel    %s (%s), %d of %d matrices 1.6-bit; head %s\n", k.name,
               k.isa, m.tq1_matrices(), m.ternary_matrices(),
               runtime::DTypeName(m.shape().head_dtype));
