@@ -458,7 +458,15 @@ std::string Bytes(double b) {
 
 // The "machine" lines: CPU, cores, ISA, the read bandwidth measured.
 void PrintMachineLines(const Machine& mc) {
-  PrintMachineLines(mc);
+  std::string isa;
+  for (const std::string& f : mc.isa) isa += " " + f;
+  std::printf("machine   %s, %u cores, ISA:%s\n", mc.cpu.c_str(), mc.cores,
+              isa.empty() ? " (none of the kernels')" : isa.c_str());
+  if (mc.read_bandwidth > 0) {
+    std::printf(
+        "          read bandwidth %.1f GiB/s (one core, measured now)\n",
+        mc.read_bandwidth / (1 << 30));
+  }
 }
 
 void PrintMachine(const Machine& mc, const runtime::TernaryKernel& k,
