@@ -35,13 +35,17 @@ def main() -> int:
                                          "ternary_kernels_bench"))
     ap.add_argument("--variants", default="avx512vnni,avx512vnni-1.6,avx2,"
                     "avx2-1.6,ssse3")
+    ap.add_argument("--shapes", default=",".join(SHAPES),
+                    help="N x K shapes, comma-separated (default: the four "
+                    "2B4T shapes)")
     ap.add_argument("--repetitions", type=int, default=3)
     ap.add_argument("--min-time", default="0.3")
     a = ap.parse_args()
     variants = [v for v in a.variants.split(",") if v]
+    shapes = [x for x in a.shapes.split(",") if x]
     alt = "|".join(v.replace(".", "\\.") for v in variants)
     flt = (f"BM_VpdpbusdPeak|BM_VpmaddubswPeak|BM_ReadBandwidth|"
-           f"BM_TernaryGemm/({alt})/[0-9x]+/batch:(1|8)/")
+           f"BM_TernaryGemm/({alt})/({'|'.join(shapes)})/batch:(1|8)/")
     out = subprocess.run(
         [a.binary, f"--benchmark_filter={flt}", "--benchmark_format=json",
          f"--benchmark_repetitions={a.repetitions}",
@@ -78,7 +82,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for v in variants:
         peak = vnni_gops if "vnni" in v else madd_gops
-        for s in SHAPES:
+        for s in shapes:
             base = f"BM_TernaryGemm/{v}/{s}"
             w1 = med(f"{base}/batch:1/warm", "GFLOPS")
             if w1 is None:
