@@ -270,6 +270,8 @@ const char* OpTypeName(model::OpType type) {
       return "RESHAPE";
     case model::CONCAT:
       return "CONCAT";
+    case model::AUDIO_FEATURES:
+      return "AUDIO_FEATURES";
     default:
       return "UNSPECIFIED";
   }
@@ -650,6 +652,11 @@ Status ModelFile::ValidateGraph() {
                                op.inputs_size(), want_inputs);
       }
     }
+    if (op.type() != model::AUDIO_FEATURES && op.has_audio()) {
+      return InvalidArgument(
+          "graph: %s has audio attributes; only AUDIO_FEATURES takes them",
+          what);
+    }
     if (op.type() != model::RESHAPE && op.shape_size() != 0) {
       return InvalidArgument(
           "graph: %s has a shape attribute; only RESHAPE takes one", what);
@@ -840,6 +847,57 @@ Status ModelFile::ValidateGraph() {
               static_cast<unsigned long long>(in_features));
         }
         out_dims.assign(op.shape().begin(), op.shape().end());
+        break;
+      }
+      case model::AUDIO_FEATURES: {
+        const model::AudioFeatures& a = op.audio();
+        auto range = [&](const char* field, uint64_t v, uint64_t lo,
+                         uint64_t hi) -> Status {
+          if (v < lo || v > hi) {
+            return InvalidArgument(
+                "graph: %s audio.%s is %llu, expected %llu..%llu", what, field,
+                static_cast<unsigned long long>(v),
+                static_cast<unsigned long long>(lo),
+                static_cast<unsigned long long>(hi));
+          }
+          return Status::Ok();
+        };
+        TERND_RETURN_IF_ERROR(range("sample_rate", a.sample_rate(), 1, 384000));
+        TERND_RETURN_IF_ERROR(
+            range("frame_length", a.frame_length(), 1, in_features));
+        TERND_RETURN_IF_ERROR(range("frame_step", a.frame_step(), 1, 1u << 20));
+        TERND_RETURN_IF_ERROR(
+            range("fft_length", a.fft_length(), a.frame_length(), 65536));
+        if (a.fft_length() < 4 || (a.fft_length() & (a.fft_length() - 1))) {
+          return InvalidArgument(
+              "graph: %s audio.fft_length is %u, expected a power of two >= 4",
+              what, a.fft_length());
+        }
+        TERND_RETURN_IF_ERROR(
+            range("mel_bins", a.mel_bins(), 1, a.fft_length() / 2 + 1));
+        const float nyquist = a.sample_rate() / 2.0f;
+        if (!(a.lower_hz() >= 0) || !(a.upper_hz() > a.lower_hz()) ||
+            !(a.upper_hz() <= nyquist)) {
+          return InvalidArgument(
+              "graph: %s audio.lower_hz %g and upper_hz %g must satisfy 0 <= "
+              "lower_hz < upper_hz <= sample_rate / 2 (%g)",
+              what, static_cast<double>(a.lower_hz()),
+              static_cast<double>(a.upper_hz()), static_cast<double>(nyquist));
+        }
+        if (!std::isfinite(a.log_offset()) || a.log_offset() <= 0) {
+          return InvalidArgument(
+              "graph: %s audio.log_offset is %g, expected a finite value > 0",
+              what, static_cast<double>(a.log_offset()));
+        }
+        if (weight)
+          TERND_RETURN_IF_ERROR(check_vector(weight, "gain", a.mel_bins()));
+        if (bias)
+          TERND_RETURN_IF_ERROR(check_vector(bias, "bias", a.mel_bins()));
+        const uint32_t frames =
+            1 + static_cast<uint32_t>((in_features - a.frame_length()) /
+                                      a.frame_step());
+        out_dims = {frames, a.mel_bins()};
+        out_features = uint64_t{frames} * a.mel_bins();
         break;
       }
       case model::CONCAT: {

@@ -184,6 +184,30 @@ std::string GraphBuilder::Concat(const std::vector<std::string>& ins,
   return name;
 }
 
+std::string GraphBuilder::AudioFeatures(const std::string& in,
+                                        const std::string& name,
+                                        const model::AudioFeatures& params,
+                                        std::span<const float> gain,
+                                        std::span<const float> bias) {
+  const uint32_t samples = features(in);
+  TERND_CHECK(params.frame_length() <= samples && params.frame_step() > 0);
+  const uint32_t frames =
+      1 + (samples - params.frame_length()) / params.frame_step();
+  model::Op* op = AddOp(model::AUDIO_FEATURES, in, name,
+                        frames * params.mel_bins(), model::F32);
+  *op->mutable_audio() = params;
+  dims_[name] = {frames, params.mel_bins()};
+  if (!gain.empty()) {
+    op->set_weight(name + ".gain");
+    AddF32(name + ".gain", {params.mel_bins()}, gain);
+  }
+  if (!bias.empty()) {
+    op->set_bias(name + ".bias");
+    AddF32(name + ".bias", {params.mel_bins()}, bias);
+  }
+  return name;
+}
+
 model::Op* GraphBuilder::AddOp(model::OpType type, const std::string& in,
                                const std::string& name, uint32_t out_features,
                                model::DType out_dtype) {

@@ -59,6 +59,12 @@ class GraphBuilder {
                       std::vector<uint32_t> dims);
   std::string Concat(const std::vector<std::string>& ins,
                      const std::string& name);
+  // AUDIO_FEATURES of `in` (samples): [frames, mel_bins]; `gain` and `bias`
+  // empty or mel_bins values.
+  std::string AudioFeatures(const std::string& in, const std::string& name,
+                            const model::AudioFeatures& params,
+                            std::span<const float> gain = {},
+                            std::span<const float> bias = {});
   // `w` is n * features(in) values in {-1, 0, +1}; `scales` 1 or n values;
   // `bias` empty or n values.
   std::string TernaryLinear(const std::string& in, const std::string& name,

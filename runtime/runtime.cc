@@ -15,6 +15,7 @@
 
 #include "base/check.h"
 #include "base/memory.h"
+#include "runtime/audio_features.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/lm/thread_team.h"
 #include "runtime/machine.h"
@@ -30,9 +31,10 @@ struct LoadedModel::Op {
   // CONCAT: all its inputs' value indices (num_inputs of them).
   const int* inputs;
   int num_inputs;
-  WindowGeometry geo;   // convolution and pooling ops
-  const void* weight;   // kernel-packed ternary or F32 [n, k] / gain [k]
-  const float* scales;  // ternary absmean scales
+  WindowGeometry geo;      // convolution and pooling ops
+  const AudioPlan* audio;  // AUDIO_FEATURES
+  const void* weight;      // kernel-packed ternary or F32 [n, k] / gain [k]
+  const float* scales;     // ternary absmean scales
   bool per_row;
   const float* bias;  // may be null
   uint32_t n, k;
@@ -210,6 +212,16 @@ void Executor::RunOps(int batch, OpProfile* profile) const {
       case model::RESHAPE:
         std::memcpy(y, x, count * sizeof(float));
         break;
+      case model::AUDIO_FEATURES: {
+        const size_t worker =
+            static_cast<size_t>(scratch_ - m.scratch_) / m.scratch_stride_;
+        for (int b = 0; b < batch; ++b) {
+          ComputeAudioFeatures(*op.audio, x + static_cast<size_t>(b) * op.k,
+                               *m.ffts_[worker], scratch_ + m.codes_offset_,
+                               y + static_cast<size_t>(b) * op.n);
+        }
+        break;
+      }
       case model::CONCAT: {
         // Positions are the output's features over its channels.
         const size_t channels = op.geo.out_c;
@@ -509,6 +521,7 @@ void Runtime::Unload(int slot) {
   TERND_CHECK(slot >= 0 && slot < options_.slots);
   slots_[slot] = nullptr;
   lm_slots_[slot] = nullptr;
+  ffts_[slot].clear();
 }
 
 Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
@@ -603,6 +616,21 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
           ActivationStride(shapes[value_index(op.inputs(0))].features));
     }
   }
+  // The audio front end's frame, spectrum and power share that region, and
+  // its window and filterbank tables live with the metadata.
+  size_t audio_tables = 0;
+  int audio_ops = 0;
+  std::vector<uint32_t> fft_lengths;
+  for (const model::Op& op : g.ops()) {
+    if (op.type() != model::AUDIO_FEATURES) continue;
+    AudioPlan sizes{};
+    sizes.fft_length = op.audio().fft_length();
+    sizes.bins = sizes.fft_length / 2 + 1;
+    max_codes = std::max(max_codes, sizes.scratch_bytes());
+    audio_tables += AlignUp(AudioTableBytes(op.audio()));
+    ++audio_ops;
+    fft_lengths.push_back(op.audio().fft_length());
+  }
   const size_t codes_offset = plan.total_bytes;
   const size_t quant_offset = codes_offset + AlignUp(max_codes);
   const size_t sums_offset =
@@ -625,13 +653,15 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
   }
   size_t op_inputs = 0;
   for (const model::Op& op : g.ops()) op_inputs += op.inputs_size();
-  const size_t meta_bytes = AlignUp(sizeof(LoadedModel)) +
-                            AlignUp(sizeof(LoadedModel::Op) * num_ops) +
-                            AlignUp(sizeof(int) * op_inputs) +
-                            AlignUp(sizeof(LoadedModel::Value) * num_values) +
-                            AlignUp(sizeof(IoInfo) * num_io) +
-                            AlignUp(sizeof(int) * num_io) +
-                            AlignUp(sizeof(void*) * num_io);
+  const size_t meta_bytes =
+      AlignUp(sizeof(LoadedModel)) +
+      AlignUp(sizeof(LoadedModel::Op) * num_ops) +
+      AlignUp(sizeof(int) * op_inputs) +
+      AlignUp(sizeof(AudioPlan) * audio_ops) + audio_tables +
+      AlignUp(sizeof(AudioFft*) * options_.workers) +
+      AlignUp(sizeof(LoadedModel::Value) * num_values) +
+      AlignUp(sizeof(IoInfo) * num_io) + AlignUp(sizeof(int) * num_io) +
+      AlignUp(sizeof(void*) * num_io);
   const size_t scratch_total = scratch_stride * options_.workers;
   const size_t need = meta_bytes + weight_bytes + golden_bytes + scratch_total;
   if (need > slot_bytes_) {
@@ -662,6 +692,18 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
 
   LoadedModel::Op* ops = cur.TakeArray<LoadedModel::Op>(num_ops);
   int* op_input_values = cur.TakeArray<int>(op_inputs);
+  AudioPlan* audio_plans = cur.TakeArray<AudioPlan>(audio_ops);
+  AudioFft** ffts = cur.TakeArray<AudioFft*>(options_.workers);
+  // One FFT (plans and work buffers) per worker, made here so that Invoke
+  // allocates nothing; owned by the runtime until the slot is reloaded.
+  ffts_[slot].clear();
+  for (int w = 0; w < options_.workers; ++w) {
+    ffts[w] = nullptr;
+    if (audio_ops == 0) continue;
+    ffts_[slot].push_back(std::make_unique<AudioFft>());
+    for (uint32_t n : fft_lengths) ffts_[slot].back()->Prepare(n);
+    ffts[w] = ffts_[slot].back().get();
+  }
   LoadedModel::Value* values = cur.TakeArray<LoadedModel::Value>(num_values);
   IoInfo* io = cur.TakeArray<IoInfo>(num_io);
   int* io_values = cur.TakeArray<int>(num_io);
@@ -719,6 +761,14 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     op.geo = file.geometry(i);
     if (op.type == model::CONCAT) {
       op.geo.out_c = file.values()[value_index(src.output())].dims.back();
+    }
+    if (op.type == model::AUDIO_FEATURES) {
+      uint8_t* tables = cur.Take(AudioTableBytes(src.audio()));
+      *audio_plans = MakeAudioPlan(
+          src.audio(), shapes[op.in0].features, tables,
+          reinterpret_cast<const float*>(weight_ptr(src.weight())),
+          reinterpret_cast<const float*>(weight_ptr(src.bias())));
+      op.audio = audio_plans++;
     }
     op.out = value_index(src.output());
     op.weight = weight_ptr(src.weight());
@@ -797,6 +847,7 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
   m->dequant_offset_ = dequant_offset;
   m->acc_offset_ = acc_offset;
   m->codes_offset_ = codes_offset;
+  m->ffts_ = ffts;
   m->quant_stride_ = max_stride;
   m->acc_stride_ = max_n;
   m->scratch_ = cur.Take(scratch_total);

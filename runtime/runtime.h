@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "runtime/format.h"
@@ -58,6 +59,7 @@ struct IoInfo {
 
 class LoadedModel;
 class LmModel;
+class AudioFft;
 struct LmOptions;
 class ThreadTeam;
 
@@ -189,8 +191,10 @@ class LoadedModel {
   int workers_;
   size_t scratch_stride_;
   size_t quant_offset_, sums_offset_, dequant_offset_, acc_offset_;
-  // Convolutions: one sample's int8 codes, im2col's source.
+  // Convolutions: one sample's int8 codes, im2col's source; the audio
+  // front end's frame, spectrum and power.
   size_t codes_offset_;
+  AudioFft* const* ffts_;  // one per worker (audio models)
   size_t quant_stride_, acc_stride_;
   // Golden pair: golden_batch_ rows per input/output, inputs then outputs.
   int golden_batch_;
@@ -246,6 +250,8 @@ class Runtime {
   const LmModel* lm_slots_[2] = {nullptr, nullptr};
   // The threads language models run on, created by the first LoadLm.
   std::unique_ptr<ThreadTeam> team_;
+  // Per slot: the audio front end's FFTs, one per worker (made at Load).
+  std::vector<std::unique_ptr<AudioFft>> ffts_[2];
 };
 
 }  // namespace ternd::runtime

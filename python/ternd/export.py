@@ -21,6 +21,7 @@ with `ternd.nn.Residual` for skip connections. Each becomes one runtime op:
     AdaptiveAvgPool1d/2d(1) GLOBAL_AVG_POOL
     BatchNorm1d/2d          folded into the BitLinear/BitConv right before it
     ternd.nn.Concat         the branches' ops, then CONCAT (channels)
+    ternd.nn.AudioFeatures  AUDIO_FEATURES (PCM samples -> log-mel frames)
     Flatten                 RESHAPE of a spatial value (nothing for a flat one)
     Unflatten(1, [1, ...])  RESHAPE to one channel
 
@@ -45,7 +46,8 @@ import torch
 from torch import nn
 
 from . import __version__, model_pb2, reference
-from .nn import BitConv1d, BitConv2d, BitLinear, Concat, ReLU2, Residual, RMSNorm
+from .nn import (AudioFeatures, BitConv1d, BitConv2d, BitLinear, Concat, ReLU2, Residual,
+                 RMSNorm)
 from .tern_format import MAX_BATCH, TernWriter, parse_tern, valid_name
 
 
@@ -292,6 +294,25 @@ def _emit(g: _Graph, module: nn.Module, path: str, x: str) -> str:
         return x
     if isinstance(module, (BitLinear, BitConv2d, BitConv1d)):
         return _emit_ternary(g, module, path, x, None)
+    if isinstance(module, AudioFeatures):
+        need_flat()
+        p = module.params
+        if k < p.frame_length:
+            raise ExportError(f"{where}: {k} samples are fewer than one frame ({p.frame_length})")
+        frames = 1 + (k - p.frame_length) // p.frame_step
+        weight = bias = ""
+        if module.gain is not None:
+            weight = _tensor_name(path, "gain")
+            g.tensors.append(("f32", weight, _f32(module.gain)))
+        if module.bias is not None:
+            bias = _tensor_name(path, "bias")
+            g.tensors.append(("f32", bias, _f32(module.bias)))
+        audio = model_pb2.AudioFeatures(
+            sample_rate=p.sample_rate, frame_length=p.frame_length, frame_step=p.frame_step,
+            fft_length=p.fft_length, mel_bins=p.mel_bins, lower_hz=p.lower_hz,
+            upper_hz=p.upper_hz, log_offset=p.log_offset)
+        return g.add_op(model_pb2.AUDIO_FEATURES, [x], _Val((p.mel_bins, frames), spatial=True),
+                        weight, bias, audio=audio)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         raise ExportError(f"{where}: batch norm is folded into the BitLinear/BitConv right "
                           "before it in the same nn.Sequential; there is none here")

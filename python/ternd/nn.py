@@ -301,3 +301,42 @@ class Concat(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([b(x) for b in self.branches], dim=1)
+
+
+class AudioFeatures(nn.Module):
+    """The runtime's audio front end (AUDIO_FEATURES) as the first layer of
+    a model: x [B, samples] -> log-mel [B, mel_bins, frames] (channels first,
+    as nn.Conv1d / BitConv1d read it; the runtime holds it channels last).
+
+    Computed in float32 with torch.fft from the definition in
+    docs/model-format.md ("Audio features"); `params` is a
+    ternd.audio.AudioParams. `gain` and `bias` (mel_bins values, optional)
+    normalise each channel: y * gain + bias. No parameters are trained.
+    """
+
+    def __init__(self, params, gain=None, bias=None):
+        super().__init__()
+        from . import audio
+        self.params = params
+        p = params
+        n = torch.arange(p.frame_length, dtype=torch.float64)
+        self.register_buffer("window", (0.5 - 0.5 * torch.cos(2 * torch.pi * n / p.frame_length))
+                             .to(torch.float32))
+        self.register_buffer("filters", torch.as_tensor(audio.mel_filterbank(p),
+                                                        dtype=torch.float32))
+        self.register_buffer("gain", None if gain is None else
+                             torch.as_tensor(gain, dtype=torch.float32))
+        self.register_buffer("bias", None if bias is None else
+                             torch.as_tensor(bias, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        frames = x.to(torch.float32).unfold(1, p.frame_length, p.frame_step) * self.window
+        spec = torch.fft.rfft(frames, n=p.fft_length, dim=-1)
+        power = spec.real * spec.real + spec.imag * spec.imag
+        y = torch.log(power @ self.filters.t() + p.log_offset)  # [B, frames, mel]
+        if self.gain is not None:
+            y = y * self.gain
+        if self.bias is not None:
+            y = y + self.bias
+        return y.transpose(1, 2)

@@ -195,6 +195,9 @@ def value_dims(model: TernFile) -> Dict[str, List[int]]:
             out = list(op.shape)
         elif t == model_pb2.CONCAT:
             out = d[:-1] + [sum(dims[i][-1] for i in op.inputs)]
+        elif t == model_pb2.AUDIO_FEATURES:
+            a = op.audio
+            out = [1 + (int(np.prod(d)) - a.frame_length) // a.frame_step, a.mel_bins]
         else:
             out = list(d)
         dims[op.output] = [int(v) for v in out]
@@ -348,6 +351,12 @@ def run(model: TernFile, inputs: Union[np.ndarray, Sequence[np.ndarray], Mapping
             y = x.copy()
         elif t == model_pb2.CONCAT:
             y = concat([values[n] for n in op.inputs], [dims[n][-1] for n in op.inputs])
+        elif t == model_pb2.AUDIO_FEATURES:
+            # float64 (the runtime's float32 FFT agrees within the bound of
+            # docs/model-format.md "Audio features").
+            from . import audio
+            y = audio.log_mel(x, audio.AudioParams.from_proto(op.audio), tensor(op.weight),
+                              tensor(op.bias)).astype(f32).reshape(x.shape[0], -1)
         else:
             raise ValueError(f"op #{i} has unknown type {t}")
         values[op.output] = y

@@ -20,6 +20,19 @@ from .reference import value_dims, window
 from .tern_format import TernFile
 
 
+class _AudioFlat(nn.Module):
+    """AudioFeatures on flat sample rows, giving the runtime's flat
+    [frames, mel_bins] rows."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x.reshape(x.shape[0], -1))  # [B, mel, frames]
+        return y.transpose(1, 2).reshape(x.shape[0], -1)
+
+
 class ChannelsLast(nn.Module):
     """Runs a PyTorch (channels-first) module on the runtime's flat
     channels-last rows: [B, H*W*C] -> [B, C, H, W] -> inner -> flat [B, ...]
@@ -110,6 +123,11 @@ class TernModule(nn.Module):
                    (model_pb2.AVG_POOL, True): nn.AvgPool1d,
                    (model_pb2.AVG_POOL, False): nn.AvgPool2d}[(t, one_d)]
             return ChannelsLast(cls(k, s, p), in_dims)
+        if t == model_pb2.AUDIO_FEATURES:
+            from .audio import AudioParams
+            from .nn import AudioFeatures
+            gain = tf.tensor(op.weight) if op.weight else None
+            return _AudioFlat(AudioFeatures(AudioParams.from_proto(op.audio), gain, bias))
         if t == model_pb2.GLOBAL_AVG_POOL:
             pool = nn.AdaptiveAvgPool1d(1) if len(in_dims) == 2 else nn.AdaptiveAvgPool2d(1)
             return ChannelsLast(pool, in_dims)

@@ -513,6 +513,55 @@ TEST(FormatTest, RefusesBadConcat) {
       {"op #0 (CONCAT) has 1 inputs, expected 2..64"});
 }
 
+TEST(FormatTest, RefusesBadAudioAttributes) {
+  model::AudioFeatures a;
+  a.set_sample_rate(16000);
+  a.set_frame_length(400);
+  a.set_frame_step(160);
+  a.set_fft_length(512);
+  a.set_mel_bins(40);
+  a.set_lower_hz(20);
+  a.set_upper_hz(8000);
+  a.set_log_offset(1e-6f);
+  GraphBuilder b("audio", 1, 1);
+  b.Input("pcm", 16000);
+  b.AudioFeatures("pcm", "mel", a);
+  b.Output("mel");
+  auto bytes = b.Finish();
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  Result<ModelFile> f = ModelFile::Parse(*bytes, "audio.tern");
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->format_version(), 3u);
+  EXPECT_EQ(f->FindValue("mel")->dims, (std::vector<uint32_t>{98, 40}));
+  auto edit = [&](const std::function<void(model::AudioFeatures&)>& e) {
+    return WithHeader(*bytes, [&](model::ModelHeader& h) {
+      e(*h.mutable_graph()->mutable_ops(0)->mutable_audio());
+    });
+  };
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_fft_length(500); }),
+              {"op #0 (AUDIO_FEATURES) audio.fft_length is 500, expected a "
+               "power of two"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_fft_length(256); }),
+              {"audio.fft_length is 256, expected 400..65536"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_frame_length(16001); }),
+              {"audio.frame_length is 16001, expected 1..16000"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_frame_step(0); }),
+              {"audio.frame_step is 0"});
+  ExpectError(
+      edit([](model::AudioFeatures& x) { x.set_upper_hz(9000); }),
+      {"audio.lower_hz 20 and upper_hz 9000", "sample_rate / 2 (8000)"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_log_offset(0); }),
+              {"audio.log_offset is 0, expected a finite value > 0"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_mel_bins(0); }),
+              {"audio.mel_bins is 0, expected 1..257"});
+  ExpectError(
+      WithHeader(*bytes,
+                 [&](model::ModelHeader& h) {
+                   h.mutable_graph()->mutable_ops(0)->set_type(model::RELU);
+                 }),
+      {"op #0 (RELU) has audio attributes"});
+}
+
 TEST(FormatTest, OpensAModelFile) {
   // Through ReadFile's default size limit, which must not be 0 where
   // size_t is 32 bits (armhf).

@@ -176,5 +176,57 @@ TEST(NoAllocTest, ConvolutionalModelAllocatesNothing) {
   EXPECT_EQ(logits.size(), 8u);
 }
 
+// The audio front end: 1 s of 16 kHz samples -> 98 frames of 40 log-mels
+// -> a 1-D CNN; the FFT's plans and buffers are made at Load.
+TEST(NoAllocTest, AudioFrontEndAllocatesNothing) {
+  testing::Rng rng(11);
+  using W = GraphBuilder::Window;
+  model::AudioFeatures a;
+  a.set_sample_rate(16000);
+  a.set_frame_length(400);
+  a.set_frame_step(160);
+  a.set_fft_length(512);
+  a.set_mel_bins(40);
+  a.set_lower_hz(20);
+  a.set_upper_hz(8000);
+  a.set_log_offset(1e-6f);
+  GraphBuilder b("noalloc-audio", 1, 2);
+  b.Input("pcm", 16000);
+  b.AudioFeatures("pcm", "mel", a, rng.Floats(40, 0.5f, 1.5f),
+                  rng.Floats(40, -1, 1));
+  b.Conv(model::CONV1D, "mel", "c1", 16, W{{3}, {2}, {1}},
+         rng.Ternary(16 * 120), rng.Floats(16, 0.1f, 1));
+  b.GlobalAvgPool("c1", "gap");
+  b.TernaryLinear("gap", "fc", 12, rng.Ternary(12 * 16),
+                  rng.Floats(1, 0.1f, 1));
+  b.Output("fc");
+  auto bytes = b.FinishWithGolden({rng.Floats(2 * 16000, -1, 1)}, 2, 1e-3f);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto m = testing::LoadModel(*bytes, "auto", 2);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::vector<float> input = rng.Floats(2 * 16000, -1, 1);
+  Executor ex0 = m->model->executor(0);
+  Executor ex1 = m->model->executor(1);
+  auto run = [&](double* checksum) {
+    for (int i = 0; i < 100; ++i) {
+      Executor& ex = (i % 2) ? ex1 : ex0;
+      const int batch = 1 + i % 2;
+      std::copy(input.begin(), input.begin() + batch * 16000, ex.input(0));
+      ASSERT_TRUE(ex.Invoke(batch).ok());
+      for (int j = 0; j < 12 * batch; ++j) *checksum += ex.output_f32(0)[j];
+    }
+  };
+  double expected = 0, checksum = 0;
+  run(&expected);
+  {
+    Counting c;
+    run(&checksum);
+    EXPECT_TRUE(m->model->CheckGolden(1).ok());
+    EXPECT_EQ(c.count(), 0) << "heap allocations on the audio inference path";
+  }
+  EXPECT_EQ(checksum, expected);
+  EXPECT_NE(checksum, 0.0);
+}
+
 }  // namespace
 }  // namespace ternd::runtime
