@@ -95,7 +95,7 @@ void BM_InvokeProfiled(benchmark::State& state, const std::string& name,
 // Registered before main runs (BENCHMARK_MAIN); the models load when a
 // benchmark runs.
 const bool kRegistered = [] {
-  for (const char* name : {"demo", "digits", "vibration"}) {
+  for (const char* name : {"demo", "digits", "digits_cnn", "vibration"}) {
     for (int batch : {1, 8}) {
       const std::string label =
           std::string("BM_Invoke/") + name + "/batch:" + std::to_string(batch);

@@ -102,5 +102,6 @@ DATASETS = {"digits": digits, "vibration": vibration}
 # (data set, name of the int32 class output).
 SHIPPED = {
     "digits.tern": ("digits", "class"),
+    "digits_cnn.tern": ("digits", "class"),
     "vibration.tern": ("vibration", "state"),
 }

@@ -104,6 +104,113 @@ bool Is1D(const model::TensorInfo& t, uint64_t n) {
   return t.shape_size() == 1 && t.shape(0) == n;
 }
 
+std::string DimsString(std::span<const uint32_t> dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(dims[i]);
+  }
+  return s + "]";
+}
+
+// The window geometry of a convolution or pooling op `what` reading `in`,
+// or an error naming the op and the attribute that is wrong.
+Result<WindowGeometry> Window(const model::Op& op, const ValueShape& in,
+                              const char* what) {
+  const bool conv2d =
+      op.type() == model::CONV2D || op.type() == model::DEPTHWISE_CONV2D;
+  const bool conv = conv2d || op.type() == model::CONV1D;
+  const std::vector<uint32_t>& d = in.dims;
+  // Spatial rank: 2 for 2-D convolutions, 1 for CONV1D, the input's for pools.
+  size_t rank = conv2d ? 2 : op.type() == model::CONV1D ? 1 : d.size() - 1;
+  if (d.size() != rank + 1 || (rank != 1 && rank != 2)) {
+    return InvalidArgument("graph: %s reads '%s' of shape %s, expected %s",
+                           what, in.name.c_str(), DimsString(d).c_str(),
+                           conv2d ? "[H, W, C] (channels last)"
+                           : op.type() == model::CONV1D
+                               ? "[L, C] (channels last)"
+                               : "[H, W, C] or [L, C]");
+  }
+  auto attr =
+      [&](const char* field, const google::protobuf::RepeatedField<uint32_t>& v,
+          uint32_t empty, uint32_t lo, std::vector<uint32_t>* out) -> Status {
+    if (v.empty() && empty != 0xffffffffu) {
+      out->assign(rank, empty);
+      return Status::Ok();
+    }
+    if (static_cast<size_t>(v.size()) != rank) {
+      return InvalidArgument(
+          "graph: %s %s has %d entries, expected %zu (one per spatial "
+          "dimension of '%s')",
+          what, field, v.size(), rank, in.name.c_str());
+    }
+    for (int j = 0; j < v.size(); ++j) {
+      if (v[j] < lo || v[j] > kMaxWindowAttribute) {
+        return InvalidArgument("graph: %s %s[%d] is %u, expected %u..%u", what,
+                               field, j, v[j], lo, kMaxWindowAttribute);
+      }
+    }
+    out->assign(v.begin(), v.end());
+    return Status::Ok();
+  };
+  std::vector<uint32_t> kernel, stride, padding, dilation;
+  TERND_RETURN_IF_ERROR(attr("kernel", op.kernel(), 0xffffffffu, 1, &kernel));
+  TERND_RETURN_IF_ERROR(attr("stride", op.stride(), 1, 1, &stride));
+  TERND_RETURN_IF_ERROR(attr("padding", op.padding(), 0, 0, &padding));
+  if (!conv && op.dilation_size() != 0) {
+    return InvalidArgument("graph: %s has a dilation; pooling takes none",
+                           what);
+  }
+  TERND_RETURN_IF_ERROR(attr("dilation", op.dilation(), 1, 1, &dilation));
+  WindowGeometry g;
+  uint32_t* outs[2] = {&g.out_h, &g.out_w};
+  uint32_t* ks[2] = {&g.kh, &g.kw};
+  uint32_t* ss[2] = {&g.sh, &g.sw};
+  uint32_t* ps[2] = {&g.ph, &g.pw};
+  uint32_t* ds[2] = {&g.dh, &g.dw};
+  uint32_t* ins[2] = {&g.in_h, &g.in_w};
+  const size_t first = 2 - rank;  // 1-D ops fill the W slots only
+  static const char* kDimNames[2] = {"height", "width"};
+  for (size_t j = 0; j < rank; ++j) {
+    const size_t slot = first + j;
+    const uint64_t size = d[j];
+    const uint64_t span = uint64_t{dilation[j]} * (kernel[j] - 1) + 1;
+    if (!conv && uint64_t{padding[j]} * 2 > kernel[j]) {
+      return InvalidArgument(
+          "graph: %s padding[%zu] is %u, at most half the kernel (%u) so "
+          "that no window lies in the padding only",
+          what, j, padding[j], kernel[j]);
+    }
+    if (span > size + 2 * uint64_t{padding[j]}) {
+      return InvalidArgument(
+          "graph: %s kernel[%zu] = %u (dilation %u) spans %llu, more than the "
+          "%s of '%s' (%llu) plus padding %u on both sides",
+          what, j, kernel[j], dilation[j],
+          static_cast<unsigned long long>(span),
+          rank == 1 ? "length" : kDimNames[j], in.name.c_str(),
+          static_cast<unsigned long long>(size), padding[j]);
+    }
+    *ins[slot] = d[j];
+    *outs[slot] = static_cast<uint32_t>(
+        (size + 2 * uint64_t{padding[j]} - span) / stride[j] + 1);
+    *ks[slot] = kernel[j];
+    *ss[slot] = stride[j];
+    *ps[slot] = padding[j];
+    *ds[slot] = dilation[j];
+  }
+  g.in_c = d.back();
+  g.out_c = d.back();
+  const uint64_t patch = uint64_t{g.kh} * g.kw * g.in_c;
+  if (patch > kMaxFeatures) {
+    return InvalidArgument(
+        "graph: %s window of %u x %u x %u channels holds %llu values, more "
+        "than %llu",
+        what, g.kh, g.kw, g.in_c, static_cast<unsigned long long>(patch),
+        static_cast<unsigned long long>(kMaxFeatures));
+  }
+  return g;
+}
+
 }  // namespace
 
 const char* DTypeName(model::DType dtype) {
@@ -147,9 +254,31 @@ const char* OpTypeName(model::OpType type) {
       return "SOFTMAX";
     case model::ARGMAX:
       return "ARGMAX";
+    case model::CONV2D:
+      return "CONV2D";
+    case model::CONV1D:
+      return "CONV1D";
+    case model::DEPTHWISE_CONV2D:
+      return "DEPTHWISE_CONV2D";
+    case model::MAX_POOL:
+      return "MAX_POOL";
+    case model::AVG_POOL:
+      return "AVG_POOL";
+    case model::GLOBAL_AVG_POOL:
+      return "GLOBAL_AVG_POOL";
+    case model::RESHAPE:
+      return "RESHAPE";
+    case model::CONCAT:
+      return "CONCAT";
+    case model::AUDIO_FEATURES:
+      return "AUDIO_FEATURES";
     default:
       return "UNSPECIFIED";
   }
+}
+
+uint32_t OpFormatVersion(model::OpType type) {
+  return type >= model::CONV2D ? 3 : 1;
 }
 
 Result<uint64_t> TensorByteLength(model::DType dtype,
@@ -472,7 +601,8 @@ Status ModelFile::ValidateGraph() {
           static_cast<unsigned long long>(kMaxFeatures));
     }
     index[name] = values_.size();
-    values_.push_back(ValueShape{name, dtype, static_cast<uint32_t>(features)});
+    values_.push_back(
+        ValueShape{name, dtype, static_cast<uint32_t>(features), {}});
     return Status::Ok();
   };
 
@@ -491,7 +621,9 @@ Status ModelFile::ValidateGraph() {
     }
     TERND_RETURN_IF_ERROR(
         define(in.name(), model::F32, SampleFeatures(in.shape()), what));
+    values_.back().dims.assign(in.shape().begin(), in.shape().end());
   }
+  geometry_.assign(g.ops_size(), WindowGeometry{});
 
   for (int i = 0; i < g.ops_size(); ++i) {
     const model::Op& op = g.ops(i);
@@ -503,10 +635,42 @@ Status ModelFile::ValidateGraph() {
       return InvalidArgument("graph: op #%d has unknown type %d", i,
                              static_cast<int>(op.type()));
     }
-    const int want_inputs = op.type() == model::ADD ? 2 : 1;
-    if (op.inputs_size() != want_inputs) {
-      return InvalidArgument("graph: %s has %d inputs, expected %d", what,
-                             op.inputs_size(), want_inputs);
+    if (OpFormatVersion(op.type()) > format_version_) {
+      return InvalidArgument(
+          "graph: %s needs format version %u, the preamble says %u", what,
+          OpFormatVersion(op.type()), format_version_);
+    }
+    if (op.type() == model::CONCAT) {
+      if (op.inputs_size() < 2 || op.inputs_size() > 64) {
+        return InvalidArgument("graph: %s has %d inputs, expected 2..64", what,
+                               op.inputs_size());
+      }
+    } else {
+      const int want_inputs = op.type() == model::ADD ? 2 : 1;
+      if (op.inputs_size() != want_inputs) {
+        return InvalidArgument("graph: %s has %d inputs, expected %d", what,
+                               op.inputs_size(), want_inputs);
+      }
+    }
+    if (op.type() != model::AUDIO_FEATURES && op.has_audio()) {
+      return InvalidArgument(
+          "graph: %s has audio attributes; only AUDIO_FEATURES takes them",
+          what);
+    }
+    if (op.type() != model::RESHAPE && op.shape_size() != 0) {
+      return InvalidArgument(
+          "graph: %s has a shape attribute; only RESHAPE takes one", what);
+    }
+    const bool windowed =
+        op.type() == model::CONV2D || op.type() == model::CONV1D ||
+        op.type() == model::DEPTHWISE_CONV2D || op.type() == model::MAX_POOL ||
+        op.type() == model::AVG_POOL;
+    if (!windowed && (op.kernel_size() || op.stride_size() ||
+                      op.padding_size() || op.dilation_size())) {
+      return InvalidArgument(
+          "graph: %s has kernel, stride, padding or dilation attributes; "
+          "only convolutions and MAX_POOL/AVG_POOL take them",
+          what);
     }
     std::vector<const ValueShape*> ins;
     for (const std::string& name : op.inputs()) {
@@ -577,7 +741,186 @@ Status ModelFile::ValidateGraph() {
     };
     uint64_t out_features = in_features;
     model::DType out_dtype = model::F32;
+    std::vector<uint32_t> out_dims = ins[0]->dims;
+    const bool flat_output = op.type() == model::TERNARY_LINEAR ||
+                             op.type() == model::LINEAR ||
+                             op.type() == model::ARGMAX;
+    if (windowed) {
+      Result<WindowGeometry> geo = Window(op, *ins[0], what);
+      if (!geo.ok()) return geo.status();
+      geometry_[i] = *geo;
+    }
+    const WindowGeometry& geo = geometry_[i];
+    auto spatial_out = [&](uint32_t channels) {
+      out_dims = ins[0]->dims.size() == 3
+                     ? std::vector<uint32_t>{geo.out_h, geo.out_w, channels}
+                     : std::vector<uint32_t>{geo.out_w, channels};
+      out_features = static_cast<uint64_t>(geo.out_h) * geo.out_w * channels;
+    };
     switch (op.type()) {
+      case model::CONV2D:
+      case model::CONV1D: {
+        if (!weight) {
+          return InvalidArgument("graph: %s needs a weight tensor", what);
+        }
+        const model::TensorInfo& w = *weight->info;
+        if (w.dtype() != model::TERNARY2 || w.shape_size() != 2 ||
+            w.shape(1) != geo.patch()) {
+          std::vector<uint64_t> shape(w.shape().begin(), w.shape().end());
+          return InvalidArgument(
+              "graph: %s weight '%s' is %s %s, expected TERNARY2 [C_out, %u] "
+              "(kernel %s x %u input channels of '%s')",
+              what, w.name().c_str(), DTypeName(w.dtype()),
+              ShapeString(shape).c_str(), geo.patch(),
+              op.type() == model::CONV2D
+                  ? (std::to_string(geo.kh) + "x" + std::to_string(geo.kw))
+                        .c_str()
+                  : std::to_string(geo.kw).c_str(),
+              geo.in_c, ins[0]->name.c_str());
+        }
+        if (w.shape(0) > kMaxFeatures) {
+          return InvalidArgument(
+              "graph: %s weight '%s' has %llu output "
+              "channels, more than %llu",
+              what, w.name().c_str(),
+              static_cast<unsigned long long>(w.shape(0)),
+              static_cast<unsigned long long>(kMaxFeatures));
+        }
+        geometry_[i].out_c = static_cast<uint32_t>(w.shape(0));
+        spatial_out(geometry_[i].out_c);
+        if (bias) {
+          TERND_RETURN_IF_ERROR(check_vector(bias, "bias", w.shape(0)));
+        }
+        break;
+      }
+      case model::DEPTHWISE_CONV2D: {
+        if (!weight) {
+          return InvalidArgument("graph: %s needs a weight tensor", what);
+        }
+        const model::TensorInfo& w = *weight->info;
+        if (w.dtype() != model::F32 || w.shape_size() != 3 ||
+            w.shape(0) != geo.kh || w.shape(1) != geo.kw ||
+            w.shape(2) != geo.in_c) {
+          std::vector<uint64_t> shape(w.shape().begin(), w.shape().end());
+          return InvalidArgument(
+              "graph: %s weight '%s' is %s %s, expected F32 [%u, %u, %u] "
+              "(kernel x channels of '%s')",
+              what, w.name().c_str(), DTypeName(w.dtype()),
+              ShapeString(shape).c_str(), geo.kh, geo.kw, geo.in_c,
+              ins[0]->name.c_str());
+        }
+        spatial_out(geo.in_c);
+        if (bias) TERND_RETURN_IF_ERROR(check_vector(bias, "bias", geo.in_c));
+        break;
+      }
+      case model::MAX_POOL:
+      case model::AVG_POOL:
+        TERND_RETURN_IF_ERROR(no_params());
+        spatial_out(geo.in_c);
+        break;
+      case model::GLOBAL_AVG_POOL: {
+        TERND_RETURN_IF_ERROR(no_params());
+        const std::vector<uint32_t>& d = ins[0]->dims;
+        if (d.size() != 2 && d.size() != 3) {
+          return InvalidArgument(
+              "graph: %s reads '%s' of shape %s, expected [H, W, C] or [L, C]",
+              what, ins[0]->name.c_str(), DimsString(d).c_str());
+        }
+        out_dims = {d.back()};
+        out_features = d.back();
+        break;
+      }
+      case model::RESHAPE: {
+        TERND_RETURN_IF_ERROR(no_params());
+        if (op.shape_size() < 1 || op.shape_size() > kMaxDims) {
+          return InvalidArgument(
+              "graph: %s has shape with %d dimensions, expected 1..%d", what,
+              op.shape_size(), kMaxDims);
+        }
+        const uint64_t f = SampleFeatures(op.shape());
+        if (f != in_features) {
+          std::vector<uint32_t> d(op.shape().begin(), op.shape().end());
+          return InvalidArgument(
+              "graph: %s shape %s holds %llu features, input '%s' has %llu",
+              what, DimsString(d).c_str(), static_cast<unsigned long long>(f),
+              ins[0]->name.c_str(),
+              static_cast<unsigned long long>(in_features));
+        }
+        out_dims.assign(op.shape().begin(), op.shape().end());
+        break;
+      }
+      case model::AUDIO_FEATURES: {
+        const model::AudioFeatures& a = op.audio();
+        auto range = [&](const char* field, uint64_t v, uint64_t lo,
+                         uint64_t hi) -> Status {
+          if (v < lo || v > hi) {
+            return InvalidArgument(
+                "graph: %s audio.%s is %llu, expected %llu..%llu", what, field,
+                static_cast<unsigned long long>(v),
+                static_cast<unsigned long long>(lo),
+                static_cast<unsigned long long>(hi));
+          }
+          return Status::Ok();
+        };
+        TERND_RETURN_IF_ERROR(range("sample_rate", a.sample_rate(), 1, 384000));
+        TERND_RETURN_IF_ERROR(
+            range("frame_length", a.frame_length(), 1, in_features));
+        TERND_RETURN_IF_ERROR(range("frame_step", a.frame_step(), 1, 1u << 20));
+        TERND_RETURN_IF_ERROR(
+            range("fft_length", a.fft_length(), a.frame_length(), 65536));
+        if (a.fft_length() < 4 || (a.fft_length() & (a.fft_length() - 1))) {
+          return InvalidArgument(
+              "graph: %s audio.fft_length is %u, expected a power of two >= 4",
+              what, a.fft_length());
+        }
+        TERND_RETURN_IF_ERROR(
+            range("mel_bins", a.mel_bins(), 1, a.fft_length() / 2 + 1));
+        const float nyquist = a.sample_rate() / 2.0f;
+        if (!(a.lower_hz() >= 0) || !(a.upper_hz() > a.lower_hz()) ||
+            !(a.upper_hz() <= nyquist)) {
+          return InvalidArgument(
+              "graph: %s audio.lower_hz %g and upper_hz %g must satisfy 0 <= "
+              "lower_hz < upper_hz <= sample_rate / 2 (%g)",
+              what, static_cast<double>(a.lower_hz()),
+              static_cast<double>(a.upper_hz()), static_cast<double>(nyquist));
+        }
+        if (!std::isfinite(a.log_offset()) || a.log_offset() <= 0) {
+          return InvalidArgument(
+              "graph: %s audio.log_offset is %g, expected a finite value > 0",
+              what, static_cast<double>(a.log_offset()));
+        }
+        if (weight)
+          TERND_RETURN_IF_ERROR(check_vector(weight, "gain", a.mel_bins()));
+        if (bias)
+          TERND_RETURN_IF_ERROR(check_vector(bias, "bias", a.mel_bins()));
+        const uint32_t frames =
+            1 + static_cast<uint32_t>((in_features - a.frame_length()) /
+                                      a.frame_step());
+        out_dims = {frames, a.mel_bins()};
+        out_features = uint64_t{frames} * a.mel_bins();
+        break;
+      }
+      case model::CONCAT: {
+        TERND_RETURN_IF_ERROR(no_params());
+        const std::vector<uint32_t>& d0 = ins[0]->dims;
+        uint64_t channels = 0;
+        for (const ValueShape* in : ins) {
+          const std::vector<uint32_t>& d = in->dims;
+          if (d.size() != d0.size() ||
+              !std::equal(d.begin(), d.end() - 1, d0.begin())) {
+            return InvalidArgument(
+                "graph: %s joins '%s' of shape %s and '%s' of shape %s; "
+                "inputs must agree in every dimension but the last",
+                what, ins[0]->name.c_str(), DimsString(d0).c_str(),
+                in->name.c_str(), DimsString(d).c_str());
+          }
+          channels += d.back();
+        }
+        out_features = in_features / d0.back() * channels;
+        out_dims.back() = static_cast<uint32_t>(
+            std::min<uint64_t>(channels, uint64_t{1} << 31));
+        break;
+      }
       case model::TERNARY_LINEAR:
       case model::LINEAR: {
         const model::DType want =
@@ -636,6 +979,11 @@ Status ModelFile::ValidateGraph() {
         break;
     }
     TERND_RETURN_IF_ERROR(define(op.output(), out_dtype, out_features, what));
+    if (flat_output) {
+      values_.back().dims = {static_cast<uint32_t>(out_features)};
+    } else {
+      values_.back().dims = std::move(out_dims);
+    }
   }
 
   std::unordered_set<std::string> seen_outputs;
@@ -1062,7 +1410,11 @@ Result<std::vector<uint8_t>> Assemble(const model::ModelHeader& header,
   for (const model::TensorInfo& t : header.tensors()) {
     v2 = v2 || t.dtype() == model::F16 || t.dtype() == model::I8;
   }
-  WriteU32(out.data() + 4, v2 ? 2 : 1);
+  uint32_t version = v2 ? 2 : 1;
+  for (const model::Op& op : header.graph().ops()) {
+    version = std::max(version, OpFormatVersion(op.type()));
+  }
+  WriteU32(out.data() + 4, version);
   WriteU32(out.data() + 8, static_cast<uint32_t>(header_bytes.size()));
   WriteU32(out.data() + 12, 0);
   std::memcpy(out.data() + kPreambleSize, header_bytes.data(),

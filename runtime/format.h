@@ -32,10 +32,11 @@ namespace ternd::runtime {
 
 inline constexpr char kMagic[4] = {'T', 'E', 'R', 'N'};
 // The newest format version this reader reads and the writer writes when a
-// file needs it (language models: architecture "bitnet-lm", F16 and I8
-// tensors). Files that need nothing of version 2 are written as version 1,
-// so older daemons keep loading them.
-inline constexpr uint32_t kFormatVersion = 2;
+// file needs it (version 2: language models, architecture "bitnet-lm", F16
+// and I8 tensors; version 3: the convolutional ops, CONV2D and up). A file
+// is written with the lowest version that holds it, so older daemons keep
+// loading what they can run and refuse the rest by its version.
+inline constexpr uint32_t kFormatVersion = 3;
 inline constexpr uint32_t kMinFormatVersion = 1;
 inline constexpr char kArchGraph[] = "graph";
 inline constexpr char kArchBitnetLm[] = "bitnet-lm";
@@ -56,6 +57,8 @@ inline constexpr uint64_t kMaxFeatures = uint64_t{1} << 22;
 // Language models (format version 2).
 inline constexpr uint32_t kMaxLmLayers = 1024;
 inline constexpr uint32_t kMaxLmContext = 1u << 20;
+// Convolution and pooling attributes (kernel, stride, padding, dilation).
+inline constexpr uint32_t kMaxWindowAttribute = 65535;
 
 // Bytes of a tensor of `dtype` and `shape`, or an error (overflow, bad dtype,
 // TERNARY2 not 2-D). TERNARY2 rows are padded to whole bytes:
@@ -78,7 +81,25 @@ struct ValueShape {
   std::string name;
   model::DType dtype;
   uint32_t features;
+  // The per-sample shape, channels last: [H, W, C] or [L, C] for spatial
+  // values, [features] after flat ops (linear, argmax, global pooling).
+  std::vector<uint32_t> dims;
 };
+
+// Where a convolution or pooling op's windows lie, derived and checked by
+// ModelFile::Parse. A 1-D op is a 2-D one with in_h = out_h = kh = sh = dh
+// = 1 and ph = 0. Output size per dimension:
+//   out = floor((in + 2 * pad - dilation * (kernel - 1) - 1) / stride) + 1
+struct WindowGeometry {
+  uint32_t in_h = 1, in_w = 1, in_c = 1;
+  uint32_t out_h = 1, out_w = 1, out_c = 1;
+  uint32_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  // Features of one im2col row: kh * kw * in_c (ternary convolutions).
+  uint32_t patch() const { return kh * kw * in_c; }
+};
+
+// The lowest format version that can hold a graph with ops of `type`.
+uint32_t OpFormatVersion(model::OpType type);
 
 class ModelWriter;
 
@@ -98,6 +119,8 @@ class ModelFile {
   // Every value of the graph in definition order: inputs, then op outputs.
   std::span<const ValueShape> values() const { return values_; }
   const ValueShape* FindValue(std::string_view name) const;
+  // Op i's window geometry (convolution and pooling ops; default for others).
+  const WindowGeometry& geometry(int op) const { return geometry_[op]; }
   size_t file_size() const { return bytes_.size(); }
   // Offset of the data section in the file; tensor i starts at
   // data_offset() + tensors()[i].info->offset().
@@ -122,6 +145,7 @@ class ModelFile {
   std::unique_ptr<model::ModelHeader> header_;
   std::vector<TensorView> tensors_;
   std::vector<ValueShape> values_;
+  std::vector<WindowGeometry> geometry_;  // one per graph op
   size_t data_offset_ = 0;
   uint32_t format_version_ = 0;
 };

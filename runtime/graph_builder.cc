@@ -29,6 +29,182 @@ std::string GraphBuilder::Input(const std::string& name, uint32_t features) {
   in->set_dtype(model::F32);
   in->add_shape(features);
   values_[name] = {model::F32, features};
+  dims_[name] = {features};
+  return name;
+}
+
+std::string GraphBuilder::Input(const std::string& name,
+                                std::vector<uint32_t> dims) {
+  TERND_CHECK(!values_.count(name) && !dims.empty());
+  model::ValueInfo* in = header_.mutable_graph()->add_inputs();
+  in->set_name(name);
+  in->set_dtype(model::F32);
+  uint32_t features = 1;
+  for (uint32_t d : dims) {
+    in->add_shape(d);
+    features *= d;
+  }
+  values_[name] = {model::F32, features};
+  dims_[name] = std::move(dims);
+  return name;
+}
+
+const std::vector<uint32_t>& GraphBuilder::dims(
+    const std::string& value) const {
+  auto it = dims_.find(value);
+  TERND_CHECK(it != dims_.end());
+  return it->second;
+}
+
+std::vector<uint32_t> GraphBuilder::SetWindow(model::Op* op,
+                                              const std::string& in,
+                                              const Window& window,
+                                              uint32_t channels) {
+  const std::vector<uint32_t>& d = dims(in);
+  const size_t rank = window.kernel.size();
+  TERND_CHECK(d.size() == rank + 1);
+  std::vector<uint32_t> out;
+  for (size_t j = 0; j < rank; ++j) {
+    auto at = [&](const std::vector<uint32_t>& v, uint32_t dflt) {
+      return v.empty() ? dflt : v[j];
+    };
+    const uint32_t k = window.kernel[j], s = at(window.stride, 1),
+                   p = at(window.padding, 0), dl = at(window.dilation, 1);
+    TERND_CHECK(d[j] + 2 * p >= dl * (k - 1) + 1);
+    out.push_back((d[j] + 2 * p - dl * (k - 1) - 1) / s + 1);
+  }
+  out.push_back(channels);
+  for (uint32_t v : window.kernel) op->add_kernel(v);
+  for (uint32_t v : window.stride) op->add_stride(v);
+  for (uint32_t v : window.padding) op->add_padding(v);
+  for (uint32_t v : window.dilation) op->add_dilation(v);
+  return out;
+}
+
+namespace {
+uint32_t Product(const std::vector<uint32_t>& d) {
+  uint32_t f = 1;
+  for (uint32_t v : d) f *= v;
+  return f;
+}
+}  // namespace
+
+std::string GraphBuilder::Conv(model::OpType type, const std::string& in,
+                               const std::string& name, uint32_t c_out,
+                               const Window& window, std::span<const int8_t> w,
+                               std::span<const float> scales,
+                               std::span<const float> bias) {
+  TERND_CHECK(type == model::CONV2D || type == model::CONV1D);
+  const std::vector<uint32_t> in_dims = dims(in);
+  uint32_t patch = in_dims.back();
+  for (uint32_t k : window.kernel) patch *= k;
+  TERND_CHECK(w.size() == static_cast<size_t>(c_out) * patch);
+  TERND_CHECK(scales.size() == 1 || scales.size() == c_out);
+  TERND_CHECK(bias.empty() || bias.size() == c_out);
+  model::Op* op = AddOp(type, in, name, 0, model::F32);
+  std::vector<uint32_t> out = SetWindow(op, in, window, c_out);
+  values_[name].second = Product(out);
+  dims_[name] = out;
+  op->set_weight(name + ".weight");
+  Tensor t;
+  t.name = name + ".weight";
+  t.dtype = model::TERNARY2;
+  t.shape = {c_out, patch};
+  t.ternary.assign(w.begin(), w.end());
+  t.scales.assign(scales.begin(), scales.end());
+  tensors_.push_back(std::move(t));
+  if (!bias.empty()) {
+    op->set_bias(name + ".bias");
+    AddF32(name + ".bias", {c_out}, bias);
+  }
+  return name;
+}
+
+std::string GraphBuilder::DepthwiseConv2d(const std::string& in,
+                                          const std::string& name,
+                                          const Window& window,
+                                          std::span<const float> w,
+                                          std::span<const float> bias) {
+  const uint32_t c = dims(in).back();
+  TERND_CHECK(window.kernel.size() == 2);
+  TERND_CHECK(w.size() ==
+              static_cast<size_t>(window.kernel[0]) * window.kernel[1] * c);
+  TERND_CHECK(bias.empty() || bias.size() == c);
+  model::Op* op = AddOp(model::DEPTHWISE_CONV2D, in, name, 0, model::F32);
+  std::vector<uint32_t> out = SetWindow(op, in, window, c);
+  values_[name].second = Product(out);
+  dims_[name] = out;
+  op->set_weight(name + ".weight");
+  AddF32(name + ".weight", {window.kernel[0], window.kernel[1], c}, w);
+  if (!bias.empty()) {
+    op->set_bias(name + ".bias");
+    AddF32(name + ".bias", {c}, bias);
+  }
+  return name;
+}
+
+std::string GraphBuilder::Pool(model::OpType type, const std::string& in,
+                               const std::string& name, const Window& window) {
+  TERND_CHECK(type == model::MAX_POOL || type == model::AVG_POOL);
+  model::Op* op = AddOp(type, in, name, 0, model::F32);
+  std::vector<uint32_t> out = SetWindow(op, in, window, dims(in).back());
+  values_[name].second = Product(out);
+  dims_[name] = out;
+  return name;
+}
+
+std::string GraphBuilder::GlobalAvgPool(const std::string& in,
+                                        const std::string& name) {
+  const uint32_t c = dims(in).back();
+  AddOp(model::GLOBAL_AVG_POOL, in, name, c, model::F32);
+  dims_[name] = {c};
+  return name;
+}
+
+std::string GraphBuilder::Reshape(const std::string& in,
+                                  const std::string& name,
+                                  std::vector<uint32_t> dims) {
+  TERND_CHECK(Product(dims) == features(in));
+  model::Op* op = AddOp(model::RESHAPE, in, name, features(in), model::F32);
+  for (uint32_t d : dims) op->add_shape(d);
+  dims_[name] = std::move(dims);
+  return name;
+}
+
+std::string GraphBuilder::Concat(const std::vector<std::string>& ins,
+                                 const std::string& name) {
+  TERND_CHECK(ins.size() >= 2);
+  std::vector<uint32_t> out = dims(ins[0]);
+  uint32_t channels = 0;
+  for (const std::string& in : ins) channels += dims(in).back();
+  out.back() = channels;
+  model::Op* op = AddOp(model::CONCAT, ins[0], name, Product(out), model::F32);
+  for (size_t i = 1; i < ins.size(); ++i) op->add_inputs(ins[i]);
+  dims_[name] = out;
+  return name;
+}
+
+std::string GraphBuilder::AudioFeatures(const std::string& in,
+                                        const std::string& name,
+                                        const model::AudioFeatures& params,
+                                        std::span<const float> gain,
+                                        std::span<const float> bias) {
+  const uint32_t samples = features(in);
+  TERND_CHECK(params.frame_length() <= samples && params.frame_step() > 0);
+  const uint32_t frames =
+      1 + (samples - params.frame_length()) / params.frame_step();
+  model::Op* op = AddOp(model::AUDIO_FEATURES, in, name,
+                        frames * params.mel_bins(), model::F32);
+  *op->mutable_audio() = params;
+  dims_[name] = {frames, params.mel_bins()};
+  if (!gain.empty()) {
+    op->set_weight(name + ".gain");
+    AddF32(name + ".gain", {params.mel_bins()}, gain);
+  }
+  if (!bias.empty()) {
+    op->set_bias(name + ".bias");
+    AddF32(name + ".bias", {params.mel_bins()}, bias);
+  }
   return name;
 }
 
@@ -41,6 +217,10 @@ model::Op* GraphBuilder::AddOp(model::OpType type, const std::string& in,
   op->add_inputs(in);
   op->set_output(name);
   values_[name] = {out_dtype, out_features};
+  // Element-wise ops keep their input's shape; the others set their own.
+  const bool flat = type == model::TERNARY_LINEAR || type == model::LINEAR ||
+                    type == model::ARGMAX || !dims_.count(in);
+  dims_[name] = flat ? std::vector<uint32_t>{out_features} : dims_.at(in);
   return op;
 }
 

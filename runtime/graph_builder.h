@@ -26,6 +26,45 @@ class GraphBuilder {
   // REQUIRES: inputs exist and weight sizes match (checked; a mismatch is a
   // programming error and aborts).
   std::string Input(const std::string& name, uint32_t features);
+  // An input with a per-sample shape, channels last ([H, W, C], [L, C]).
+  std::string Input(const std::string& name, std::vector<uint32_t> dims);
+
+  // The convolutional family (format version 3). `window` has one entry
+  // per spatial dimension (2 for 2-D ops, 1 for 1-D ones); so do stride,
+  // padding and dilation when given (empty: 1, 0, 1).
+  struct Window {
+    std::vector<uint32_t> kernel;
+    std::vector<uint32_t> stride = {};
+    std::vector<uint32_t> padding = {};
+    std::vector<uint32_t> dilation = {};
+  };
+  // CONV2D (input [H, W, C]) or CONV1D (input [L, C]): `w` is
+  // c_out * patch values in {-1, 0, +1}, row n holding output channel n's
+  // window in (kh, kw, c) order; `scales` 1 or c_out values; `bias` empty or
+  // c_out values.
+  std::string Conv(model::OpType type, const std::string& in,
+                   const std::string& name, uint32_t c_out,
+                   const Window& window, std::span<const int8_t> w,
+                   std::span<const float> scales,
+                   std::span<const float> bias = {});
+  // `w` is KH * KW * C floats ([KH, KW, C]).
+  std::string DepthwiseConv2d(const std::string& in, const std::string& name,
+                              const Window& window, std::span<const float> w,
+                              std::span<const float> bias = {});
+  // MAX_POOL or AVG_POOL (no dilation).
+  std::string Pool(model::OpType type, const std::string& in,
+                   const std::string& name, const Window& window);
+  std::string GlobalAvgPool(const std::string& in, const std::string& name);
+  std::string Reshape(const std::string& in, const std::string& name,
+                      std::vector<uint32_t> dims);
+  std::string Concat(const std::vector<std::string>& ins,
+                     const std::string& name);
+  // AUDIO_FEATURES of `in` (samples): [frames, mel_bins]; `gain` and `bias`
+  // empty or mel_bins values.
+  std::string AudioFeatures(const std::string& in, const std::string& name,
+                            const model::AudioFeatures& params,
+                            std::span<const float> gain = {},
+                            std::span<const float> bias = {});
   // `w` is n * features(in) values in {-1, 0, +1}; `scales` 1 or n values;
   // `bias` empty or n values.
   std::string TernaryLinear(const std::string& in, const std::string& name,
@@ -50,6 +89,7 @@ class GraphBuilder {
   void SetDescription(const std::string& text);
   void SetMetadata(const std::string& key, const std::string& value);
   uint32_t features(const std::string& value) const;
+  const std::vector<uint32_t>& dims(const std::string& value) const;
 
   // The model without a golden pair.
   Result<std::vector<uint8_t>> Finish() const;
@@ -73,6 +113,10 @@ class GraphBuilder {
   model::Op* AddOp(model::OpType type, const std::string& in,
                    const std::string& name, uint32_t out_features,
                    model::DType out_dtype);
+  // Sets the op's window attributes; returns the output's spatial dims
+  // (channels = `channels`).
+  std::vector<uint32_t> SetWindow(model::Op* op, const std::string& in,
+                                  const Window& window, uint32_t channels);
   void AddF32(const std::string& name, std::vector<uint64_t> shape,
               std::span<const float> values);
   Result<std::vector<uint8_t>> Write(const model::ModelHeader& header,
@@ -81,6 +125,7 @@ class GraphBuilder {
   model::ModelHeader header_;
   std::vector<Tensor> tensors_;
   std::map<std::string, std::pair<model::DType, uint32_t>> values_;
+  std::map<std::string, std::vector<uint32_t>> dims_;
 };
 
 }  // namespace ternd::runtime

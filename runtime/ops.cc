@@ -145,4 +145,127 @@ void Argmax(const float* x, int batch, size_t f, int32_t* y) {
   }
 }
 
+void Im2colRows(const int8_t* codes, const WindowGeometry& g, size_t first,
+                int rows, int8_t* out, size_t stride, int32_t* row_sums) {
+  const size_t c = g.in_c;
+  const size_t patch = g.patch();
+  for (int r = 0; r < rows; ++r) {
+    const size_t p = first + static_cast<size_t>(r);
+    const int64_t oh = static_cast<int64_t>(p / g.out_w);
+    const int64_t ow = static_cast<int64_t>(p % g.out_w);
+    int8_t* row = out + static_cast<size_t>(r) * stride;
+    int8_t* dst = row;
+    for (uint32_t kh = 0; kh < g.kh; ++kh) {
+      const int64_t ih = oh * g.sh - g.ph + int64_t{kh} * g.dh;
+      const bool row_in = ih >= 0 && ih < g.in_h;
+      for (uint32_t kw = 0; kw < g.kw; ++kw, dst += c) {
+        const int64_t iw = ow * g.sw - g.pw + int64_t{kw} * g.dw;
+        if (row_in && iw >= 0 && iw < g.in_w) {
+          std::memcpy(dst,
+                      codes + (static_cast<size_t>(ih) * g.in_w +
+                               static_cast<size_t>(iw)) *
+                                  c,
+                      c);
+        } else {
+          std::memset(dst, 0, c);
+        }
+      }
+    }
+    std::memset(row + patch, 0, stride - patch);
+    int32_t sum = 0;
+    for (size_t i = 0; i < patch; ++i) sum += row[i];
+    row_sums[r] = sum;
+  }
+}
+
+namespace {
+
+// Calls f(ih, iw, kh, kw) for every window position of output (oh, ow) that
+// lies inside the input, in (kh, kw) order.
+template <typename F>
+inline void ForWindow(const WindowGeometry& g, int64_t oh, int64_t ow, F f) {
+  for (uint32_t kh = 0; kh < g.kh; ++kh) {
+    const int64_t ih = oh * g.sh - g.ph + int64_t{kh} * g.dh;
+    if (ih < 0 || ih >= g.in_h) continue;
+    for (uint32_t kw = 0; kw < g.kw; ++kw) {
+      const int64_t iw = ow * g.sw - g.pw + int64_t{kw} * g.dw;
+      if (iw < 0 || iw >= g.in_w) continue;
+      f(static_cast<size_t>(ih), static_cast<size_t>(iw), kh, kw);
+    }
+  }
+}
+
+}  // namespace
+
+void DepthwiseConv2d(const float* x, const WindowGeometry& g, const float* w,
+                     const float* bias, float* y) {
+  const size_t c = g.in_c;
+  for (uint32_t oh = 0; oh < g.out_h; ++oh) {
+    for (uint32_t ow = 0; ow < g.out_w; ++ow) {
+      float* yp = y + (static_cast<size_t>(oh) * g.out_w + ow) * c;
+      for (size_t ch = 0; ch < c; ++ch) yp[ch] = 0.0f;
+      ForWindow(g, oh, ow, [&](size_t ih, size_t iw, uint32_t kh, uint32_t kw) {
+        const float* xp = x + (ih * g.in_w + iw) * c;
+        const float* wp = w + (static_cast<size_t>(kh) * g.kw + kw) * c;
+        for (size_t ch = 0; ch < c; ++ch) yp[ch] += wp[ch] * xp[ch];
+      });
+      if (bias) {
+        for (size_t ch = 0; ch < c; ++ch) yp[ch] += bias[ch];
+      }
+    }
+  }
+}
+
+void MaxPool(const float* x, const WindowGeometry& g, float* y) {
+  const size_t c = g.in_c;
+  for (uint32_t oh = 0; oh < g.out_h; ++oh) {
+    for (uint32_t ow = 0; ow < g.out_w; ++ow) {
+      float* yp = y + (static_cast<size_t>(oh) * g.out_w + ow) * c;
+      bool first = true;
+      ForWindow(g, oh, ow, [&](size_t ih, size_t iw, uint32_t, uint32_t) {
+        const float* xp = x + (ih * g.in_w + iw) * c;
+        for (size_t ch = 0; ch < c; ++ch) {
+          yp[ch] = first ? xp[ch] : std::fmax(yp[ch], xp[ch]);
+        }
+        first = false;
+      });
+    }
+  }
+}
+
+void AvgPool(const float* x, const WindowGeometry& g, float* y) {
+  const size_t c = g.in_c;
+  const float count = static_cast<float>(g.kh * g.kw);
+  for (uint32_t oh = 0; oh < g.out_h; ++oh) {
+    for (uint32_t ow = 0; ow < g.out_w; ++ow) {
+      float* yp = y + (static_cast<size_t>(oh) * g.out_w + ow) * c;
+      for (size_t ch = 0; ch < c; ++ch) yp[ch] = 0.0f;
+      ForWindow(g, oh, ow, [&](size_t ih, size_t iw, uint32_t, uint32_t) {
+        const float* xp = x + (ih * g.in_w + iw) * c;
+        for (size_t ch = 0; ch < c; ++ch) yp[ch] += xp[ch];
+      });
+      for (size_t ch = 0; ch < c; ++ch) yp[ch] /= count;
+    }
+  }
+}
+
+void GlobalAvgPool(const float* x, size_t positions, size_t channels,
+                   float* y) {
+  for (size_t ch = 0; ch < channels; ++ch) y[ch] = 0.0f;
+  for (size_t p = 0; p < positions; ++p) {
+    const float* xp = x + p * channels;
+    for (size_t ch = 0; ch < channels; ++ch) y[ch] += xp[ch];
+  }
+  const float n = static_cast<float>(positions);
+  for (size_t ch = 0; ch < channels; ++ch) y[ch] /= n;
+}
+
+void CopyChannels(const float* x, size_t positions, size_t channels,
+                  size_t offset, size_t out_channels, float* y) {
+  for (size_t p = 0; p < positions; ++p) {
+    std::memcpy(y + p * out_channels + offset, x + p * channels,
+                channels * sizeof(float));
+  }
+}
+
 }  // namespace ternd::runtime

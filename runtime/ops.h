@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/format.h"
 #include "runtime/kernels/ternary_kernel.h"
 
 namespace ternd::runtime {
@@ -47,6 +48,35 @@ void Add(const float* a, const float* b, size_t count, float* y);
 void Softmax(const float* x, int batch, size_t f, float* y);
 // Index of the first largest element of each row.
 void Argmax(const float* x, int batch, size_t f, int32_t* y);
+
+// --- The convolutional family (format version 3). Spatial values are one
+// sample each, channels last: x[(ih * in_w + iw) * in_c + c]; `g` says
+// where the windows lie (format.h). Output position p = oh * out_w + ow
+// reads input (oh * sh - ph + kh * dh, ow * sw - pw + kw * dw).
+
+// im2col of int8 codes: for output positions first .. first + rows - 1,
+// row r of `out` (rows `stride` bytes apart) gets the window of position
+// first + r in (kh, kw, c) order, 0 where the window lies in the padding,
+// and 0 in bytes [patch, stride); row_sums[r] is the row's sum.
+void Im2colRows(const int8_t* codes, const WindowGeometry& g, size_t first,
+                int rows, int8_t* out, size_t stride, int32_t* row_sums);
+
+// y[p, c] = bias[c] + sum over (kh, kw) in order of w[kh, kw, c] * x[...]
+// (window positions in the padding skipped); float32 weights [KH, KW, C],
+// bias may be null. One sample.
+void DepthwiseConv2d(const float* x, const WindowGeometry& g, const float* w,
+                     const float* bias, float* y);
+// Largest value of each window (positions in the padding ignored).
+void MaxPool(const float* x, const WindowGeometry& g, float* y);
+// Sum of the window in (kh, kw) order, padding counting as zeros, divided
+// by kh * kw (PyTorch's count_include_pad=True).
+void AvgPool(const float* x, const WindowGeometry& g, float* y);
+// y[c] = (sum over positions in order of x[p, c]) / positions. One sample.
+void GlobalAvgPool(const float* x, size_t positions, size_t channels, float* y);
+// Appends `channels` values of each position of `x` at channel `offset` of
+// y (rows of `out_channels`). One sample.
+void CopyChannels(const float* x, size_t positions, size_t channels,
+                  size_t offset, size_t out_channels, float* y);
 
 }  // namespace ternd::runtime
 

@@ -15,6 +15,7 @@
 
 #include "base/check.h"
 #include "base/memory.h"
+#include "runtime/audio_features.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/lm/thread_team.h"
 #include "runtime/machine.h"
@@ -26,15 +27,21 @@ namespace ternd::runtime {
 
 struct LoadedModel::Op {
   model::OpType type;
-  int in0, in1, out;    // value indices; in1 only for ADD
-  const void* weight;   // kernel-packed ternary or F32 [n, k] / gain [k]
-  const float* scales;  // ternary absmean scales
+  int in0, in1, out;  // value indices; in1 only for ADD
+  // CONCAT: all its inputs' value indices (num_inputs of them).
+  const int* inputs;
+  int num_inputs;
+  WindowGeometry geo;      // convolution and pooling ops
+  const AudioPlan* audio;  // AUDIO_FEATURES
+  const void* weight;      // kernel-packed ternary or F32 [n, k] / gain [k]
+  const float* scales;     // ternary absmean scales
   bool per_row;
   const float* bias;  // may be null
   uint32_t n, k;
   float eps;
   size_t weight_bytes;          // constant bytes read per call (OpInfo)
-  const TernaryKernel* kernel;  // TERNARY_LINEAR: its variant and layout
+  uint64_t macs;                // multiply-adds per sample (OpInfo)
+  const TernaryKernel* kernel;  // TERNARY_LINEAR, CONV*: variant and layout
 };
 
 struct LoadedModel::Value {
@@ -177,6 +184,60 @@ void Executor::RunOps(int batch, OpProfile* profile) const {
       case model::ARGMAX:
         Argmax(x, batch, op.k, reinterpret_cast<int32_t*>(y));
         break;
+      case model::CONV2D:
+      case model::CONV1D:
+        RunTernaryConv(i, x, batch, y);
+        break;
+      case model::DEPTHWISE_CONV2D:
+        for (int b = 0; b < batch; ++b) {
+          DepthwiseConv2d(x + static_cast<size_t>(b) * op.k, op.geo,
+                          static_cast<const float*>(op.weight), op.bias,
+                          y + static_cast<size_t>(b) * op.n);
+        }
+        break;
+      case model::MAX_POOL:
+      case model::AVG_POOL:
+        for (int b = 0; b < batch; ++b) {
+          (op.type == model::MAX_POOL ? MaxPool : AvgPool)(
+              x + static_cast<size_t>(b) * op.k, op.geo,
+              y + static_cast<size_t>(b) * op.n);
+        }
+        break;
+      case model::GLOBAL_AVG_POOL:
+        for (int b = 0; b < batch; ++b) {
+          GlobalAvgPool(x + static_cast<size_t>(b) * op.k, op.k / op.n, op.n,
+                        y + static_cast<size_t>(b) * op.n);
+        }
+        break;
+      case model::RESHAPE:
+        std::memcpy(y, x, count * sizeof(float));
+        break;
+      case model::AUDIO_FEATURES: {
+        const size_t worker =
+            static_cast<size_t>(scratch_ - m.scratch_) / m.scratch_stride_;
+        for (int b = 0; b < batch; ++b) {
+          ComputeAudioFeatures(*op.audio, x + static_cast<size_t>(b) * op.k,
+                               *m.ffts_[worker], scratch_ + m.codes_offset_,
+                               y + static_cast<size_t>(b) * op.n);
+        }
+        break;
+      }
+      case model::CONCAT: {
+        // Positions are the output's features over its channels.
+        const size_t channels = op.geo.out_c;
+        const size_t positions = op.n / channels;
+        for (int b = 0; b < batch; ++b) {
+          size_t offset = 0;
+          for (int j = 0; j < op.num_inputs; ++j) {
+            const size_t f = m.values_[op.inputs[j]].features;
+            CopyChannels(f32(op.inputs[j]) + static_cast<size_t>(b) * f,
+                         positions, f / positions, offset, channels,
+                         y + static_cast<size_t>(b) * op.n);
+            offset += f / positions;
+          }
+        }
+        break;
+      }
       default:
         TERND_CHECK(false && "op type validated at load");
     }
@@ -184,6 +245,44 @@ void Executor::RunOps(int batch, OpProfile* profile) const {
       const uint64_t now = NowNanos();
       profile->op_nanos[i] += now - last;
       last = now;
+    }
+  }
+}
+
+// CONV2D / CONV1D, sample by sample: the whole sample is quantized to int8
+// once (one absmax, one dequant factor: docs/model-format.md), then im2col
+// gathers up to kMaxKernelBatch output positions' windows of codes into the
+// int8 staging rows, the ternary kernel multiplies them with the weights
+// [C_out, patch], and DequantizeRows writes those positions' channels.
+void Executor::RunTernaryConv(int op_index, const float* x, int batch,
+                              float* y) const {
+  const LoadedModel& m = *model_;
+  const LoadedModel::Op& op = m.ops_[op_index];
+  const WindowGeometry& g = op.geo;
+  int8_t* codes = reinterpret_cast<int8_t*>(scratch_ + m.codes_offset_);
+  int8_t* q = reinterpret_cast<int8_t*>(scratch_ + m.quant_offset_);
+  int32_t* sums = reinterpret_cast<int32_t*>(scratch_ + m.sums_offset_);
+  float* dequant = reinterpret_cast<float*>(scratch_ + m.dequant_offset_);
+  int32_t* acc = reinterpret_cast<int32_t*>(scratch_ + m.acc_offset_);
+  const size_t patch = g.patch();
+  const size_t stride = ActivationStride(patch);
+  const size_t positions = static_cast<size_t>(g.out_h) * g.out_w;
+  for (int b = 0; b < batch; ++b) {
+    int32_t sample_sum;
+    float d;
+    op.kernel->quantize(x + static_cast<size_t>(b) * op.k, op.k, 1, op.k, codes,
+                        ActivationStride(op.k), &sample_sum, &d);
+    float* yb = y + static_cast<size_t>(b) * op.n;
+    for (size_t p0 = 0; p0 < positions; p0 += kMaxKernelBatch) {
+      const int nb =
+          static_cast<int>(std::min<size_t>(kMaxKernelBatch, positions - p0));
+      Im2colRows(codes, g, p0, nb, q, stride, sums);
+      for (int r = 0; r < nb; ++r) dequant[r] = d;
+      const QuantizedActivations qa{q, stride, sums, nb, patch};
+      op.kernel->gemm(static_cast<const uint8_t*>(op.weight), g.out_c, patch,
+                      qa, acc, m.acc_stride_);
+      DequantizeRows(acc, m.acc_stride_, nb, g.out_c, op.scales, op.per_row,
+                     dequant, op.bias, yb + p0 * g.out_c, g.out_c);
     }
   }
 }
@@ -242,7 +341,7 @@ int LoadedModel::FindOutput(std::string_view name) const {
 OpInfo LoadedModel::op_info(int i) const {
   TERND_CHECK(i >= 0 && i < num_ops_);
   const Op& op = ops_[i];
-  return {op.type, op.k, op.n, op.weight_bytes, op.kernel};
+  return {op.type, op.k, op.n, op.weight_bytes, op.kernel, op.macs};
 }
 
 Executor LoadedModel::executor(int worker) const {
@@ -298,8 +397,7 @@ Status LoadedModel::CheckGolden(int worker) const {
 // ------------------------------------------------------------------ OpInfo
 
 double OpInfo::Flops(int batch) const {
-  if (type != model::TERNARY_LINEAR && type != model::LINEAR) return 0;
-  return 2.0 * out_features * in_features * batch;
+  return 2.0 * static_cast<double>(macs) * batch;
 }
 
 double OpInfo::BytesMoved(int batch) const {
@@ -423,6 +521,7 @@ void Runtime::Unload(int slot) {
   TERND_CHECK(slot >= 0 && slot < options_.slots);
   slots_[slot] = nullptr;
   lm_slots_[slot] = nullptr;
+  ffts_[slot].clear();
 }
 
 Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
@@ -500,14 +599,40 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     requests[value_index(out.name())].last_op = num_ops;
   }
   const MemoryPlan plan = PlanMemory(requests, kAlign);
-  size_t max_stride = 0, max_n = 0;
-  for (const model::Op& op : g.ops()) {
-    if (op.type() != model::TERNARY_LINEAR) continue;
+  // Staging of ternary products: int8 rows (a linear op's tokens, or a
+  // convolution's im2col rows) and their int32 results, kMaxKernelBatch
+  // rows at a time; for convolutions also one sample's int8 codes.
+  size_t max_stride = 0, max_n = 0, max_codes = 0;
+  for (int i = 0; i < num_ops; ++i) {
+    const model::Op& op = g.ops(i);
+    const bool conv = op.type() == model::CONV2D || op.type() == model::CONV1D;
+    if (op.type() != model::TERNARY_LINEAR && !conv) continue;
     const model::TensorInfo& w = *file.FindTensor(op.weight())->info;
     max_stride = std::max<size_t>(max_stride, ActivationStride(w.shape(1)));
     max_n = std::max<size_t>(max_n, w.shape(0));
+    if (conv) {
+      max_codes = std::max<size_t>(
+          max_codes,
+          ActivationStride(shapes[value_index(op.inputs(0))].features));
+    }
   }
-  const size_t quant_offset = plan.total_bytes;
+  // The audio front end's frame, spectrum and power share that region, and
+  // its window and filterbank tables live with the metadata.
+  size_t audio_tables = 0;
+  int audio_ops = 0;
+  std::vector<uint32_t> fft_lengths;
+  for (const model::Op& op : g.ops()) {
+    if (op.type() != model::AUDIO_FEATURES) continue;
+    AudioPlan sizes{};
+    sizes.fft_length = op.audio().fft_length();
+    sizes.bins = sizes.fft_length / 2 + 1;
+    max_codes = std::max(max_codes, sizes.scratch_bytes());
+    audio_tables += AlignUp(AudioTableBytes(op.audio()));
+    ++audio_ops;
+    fft_lengths.push_back(op.audio().fft_length());
+  }
+  const size_t codes_offset = plan.total_bytes;
+  const size_t quant_offset = codes_offset + AlignUp(max_codes);
   const size_t sums_offset =
       quant_offset + AlignUp(kMaxKernelBatch * max_stride);
   const size_t dequant_offset = sums_offset + AlignUp(kMaxKernelBatch * 4);
@@ -526,12 +651,17 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
       golden_bytes += AlignUp(file.FindTensor(t)->bytes.size());
     }
   }
-  const size_t meta_bytes = AlignUp(sizeof(LoadedModel)) +
-                            AlignUp(sizeof(LoadedModel::Op) * num_ops) +
-                            AlignUp(sizeof(LoadedModel::Value) * num_values) +
-                            AlignUp(sizeof(IoInfo) * num_io) +
-                            AlignUp(sizeof(int) * num_io) +
-                            AlignUp(sizeof(void*) * num_io);
+  size_t op_inputs = 0;
+  for (const model::Op& op : g.ops()) op_inputs += op.inputs_size();
+  const size_t meta_bytes =
+      AlignUp(sizeof(LoadedModel)) +
+      AlignUp(sizeof(LoadedModel::Op) * num_ops) +
+      AlignUp(sizeof(int) * op_inputs) +
+      AlignUp(sizeof(AudioPlan) * audio_ops) + audio_tables +
+      AlignUp(sizeof(AudioFft*) * options_.workers) +
+      AlignUp(sizeof(LoadedModel::Value) * num_values) +
+      AlignUp(sizeof(IoInfo) * num_io) + AlignUp(sizeof(int) * num_io) +
+      AlignUp(sizeof(void*) * num_io);
   const size_t scratch_total = scratch_stride * options_.workers;
   const size_t need = meta_bytes + weight_bytes + golden_bytes + scratch_total;
   if (need > slot_bytes_) {
@@ -561,6 +691,19 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
   m->workers_ = options_.workers;
 
   LoadedModel::Op* ops = cur.TakeArray<LoadedModel::Op>(num_ops);
+  int* op_input_values = cur.TakeArray<int>(op_inputs);
+  AudioPlan* audio_plans = cur.TakeArray<AudioPlan>(audio_ops);
+  AudioFft** ffts = cur.TakeArray<AudioFft*>(options_.workers);
+  // One FFT (plans and work buffers) per worker, made here so that Invoke
+  // allocates nothing; owned by the runtime until the slot is reloaded.
+  ffts_[slot].clear();
+  for (int w = 0; w < options_.workers; ++w) {
+    ffts[w] = nullptr;
+    if (audio_ops == 0) continue;
+    ffts_[slot].push_back(std::make_unique<AudioFft>());
+    for (uint32_t n : fft_lengths) ffts_[slot].back()->Prepare(n);
+    ffts[w] = ffts_[slot].back().get();
+  }
   LoadedModel::Value* values = cur.TakeArray<LoadedModel::Value>(num_values);
   IoInfo* io = cur.TakeArray<IoInfo>(num_io);
   int* io_values = cur.TakeArray<int>(num_io);
@@ -610,27 +753,64 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     op.type = src.type();
     op.in0 = value_index(src.inputs(0));
     op.in1 = src.inputs_size() > 1 ? value_index(src.inputs(1)) : -1;
+    op.inputs = op_input_values;
+    op.num_inputs = src.inputs_size();
+    for (const std::string& in : src.inputs()) {
+      *op_input_values++ = value_index(in);
+    }
+    op.geo = file.geometry(i);
+    if (op.type == model::CONCAT) {
+      op.geo.out_c = file.values()[value_index(src.output())].dims.back();
+    }
+    if (op.type == model::AUDIO_FEATURES) {
+      uint8_t* tables = cur.Take(AudioTableBytes(src.audio()));
+      *audio_plans = MakeAudioPlan(
+          src.audio(), shapes[op.in0].features, tables,
+          reinterpret_cast<const float*>(weight_ptr(src.weight())),
+          reinterpret_cast<const float*>(weight_ptr(src.bias())));
+      op.audio = audio_plans++;
+    }
     op.out = value_index(src.output());
     op.weight = weight_ptr(src.weight());
     op.bias = reinterpret_cast<const float*>(weight_ptr(src.bias()));
     op.k = shapes[op.in0].features;
     op.n = shapes[op.out].features;
     op.eps = src.eps();
+    const bool ternary = op.type == model::TERNARY_LINEAR ||
+                         op.type == model::CONV2D || op.type == model::CONV1D;
     if (!src.weight().empty()) {
       const size_t w = weight_index.at(src.weight());
       const model::TensorInfo& info = *weights[w].tensor->info;
-      op.weight_bytes = op.type == model::TERNARY_LINEAR
-                            ? KernelFor(op.n, op.k).packed_size(op.n, op.k) +
-                                  sizeof(float) * info.scale_size()
-                            : weights[w].tensor->bytes.size();
+      op.weight_bytes =
+          ternary ? KernelFor(info.shape(0), info.shape(1))
+                            .packed_size(info.shape(0), info.shape(1)) +
+                        sizeof(float) * info.scale_size()
+                  : weights[w].tensor->bytes.size();
+    }
+    const uint64_t positions = uint64_t{op.geo.out_h} * op.geo.out_w;
+    switch (op.type) {
+      case model::TERNARY_LINEAR:
+      case model::LINEAR:
+        op.macs = uint64_t{op.n} * op.k;
+        break;
+      case model::CONV2D:
+      case model::CONV1D:
+        op.macs = positions * op.geo.out_c * op.geo.patch();
+        break;
+      case model::DEPTHWISE_CONV2D:
+        op.macs = positions * op.geo.in_c * op.geo.kh * op.geo.kw;
+        break;
+      default:
+        op.macs = 0;
     }
     if (!src.bias().empty()) {
       op.weight_bytes +=
           weights[weight_index.at(src.bias())].tensor->bytes.size();
     }
-    if (op.type == model::TERNARY_LINEAR) {
+    if (ternary) {
       const size_t w = weight_index.at(src.weight());
-      op.kernel = &KernelFor(op.n, op.k);
+      const model::TensorInfo& info = *weights[w].tensor->info;
+      op.kernel = &KernelFor(info.shape(0), info.shape(1));
       ++m->ternary_matrices_;
       if (IsTq1Kernel(*op.kernel)) ++m->tq1_matrices_;
       op.scales = placed_scales[w];
@@ -666,6 +846,8 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
   m->sums_offset_ = sums_offset;
   m->dequant_offset_ = dequant_offset;
   m->acc_offset_ = acc_offset;
+  m->codes_offset_ = codes_offset;
+  m->ffts_ = ffts;
   m->quant_stride_ = max_stride;
   m->acc_stride_ = max_n;
   m->scratch_ = cur.Take(scratch_total);

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "runtime/format.h"
@@ -58,6 +59,7 @@ struct IoInfo {
 
 class LoadedModel;
 class LmModel;
+class AudioFft;
 struct LmOptions;
 class ThreadTeam;
 
@@ -86,9 +88,13 @@ struct OpInfo {
   // holds its weights (`kernel->layout`; a "-1.6" name for the 1.6-bit
   // layout); nullptr for other ops.
   const TernaryKernel* kernel = nullptr;
+  // Multiply-adds per sample: n * k for TERNARY_LINEAR and LINEAR;
+  // positions * C_out * patch for CONV2D/CONV1D (their `kernel` is the
+  // variant too); positions * C * KH * KW for DEPTHWISE_CONV2D; 0 otherwise.
+  uint64_t macs = 0;
 
-  // Multiply-adds count 2: 2 * n * k * batch for TERNARY_LINEAR and LINEAR,
-  // 0 for the element-wise and row ops (their cost is the bytes).
+  // Multiply-adds count 2: 2 * macs * batch; 0 for the element-wise, row
+  // and pooling ops (their cost is the bytes).
   double Flops(int batch) const;
   // Bytes read and written per call: weights, the input rows (two for ADD)
   // and the output rows, float32 each.
@@ -113,6 +119,7 @@ class Executor {
   friend class LoadedModel;
   template <bool kTimed>
   void RunOps(int batch, OpProfile* profile) const;
+  void RunTernaryConv(int op_index, const float* x, int batch, float* y) const;
   Executor(const LoadedModel* model, uint8_t* scratch)
       : model_(model), scratch_(scratch) {}
   const LoadedModel* model_;
@@ -147,8 +154,9 @@ class LoadedModel {
   size_t weight_bytes() const { return weight_bytes_; }
   size_t scratch_bytes_per_worker() const { return scratch_stride_; }
   // The part of a worker's scratch that holds activation buffers (planned
-  // by liveness); the rest is the int8/int32 staging of ternary products.
-  size_t activation_bytes_per_worker() const { return quant_offset_; }
+  // by liveness); the rest is the int8/int32 staging of ternary products
+  // (with convolutions: the im2col rows and one sample's int8 codes).
+  size_t activation_bytes_per_worker() const { return codes_offset_; }
   // Everything this model uses of its slot.
   size_t slot_bytes_used() const { return used_bytes_; }
 
@@ -183,6 +191,10 @@ class LoadedModel {
   int workers_;
   size_t scratch_stride_;
   size_t quant_offset_, sums_offset_, dequant_offset_, acc_offset_;
+  // Convolutions: one sample's int8 codes, im2col's source; the audio
+  // front end's frame, spectrum and power.
+  size_t codes_offset_;
+  AudioFft* const* ffts_;  // one per worker (audio models)
   size_t quant_stride_, acc_stride_;
   // Golden pair: golden_batch_ rows per input/output, inputs then outputs.
   int golden_batch_;
@@ -238,6 +250,8 @@ class Runtime {
   const LmModel* lm_slots_[2] = {nullptr, nullptr};
   // The threads language models run on, created by the first LoadLm.
   std::unique_ptr<ThreadTeam> team_;
+  // Per slot: the audio front end's FFTs, one per worker (made at Load).
+  std::vector<std::unique_ptr<AudioFft>> ffts_[2];
 };
 
 }  // namespace ternd::runtime

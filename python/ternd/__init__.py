@@ -6,11 +6,11 @@ the .tern files the ternd runtime serves.
 
 __version__ = "0.1.0"
 
-from .nn import BitLinear, ReLU2, Residual, RMSNorm  # noqa: E402
+from .nn import AudioFeatures, BitConv1d, BitConv2d, BitLinear, Concat, ReLU2, Residual, RMSNorm  # noqa: E402
 from .tern_format import TernFile, TernFormatError, parse_tern, read_tern  # noqa: E402
 from .export import ExportError, export  # noqa: E402
 
 __all__ = [
-    "BitLinear", "RMSNorm", "ReLU2", "Residual", "export", "ExportError", "read_tern",
+    "AudioFeatures", "BitLinear", "BitConv1d", "BitConv2d", "Concat", "RMSNorm", "ReLU2", "Residual", "export", "ExportError", "read_tern",
     "parse_tern", "TernFile", "TernFormatError",
 ]

@@ -39,7 +39,10 @@ class TernaryTrace:
 class RunResult:
     outputs: Dict[str, np.ndarray]
     values: Dict[str, np.ndarray] = field(default_factory=dict)
-    ternary: List[TernaryTrace] = field(default_factory=list)
+    ternary: List[TernaryTrace] = field(default_factory=list)  # TERNARY_LINEAR ops
+    # CONV2D / CONV1D ops: q [B, H*W*C] (one quantization per sample),
+    # dequant [B], acc [B, positions * C_out].
+    conv: List[TernaryTrace] = field(default_factory=list)
 
 
 def quantize_rows(x: np.ndarray):
@@ -124,6 +127,160 @@ def softmax(x):
     return (e * inv[:, None]).astype(f32)
 
 
+# ------------------------------------------------ the convolutional family
+
+
+@dataclass
+class Window:
+    """A convolution's or pool's windows, as runtime/format.h WindowGeometry:
+    1-D ops have in_h = out_h = kh = sh = dh = 1 and ph = 0."""
+
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+
+
+WINDOW_OPS = (model_pb2.CONV2D, model_pb2.CONV1D, model_pb2.DEPTHWISE_CONV2D,
+              model_pb2.MAX_POOL, model_pb2.AVG_POOL)
+FLAT_OPS = (model_pb2.TERNARY_LINEAR, model_pb2.LINEAR, model_pb2.ARGMAX)
+
+
+def window(op, in_dims) -> Window:
+    """The window geometry of a (valid) op reading a value of `in_dims`."""
+    rank = len(in_dims) - 1
+
+    def attr(v, default):
+        return list(v) if len(v) else [default] * rank
+
+    k, s, p, d = (attr(op.kernel, 1), attr(op.stride, 1), attr(op.padding, 0),
+                  attr(op.dilation, 1))
+    outs = [(in_dims[j] + 2 * p[j] - d[j] * (k[j] - 1) - 1) // s[j] + 1 for j in range(rank)]
+    if rank == 1:
+        return Window(1, in_dims[0], in_dims[1], 1, outs[0], 1, k[0], 1, s[0], 0, p[0], 1, d[0])
+    return Window(in_dims[0], in_dims[1], in_dims[2], outs[0], outs[1], k[0], k[1], s[0], s[1],
+                  p[0], p[1], d[0], d[1])
+
+
+def value_dims(model: TernFile) -> Dict[str, List[int]]:
+    """Every value's per-sample shape (channels last for spatial values), as
+    the C++ reader derives it."""
+    g = model.header.graph
+    dims: Dict[str, List[int]] = {v.name: list(v.shape) for v in g.inputs}
+    for op in g.ops:
+        d = dims[op.inputs[0]]
+        t = op.type
+        if t in FLAT_OPS:
+            n = 1 if t == model_pb2.ARGMAX else model.tensor(op.weight).weights.shape[0] \
+                if t == model_pb2.TERNARY_LINEAR else model.tensor(op.weight).shape[0]
+            out = [int(n)]
+        elif t in WINDOW_OPS:
+            w = window(op, d)
+            c = d[-1]
+            if t in (model_pb2.CONV2D, model_pb2.CONV1D):
+                c = model.tensor(op.weight).weights.shape[0]
+            out = [w.out_h, w.out_w, c] if len(d) == 3 else [w.out_w, c]
+        elif t == model_pb2.GLOBAL_AVG_POOL:
+            out = [d[-1]]
+        elif t == model_pb2.RESHAPE:
+            out = list(op.shape)
+        elif t == model_pb2.CONCAT:
+            out = d[:-1] + [sum(dims[i][-1] for i in op.inputs)]
+        elif t == model_pb2.AUDIO_FEATURES:
+            a = op.audio
+            out = [1 + (int(np.prod(d)) - a.frame_length) // a.frame_step, a.mel_bins]
+        else:
+            out = list(d)
+        dims[op.output] = [int(v) for v in out]
+    return dims
+
+
+def _padded(x: np.ndarray, w: Window, fill) -> np.ndarray:
+    """x [B, H, W, C] with ph/pw rows/columns of `fill` around it."""
+    b, h, wd, c = x.shape
+    out = np.full((b, h + 2 * w.ph, wd + 2 * w.pw, c), fill, dtype=x.dtype)
+    out[:, w.ph:w.ph + h, w.pw:w.pw + wd, :] = x
+    return out
+
+
+def _taps(xp: np.ndarray, w: Window):
+    """(i, j, tap) for every window tap: tap[b, oh, ow, c] is the input the
+    tap reads for output (oh, ow), padding included."""
+    for i in range(w.kh):
+        for j in range(w.kw):
+            r0, c0 = i * w.dh, j * w.dw
+            yield i, j, xp[:, r0:r0 + (w.out_h - 1) * w.sh + 1:w.sh,
+                           c0:c0 + (w.out_w - 1) * w.sw + 1:w.sw, :]
+
+
+def _spatial(x: np.ndarray, w: Window) -> np.ndarray:
+    return x.reshape(x.shape[0], w.in_h, w.in_w, w.in_c)
+
+
+def ternary_conv(x: np.ndarray, w: Window, wt: TernaryTensor, bias):
+    """CONV2D/CONV1D: one quantization per sample, im2col, exact int sums."""
+    q, dequant = quantize_rows(x)
+    qp = _padded(_spatial(q, w), w, 0)
+    cols = np.concatenate([t for _, _, t in _taps(qp, w)], axis=-1)  # (i, j, c) order
+    b = x.shape[0]
+    cols = cols.reshape(b, w.out_h * w.out_w, -1).astype(np.int64)
+    acc = (cols @ wt.weights.astype(np.int64).T).astype(np.int32)  # [B, P, N]
+    n = wt.weights.shape[0]
+    scale = wt.scales if wt.per_row else np.repeat(wt.scales, n)
+    s = (scale[None, :] * dequant[:, None]).astype(f32)  # [B, N]
+    y = (acc.astype(f32) * s[:, None, :]).astype(f32)
+    if bias is not None:
+        y = (y + bias[None, None, :]).astype(f32)
+    return y.reshape(b, -1), q, dequant, acc.reshape(b, -1)
+
+
+def depthwise_conv(x: np.ndarray, w: Window, weight: np.ndarray, bias):
+    xp = _padded(_spatial(x, w), w, f32(0))
+    inside = _padded(np.ones((1, w.in_h, w.in_w, 1), dtype=bool), w, False)
+    y = np.zeros((x.shape[0], w.out_h, w.out_w, w.in_c), dtype=f32)
+    for (i, j, t), (_, _, m) in zip(_taps(xp, w), _taps(inside, w)):
+        y = np.where(m, (y + (weight[i, j][None, None, None, :] * t).astype(f32)).astype(f32), y)
+    if bias is not None:
+        y = (y + bias).astype(f32)
+    return y.reshape(x.shape[0], -1)
+
+
+def pool(x: np.ndarray, w: Window, kind: int):
+    if kind == model_pb2.MAX_POOL:
+        xp = _padded(_spatial(x, w), w, f32(-np.inf))
+        y = None
+        for _, _, t in _taps(xp, w):
+            y = t if y is None else np.fmax(y, t)
+        return y.astype(f32).reshape(x.shape[0], -1)
+    xp = _padded(_spatial(x, w), w, f32(0))
+    y = np.zeros((x.shape[0], w.out_h, w.out_w, w.in_c), dtype=f32)
+    for _, _, t in _taps(xp, w):
+        y = (y + t).astype(f32)
+    return (y / f32(w.kh * w.kw)).astype(f32).reshape(x.shape[0], -1)
+
+
+def global_avg_pool(x: np.ndarray, channels: int):
+    xs = x.reshape(x.shape[0], -1, channels)
+    s = _seq_sum(xs[:, p, :] for p in range(xs.shape[1]))
+    return (s / f32(xs.shape[1])).astype(f32)
+
+
+def concat(parts: Sequence[np.ndarray], channels: Sequence[int]):
+    b = parts[0].shape[0]
+    positions = parts[0].shape[1] // channels[0]
+    return np.concatenate([p.reshape(b, positions, c) for p, c in zip(parts, channels)],
+                          axis=-1).reshape(b, -1)
+
+
 def run(model: TernFile, inputs: Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]],
         trace: bool = False) -> RunResult:
     """Runs `model` on a batch. `inputs`: one array (single-input models), a
@@ -147,6 +304,8 @@ def run(model: TernFile, inputs: Union[np.ndarray, Sequence[np.ndarray], Mapping
 
     def tensor(name):
         return model.tensor(name) if name else None
+
+    dims = value_dims(model)
 
     for i, op in enumerate(g.ops):
         x = values[op.inputs[0]]
@@ -176,6 +335,28 @@ def run(model: TernFile, inputs: Union[np.ndarray, Sequence[np.ndarray], Mapping
             y = softmax(x)
         elif t == model_pb2.ARGMAX:
             y = np.argmax(x, axis=1).astype(np.int32)[:, None]
+        elif t in (model_pb2.CONV2D, model_pb2.CONV1D):
+            w = window(op, dims[op.inputs[0]])
+            y, q, dq, acc = ternary_conv(x, w, tensor(op.weight), tensor(op.bias))
+            if trace:
+                result.conv.append(TernaryTrace(i, op.output, q, dq, acc))
+        elif t == model_pb2.DEPTHWISE_CONV2D:
+            y = depthwise_conv(x, window(op, dims[op.inputs[0]]), tensor(op.weight),
+                               tensor(op.bias))
+        elif t in (model_pb2.MAX_POOL, model_pb2.AVG_POOL):
+            y = pool(x, window(op, dims[op.inputs[0]]), t)
+        elif t == model_pb2.GLOBAL_AVG_POOL:
+            y = global_avg_pool(x, dims[op.inputs[0]][-1])
+        elif t == model_pb2.RESHAPE:
+            y = x.copy()
+        elif t == model_pb2.CONCAT:
+            y = concat([values[n] for n in op.inputs], [dims[n][-1] for n in op.inputs])
+        elif t == model_pb2.AUDIO_FEATURES:
+            # float64 (the runtime's float32 FFT agrees within the bound of
+            # docs/model-format.md "Audio features").
+            from . import audio
+            y = audio.log_mel(x, audio.AudioParams.from_proto(op.audio), tensor(op.weight),
+                              tensor(op.bias)).astype(f32).reshape(x.shape[0], -1)
         else:
             raise ValueError(f"op #{i} has unknown type {t}")
         values[op.output] = y

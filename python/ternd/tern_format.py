@@ -3,7 +3,7 @@
 The byte layout and the rules are those of the C++ reader (runtime/format.h,
 docs/model-format.md):
 
-    [0, 16)       preamble: b"TERN", u32 format version (1), u32 header
+    [0, 16)       preamble: b"TERN", u32 format version (1..3), u32 header
                   length, u32 flags (0), all little-endian
     [16, 16+H)    ModelHeader (protobuf, runtime/model.proto)
     zero padding up to the next multiple of 64: the data section starts there
@@ -30,6 +30,10 @@ from . import model_pb2
 
 MAGIC = b"TERN"
 FORMAT_VERSION = 1
+# Graphs with an op of the convolutional family (CONV2D = 12 and up) are
+# format version 3; others stay version 1, as the C++ writer does.
+CONV_FORMAT_VERSION = 3
+FIRST_CONV_OP = 12
 PREAMBLE_SIZE = 16
 TENSOR_ALIGNMENT = 64
 MAX_HEADER_BYTES = 64 << 20
@@ -41,6 +45,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/-]{1,63}$")
 
 class TernFormatError(ValueError):
     """A .tern file (or a model about to be written) breaks a format rule."""
+
+
+def _op_name(op_type: int) -> str:
+    return model_pb2.OpType.Name(op_type) if op_type in model_pb2.OpType.values() else str(op_type)
 
 
 def valid_name(name: str) -> bool:
@@ -173,8 +181,8 @@ def parse_tern(data: bytes, origin: str = "model") -> TernFile:
     if data[:4] != MAGIC:
         raise fail(f"not a ternd model: bytes 0..3 are {data[:4].hex(' ')}, expected \"TERN\"")
     version, header_len, flags = struct.unpack_from("<III", data, 4)
-    if version not in (1, 2):
-        raise fail(f"format version {version} is not supported (expected 1 or 2)")
+    if version not in (1, 2, 3):
+        raise fail(f"format version {version} is not supported (expected 1 to 3)")
     if flags != 0:
         raise fail(f"flags at offset 12 are 0x{flags:08x}, expected 0")
     if header_len == 0 or header_len > MAX_HEADER_BYTES:
@@ -194,6 +202,10 @@ def parse_tern(data: bytes, origin: str = "model") -> TernFile:
         raise fail(f"architecture is '{header.architecture}', expected 'graph'")
     if not valid_name(header.name):
         raise fail(f"model name '{header.name}' is not a valid name")
+    for i, op in enumerate(header.graph.ops):
+        if op.type >= FIRST_CONV_OP and version < CONV_FORMAT_VERSION:
+            raise fail(f"graph: op #{i} ({_op_name(op.type)}) needs format "
+                       f"version {CONV_FORMAT_VERSION}, the preamble says {version}")
     data_offset = _align_up(PREAMBLE_SIZE + header_len, TENSOR_ALIGNMENT)
     if any(data[PREAMBLE_SIZE + header_len:min(data_offset, size)]):
         raise fail("padding after the header is not zero")
@@ -317,7 +329,10 @@ class TernWriter:
         if len(hb) > MAX_HEADER_BYTES:
             raise TernFormatError(f"model header is {len(hb)} bytes, over {MAX_HEADER_BYTES}")
         data_offset = _align_up(PREAMBLE_SIZE + len(hb), TENSOR_ALIGNMENT)
-        out = bytearray(MAGIC + struct.pack("<III", FORMAT_VERSION, len(hb), 0))
+        version = FORMAT_VERSION
+        if any(op.type >= FIRST_CONV_OP for op in self.header.graph.ops):
+            version = CONV_FORMAT_VERSION
+        out = bytearray(MAGIC + struct.pack("<III", version, len(hb), 0))
         out.extend(hb)
         out.extend(b"\0" * (data_offset - len(out)))
         out.extend(self._data)

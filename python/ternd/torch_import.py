@@ -15,8 +15,45 @@ import torch
 from torch import nn
 
 from . import model_pb2
-from .nn import BitLinear, ReLU2, RMSNorm
+from .nn import BitConv1d, BitConv2d, BitLinear, ReLU2, RMSNorm
+from .reference import value_dims, window
 from .tern_format import TernFile
+
+
+class _AudioFlat(nn.Module):
+    """AudioFeatures on flat sample rows, giving the runtime's flat
+    [frames, mel_bins] rows."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x.reshape(x.shape[0], -1))  # [B, mel, frames]
+        return y.transpose(1, 2).reshape(x.shape[0], -1)
+
+
+class ChannelsLast(nn.Module):
+    """Runs a PyTorch (channels-first) module on the runtime's flat
+    channels-last rows: [B, H*W*C] -> [B, C, H, W] -> inner -> flat [B, ...]
+    channels last again. `in_dims` is the runtime's [H, W, C] or [L, C]."""
+
+    def __init__(self, inner: nn.Module, in_dims):
+        super().__init__()
+        self.inner = inner
+        self.in_dims = [int(d) for d in in_dims]
+
+    def to_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *self.in_dims)
+        return x.permute(0, 3, 1, 2) if x.dim() == 4 else x.permute(0, 2, 1)
+
+    @staticmethod
+    def to_flat(y: torch.Tensor) -> torch.Tensor:
+        y = y.permute(0, 2, 3, 1) if y.dim() == 4 else y.permute(0, 2, 1)
+        return y.reshape(y.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_flat(self.inner(self.to_channels_first(x)))
 
 
 def _param(t) -> torch.Tensor:
@@ -37,8 +74,9 @@ class TernModule(nn.Module):
         self.output_names = [v.name for v in g.outputs]
         self.ops = []  # (type, inputs, output, module index or -1)
         self.layers = nn.ModuleList()
+        self.dims = value_dims(tf)
         for op in g.ops:
-            m = self._module(tf, op)
+            m = self._module(tf, op, self.dims[op.inputs[0]])
             idx = -1
             if m is not None:
                 idx = len(self.layers)
@@ -47,9 +85,52 @@ class TernModule(nn.Module):
         self.eval()
 
     @staticmethod
-    def _module(tf: TernFile, op: model_pb2.Op):
+    def _module(tf: TernFile, op: model_pb2.Op, in_dims):
         t = op.type
         bias = tf.tensor(op.bias) if op.bias else None
+        if t in (model_pb2.CONV2D, model_pb2.CONV1D):
+            w = tf.tensor(op.weight)
+            win = window(op, in_dims)
+            c_out = w.weights.shape[0]
+            if t == model_pb2.CONV2D:
+                codes = w.weights.reshape(c_out, win.kh, win.kw, win.in_c).transpose(0, 3, 1, 2)
+                conv = BitConv2d.from_ternary(codes, w.scales, bias, stride=(win.sh, win.sw),
+                                              padding=(win.ph, win.pw),
+                                              dilation=(win.dh, win.dw))
+            else:
+                codes = w.weights.reshape(c_out, win.kw, win.in_c).transpose(0, 2, 1)
+                conv = BitConv1d.from_ternary(codes, w.scales, bias, stride=win.sw,
+                                              padding=win.pw, dilation=win.dw)
+            return ChannelsLast(conv, in_dims)
+        if t == model_pb2.DEPTHWISE_CONV2D:
+            win = window(op, in_dims)
+            w = tf.tensor(op.weight)
+            m = nn.Conv2d(win.in_c, win.in_c, (win.kh, win.kw), stride=(win.sh, win.sw),
+                          padding=(win.ph, win.pw), dilation=(win.dh, win.dw),
+                          groups=win.in_c, bias=bias is not None)
+            with torch.no_grad():
+                m.weight.copy_(_param(w).permute(2, 0, 1)[:, None])
+                if bias is not None:
+                    m.bias.copy_(_param(bias))
+            return ChannelsLast(m, in_dims)
+        if t in (model_pb2.MAX_POOL, model_pb2.AVG_POOL):
+            win = window(op, in_dims)
+            one_d = len(in_dims) == 2
+            k = win.kw if one_d else (win.kh, win.kw)
+            s = win.sw if one_d else (win.sh, win.sw)
+            p = win.pw if one_d else (win.ph, win.pw)
+            cls = {(model_pb2.MAX_POOL, True): nn.MaxPool1d, (model_pb2.MAX_POOL, False): nn.MaxPool2d,
+                   (model_pb2.AVG_POOL, True): nn.AvgPool1d,
+                   (model_pb2.AVG_POOL, False): nn.AvgPool2d}[(t, one_d)]
+            return ChannelsLast(cls(k, s, p), in_dims)
+        if t == model_pb2.AUDIO_FEATURES:
+            from .audio import AudioParams
+            from .nn import AudioFeatures
+            gain = tf.tensor(op.weight) if op.weight else None
+            return _AudioFlat(AudioFeatures(AudioParams.from_proto(op.audio), gain, bias))
+        if t == model_pb2.GLOBAL_AVG_POOL:
+            pool = nn.AdaptiveAvgPool1d(1) if len(in_dims) == 2 else nn.AdaptiveAvgPool2d(1)
+            return ChannelsLast(pool, in_dims)
         if t == model_pb2.TERNARY_LINEAR:
             w = tf.tensor(op.weight)
             return BitLinear.from_ternary(w.weights, w.scales, bias)
@@ -80,7 +161,7 @@ class TernModule(nn.Module):
             return simple[t]()
         if t == model_pb2.SOFTMAX:
             return nn.Softmax(dim=-1)
-        if t in (model_pb2.ADD, model_pb2.ARGMAX):
+        if t in (model_pb2.ADD, model_pb2.ARGMAX, model_pb2.RESHAPE, model_pb2.CONCAT):
             return None
         raise ValueError(f"op type {t} has no PyTorch equivalent here")
 
@@ -96,11 +177,26 @@ class TernModule(nn.Module):
                     values[out] = x + values[ins[1]]
                 elif type_ == model_pb2.ARGMAX:
                     values[out] = torch.argmax(x, dim=1, keepdim=True).to(torch.int32)
+                elif type_ == model_pb2.RESHAPE:
+                    values[out] = x.clone()
+                elif type_ == model_pb2.CONCAT:
+                    b = x.shape[0]
+                    chans = [self.dims[n][-1] for n in ins]
+                    positions = x.shape[1] // chans[0]
+                    values[out] = torch.cat([values[n].reshape(b, positions, c)
+                                             for n, c in zip(ins, chans)], dim=2).reshape(b, -1)
                 else:
                     values[out] = self.layers[idx](x)
         if trace:
             return values
         return {n: values[n] for n in self.output_names}
+
+    def conv_layers(self):
+        """(op index, input value name, ChannelsLast(BitConv)) for every
+        CONV2D / CONV1D op."""
+        for i, (type_, ins, _, idx) in enumerate(self.ops):
+            if type_ in (model_pb2.CONV2D, model_pb2.CONV1D):
+                yield i, ins[0], self.layers[idx]
 
     def ternary_layers(self):
         """(op index, input value name, BitLinear) for every ternary op."""

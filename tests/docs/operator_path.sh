@@ -147,6 +147,7 @@ make_subst() {
     # shorter measurements.
     "models/train_digits.py" "models/train_digits.py --epochs 5"
     "models/train_vibration.py" "models/train_vibration.py --epochs 3"
+    "models/train_digits_cnn.py" "models/train_digits_cnn.py --epochs 3 --min-accuracy 0.9"
     "ternctl bench " "ternctl bench --seconds 0.2 --warmup 0.05 "
   )
 }
@@ -433,7 +434,7 @@ ok "ternd $version from the tree and installed into .venv"
 
 phase "docs/training.md: the model (sections 2, 3 and 5), trained briefly"
 python_blocks=$(awk '/^```python/ { n++ } END { print n + 0 }' "$docs/training.md")
-[[ $python_blocks == 2 ]] || fail "docs/training.md has $python_blocks Python blocks, this test runs 2: update it"
+[[ $python_blocks == 3 ]] || fail "docs/training.md has $python_blocks Python blocks, this test runs 3: update it"
 {
   echo 'import sys; sys.path.insert(0, "models"); import training; training.make_deterministic(11)'
   doc_block training.md python "model = nn.Sequential("
@@ -453,6 +454,20 @@ echo "training.md: the Python blocks of sections 2 and 5" >>"$log"
 python3 "$w/training_example.py" >>"$log" 2>&1 || fail "docs/training.md's Python blocks failed: $(tail -n 5 "$log")"
 [[ -s models/vibration.tern ]] || fail "the export example wrote no models/vibration.tern"
 ok "exported models/vibration.tern"
+# The convolutional model of section 2 builds, runs and exports.
+{
+  echo 'import torch'
+  doc_block training.md python "image=nn.Unflatten(1, (1, 8, 8))"
+  cat <<'EOF'
+from ternd import export
+cnn.eval()
+assert cnn(torch.rand(4, 64) * 16).shape == (4, 10)
+export(cnn, "cnn_example.tern", torch.rand(4, 64) * 16, name="cnn_example")
+EOF
+} >"$w/training_cnn_example.py"
+echo "training.md: the Python block of the convolutional model" >>"$log"
+python3 "$w/training_cnn_example.py" >>"$log" 2>&1 || fail "docs/training.md's CNN block failed: $(tail -n 5 "$log")"
+ok "the convolutional model of section 2 exports"
 
 phase "docs/training.md: check the file (section 6)"
 run training.md "ternctl inspect models/vibration.tern"
@@ -485,6 +500,7 @@ mkdir -p new
 cp models/vibration.tern new/  # the new model, for bench --compare
 run training.md "models/train_digits.py"
 run training.md "models/train_vibration.py"
+run training.md "models/train_digits_cnn.py"
 run training.md "ternctl bench models/vibration.tern --batch 1,8,64"
 run training.md "ternctl bench models/vibration.tern --batch 1 --profile"
 run training.md "ternctl bench --compare"

@@ -138,7 +138,7 @@ def test_shape_errors():
     with pytest.raises(ExportError, match="expects 5 input features, but receives 4"):
         export(nn.Sequential(BitLinear(4, 4), BitLinear(5, 2)), None, torch.randn(1, 4),
                name="m")
-    with pytest.raises(ExportError, match="residual needs the same number"):
+    with pytest.raises(ExportError, match="residual needs the same shape"):
         export(nn.Sequential(Residual(BitLinear(4, 3))), None, torch.randn(1, 4), name="m")
     with pytest.raises(ExportError, match="batch <= max_batch"):
         export(nn.Sequential(BitLinear(4, 4)), None, torch.randn(9, 4), name="m", max_batch=8)

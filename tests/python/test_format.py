@@ -83,7 +83,7 @@ def _corrupt(data, offset, value):
 @pytest.mark.parametrize("mutate,message", [
     (lambda d: d[:10], "shorter than the 16-byte preamble"),
     (lambda d: _corrupt(d, 0, b"TERM"), "not a ternd model"),
-    (lambda d: _corrupt(d, 4, struct.pack("<I", 3)), "format version 3"),
+    (lambda d: _corrupt(d, 4, struct.pack("<I", 4)), "format version 4"),
     (lambda d: _corrupt(d, 12, struct.pack("<I", 1)), "flags"),
     (lambda d: _corrupt(d, 8, struct.pack("<I", 1 << 30)), "header length"),
     (lambda d: d[:-1], "truncated"),

@@ -144,8 +144,8 @@ TEST(FormatTest, RefusesBadPreamble) {
   b[0] = 'X';
   ExpectError(b, {"not a ternd model", "expected \"TERN\""});
   b = bytes;
-  PutU32(b, 4, 3);
-  ExpectError(b, {"format version 3", "versions 1 to 2", "upgrade ternd"});
+  PutU32(b, 4, 4);
+  ExpectError(b, {"format version 4", "versions 1 to 3", "upgrade ternd"});
   b = bytes;
   PutU32(b, 4, 0);
   ExpectError(b, {"format version 0"});
@@ -374,6 +374,192 @@ TEST(FormatTest, RandomCorruptionNeverCrashes) {
   }
   // Flips in tensor data leave the file parseable: make sure that case ran.
   EXPECT_GT(parsed, 100);
+}
+
+// A small CNN: conv (stride, padding), pool, conv1d-free 2-D chain.
+std::vector<uint8_t> SmallCnn() {
+  Rng rng(8);
+  GraphBuilder b("cnn", 1, 2);
+  b.Input("img", std::vector<uint32_t>{6, 6, 2});
+  b.Conv(model::CONV2D, "img", "c1", 4, {{3, 3}, {1, 1}, {1, 1}},
+         rng.Ternary(4 * 18), rng.Floats(4, 0.1f, 1), rng.Floats(4, -1, 1));
+  b.Pool(model::MAX_POOL, "c1", "p1", {{2, 2}, {2, 2}});
+  b.Reshape("p1", "flat", {36});
+  b.TernaryLinear("flat", "fc", 3, rng.Ternary(3 * 36), rng.Floats(1, 0.1f, 1));
+  b.Output("fc");
+  auto bytes = b.Finish();
+  EXPECT_TRUE(bytes.ok()) << bytes.status().message();
+  return *bytes;
+}
+
+TEST(FormatTest, ConvolutionalGraphsAreVersion3WithShapes) {
+  Result<ModelFile> f = ModelFile::Parse(SmallCnn(), "cnn.tern");
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->format_version(), 3u);
+  EXPECT_EQ(f->FindValue("c1")->dims, (std::vector<uint32_t>{6, 6, 4}));
+  EXPECT_EQ(f->FindValue("p1")->dims, (std::vector<uint32_t>{3, 3, 4}));
+  EXPECT_EQ(f->FindValue("flat")->dims, (std::vector<uint32_t>{36}));
+  EXPECT_EQ(f->geometry(0).patch(), 18u);
+  EXPECT_EQ(f->geometry(0).out_c, 4u);
+  // Graphs without the new ops stay version 1.
+  Result<ModelFile> mlp = ModelFile::Parse(SmallModel(), "mlp.tern");
+  ASSERT_TRUE(mlp.ok());
+  EXPECT_EQ(mlp->format_version(), 1u);
+}
+
+TEST(FormatTest, RefusesBadConvolutionAttributes) {
+  const std::vector<uint8_t> cnn = SmallCnn();
+  auto op0 = [&](const std::function<void(model::Op&)>& edit) {
+    return WithHeader(cnn, [&](model::ModelHeader& h) {
+      edit(*h.mutable_graph()->mutable_ops(0));
+    });
+  };
+  // The preamble must say version 3 for these ops.
+  auto v1 = cnn;
+  PutU32(v1, 4, 1);
+  ExpectError(v1,
+              {"op #0 (CONV2D) needs format version 3", "the preamble says 1"});
+  ExpectError(op0([](model::Op& op) { op.clear_kernel(); }),
+              {"op #0 (CONV2D) kernel has 0 entries, expected 2"});
+  ExpectError(op0([](model::Op& op) { op.set_kernel(1, 0); }),
+              {"op #0 (CONV2D) kernel[1] is 0, expected 1..65535"});
+  ExpectError(op0([](model::Op& op) { op.add_stride(1); }),
+              {"op #0 (CONV2D) stride has 3 entries, expected 2"});
+  ExpectError(op0([](model::Op& op) { op.set_stride(0, 0); }),
+              {"op #0 (CONV2D) stride[0] is 0"});
+  ExpectError(op0([](model::Op& op) {
+                op.add_dilation(70000);
+                op.add_dilation(1);
+              }),
+              {"op #0 (CONV2D) dilation[0] is 70000"});
+  ExpectError(op0([](model::Op& op) {
+                op.add_dilation(9);
+                op.add_dilation(1);
+              }),
+              {"op #0 (CONV2D) kernel[0] = 3 (dilation 9) spans 19",
+               "height of 'img' (6) plus padding 1"});
+  // Weight columns must be kernel x input channels.
+  ExpectError(op0([](model::Op& op) { op.set_kernel(0, 2); }),
+              {"op #0 (CONV2D) weight 'c1.weight' is TERNARY2 [4, 18]",
+               "expected TERNARY2 [C_out, 12]"});
+  // A 2-D convolution of a flat value.
+  ExpectError(WithHeader(cnn,
+                         [](model::ModelHeader& h) {
+                           h.mutable_graph()->mutable_inputs(0)->clear_shape();
+                           h.mutable_graph()->mutable_inputs(0)->add_shape(72);
+                         }),
+              {"op #0 (CONV2D) reads 'img' of shape [72], expected [H, W, C]"});
+  // Pools: padding over half the window, dilation, a weight.
+  auto op1 = [&](const std::function<void(model::Op&)>& edit) {
+    return WithHeader(cnn, [&](model::ModelHeader& h) {
+      edit(*h.mutable_graph()->mutable_ops(1));
+    });
+  };
+  ExpectError(op1([](model::Op& op) {
+                op.add_padding(2);
+                op.add_padding(0);
+              }),
+              {"op #1 (MAX_POOL) padding[0] is 2, at most half the kernel"});
+  ExpectError(op1([](model::Op& op) {
+                op.add_dilation(1);
+                op.add_dilation(1);
+              }),
+              {"op #1 (MAX_POOL) has a dilation"});
+  ExpectError(op1([](model::Op& op) { op.set_weight("c1.weight"); }),
+              {"op #1 (MAX_POOL) takes no weight or bias"});
+  // Reshape to the wrong size; attributes on ops that take none.
+  auto op2 = [&](const std::function<void(model::Op&)>& edit) {
+    return WithHeader(cnn, [&](model::ModelHeader& h) {
+      edit(*h.mutable_graph()->mutable_ops(2));
+    });
+  };
+  ExpectError(
+      op2([](model::Op& op) { op.set_shape(0, 35); }),
+      {"op #2 (RESHAPE) shape [35] holds 35 features", "input 'p1' has 36"});
+  ExpectError(op2([](model::Op& op) { op.clear_shape(); }),
+              {"op #2 (RESHAPE) has shape with 0 dimensions"});
+  ExpectError(op2([](model::Op& op) { op.add_kernel(2); }),
+              {"op #2 (RESHAPE) has kernel, stride, padding or dilation"});
+  ExpectError(WithHeader(cnn,
+                         [](model::ModelHeader& h) {
+                           h.mutable_graph()->mutable_ops(3)->add_shape(3);
+                         }),
+              {"op #3 (TERNARY_LINEAR) has a shape attribute"});
+}
+
+TEST(FormatTest, RefusesBadConcat) {
+  Rng rng(9);
+  GraphBuilder b("cat", 1, 1);
+  b.Input("a", std::vector<uint32_t>{2, 3, 4});
+  b.Input("b", std::vector<uint32_t>{2, 3, 5});
+  b.Concat({"a", "b"}, "ab");
+  b.Output("ab");
+  auto bytes = b.Finish();
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  ExpectError(WithHeader(*bytes,
+                         [](model::ModelHeader& h) {
+                           auto* in = h.mutable_graph()->mutable_inputs(1);
+                           in->set_shape(0, 3);
+                           in->set_shape(1, 2);
+                         }),
+              {"op #0 (CONCAT) joins 'a' of shape [2, 3, 4] and 'b' of shape "
+               "[3, 2, 5]"});
+  ExpectError(
+      WithHeader(
+          *bytes,
+          [](model::ModelHeader& h) {
+            h.mutable_graph()->mutable_ops(0)->mutable_inputs()->RemoveLast();
+          }),
+      {"op #0 (CONCAT) has 1 inputs, expected 2..64"});
+}
+
+TEST(FormatTest, RefusesBadAudioAttributes) {
+  model::AudioFeatures a;
+  a.set_sample_rate(16000);
+  a.set_frame_length(400);
+  a.set_frame_step(160);
+  a.set_fft_length(512);
+  a.set_mel_bins(40);
+  a.set_lower_hz(20);
+  a.set_upper_hz(8000);
+  a.set_log_offset(1e-6f);
+  GraphBuilder b("audio", 1, 1);
+  b.Input("pcm", 16000);
+  b.AudioFeatures("pcm", "mel", a);
+  b.Output("mel");
+  auto bytes = b.Finish();
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  Result<ModelFile> f = ModelFile::Parse(*bytes, "audio.tern");
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(f->format_version(), 3u);
+  EXPECT_EQ(f->FindValue("mel")->dims, (std::vector<uint32_t>{98, 40}));
+  auto edit = [&](const std::function<void(model::AudioFeatures&)>& e) {
+    return WithHeader(*bytes, [&](model::ModelHeader& h) {
+      e(*h.mutable_graph()->mutable_ops(0)->mutable_audio());
+    });
+  };
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_fft_length(500); }),
+              {"op #0 (AUDIO_FEATURES) audio.fft_length is 500, expected a "
+               "power of two"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_fft_length(256); }),
+              {"audio.fft_length is 256, expected 400..65536"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_frame_length(16001); }),
+              {"audio.frame_length is 16001, expected 1..16000"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_frame_step(0); }),
+              {"audio.frame_step is 0"});
+  ExpectError(
+      edit([](model::AudioFeatures& x) { x.set_upper_hz(9000); }),
+      {"audio.lower_hz 20 and upper_hz 9000", "sample_rate / 2 (8000)"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_log_offset(0); }),
+              {"audio.log_offset is 0, expected a finite value > 0"});
+  ExpectError(edit([](model::AudioFeatures& x) { x.set_mel_bins(0); }),
+              {"audio.mel_bins is 0, expected 1..257"});
+  ExpectError(
+      WithHeader(*bytes,
+                 [&](model::ModelHeader& h) {
+                   h.mutable_graph()->mutable_ops(0)->set_type(model::RELU);
+                 }),
+      {"op #0 (RELU) has audio attributes"});
 }
 
 TEST(FormatTest, OpensAModelFile) {

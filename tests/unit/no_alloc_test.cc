@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <set>
 
 #include "runtime/graph_builder.h"
 #include "runtime/runtime.h"
@@ -111,6 +112,120 @@ TEST(NoAllocTest, ThousandsOfInferencesAllocateNothing) {
     all_class0 += int64_t{batch} * (batch + 1) / 2;
   }
   EXPECT_NE(checksum, all_class0);
+}
+
+// The same for a CNN with every op of the convolutional family: the im2col
+// rows, one sample's int8 codes and the pooling windows all live in the
+// scratch planned at Load.
+TEST(NoAllocTest, ConvolutionalModelAllocatesNothing) {
+  testing::Rng rng(10);
+  using W = GraphBuilder::Window;
+  GraphBuilder b("noalloc-cnn", 1, 8);
+  b.Input("img", std::vector<uint32_t>{12, 12, 2});
+  b.Conv(model::CONV2D, "img", "c1", 24, W{{3, 3}, {}, {1, 1}},
+         rng.Ternary(24 * 18), rng.Floats(24, 0.1f, 1), rng.Floats(24, -1, 1));
+  b.Unary(model::RELU, "c1", "r1");
+  b.DepthwiseConv2d("r1", "dw", W{{3, 3}, {2, 2}, {1, 1}},
+                    rng.Floats(9 * 24, -1, 1), rng.Floats(24, -1, 1));
+  b.Pool(model::MAX_POOL, "r1", "mp", W{{2, 2}, {2, 2}});
+  b.Concat({"dw", "mp"}, "cat");  // [6, 6, 48]
+  b.Pool(model::AVG_POOL, "cat", "ap", W{{3, 3}, {1, 1}, {1, 1}});
+  b.Reshape("ap", "seq", {36, 48});
+  b.Conv(model::CONV1D, "seq", "c1d", 16, W{{5}, {2}, {2}, {2}},
+         rng.Ternary(16 * 5 * 48), rng.Floats(1, 0.1f, 1));
+  b.GlobalAvgPool("c1d", "gap");
+  b.TernaryLinear("gap", "fc", 10, rng.Ternary(160), rng.Floats(10, 0.1f, 1));
+  b.Unary(model::ARGMAX, "fc", "cls");
+  b.Output("cls");
+  b.Output("fc");
+  auto bytes = b.FinishWithGolden({rng.Floats(2 * 288, -1, 1)}, 2, 1e-5f);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto m = testing::LoadModel(*bytes, "auto", 2);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::vector<float> input = rng.Floats(8 * 288, -3, 3);
+  Executor ex0 = m->model->executor(0);
+  Executor ex1 = m->model->executor(1);
+  long failures = 0;
+  auto run = [&](int64_t* checksum) {
+    for (int i = 0; i < 1000; ++i) {
+      const int batch = 1 + i % 8;
+      Executor& ex = (i % 2) ? ex1 : ex0;
+      std::copy(input.begin(), input.begin() + batch * 288, ex.input(0));
+      if (!ex.Invoke(batch).ok()) ++failures;
+      for (int row = 0; row < batch; ++row) {
+        *checksum += (row + 1) * (ex.output_i32(0)[row] + 1);
+        *checksum += static_cast<int64_t>(ex.output_f32(1)[row * 10] * 1e4f);
+      }
+    }
+  };
+  int64_t expected = 0, checksum = 0;
+  run(&expected);
+  {
+    Counting c;
+    run(&checksum);
+    if (!m->model->CheckGolden(1).ok()) ++failures;
+    EXPECT_EQ(c.count(), 0) << "heap allocations on the CNN inference path";
+  }
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(checksum, expected);
+  // The model distinguishes its inputs: the logits differ between rows.
+  std::set<float> logits;
+  std::copy(input.begin(), input.end(), ex0.input(0));
+  ASSERT_TRUE(ex0.Invoke(8).ok());
+  for (int row = 0; row < 8; ++row) logits.insert(ex0.output_f32(1)[row * 10]);
+  EXPECT_EQ(logits.size(), 8u);
+}
+
+// The audio front end: 1 s of 16 kHz samples -> 98 frames of 40 log-mels
+// -> a 1-D CNN; the FFT's plans and buffers are made at Load.
+TEST(NoAllocTest, AudioFrontEndAllocatesNothing) {
+  testing::Rng rng(11);
+  using W = GraphBuilder::Window;
+  model::AudioFeatures a;
+  a.set_sample_rate(16000);
+  a.set_frame_length(400);
+  a.set_frame_step(160);
+  a.set_fft_length(512);
+  a.set_mel_bins(40);
+  a.set_lower_hz(20);
+  a.set_upper_hz(8000);
+  a.set_log_offset(1e-6f);
+  GraphBuilder b("noalloc-audio", 1, 2);
+  b.Input("pcm", 16000);
+  b.AudioFeatures("pcm", "mel", a, rng.Floats(40, 0.5f, 1.5f),
+                  rng.Floats(40, -1, 1));
+  b.Conv(model::CONV1D, "mel", "c1", 16, W{{3}, {2}, {1}},
+         rng.Ternary(16 * 120), rng.Floats(16, 0.1f, 1));
+  b.GlobalAvgPool("c1", "gap");
+  b.TernaryLinear("gap", "fc", 12, rng.Ternary(12 * 16),
+                  rng.Floats(1, 0.1f, 1));
+  b.Output("fc");
+  auto bytes = b.FinishWithGolden({rng.Floats(2 * 16000, -1, 1)}, 2, 1e-3f);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto m = testing::LoadModel(*bytes, "auto", 2);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::vector<float> input = rng.Floats(2 * 16000, -1, 1);
+  Executor ex0 = m->model->executor(0);
+  Executor ex1 = m->model->executor(1);
+  auto run = [&](double* checksum) {
+    for (int i = 0; i < 100; ++i) {
+      Executor& ex = (i % 2) ? ex1 : ex0;
+      const int batch = 1 + i % 2;
+      std::copy(input.begin(), input.begin() + batch * 16000, ex.input(0));
+      ASSERT_TRUE(ex.Invoke(batch).ok());
+      for (int j = 0; j < 12 * batch; ++j) *checksum += ex.output_f32(0)[j];
+    }
+  };
+  double expected = 0, checksum = 0;
+  run(&expected);
+  {
+    Counting c;
+    run(&checksum);
+    EXPECT_TRUE(m->model->CheckGolden(1).ok());
+    EXPECT_EQ(c.count(), 0) << "heap allocations on the audio inference path";
+  }
+  EXPECT_EQ(checksum, expected);
+  EXPECT_NE(checksum, 0.0);
 }
 
 }  // namespace

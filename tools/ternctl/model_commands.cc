@@ -101,8 +101,23 @@ int Inspect(const std::string& path) {
     if (!op.weight().empty()) std::printf("  weight=%s", op.weight().c_str());
     if (!op.bias().empty()) std::printf("  bias=%s", op.bias().c_str());
     if (op.eps() != 0) std::printf("  eps=%g", static_cast<double>(op.eps()));
+    auto list = [](const char* key,
+                   const google::protobuf::RepeatedField<uint32_t>& v) {
+      if (v.empty()) return;
+      std::printf("  %s=", key);
+      for (int j = 0; j < v.size(); ++j) std::printf(j ? "x%u" : "%u", v[j]);
+    };
+    list("kernel", op.kernel());
+    list("stride", op.stride());
+    list("padding", op.padding());
+    list("dilation", op.dilation());
+    // The output's per-sample shape (channels last for spatial values).
     const runtime::ValueShape* v = file->FindValue(op.output());
-    std::printf("  [%u]\n", v->features);
+    std::string dims;
+    for (uint32_t d : v->dims) {
+      dims += (dims.empty() ? "" : ", ") + std::to_string(d);
+    }
+    std::printf("  [%s]\n", dims.c_str());
   }
   if (!h.metadata().empty()) {
     std::printf("\nmetadata\n");
