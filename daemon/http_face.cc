@@ -332,8 +332,17 @@ void HttpFace::Impl::Logger(void*, const char* fmt, va_list ap) {
 
 // ---------------------------------------------------------- MHD's loop
 
+// libmicrohttpd may finish a step only on its next run (a resumed
+// connection is processed, then written): while it says it has work at once
+// (timeout 0), run it again now rather than through a timer.
 void HttpFace::Impl::Run() {
-  for (MHD_Daemon* d : daemons_) MHD_run(d);
+  for (MHD_Daemon* d : daemons_) {
+    for (int i = 0; i < 4; ++i) {
+      MHD_run(d);
+      MHD_UNSIGNED_LONG_LONG ms = 1;
+      if (MHD_get_timeout(d, &ms) != MHD_YES || ms != 0) break;
+    }
+  }
   ArmTimers();
 }
 
@@ -345,7 +354,10 @@ void HttpFace::Impl::ArmTimers() {
       wait_ms = std::min<uint64_t>(wait_ms, ms);
     }
   }
-  if (wait_ms != UINT64_MAX) {
+  if (wait_ms == 0) {
+    run_task_->Schedule();  // next iteration, no timer slack
+    if (timer_) sd_event_source_set_enabled(timer_.get(), SD_EVENT_OFF);
+  } else if (wait_ms != UINT64_MAX) {
     if (!timer_) {
       sd_event_source* s = nullptr;
       if (sd_event_add_time_relative(

@@ -231,7 +231,7 @@ void BM_InferRoundTrip(benchmark::State& state) {
 BENCHMARK(BM_InferRoundTrip)->Iterations(3000)->UseRealTime();
 
 void BM_FirstToken(benchmark::State& state) {
-  static Daemon* daemon = [] {
+  static Daemon lm_daemon = [] {
     const std::string dir = std::filesystem::temp_directory_path() /
                             ("ternd-http-bench-lm-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
@@ -242,10 +242,11 @@ void BM_FirstToken(benchmark::State& state) {
         dir + "/lm.gguf && " + TERNCTL_PATH + " convert " + dir +
         "/lm.gguf -o " + dir + "/lm.tern > /dev/null";
     if (std::system(make.c_str()) != 0) std::exit(1);
-    return new Daemon("lm", "[runtime]\nmodel = \"" + dir +
+    return Daemon("lm", "[runtime]\nmodel = \"" + dir +
                                 "/lm.tern\"\narena_mb = 64\n[llm]\n"
                                 "threads = 1\nmax_context = 256\n");
   }();
+  Daemon* daemon = &lm_daemon;
   Native native(daemon->socket());
   Http http(daemon->http_socket());
   const std::string prompt =
