@@ -132,6 +132,8 @@ class HttpFace::Impl {
   sd_event* loop_;
   HttpOptions options_;
   std::vector<MHD_Daemon*> daemons_;
+  // Listening sockets handed back by MHD_quiesce_daemon (a running daemon
+  // closes its own when stopped).
   std::vector<int> listen_fds_;
   std::vector<EventSource> sources_;
   EventSource timer_;
@@ -217,7 +219,6 @@ Status HttpFace::Impl::Listen() {
         listen(fd.get(), 128) < 0) {
       return ErrnoError(errno, "http.socket: %s", path.c_str());
     }
-    listen_fds_.push_back(fd.get());
     TERND_RETURN_IF_ERROR(StartDaemon(fd.release(), "http.socket"));
     TERND_LOG_INFO("http: listening on %s", path.c_str());
   }
@@ -245,7 +246,6 @@ Status HttpFace::Impl::Listen() {
       return ErrnoError(errno, "http: cannot listen on %s port %u",
                         options_.address.c_str(), options_.port);
     }
-    listen_fds_.push_back(fd.get());
     TERND_RETURN_IF_ERROR(StartDaemon(fd.release(), "http.port"));
     TERND_LOG_INFO("http: listening on %s port %u", options_.address.c_str(),
                    options_.port);
@@ -315,7 +315,10 @@ HttpFace::Impl::~Impl() {
 void HttpFace::Impl::StopListening() {
   if (!listening_) return;
   listening_ = false;
-  for (MHD_Daemon* d : daemons_) MHD_quiesce_daemon(d);
+  for (MHD_Daemon* d : daemons_) {
+    const MHD_socket fd = MHD_quiesce_daemon(d);
+    if (fd != MHD_INVALID_SOCKET) listen_fds_.push_back(fd);
+  }
   if (unlink_socket_) {
     unlink(options_.socket_path.c_str());
     unlink_socket_ = false;
