@@ -327,8 +327,9 @@ int HttpStatusOf(StatusCode code) {
   }
 }
 
-std::string ErrorJson(StatusCode code, std::string_view message) {
-  const int http = HttpStatusOf(code);
+std::string ErrorJson(StatusCode code, std::string_view message,
+                      int http_status) {
+  const int http = http_status != 0 ? http_status : HttpStatusOf(code);
   const char* type = http == 429   ? "rate_limit_error"
                      : http >= 500 ? "server_error"
                      : http == 401 ? "authentication_error"

@@ -25,8 +25,10 @@ namespace ternd::daemon {
 
 // The HTTP status for a status code (400, 401, 403, 404, 429, 503, 504, ...).
 int HttpStatusOf(StatusCode code);
-// {"error": {"message", "type", "param": null, "code"}} as OpenAI answers.
-std::string ErrorJson(StatusCode code, std::string_view message);
+// {"error": {"message", "type", "param": null, "code"}} as OpenAI answers;
+// the type follows the HTTP status (`http_status`, or HttpStatusOf(code)).
+std::string ErrorJson(StatusCode code, std::string_view message,
+                      int http_status = 0);
 
 // POST /v1/infer: {"inputs": {"NAME": [[row], ...], ...}, "outputs":
 // ["NAME", ...], "deadline_ms": N}. A one-input model also takes "inputs":

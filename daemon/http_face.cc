@@ -420,7 +420,7 @@ void HttpFace::Impl::Sweep() {
              "the request did not arrive whole within %u ms "
              "(http.request_timeout_ms); closing",
              options_.request_timeout_ms);
-    const std::string body = ErrorJson(StatusCode::kDeadlineExceeded, msg);
+    const std::string body = ErrorJson(StatusCode::kDeadlineExceeded, msg, 408);
     const std::string raw =
         "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
         "Connection: close\r\nContent-Length: " +
@@ -531,7 +531,7 @@ MHD_Result HttpFace::Impl::OnAccess(MHD_Connection* conn, const char* url,
     ConnState* cs = ci ? static_cast<ConnState*>(ci->socket_context) : nullptr;
     auto error = [&](int status, StatusCode code, const std::string& msg,
                      bool close) {
-      std::string body = ErrorJson(code, msg);
+      std::string body = ErrorJson(code, msg, status);
       return QueueNow(conn, status, body, kJson, close);
     };
     if (cs && cs->over_cap) {
@@ -639,7 +639,8 @@ MHD_Result HttpFace::Impl::OnAccess(MHD_Connection* conn, const char* url,
                     ErrorJson(StatusCode::kResourceExhausted,
                               "the body is over the limit of " +
                                   std::to_string(options_.max_body_bytes) +
-                                  " bytes (http.max_body_bytes)"),
+                                  " bytes (http.max_body_bytes)",
+                              413),
                     kJson, true);
   }
   Dispatch(q);

@@ -300,6 +300,7 @@ TEST_F(HttpGraphTest, BadRequestsGetStatusAndMessage) {
   a = Post(base, "/v1/infer", big);
   EXPECT_EQ(a.status, 413);
   EXPECT_THAT(ErrorMessage(a), HasSubstr("http.max_body_bytes"));
+  EXPECT_EQ(json::parse(a.body)["error"]["type"], "invalid_request_error");
   // The same without a length: chunked.
   a = Post(base, "/v1/infer", big, "-H 'Transfer-Encoding: chunked'");
   EXPECT_EQ(a.status, 413);
