@@ -306,6 +306,10 @@ TEST_F(HttpGraphTest, BadRequestsGetStatusAndMessage) {
   EXPECT_EQ(a.status, 413);
   EXPECT_THAT(ErrorMessage(a), HasSubstr("http.max_body_bytes"));
 
+  // Headers over http.max_header_bytes (16384): libmicrohttpd's own 431.
+  a = Curl(base, "/health", "-H 'X-Big: " + std::string(30000, 'a') + "'");
+  EXPECT_EQ(a.status, 431);
+
   a = Curl(base, "/v2/nothing");
   EXPECT_EQ(a.status, 404);
   EXPECT_THAT(ErrorMessage(a), HasSubstr("no endpoint GET /v2/nothing"));
