@@ -56,7 +56,8 @@ for arch in "${arches[@]}"; do
   # holds; scripts/package.sh) links these too.
   pkgs+=("libsystemd-dev:$arch" "libsqlite3-dev:$arch" "libssl-dev:$arch"
          "libcurl4-openssl-dev:$arch" "libmosquitto-dev:$arch"
-         "libzstd-dev:$arch" "libtomlplusplus-dev:$arch" "libgmock-dev:$arch")
+         "libzstd-dev:$arch" "libtomlplusplus-dev:$arch" "libgmock-dev:$arch"
+         "libmicrohttpd-dev:$arch")
 done
 
 if [ -z "$sysroot" ]; then

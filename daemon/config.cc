@@ -1,5 +1,6 @@
 #include "daemon/config.h"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <systemd/sd-id128.h>
 #include <toml++/toml.h>
@@ -50,11 +51,13 @@ class ConfigParser {
         TERND_RETURN_IF_ERROR(Ota(t, c));
       } else if (name == "telemetry") {
         TERND_RETURN_IF_ERROR(Telemetry(t, c));
+      } else if (name == "http") {
+        TERND_RETURN_IF_ERROR(Http(t, c));
       } else {
         return Error(node,
                      "unknown table [%.*s] (known: [daemon], [server], "
                      "[runtime], [llm], [device], [mqtt], [ota], "
-                     "[telemetry])",
+                     "[telemetry], [http])",
                      static_cast<int>(name.size()), name.data());
       }
     }
@@ -393,6 +396,66 @@ class ConfigParser {
     return Status::Ok();
   }
 
+  Status Http(const toml::table& t, Config* c) {
+    for (auto&& [key, node] : t) {
+      const std::string_view k = key.str();
+      if (k == "socket") {
+        TERND_RETURN_IF_ERROR(Path(node, "http.socket", &c->http_socket));
+        if (c->http_socket.size() > 107) {
+          return Error(node,
+                       "http.socket = \"%s\" is %zu bytes, longer than the "
+                       "107 a unix socket path may have",
+                       c->http_socket.c_str(), c->http_socket.size());
+        }
+      } else if (k == "socket_mode") {
+        std::string mode;
+        TERND_RETURN_IF_ERROR(String(node, "http.socket_mode", &mode));
+        char* end = nullptr;
+        const unsigned long v = std::strtoul(mode.c_str(), &end, 8);
+        if (mode.empty() || *end != '\0' || v > 0777) {
+          return Error(node,
+                       "http.socket_mode = \"%s\" is not an octal mode "
+                       "between \"0000\" and \"0777\" (e.g. \"0660\")",
+                       mode.c_str());
+        }
+        c->http_socket_mode = static_cast<uint32_t>(v);
+      } else if (k == "port") {
+        TERND_RETURN_IF_ERROR(Uint(node, "http.port", 0, 65535, &c->http_port));
+      } else if (k == "address") {
+        TERND_RETURN_IF_ERROR(String(node, "http.address", &c->http_address));
+        unsigned char buf[16];
+        if (inet_pton(AF_INET, c->http_address.c_str(), buf) != 1 &&
+            inet_pton(AF_INET6, c->http_address.c_str(), buf) != 1) {
+          return Error(node,
+                       "http.address = \"%s\" is not an IPv4 or IPv6 "
+                       "address (e.g. \"127.0.0.1\", \"::1\", \"0.0.0.0\")",
+                       c->http_address.c_str());
+        }
+      } else if (k == "max_connections") {
+        TERND_RETURN_IF_ERROR(Uint(node, "http.max_connections", 1, 100000,
+                                   &c->http_max_connections));
+      } else if (k == "max_header_bytes") {
+        TERND_RETURN_IF_ERROR(Uint(node, "http.max_header_bytes", 1024, 1 << 20,
+                                   &c->http_max_header_bytes));
+      } else if (k == "max_body_bytes") {
+        TERND_RETURN_IF_ERROR(Uint(node, "http.max_body_bytes", 1024, 1u << 30,
+                                   &c->http_max_body_bytes));
+      } else if (k == "request_timeout_ms") {
+        TERND_RETURN_IF_ERROR(Uint(node, "http.request_timeout_ms", 100,
+                                   3600000, &c->http_request_timeout_ms));
+      } else if (k == "idle_timeout_s") {
+        TERND_RETURN_IF_ERROR(Uint(node, "http.idle_timeout_s", 1, 86400,
+                                   &c->http_idle_timeout_s));
+      } else if (k == "token_file") {
+        TERND_RETURN_IF_ERROR(
+            Path(node, "http.token_file", &c->http_token_file));
+      } else {
+        return Unknown(node, "http", k);
+      }
+    }
+    return Status::Ok();
+  }
+
   // Ids, fleets and groups become MQTT topic levels.
   Status TopicLevel(const toml::node& node, const char* key,
                     const std::string& value) {
@@ -653,6 +716,22 @@ std::vector<std::string> RestartOnlyChanges(const Config& a, const Config& b) {
   note("telemetry.outbox_max_age_h", num(a.telemetry_outbox_max_age_h),
        num(b.telemetry_outbox_max_age_h));
   note("telemetry.textfile", a.telemetry_textfile, b.telemetry_textfile);
+  note("http.socket", a.http_socket, b.http_socket);
+  note("http.socket_mode", octal(a.http_socket_mode),
+       octal(b.http_socket_mode));
+  note("http.address", a.http_address, b.http_address);
+  note("http.port", num(a.http_port), num(b.http_port));
+  note("http.max_connections", num(a.http_max_connections),
+       num(b.http_max_connections));
+  note("http.max_header_bytes", num(a.http_max_header_bytes),
+       num(b.http_max_header_bytes));
+  note("http.max_body_bytes", num(a.http_max_body_bytes),
+       num(b.http_max_body_bytes));
+  note("http.request_timeout_ms", num(a.http_request_timeout_ms),
+       num(b.http_request_timeout_ms));
+  note("http.idle_timeout_s", num(a.http_idle_timeout_s),
+       num(b.http_idle_timeout_s));
+  note("http.token_file", a.http_token_file, b.http_token_file);
   return changes;
 }
 

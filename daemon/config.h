@@ -115,6 +115,18 @@ struct Config {
   uint32_t telemetry_outbox_max_age_h = 168;
   std::string telemetry_textfile;  // empty: none
 
+  // [http] (docs/http.md): off unless a socket or a port is set.
+  std::string http_socket;  // empty: no unix socket
+  uint32_t http_socket_mode = 0660;
+  std::string http_address = "127.0.0.1";
+  uint32_t http_port = 0;  // 0: no TCP listener
+  uint32_t http_max_connections = 64;
+  uint32_t http_max_header_bytes = 16384;
+  uint32_t http_max_body_bytes = 4u << 20;
+  uint32_t http_request_timeout_ms = 30000;
+  uint32_t http_idle_timeout_s = 15;
+  std::string http_token_file;  // empty: no token
+
   // Workers after resolving 0 to the number of online CPUs.
   int ResolvedWorkers() const;
 };

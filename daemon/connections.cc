@@ -252,6 +252,26 @@ void Connections::Accept() {
   }
 }
 
+Status Connections::Adopt(UniqueFd fd) {
+  auto c = std::make_unique<Connection>();
+  c->owner_ = this;
+  c->id_ = next_id_++;
+  c->peer_.pid = getpid();
+  c->peer_.uid = getuid();
+  c->peer_.gid = getgid();
+  c->fd_ = std::move(fd);
+  c->decoder_.set_max_frame_bytes(options_.max_frame_bytes);
+  sd_event_source* s = nullptr;
+  const int r = sd_event_add_io(loop_, &s, c->fd_.get(), EPOLLIN,
+                                &Connections::OnConnection, c.get());
+  if (r < 0) return ErrnoError(-r, "cannot watch an adopted connection");
+  sd_event_source_set_description(s, "connection-adopted");
+  c->source_.reset(s);
+  c->events_ = EPOLLIN;
+  connections_.emplace(c->id_, std::move(c));
+  return Status::Ok();
+}
+
 Connection* Connections::Find(uint64_t id) const {
   auto it = connections_.find(id);
   return it == connections_.end() ? nullptr : it->second.get();

@@ -121,6 +121,10 @@ class Connections {
   // Sends what Send() queued; may close connections.
   void FlushDirty();
   Connection* Find(uint64_t id) const;
+  // Serves `fd` (a connected stream socket of this process: the HTTP
+  // face's link) as a client connection, outside the connection cap and
+  // the allow-lists.
+  Status Adopt(UniqueFd fd);
   // `c` sent something that is not a request: counted as a rejected frame,
   // and the connection ends after its answers.
   void Reject(Connection* c);

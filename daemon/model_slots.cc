@@ -55,6 +55,7 @@ Status ModelSlots::PlaceModel(int slot, const runtime::ModelFile& file) {
   if (!loaded.ok()) return loaded.status();
   tokenizers_[slot] = std::move(*tok);
   architectures_[slot] = file.header().lm().source_architecture();
+  chat_templates_[slot] = file.header().lm().chat_template();
   return Status::Ok();
 }
 

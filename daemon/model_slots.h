@@ -72,6 +72,10 @@ class ModelSlots final : public ModelHost {
   const std::string& lm_architecture() const {
     return architectures_[active_slot_];
   }
+  // The serving language model's chat template (may be empty).
+  const std::string& lm_chat_template() const {
+    return chat_templates_[active_slot_];
+  }
   // Either kind serves.
   bool serving_any() const { return usable() || usable_lm(); }
   // Language models share the runtime's thread team: evaluation (the
@@ -133,6 +137,7 @@ class ModelSlots final : public ModelHost {
   runtime::LmOptions lm_options_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizers_[2];
   std::string architectures_[2];
+  std::string chat_templates_[2];
   std::mutex lm_mutex_;
   int active_slot_ = 0;
   int slot_holds_[2] = {0, 0};

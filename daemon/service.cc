@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "daemon/connections.h"
 #include "daemon/generator.h"
+#include "daemon/http_face.h"
 #include "daemon/model_slots.h"
 #include "daemon/notify.h"
 #include "daemon/protocol.pb.h"
@@ -117,6 +118,7 @@ class Service::Impl : public ConnectionHandler {
   Status StartRuntime();
   Status StartPool();
   Status StartListener();
+  Status StartHttp();
   Status StartWatchdog();
 
   // Models.
@@ -207,6 +209,8 @@ class Service::Impl : public ConnectionHandler {
 
   // The listening socket and every client connection.
   std::unique_ptr<Connections> connections_;
+  // The HTTP face (http_face.h); null unless [http] sets a listener.
+  std::unique_ptr<HttpFace> http_;
 
   struct PostedAnswer {
     uint64_t connection;
@@ -256,6 +260,7 @@ Status Service::Impl::Start() {
   TERND_RETURN_IF_ERROR(StartRuntime());
   TERND_RETURN_IF_ERROR(StartPool());
   TERND_RETURN_IF_ERROR(StartListener());
+  TERND_RETURN_IF_ERROR(StartHttp());
   TERND_RETURN_IF_ERROR(StartWatchdog());
 
   const ServingModel serving = slots_->serving();
@@ -498,6 +503,37 @@ Status Service::Impl::StartListener() {
   return Status::Ok();
 }
 
+// The HTTP face is a client of the service over a socket pair whose other
+// end the connections adopt (http_face.h).
+Status Service::Impl::StartHttp() {
+  if (config_.http_socket.empty() && config_.http_port == 0) {
+    return Status::Ok();
+  }
+  HttpOptions o;
+  o.socket_path = config_.http_socket;
+  o.socket_mode = config_.http_socket_mode;
+  o.address = config_.http_address;
+  o.port = config_.http_port;
+  o.max_connections = config_.http_max_connections;
+  o.max_header_bytes = config_.http_max_header_bytes;
+  o.max_body_bytes = config_.http_max_body_bytes;
+  o.request_timeout_ms = config_.http_request_timeout_ms;
+  o.idle_timeout_s = config_.http_idle_timeout_s;
+  if (!config_.http_token_file.empty()) {
+    Result<std::string> token = net::ReadPasswordFile(config_.http_token_file);
+    if (!token.ok()) {
+      Status st = token.status();
+      return st.Prepend("http.token_file");
+    }
+    o.token = std::move(*token);
+  }
+  TERND_ASSIGN_OR_RETURN(http_,
+                         HttpFace::Create(event_.get(), o, [this](UniqueFd fd) {
+                           return connections_->Adopt(std::move(fd));
+                         }));
+  return Status::Ok();
+}
+
 // The systemd watchdog (WatchdogSec=), pinged by a timer of this loop at
 // half the interval, so a stuck loop is what systemd sees. Not
 // sd_event_set_watchdog(): its pings go through sd_notify(), which blocks
@@ -528,6 +564,7 @@ Status Service::Impl::StartWatchdog() {
 Service::Impl::~Impl() {
   // Reverse of Start: stop taking connections, stop the workers, drop the
   // connections, then the models and the arena.
+  http_.reset();
   if (connections_) connections_->StopListening();
   if (pool_) pool_->Stop();
   pool_source_.reset();
@@ -714,6 +751,9 @@ void Service::Impl::OnFrame(Connection* c, std::span<const uint8_t> payload) {
       if (const runtime::LmModel* lm = slots_->usable_lm()) {
         FillModelInfo(*lm, *slots_->tokenizer(), slots_->lm_architecture(),
                       host_info(), response_.mutable_model_info());
+        response_.mutable_model_info()
+            ->mutable_language_model()
+            ->set_chat_template(slots_->lm_chat_template());
       } else {
         FillModelInfo(*slots_->usable(), host_info(),
                       response_.mutable_model_info());
@@ -1142,6 +1182,7 @@ void Service::Impl::BeginDrain(const char* why) {
                    outstanding_, config_.drain_timeout_ms);
   Notify("STOPPING=1\nSTATUS=Draining %zu requests", outstanding_);
   connections_->StopListening();
+  if (http_) http_->StopListening();
   sd_event_source* s = nullptr;
   int r = sd_event_add_time_relative(event_.get(), &s, CLOCK_MONOTONIC,
                                      uint64_t{config_.drain_timeout_ms} * 1000,

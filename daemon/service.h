@@ -10,6 +10,9 @@
 //   Connections    the listening socket and every client (connections.h);
 //                  the service is their ConnectionHandler and answers with
 //                  the request codec (request_codec.h)
+//   HttpFace       optional HTTP listeners ([http]): a client of the
+//                  service over a socket pair Connections adopts
+//                  (http_face.h)
 //   watchdog       pinged by a timer of this loop (notify.h)
 //   READY=1, then the fleet link (MQTT) and telemetry
 //

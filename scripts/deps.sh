@@ -10,7 +10,7 @@ build_pkgs=(
   libssl-dev libcurl4-openssl-dev libsqlite3-dev libsystemd-dev
   libmosquitto-dev libzstd-dev libeigen3-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libmicrohttpd-dev
   dpkg-dev file clang-19
 )
 test_pkgs=(
@@ -18,7 +18,7 @@ test_pkgs=(
   mosquitto mosquitto-clients nginx openssl sqlite3 systemd curl
   python3 python3-numpy python3-protobuf python3-torch python3-sklearn
   python3-pytest python3-venv python3-regex
-  lintian debootstrap
+  lintian debootstrap prometheus nodejs npm
 )
 
 want=("${build_pkgs[@]}")
@@ -30,6 +30,9 @@ esac
 
 missing=()
 for p in "${want[@]}"; do
+  # Node.js from elsewhere (e.g. NodeSource) brings its own npm and
+  # conflicts with Debian's npm package: an npm on PATH is enough.
+  if [[ $p == npm ]] && command -v npm >/dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then

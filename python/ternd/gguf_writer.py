@@ -337,6 +337,29 @@ def types_file(seed: int = 1) -> Builder:
     return b
 
 
+# Chat templates as the model families ship them in tokenizer.chat_template
+# (Jinja; ternd recognises the family, it does not run the template).
+CHAT_TEMPLATES = {
+    "llama3": (
+        "{% set loop_messages = messages %}{% for message in loop_messages %}"
+        "{% set content = '<|start_header_id|>' + message['role'] + "
+        "'<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}"
+        "{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
+        "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
+    "bitnet": (
+        "{% for message in messages %}{% if loop.first %}{{ bos_token }}"
+        "{% endif %}{% if message['role'] == 'user' %}"
+        "{{ 'User: ' + message['content'] | trim + '<|eot_id|>' }}"
+        "{% elif message['role'] == 'system' %}"
+        "{{ 'System: ' + message['content'] | trim + '<|eot_id|>' }}"
+        "{% elif message['role'] == 'assistant' %}"
+        "{{ 'Assistant: ' + message['content'] | trim + '<|eot_id|>' }}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}"
+        "{{ 'Assistant: ' }}{% endif %}"),
+}
+
+
 def well_scaled(hidden: int) -> dict:
     """model_file keyword arguments for a numerically useful random model of
     width `hidden`: norm gains ~ N(1, 0.2), ternary scales of 1..2 over
@@ -358,7 +381,8 @@ def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
                norm_mean: float = 0.0, norm_std: float = 0.5,
                embd_std: float = 0.5, head_std: float = 0.5,
                scale_range: tuple[float, float] = (0.01, 2.0),
-               scale_fan_in: bool = False) -> Builder:
+               scale_fan_in: bool = False,
+               chat_template: str | None = None) -> Builder:
     """A random-weight model with the tensor naming of `arch`.
     head_type None: no output.weight (tied to the embeddings).
 
@@ -384,6 +408,9 @@ def model_file(arch: str, hidden: int, ffn: int, layers: int, heads: int,
     w.add(f"{arch}.rope.freq_base", F32, 500000.0)
     w.add(f"{arch}.attention.layer_norm_rms_epsilon", F32, 1e-5)
     add_tokenizer_metadata(w, **synthetic_vocabulary(vocab))
+    if chat_template is not None:
+        w.add("tokenizer.chat_template", STRING,
+              CHAT_TEMPLATES.get(chat_template, chat_template))
     kv = hidden // heads * kv_heads
 
     def tern(name: str, dims: tuple[int, int]) -> None:
@@ -443,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rope-freqs", action="store_true",
                     help="add rope_freqs.weight (as Llama 3 files do)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--chat-template", default=None, metavar="NAME|TEXT",
+                    help="tokenizer.chat_template: 'llama3', 'bitnet' (the "
+                    "families' templates as their models ship them) or the "
+                    "template text itself; default: none")
     ap.add_argument("--well-scaled", action="store_true",
                     help="the distributions of well_scaled() instead of the "
                          "defaults")
@@ -460,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                        None if a.head_type == "none" else TYPE_NAMES[a.head_type],
                        TYPE_NAMES[a.norm_type], a.context, a.seed,
                        a.rope_freqs,
-                       **(well_scaled(a.hidden) if a.well_scaled else {}))
+                       **(well_scaled(a.hidden) if a.well_scaled else {}),
+                       chat_template=a.chat_template)
     b.write(a.output, a.expected)
     return 0
 

@@ -170,6 +170,35 @@ TEST(ConfigTest, RestartOnlyChangesAreListed) {
   EXPECT_THAT(changes[1], HasSubstr("runtime.workers (0 -> 7)"));
 }
 
+TEST(ConfigTest, HttpKeys) {
+  Result<Config> c = ParseConfig(R"(
+[http]
+socket = "/run/ternd/http.sock"
+port = 8080
+address = "::1"
+max_connections = 8
+request_timeout_ms = 2000
+token_file = "/etc/ternd/http.token"
+)",
+                                 "test.toml");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->http_socket, "/run/ternd/http.sock");
+  EXPECT_EQ(c->http_port, 8080u);
+  EXPECT_EQ(c->http_address, "::1");
+  EXPECT_EQ(c->http_max_connections, 8u);
+  EXPECT_EQ(c->http_request_timeout_ms, 2000u);
+  // Off and loopback by default.
+  Config d;
+  EXPECT_EQ(d.http_port, 0u);
+  EXPECT_TRUE(d.http_socket.empty());
+  EXPECT_EQ(d.http_address, "127.0.0.1");
+  EXPECT_THAT(ErrorOf("[http]\naddress = \"localhost\"\n"),
+              HasSubstr("http.address = \"localhost\" is not an IPv4 or IPv6"));
+  EXPECT_THAT(ErrorOf("[http]\nport = 70000\n"),
+              HasSubstr("http.port = 70000 is outside 0..65535"));
+  EXPECT_THAT(ErrorOf("[http]\nlisten = 1\n"), HasSubstr("'http.listen'"));
+}
+
 TEST(ConfigTest, ParsesDeviceMqttOtaAndTelemetry) {
   Result<Config> c = ParseConfig(R"(
 [device]
