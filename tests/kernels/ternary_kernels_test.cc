@@ -687,6 +687,9 @@ std::vector<FakeCpu> FakeCpus() {
          "neondot",
          {}},
         {"NoSimd", CpuFeatures{}, "ref", {"neon", "neondot"}},
+#else
+    // armhf and any other architecture: the reference only.
+    {"NoSimd", CpuFeatures{}, "ref", {}},
 #endif
   };
 }
