@@ -13,6 +13,7 @@
 #include "base/check.h"
 #include "runtime/kernels/kernels.h"
 #include "runtime/lm/thread_team.h"
+#include "runtime/ops.h"
 #include "runtime/runtime.h"
 #include "runtime/ternary_pack.h"
 
@@ -427,11 +428,8 @@ Status LmModel::CheckGolden() const {
   TERND_RETURN_IF_ERROR(Eval(0, prompt, 0));
   int pos = golden_prompt_len_;
   for (int i = 0; i < golden_len_; ++i) {
-    const float* z = logits(0);
-    int32_t best = 0;
-    for (uint32_t v = 1; v < shape_.vocab; ++v) {
-      if (z[v] > z[best]) best = static_cast<int32_t>(v);
-    }
+    int32_t best;
+    Argmax(logits(0), 1, shape_.vocab, &best);
     const int32_t want = golden_[golden_prompt_len_ + i];
     if (best != want) {
       return DataLoss(

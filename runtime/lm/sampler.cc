@@ -6,6 +6,8 @@
 #include <cmath>
 #include <ctime>
 
+#include "runtime/ops.h"
+
 namespace ternd::runtime {
 namespace {
 
@@ -52,14 +54,6 @@ uint64_t RandomSeed() {
   return seed;
 }
 
-int32_t Argmax(const float* z, uint32_t n) {
-  int32_t best = 0;
-  for (uint32_t v = 1; v < n; ++v) {
-    if (z[v] > z[best]) best = static_cast<int32_t>(v);
-  }
-  return best;
-}
-
 Sampler::Sampler(uint32_t vocab, const SamplingParams& params, uint64_t seed)
     : vocab_(vocab),
       params_(params),
@@ -88,13 +82,15 @@ int32_t Sampler::Sample(float* z, std::span<const int32_t> history,
   // Log-softmax of the (penalized) logits for logprobs.
   double lse = 0;
   if (r.logprobs) {
-    const float zmax = z[Argmax(z, V)];
+    int32_t top;
+    Argmax(z, 1, V, &top);
+    const float zmax = z[top];
     for (uint32_t v = 0; v < V; ++v) lse += std::exp(double(z[v]) - zmax);
     lse = std::log(lse) + zmax;
   }
   int32_t token;
   if (r.temperature <= 0) {
-    token = Argmax(z, V);
+    Argmax(z, 1, V, &token);  // the lowest index among equals
   } else {
     const float inv_t = 1.0f / r.temperature;
     int32_t* idx = index_.data();

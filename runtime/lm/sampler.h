@@ -62,9 +62,6 @@ class Sampler {
   std::vector<double> p_;
 };
 
-// The index of the largest of z[0..n) (the lowest among equals).
-int32_t Argmax(const float* z, uint32_t n);
-
 }  // namespace ternd::runtime
 
 #endif  // TERND_RUNTIME_LM_SAMPLER_H_

@@ -19,8 +19,8 @@
 
 #include "runtime/format.h"
 #include "runtime/lm/lm_model.h"
-#include "runtime/lm/sampler.h"
 #include "runtime/machine.h"
+#include "runtime/ops.h"
 #include "runtime/runtime.h"
 #include "tools/ternctl/commands.h"
 #include "tools/ternctl/json_output.h"
@@ -668,7 +668,7 @@ int BenchLm(const BenchOptions& o, ModelFile file, const std::string& path) {
       const Clock::time_point t0 = Clock::now();
       TERND_RETURN_IF_ERROR(m.Eval(0, {&t, 1}, i));
       s += SecondsSince(t0);
-      t = runtime::Argmax(m.logits(0), V);
+      runtime::Argmax(m.logits(0), 1, V, &t);
     }
     rates.tg.push_back(o.generate / s);
     return Status::Ok();
