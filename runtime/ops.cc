@@ -14,7 +14,7 @@ void QuantizeActivations(const float* x, size_t ldx, int batch, size_t k,
     float amax = 0.0f;
     for (size_t c = 0; c < k; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
     int32_t sum = 0;
-    if (amax > 0.0f) {
+    if (amax >= kQuantizeMinAmax) {
       const float inv = 127.0f / amax;
       for (size_t c = 0; c < k; ++c) {
         // nearbyint rounds half to even in the default rounding mode.

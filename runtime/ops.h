@@ -19,7 +19,8 @@ namespace ternd::runtime {
 //   amax = max |x[b, :]|;  inv = 127.0f / amax  (float32 division)
 //   q[b, c] = clamp(round_half_even(x[b, c] * inv), -128, 127)
 //   dequant[b] = amax / 127.0f;  row_sums[b] = sum_c q[b, c]
-// A row of zeros gives q = 0 and dequant 0. Bytes [k, stride) of every q row
+// A row whose amax is below kQuantizeMinAmax (2^-100; zero included)
+// gives q = 0 and dequant 0. Bytes [k, stride) of every q row
 // are set to zero. Non-finite inputs never reach here (Invoke checks).
 void QuantizeActivations(const float* x, size_t ldx, int batch, size_t k,
                          int8_t* q, size_t stride, int32_t* row_sums,

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .gguf_reader import GGUFFile
+from .reference import MIN_AMAX
 
 f32, f64 = torch.float32, torch.float64
 
@@ -60,7 +61,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     amax))), round half to even; a zero row gives q = 0 and dequant 0."""
     x = x.to(f32)
     amax = x.abs().amax(dim=1)
-    nz = amax > 0
+    nz = amax >= MIN_AMAX
     safe = torch.where(nz, amax, torch.ones_like(amax))
     inv = fdiv(torch.full_like(safe, 127.0), safe)
     q = torch.clamp(torch.round(x * inv[:, None]), -128.0, 127.0)

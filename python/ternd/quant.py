@@ -6,7 +6,8 @@ The runtime's numerics (runtime/ops.h, docs/model-format.md) are:
                W_q   = clamp(round(W / (scale + eps)), -1, 1)
   activations  per row (token): amax = max |x|; inv = 127.0f / amax;
                q = clamp(round_half_even(x * inv), -128, 127);
-               dequant = amax / 127.0f; a row of zeros gives q = 0, dequant 0
+               dequant = amax / 127.0f; a row whose amax is below 2^-100
+               (zeros included) gives q = 0, dequant 0
   product      acc = sum_k W_q[n, k] * q[b, k] in int32
   output       y = float(acc) * (scale * dequant) + bias, in float32, in
                exactly that order
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from .reference import MIN_AMAX
 
 # Added to the absmean scale before dividing (BitNet b1.58). Exported files
 # store the scale itself; the runtime never sees eps.
@@ -50,7 +53,7 @@ def quantize_activations(x: torch.Tensor) -> QuantizedRows:
     """Per-row absmax int8 quantization of x [B, K], exactly as the runtime."""
     x = x.to(torch.float32)
     amax = x.abs().amax(dim=-1, keepdim=True)
-    nonzero = amax > 0
+    nonzero = amax >= MIN_AMAX
     safe = torch.where(nonzero, amax, torch.ones_like(amax))
     # Tensor / tensor: a true float32 division (scalar / tensor would be
     # computed as reciprocal * scalar, which rounds differently).

@@ -23,6 +23,10 @@ from .tern_format import TernaryTensor, TernFile
 
 f32 = np.float32
 
+# runtime kernels' kQuantizeMinAmax: a row whose absmax is below it quantizes
+# to zeros with scale 0 (127 / amax would overflow float32 near 3.7e-37).
+MIN_AMAX = 2.0**-100
+
 
 @dataclass
 class TernaryTrace:
@@ -51,7 +55,7 @@ def quantize_rows(x: np.ndarray):
     amax = np.max(np.abs(x), axis=1) if x.shape[1] else np.zeros(x.shape[0], f32)
     q = np.zeros(x.shape, dtype=np.int8)
     dequant = np.zeros(x.shape[0], dtype=f32)
-    nz = amax > 0
+    nz = amax >= MIN_AMAX
     if np.any(nz):
         inv = (f32(127.0) / amax[nz]).astype(f32)
         v = np.rint((x[nz] * inv[:, None]).astype(f32))

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "runtime/kernels/ternary_kernel.h"
+
 namespace ternd::runtime {
 
 void QuantizeActivationsNeon(const float* x, size_t ldx, int batch, size_t k,
@@ -24,7 +26,7 @@ void QuantizeActivationsNeon(const float* x, size_t ldx, int batch, size_t k,
     }
     float amax = vmaxvq_f32(vmaxq_f32(vmaxq_f32(m0, m1), vmaxq_f32(m2, m3)));
     for (; c < k; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
-    if (!(amax > 0.0f)) {
+    if (!(amax >= kQuantizeMinAmax)) {
       std::memset(qb, 0, stride);
       dequant[b] = 0.0f;
       row_sums[b] = 0;

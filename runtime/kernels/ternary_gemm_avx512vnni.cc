@@ -140,7 +140,7 @@ void Quantize(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
     vmax =
         _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail, xb + c)));
     const float amax = _mm512_reduce_max_ps(vmax);
-    if (!(amax > 0.0f)) {
+    if (!(amax >= kQuantizeMinAmax)) {
       std::memset(qb, 0, stride);
       dequant[b] = 0.0f;
       row_sums[b] = 0;

@@ -205,7 +205,7 @@ void Quantize(const float* x, size_t ldx, int batch, size_t k, int8_t* q,
     float amax = 0.0f;
     for (float v : lanes) amax = std::fmax(amax, v);
     for (size_t c = k4; c < k; ++c) amax = std::fmax(amax, std::fabs(xb[c]));
-    if (!(amax > 0.0f)) {
+    if (!(amax >= kQuantizeMinAmax)) {
       std::memset(qb, 0, stride);
       dequant[b] = 0.0f;
       row_sums[b] = 0;

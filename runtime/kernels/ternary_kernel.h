@@ -34,6 +34,13 @@ namespace ternd::runtime {
 
 inline constexpr size_t kActivationRowAlign = 256;
 
+// A token whose largest magnitude is below this quantizes to all zeros with
+// scale 0, as an all-zero token does: below about 3.7e-37, 127 / amax is
+// infinite in float32, and x * inf is NaN for x = 0, whose conversion to int
+// is undefined and differs between instruction sets. 2^-100 (about 7.9e-31)
+// is a round number far below any activation a model produces.
+inline constexpr float kQuantizeMinAmax = 0x1p-100f;
+
 inline constexpr size_t ActivationStride(size_t k) {
   return (k + kActivationRowAlign - 1) / kActivationRowAlign *
          kActivationRowAlign;

@@ -6,6 +6,7 @@
 #include "runtime/format.h"
 #include "runtime/gguf/gguf_arch.h"
 #include "runtime/gguf/gguf_decode.h"
+#include "runtime/kernels/ternary_kernel.h"
 #include "runtime/lm/lm_tokenizer.h"
 #include "runtime/tokenizer/gguf_tokenizer.h"
 
@@ -61,7 +62,7 @@ void QuantizeRowsInt8(const float* w, uint64_t rows, uint64_t cols, int8_t* q,
     float amax = 0.0f;
     for (uint64_t c = 0; c < cols; ++c)
       amax = std::fmax(amax, std::fabs(wr[c]));
-    if (amax == 0.0f) {
+    if (!(amax >= runtime::kQuantizeMinAmax)) {  // 0, or 127 / amax overflows
       std::memset(qr, 0, cols);
       scales[r] = 0.0f;
       continue;

@@ -347,11 +347,14 @@ TEST_P(KernelGridTest, AllN) {
 
 // The variant's quantizer gives QuantizeActivations' bytes, row sums and
 // scales exactly: every K of the sweep, ties at .5, zeros, an all-zero row,
-// a row whose absmax is negative, tiny and huge magnitudes.
+// a row whose absmax is negative, tiny and huge magnitudes, denormals and a
+// row whose 127 / absmax overflows float32 (both below kQuantizeMinAmax: all
+// zeros, where they once gave NaN products, converted differently by each
+// instruction set), and a row exactly at kQuantizeMinAmax.
 TEST_P(KernelTest, QuantizerMatchesQuantizeActivations) {
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  constexpr int kBatch = 5;
+  constexpr int kBatch = 8;
   for (size_t k : kSizes) {
     const size_t stride = ActivationStride(k);
     std::vector<float> x(kBatch * k);
@@ -362,6 +365,10 @@ TEST_P(KernelTest, QuantizerMatchesQuantizeActivations) {
       x[2 * k + c] = normal(rng) * 1e-30f;
       x[3 * k + c] = normal(rng) * 1e30f;
       x[4 * k + c] = c == k / 2 ? -3.0f : normal(rng);
+      x[5 * k + c] = c % 3 == 0 ? 0.0f : normal(rng) * 1e-39f;  // denormals
+      x[6 * k + c] = c % 3 == 0 ? 0.0f : normal(rng) * 1e-37f;
+      x[7 * k + c] =
+          c == 0 ? -kQuantizeMinAmax : (c % 3 == 0 ? 0.0f : 0x1p-101f);
     }
     auto got_q = AlignedZeros(stride * kBatch);
     auto want_q = AlignedZeros(stride * kBatch);
@@ -380,6 +387,12 @@ TEST_P(KernelTest, QuantizerMatchesQuantizeActivations) {
     }
     EXPECT_EQ(got_sums, want_sums) << "K=" << k;
     EXPECT_EQ(got_scale, want_scale) << "K=" << k;
+    for (int b : {5, 6}) {
+      EXPECT_EQ(want_scale[b], 0.0f) << "row " << b << " K=" << k;
+      EXPECT_EQ(want_sums[b], 0) << "row " << b << " K=" << k;
+    }
+    EXPECT_GT(want_scale[7], 0.0f) << "K=" << k;
+    EXPECT_EQ(static_cast<int8_t>(want_q[7 * stride]), -127) << "K=" << k;
   }
 }
 

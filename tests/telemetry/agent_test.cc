@@ -125,9 +125,12 @@ TEST_F(AgentTest, BatchesKeepToTheIntervalWithoutDrift) {
   const double elapsed_ms = std::chrono::duration<double, std::milli>(
                                 std::chrono::steady_clock::now() - first)
                                 .count();
-  // 20 intervals: 1000 ms, plus at most one late wake-up (not twenty).
+  // 20 intervals: 1000 ms, plus late wake-ups that do not add up. Drifting
+  // batches took 2090 ms here (each interval 50 ms plus the timer's slack
+  // and the batch's own time); the bound leaves room for a loaded machine
+  // (a late last wake-up, slow fsyncs) and still catches that.
   EXPECT_GE(elapsed_ms, 995);
-  EXPECT_LT(elapsed_ms, 1000 + 150) << "the batches drift";
+  EXPECT_LT(elapsed_ms, 1000 + 400) << "the batches drift";
 }
 
 TEST_F(AgentTest, ACleanStopMakesALastBatch) {
