@@ -4,7 +4,10 @@
 
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "base/file.h"
 
@@ -104,6 +107,53 @@ TEST(TernctlTest, BadFilesNeverCrash) {
       EXPECT_EQ(r.out.rfind("ternctl: " + path + ": ", 0), 0u) << r.out;
     }
   }
+}
+
+// `ternctl delta`: a new version that rewrites 100 KiB in the middle of a
+// 2 MiB file shares everything else with the old one; the same file shares
+// all; what it counts adds up.
+TEST(TernctlTest, DeltaCountsWhatANewVersionChanges) {
+  std::mt19937_64 rng(9);
+  std::string old_bytes(2 << 20, '\0');
+  for (char& c : old_bytes) c = static_cast<char>(rng());
+  std::string new_bytes = old_bytes;
+  for (size_t i = 0; i < (100 << 10); ++i) {
+    new_bytes[(1 << 20) + i] = static_cast<char>(rng());
+  }
+  const std::string dir = ::testing::TempDir();
+  std::ofstream(dir + "/delta_old.bin", std::ios::binary) << old_bytes;
+  std::ofstream(dir + "/delta_new.bin", std::ios::binary) << new_bytes;
+
+  CmdResult r = Ternctl("delta --json " + dir + "/delta_old.bin " + dir +
+                        "/delta_new.bin");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  const uint64_t max = j["chunk_limits"]["max"];
+  EXPECT_EQ(j["new_bytes"], new_bytes.size());
+  EXPECT_EQ(
+      j["shared_bytes"].get<uint64_t>() + j["fetch_bytes"].get<uint64_t>(),
+      new_bytes.size());
+  EXPECT_EQ(
+      j["shared_chunks"].get<uint64_t>() + j["fetch_chunks"].get<uint64_t>(),
+      j["new_chunks"].get<uint64_t>());
+  EXPECT_GE(j["fetch_bytes"].get<uint64_t>(), 100u << 10);
+  EXPECT_LE(j["fetch_bytes"].get<uint64_t>(), (100u << 10) + 3 * max);
+  // Random bytes do not compress: what is fetched is about what changed.
+  EXPECT_LT(j["fetch_vs_whole"].get<double>(), 0.5);
+  EXPECT_GT(j["fetch_compressed_bytes"].get<uint64_t>(), 90u << 10);
+
+  r = Ternctl("delta --json " + dir + "/delta_old.bin " + dir +
+              "/delta_old.bin");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["fetch_bytes"], 0);
+
+  r = Ternctl("delta " + dir + "/delta_old.bin " + dir + "/no_such.tern");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("no_such.tern"), std::string::npos) << r.out;
+  r = Ternctl("delta --zstd-level 30 " + dir + "/delta_old.bin " + dir +
+              "/delta_old.bin");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("--zstd-level 30"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ void AddSignCommand(CLI::App& app, int* exit_code);
 void AddTimestampCommand(CLI::App& app, int* exit_code);
 void AddBundleCommand(CLI::App& app, int* exit_code);
 void AddPublishCommand(CLI::App& app, int* exit_code);
+void AddDeltaCommand(CLI::App& app, int* exit_code);  // fleet_delta.cc
 
 // Prints "ternctl: <message>" on stderr and returns 1 (the error exit code).
 int FleetFail(const Status& s);
