@@ -244,6 +244,7 @@ ternd_files() {  # triplet
 -rwxr-xr-x /usr/bin/ternctl
 -rw-r--r-- /lib/systemd/system/ternd.service
 -rw-r--r-- /lib/systemd/system/ternd.socket
+-rw-r--r-- /lib/systemd/system/ternd-http.socket
 -rw-r--r-- /usr/lib/sysusers.d/ternd.conf
 -rw-r--r-- /usr/lib/tmpfiles.d/ternd.conf
 -rw-r--r-- /etc/ternd/ternd.toml
@@ -544,7 +545,8 @@ ok "C++ client built with pkg-config ternd-client ($flags): ModelInfo $out"
 stop_daemon
 
 phase "systemd-analyze on the installed units"
-out=$(in_root systemd-analyze verify /lib/systemd/system/ternd.service /lib/systemd/system/ternd.socket 2>&1) ||
+out=$(in_root systemd-analyze verify /lib/systemd/system/ternd.service /lib/systemd/system/ternd.socket \
+  /lib/systemd/system/ternd-http.socket 2>&1) ||
   fail "systemd-analyze verify: $out"
 [[ -z $out ]] || fail "systemd-analyze verify reports: $out"
 report=$(in_root systemd-analyze security --offline=yes /lib/systemd/system/ternd.service 2>&1 || true)

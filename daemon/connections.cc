@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "daemon/passed_sockets.h"
 
 namespace ternd::daemon {
 namespace {
@@ -75,16 +76,17 @@ void Connections::Reject(Connection* c) {
 }
 
 Status Connections::Bind() {
-  const int n = sd_listen_fds(/*unset_environment=*/1);
-  if (n < 0) return SdError(n, "cannot read the sockets passed by systemd");
+  // Sockets named "http" are the HTTP face's (passed_sockets.h).
+  TERND_ASSIGN_OR_RETURN(PassedSockets passed, TakePassedSockets());
+  const size_t n = passed.main.size();
   if (n > 1) {
     return InvalidArgument(
-        "systemd passed %d sockets; ternd takes exactly one "
-        "unix stream socket",
+        "systemd passed %zu sockets not named 'http'; ternd takes exactly one "
+        "unix stream socket for server.socket",
         n);
   }
   if (n == 1) {
-    const int fd = SD_LISTEN_FDS_START;
+    const int fd = passed.main[0];
     if (sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, nullptr, 0) <= 0) {
       return InvalidArgument(
           "the socket passed by systemd (fd %d) is not a "

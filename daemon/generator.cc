@@ -157,6 +157,14 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
   if (r.stop_size() > 16) {
     return InvalidArgument("%d stop strings, at most 16", r.stop_size());
   }
+  if (r.top_logprobs() > runtime::kMaxTopLogprobs) {
+    return InvalidArgument("top_logprobs is %u, at most %u", r.top_logprobs(),
+                           runtime::kMaxTopLogprobs);
+  }
+  if (r.top_logprobs() > 0 && !r.logprobs()) {
+    return InvalidArgument("top_logprobs is %u without logprobs",
+                           r.top_logprobs());
+  }
   auto a = std::make_unique<Active>();
   // Tokenize here, on the loop: it is quick (microseconds for a prompt of
   // a few kilobytes) and its errors are the request's.
@@ -202,6 +210,7 @@ Status Generator::Submit(GenerateCall call, const GenerateLimits& limits) {
   sp.repetition_penalty = r.repetition_penalty();
   sp.repeat_last_n = r.repeat_last_n();
   sp.logprobs = r.logprobs();
+  sp.top_logprobs = r.top_logprobs();
   a->sampler = std::make_unique<runtime::Sampler>(
       vocab, sp, r.has_seed() ? r.seed() : runtime::RandomSeed());
   for (const std::string& s : r.stop()) {
@@ -449,7 +458,17 @@ bool Generator::Step(Active& a) {
     f.response.set_id(a.call.id);
     wire::GenerateResponse* g = f.response.mutable_generate();
     g->add_tokens(token);
-    if (r.logprobs()) g->add_logprobs(logprob);
+    if (r.logprobs()) {
+      const tokenizer::Tokenizer& t = *a.call.tokenizer;
+      g->add_logprobs(logprob);
+      g->set_token_bytes(std::string(t.TokenBytes(token, r.special_text())));
+      for (const runtime::TokenLogprob& c : a.sampler->top()) {
+        wire::TokenLogprob* o = g->add_top_logprobs();
+        o->set_token(c.token);
+        o->set_logprob(c.logprob);
+        o->set_bytes(std::string(t.TokenBytes(c.token, r.special_text())));
+      }
+    }
     a.held += std::string(a.decoder->Push(token));
     // A stop string in the text ends it there.
     size_t cut = std::string::npos;

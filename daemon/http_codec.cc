@@ -407,6 +407,7 @@ Result<CompletionRequest> ParseCompletionJson(std::string_view body,
   wire::GenerateRequest& g = c.generate;
   g.set_temperature(1.0f);  // OpenAI's default
   bool have_prompt = false;
+  int chat_top = -1;  // chat's top_logprobs, -1: absent
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const json& v = *it;
@@ -500,13 +501,37 @@ Result<CompletionRequest> ParseCompletionJson(std::string_view body,
             "'%s' is not supported (only 0); use repetition_penalty",
             k.c_str());
       }
-    } else if (k == "logprobs" || k == "echo" || k == "best_of" ||
-               k == "logit_bias" || k == "tools" || k == "tool_choice" ||
-               k == "response_format" || k == "suffix" || k == "top_logprobs") {
+    } else if (k == "logprobs" && !chat) {
+      // Completions: the number of most likely tokens to list (0..5).
+      if (v.is_null()) continue;
+      int64_t n = 0;
+      TERND_RETURN_IF_ERROR(
+          Integer(v, "logprobs", 0, kMaxCompletionLogprobs, &n));
+      g.set_logprobs(true);
+      g.set_top_logprobs(static_cast<uint32_t>(n));
+    } else if (k == "logprobs" && chat) {
+      if (v.is_null()) continue;
+      if (!v.is_boolean()) return WrongType("logprobs", "true or false", v);
+      g.set_logprobs(v.get<bool>());
+    } else if (k == "top_logprobs" && chat) {
+      if (v.is_null()) continue;
+      int64_t n = 0;
+      TERND_RETURN_IF_ERROR(
+          Integer(v, "top_logprobs", 0, kMaxChatTopLogprobs, &n));
+      chat_top = static_cast<int>(n);
+    } else if (k == "echo" || k == "best_of" || k == "logit_bias" ||
+               k == "tools" || k == "tool_choice" || k == "response_format" ||
+               k == "suffix" || k == "top_logprobs") {
       const bool off = v.is_null() || (v.is_boolean() && !v.get<bool>()) ||
                        (k == "best_of" && v == 1) ||
                        (v.is_object() && v.empty()) ||
                        (v.is_array() && v.empty());
+      if (!off && k == "top_logprobs") {
+        return InvalidArgument(
+            "'top_logprobs' is a chat field; completions take 'logprobs': N "
+            "(0 to %d)",
+            kMaxCompletionLogprobs);
+      }
       if (!off) {
         return InvalidArgument("'%s' is not supported by ternd", k.c_str());
       }
@@ -522,6 +547,13 @@ Result<CompletionRequest> ParseCompletionJson(std::string_view body,
   if (!have_prompt) {
     return InvalidArgument(chat ? "the body has no 'messages'"
                                 : "the body has no 'prompt'");
+  }
+  if (chat_top >= 0) {
+    if (!g.logprobs() && chat_top > 0) {
+      return InvalidArgument("'top_logprobs' is %d: it needs 'logprobs': true",
+                             chat_top);
+    }
+    g.set_top_logprobs(static_cast<uint32_t>(chat_top));
   }
   return c;
 }
@@ -542,14 +574,60 @@ json Usage(const wire::GenerateSummary& s) {
           {"total_tokens", s.prompt_tokens() + s.generated_tokens()}};
 }
 
+// choices[].logprobs in OpenAI's shape for the completions or chat API.
+json LogprobsJson(bool chat, const CompletionLogprobs& lp) {
+  auto bytes_of = [](const std::string& b) {
+    json a = json::array();
+    for (char ch : b) a.push_back(static_cast<uint8_t>(ch));
+    return a;
+  };
+  if (chat) {
+    json content = json::array();
+    for (const wire::GenerateResponse& f : lp.frames) {
+      if (f.tokens_size() == 0 || f.logprobs_size() == 0) continue;
+      json top = json::array();
+      for (const wire::TokenLogprob& t : f.top_logprobs()) {
+        top.push_back({{"token", t.bytes()},
+                       {"logprob", t.logprob()},
+                       {"bytes", bytes_of(t.bytes())}});
+      }
+      content.push_back({{"token", f.token_bytes()},
+                         {"logprob", f.logprobs(0)},
+                         {"bytes", bytes_of(f.token_bytes())},
+                         {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(),
+       top_logprobs = json::array(), text_offset = json::array();
+  for (size_t i = 0; i < lp.frames.size(); ++i) {
+    const wire::GenerateResponse& f = lp.frames[i];
+    if (f.tokens_size() == 0 || f.logprobs_size() == 0) continue;
+    tokens.push_back(f.token_bytes());
+    token_logprobs.push_back(f.logprobs(0));
+    json top = json::object();
+    for (const wire::TokenLogprob& t : f.top_logprobs()) {
+      if (!top.contains(t.bytes())) top[t.bytes()] = t.logprob();
+    }
+    top_logprobs.push_back(std::move(top));
+    text_offset.push_back(i < lp.text_offsets.size() ? lp.text_offsets[i] : 0);
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top_logprobs)},
+          {"text_offset", std::move(text_offset)}};
+}
+
 }  // namespace
 
 std::string CompletionJson(const CompletionIdentity& who, bool chat,
                            std::string_view text,
-                           const wire::GenerateSummary& summary) {
-  json choice = {{"index", 0},
-                 {"logprobs", nullptr},
-                 {"finish_reason", FinishReason(summary.stop_reason())}};
+                           const wire::GenerateSummary& summary,
+                           const CompletionLogprobs* logprobs) {
+  json choice = {
+      {"index", 0},
+      {"logprobs", logprobs ? LogprobsJson(chat, *logprobs) : json(nullptr)},
+      {"finish_reason", FinishReason(summary.stop_reason())}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", std::string(text)}};
   } else {
@@ -566,8 +644,11 @@ std::string CompletionJson(const CompletionIdentity& who, bool chat,
 
 std::string StreamChunk(const CompletionIdentity& who, bool chat,
                         std::string_view text, bool first,
-                        const wire::GenerateSummary* summary) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}};
+                        const wire::GenerateSummary* summary,
+                        const CompletionLogprobs* logprobs) {
+  json choice = {
+      {"index", 0},
+      {"logprobs", logprobs ? LogprobsJson(chat, *logprobs) : json(nullptr)}};
   choice["finish_reason"] =
       summary ? json(FinishReason(summary->stop_reason())) : json(nullptr);
   if (chat) {

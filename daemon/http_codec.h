@@ -50,22 +50,39 @@ Result<CompletionRequest> ParseCompletionJson(std::string_view body, bool chat);
 // OpenAI's finish_reason for a Generate stop_reason.
 const char* FinishReason(std::string_view stop_reason);
 
+// The logprobs of a completion's tokens (GenerateRequest.logprobs): the
+// Generate frames that carry a token, and where each token's text begins
+// in the completion's text (bytes, the prompt not counted).
+struct CompletionLogprobs {
+  std::vector<wire::GenerateResponse> frames;
+  std::vector<size_t> text_offsets;
+};
+
+// OpenAI's limits: completions' logprobs, chat's top_logprobs.
+inline constexpr int kMaxCompletionLogprobs = 5;
+inline constexpr int kMaxChatTopLogprobs = 20;
+
 // Identity of one answer: "cmpl-..." / "chatcmpl-...", creation time, model.
 struct CompletionIdentity {
   std::string id;
   int64_t created = 0;
   std::string model;
 };
-// The non-streamed answer.
+// The non-streamed answer; with `logprobs`, choices[0].logprobs as OpenAI
+// gives them (completions: tokens, token_logprobs, top_logprobs,
+// text_offset; chat: content[] with token, logprob, bytes, top_logprobs).
 std::string CompletionJson(const CompletionIdentity& who, bool chat,
                            std::string_view text,
-                           const wire::GenerateSummary& summary);
+                           const wire::GenerateSummary& summary,
+                           const CompletionLogprobs* logprobs = nullptr);
 // One server-sent event ("data: {...}\n\n") of a stream: a token's text
 // (first: the chat chunk also carries the role), or with `summary` the last
-// chunk (finish_reason and usage).
+// chunk (finish_reason and usage). `logprobs`: the token's, as in
+// CompletionJson.
 std::string StreamChunk(const CompletionIdentity& who, bool chat,
                         std::string_view text, bool first,
-                        const wire::GenerateSummary* summary);
+                        const wire::GenerateSummary* summary,
+                        const CompletionLogprobs* logprobs = nullptr);
 inline constexpr std::string_view kStreamDone = "data: [DONE]\n\n";
 
 // GET /v1/models.

@@ -1,10 +1,12 @@
 #include "daemon/http_face.h"
 
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +25,7 @@
 #include "daemon/chat_template.h"
 #include "daemon/frame.h"
 #include "daemon/http_codec.h"
+#include "daemon/passed_sockets.h"
 #include "daemon/protocol.pb.h"
 
 namespace ternd::daemon {
@@ -65,6 +68,7 @@ class HttpFace::Impl {
  private:
   // One HTTP request (MHD's con_cls), from its headers to its completion.
   struct Request {
+    Impl* face = nullptr;
     MHD_Connection* conn = nullptr;
     ConnState* cs = nullptr;
     Route route = Route::kHealth;
@@ -80,10 +84,17 @@ class HttpFace::Impl {
     // The call in flight on the link (0: none).
     uint64_t wire_id = 0;
     bool generating = false;
+    // The client's socket, watched for its hang-up while the connection is
+    // suspended waiting for the answer; set once it has gone.
+    EventSource watch;
+    bool client_gone = false;
     // Completions.
     CompletionRequest completion;
     CompletionIdentity who;
     std::string text;
+    bool logprobs = false;
+    CompletionLogprobs lp;  // not streamed: every token's
+    size_t streamed = 0;    // streamed: bytes of text sent so far
     // Server-sent events.
     bool streaming = false;
     std::string sse;
@@ -108,6 +119,8 @@ class HttpFace::Impl {
               const char* type = kJson);
   void Fail(Request* q, StatusCode code, std::string_view message);
   void Resume(Request* q);
+  void Suspend(Request* q);
+  void ClientGone(Request* q);
   void Call(Request* q, wire::Request* r);
   void OnLinkAnswer(const wire::Response& r);
   void OnGenerated(Request* q, const wire::Response& r);
@@ -187,6 +200,39 @@ Status HttpFace::Impl::Start(const Adopt& adopt) {
 }
 
 Status HttpFace::Impl::Listen() {
+  if (!options_.passed_fds.empty()) {
+    // Socket activation: the unit's sockets replace the configured ones
+    // (the unit is what the deployment installed; systemd holds those
+    // addresses, so binding the configuration's too would fail or listen
+    // twice).
+    std::string where;
+    for (const int fd : options_.passed_fds) {
+      const std::string what = DescribeSocket(fd);
+      if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, /*listening=*/1) <= 0) {
+        return InvalidArgument(
+            "the socket systemd passed as '%s' (fd %d, %s) is not a "
+            "listening stream socket",
+            kHttpFdName, fd, what.c_str());
+      }
+      const int flags = fcntl(fd, F_GETFL);
+      if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+          fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        return ErrnoError(errno, "http: cannot make fd %d non-blocking", fd);
+      }
+      TERND_RETURN_IF_ERROR(StartDaemon(fd, "http (passed by systemd)"));
+      TERND_LOG_INFO("http: listening on %s (passed by systemd)", what.c_str());
+      where += (where.empty() ? "" : ", ") + what;
+    }
+    if (!options_.socket_path.empty() || options_.port != 0) {
+      TERND_LOG_NOTICE(
+          "http: systemd passed sockets named '%s' (%s): they replace "
+          "http.socket = \"%s\" and http.port = %u of the configuration, "
+          "which are not bound",
+          kHttpFdName, where.c_str(), options_.socket_path.c_str(),
+          options_.port);
+    }
+    return Status::Ok();
+  }
   if (!options_.socket_path.empty()) {
     const std::string& path = options_.socket_path;
     if (path.size() >= sizeof(sockaddr_un::sun_path)) {
@@ -289,6 +335,7 @@ Status HttpFace::Impl::StartDaemon(int listen_fd, const char* what) {
 HttpFace::Impl::~Impl() {
   // libmicrohttpd stops only without suspended connections: answer them.
   for (Request* q : requests_) {
+    q->watch.reset();
     if (q->suspended || q->reader_suspended) {
       if (!q->streaming && !q->have_answer) {
         q->have_answer = true;
@@ -469,9 +516,10 @@ void HttpFace::Impl::Completed(void* cls, MHD_Connection*, void** con_cls,
   auto* q = static_cast<Request*>(*con_cls);
   if (!q) return;
   *con_cls = nullptr;
+  q->watch.reset();
   if (q->wire_id != 0) {
     impl->pending_.erase(q->wire_id);
-    if (q->generating) {
+    if (q->generating && !q->client_gone) {
       // The client left: stop its generation.
       wire::Request cancel;
       cancel.set_id(impl->next_id_++);
@@ -608,6 +656,7 @@ MHD_Result HttpFace::Impl::OnAccess(MHD_Connection* conn, const char* url,
       }
     }
     q = new Request;
+    q->face = this;
     q->conn = conn;
     q->cs = cs;
     q->route = route;
@@ -628,8 +677,7 @@ MHD_Result HttpFace::Impl::OnAccess(MHD_Connection* conn, const char* url,
   if (q->received) {
     // Resumed before the answer is here (a stream waiting for its first
     // frame is resumed only with it): wait again.
-    MHD_suspend_connection(conn);
-    q->suspended = true;
+    Suspend(q);
     return MHD_YES;
   }
   q->received = true;
@@ -645,8 +693,7 @@ MHD_Result HttpFace::Impl::OnAccess(MHD_Connection* conn, const char* url,
   }
   Dispatch(q);
   if (q->have_answer) return Queue(q);
-  MHD_suspend_connection(conn);
-  q->suspended = true;
+  Suspend(q);
   return MHD_YES;
 }
 
@@ -671,7 +718,49 @@ void HttpFace::Impl::Fail(Request* q, StatusCode code,
   Answer(q, HttpStatusOf(code), ErrorJson(code, message));
 }
 
+// A suspended connection is out of libmicrohttpd's epoll set: its socket is
+// watched here for the client's hang-up (EPOLLRDHUP: it closed, or shut
+// down its sending side), which cancels the call.
+void HttpFace::Impl::Suspend(Request* q) {
+  MHD_suspend_connection(q->conn);
+  q->suspended = true;
+  if (q->watch || q->client_gone || !q->cs || q->cs->fd < 0) return;
+  sd_event_source* s = nullptr;
+  const int r = sd_event_add_io(
+      loop_, &s, q->cs->fd, EPOLLRDHUP,
+      [](sd_event_source*, int, uint32_t, void* p) -> int {
+        auto* req = static_cast<Request*>(p);
+        req->face->ClientGone(req);
+        return 0;
+      },
+      q);
+  if (r < 0) {
+    TERND_LOG_DEBUG("http: cannot watch a client's socket: %s", strerror(-r));
+    return;
+  }
+  sd_event_source_set_description(s, "http-client");
+  q->watch.reset(s);
+}
+
+// The client hung up while its answer was pending: cancel a generation
+// now, as the socket protocol's Cancel (its sequence is freed at once);
+// any other call's answer, when it comes, goes nowhere.
+void HttpFace::Impl::ClientGone(Request* q) {
+  if (q->watch) sd_event_source_set_enabled(q->watch.get(), SD_EVENT_OFF);
+  if (q->client_gone) return;
+  q->client_gone = true;
+  TERND_LOG_DEBUG("http: a client hung up while its answer was pending%s",
+                  q->generating ? ": cancelling its generation" : "");
+  if (q->generating && q->wire_id != 0) {
+    wire::Request cancel;
+    cancel.set_id(next_id_++);
+    cancel.mutable_cancel()->set_target(q->wire_id);
+    Call(nullptr, &cancel);
+  }
+}
+
 void HttpFace::Impl::Resume(Request* q) {
+  q->watch.reset();
   if (q->suspended) {
     q->suspended = false;
     MHD_resume_connection(q->conn);
@@ -847,6 +936,11 @@ void HttpFace::Impl::OnLinkAnswer(const wire::Response& r) {
         return;
       }
       q->who.model = info.name();
+      if (q->client_gone) {
+        Fail(q, StatusCode::kCancelled, "the client has gone");
+        return;
+      }
+      q->logprobs = q->completion.generate.logprobs();
       wire::Request g;
       *g.mutable_generate() = std::move(q->completion.generate);
       if (q->completion.chat) {
@@ -880,15 +974,28 @@ void HttpFace::Impl::OnGenerated(Request* q, const wire::Response& r) {
   const wire::GenerateResponse& g = r.generate();
   const bool chat = q->completion.chat;
   if (!q->completion.stream) {
+    if (q->logprobs && g.tokens_size() > 0) {
+      q->lp.frames.push_back(g);
+      q->lp.text_offsets.push_back(q->text.size());
+    }
     q->text += g.text();
     if (r.final()) {
-      Answer(q, 200, CompletionJson(q->who, chat, q->text, g.summary()));
+      Answer(q, 200,
+             CompletionJson(q->who, chat, q->text, g.summary(),
+                            q->logprobs ? &q->lp : nullptr));
     }
     return;
   }
   std::string chunk;
   if (!g.text().empty() || g.tokens_size() > 0) {
-    chunk = StreamChunk(q->who, chat, g.text(), q->first_chunk, nullptr);
+    CompletionLogprobs one;
+    if (q->logprobs && g.tokens_size() > 0) {
+      one.frames.push_back(g);
+      one.text_offsets.push_back(q->streamed);
+    }
+    chunk = StreamChunk(q->who, chat, g.text(), q->first_chunk, nullptr,
+                        one.frames.empty() ? nullptr : &one);
+    q->streamed += g.text().size();
     q->first_chunk = false;
   }
   if (r.final()) {

@@ -20,6 +20,10 @@
 // previous answer to a whole request (408; a client trickling bytes cannot
 // hold a connection), http.idle_timeout_s, an optional bearer token.
 //
+// A client that disconnects while its answer is pending (its socket reports
+// EPOLLRDHUP) has its call cancelled: a generation stops and frees its
+// sequence, streamed or not.
+//
 // Thread-safety: everything on the loop's thread.
 #ifndef TERND_DAEMON_HTTP_FACE_H_
 #define TERND_DAEMON_HTTP_FACE_H_
@@ -30,6 +34,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/status.h"
@@ -47,6 +52,10 @@ struct HttpOptions {
   uint32_t request_timeout_ms = 30000;
   uint32_t idle_timeout_s = 15;
   std::string token;  // empty: no Authorization needed
+  // Listening sockets systemd passed (FileDescriptorName=http,
+  // passed_sockets.h), taken over by the face; when there are any, the face
+  // listens on them only and binds neither socket_path nor port.
+  std::vector<int> passed_fds;
 };
 
 class HttpFace {

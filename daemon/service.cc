@@ -26,6 +26,7 @@
 #include "daemon/http_face.h"
 #include "daemon/model_slots.h"
 #include "daemon/notify.h"
+#include "daemon/passed_sockets.h"
 #include "daemon/protocol.pb.h"
 #include "daemon/request_codec.h"
 #include "daemon/updater.h"
@@ -506,10 +507,14 @@ Status Service::Impl::StartListener() {
 // The HTTP face is a client of the service over a socket pair whose other
 // end the connections adopt (http_face.h).
 Status Service::Impl::StartHttp() {
-  if (config_.http_socket.empty() && config_.http_port == 0) {
+  // Sockets systemd passed as "http" (ternd-http.socket) are its listeners.
+  TERND_ASSIGN_OR_RETURN(PassedSockets passed, TakePassedSockets());
+  if (config_.http_socket.empty() && config_.http_port == 0 &&
+      passed.http.empty()) {
     return Status::Ok();
   }
   HttpOptions o;
+  o.passed_fds = passed.http;
   o.socket_path = config_.http_socket;
   o.socket_mode = config_.http_socket_mode;
   o.address = config_.http_address;

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Checks the systemd units the way CI does:
-#   - systemd-analyze verify reports nothing for ternd.service and ternd.socket
+#   - systemd-analyze verify reports nothing for ternd.service, ternd.socket
+#     and ternd-http.socket
 #   - systemd-analyze security --offline=yes rates ternd.service at an
 #     exposure of MAX_EXPOSURE (default 2.0) or lower
 #
@@ -42,10 +43,12 @@ fi
 sed -e "s|/usr/sbin/ternd|$binary|" -e "s|/usr/bin/ternctl|$ternctl|" \
   "$here/ternd.service" > "$work/ternd.service"
 cp "$here/ternd.socket" "$work/ternd.socket"
+cp "$here/ternd-http.socket" "$work/ternd-http.socket"
 
 status=0
 echo "== systemd-analyze verify"
-if ! out=$(systemd-analyze verify "$work/ternd.service" "$work/ternd.socket" 2>&1) || [ -n "$out" ]; then
+if ! out=$(systemd-analyze verify "$work/ternd.service" "$work/ternd.socket" \
+  "$work/ternd-http.socket" 2>&1) || [ -n "$out" ]; then
   echo "$out"
   echo "FAIL: systemd-analyze verify reported problems"
   status=1

@@ -87,6 +87,22 @@ int32_t Sampler::Sample(float* z, std::span<const int32_t> history,
     const float zmax = z[top];
     for (uint32_t v = 0; v < V; ++v) lse += std::exp(double(z[v]) - zmax);
     lse = std::log(lse) + zmax;
+    // The most likely tokens: insertion into a short sorted list, one pass.
+    const size_t want = std::min<size_t>(r.top_logprobs, kMaxTopLogprobs);
+    top_n_ = 0;
+    for (uint32_t v = 0; v < V && want > 0; ++v) {
+      const float zv = z[v];
+      if (top_n_ == want && !(zv > top_[top_n_ - 1].logprob)) continue;
+      size_t at = top_n_ < want ? top_n_++ : want - 1;
+      while (at > 0 && zv > top_[at - 1].logprob) {
+        top_[at] = top_[at - 1];
+        --at;
+      }
+      top_[at] = {static_cast<int32_t>(v), zv};
+    }
+    for (size_t i = 0; i < top_n_; ++i) {
+      top_[i].logprob = static_cast<float>(top_[i].logprob - lse);
+    }
   }
   int32_t token;
   if (r.temperature <= 0) {

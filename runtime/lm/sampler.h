@@ -10,6 +10,8 @@
 #ifndef TERND_RUNTIME_LM_SAMPLER_H_
 #define TERND_RUNTIME_LM_SAMPLER_H_
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -42,6 +44,17 @@ struct SamplingParams {
   float repetition_penalty = 0;
   uint32_t repeat_last_n = 0;  // 0: 64
   bool logprobs = false;
+  // With logprobs: also the this many most likely tokens (at most
+  // kMaxTopLogprobs), read with top() after Sample.
+  uint32_t top_logprobs = 0;
+};
+
+inline constexpr uint32_t kMaxTopLogprobs = 20;
+
+// A candidate token and its log-probability (as Sample's *logprob).
+struct TokenLogprob {
+  int32_t token;
+  float logprob;
 };
 
 class Sampler {
@@ -53,6 +66,9 @@ class Sampler {
   // candidates). With params.logprobs, *logprob is the token's natural
   // log-probability after the penalty, before temperature and truncation.
   int32_t Sample(float* z, std::span<const int32_t> history, float* logprob);
+  // With params.top_logprobs: the most likely tokens of the last Sample,
+  // likeliest first (the lowest id first among equals).
+  std::span<const TokenLogprob> top() const { return {top_.data(), top_n_}; }
 
  private:
   uint32_t vocab_;
@@ -60,6 +76,8 @@ class Sampler {
   Rng rng_;
   std::vector<int32_t> index_;
   std::vector<double> p_;
+  std::array<TokenLogprob, kMaxTopLogprobs> top_{};
+  size_t top_n_ = 0;
 };
 
 }  // namespace ternd::runtime

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -61,7 +62,18 @@ DaemonProcess::DaemonProcess(const DaemonOptions& options)
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   std::vector<std::string> env = {"NOTIFY_SOCKET=" + notify_path,
                                   "PATH=/usr/bin:/bin"};
-  if (options.listen_fd >= 0) env.push_back("LISTEN_FDS=1");
+  std::vector<int> passed = options.listen_fds;
+  if (options.listen_fd >= 0) passed = {options.listen_fd};
+  if (!passed.empty()) {
+    env.push_back("LISTEN_FDS=" + std::to_string(passed.size()));
+  }
+  if (!options.listen_fdnames.empty()) {
+    std::string names = "LISTEN_FDNAMES=";
+    for (size_t i = 0; i < options.listen_fdnames.size(); ++i) {
+      names += (i ? ":" : "") + options.listen_fdnames[i];
+    }
+    env.push_back(names);
+  }
   // A sanitizer build of the daemon reports (and stops) as the test asks.
   for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
     if (const char* value = getenv(name)) {
@@ -78,7 +90,7 @@ DaemonProcess::DaemonProcess(const DaemonOptions& options)
   for (std::string& e : env) envp.push_back(e.data());
   char listen_pid[32] = "LISTEN_PID=";
   envp.push_back(listen_pid);
-  if (options.listen_fd < 0) envp.pop_back();
+  if (passed.empty()) envp.pop_back();
   envp.push_back(nullptr);
 
   pid_ = fork();
@@ -88,11 +100,15 @@ DaemonProcess::DaemonProcess(const DaemonOptions& options)
     if (log >= 0) {
       dup2(log, STDERR_FILENO);
     }
-    if (options.listen_fd >= 0) {
-      if (options.listen_fd == 3) {
-        fcntl(3, F_SETFD, 0);
-      } else {
-        dup2(options.listen_fd, 3);
+    if (!passed.empty()) {
+      // Out of the way first, so that no source is overwritten, then in
+      // place from fd 3 (dup2 clears FD_CLOEXEC).
+      int high[16];
+      const size_t n = std::min<size_t>(passed.size(), 16);
+      for (size_t i = 0; i < n; ++i) high[i] = fcntl(passed[i], F_DUPFD, 200);
+      for (size_t i = 0; i < n; ++i) {
+        dup2(high[i], static_cast<int>(3 + i));
+        close(high[i]);
       }
       std::snprintf(listen_pid + 11, sizeof(listen_pid) - 11, "%d",
                     static_cast<int>(getpid()));

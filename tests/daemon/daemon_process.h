@@ -1,8 +1,8 @@
 // Starts the real ternd binary for integration tests: in its own temporary
 // directory, with NOTIFY_SOCKET pointing at a datagram socket the test reads
 // (so READY=1, RELOADING=1, STATUS=... are observed as systemd would), and
-// optionally with a listening socket passed as systemd socket activation
-// does (LISTEN_FDS / LISTEN_PID, fd 3).
+// optionally with listening sockets passed as systemd socket activation
+// does (LISTEN_FDS / LISTEN_FDNAMES / LISTEN_PID, from fd 3).
 #ifndef TERND_TESTS_DAEMON_DAEMON_PROCESS_H_
 #define TERND_TESTS_DAEMON_DAEMON_PROCESS_H_
 
@@ -29,6 +29,10 @@ struct DaemonOptions {
   std::string directory;    // working directory
   std::string config_path;  // --config; empty: none
   int listen_fd = -1;       // passed as fd 3 with LISTEN_FDS=1
+  // Or several, as fds 3, 4, ... with LISTEN_FDS and, when names are
+  // given (one per fd), LISTEN_FDNAMES (systemd's FileDescriptorName=).
+  std::vector<int> listen_fds;
+  std::vector<std::string> listen_fdnames;
   std::vector<std::string> extra_args;
   std::vector<std::string> extra_env;  // "NAME=value"
 };

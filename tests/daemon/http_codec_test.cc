@@ -126,8 +126,19 @@ TEST(HttpCodecTest, CompletionFields) {
               HasSubstr("'max_tokens' must be an integer"));
   EXPECT_THAT(msg(R"({"prompt": "a", "stream": "yes"})", false),
               HasSubstr("'stream' must be true or false"));
-  EXPECT_THAT(msg(R"({"prompt": "a", "logprobs": 2})", false),
-              HasSubstr("'logprobs' is not supported"));
+  EXPECT_THAT(msg(R"({"prompt": "a", "logprobs": 6})", false),
+              HasSubstr("'logprobs' is 6: it must be between 0 and 5"));
+  EXPECT_THAT(msg(R"({"prompt": "a", "logprobs": true})", false),
+              HasSubstr("'logprobs' must be an integer"));
+  EXPECT_THAT(msg(R"({"prompt": "a", "top_logprobs": 2})", false),
+              HasSubstr("completions take 'logprobs': N"));
+  EXPECT_THAT(msg(R"({"messages": [], "logprobs": 2})", true),
+              HasSubstr("'logprobs' must be true or false"));
+  EXPECT_THAT(
+      msg(R"({"messages": [], "logprobs": true, "top_logprobs": 21})", true),
+      HasSubstr("'top_logprobs' is 21: it must be between 0 and 20"));
+  EXPECT_THAT(msg(R"({"messages": [], "top_logprobs": 1})", true),
+              HasSubstr("'top_logprobs' is 1: it needs 'logprobs': true"));
   EXPECT_THAT(msg(R"({"prompt": "a", "frequency_penalty": 0.5})", false),
               HasSubstr("repetition_penalty"));
   EXPECT_THAT(msg(R"({"model": "m"})", false), HasSubstr("no 'prompt'"));
@@ -137,6 +148,81 @@ TEST(HttpCodecTest, CompletionFields) {
       msg(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})",
           true),
       HasSubstr("only {\"type\": \"text\""));
+}
+
+TEST(HttpCodecTest, LogprobsFields) {
+  Result<CompletionRequest> c =
+      ParseCompletionJson(R"({"prompt": "a", "logprobs": 3})", false);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_TRUE(c->generate.logprobs());
+  EXPECT_EQ(c->generate.top_logprobs(), 3u);
+  c = ParseCompletionJson(R"({"prompt": "a", "logprobs": 0})", false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->generate.logprobs());
+  EXPECT_EQ(c->generate.top_logprobs(), 0u);
+  c = ParseCompletionJson(R"({"prompt": "a", "logprobs": null})", false);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->generate.logprobs());
+  c = ParseCompletionJson(
+      R"({"messages": [{"role": "user", "content": "x"}],
+          "top_logprobs": 20, "logprobs": true})",
+      true);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_TRUE(c->generate.logprobs());
+  EXPECT_EQ(c->generate.top_logprobs(), 20u);
+  c = ParseCompletionJson(
+      R"({"messages": [{"role": "user", "content": "x"}], "logprobs": false})",
+      true);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->generate.logprobs());
+}
+
+TEST(HttpCodecTest, LogprobsAnswers) {
+  wire::GenerateSummary s;
+  s.set_stop_reason("length");
+  CompletionLogprobs lp;
+  for (int i = 0; i < 2; ++i) {
+    wire::GenerateResponse f;
+    f.add_tokens(10 + i);
+    f.set_text(i == 0 ? "ab" : "c");
+    f.add_logprobs(-0.5f - i);
+    f.set_token_bytes(i == 0 ? "ab" : "c");
+    wire::TokenLogprob* t = f.add_top_logprobs();
+    t->set_token(10 + i);
+    t->set_logprob(-0.5f - i);
+    t->set_bytes(f.token_bytes());
+    t = f.add_top_logprobs();
+    t->set_token(3);
+    t->set_logprob(-2.25f);
+    t->set_bytes("\xe2\x80");  // part of a character
+    lp.frames.push_back(f);
+    lp.text_offsets.push_back(i == 0 ? 0 : 2);
+  }
+  CompletionIdentity who{"cmpl-1", 100, "m"};
+  json j = json::parse(CompletionJson(who, false, "abc", s, &lp));
+  const json& l = j["choices"][0]["logprobs"];
+  EXPECT_EQ(l["tokens"], json({"ab", "c"}));
+  EXPECT_EQ(l["token_logprobs"], json({-0.5, -1.5}));
+  EXPECT_EQ(l["text_offset"], json({0, 2}));
+  EXPECT_EQ(l["top_logprobs"][0]["ab"], -0.5);
+  EXPECT_EQ(l["top_logprobs"][0].size(), 2u);
+  j = json::parse(CompletionJson(who, true, "abc", s, &lp));
+  const json& content = j["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], "ab");
+  EXPECT_EQ(content[0]["logprob"], -0.5);
+  EXPECT_EQ(content[0]["bytes"], json({97, 98}));
+  EXPECT_EQ(content[1]["top_logprobs"][1]["bytes"], json({0xe2, 0x80}));
+  EXPECT_EQ(content[1]["top_logprobs"][1]["logprob"], -2.25);
+  // Without logprobs: null, as before.
+  j = json::parse(CompletionJson(who, true, "abc", s));
+  EXPECT_TRUE(j["choices"][0]["logprobs"].is_null());
+  // A stream chunk carries its token's.
+  CompletionLogprobs one{{lp.frames[1]}, {2}};
+  json chunk =
+      json::parse(StreamChunk(who, false, "c", false, nullptr, &one).substr(6));
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["tokens"], json({"c"}));
+  EXPECT_EQ(chunk["choices"][0]["logprobs"]["text_offset"], json({2}));
 }
 
 TEST(HttpCodecTest, ChatMessagesAndTemplates) {

@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -424,24 +426,26 @@ TEST(HttpTokenTest, BearerTokenGuardsAllButHealth) {
 
 class HttpLmTest : public HttpFixture {
  protected:
+  static constexpr const char* kSmall =
+      "--hidden 128 --ffn 256 --layers 2 --heads 4 --kv-heads 2 --vocab 600 "
+      "--seed 7";
   static void MakeModel(const std::string& dir, const std::string& name,
-                        const std::string& chat_template) {
+                        const std::string& chat_template,
+                        const std::string& shape = kSmall) {
     const std::string gguf = dir + "/" + name + ".gguf";
     std::string cmd = std::string(PYTHON_PATH) + " " + GGUF_WRITER_PATH +
-                      " --arch bitnet-b1.58 --hidden 128 --ffn 256 "
-                      "--layers 2 --heads 4 --kv-heads 2 --vocab 600 "
-                      "--seed 7 -o " +
-                      gguf;
+                      " --arch bitnet-b1.58 " + shape + " -o " + gguf;
     if (!chat_template.empty()) cmd += " --chat-template " + chat_template;
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     const std::string convert = std::string(TERNCTL_PATH) + " convert " + gguf +
                                 " -o " + dir + "/" + name + ".tern > /dev/null";
     ASSERT_EQ(std::system(convert.c_str()), 0) << convert;
   }
-  void StartLm(const std::string& name) {
+  void StartLm(const std::string& name, int sequences = 2, int context = 512) {
     Start("[runtime]\nmodel = \"" + dir_.File(name + ".tern") +
-              "\"\narena_mb = 32\n[llm]\nthreads = 1\nsequences = 2\n"
-              "max_context = 512\n",
+              "\"\narena_mb = 32\n[llm]\nthreads = 1\nsequences = " +
+              std::to_string(sequences) +
+              "\nmax_context = " + std::to_string(context) + "\n",
           "");
   }
   // The text of a streamed answer (server-sent events), with the last
@@ -587,6 +591,292 @@ TEST_F(HttpLmTest, UnknownChatTemplateIsRefusedByName) {
   a = Post(base, "/v1/completions",
            R"({"prompt": "hi", "max_tokens": 2, "temperature": 0})");
   EXPECT_EQ(a.status, 200) << a.body;
+}
+
+// The native Generate's logprobs (greedy, the same request) are what the
+// HTTP face answers: completions' logprobs: N and chat's logprobs +
+// top_logprobs, plain and streamed.
+TEST_F(HttpLmTest, LogprobsAreTheNativeOnes) {
+  MakeModel(dir_.path(), "lm", "llama3");
+  StartLm("lm");
+  auto sock = Socket();
+  ASSERT_TRUE(sock);
+  wire::GenerateRequest g;
+  g.set_prompt("the robot arm");
+  g.set_max_tokens(6);
+  g.set_logprobs(true);
+  g.set_top_logprobs(5);
+  std::vector<wire::GenerateResponse> frames;
+  Result<wire::GenerateSummary> sum =
+      sock->Generate(g, [&](const wire::GenerateResponse& r) {
+        if (r.tokens_size() > 0) frames.push_back(r);
+        return true;
+      });
+  ASSERT_TRUE(sum.ok()) << sum.status().message();
+  ASSERT_FALSE(frames.empty());
+  for (const wire::GenerateResponse& f : frames) {
+    ASSERT_EQ(f.logprobs_size(), 1);
+    ASSERT_EQ(f.top_logprobs_size(), 5);
+    // Greedy: the chosen token is the likeliest.
+    EXPECT_EQ(f.top_logprobs(0).token(), f.tokens(0));
+    EXPECT_FLOAT_EQ(f.top_logprobs(0).logprob(), f.logprobs(0));
+    for (int i = 1; i < 5; ++i) {
+      EXPECT_LE(f.top_logprobs(i).logprob(), f.top_logprobs(i - 1).logprob());
+    }
+    EXPECT_LE(f.logprobs(0), 0.0f);
+  }
+  const std::string base = Transports()[1];
+  const std::string body =
+      R"({"prompt": "the robot arm", "max_tokens": 6, "temperature": 0,
+          "logprobs": 5)";
+  // Completions, not streamed.
+  Answer a = Post(base, "/v1/completions", body + "}");
+  ASSERT_EQ(a.status, 200) << a.body;
+  json lp = json::parse(a.body)["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), frames.size()) << a.body;
+  ASSERT_EQ(lp["token_logprobs"].size(), frames.size());
+  ASSERT_EQ(lp["top_logprobs"].size(), frames.size());
+  ASSERT_EQ(lp["text_offset"].size(), frames.size());
+  size_t offset = 0;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), frames[i].logprobs(0),
+                1e-5);
+    EXPECT_EQ(lp["text_offset"][i].get<size_t>(), offset);
+    offset += frames[i].text().size();
+    const json& top = lp["top_logprobs"][i];
+    EXPECT_GE(top.size(), 1u);
+    EXPECT_LE(top.size(), 5u);
+    for (const wire::TokenLogprob& t : frames[i].top_logprobs()) {
+      const json key = t.bytes();  // as the face writes it (valid UTF-8)
+      const std::string k =
+          json::parse(key.dump(-1, ' ', false, json::error_handler_t::replace))
+              .get<std::string>();
+      if (top.contains(k)) {
+        EXPECT_NEAR(top[k].get<double>(), t.logprob(), 1e-5) << k;
+      }
+    }
+  }
+  // Completions, streamed: one token's logprobs per chunk.
+  Answer s = Post(base, "/v1/completions", body + R"(, "stream": true})", "-N");
+  ASSERT_EQ(s.status, 200) << s.body;
+  std::vector<double> streamed;
+  for (size_t at = 0; (at = s.body.find("data: {", at)) != std::string::npos;) {
+    const size_t end = s.body.find("\n\n", at);
+    json j = json::parse(s.body.substr(at + 6, end - at - 6));
+    at = end;
+    const json& l = j["choices"][0]["logprobs"];
+    if (l.is_null()) continue;
+    ASSERT_EQ(l["token_logprobs"].size(), 1u);
+    EXPECT_EQ(l["top_logprobs"][0].size(),
+              lp["top_logprobs"][streamed.size()].size());
+    streamed.push_back(l["token_logprobs"][0].get<double>());
+  }
+  ASSERT_EQ(streamed.size(), frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    EXPECT_NEAR(streamed[i], frames[i].logprobs(0), 1e-5);
+  }
+  // Chat: content[] with token, logprob, bytes and top_logprobs.
+  const std::string chat =
+      R"({"messages": [{"role": "user", "content": "where is the arm"}],
+          "max_tokens": 4, "temperature": 0, "logprobs": true,
+          "top_logprobs": 3)";
+  Answer c = Post(base, "/v1/chat/completions", chat + "}");
+  ASSERT_EQ(c.status, 200) << c.body;
+  json cl = json::parse(c.body)["choices"][0]["logprobs"];
+  ASSERT_TRUE(cl["content"].is_array()) << c.body;
+  ASSERT_GE(cl["content"].size(), 1u);
+  // The same prompt natively, through the template the face applies.
+  wire::GenerateRequest cg;
+  cg.set_prompt(
+      "<|start_header_id|>user<|end_header_id|>\n\nwhere is the arm"
+      "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  cg.set_max_tokens(4);
+  cg.set_logprobs(true);
+  cg.set_top_logprobs(3);
+  std::vector<wire::GenerateResponse> cframes;
+  ASSERT_TRUE(sock->Generate(cg,
+                             [&](const wire::GenerateResponse& r) {
+                               if (r.tokens_size() > 0) cframes.push_back(r);
+                               return true;
+                             })
+                  .ok());
+  ASSERT_EQ(cl["content"].size(), cframes.size());
+  for (size_t i = 0; i < cframes.size(); ++i) {
+    const json& e = cl["content"][i];
+    EXPECT_NEAR(e["logprob"].get<double>(), cframes[i].logprobs(0), 1e-5);
+    std::string bytes;
+    for (const json& b : e["bytes"]) bytes += static_cast<char>(b.get<int>());
+    EXPECT_EQ(bytes, cframes[i].token_bytes());
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_NEAR(e["top_logprobs"][k]["logprob"].get<double>(),
+                  cframes[i].top_logprobs(k).logprob(), 1e-5);
+    }
+  }
+  Answer cs =
+      Post(base, "/v1/chat/completions", chat + R"(, "stream": true})", "-N");
+  ASSERT_EQ(cs.status, 200) << cs.body;
+  EXPECT_THAT(cs.body, HasSubstr(R"("top_logprobs":[{"bytes":)"));
+  // OpenAI's limits, named.
+  Answer bad =
+      Post(base, "/v1/completions", R"({"prompt": "hi", "logprobs": 6})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(ErrorMessage(bad),
+              HasSubstr("'logprobs' is 6: it must be between 0 and 5"));
+  bad = Post(base, "/v1/chat/completions",
+             R"({"messages": [{"role": "user", "content": "hi"}],
+                 "logprobs": true, "top_logprobs": 21})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(ErrorMessage(bad),
+              HasSubstr("'top_logprobs' is 21: it must be between 0 and 20"));
+  bad = Post(base, "/v1/chat/completions",
+             R"({"messages": [{"role": "user", "content": "hi"}],
+                 "top_logprobs": 2})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_THAT(ErrorMessage(bad), HasSubstr("needs 'logprobs': true"));
+}
+
+// A non-streamed generation whose client disconnects is cancelled: its
+// sequence (the only one) is free at once, and it stopped far short of
+// max_tokens.
+TEST_F(HttpLmTest, DisconnectCancelsAPlainGeneration) {
+  // Greedy, this model and prompt go to max_tokens without an
+  // end-of-generation token (checked below), at a few thousand tokens/s.
+  MakeModel(dir_.path(), "lm", "llama3",
+            "--hidden 256 --ffn 512 --layers 4 --heads 4 --kv-heads 2 "
+            "--vocab 600 --seed 2");
+  StartLm("lm", /*sequences=*/1, /*context=*/4096);
+  auto sock = Socket();
+  ASSERT_TRUE(sock);
+  constexpr int kMax = 4000;
+  // The request runs to its length when left alone.
+  wire::GenerateRequest g;
+  g.set_prompt("the robot arm");
+  g.set_max_tokens(kMax);
+  const auto t0 = std::chrono::steady_clock::now();
+  Result<wire::GenerateSummary> full =
+      sock->Generate(g, [](const wire::GenerateResponse&) { return true; });
+  const double full_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+          .count();
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  ASSERT_EQ(full->stop_reason(), "length");
+  ASSERT_EQ(full->generated_tokens(), static_cast<uint32_t>(kMax));
+
+  auto generated = [&] {
+    Result<wire::StatsResponse> st = sock->Stats();
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? st->generated_tokens() : 0;
+  };
+  const uint64_t before = generated();
+  WriteText(dir_.File("long.json"),
+            R"({"prompt": "the robot arm", "temperature": 0, "max_tokens": )" +
+                std::to_string(kMax) + "}");
+  const pid_t curl = fork();
+  if (curl == 0) {
+    const std::string url =
+        "http://127.0.0.1:" + std::to_string(port_) + "/v1/completions";
+    const std::string data = "@" + dir_.File("long.json");
+    execl(CURL_PATH, "curl", "-sS", "-o", "/dev/null", "-H",
+          "Content-Type: application/json", "--data-binary", data.c_str(),
+          url.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(curl, 0);
+  // Kill the client once its generation runs.
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (generated() == before && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(curl, SIGKILL);
+  waitpid(curl, nullptr, 0);
+  ASSERT_GT(generated(), before) << "the HTTP generation did not start";
+  // The one sequence is free again: a native call is served at once.
+  const auto t1 = std::chrono::steady_clock::now();
+  wire::GenerateRequest next;
+  next.set_prompt("next");
+  next.set_max_tokens(2);
+  Result<wire::GenerateSummary> n =
+      sock->Generate(next, [](const wire::GenerateResponse&) { return true; });
+  const double next_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1)
+          .count();
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  const uint64_t cancelled = generated() - before - n->generated_tokens();
+  std::printf(
+      "full generation %.2f s (%d tokens); cancelled after %llu "
+      "tokens; next call served in %.3f s\n",
+      full_s, kMax, static_cast<unsigned long long>(cancelled), next_s);
+  EXPECT_LT(cancelled, static_cast<uint64_t>(kMax / 2));
+  EXPECT_LT(next_s, full_s / 2);
+}
+
+// --------------------------------------------------- socket activation
+
+// Sockets passed as systemd passes them (LISTEN_FDS, LISTEN_FDNAMES):
+// "http" ones, a unix socket and a TCP one, are the face's listeners and
+// replace the configured ones; the one named "ternd" is the main socket.
+TEST_F(HttpFixture, SocketActivatedListenersReplaceTheConfiguredOnes) {
+  ASSERT_TRUE(WriteTestModel(FastModel(), dir_.File("m.tern")).ok());
+  auto unix_listener = [](const std::string& path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof(a.sun_path), "%s", path.c_str());
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(listen(fd, 16), 0);
+    return fd;
+  };
+  const int main_fd = unix_listener(dir_.File("main.sock"));
+  const int http_unix = unix_listener(dir_.File("passed.sock"));
+  const int http_tcp = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(http_tcp, reinterpret_cast<sockaddr*>(&in), sizeof(in)), 0);
+  ASSERT_EQ(listen(http_tcp, 16), 0);
+  socklen_t len = sizeof(in);
+  getsockname(http_tcp, reinterpret_cast<sockaddr*>(&in), &len);
+  const int passed_port = ntohs(in.sin_port);
+  // The configuration names other addresses: the passed ones win.
+  port_ = FreePort();
+  WriteText(dir_.File("ternd.toml"),
+            "[server]\nsocket = \"" + dir_.File("t.sock") +
+                "\"\n[runtime]\nmodel = \"" + dir_.File("m.tern") +
+                "\"\n[http]\nsocket = \"" + dir_.File("h.sock") +
+                "\"\nport = " + std::to_string(port_) + "\n");
+  DaemonOptions o;
+  o.directory = dir_.path();
+  o.config_path = dir_.File("ternd.toml");
+  o.listen_fds = {main_fd, http_unix, http_tcp};
+  o.listen_fdnames = {"ternd", "http", "http"};
+  daemon_ = std::make_unique<DaemonProcess>(o);
+  close(main_fd);
+  close(http_unix);
+  close(http_tcp);
+  ASSERT_TRUE(daemon_->WaitForNotify("READY=1")) << daemon_->Log();
+
+  Answer a = Curl(
+      "--unix-socket " + Quote(dir_.File("passed.sock")) + " http://localhost",
+      "/health");
+  EXPECT_EQ(a.status, 200) << a.body;
+  a = Curl("http://127.0.0.1:" + std::to_string(passed_port), "/v1/models");
+  EXPECT_EQ(a.status, 200) << a.body;
+  EXPECT_THAT(a.body, HasSubstr(R"("kind":"graph")"));
+  // Neither configured address is bound; the log says why.
+  EXPECT_NE(access(dir_.File("h.sock").c_str(), F_OK), 0);
+  const int probe = ConnectTcp(port_);
+  EXPECT_LT(probe, 0);
+  if (probe >= 0) close(probe);
+  EXPECT_THAT(daemon_->Log(),
+              HasSubstr("of the configuration, which are not bound"));
+  // The main socket is the passed one, not server.socket.
+  EXPECT_NE(access(dir_.File("t.sock").c_str(), F_OK), 0);
+  auto c = client::Client::Connect(dir_.File("main.sock"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_TRUE((*c)->Health().ok());
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 // must never crash or recurse without bound; an accepted body must make
 // answers that are themselves valid JSON, and accepted chat messages go
 // through both chat templates.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "daemon/chat_template.h"
@@ -37,8 +39,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       wire::GenerateSummary s;
       s.set_stop_reason("length");
       CompletionIdentity who{"cmpl-1", 0, c->model};
-      (void)CompletionJson(who, chat, c->generate.prompt(), s);
-      (void)StreamChunk(who, chat, c->generate.prompt(), true, &s);
+      // Logprobs with the body's bytes as token text (any bytes).
+      CompletionLogprobs lp;
+      wire::GenerateResponse f;
+      f.add_tokens(1);
+      f.add_logprobs(-1.0f);
+      f.set_token_bytes(std::string(body.substr(0, 8)));
+      f.add_top_logprobs()->set_bytes(
+          std::string(body.substr(std::min<size_t>(8, body.size()), 8)));
+      lp.frames.push_back(f);
+      lp.text_offsets.push_back(0);
+      (void)CompletionJson(who, chat, c->generate.prompt(), s, &lp);
+      (void)StreamChunk(who, chat, c->generate.prompt(), true, &s, &lp);
       break;
     }
   }

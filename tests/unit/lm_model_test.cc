@@ -421,6 +421,40 @@ TEST_F(LmModelTest, AWholeGenerationDoesNotAllocate) {
 
 // A sampler draws only from what the truncations leave, and a seed gives
 // the same draws.
+TEST(SamplerTest, TopLogprobsAreTheLikeliestInOrder) {
+  // Logits with ties and the likeliest not first.
+  std::vector<float> z = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f, 0.5f, -3.0f};
+  SamplingParams p;
+  p.logprobs = true;
+  p.top_logprobs = 4;
+  Sampler s(7, p, 1);
+  double lse = 0;
+  for (float v : z) lse += std::exp(double(v));
+  lse = std::log(lse);
+  std::vector<float> copy = z;
+  float logprob = 0;
+  EXPECT_EQ(s.Sample(copy.data(), {}, &logprob), 1);  // the lowest of equals
+  ASSERT_EQ(s.top().size(), 4u);
+  const int32_t want[] = {1, 3, 4, 0};  // ties: the lower id first
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(s.top()[i].token, want[i]) << i;
+    EXPECT_NEAR(s.top()[i].logprob, z[want[i]] - lse, 1e-5) << i;
+  }
+  EXPECT_EQ(s.top()[0].logprob, logprob);
+  // More than the vocabulary: all of it; none without top_logprobs.
+  p.top_logprobs = kMaxTopLogprobs;
+  Sampler all(7, p, 1);
+  copy = z;
+  all.Sample(copy.data(), {}, &logprob);
+  EXPECT_EQ(all.top().size(), 7u);
+  EXPECT_EQ(all.top()[6].token, 6);
+  p.top_logprobs = 0;
+  Sampler none(7, p, 1);
+  copy = z;
+  none.Sample(copy.data(), {}, &logprob);
+  EXPECT_TRUE(none.top().empty());
+}
+
 TEST(SamplerTest, TruncationsAndSeeds) {
   std::vector<float> z(100, 0.0f);
   for (int v = 0; v < 100; ++v) z[v] = -0.05f * static_cast<float>(v);

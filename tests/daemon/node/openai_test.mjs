@@ -135,3 +135,21 @@ test('a bad field is an OpenAI error with status 400', async () => {
     client.chat.completions.create({ model: 'ternd', messages: [{ role: 'user', content: 'hi' }], temperature: 7 }),
     (e) => e.status === 400 && /'temperature' is 7/.test(e.message));
 });
+
+test('chat logprobs come back in the SDK\'s shape', async () => {
+  const r = await client.chat.completions.create({
+    model: 'ternd',
+    messages: [{ role: 'user', content: 'Status?' }],
+    max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 3,
+  });
+  const content = r.choices[0].logprobs?.content;
+  assert.ok(Array.isArray(content) && content.length === r.usage.completion_tokens);
+  for (const t of content) {
+    assert.equal(typeof t.token, 'string');
+    assert.ok(t.logprob <= 0);
+    assert.ok(Array.isArray(t.bytes));
+    assert.equal(t.top_logprobs.length, 3);
+    // Greedy: the chosen token is the likeliest.
+    assert.equal(t.top_logprobs[0].logprob, t.logprob);
+  }
+});
