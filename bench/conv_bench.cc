@@ -36,7 +36,8 @@ struct Shape {
   }
 };
 
-// digits_cnn's three layers, a small-vision layer and two 1-D audio layers.
+// digits_cnn's three layers, a small-vision layer, two 1-D audio layers and
+// keywords.tern's four (1-D over 98 log-mel frames, kernels 5, 5, 3, 3).
 const Shape kShapes[] = {
     {"digits_conv1/8x8x1->16", false, 8, 8, 1, 16, 3, 1, 1},
     {"digits_conv2/8x8x16->32", false, 8, 8, 16, 32, 3, 1, 1},
@@ -44,6 +45,10 @@ const Shape kShapes[] = {
     {"vision/32x32x32->64", false, 32, 32, 32, 64, 3, 1, 1},
     {"audio1d/98x40->64", true, 1, 98, 40, 64, 3, 1, 1},
     {"audio1d/49x64->64", true, 1, 49, 64, 64, 3, 1, 1},
+    {"keywords_conv1/98x40->64/k5", true, 1, 98, 40, 64, 5, 1, 2},
+    {"keywords_conv2/49x64->64/k5", true, 1, 49, 64, 64, 5, 1, 2},
+    {"keywords_conv3/24x64->96/k3", true, 1, 24, 64, 96, 3, 1, 1},
+    {"keywords_conv4/12x96->128/k3", true, 1, 12, 96, 128, 3, 1, 1},
 };
 
 [[noreturn]] void Die(const char* what, const Status& s) {

@@ -1,6 +1,9 @@
 // Whole-model inference: Executor::Invoke on the shipped models
 // (models/*.tern), loaded as the daemon loads them (one runtime, kernel
 // "auto"), batch 1 and 8, one thread, random inputs with a fixed seed.
+// BM_Invoke also reports the model's arena use: the bytes of its slot
+// (weights, metadata, activations planned for max_batch rows) and the
+// scratch each worker adds.
 //
 // BM_Invoke/MODEL/batch:B is the plain call, Invoke(batch) with no profile.
 // The per-op profiler's cost when off is BM_Invoke of this suite over
@@ -28,8 +31,9 @@ struct Loaded {
 };
 
 // Loads `name`.tern from the source tree's models/ and fills every input row
-// with uniform values in [-1, 1] (seed 1). Exits on failure: a benchmark of
-// a model that does not load has nothing to say.
+// with uniform values in [-1, 1] (seed 1), or in the int16 range for an
+// audio input (one an AUDIO_FEATURES op reads). Exits on failure: a benchmark
+// of a model that does not load has nothing to say.
 Loaded Load(const std::string& name) {
   const std::string path = std::string(TERND_MODELS_DIR) + "/" + name + ".tern";
   Result<ModelFile> file = ModelFile::Open(path);
@@ -56,7 +60,8 @@ Loaded Load(const std::string& name) {
   for (int i = 0; i < l.model->num_inputs(); ++i) {
     const size_t count = static_cast<size_t>(l.model->max_batch()) *
                          l.model->input_info(i).features;
-    for (size_t j = 0; j < count; ++j) ex.input(i)[j] = uniform(rng);
+    const float scale = l.model->input_info(i).sample_rate ? 8000.0f : 1.0f;
+    for (size_t j = 0; j < count; ++j) ex.input(i)[j] = scale * uniform(rng);
   }
   return l;
 }
@@ -73,6 +78,10 @@ void BM_Invoke(benchmark::State& state, const std::string& name, int batch) {
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * batch);
+  state.counters["slot_bytes"] =
+      static_cast<double>(loaded.model->slot_bytes_used());
+  state.counters["scratch_bytes"] =
+      static_cast<double>(loaded.model->scratch_bytes_per_worker());
 }
 
 void BM_InvokeProfiled(benchmark::State& state, const std::string& name,
@@ -95,7 +104,8 @@ void BM_InvokeProfiled(benchmark::State& state, const std::string& name,
 // Registered before main runs (BENCHMARK_MAIN); the models load when a
 // benchmark runs.
 const bool kRegistered = [] {
-  for (const char* name : {"demo", "digits", "digits_cnn", "vibration"}) {
+  for (const char* name :
+       {"demo", "digits", "digits_cnn", "vibration", "keywords"}) {
     for (int batch : {1, 8}) {
       const std::string label =
           std::string("BM_Invoke/") + name + "/batch:" + std::to_string(batch);

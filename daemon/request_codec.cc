@@ -201,6 +201,7 @@ void FillModelInfo(const runtime::LoadedModel& m, const HostInfo& host,
     s->set_name(m.input_info(i).name);
     s->set_dtype(wire::F32);
     s->set_features(m.input_info(i).features);
+    s->set_sample_rate(m.input_info(i).sample_rate);
   }
   for (int o = 0; o < m.num_outputs(); ++o) {
     wire::TensorSpec* s = info->add_outputs();

@@ -8,10 +8,20 @@ digits     scikit-learn's bundled 8x8 handwritten digits (1797 images, no
 vibration  a synthetic machine-vibration data set made here (see
            `vibration()`): windows of 64 accelerometer samples at 1 kHz from
            a rotating machine in one of four states. Held-out split: 20 %.
+
+keywords   1 s clips of 16 kHz audio (int16 values as float32): the ten spoken
+           digits, "unknown" words and "silence", synthesised with espeak-ng
+           by models/make_keywords_data.py into a cache directory
+           ($TERND_KEYWORDS_DATA, default ~/.cache/ternd/keywords), split by
+           voice: the test voices are never heard in training. `keywords()`
+           holds train and test, `keywords_small()` only the small test set
+           (a subset of the full one) that CI regenerates.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -96,7 +106,42 @@ def vibration() -> Split:
     return Split(x[n_test:], y[n_test:], x[:n_test], y[:n_test], VIBRATION_CLASSES)
 
 
-DATASETS = {"digits": digits, "vibration": vibration}
+def keywords_dir(directory=None) -> str:
+    return directory or os.environ.get("TERND_KEYWORDS_DATA") or os.path.join(
+        os.path.expanduser("~"), ".cache", "ternd", "keywords")
+
+
+def _keywords_split(directory, name: str, small: bool = False):
+    import make_keywords_data as mk
+
+    directory = keywords_dir(directory)
+    got = mk.load(directory, name)
+    if got is None:
+        mk.generate(directory, (name.replace("-small", ""),), small=small,
+                    log=lambda m: print(m, file=sys.stderr))
+        got = mk.load(directory, name)
+    return got[0].astype(np.float32), got[1]
+
+
+def keywords(directory=None, validation: bool = False) -> Split:
+    """Training voices against the unseen test voices (or, with
+    `validation`, the validation voices: what training may look at)."""
+    import make_keywords_data as mk
+
+    xtr, ytr = _keywords_split(directory, "train")
+    xte, yte = _keywords_split(directory, "val" if validation else "test")
+    return Split(xtr, ytr, xte, yte, mk.CLASSES)
+
+
+def keywords_small(directory=None) -> Split:
+    import make_keywords_data as mk
+
+    xte, yte = _keywords_split(directory, "test-small", small=True)
+    return Split(xte[:0], yte[:0], xte, yte, mk.CLASSES)
+
+
+DATASETS = {"digits": digits, "vibration": vibration, "keywords": keywords,
+            "keywords_small": keywords_small}
 
 # Shipped model files (in models/) trained on these data sets: file name ->
 # (data set, name of the int32 class output).
@@ -104,4 +149,7 @@ SHIPPED = {
     "digits.tern": ("digits", "class"),
     "digits_cnn.tern": ("digits", "class"),
     "vibration.tern": ("vibration", "state"),
+    "keywords.tern": ("keywords", "class"),
 }
+# The data set CI checks a shipped model on, where it is not the full one.
+CI_DATASET = {"keywords.tern": "keywords_small"}

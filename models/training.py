@@ -72,3 +72,12 @@ def fit_and_check(model: nn.Sequential, data, *, epochs: int, lr: float, batch: 
         print(f"accuracy below {min_accuracy}: not exporting", file=sys.stderr)
         return None
     return acc
+
+
+def apply_in_batches(module: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """module(x) in eval mode without gradients, `batch` rows at a time (a
+    fixed front end computed once for a whole data set), as float32 NumPy."""
+    module.eval()
+    with torch.no_grad():
+        return np.concatenate([module(torch.from_numpy(x[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)]).astype(np.float32)

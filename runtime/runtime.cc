@@ -719,6 +719,14 @@ Result<const LoadedModel*> Runtime::Load(int slot, const ModelFile& file) {
     CopyName(io[i].name, vi.name());
     io[i].dtype = shapes[v].dtype;
     io[i].features = shapes[v].features;
+    io[i].sample_rate = 0;
+    if (is_in) {
+      for (const model::Op& op : g.ops()) {
+        if (op.type() == model::AUDIO_FEATURES && op.inputs(0) == vi.name()) {
+          io[i].sample_rate = op.audio().sample_rate();
+        }
+      }
+    }
     io_values[i] = v;
   }
 

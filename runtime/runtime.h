@@ -55,6 +55,9 @@ struct IoInfo {
   char name[kMaxNameLength + 1];
   model::DType dtype;  // F32, or I32 for argmax outputs
   uint32_t features;
+  // An input that an AUDIO_FEATURES op reads directly: the sample rate (Hz)
+  // of the PCM it takes; 0 for other inputs and for outputs.
+  uint32_t sample_rate = 0;
 };
 
 class LoadedModel;

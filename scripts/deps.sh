@@ -17,7 +17,7 @@ test_pkgs=(
   clang libclang-rt-14-dev
   mosquitto mosquitto-clients nginx openssl sqlite3 systemd curl
   python3 python3-numpy python3-protobuf python3-torch python3-sklearn
-  python3-pytest python3-venv python3-regex
+  python3-pytest python3-venv python3-regex python3-scipy espeak-ng
   lintian debootstrap prometheus nodejs npm
 )
 

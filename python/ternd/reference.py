@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -286,11 +286,13 @@ def concat(parts: Sequence[np.ndarray], channels: Sequence[int]):
 
 
 def run(model: TernFile, inputs: Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]],
-        trace: bool = False) -> RunResult:
+        trace: bool = False, given: Optional[Mapping[str, np.ndarray]] = None) -> RunResult:
     """Runs `model` on a batch. `inputs`: one array (single-input models), a
     list in input order, or a dict by input name; each [batch, ...] and
     flattened to [batch, features]. With trace=True every value and every
-    ternary op's codes and accumulators are kept."""
+    ternary op's codes and accumulators are kept. `given` maps op outputs to
+    values to use instead of computing them (e.g. the runtime's audio
+    features, so that the rest runs from exactly the runtime's input)."""
     g = model.header.graph
     if isinstance(inputs, Mapping):
         arrays = [inputs[v.name] for v in g.inputs]
@@ -314,6 +316,9 @@ def run(model: TernFile, inputs: Union[np.ndarray, Sequence[np.ndarray], Mapping
     for i, op in enumerate(g.ops):
         x = values[op.inputs[0]]
         t = op.type
+        if given is not None and op.output in given:
+            values[op.output] = np.asarray(given[op.output], dtype=f32).reshape(x.shape[0], -1)
+            continue
         if t == model_pb2.TERNARY_LINEAR:
             y, q, dq, acc = ternary_linear(x, tensor(op.weight), tensor(op.bias))
             if trace:

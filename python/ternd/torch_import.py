@@ -9,7 +9,7 @@ can compare the C++ runtime with PyTorch for any shipped file.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -165,7 +165,10 @@ class TernModule(nn.Module):
             return None
         raise ValueError(f"op type {t} has no PyTorch equivalent here")
 
-    def forward(self, *inputs: torch.Tensor, trace: bool = False) -> Dict[str, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor, trace: bool = False,
+                given: Optional[Mapping[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """`given` maps op outputs to values used instead of computing them
+        (as in ternd.reference.run)."""
         if len(inputs) != len(self.input_names):
             raise ValueError(f"expected {len(self.input_names)} inputs, got {len(inputs)}")
         values = {n: x.reshape(x.shape[0], -1).to(torch.float32)
@@ -173,7 +176,10 @@ class TernModule(nn.Module):
         with torch.no_grad():
             for type_, ins, out, idx in self.ops:
                 x = values[ins[0]]
-                if type_ == model_pb2.ADD:
+                if given is not None and out in given:
+                    values[out] = torch.as_tensor(given[out], dtype=torch.float32).reshape(
+                        x.shape[0], -1)
+                elif type_ == model_pb2.ADD:
                     values[out] = x + values[ins[1]]
                 elif type_ == model_pb2.ARGMAX:
                     values[out] = torch.argmax(x, dim=1, keepdim=True).to(torch.int32)

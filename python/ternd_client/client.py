@@ -7,7 +7,8 @@ back in any order).
 
 Inputs are given as a dict from input name to rows of values: a list of
 lists, a flat list (one row), a `array.array('f')` with `rows=`, or a numpy
-array of shape [rows, features] when numpy is installed. Outputs come back
+array of shape [rows, features] or [features] (one row) when numpy is
+installed: float or integer, e.g. int16 audio samples, sent as float32. Outputs come back
 as `Tensor` objects.
 
 Language models stream: `generate` returns a `Generation` (an async one on
@@ -177,6 +178,14 @@ def _tensor_proto(name: str, value: Any, rows: Optional[int]) -> pb.Tensor:
     t = pb.Tensor(name=name, dtype=pb.F32)
     if hasattr(value, "dtype") and hasattr(value, "tobytes"):  # numpy
         import numpy as np
+        # Integer samples (int16 audio, uint8 pixels, ...) travel as their
+        # values in float32, which holds every int16/uint16 exactly.
+        if value.dtype.kind not in "fiu" or value.dtype.itemsize > 8:
+            raise TypeError(f"input '{name}': numpy dtype {value.dtype} is not a real number "
+                            "type (int16, float32, ...)")
+        if value.ndim not in (1, 2):
+            raise ValueError(f"input '{name}': numpy array of shape {value.shape}; expected "
+                             "[features] (one row) or [rows, features]")
         a = np.ascontiguousarray(value, dtype=np.float32)
         if a.ndim == 1:
             a = a.reshape(1, -1)

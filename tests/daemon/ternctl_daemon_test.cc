@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -272,6 +274,143 @@ TEST_F(TernctlDaemonTest, NoDaemonIsAClearError) {
   unsetenv("TERND_SOCKET");
   EXPECT_EQ(from_env.status, 1);
   EXPECT_THAT(from_env.text, HasSubstr("socket from $TERND_SOCKET"));
+}
+
+// A WAV file's bytes: a RIFF/WAVE header, a "fmt " chunk with these
+// fields and a "data" chunk of `data` (whose declared size may lie).
+std::string Wav(const std::string& data, uint32_t rate = 16000,
+                uint16_t channels = 1, uint16_t bits = 16,
+                uint32_t declared_data = UINT32_MAX) {
+  std::string w;
+  auto u16 = [&](uint16_t v) { w.append({char(v & 255), char(v >> 8)}); };
+  auto u32 = [&](uint32_t v) {
+    for (int i = 0; i < 4; ++i) w.push_back(char((v >> (8 * i)) & 255));
+  };
+  w += "RIFF";
+  u32(static_cast<uint32_t>(36 + data.size()));
+  w += "WAVEfmt ";
+  u32(16);
+  u16(1);
+  u16(channels);
+  u32(rate);
+  u32(rate * channels * bits / 8);
+  u16(static_cast<uint16_t>(channels * bits / 8));
+  u16(bits);
+  w += "data";
+  u32(declared_data == UINT32_MAX ? static_cast<uint32_t>(data.size())
+                                  : declared_data);
+  return w + data;
+}
+
+// `n` 16-bit samples: a 440 Hz tone with a slow sweep, and their values as
+// text (what `ternctl run -i` reads).
+std::string Samples(int n, std::string* text) {
+  std::string pcm;
+  for (int i = 0; i < n; ++i) {
+    const double t = i / 16000.0;
+    const auto v = static_cast<int16_t>(
+        9000 * std::sin(2 * M_PI * (440 + 200 * t) * t) + (i % 13) * 40 - 240);
+    pcm.push_back(static_cast<char>(v & 255));
+    pcm.push_back(static_cast<char>((v >> 8) & 255));
+    *text += std::to_string(v) + ((i + 1) % 16000 ? " " : "\n");
+  }
+  return pcm;
+}
+
+TEST_F(TernctlDaemonTest, InferWavNeedsAnAudioModel) {
+  std::string text;
+  WriteText(dir_.File("a.wav"), Wav(Samples(16000, &text)));
+  Output out = Ternctl("infer" + socket_ + " --wav " + dir_.File("a.wav"));
+  EXPECT_EQ(out.status, 1);
+  EXPECT_THAT(out.text, HasSubstr("has no audio input"));
+}
+
+// `ternctl infer --wav` on the shipped keyword spotter (models/keywords.tern).
+class TernctlWavTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WriteText(dir_.File("ternd.toml"),
+              "[server]\nsocket = \"" + dir_.File("t.sock") +
+                  "\"\n[runtime]\nmodel = \"" + std::string(KEYWORDS_MODEL) +
+                  "\"\nworkers = 1\n");
+    DaemonOptions o;
+    o.directory = dir_.path();
+    o.config_path = dir_.File("ternd.toml");
+    daemon_ = std::make_unique<DaemonProcess>(o);
+    ASSERT_TRUE(daemon_->WaitForNotify("READY=1")) << daemon_->Log();
+    socket_ = " --socket " + dir_.File("t.sock");
+  }
+
+  // Writes `bytes` as a file and runs `infer --wav` on it.
+  Output InferWav(const std::string& name, const std::string& bytes,
+                  const std::string& flags = "") {
+    WriteText(dir_.File(name), bytes);
+    return Ternctl("infer" + socket_ + flags + " --wav " + dir_.File(name));
+  }
+
+  TempDir dir_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::string socket_;
+};
+
+TEST_F(TernctlWavTest, OneRowPerSecondSameAsRunOnTheValues) {
+  std::string text;
+  const std::string pcm = Samples(32000, &text);
+  Output one = InferWav("one.wav", Wav(pcm.substr(0, 32000)), " --json");
+  ASSERT_EQ(one.status, 0) << one.text;
+  Output two = InferWav("two.wav", Wav(pcm), " --json");
+  ASSERT_EQ(two.status, 0) << two.text;
+  WriteText(dir_.File("values.txt"), text);
+  Output run = Ternctl(std::string("run ") + KEYWORDS_MODEL + " --json -i " +
+                       dir_.File("values.txt"));
+  ASSERT_EQ(run.status, 0) << run.text;
+  const Json ran = Json::parse(run.text, nullptr, false);
+  const Json j1 = Json::parse(one.text, nullptr, false);
+  const Json j2 = Json::parse(two.text, nullptr, false);
+  ASSERT_TRUE(ran.is_object() && j1.is_object() && j2.is_object());
+  EXPECT_EQ(j2["model"], "keywords");
+  EXPECT_EQ(j2["outputs"], ran["outputs"]);
+  ASSERT_EQ(j2["outputs"]["class"].size(), 2u);
+  EXPECT_EQ(j1["outputs"]["class"][0], ran["outputs"]["class"][0]);
+  EXPECT_EQ(j1["outputs"]["probs"][0], ran["outputs"]["probs"][0]);
+}
+
+TEST_F(TernctlWavTest, RefusesWhatItCannotTakeAndSaysWhy) {
+  std::string text;
+  const std::string pcm = Samples(16000, &text);
+  struct Case {
+    const char* name;
+    std::string bytes;
+    const char* says;
+  } cases[] = {
+      {"stereo.wav", Wav(pcm, 16000, 2), "2 channels, expected 1 (mono)"},
+      {"8bit.wav", Wav(pcm, 16000, 1, 8), "8 bits per sample, expected 16"},
+      {"44k.wav", Wav(pcm, 44100),
+       "44100 Hz audio; model 'keywords' takes 16000 Hz"},
+      {"short.wav", Wav(pcm.substr(0, 16000)),
+       "8000 samples (0.500 s); model 'keywords' takes 16000 samples"},
+      {"truncated.wav", Wav(pcm).substr(0, 20000),
+       "offset 36: chunk 'data' declares 32000 bytes, but only 19956 follow"},
+      {"header.wav", Wav(pcm).substr(0, 30),
+       "offset 12: chunk 'fmt ' declares 16"},
+      {"notwav.wav", "ID3\x04 an mp3 file, not a wav",
+       "expected a RIFF/WAVE header"},
+      {"odd.wav", Wav(pcm.substr(0, 3)),
+       "not a whole number of 16-bit samples"},
+  };
+  for (const Case& c : cases) {
+    Output out = InferWav(c.name, c.bytes);
+    EXPECT_EQ(out.status, 1) << c.name;
+    EXPECT_THAT(out.text, HasSubstr(c.says)) << c.name;
+    EXPECT_THAT(out.text, HasSubstr(dir_.File(c.name))) << c.name;
+  }
+  Output missing =
+      Ternctl("infer" + socket_ + " --wav " + dir_.File("none.wav"));
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_THAT(missing.text, HasSubstr(dir_.File("none.wav")));
+  Output both = Ternctl("infer" + socket_ + " --wav x.wav --values 1");
+  EXPECT_NE(both.status, 0);
+  EXPECT_THAT(both.text, HasSubstr("excludes"));
 }
 
 }  // namespace

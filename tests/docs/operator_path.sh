@@ -501,6 +501,8 @@ cp models/vibration.tern new/  # the new model, for bench --compare
 run training.md "models/train_digits.py"
 run training.md "models/train_vibration.py"
 run training.md "models/train_digits_cnn.py"
+skip training.md "models/make_keywords_data.py" "a minute of espeak-ng on 2 cores; python_crosscheck regenerates the small test set and checks the committed keywords.tern"
+skip training.md "models/train_keywords.py" "needs the generated data set and minutes of CPU; python_crosscheck checks the committed keywords.tern"
 run training.md "ternctl bench models/vibration.tern --batch 1,8,64"
 run training.md "ternctl bench models/vibration.tern --batch 1 --profile"
 run training.md "ternctl bench --compare"

@@ -22,6 +22,7 @@
 #include "tools/ternctl/commands.h"
 #include "tools/ternctl/json_output.h"
 #include "tools/ternctl/values.h"
+#include "tools/ternctl/wav.h"
 
 namespace ternd::ternctl {
 namespace {
@@ -89,9 +90,45 @@ struct InferOptions {
   DaemonOptions daemon;
   std::string input_path;
   std::vector<std::string> values;
+  std::string wav_path;
   std::vector<std::string> outputs;
   uint64_t deadline_ms = 0;
 };
+
+// The rows of `ternctl infer --wav FILE`: the model's one input must be
+// read by an audio front end (ModelInfo's sample_rate) at the file's rate;
+// the file holds one row of samples or a whole number of consecutive rows.
+Result<std::vector<float>> WavRows(const std::string& path,
+                                   const wire::ModelInfoResponse& info) {
+  const char* p = path.c_str();
+  if (info.inputs_size() != 1 || info.inputs(0).sample_rate() == 0) {
+    return InvalidArgument(
+        "--wav %s: model '%s' has no audio input (its only input must be read "
+        "by an AUDIO_FEATURES front end); give values with -i or --values",
+        p, info.name().c_str());
+  }
+  const wire::TensorSpec& in = info.inputs(0);
+  Result<std::vector<uint8_t>> bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  Result<WavAudio> wav = ParseWav(*bytes, path);
+  if (!wav.ok()) return wav.status();
+  if (wav->sample_rate != in.sample_rate()) {
+    return InvalidArgument(
+        "%s: %u Hz audio; model '%s' takes %u Hz (resample the file first, "
+        "e.g. sox IN.wav -r %u OUT.wav)",
+        p, wav->sample_rate, info.name().c_str(), in.sample_rate(),
+        in.sample_rate());
+  }
+  const size_t n = wav->samples.size(), row = in.features();
+  if (n == 0 || n % row != 0 || n / row > info.max_batch()) {
+    return InvalidArgument(
+        "%s: %zu samples (%.3f s); model '%s' takes %zu samples (%.3f s) per "
+        "row, 1 to %u rows",
+        p, n, static_cast<double>(n) / wav->sample_rate, info.name().c_str(),
+        row, static_cast<double>(row) / in.sample_rate(), info.max_batch());
+  }
+  return std::move(wav->samples);
+}
 
 void PrintInferResponse(const wire::InferResponse& r) {
   for (const wire::Tensor& t : r.outputs()) {
@@ -159,7 +196,11 @@ int Infer(const InferOptions& opt) {
 
   std::string origin;
   std::string text;
-  if (!opt.values.empty()) {
+  Result<std::vector<float>> values = std::vector<float>{};
+  if (!opt.wav_path.empty()) {
+    origin = opt.wav_path;
+    values = WavRows(opt.wav_path, *info);
+  } else if (!opt.values.empty()) {
     origin = "--values";
     for (const std::string& v : opt.values) text += v + " ";
   } else {
@@ -169,7 +210,7 @@ int Infer(const InferOptions& opt) {
     if (!read.ok()) return Fail(read.status());
     text = std::move(*read);
   }
-  Result<std::vector<float>> values = ParseValues(text, origin);
+  if (opt.wav_path.empty()) values = ParseValues(text, origin);
   if (!values.ok()) return Fail(values.status());
   size_t row = 0;
   for (const wire::TensorSpec& in : info->inputs()) row += in.features();
@@ -816,6 +857,12 @@ void AddDaemonCommands(CLI::App& app, int* exit_code) {
                                  "Input values on the command line")
                      ->expected(1, -1);
   input->excludes(values);
+  auto* wav = cmd->add_option(
+      "--wav", infer->wav_path,
+      "16-bit PCM mono WAV file for an audio model: one row per model input "
+      "length of samples, at the rate the model takes (no resampling)");
+  wav->excludes(input);
+  wav->excludes(values);
   cmd->add_option("--output", infer->outputs,
                   "Return only these outputs (repeatable)");
   cmd->add_option("--deadline-ms", infer->deadline_ms,
