@@ -105,6 +105,55 @@ TEST(ShadowSpecTest, BadRatesAndThresholdsNameTheFieldAndValue) {
   EXPECT_THAT(ErrorOf(v), HasSubstr("shadow_validation.output is 64 bytes"));
 }
 
+// Every combination of awkward values: an accepted spec is always within
+// range, a refusal always names a shadow_validation field.
+TEST(ShadowSpecTest, AwkwardValuesAreAcceptedOnlyWithinRange) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double reals[] = {-inf, -1, -0.0,      0,   1e-300,
+                          0.5,  1,  1.0000001, inf, nan};
+  const uint64_t counts[] = {0, 1, ~uint64_t{0}};
+  const uint32_t seconds[] = {0, 1, ~uint32_t{0}};
+  const char* metrics[] = {"", "argmax", "relative_l2", "ARGMAX", "l2"};
+  int accepted = 0;
+  for (double rate : reals) {
+    for (double agreement : reals) {
+      for (double bound : reals) {
+        for (uint64_t n : counts) {
+          for (uint32_t t : seconds) {
+            for (const char* metric : metrics) {
+              ota::ShadowValidation v;
+              v.set_sample_rate(rate);
+              v.set_min_agreement(agreement);
+              v.set_max_relative_l2(bound);
+              v.set_min_requests(n);
+              v.set_time_limit_s(t);
+              v.set_metric(metric);
+              Result<ShadowSpec> s = ShadowSpecFromRelease(v);
+              if (!s.ok()) {
+                ASSERT_THAT(s.status().message(),
+                            ::testing::StartsWith("shadow_validation."));
+                continue;
+              }
+              ++accepted;
+              ASSERT_TRUE(s->sample_rate > 0 && s->sample_rate <= 1);
+              ASSERT_TRUE(s->min_agreement >= 0 && s->min_agreement <= 1);
+              ASSERT_TRUE(std::isfinite(s->max_relative_l2) &&
+                          s->max_relative_l2 >= 0);
+              ASSERT_GE(s->min_requests, 1u);
+              ASSERT_GE(s->time_limit_s, 1u);
+              if (s->metric == ShadowMetric::kRelativeL2) {
+                ASSERT_GT(s->max_relative_l2, 0);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(accepted, 0);
+}
+
 TEST(CompareRowsTest, ArgmaxCountsRowsWithTheSameIndex) {
   // Three rows of four: same winner, other winner, a tie (first wins).
   const float serving[] = {0.1f, 0.7f, 0.1f, 0.1f,  //
