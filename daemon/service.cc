@@ -293,7 +293,8 @@ Status Service::Impl::Start() {
   TERND_RETURN_IF_ERROR(StartFleet());
   if (updater_) {
     shadow_ = std::make_unique<ShadowValidator>(
-        event_.get(), slots_.get(), pool_.get(), config_.swap == "hot");
+        event_.get(), slots_.get(), pool_.get(), config_.swap == "hot",
+        [this]() { return outstanding_ == 0; });
     updater_->SetShadowHost(shadow_.get());
     updater_->Attach(slots_.get());
   }

@@ -184,12 +184,15 @@ std::string AgreementStats::Summary() const {
 // ---------------------------------------------------------- ShadowValidator
 
 ShadowValidator::ShadowValidator(sd_event* loop, ModelSlots* slots,
-                                 WorkerPool* pool, bool hot_swap)
+                                 WorkerPool* pool, bool hot_swap,
+                                 std::function<bool()> clients_idle)
     : loop_(loop),
       slots_(slots),
       pool_(pool),
       hot_swap_(hot_swap),
-      deliver_(loop, "shadow-verdict", [this]() { Deliver(); }) {
+      clients_idle_(std::move(clients_idle)),
+      deliver_(loop, "shadow-verdict", [this]() { Deliver(); }),
+      submit_(loop, "shadow-submit", [this]() { Submit(); }) {
   job_.task = this;
 }
 
@@ -361,10 +364,24 @@ void ShadowValidator::Offer(const InferJob& answered, bool idle) {
   job_.status = Status::Ok();
   job_.received_ns = MonotonicNs();
   job_.deadline_ns = 0;
+  // Submitted on a later turn of the loop, once the answer was flushed to
+  // its client (the reading code flushes after the handler returns).
+  in_flight_ = true;
+  submit_.Schedule();
+}
+
+void ShadowValidator::Submit() {
+  if (!in_flight_ || hold_slot_ >= 0) return;
+  if (!running_ || outcome_ || !clients_idle_() || !slots_->serving_any()) {
+    // A request arrived meanwhile (or the validation ended): dropped.
+    in_flight_ = false;
+    if (running_ && !outcome_) stats_.Drop();
+    if (outcome_) deliver_.Schedule();
+    return;
+  }
   // The serving slot stays as it is while the job may read it.
   const ModelSlots::Hold hold = slots_->Acquire();
   hold_slot_ = hold.slot;
-  in_flight_ = true;
   pool_->Submit(&job_);
 }
 

@@ -3,11 +3,13 @@
 // is activated only when it agrees with it often enough (docs/ota.md,
 // "Shadow validation").
 //
-//   request --> serving model --> answer sent to the client --> Offer()
+//   request --> serving model --> answer queued for the client --> Offer()
 //     sampled (every 1/sample_rate-th answer), the shadow job free and no
 //     client request outstanding?  else dropped, never queued
 //     --> inputs (and the serving model's rows of the compared output)
 //         copied into the one preallocated shadow job
+//     --> next turn of the loop, the answer flushed: still no client
+//         request outstanding?  submitted to the pool, else dropped
 //     --> a worker runs the staged model on them and compares the rows
 //     --> back on the loop: the counters; a verdict at min_requests, or
 //         when the time limit passes first
@@ -161,9 +163,11 @@ class ShadowHost {
 class ShadowValidator final : public ShadowHost, private PoolTask {
  public:
   // `hot_swap`: runtime.swap is "hot" (an idle slot holds the staged
-  // model). `slots` and `pool` outlive the validator.
+  // model). `clients_idle`: no client request is outstanding (asked again
+  // right before a sample is submitted). `slots` and `pool` outlive the
+  // validator.
   ShadowValidator(sd_event* loop, ModelSlots* slots, WorkerPool* pool,
-                  bool hot_swap);
+                  bool hot_swap, std::function<bool()> clients_idle);
   ~ShadowValidator() override;
   ShadowValidator(const ShadowValidator&) = delete;
   ShadowValidator& operator=(const ShadowValidator&) = delete;
@@ -188,6 +192,9 @@ class ShadowValidator final : public ShadowHost, private PoolTask {
   // PoolTask: runs the staged model (and, when the answer did not carry
   // the compared output, the serving model) on the shadow job's rows.
   void Run(int worker, InferJob* job) override;
+  // Submits the copied sample on a later turn of the loop than the answer
+  // it copies (after that answer was flushed), if still nothing else runs.
+  void Submit();
   // A verdict was reached: delivered once no shadow job runs.
   void Conclude(ShadowOutcome outcome);
   void Deliver();
@@ -198,6 +205,7 @@ class ShadowValidator final : public ShadowHost, private PoolTask {
   ModelSlots* slots_;
   WorkerPool* pool_;
   const bool hot_swap_;
+  std::function<bool()> clients_idle_;
 
   // The validation in progress.
   bool running_ = false;
@@ -218,9 +226,12 @@ class ShadowValidator final : public ShadowHost, private PoolTask {
   std::optional<ShadowOutcome> outcome_;  // reached, not yet delivered
   EventSource tick_;
   LoopTask deliver_;
+  LoopTask submit_;
 
   // The shadow job (at most one in flight) and its buffers.
   InferJob job_;
+  // From the copy (Offer) until the job is back (TakeCompleted) or the
+  // sample is dropped at Submit.
   bool in_flight_ = false;
   int hold_slot_ = -1;  // the serving slot, held while the job runs
   // The serving model's rows of the compared output, when the answer
