@@ -19,6 +19,9 @@ namespace ternd::daemon {
 namespace {
 
 constexpr uint64_t kTickUsec = 1000000;  // progress at most once a second
+// The shadow jobs' compute time may be at most this share of the time the
+// validation has run (of one worker): beyond it, samples are dropped.
+constexpr double kMaxCpuShare = 0.25;
 
 bool InUnitInterval(double x) { return std::isfinite(x) && x >= 0 && x <= 1; }
 
@@ -293,7 +296,9 @@ Status ShadowValidator::BeginValidation(
   p.min_agreement = spec.min_agreement;
   p.deadline = static_cast<int64_t>(::time(nullptr)) + spec.time_limit_s;
   sample_credit_ = 0;
-  deadline_ns_ = MonotonicNs() + int64_t{spec.time_limit_s} * 1000000000;
+  begun_ns_ = MonotonicNs();
+  shadow_busy_ns_ = 0;
+  deadline_ns_ = begun_ns_ + int64_t{spec.time_limit_s} * 1000000000;
   changed_ = std::move(changed);
   done_ = std::move(done);
   outcome_.reset();
@@ -335,8 +340,12 @@ void ShadowValidator::Offer(const InferJob& answered, bool idle) {
   sample_credit_ += spec_.sample_rate;
   if (sample_credit_ < 1.0) return;  // not sampled
   sample_credit_ -= 1.0;
-  // Dropped, never queued: a client's request must not wait behind it.
-  if (in_flight_ || !idle || answered.batch > staged_->max_batch()) {
+  // Dropped, never queued: a client's request must not wait behind it,
+  // and the shadow jobs stay within their share of a worker's time.
+  const double budget_ns =
+      kMaxCpuShare * static_cast<double>(MonotonicNs() - begun_ns_);
+  if (in_flight_ || !idle || answered.batch > staged_->max_batch() ||
+      static_cast<double>(shadow_busy_ns_) > budget_ns) {
     stats_.Drop();
     return;
   }
@@ -437,6 +446,7 @@ bool ShadowValidator::TakeCompleted(InferJob* job) {
   in_flight_ = false;
   slots_->Release(hold_slot_);
   hold_slot_ = -1;
+  shadow_busy_ns_ += job_.finished_ns - job_.started_ns;
   if (job_.status.code() == StatusCode::kCancelled) {
     // The pool stops: no verdict from this one.
   } else if (shot_serving_failed_) {

@@ -4,8 +4,10 @@
 // "Shadow validation").
 //
 //   request --> serving model --> answer queued for the client --> Offer()
-//     sampled (every 1/sample_rate-th answer), the shadow job free and no
-//     client request outstanding?  else dropped, never queued
+//     sampled (every 1/sample_rate-th answer), the shadow job free, no
+//     client request outstanding and the shadow jobs' compute time under
+//     a quarter of the time the validation has run?  else dropped, never
+//     queued
 //     --> inputs (and the serving model's rows of the compared output)
 //         copied into the one preallocated shadow job
 //     --> next turn of the loop, the answer flushed: still no client
@@ -218,8 +220,10 @@ class ShadowValidator final : public ShadowHost, private PoolTask {
   int serving_output_ = -1, staged_output_ = -1;
   bool exact_ = false;  // int32 output: compared exactly
   size_t output_features_ = 0;
-  double sample_credit_ = 0;  // += sample_rate per answer; a sample at 1
-  int64_t deadline_ns_ = 0;   // CLOCK_MONOTONIC
+  double sample_credit_ = 0;    // += sample_rate per answer; a sample at 1
+  int64_t deadline_ns_ = 0;     // CLOCK_MONOTONIC
+  int64_t begun_ns_ = 0;        // CLOCK_MONOTONIC
+  int64_t shadow_busy_ns_ = 0;  // the shadow jobs' compute time so far
   bool changed_since_tick_ = false;
   std::function<void()> changed_;
   std::function<void(const ShadowOutcome&)> done_;

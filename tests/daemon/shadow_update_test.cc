@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -367,7 +368,7 @@ TEST_F(ShadowUpdateTest, AgreeingDeviceActivatesDisagreeingDeviceRejects) {
 
 TEST_F(ShadowUpdateTest, NoTrafficWithinTheTimeLimitIsRejected) {
   auto a = StartDevice("robot-a", Model(1, 21));
-  Publish(Publishable(Model(2, 21), 1, Validation(5, 2)));
+  Publish(Publishable(Model(2, 21), 1, Validation(5, 3)));
   std::optional<ota::UpdateReport> validating =
       WaitForState("robot-a", "validating", 2);
   ASSERT_TRUE(validating) << a->Log();
@@ -376,15 +377,26 @@ TEST_F(ShadowUpdateTest, NoTrafficWithinTheTimeLimitIsRejected) {
   ASSERT_TRUE(c.ok());
   Result<wire::UpdateStatusResponse> st = (*c)->UpdateStatus();
   ASSERT_TRUE(st.ok());
-  if (st->state() == "validating") {
-    EXPECT_EQ(st->shadow().required(), 5u);
-    EXPECT_EQ(st->shadow().requests(), 0u);
-  }
+  ASSERT_EQ(st->state(), "validating");
+  EXPECT_EQ(st->state_code(), 11);
+  EXPECT_EQ(st->shadow().required(), 5u);
+  EXPECT_EQ(st->shadow().requests(), 0u);
+  const std::string out = dir_.File("status.txt");
+  const int rc = std::system((std::string(TERNCTL_PATH) + " status -s " +
+                              Socket("robot-a") + " > " + out + " 2>&1")
+                                 .c_str());
+  EXPECT_EQ(rc, 0) << ReadText(out);
+  EXPECT_THAT(ReadText(out),
+              HasSubstr("update      validating (11) 'fleetnet' version 2"));
+  EXPECT_THAT(ReadText(out),
+              HasSubstr("shadow      0 / 5 requests compared, agreement "
+                        "0.000 (0 of 0 rows, argmax on 'probs'; required "
+                        "0.900)"));
   std::optional<ota::UpdateReport> rejected =
       WaitForState("robot-a", "rejected", 2, 15000);
   ASSERT_TRUE(rejected) << a->Log();
   EXPECT_THAT(rejected->reason(),
-              HasSubstr("shadow validation timed out: 2 s passed with 0 of 5 "
+              HasSubstr("shadow validation timed out: 3 s passed with 0 of 5 "
                         "requests compared"));
   Result<wire::ModelInfoResponse> info = (*c)->ModelInfo();
   ASSERT_TRUE(info.ok());
