@@ -17,8 +17,8 @@
 //         when the time limit passes first
 //
 // Parts:
-// - ShadowSpec (ShadowSpecFromRelease): the signed manifest's fields,
-//   checked when the release arrives; a bad value is an error naming it.
+// - ota::ShadowSpec (ota/shadow_validation.h): the signed manifest's
+//   fields, checked when the release arrives (and by ternctl sign).
 // - AgreementStats and CompareRows: the counting and the verdict, pure
 //   (tests/daemon/shadow_validator_test.cc).
 // - ShadowValidator: the sampler and the shadow job, owned by the service
@@ -47,40 +47,15 @@
 #include "base/event_loop.h"
 #include "base/status.h"
 #include "daemon/worker_pool.h"
-#include "ota/metadata.pb.h"
+#include "ota/shadow_validation.h"
 
 namespace ternd::daemon {
 
 class ModelSlots;
-
-enum class ShadowMetric {
-  // A row agrees when both models pick the same index (the first of equal
-  // maxima, runtime/ops.h Argmax) of the compared output: classifiers.
-  kArgmax,
-  // A row agrees when ||staged - serving|| <= max_relative_l2 *
-  // ||serving|| (L2 over the row; a zero serving row needs a zero staged
-  // row): regressors, embeddings, anything else.
-  kRelativeL2,
-};
-const char* ShadowMetricName(ShadowMetric metric);  // "argmax", ...
-
-// The manifest's request, checked (ShadowSpecFromRelease).
-struct ShadowSpec {
-  double sample_rate = 1.0;
-  uint64_t min_requests = 1;
-  double min_agreement = 1.0;
-  // Named by the manifest, or resolved from the compared output at
-  // BeginValidation (argmax for more than one value per row).
-  std::optional<ShadowMetric> metric;
-  double max_relative_l2 = 0;
-  uint32_t time_limit_s = 1;
-  std::string output;  // empty: the first output
-};
-
-// Checks every field of a release's shadow_validation: rates and shares in
-// range, a known metric, a bound where relative_l2 needs one, a time
-// limit. The error names the field, the value found and what is expected.
-Result<ShadowSpec> ShadowSpecFromRelease(const ota::ShadowValidation& v);
+using ota::ShadowMetric;
+using ota::ShadowMetricName;
+using ota::ShadowSpec;
+using ota::ShadowSpecFromRelease;
 
 // Where a validation stands (ternctl status, the fleet's state reports).
 struct ShadowProgress {
