@@ -1184,8 +1184,9 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
                static_cast<long long>((now - job->received_ns) / 1000));
   }
   connections_->Send(c, &response_);
-  // After the answer: the staged model may run the same rows (never on the
-  // client's path; dropped when a request is outstanding).
+  // After the answer: the staged model may run the same rows, submitted on
+  // the loop's next turn once this answer was flushed (never on the
+  // client's path; dropped while a request is outstanding).
   if (shadow_) shadow_->Offer(*job, outstanding_ == 0);
 }
 
