@@ -106,6 +106,13 @@ class ModelSlots final : public ModelHost {
   // What a change in progress is about ("reload of x.tern"); empty: none.
   const std::string& changing() const { return changing_; }
   bool has_staged() const { return staged_slot_ >= 0; }
+  // The graph model waiting in the idle slot for ActivateStaged (hot swap;
+  // shadow validation runs it); null when none or a language model waits.
+  const runtime::LoadedModel* staged() const {
+    return staged_slot_ >= 0 && staged_slot_ != active_slot_
+               ? runtime_->model(staged_slot_)
+               : nullptr;
+  }
   const runtime::Runtime& runtime() const { return *runtime_; }
 
   // ModelHost.

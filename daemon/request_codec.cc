@@ -291,6 +291,21 @@ void FillUpdateStatus(const UpdateStatus& st,
     out->set_previous_configured(configured_model);
   }
   out->set_probation(st.probation);
+  if (st.shadow) {
+    const ShadowProgress& p = *st.shadow;
+    wire::ShadowValidationStatus* v = out->mutable_shadow();
+    v->set_metric(ShadowMetricName(p.metric));
+    v->set_output(p.output);
+    v->set_requests(p.requests);
+    v->set_required(p.required);
+    v->set_rows(p.rows);
+    v->set_agreeing(p.agreeing);
+    v->set_agreement(p.agreement());
+    v->set_min_agreement(p.min_agreement);
+    v->set_worst_relative_l2(p.worst_relative_l2);
+    v->set_dropped(p.dropped);
+    v->set_deadline(p.deadline);
+  }
 }
 
 }  // namespace ternd::daemon

@@ -29,6 +29,7 @@
 #include "daemon/passed_sockets.h"
 #include "daemon/protocol.pb.h"
 #include "daemon/request_codec.h"
+#include "daemon/shadow_validator.h"
 #include "daemon/updater.h"
 #include "daemon/worker_pool.h"
 #include "net/broker_address.h"
@@ -197,6 +198,9 @@ class Service::Impl : public ConnectionHandler {
 
   std::unique_ptr<WorkerPool> pool_;
   EventSource pool_source_;
+  // Shadow validation of a staged model on answered requests (one job of
+  // the pool's capacity is its own).
+  std::unique_ptr<ShadowValidator> shadow_;
   std::vector<std::unique_ptr<InferJob>> jobs_;
   std::vector<InferJob*> free_jobs_;
   std::vector<InferJob*> completed_;
@@ -288,7 +292,13 @@ Status Service::Impl::Start() {
          static_cast<unsigned long long>(serving.version));
   PublishModelMetrics();
   TERND_RETURN_IF_ERROR(StartFleet());
-  if (updater_) updater_->Attach(slots_.get());
+  if (updater_) {
+    shadow_ = std::make_unique<ShadowValidator>(
+        event_.get(), slots_.get(), pool_.get(), config_.swap == "hot",
+        [this]() { return outstanding_ == 0; });
+    updater_->SetShadowHost(shadow_.get());
+    updater_->Attach(slots_.get());
+  }
   if (session_) session_->Start();
   return Status::Ok();
 }
@@ -471,13 +481,15 @@ Status Service::Impl::StartUpdater() {
 Status Service::Impl::StartPool() {
   // Every job that may be outstanding at once has a preallocated home.
   const size_t capacity = config_.max_queue_depth;
-  TERND_ASSIGN_OR_RETURN(pool_, WorkerPool::Create(loop_executor_, capacity));
+  // One more for the shadow validation job (shadow_validator.h).
+  TERND_ASSIGN_OR_RETURN(pool_,
+                         WorkerPool::Create(loop_executor_, capacity + 1));
   jobs_.reserve(capacity);
   for (size_t i = 0; i < capacity; ++i) {
     jobs_.push_back(std::make_unique<InferJob>());
     free_jobs_.push_back(jobs_.back().get());
   }
-  completed_.reserve(capacity);
+  completed_.reserve(capacity + 1);
   sd_event_source* s = nullptr;
   int r = sd_event_add_io(event_.get(), &s, pool_->event_fd(), EPOLLIN,
                           &Impl::OnPool, this);
@@ -573,6 +585,7 @@ Service::Impl::~Impl() {
   if (connections_) connections_->StopListening();
   if (pool_) pool_->Stop();
   pool_source_.reset();
+  shadow_.reset();  // before the updater, the pool and the slots it uses
   drain_timer_.reset();
   watchdog_timer_.reset();
   send_posted_.reset();
@@ -1120,7 +1133,10 @@ void Service::Impl::OnCompletions() {
   completed_.clear();
   pool_->TakeCompleted(&completed_);
   const int64_t now = MonotonicNs();
-  for (InferJob* job : completed_) FinishJob(job, now);
+  for (InferJob* job : completed_) {
+    if (shadow_ && shadow_->TakeCompleted(job)) continue;
+    FinishJob(job, now);
+  }
   connections_->FlushDirty();
   // A finished reply can unblock connections that waited to close.
   if (state_ == State::kDraining) CheckDrained();
@@ -1173,6 +1189,10 @@ void Service::Impl::FinishJob(InferJob* job, int64_t now) {
                static_cast<long long>((now - job->received_ns) / 1000));
   }
   connections_->Send(c, &response_);
+  // After the answer: the staged model may run the same rows, submitted on
+  // the loop's next turn once this answer was flushed (never on the
+  // client's path; dropped while a request is outstanding).
+  if (shadow_) shadow_->Offer(*job, outstanding_ == 0);
 }
 
 void Service::Impl::BeginDrain(const char* why) {

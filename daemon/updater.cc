@@ -55,7 +55,7 @@ ota::BundleReadFn FileReader(std::shared_ptr<UniqueFd> file) {
 bool InProgress(UpdateState s) {
   return s == UpdateState::kReceived || s == UpdateState::kDownloading ||
          s == UpdateState::kVerifying || s == UpdateState::kStaged ||
-         s == UpdateState::kActivating;
+         s == UpdateState::kActivating || s == UpdateState::kValidating;
 }
 
 }  // namespace
@@ -80,6 +80,7 @@ class Updater::Impl {
   void ConnectFleet(net::MqttSession* session, FleetOptions options);
 
   std::function<void(const UpdateStatus&)> observer_;
+  ShadowHost* shadow_host_ = nullptr;
 
  private:
   // An update runs, is finishing (its eviction), or an install waits for
@@ -122,6 +123,14 @@ class Updater::Impl {
   // decompressed and checked it, else from the store.
   void Stage(std::shared_ptr<std::vector<uint8_t>> staged = nullptr);
   void OnStaged(const Status& result);
+  // Shadow validation of the staged model (the release asks for it), then
+  // Activate() or a rejection with the measured agreement.
+  void Validate();
+  void OnValidated(const ShadowOutcome& outcome);
+  void Activate();
+  // Why this device cannot shadow-validate `release` as asked; empty when
+  // it can or the release does not ask.
+  std::string ShadowRefusal(const ota::Release& release);
   void Fail(UpdateState state, const std::string& reason);
   uint64_t InstalledVersion();
   // Why `release` must not be installed (it was rolled back here); empty
@@ -137,6 +146,8 @@ class Updater::Impl {
   UpdateRecord record_;
   ota::Release release_;  // of record_, once received
   InstallDone done_;      // an offline install waits for its answer
+  // The shadow validation of release_, once it started (UpdateStatus).
+  std::optional<ShadowProgress> shadow_;
   bool finishing_ = false;
   // A trust state that could not be written: the update that relied on it
   // fails before it is staged.
@@ -349,6 +360,7 @@ void Updater::Impl::ReportRootRefusal(const std::string& sha256,
                                       const std::string& reason) {
   reported_root_sha256_ = sha256;
   record_ = UpdateRecord();
+  shadow_.reset();
   record_.envelope_sha256 = sha256;
   Set(UpdateState::kRejected, reason);
 }
@@ -431,6 +443,16 @@ ota::UpdateReport Updater::Impl::BuildReport(const UpdateStatus& st) const {
   if (st.previous) r.set_previous_version(st.previous->model_version);
   r.set_probation(st.probation);
   r.set_root_version(trust_->root_version());
+  if (st.shadow) {
+    const ShadowProgress& p = *st.shadow;
+    r.set_shadow_requests(p.requests);
+    r.set_shadow_required(p.required);
+    r.set_shadow_rows(p.rows);
+    r.set_shadow_agreeing(p.agreeing);
+    r.set_shadow_agreement(p.agreement());
+    r.set_shadow_deadline(p.deadline);
+    r.set_shadow_dropped(p.dropped);
+  }
   r.set_time(SystemNow());
   return r;
 }
@@ -607,6 +629,7 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
                            SystemNow(), &next, &reason);
   // A refusal keeps the release's identity, never its bytes.
   record_ = UpdateRecord();
+  shadow_.reset();
   record_.envelope_sha256 = ota::Sha256(envelope);
   if (!release.ok()) {
     ota::SignedEnvelope env;
@@ -627,6 +650,11 @@ bool Updater::Impl::AcceptAndRecord(const std::string& envelope) {
   // Signed and newer than what serves, but it crashed here before: only a
   // newer release moves the device (what trust learnt is not kept either).
   if (std::string why = RolledBackReason(*release); !why.empty()) {
+    Fail(UpdateState::kRejected, why);
+    return false;
+  }
+  // A validation this device cannot run is refused before any download.
+  if (std::string why = ShadowRefusal(*release); !why.empty()) {
     Fail(UpdateState::kRejected, why);
     return false;
   }
@@ -708,6 +736,66 @@ void Updater::Impl::OnStaged(const Status& result) {
     return;
   }
   Set(UpdateState::kStaged);
+  if (release_.has_shadow_validation()) {
+    Validate();
+    return;
+  }
+  Activate();
+}
+
+std::string Updater::Impl::ShadowRefusal(const ota::Release& release) {
+  if (!release.has_shadow_validation()) return "";
+  Result<ShadowSpec> spec = ShadowSpecFromRelease(release.shadow_validation());
+  if (!spec.ok())
+    return std::string("shadow_validation: ") + spec.status().message();
+  if (!shadow_host_) {
+    return "shadow_validation: this daemon serves no requests to compare "
+           "the model on";
+  }
+  Status can = shadow_host_->CanValidate();
+  if (!can.ok()) return std::string("shadow_validation: ") + can.message();
+  return "";
+}
+
+void Updater::Impl::Validate() {
+  Result<ShadowSpec> spec = ShadowSpecFromRelease(release_.shadow_validation());
+  Status s =
+      spec.ok() && shadow_host_
+          ? shadow_host_->BeginValidation(
+                *spec,
+                [this]() {
+                  shadow_ = shadow_host_->validation();
+                  Report(status());  // progress: not written to disk
+                },
+                [this](const ShadowOutcome& o) { OnValidated(o); })
+          : (spec.ok() ? FailedPrecondition("no shadow host") : spec.status());
+  if (!s.ok()) {
+    host_->DiscardStaged();
+    Fail(UpdateState::kRejected,
+         std::string("shadow_validation: ") + s.message());
+    return;
+  }
+  shadow_ = shadow_host_->validation();
+  // Counters are not persisted: after a restart the model is staged
+  // again and the count (and the time limit) start over.
+  Set(UpdateState::kValidating);
+}
+
+void Updater::Impl::OnValidated(const ShadowOutcome& outcome) {
+  shadow_ = outcome.progress;
+  if (!outcome.agrees) {
+    host_->DiscardStaged();
+    Fail(UpdateState::kRejected, outcome.reason);
+    return;
+  }
+  TERND_LOG_NOTICE("update to '%s' version %llu: %s",
+                   release_.model_name().c_str(),
+                   static_cast<unsigned long long>(release_.model_version()),
+                   outcome.reason.c_str());
+  Activate();
+}
+
+void Updater::Impl::Activate() {
   Set(UpdateState::kActivating);
   Result<int64_t> swapped = host_->ActivateStaged();
   if (!swapped.ok()) {
@@ -752,6 +840,12 @@ UpdateStatus Updater::Impl::status() {
   st.active = ledger_->active();
   st.previous = ledger_->previous();
   st.probation = ledger_->probation().active;
+  st.shadow = shadow_;
+  if (record_.state == UpdateState::kValidating && shadow_host_) {
+    if (std::optional<ShadowProgress> live = shadow_host_->validation()) {
+      st.shadow = std::move(live);
+    }
+  }
   return st;
 }
 
@@ -789,6 +883,8 @@ void Updater::ConnectFleet(net::MqttSession* session, FleetOptions options) {
 Status Updater::InstallBundle(UniqueFd file, uint64_t size, InstallDone done) {
   return impl_->InstallBundle(std::move(file), size, std::move(done));
 }
+
+void Updater::SetShadowHost(ShadowHost* host) { impl_->shadow_host_ = host; }
 
 void Updater::SetObserver(std::function<void(const UpdateStatus&)> observer) {
   impl_->observer_ = std::move(observer);

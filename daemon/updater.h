@@ -4,7 +4,8 @@
 //
 //   release (bundle or MQTT) --trust--> received --> downloading -->
 //   verifying (chunks, artifact and model hashes, zstd, parse, golden) -->
-//   staged --> activating --> active --(crashes in probation)--> rolled_back
+//   staged [--> validating (shadow validation, shadow_validator.h)] -->
+//   activating --> active --(crashes in probation)--> rolled_back
 //   (rejected / failed at any step, with the reason)
 //
 // The Updater is the state machine; it wires and owns its parts:
@@ -41,6 +42,7 @@
 #include "base/fd.h"
 #include "base/status.h"
 #include "daemon/model_host.h"
+#include "daemon/shadow_validator.h"
 #include "ota/fetcher.h"
 #include "ota/trust.h"
 #include "ota/update_journal.h"
@@ -79,6 +81,9 @@ struct UpdateStatus {
   std::optional<ota::InstalledModel> active;    // installed by an update
   std::optional<ota::InstalledModel> previous;  // the rollback target
   bool probation = false;
+  // The release's shadow validation: live while validating, then as it
+  // ended (until the next release).
+  std::optional<ShadowProgress> shadow;
 };
 
 // The answer to an offline install: the update's final status, or an error
@@ -120,6 +125,11 @@ class Updater {
   // change retained on <prefix>/devices/<id>/update/state. `session`
   // must outlive the updater.
   void ConnectFleet(net::MqttSession* session, FleetOptions options);
+
+  // Where releases asking for shadow validation are validated (the
+  // service's ShadowValidator); without one they are rejected. Before
+  // Attach; `host` outlives the updater.
+  void SetShadowHost(ShadowHost* host);
 
   // Called for every state change, once it is on disk.
   void SetObserver(std::function<void(const UpdateStatus&)> observer);

@@ -91,7 +91,11 @@ void WorkerPool::WorkerMain(int worker) {
       queue_head_ = (queue_head_ + 1) % capacity_;
       --queue_size_;
     }
-    Run(worker, job);
+    if (job->task) {
+      job->task->Run(worker, job);
+    } else {
+      Run(worker, job);
+    }
     bool was_empty;
     {
       std::lock_guard<std::mutex> lock(done_mu_);

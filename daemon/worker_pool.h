@@ -30,6 +30,18 @@
 
 namespace ternd::daemon {
 
+struct InferJob;
+
+// Work that is not a client's request (shadow validation): a worker calls
+// Run with the job instead of running the job's model.
+class PoolTask {
+ public:
+  virtual void Run(int worker, InferJob* job) = 0;
+
+ protected:
+  ~PoolTask() = default;
+};
+
 // One Infer call on its way through the pool. Filled by the loop, run by a
 // worker, answered by the loop. Buffers keep their capacity between uses.
 struct InferJob {
@@ -49,6 +61,8 @@ struct InferJob {
   std::vector<int> outputs;
   int64_t received_ns = 0;  // CLOCK_MONOTONIC
   int64_t deadline_ns = 0;  // CLOCK_MONOTONIC; 0: none
+  // Null for a client's request; else what the worker runs instead.
+  PoolTask* task = nullptr;
 
   // Set by the worker.
   Status status;

@@ -78,6 +78,8 @@ const char* UpdateStateName(UpdateState state) {
       return "active";
     case UpdateState::kFailed:
       return "failed";
+    case UpdateState::kValidating:
+      return "validating";
     case UpdateState::kRolledBack:
       return "rolled_back";
   }
@@ -163,7 +165,9 @@ Result<UpdateRecord> UpdateJournal::LoadUpdate() {
   if (rc == SQLITE_DONE) return r;
   if (rc != SQLITE_ROW) return Error("cannot read the update state");
   const int64_t code = q.ColumnInt(0);
-  if (code < 0 || code > static_cast<int>(UpdateState::kRolledBack)) {
+  const bool validating = code == static_cast<int>(UpdateState::kValidating);
+  if (!validating &&
+      (code < 0 || code > static_cast<int>(UpdateState::kRolledBack))) {
     return DataLoss("%s: update state code %lld is unknown", path_.c_str(),
                     static_cast<long long>(code));
   }

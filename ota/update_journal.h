@@ -44,6 +44,9 @@ enum class UpdateState : int {
   kActive = 7,
   kFailed = 8,
   kRolledBack = 9,
+  // Staged, and compared with the serving model on live requests before it
+  // is activated (shadow validation, daemon/shadow_validator.h).
+  kValidating = 11,
 };
 const char* UpdateStateName(UpdateState state);  // "downloading", ...
 

@@ -622,5 +622,46 @@ TEST_F(FleetCliTest, ClearErrorsNameTheFlagTheFileAndTheValue) {
   EXPECT_FALSE(Contains(r.all(), body));
 }
 
+TEST_F(FleetCliTest, SignShadowValidationIsSignedAndCheckedLikeTheDevice) {
+  MakeFleet();
+  const std::string envelope = SignModel(
+      "m", 2, "--key rel.key", 10,
+      "--shadow-sample-rate 0.25 --shadow-min-requests 500 "
+      "--shadow-min-agreement 0.98 --shadow-metric argmax --shadow-output "
+      "probs --shadow-time-limit 3600");
+  ota::SignedEnvelope env;
+  ota::Release r;
+  ASSERT_TRUE(env.ParseFromString(envelope) &&
+              r.ParseFromString(env.payload()));
+  ASSERT_TRUE(r.has_shadow_validation());
+  EXPECT_EQ(r.shadow_validation().sample_rate(), 0.25);
+  EXPECT_EQ(r.shadow_validation().min_requests(), 500u);
+  EXPECT_EQ(r.shadow_validation().min_agreement(), 0.98);
+  EXPECT_EQ(r.shadow_validation().metric(), "argmax");
+  EXPECT_EQ(r.shadow_validation().output(), "probs");
+  EXPECT_EQ(r.shadow_validation().time_limit_s(), 3600u);
+  // Signed like the rest: a device accepts it.
+  ota::TrustState t = Pin("root-1.pb");
+  EXPECT_EQ(Check(t, envelope), RejectReason::kNone);
+  // Without the flags, no validation is asked for.
+  ota::Release plain;
+  ASSERT_TRUE(env.ParseFromString(SignModel("n", 2, "--key rel.key", 11)) &&
+              plain.ParseFromString(env.payload()));
+  EXPECT_FALSE(plain.has_shadow_validation());
+  // What the device would reject is not signed.
+  const std::string base =
+      "sign m.tern --url https://u.example/ --target-group warehouse --key "
+      "rel.key --out-dir bad --shadow-time-limit 60 ";
+  CmdResult bad =
+      Fails(base + "--shadow-min-requests 10 --shadow-sample-rate 2");
+  EXPECT_TRUE(Contains(bad.err,
+                       "--shadow-*: shadow_validation.sample_rate is 2; "
+                       "expected a share of requests in (0, 1]"))
+      << bad.err;
+  bad = Fails(base + "--shadow-min-agreement 0.9");
+  EXPECT_TRUE(Contains(bad.err, "shadow_validation.min_requests is 0"))
+      << bad.err;
+}
+
 }  // namespace
 }  // namespace ternd::fleet_testing

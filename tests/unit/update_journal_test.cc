@@ -97,6 +97,24 @@ TEST(UpdateJournalTest, RecordSurvivesReopen) {
   EXPECT_GT(back->updated_at, 0);
 }
 
+// Shadow validation's state (code 11) is written and read back like the
+// others: a restart while validating resumes the update.
+TEST(UpdateJournalTest, ValidatingStateSurvivesReopen) {
+  const std::string path = TempPath("validating");
+  {
+    auto j = UpdateJournal::Open(path);
+    ASSERT_TRUE(j.ok());
+    ASSERT_TRUE((*j)->SaveUpdate(Record(UpdateState::kValidating, 4)).ok());
+  }
+  auto j = UpdateJournal::Open(path);
+  ASSERT_TRUE(j.ok());
+  Result<UpdateRecord> back = (*j)->LoadUpdate();
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->state, UpdateState::kValidating);
+  EXPECT_EQ(static_cast<int>(back->state), 11);
+  EXPECT_STREQ(UpdateStateName(back->state), "validating");
+}
+
 TEST(UpdateJournalTest, ProgressIsSavedWithoutWaitingForTheDisk) {
   const std::string path = TempPath("progress");
   UpdateRecord r = Record(UpdateState::kDownloading, 4);

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <thread>
@@ -582,6 +583,21 @@ int PrintUpdateStatus(const DaemonOptions& opt,
             {"version", m.version()},
             {"activated_at", m.activated_at()}};
   };
+  auto shadow = [&u]() -> Json {
+    if (!u.has_shadow()) return nullptr;
+    const wire::ShadowValidationStatus& v = u.shadow();
+    return {{"metric", v.metric()},
+            {"output", v.output()},
+            {"requests", v.requests()},
+            {"required", v.required()},
+            {"rows", v.rows()},
+            {"agreeing", v.agreeing()},
+            {"agreement", v.agreement()},
+            {"min_agreement", v.min_agreement()},
+            {"worst_relative_l2", v.worst_relative_l2()},
+            {"dropped", v.dropped()},
+            {"deadline", v.deadline()}};
+  };
   if (opt.json) {
     PrintJson(Json{{"enabled", u.enabled()},
                    {"disabled_reason", u.disabled_reason()},
@@ -596,7 +612,8 @@ int PrintUpdateStatus(const DaemonOptions& opt,
                    {"active", installed(u.active())},
                    {"previous", installed(u.previous())},
                    {"previous_configured", u.previous_configured()},
-                   {"probation", u.probation()}});
+                   {"probation", u.probation()},
+                   {"shadow", shadow()}});
   } else {
     if (!u.enabled()) {
       std::printf("updates     off (%s)\n", u.disabled_reason().c_str());
@@ -614,6 +631,27 @@ int PrintUpdateStatus(const DaemonOptions& opt,
     if (u.bytes_total() > 0) {
       std::printf("progress    %" PRIu64 " / %" PRIu64 " bytes\n",
                   u.bytes_done(), u.bytes_total());
+    }
+    if (u.has_shadow()) {
+      const wire::ShadowValidationStatus& v = u.shadow();
+      std::printf("shadow      %" PRIu64 " / %" PRIu64
+                  " requests compared, agreement %.3f (%" PRIu64 " of %" PRIu64
+                  " rows, %s on '%s'; required %.3f)",
+                  v.requests(), v.required(), v.agreement(), v.agreeing(),
+                  v.rows(), v.metric().c_str(), v.output().c_str(),
+                  v.min_agreement());
+      if (v.metric() == "relative_l2") {
+        std::printf(", worst relative L2 %.4g", v.worst_relative_l2());
+      }
+      if (u.state() == "validating") {
+        const long long left = static_cast<long long>(v.deadline()) -
+                               static_cast<long long>(std::time(nullptr));
+        std::printf(", %lld s left", left > 0 ? left : 0);
+      }
+      if (v.dropped() > 0) {
+        std::printf(", %" PRIu64 " samples dropped (busy)", v.dropped());
+      }
+      std::printf("\n");
     }
     if (!u.active().name().empty()) {
       std::printf("installed   '%s' version %" PRIu64 "%s\n",

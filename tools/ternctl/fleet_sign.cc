@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/file.h"
+#include "ota/shadow_validation.h"
 #include "ota/signing.h"
 #include "ota/trust.h"
 #include "runtime/format.h"
@@ -58,6 +59,10 @@ struct SignOptions {
   size_t arena_mb = 0;
   bool force = false;
   bool json = false;
+  // --shadow-*: the release asks for shadow validation (docs/ota.md);
+  // `shadow` is set when any of them was given.
+  bool shadow = false;
+  ota::ShadowValidation shadow_validation;
 };
 
 // A model name may hold '/' and ':'; file names get '_' instead.
@@ -196,6 +201,18 @@ std::string TextList(const google::protobuf::RepeatedPtrField<std::string>& v) {
   return s.empty() ? "-" : s;
 }
 
+Json ShadowJson(const ota::Release& r) {
+  if (!r.has_shadow_validation()) return nullptr;
+  const ota::ShadowValidation& v = r.shadow_validation();
+  return {{"sample_rate", v.sample_rate()},
+          {"min_requests", v.min_requests()},
+          {"min_agreement", v.min_agreement()},
+          {"metric", v.metric()},
+          {"max_relative_l2", v.max_relative_l2()},
+          {"time_limit_s", v.time_limit_s()},
+          {"output", v.output()}};
+}
+
 int Sign(const SignOptions& o) {
   const int64_t now = NowSeconds();
   if (o.devices.empty() && o.groups.empty()) {
@@ -286,6 +303,17 @@ int Sign(const SignOptions& o) {
   for (const std::string& g : o.groups) r.add_target_groups(g);
   r.set_rollout_id(o.rollout.empty() ? stem : o.rollout);
   r.set_min_runtime_version(o.min_runtime);
+  if (o.shadow) {
+    // Checked as the device will check it: a release it would reject is
+    // not signed.
+    Result<ota::ShadowSpec> spec =
+        ota::ShadowSpecFromRelease(o.shadow_validation);
+    if (!spec.ok()) {
+      Status st = spec.status();
+      return FleetFail(st.Prepend("--shadow-*"));
+    }
+    *r.mutable_shadow_validation() = o.shadow_validation;
+  }
 
   const std::string model(bytes->begin(), bytes->end());
   Result<std::string> artifact = Compress(model, o.zstd_level);
@@ -357,6 +385,7 @@ int Sign(const SignOptions& o) {
                    {"target_groups", JsonList(r.target_groups())},
                    {"rollout_id", r.rollout_id()},
                    {"min_runtime_version", r.min_runtime_version()},
+                   {"shadow_validation", ShadowJson(r)},
                    {"issued", r.issued()},
                    {"expires", r.expires()},
                    {"signed_by", Signers(*env)}});
@@ -382,6 +411,15 @@ int Sign(const SignOptions& o) {
   std::printf("devices      %s\n", TextList(r.target_devices()).c_str());
   std::printf("groups       %s\n", TextList(r.target_groups()).c_str());
   std::printf("rollout      %s\n", r.rollout_id().c_str());
+  if (r.has_shadow_validation()) {
+    const ota::ShadowValidation& v = r.shadow_validation();
+    std::printf("shadow       %s on '%s', %g of requests, %" PRIu64
+                " required within %u s at agreement >= %g\n",
+                v.metric().empty() ? "default metric" : v.metric().c_str(),
+                v.output().empty() ? "the first output" : v.output().c_str(),
+                v.sample_rate(), v.min_requests(), v.time_limit_s(),
+                v.min_agreement());
+  }
   std::printf("min runtime  %s\n", r.min_runtime_version().empty()
                                        ? "any"
                                        : r.min_runtime_version().c_str());
@@ -396,6 +434,69 @@ int Sign(const SignOptions& o) {
 }
 
 }  // namespace
+
+// Shadow validation (docs/ota.md, "Shadow validation"): any of these makes
+// the release ask for it.
+void AddShadowOptions(CLI::App* cmd, std::shared_ptr<SignOptions> o) {
+  ota::ShadowValidation* v = &o->shadow_validation;
+  v->set_sample_rate(1.0);
+  auto given = [o, v](auto set) {
+    return [o, v, set](const auto& value) {
+      o->shadow = true;
+      set(v, value);
+    };
+  };
+  cmd->add_option_function<double>(
+         "--shadow-sample-rate", given([](ota::ShadowValidation* s, double x) {
+           s->set_sample_rate(x);
+         }),
+         "Shadow validation: share of requests also run on the new model, "
+         "(0, 1] (default 1)")
+      ->group("Shadow validation");
+  cmd->add_option_function<uint64_t>(
+         "--shadow-min-requests",
+         given([](ota::ShadowValidation* s, uint64_t n) {
+           s->set_min_requests(n);
+         }),
+         "Shadow validation: requests compared before the decision")
+      ->group("Shadow validation");
+  cmd->add_option_function<double>(
+         "--shadow-min-agreement",
+         given([](ota::ShadowValidation* s, double x) {
+           s->set_min_agreement(x);
+         }),
+         "Shadow validation: share of compared rows that must agree, [0, 1]")
+      ->group("Shadow validation");
+  cmd->add_option_function<std::string>(
+         "--shadow-metric",
+         given([](ota::ShadowValidation* s, const std::string& m) {
+           s->set_metric(m);
+         }),
+         "Shadow validation: argmax or relative_l2 (default: argmax for an "
+         "output of more than one value per row)")
+      ->group("Shadow validation");
+  cmd->add_option_function<double>(
+         "--shadow-max-relative-l2",
+         given([](ota::ShadowValidation* s, double x) {
+           s->set_max_relative_l2(x);
+         }),
+         "Shadow validation: largest relative L2 distance of an agreeing "
+         "row (relative_l2)")
+      ->group("Shadow validation");
+  cmd->add_option_function<uint32_t>(
+         "--shadow-time-limit", given([](ota::ShadowValidation* s, uint32_t t) {
+           s->set_time_limit_s(t);
+         }),
+         "Shadow validation: seconds to see the required requests")
+      ->group("Shadow validation");
+  cmd->add_option_function<std::string>(
+         "--shadow-output",
+         given([](ota::ShadowValidation* s, const std::string& name) {
+           s->set_output(name);
+         }),
+         "Shadow validation: the output compared (default: the first)")
+      ->group("Shadow validation");
+}
 
 void AddSignCommand(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<SignOptions>();
@@ -449,6 +550,7 @@ void AddSignCommand(CLI::App& app, int* exit_code) {
                   "Directory for NAME-VERSION.tern.zst and "
                   "NAME-VERSION.release.pb")
       ->required();
+  AddShadowOptions(cmd, o);
   cmd->add_flag("--force", o->force, "Replace existing output files");
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o, exit_code] { *exit_code = Sign(*o); });

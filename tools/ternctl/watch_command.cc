@@ -517,6 +517,14 @@ CREATE TABLE IF NOT EXISTS gaps (
         summary +=
             " " + std::to_string(100 * r.bytes_done() / r.bytes_total()) + "%";
       }
+      if (r.state() == "validating" && r.shadow_required() > 0) {
+        char shadow[96];
+        std::snprintf(shadow, sizeof shadow, " %llu/%llu agree %.3f",
+                      static_cast<unsigned long long>(r.shadow_requests()),
+                      static_cast<unsigned long long>(r.shadow_required()),
+                      r.shadow_agreement());
+        summary += shadow;
+      }
     } else {
       summary = "(undecodable, " + std::to_string(payload.size()) + " bytes)";
     }
@@ -555,6 +563,13 @@ CREATE TABLE IF NOT EXISTS gaps (
                        {"previous_version", r.previous_version()},
                        {"probation", r.probation()},
                        {"root_version", r.root_version()},
+                       {"shadow_requests", r.shadow_requests()},
+                       {"shadow_required", r.shadow_required()},
+                       {"shadow_rows", r.shadow_rows()},
+                       {"shadow_agreeing", r.shadow_agreeing()},
+                       {"shadow_agreement", r.shadow_agreement()},
+                       {"shadow_deadline", r.shadow_deadline()},
+                       {"shadow_dropped", r.shadow_dropped()},
                        {"time", r.time()}});
       }
     }
