@@ -453,6 +453,7 @@ void AddFleetCommands(CLI::App& app, int* exit_code) {
   AddTimestampCommand(app, exit_code);
   AddBundleCommand(app, exit_code);
   AddPublishCommand(app, exit_code);
+  AddRolloutCommand(app, exit_code);
 }
 
 }  // namespace ternd::ternctl
