@@ -555,6 +555,8 @@ void Updater::Impl::TakePending() {
   std::string envelope = std::move(pending_release_);
   pending_release_.clear();
   if (!envelope.empty()) OnFleetRelease(envelope);
+  // A wave time that came while the last refusal was finishing.
+  if (record_.state == UpdateState::kWaiting) CheckWaiting();
 }
 
 // An offline install refused before trust saw it (its artifact is not its
