@@ -137,7 +137,7 @@ class WavesTest : public ::testing::Test {
         d + "/ternd.toml",
         "[daemon]\nstate_directory = \"" + d + "\"\n[server]\nsocket = \"" + d +
             "/t.sock\"\n[runtime]\nmodel = \"" + dir_.File("model.tern") +
-            "\"\nworkers = 1\narena_mb = 16\n[device]\nid = \"" + id +
+            "\"\nworkers = 1\narena_mb = 32\n[device]\nid = \"" + id +
             "\"\nfleet = \"testfleet\"\ngroups = [\"lab\"]\n[mqtt]\nbroker = "
             "\"127.0.0.1:" +
             std::to_string(broker_->port()) + "\"\nca_file = \"" +
