@@ -253,17 +253,20 @@ class WavesTest : public ::testing::Test {
     return seen;
   }
 
-  // Runs `ternctl ARGS` with the broker flags; the exit code and output.
+  // Runs `ternctl ARGS` with the broker flags; the exit code and what it
+  // printed on stdout (its stderr, the session's log lines, goes to
+  // ternctl.err).
   std::pair<int, std::string> Ternctl(const std::string& args) {
     const std::string out = dir_.File("ternctl.out");
     const std::string cmd =
         std::string(TERNCTL_PATH) + " " + args +
         " --broker 127.0.0.1:" + std::to_string(broker_->port()) +
         " --cafile " + dir_.File("ca.pem") + " --fleet testfleet > " + out +
-        " 2>&1";
+        " 2> " + dir_.File("ternctl.err");
     const int rc = std::system(cmd.c_str());
     return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, ReadText(out)};
   }
+  std::string TernctlErr() { return ReadText(dir_.File("ternctl.err")); }
 
   TempDir dir_;
   TestFleet fleet_;
@@ -368,7 +371,7 @@ TEST_F(WavesTest, HaltStopsTheWaitingButNotTheFinished) {
   probe_->Clear();
   auto [rc, out] = Ternctl("rollout halt " + rollout + " --sign " +
                            dir_.File("release.key") + " --reason 'bad batch'");
-  ASSERT_EQ(rc, 0) << out;
+  ASSERT_EQ(rc, 0) << out << TernctlErr();
   EXPECT_THAT(out, HasSubstr("halted       rollout " + rollout));
   std::optional<ota::UpdateReport> halted = WaitForState(late, "rejected", 2);
   ASSERT_TRUE(halted) << b->Log();
@@ -469,7 +472,7 @@ TEST_F(WavesTest, RolloutStatusSummarisesTwentyDevices) {
   Publish(StateTopic("yard-1"), elsewhere.SerializeAsString());
 
   auto [rc, out] = Ternctl("rollout status " + rollout + " --json");
-  ASSERT_EQ(rc, 0) << out;
+  ASSERT_EQ(rc, 0) << out << TernctlErr();
   const Json j = Json::parse(out);
   EXPECT_EQ(j["rollout_id"], rollout);
   EXPECT_EQ(j["model"], "fleetnet");
@@ -499,7 +502,7 @@ TEST_F(WavesTest, RolloutStatusSummarisesTwentyDevices) {
             0);
   ASSERT_TRUE(WaitForState(real[2], "rejected", 2)) << daemons[2]->Log();
   auto [rc2, text] = Ternctl("rollout status " + rollout);
-  ASSERT_EQ(rc2, 0) << text;
+  ASSERT_EQ(rc2, 0) << text << TernctlErr();
   EXPECT_THAT(text, HasSubstr("rollout      wave-status\n"));
   EXPECT_THAT(text, HasSubstr("model        fleetnet v2\n"));
   EXPECT_THAT(text, HasSubstr("targeted     20 (from the release and "
@@ -515,7 +518,8 @@ TEST_F(WavesTest, RolloutStatusSummarisesTwentyDevices) {
       " --watch --json --settle-ms 100 --broker "
       "127.0.0.1:" +
       std::to_string(broker_->port()) + " --cafile " + dir_.File("ca.pem") +
-      " --fleet testfleet > " + dir_.File("watch.out") + " 2>&1 &";
+      " --fleet testfleet > " + dir_.File("watch.out") + " 2> " +
+      dir_.File("watch.err") + " &";
   ASSERT_EQ(std::system(watch.c_str()), 0);
   ASSERT_TRUE(WaitUntil(
       [&] {
