@@ -38,6 +38,9 @@ FleetLink::FleetLink(net::MqttSession* session, std::string prefix,
     Pump();  // the in-flight cap has room now
   };
   session_->AddObserver(std::move(cb));
+  // Halts before releases: the broker sends each subscription's retained
+  // messages in order, so a halted rollout is known before its release.
+  session_->Subscribe(prefix_ + "/rollouts/+/halt", 1);
   session_->Subscribe(me + "/update/release", 1);
   for (const std::string& g : device.groups) {
     session_->Subscribe(prefix_ + "/groups/" + g + "/update/release", 1);
@@ -58,7 +61,7 @@ void FleetLink::OnMessage(std::string_view topic, std::string_view payload) {
         "unread",
         static_cast<int>(topic.size()), topic.data(), payload.size(),
         static_cast<unsigned long long>(cap),
-        release ? "a release manifest" : "trust metadata");
+        release ? "a release manifest" : "trust metadata or a halt");
     return;
   }
   const std::string bytes(payload);
@@ -68,6 +71,9 @@ void FleetLink::OnMessage(std::string_view topic, std::string_view payload) {
     if (handlers_.timestamp) handlers_.timestamp(topic, bytes);
   } else if (release) {
     if (handlers_.release) handlers_.release(bytes);
+  } else if (topic.starts_with(prefix_ + "/rollouts/") &&
+             topic.ends_with("/halt")) {
+    if (handlers_.halt) handlers_.halt(topic, bytes);
   }
 }
 

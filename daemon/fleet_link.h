@@ -1,7 +1,9 @@
 // The updater's link to the fleet over MQTT (docs/mqtt.md): the
-// subscriptions (this device's and its groups' release topics, the trust
-// topics), the size cap on every metadata message, and the ordered queue
-// of update-state reports, retained on <prefix>/devices/<id>/update/state.
+// subscriptions (rollout halts first, so that their retained messages
+// arrive before the releases they stop; then this device's and its groups'
+// release topics, the trust topics), the size cap on every metadata message,
+// and the ordered queue of update-state reports, retained on
+// <prefix>/devices/<id>/update/state.
 //
 // Reports: every state change is published in order, one unacknowledged at
 // a time (QoS 1); a report of the same state as the last one waiting
@@ -41,6 +43,8 @@ struct FleetHandlers {
   std::function<void(std::string_view topic, const std::string& bytes)> root;
   std::function<void(std::string_view topic, const std::string& bytes)>
       timestamp;
+  // A message on <prefix>/rollouts/<rollout_id>/halt (not yet checked).
+  std::function<void(std::string_view topic, const std::string& bytes)> halt;
 };
 
 class FleetLink {

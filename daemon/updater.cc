@@ -18,11 +18,13 @@
 #include "base/log.h"
 #include "daemon/boot_guard.h"
 #include "daemon/fleet_link.h"
+#include "daemon/rollout_gate.h"
 #include "daemon/trust_keeper.h"
 #include "daemon/update_ledger.h"
 #include "ota/artifact.h"
 #include "ota/bundle.h"
 #include "ota/update_state.pb.h"
+#include "ota/waves.h"
 
 namespace ternd::daemon {
 namespace {
@@ -65,6 +67,7 @@ class Updater::Impl {
   Impl(sd_event* loop, UpdaterOptions options)
       : loop_(loop), options_(std::move(options)) {}
   ~Impl() {
+    gate_.reset();
     fetcher_.reset();
     link_.reset();
     guard_.reset();
@@ -137,12 +140,35 @@ class Updater::Impl {
   // when it may.
   std::string RolledBackReason(const ota::Release& release);
 
+  // ---- Staged waves and rollout halts (docs/ota.md; rollout_gate.h)
+  int64_t TrustedNow() const;
+  // After a fleet release was accepted (received): true when it may start
+  // now; else it was recorded as waiting (its wave is not open: the gate
+  // wakes CheckWaiting then) or rejected (its rollout was halted).
+  bool PassGate();
+  // The waiting release, decided again (its wave time came, trusted time
+  // moved, a halt arrived, or the daemon started): starts, waits on, or is
+  // rejected as halted.
+  void CheckWaiting();
+  // A message on <prefix>/rollouts/<id>/halt: verified like a release
+  // (release keys of the current root, role "halt", not expired), else
+  // refused with a log line and nothing changes.
+  void OnFleetHalt(std::string_view topic, const std::string& bytes);
+  // A release that arrived while another waited for its wave and was
+  // refused: the waiting one is recorded (and reported) again, and the
+  // refused one is not looked at again while it waits.
+  void RestoreWaiting(UpdateRecord waiting, ota::Release release,
+                      std::string refused_sha256);
+
   sd_event* loop_;
   UpdaterOptions options_;
   ModelHost* host_ = nullptr;
   std::unique_ptr<UpdateLedger> ledger_;
   std::unique_ptr<TrustKeeper> trust_;
   std::unique_ptr<BootGuard> guard_;
+  std::unique_ptr<RolloutGate> gate_;
+  // A release refused while another waited for its wave (RestoreWaiting).
+  std::string refused_while_waiting_sha256_;
   UpdateRecord record_;
   ota::Release release_;  // of record_, once received
   InstallDone done_;      // an offline install waits for its answer
@@ -197,6 +223,8 @@ Status Updater::Impl::Init() {
   g.probation_s = options_.probation_s;
   g.probation_crashes = options_.probation_crashes;
   guard_ = std::make_unique<BootGuard>(loop_, ledger_.get(), std::move(g));
+  gate_ = std::make_unique<RolloutGate>(loop_, options_.device.id,
+                                        [this]() { CheckWaiting(); });
   TERND_LOG_INFO("updates: root of trust for fleet '%s' version %llu",
                  trust_->state().root.fleet().c_str(),
                  static_cast<unsigned long long>(trust_->root_version()));
@@ -245,6 +273,10 @@ uint64_t Updater::Impl::InstalledVersion() {
 void Updater::Impl::Attach(ModelHost* host) {
   host_ = host;
   if (ledger_->probation().active) guard_->StartProbation();
+  if (record_.state == UpdateState::kWaiting) {
+    CheckWaiting();  // waited across a restart
+    return;
+  }
   if (!InProgress(record_.state)) return;
   // Interrupted by a stop or a crash: finish what was started.
   TERND_LOG_NOTICE("resuming the update to '%s' version %llu (was %s)",
@@ -298,6 +330,9 @@ void Updater::Impl::ConnectFleet(net::MqttSession* session,
   h.timestamp = [this](std::string_view t, const std::string& b) {
     OnFleetTimestamp(t, b);
   };
+  h.halt = [this](std::string_view t, const std::string& b) {
+    OnFleetHalt(t, b);
+  };
   link_ = std::make_unique<FleetLink>(
       session, fleet_.topic_prefix, options_.device,
       ota::MaxReleaseEnvelopeBytes(options_.policy), std::move(h));
@@ -313,6 +348,8 @@ void Updater::Impl::OnFleetTimestamp(std::string_view topic,
     return;
   }
   trust_->Commit(std::move(*next));
+  // Trusted time may have moved past a waiting release's wave.
+  if (record_.state == UpdateState::kWaiting) CheckWaiting();
 }
 
 void Updater::Impl::OnFleetRoot(std::string_view topic,
@@ -377,7 +414,20 @@ void Updater::Impl::OnFleetRelease(const std::string& envelope) {
     pending_release_ = envelope;  // the newest wins
     return;
   }
-  if (!AcceptAndRecord(envelope)) return;
+  if (record_.state == UpdateState::kWaiting) {
+    // A newer release replaces the waiting one; a refused one does not.
+    const std::string sha256 = ota::Sha256(envelope);
+    if (sha256 == refused_while_waiting_sha256_) return;
+    UpdateRecord waiting = record_;
+    ota::Release waiting_release = release_;
+    if (!AcceptAndRecord(envelope)) {
+      RestoreWaiting(std::move(waiting), std::move(waiting_release), sha256);
+      return;
+    }
+  } else if (!AcceptAndRecord(envelope)) {
+    return;
+  }
+  if (!PassGate()) return;
   StageOrFetch();
 }
 
@@ -454,6 +504,15 @@ ota::UpdateReport Updater::Impl::BuildReport(const UpdateStatus& st) const {
     r.set_shadow_dropped(p.dropped);
   }
   r.set_time(SystemNow());
+  if (!st.record.release_envelope.empty() && release_.has_waves() &&
+      release_.rollout_id() == st.record.rollout_id) {
+    const ota::WaveSchedule& w = release_.waves();
+    r.set_wave_start(w.start());
+    r.set_wave_percent(ota::WavePercentAt(w, TrustedNow()));
+    const std::optional<int64_t> opens = ota::WaveOpensAt(
+        w, ota::WavePlace(release_.rollout_id(), options_.device.id));
+    r.set_wave_opens(opens.value_or(0));
+  }
   return r;
 }
 
@@ -518,6 +577,8 @@ void Updater::Impl::TakePending() {
   std::string envelope = std::move(pending_release_);
   pending_release_.clear();
   if (!envelope.empty()) OnFleetRelease(envelope);
+  // A wave time that came while the last refusal was finishing.
+  if (record_.state == UpdateState::kWaiting) CheckWaiting();
 }
 
 // An offline install refused before trust saw it (its artifact is not its
@@ -832,6 +893,85 @@ void Updater::Impl::Activate() {
                    static_cast<long long>(*swapped));
   guard_->StartProbation();
   Finish();
+}
+
+// ------------------------------------------- staged waves and rollout halts
+
+int64_t Updater::Impl::TrustedNow() const {
+  return ota::TrustedTime(trust_->state(), options_.policy, SystemNow());
+}
+
+bool Updater::Impl::PassGate() {
+  const int64_t now = TrustedNow();
+  const GateDecision d = gate_->Decide(release_, now);
+  switch (d.kind) {
+    case GateDecision::kGo:
+      gate_->Disarm();
+      return true;
+    case GateDecision::kHalted:
+      gate_->Disarm();
+      Fail(UpdateState::kRejected, d.why);
+      return false;
+    case GateDecision::kWait:
+      break;
+  }
+  if (record_.state != UpdateState::kWaiting) {
+    TERND_LOG_NOTICE(
+        "update to '%s' version %llu waits: %s", record_.model_name.c_str(),
+        static_cast<unsigned long long>(record_.model_version), d.why.c_str());
+    Set(UpdateState::kWaiting);
+  }
+  if (d.opens > 0) {
+    gate_->Arm(d.opens, now);
+  } else {
+    gate_->Disarm();  // no step reaches it: only a newer release moves it
+  }
+  return false;
+}
+
+void Updater::Impl::CheckWaiting() {
+  if (record_.state != UpdateState::kWaiting || !host_ || Busy()) return;
+  if (!PassGate()) return;
+  TERND_LOG_NOTICE(
+      "the wave of rollout '%s' is open: updating to '%s' "
+      "version %llu",
+      record_.rollout_id.c_str(), record_.model_name.c_str(),
+      static_cast<unsigned long long>(record_.model_version));
+  Set(UpdateState::kReceived);
+  StageOrFetch();
+}
+
+void Updater::Impl::RestoreWaiting(UpdateRecord waiting, ota::Release release,
+                                   std::string refused_sha256) {
+  refused_while_waiting_sha256_ = std::move(refused_sha256);
+  // The refusal was recorded and reported (Fail); the waiting release is
+  // the state again.
+  record_ = std::move(waiting);
+  release_ = std::move(release);
+  Set(UpdateState::kWaiting);
+  CheckWaiting();
+}
+
+void Updater::Impl::OnFleetHalt(std::string_view topic,
+                                const std::string& bytes) {
+  Result<ota::RolloutHalt> halt = ota::VerifyRolloutHalt(
+      trust_->state(), bytes, options_.policy, SystemNow());
+  if (!halt.ok()) {
+    TERND_LOG_ERROR("%.*s: halt refused, nothing changes: %s",
+                    static_cast<int>(topic.size()), topic.data(),
+                    halt.status().message());
+    return;
+  }
+  if (!gate_->AddHalt(*halt)) return;  // known already
+  TERND_LOG_NOTICE("rollout '%s' halted by the fleet%s%s",
+                   halt->rollout_id().c_str(),
+                   halt->reason().empty() ? "" : ": ", halt->reason().c_str());
+  // Only a release still waiting for its wave stops; one that started
+  // (downloading or later) or finished goes on (docs/ota.md).
+  if (record_.state == UpdateState::kWaiting &&
+      record_.rollout_id == halt->rollout_id()) {
+    CheckWaiting();
+  }
 }
 
 UpdateStatus Updater::Impl::status() {

@@ -7,9 +7,30 @@
 #include <map>
 
 #include "ota/signing.h"
+#include "ota/waves.h"
 
 namespace ternd::ota {
 namespace {
+
+Result<SignedEnvelope> ParseEnvelope(const std::string& bytes,
+                                     const char* what) {
+  SignedEnvelope env;
+  if (!env.ParseFromString(bytes)) {
+    return InvalidArgument("%s is not a valid SignedEnvelope protobuf", what);
+  }
+  return env;
+}
+
+bool Expired(int64_t expires, int64_t trusted_now, const TrustPolicy& policy) {
+  return trusted_now > expires + policy.expiry_grace_seconds;
+}
+
+Status Reject(RejectReason* out, RejectReason reason, Status status) {
+  *out = reason;
+  return status;
+}
+
+}  // namespace
 
 Result<std::map<std::string, Ed25519PublicKey>> KnownKeys(const Root& root) {
   std::map<std::string, Ed25519PublicKey> known;
@@ -31,26 +52,6 @@ Result<std::map<std::string, Ed25519PublicKey>> KnownKeys(const Root& root) {
   }
   return known;
 }
-
-Result<SignedEnvelope> ParseEnvelope(const std::string& bytes,
-                                     const char* what) {
-  SignedEnvelope env;
-  if (!env.ParseFromString(bytes)) {
-    return InvalidArgument("%s is not a valid SignedEnvelope protobuf", what);
-  }
-  return env;
-}
-
-bool Expired(int64_t expires, int64_t trusted_now, const TrustPolicy& policy) {
-  return trusted_now > expires + policy.expiry_grace_seconds;
-}
-
-Status Reject(RejectReason* out, RejectReason reason, Status status) {
-  *out = reason;
-  return status;
-}
-
-}  // namespace
 
 uint64_t MaxReleaseEnvelopeBytes(const TrustPolicy& policy) {
   return kMaxTrustMetadataBytes + 34 * policy.max_chunks;
@@ -303,6 +304,10 @@ Result<Release> AcceptRelease(TrustState& state,
                                        version, r.min_runtime_version().c_str(),
                                        policy.runtime_version.c_str()));
     }
+  }
+  if (Status w = ValidateWaveSchedule(r); !w.ok()) {
+    return Reject(reason, RejectReason::kMalformed,
+                  w.Prepend("release v" + std::to_string(version)));
   }
   state.highest_version_seen =
       std::max(state.highest_version_seen, r.model_version());

@@ -17,11 +17,13 @@
 #define TERND_OTA_TRUST_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
 #include "ota/metadata.pb.h"
+#include "ota/signing.h"
 
 namespace ternd::ota {
 
@@ -110,6 +112,10 @@ Result<Release> AcceptRelease(TrustState& state,
                               uint64_t installed_version,
                               const TrustPolicy& policy, int64_t system_now,
                               RejectReason* reason);
+
+// The public keys `root` lists, by key id (each checked: 32 bytes, id
+// matching the key).
+Result<std::map<std::string, Ed25519PublicKey>> KnownKeys(const Root& root);
 
 // Compares "MAJOR.MINOR.PATCH" versions; false if either is malformed.
 bool ParseVersion(const std::string& text, uint64_t out[3]);

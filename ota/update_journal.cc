@@ -82,6 +82,8 @@ const char* UpdateStateName(UpdateState state) {
       return "validating";
     case UpdateState::kRolledBack:
       return "rolled_back";
+    case UpdateState::kWaiting:
+      return "waiting";
   }
   return "unknown";
 }
@@ -165,9 +167,7 @@ Result<UpdateRecord> UpdateJournal::LoadUpdate() {
   if (rc == SQLITE_DONE) return r;
   if (rc != SQLITE_ROW) return Error("cannot read the update state");
   const int64_t code = q.ColumnInt(0);
-  const bool validating = code == static_cast<int>(UpdateState::kValidating);
-  if (!validating &&
-      (code < 0 || code > static_cast<int>(UpdateState::kRolledBack))) {
+  if (code < 0 || code > static_cast<int>(UpdateState::kValidating)) {
     return DataLoss("%s: update state code %lld is unknown", path_.c_str(),
                     static_cast<long long>(code));
   }

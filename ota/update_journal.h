@@ -44,6 +44,9 @@ enum class UpdateState : int {
   kActive = 7,
   kFailed = 8,
   kRolledBack = 9,
+  // A release whose staged wave has not reached this device yet
+  // (ota/waves.h); kept durably, taken when the wave opens.
+  kWaiting = 10,
   // Staged, and compared with the serving model on live requests before it
   // is activated (shadow validation, daemon/shadow_validator.h).
   kValidating = 11,

@@ -518,8 +518,10 @@ run ota.md "--key fleet-controller.key --root root-2.pb"
 
 phase "docs/ota.md: digits version 3, signed with the new release key"
 run ota.md "models/train_digits.py --version 3"
-run ota.md "ternctl sign digits.tern"
+run ota.md "--key release-2.key --root root-2.pb --out-dir dist/"
 [[ -s dist/digits-3.tern.zst && -s dist/digits-3.release.pb ]] || fail "ternctl sign did not write dist/digits-3.*"
+run ota.md "--wave 0:1 --wave 2h:10 --wave 1d:100"
+grep -q "^waves        from " "$last" || fail "ternctl sign --wave did not show the schedule: $(cat "$last")"
 cp dist/digits-3.tern.zst "$root/srv/ternd/models/"
 run ota.md "--group line-3 dist/digits-3.release.pb"
 # A device that had not rotated to root 2 would refuse this release

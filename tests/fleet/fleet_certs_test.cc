@@ -84,6 +84,7 @@ TEST_F(FleetCertsTest, CertificatesAndAclWorkInARealBroker) {
       robot->Subscribe(kPrefix + "/devices/robot-9/update/release").ok());
   ASSERT_TRUE(robot->Subscribe(kPrefix + "/groups/+/update/release").ok());
   ASSERT_TRUE(robot->Subscribe(kPrefix + "/trust/#").ok());
+  ASSERT_TRUE(robot->Subscribe(kPrefix + "/rollouts/+/halt").ok());
   ASSERT_TRUE(ops->Subscribe(kPrefix + "/devices/+/telemetry").ok());
   // The device writes its own telemetry, not another device's.
   Result<int> own = robot->Publish(kPrefix + "/devices/robot-9/telemetry", "t");
@@ -95,7 +96,8 @@ TEST_F(FleetCertsTest, CertificatesAndAclWorkInARealBroker) {
   EXPECT_EQ(*other, 0x87);  // not authorized
   // The operator publishes releases and roots; the device receives them.
   for (const std::string& t :
-       {kPrefix + "/groups/lab/update/release", kPrefix + "/trust/root"}) {
+       {kPrefix + "/groups/lab/update/release", kPrefix + "/trust/root",
+        kPrefix + "/rollouts/r-7/halt"}) {
     Result<int> r = ops->Publish(t, "signed bytes");
     ASSERT_TRUE(r.ok());
     EXPECT_LT(*r, 0x80) << t;

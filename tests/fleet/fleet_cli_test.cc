@@ -369,6 +369,44 @@ TEST_F(FleetCliTest, ThresholdTwoRootsAndReleases) {
   EXPECT_TRUE(Contains(twice.err, "the same key is given twice")) << twice.err;
 }
 
+TEST_F(FleetCliTest, SignWritesAWaveScheduleAndRefusesBadOnes) {
+  MakeFleet();
+  const std::string release =
+      SignModel("m", 1, "--key rel.key", 5,
+                "--rollout m1-lab --wave-start @1800000000 --wave 0:1 "
+                "--wave 2h:10 --wave 1d:100 --root root-1.pb --json");
+  ota::SignedEnvelope env;
+  ASSERT_TRUE(env.ParseFromString(release));
+  ota::Release r;
+  ASSERT_TRUE(r.ParseFromString(env.payload()));
+  ASSERT_TRUE(r.has_waves());
+  EXPECT_EQ(r.rollout_id(), "m1-lab");
+  EXPECT_EQ(r.waves().start(), 1800000000);
+  ASSERT_EQ(r.waves().steps_size(), 3);
+  EXPECT_EQ(r.waves().steps(1).offset_s(), 7200);
+  EXPECT_EQ(r.waves().steps(1).percent(), 10u);
+  EXPECT_EQ(r.waves().steps(2).offset_s(), 86400);
+  EXPECT_EQ(r.waves().steps(2).percent(), 100u);
+
+  WriteModel(File("m.tern"), "m", 2);
+  const std::string sign =
+      "sign m.tern --url https://updates.example/m/ --target-group "
+      "warehouse --key rel.key --out-dir out2 ";
+  CmdResult over = Fails(sign + "--wave 0:10 --wave 1h:101");
+  EXPECT_TRUE(Contains(
+      over.err, "--wave: waves: step 2: percent 101, expected at most 100"))
+      << over.err;
+  CmdResult order = Fails(sign + "--wave 1h:10 --wave 30m:50");
+  EXPECT_TRUE(Contains(order.err,
+                       "--wave: waves: step 2: offset 1800 s, expected more "
+                       "than step 1's 3600 s (offsets must increase)"))
+      << order.err;
+  CmdResult garbled = Fails(sign + "--wave 10%");
+  EXPECT_TRUE(Contains(garbled.err, "--wave '10%': expected OFFSET:PERCENT"))
+      << garbled.err;
+  EXPECT_FALSE(std::filesystem::exists(File("out2")));
+}
+
 TEST_F(FleetCliTest, TimestampAdvancesTheDevicesTrustedTime) {
   MakeFleet();
   const std::string release = SignModel("m", 1, "--key rel.key", 7);

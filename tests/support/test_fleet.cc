@@ -104,6 +104,25 @@ std::string TestFleet::Sign(const ota::Release& release) const {
   return SignedEnvelope("release", release.SerializeAsString(), {release_key_});
 }
 
+std::string TestFleet::Timestamp(int64_t issued) const {
+  ota::Timestamp ts;
+  ts.set_issued(issued);
+  ts.set_expires(issued + 3600);
+  return SignedEnvelope("timestamp", ts.SerializeAsString(), {timestamp_key_});
+}
+
+std::string TestFleet::Halt(const std::string& rollout_id,
+                            const std::string& reason,
+                            const ota::Ed25519KeyPair* key) const {
+  ota::RolloutHalt h;
+  h.set_rollout_id(rollout_id);
+  h.set_issued(now_);
+  h.set_expires(now_ + 86400);
+  h.set_reason(reason);
+  return SignedEnvelope("halt", h.SerializeAsString(),
+                        {key ? *key : release_key_});
+}
+
 std::string TestFleet::Bundle(const SignedRelease& r,
                               uint64_t root_version) const {
   ota::BundleContents b;

@@ -40,6 +40,15 @@ class TestFleet {
   // Re-signs `release` (after a test changed it) with the release key.
   std::string Sign(const ota::Release& release) const;
 
+  // A timestamp statement issued at `issued` (unix seconds): published on
+  // <prefix>/trust/timestamp it moves a device's trusted time there, which
+  // is how tests move time forward (a wave opening) without waiting.
+  std::string Timestamp(int64_t issued) const;
+  // A rollout halt signed for role "halt" by the release key (or `key`).
+  std::string Halt(const std::string& rollout_id,
+                   const std::string& reason = "",
+                   const ota::Ed25519KeyPair* key = nullptr) const;
+
   // A bundle: every root from 1 to `root_version`, the release, the
   // artifact.
   std::string Bundle(const SignedRelease& r, uint64_t root_version = 1) const;

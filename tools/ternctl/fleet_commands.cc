@@ -454,6 +454,7 @@ void AddFleetCommands(CLI::App& app, int* exit_code) {
   AddBundleCommand(app, exit_code);
   AddPublishCommand(app, exit_code);
   AddDeltaCommand(app, exit_code);
+  AddRolloutCommand(app, exit_code);
 }
 
 }  // namespace ternd::ternctl

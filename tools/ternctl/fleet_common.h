@@ -25,6 +25,21 @@ void AddTimestampCommand(CLI::App& app, int* exit_code);
 void AddBundleCommand(CLI::App& app, int* exit_code);
 void AddPublishCommand(CLI::App& app, int* exit_code);
 void AddDeltaCommand(CLI::App& app, int* exit_code);  // fleet_delta.cc
+// `rollout halt` and `rollout status` (fleet_rollout.cc).
+void AddRolloutCommand(CLI::App& app, int* exit_code);
+
+// How `publish` and `rollout halt` reach the broker (MQTT v5 over TLS).
+struct BrokerTarget {
+  std::string broker;  // HOST[:PORT]
+  std::string cafile, cert, key;
+  std::string username, password_file;
+  std::string client_id;  // empty: ternctl-publish-PID
+  int timeout_s = 30;
+};
+// Publishes `payload` retained with QoS 1 on `topic` and waits for the
+// broker's PUBACK (fleet_publish.cc); errors say what to change.
+Status PublishRetained(const BrokerTarget& target, const std::string& topic,
+                       const std::string& payload);
 
 // Prints "ternctl: <message>" on stderr and returns 1 (the error exit code).
 int FleetFail(const Status& s);

@@ -386,6 +386,20 @@ int RunPublish(const PublishOptions& o) {
 
 }  // namespace
 
+Status PublishRetained(const BrokerTarget& target, const std::string& topic,
+                       const std::string& payload) {
+  PublishOptions o;
+  o.broker = target.broker;
+  o.cafile = target.cafile;
+  o.cert = target.cert;
+  o.key = target.key;
+  o.username = target.username;
+  o.password_file = target.password_file;
+  o.client_id = target.client_id;
+  o.timeout_s = target.timeout_s;
+  return Publish(o, topic, payload);
+}
+
 void AddPublishCommand(CLI::App& app, int* exit_code) {
   auto o = std::make_shared<PublishOptions>();
   CLI::App* cmd = app.add_subcommand(

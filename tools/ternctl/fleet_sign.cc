@@ -20,6 +20,7 @@
 #include "ota/shadow_validation.h"
 #include "ota/signing.h"
 #include "ota/trust.h"
+#include "ota/waves.h"
 #include "runtime/format.h"
 #include "runtime/runtime.h"
 #include "tools/ternctl/fleet_common.h"
@@ -51,6 +52,9 @@ struct SignOptions {
   ExpiryOption expiry;
   std::string rollout;
   std::string min_runtime;
+  // Staged waves (docs/ota.md): --wave-start and --wave OFFSET:PERCENT.
+  std::string wave_start;
+  std::vector<std::string> waves;
   uint64_t chunk_size = kDefaultChunkSize;
   int zstd_level = kDefaultZstdLevel;
   std::vector<std::string> keys;
@@ -64,6 +68,96 @@ struct SignOptions {
   bool shadow = false;
   ota::ShadowValidation shadow_validation;
 };
+
+// "90", "30m", "2h", "1d" as seconds; -1 when malformed.
+int64_t ParseOffset(const std::string& text) {
+  if (text.empty()) return -1;
+  int64_t unit = 1;
+  std::string digits = text;
+  switch (text.back()) {
+    case 's':
+      unit = 1;
+      digits.pop_back();
+      break;
+    case 'm':
+      unit = 60;
+      digits.pop_back();
+      break;
+    case 'h':
+      unit = 3600;
+      digits.pop_back();
+      break;
+    case 'd':
+      unit = kDay;
+      digits.pop_back();
+      break;
+    default:
+      break;
+  }
+  if (digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return -1;
+  }
+  return std::stoll(digits) * unit;
+}
+
+// --wave-start / --wave into `r`'s wave schedule, checked as devices check
+// it (ota/waves.h).
+Status AddWaves(const SignOptions& o, int64_t now, ota::Release* r) {
+  if (o.waves.empty()) {
+    if (!o.wave_start.empty()) {
+      return InvalidArgument("--wave-start needs at least one --wave step");
+    }
+    return Status::Ok();
+  }
+  ota::WaveSchedule* w = r->mutable_waves();
+  w->set_start(now);
+  if (!o.wave_start.empty()) {
+    TERND_ASSIGN_OR_RETURN(const int64_t start,
+                           ParseTime(o.wave_start, "--wave-start"));
+    w->set_start(start);
+  }
+  for (const std::string& text : o.waves) {
+    const size_t colon = text.find(':');
+    const int64_t offset =
+        colon == std::string::npos ? -1 : ParseOffset(text.substr(0, colon));
+    const std::string percent =
+        colon == std::string::npos ? "" : text.substr(colon + 1);
+    if (offset < 0 || percent.empty() || percent.size() > 3 ||
+        percent.find_first_not_of("0123456789") != std::string::npos) {
+      return InvalidArgument(
+          "--wave '%s': expected OFFSET:PERCENT (OFFSET in seconds or with "
+          "s/m/h/d, PERCENT 0..100), e.g. 2h:10",
+          text.c_str());
+    }
+    ota::WaveStep* step = w->add_steps();
+    step->set_offset_s(offset);
+    step->set_percent(static_cast<uint32_t>(std::stoul(percent)));
+  }
+  Status s = ota::ValidateWaveSchedule(*r);
+  if (!s.ok()) return s.Prepend("--wave");
+  return Status::Ok();
+}
+
+std::string WavesText(const ota::WaveSchedule& w) {
+  std::string text = "from " + FormatTime(w.start()) + ":";
+  for (const ota::WaveStep& step : w.steps()) {
+    text += " +" + std::to_string(step.offset_s()) + "s " +
+            std::to_string(step.percent()) + "%";
+    if (&step != &w.steps(w.steps_size() - 1)) text += ",";
+  }
+  return text;
+}
+
+Json WavesJson(const ota::Release& r) {
+  if (!r.has_waves()) return nullptr;
+  Json steps = Json::array();
+  for (const ota::WaveStep& step : r.waves().steps()) {
+    steps.push_back(
+        Json{{"offset_s", step.offset_s()}, {"percent", step.percent()}});
+  }
+  return Json{{"start", r.waves().start()}, {"steps", steps}};
+}
 
 // A model name may hold '/' and ':'; file names get '_' instead.
 std::string FileStem(const std::string& name, uint64_t version) {
@@ -314,6 +408,7 @@ int Sign(const SignOptions& o) {
     }
     *r.mutable_shadow_validation() = o.shadow_validation;
   }
+  if (Status w = AddWaves(o, now, &r); !w.ok()) return FleetFail(w);
 
   const std::string model(bytes->begin(), bytes->end());
   Result<std::string> artifact = Compress(model, o.zstd_level);
@@ -386,6 +481,7 @@ int Sign(const SignOptions& o) {
                    {"rollout_id", r.rollout_id()},
                    {"min_runtime_version", r.min_runtime_version()},
                    {"shadow_validation", ShadowJson(r)},
+                   {"waves", WavesJson(r)},
                    {"issued", r.issued()},
                    {"expires", r.expires()},
                    {"signed_by", Signers(*env)}});
@@ -419,6 +515,9 @@ int Sign(const SignOptions& o) {
                 v.output().empty() ? "the first output" : v.output().c_str(),
                 v.sample_rate(), v.min_requests(), v.time_limit_s(),
                 v.min_agreement());
+  }
+  if (r.has_waves()) {
+    std::printf("waves        %s\n", WavesText(r.waves()).c_str());
   }
   std::printf("min runtime  %s\n", r.min_runtime_version().empty()
                                        ? "any"
@@ -531,6 +630,14 @@ void AddSignCommand(CLI::App& app, int* exit_code) {
   cmd->add_option(
       "--min-runtime", o->min_runtime,
       "Oldest ternd version that may install it, MAJOR.MINOR.PATCH");
+  cmd->add_option("--wave-start", o->wave_start,
+                  "Start of the staged waves: YYYY-MM-DD, "
+                  "YYYY-MM-DDTHH:MM:SSZ or @UNIX (default: the issue time)");
+  Repeatable(cmd->add_option(
+      "--wave", o->waves,
+      "A wave step OFFSET:PERCENT (OFFSET in s, or with m/h/d: 0:1, 2h:10, "
+      "1d:100); from start + OFFSET, PERCENT of the targeted devices take "
+      "the release (repeat, in order)"));
   cmd->add_option("--chunk-size", o->chunk_size,
                   "Bytes per artifact chunk (hashed separately, resumable)")
       ->capture_default_str();
