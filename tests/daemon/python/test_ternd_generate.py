@@ -23,7 +23,10 @@ from ternd_client import AsyncClient, Chunk, Client, TerndError
 from test_ternd_client import doc_blocks, run_doc_blocks
 
 # Long enough that a generation is still running when a cancel arrives
-# (test_break_cancels_and_the_connection_stays_usable).
+# (test_break_cancels_and_the_connection_stays_usable): greedy from [1, 2],
+# the model of seed 11 runs to the end of its context without an
+# end-of-generation token (seed 7's ended after 226 tokens, 5 ms here, so a
+# cancel from a loaded machine could arrive after it); the test checks it.
 CONTEXT = 4000
 PROMPT = [5, 6, 7]
 
@@ -37,7 +40,7 @@ class GenerateTest(unittest.TestCase):
         subprocess.run([sys.executable, os.environ["GGUF_WRITER_PATH"],
                         "--arch", "bitnet-b1.58", "--hidden", "128", "--ffn", "256",
                         "--layers", "2", "--heads", "4", "--kv-heads", "2",
-                        "--vocab", "600", "--seed", "7", "-o", gguf],
+                        "--vocab", "600", "--seed", "11", "-o", gguf],
                        check=True, capture_output=True)
         subprocess.run([os.environ["TERNCTL_PATH"], "convert", gguf, "-o", cls.model],
                        check=True, capture_output=True)
@@ -175,6 +178,10 @@ class GenerateTest(unittest.TestCase):
 
     def test_break_cancels_and_the_connection_stays_usable(self):
         with Client(self.sock) as c:
+            # Left alone, the generations below would not end before the
+            # cancel: no end-of-generation token within the context.
+            _, left_alone = c.generate_text(tokens=[1, 2], max_tokens=CONTEXT)
+            self.assertIn(left_alone.stop_reason, ("length", "context"))
             g = c.generate(tokens=[1, 2], max_tokens=CONTEXT)
             for i, chunk in enumerate(g):
                 if i == 2:
