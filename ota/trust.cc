@@ -258,10 +258,27 @@ Result<Release> AcceptRelease(TrustState& state,
                           : "reused with other content than",
                       static_cast<unsigned long long>(state.highest_sequence)));
   }
-  const uint64_t chunks = ChunkCount(r.artifact_length(), r.chunk_size());
+  // Fixed chunks of chunk_size bytes, or (content-addressed) chunk_size 0
+  // and non-zero chunk lengths that sum to the artifact length.
+  const bool content = r.chunk_length_size() > 0;
+  uint64_t length_sum = 0;
+  bool lengths_ok = true;
+  for (const uint64_t len : r.chunk_length()) {
+    if (len == 0 || len > r.artifact_length() - length_sum) {
+      lengths_ok = false;
+      break;
+    }
+    length_sum += len;
+  }
+  const uint64_t chunks = content
+                              ? static_cast<uint64_t>(r.chunk_length_size())
+                              : ChunkCount(r.artifact_length(), r.chunk_size());
   if (r.artifact_length() == 0 || r.model_length() == 0 ||
-      r.chunk_size() == 0 || r.urls_size() == 0 ||
-      r.artifact_sha256().size() != 32 || r.model_sha256().size() != 32 ||
+      (content ? r.chunk_size() != 0 || !lengths_ok ||
+                     length_sum != r.artifact_length()
+               : r.chunk_size() == 0) ||
+      r.urls_size() == 0 || r.artifact_sha256().size() != 32 ||
+      r.model_sha256().size() != 32 ||
       static_cast<uint64_t>(r.chunk_sha256_size()) != chunks ||
       std::any_of(r.chunk_sha256().begin(), r.chunk_sha256().end(),
                   [](const std::string& h) { return h.size() != 32; })) {
