@@ -749,9 +749,10 @@ TEST_F(FleetUpdateTest, DeltaUpdateDownloadsOnlyTheChangedChunks) {
   EXPECT_EQ(sent, missing);
   EXPECT_THAT(d->Log(), HasSubstr("reused from chunks already stored"));
   std::printf(
-      "delta v2 -> v3: %zu runs, %llu of %llu artifact bytes "
+      "delta v2 -> v3: %d chunks, %zu runs, %llu of %llu artifact bytes "
       "downloaded (%.1f%%)\n",
-      runs.size(), static_cast<unsigned long long>(sent),
+      r3.chunk_length_size(), runs.size(),
+      static_cast<unsigned long long>(sent),
       static_cast<unsigned long long>(r3.artifact_length()),
       100.0 * static_cast<double>(sent) /
           static_cast<double>(r3.artifact_length()));
