@@ -264,14 +264,35 @@ Status ReadHeadInto(const BundleReadFn& read, uint64_t size,
         static_cast<unsigned long long>(r.artifact_length()));
   }
   if (r.chunk_length_size() > 0) {
-    // Content-addressed: the release check (trust.cc) saw the lengths sum
-    // to the artifact length; here only the count matters.
+    // Content-addressed (docs/ota.md, "Delta downloads"): one hash per
+    // chunk length, none 0, the lengths summing to the artifact's.
     if (r.chunk_sha256_size() != r.chunk_length_size()) {
       return InvalidArgument(
           "release of '%.64s' v%llu lists %d chunk hashes for %d chunk "
           "lengths",
           r.model_name().c_str(), version, r.chunk_sha256_size(),
           r.chunk_length_size());
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < r.chunk_length_size(); ++i) {
+      const uint64_t len = r.chunk_length(i);
+      if (len == 0 || len > head->artifact_length - sum) {
+        return InvalidArgument(
+            "release of '%.64s' v%llu: chunk_length[%d] = %llu at offset "
+            "%llu does not fit the %llu-byte artifact (or is 0)",
+            r.model_name().c_str(), version, i,
+            static_cast<unsigned long long>(len),
+            static_cast<unsigned long long>(sum),
+            static_cast<unsigned long long>(head->artifact_length));
+      }
+      sum += len;
+    }
+    if (sum != head->artifact_length) {
+      return InvalidArgument(
+          "release of '%.64s' v%llu: chunk lengths sum to %llu, the "
+          "artifact is %llu bytes",
+          r.model_name().c_str(), version, static_cast<unsigned long long>(sum),
+          static_cast<unsigned long long>(head->artifact_length));
     }
     return Status::Ok();
   }
