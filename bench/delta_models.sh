@@ -46,6 +46,38 @@ PY
 echo "== a classifier whose new version retrains its output head"
 "$ternctl" delta "$w/mlp-v1.tern" "$w/mlp-v2.tern"
 
+# What a device holding v1 downloads of v2 when both are signed with
+# `sign --content-chunks`: the compressed chunks of v2 whose hash v1's
+# release lacks, read from the signed releases (the device asks for exactly
+# these, tests/daemon/fleet_update_test.cc DeltaUpdate...), against v2's
+# artifact and v2 signed as one zstd stream.
+"$ternctl" keygen --out "$w/rel" >/dev/null
+for v in 1 2; do
+  "$ternctl" sign "$w/mlp-v$v.tern" --content-chunks --url https://x.example/ \
+    --target-group g --key "$w/rel.key" --out-dir "$w/cc" >/dev/null
+  "$ternctl" sign "$w/mlp-v$v.tern" --url https://x.example/ \
+    --target-group g --key "$w/rel.key" --out-dir "$w/whole" >/dev/null
+done
+protoc -I "$src/ota" --python_out="$w" "$src/ota/metadata.proto"
+PYTHONPATH=$w "$py" - "$w" <<'PY'
+import os, sys
+import metadata_pb2 as m
+w = sys.argv[1]
+def release(path):
+    env = m.SignedEnvelope(); env.ParseFromString(open(path, "rb").read())
+    r = m.Release(); r.ParseFromString(env.payload); return r
+old, new = release(f"{w}/cc/mlp-1.release.pb"), release(f"{w}/cc/mlp-2.release.pb")
+have = set(old.chunk_sha256)
+missing = [(h, n) for h, n in zip(new.chunk_sha256, new.chunk_length) if h not in have]
+fetch = sum(n for _, n in missing)
+whole = os.path.getsize(f"{w}/whole/mlp-2.tern.zst")
+print(f"content-chunked artifact {new.artifact_length} bytes ({len(new.chunk_length)} chunks); "
+      f"one-stream artifact {whole} bytes")
+print(f"device holding v1 downloads {len(missing)} chunks, {fetch} bytes: "
+      f"{100.0 * fetch / new.artifact_length:.1f}% of the content-chunked artifact, "
+      f"{100.0 * fetch / whole:.1f}% of the one-stream artifact")
+PY
+
 if [[ $lm == --lm ]]; then
   echo "== BitNet 2B4T shapes, every ternary weight retrained"
   for s in 1 2; do

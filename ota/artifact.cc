@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -31,7 +32,7 @@ Result<std::string> ReadCheckedChunk(StateStore& store,
                                      Sha256Hasher& artifact_hash) {
   TERND_ASSIGN_OR_RETURN(std::optional<std::string> chunk,
                          store.GetChunk(spec.artifact_sha256, i));
-  const uint64_t offset = i * spec.chunk_size;
+  const uint64_t offset = ChunkOffset(spec, i);
   if (!chunk) {
     return NotFound("%s: artifact %s: chunk %llu (offset %llu) is not stored",
                     store.path().c_str(), Hex(spec.artifact_sha256).c_str(),
@@ -83,9 +84,25 @@ ArtifactSpec ArtifactSpecFromRelease(const Release& release) {
   spec.model_sha256 = release.model_sha256();
   spec.model_length = release.model_length();
   spec.chunk_size = release.chunk_size();
+  spec.chunk_length.assign(release.chunk_length().begin(),
+                           release.chunk_length().end());
   spec.chunk_sha256.assign(release.chunk_sha256().begin(),
                            release.chunk_sha256().end());
+  FinishArtifactSpec(&spec);
   return spec;
+}
+
+void FinishArtifactSpec(ArtifactSpec* spec) {
+  spec->chunk_offset.clear();
+  if (spec->chunk_length.empty()) return;
+  spec->chunk_offset.reserve(spec->chunk_length.size() + 1);
+  uint64_t offset = 0;
+  spec->chunk_offset.push_back(0);
+  for (const uint64_t len : spec->chunk_length) {
+    // Saturates: CheckArtifactSpec refuses a sum that overflows.
+    offset = len > UINT64_MAX - offset ? UINT64_MAX : offset + len;
+    spec->chunk_offset.push_back(offset);
+  }
 }
 
 Status CheckArtifactSpec(const ArtifactSpec& spec) {
@@ -95,14 +112,60 @@ Status CheckArtifactSpec(const ArtifactSpec& spec) {
         "and %zu",
         spec.artifact_sha256.size(), spec.model_sha256.size());
   }
-  if (spec.chunk_size == 0 || spec.artifact_length == 0) {
+  if (spec.content_addressed()) {
+    using ull = unsigned long long;
+    if (spec.chunk_size != 0) {
+      return InvalidArgument(
+          "artifact spec: chunk_size is %llu but chunk_length lists %zu "
+          "chunks; a content-addressed artifact has chunk_size 0",
+          static_cast<ull>(spec.chunk_size), spec.chunk_length.size());
+    }
+    if (spec.chunk_length.size() != spec.chunk_sha256.size()) {
+      return InvalidArgument(
+          "artifact spec: %zu chunk lengths but %zu chunk hashes; expected "
+          "one hash per chunk",
+          spec.chunk_length.size(), spec.chunk_sha256.size());
+    }
+    uint64_t sum = 0;
+    for (size_t i = 0; i < spec.chunk_length.size(); ++i) {
+      const uint64_t len = spec.chunk_length[i];
+      if (len == 0) {
+        return InvalidArgument(
+            "artifact spec: chunk_length[%zu] is 0; expected every chunk of a "
+            "content-addressed artifact to hold at least one byte",
+            i);
+      }
+      if (len > spec.artifact_length - sum) {  // sum <= artifact_length
+        return InvalidArgument(
+            "artifact spec: chunk lengths reach past the artifact length "
+            "%llu at chunk_length[%zu] = %llu (offset %llu)",
+            static_cast<ull>(spec.artifact_length), i, static_cast<ull>(len),
+            static_cast<ull>(sum));
+      }
+      sum += len;
+    }
+    if (sum != spec.artifact_length) {
+      return InvalidArgument(
+          "artifact spec: the %zu chunk lengths sum to %llu, expected the "
+          "artifact length %llu",
+          spec.chunk_length.size(), static_cast<ull>(sum),
+          static_cast<ull>(spec.artifact_length));
+    }
+    if (spec.chunk_offset.size() != spec.chunk_length.size() + 1) {
+      return InvalidArgument(
+          "artifact spec: chunk offsets not derived (FinishArtifactSpec)");
+    }
+  } else if (spec.chunk_size == 0 || spec.artifact_length == 0) {
     return InvalidArgument(
         "artifact spec: chunk size %llu and artifact length %llu must be "
         "non-zero",
         static_cast<unsigned long long>(spec.chunk_size),
         static_cast<unsigned long long>(spec.artifact_length));
   }
-  const uint64_t chunks = ChunkCount(spec.artifact_length, spec.chunk_size);
+  const uint64_t chunks =
+      spec.content_addressed()
+          ? spec.chunk_length.size()
+          : ChunkCount(spec.artifact_length, spec.chunk_size);
   if (spec.chunk_sha256.size() != chunks) {
     return InvalidArgument(
         "artifact spec: %llu bytes in chunks of %llu need %llu chunk hashes, "
@@ -121,7 +184,26 @@ Status CheckArtifactSpec(const ArtifactSpec& spec) {
   return Status::Ok();
 }
 
+uint64_t ChunkOffset(const ArtifactSpec& spec, uint64_t index) {
+  if (spec.content_addressed()) {
+    return index < spec.chunk_offset.size() ? spec.chunk_offset[index]
+                                            : spec.artifact_length;
+  }
+  return index * spec.chunk_size;
+}
+
+uint64_t ChunkAt(const ArtifactSpec& spec, uint64_t offset) {
+  if (!spec.content_addressed()) return offset / spec.chunk_size;
+  // The last chunk whose offset is <= offset.
+  const auto it = std::upper_bound(spec.chunk_offset.begin(),
+                                   spec.chunk_offset.end(), offset);
+  return static_cast<uint64_t>(it - spec.chunk_offset.begin()) - 1;
+}
+
 uint64_t ChunkLength(const ArtifactSpec& spec, uint64_t index) {
+  if (spec.content_addressed()) {
+    return index < spec.chunk_length.size() ? spec.chunk_length[index] : 0;
+  }
   const uint64_t start = index * spec.chunk_size;
   if (start >= spec.artifact_length) return 0;
   return std::min(spec.chunk_size, spec.artifact_length - start);
@@ -230,7 +312,7 @@ Status ModelStager::Drain(const void* src, size_t size,
 }
 
 Status ModelStager::Feed(std::string_view chunk) {
-  const uint64_t offset = next_chunk_ * spec_->chunk_size;
+  const uint64_t offset = ChunkOffset(*spec_, next_chunk_);
   ++next_chunk_;
   if (chunk.empty()) return Status::Ok();
   return Drain(chunk.data(), chunk.size(), offset);

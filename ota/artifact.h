@@ -50,17 +50,34 @@ struct ArtifactSpec {
   uint64_t artifact_length = 0;
   std::string model_sha256;  // raw 32 bytes, of the .tern inside
   uint64_t model_length = 0;
+  // Fixed-size chunks: chunk_size bytes each (the last may be short), and
+  // chunk_length empty. Content-addressed artifacts (docs/ota.md, "Delta
+  // downloads"): chunk_size 0 and chunk_length[i] bytes for chunk i.
   uint64_t chunk_size = 0;
+  std::vector<uint64_t> chunk_length;
   std::vector<std::string> chunk_sha256;  // raw 32 bytes each, in order
+  // Derived by ArtifactSpecFromRelease / FinishArtifactSpec: the offset of
+  // each chunk of a content-addressed artifact (chunk_length.size() + 1
+  // entries, the last the artifact length).
+  std::vector<uint64_t> chunk_offset;
+  bool content_addressed() const { return !chunk_length.empty(); }
 };
+// Fills spec->chunk_offset from chunk_length (a no-op for fixed chunks).
+void FinishArtifactSpec(ArtifactSpec* spec);
 ArtifactSpec ArtifactSpecFromRelease(const Release& release);
 
-// Checks that the spec is self-consistent: 32-byte hashes, a non-zero chunk
-// size, one chunk hash per chunk_size bytes of the artifact.
+// Checks that the spec is self-consistent: 32-byte hashes, and either a
+// non-zero chunk size with one chunk hash per chunk_size bytes of the
+// artifact, or (content-addressed) chunk size 0, one hash per chunk length,
+// no zero-length chunk, lengths summing to the artifact length.
 Status CheckArtifactSpec(const ArtifactSpec& spec);
 
-// Length of chunk `index` (the last one may be short).
+// Length of chunk `index` (the last fixed-size one may be short).
 uint64_t ChunkLength(const ArtifactSpec& spec, uint64_t index);
+// Artifact offset of chunk `index`.
+uint64_t ChunkOffset(const ArtifactSpec& spec, uint64_t index);
+// The chunk that holds artifact byte `offset` (< artifact_length).
+uint64_t ChunkAt(const ArtifactSpec& spec, uint64_t offset);
 
 // Streaming decompression of an artifact's chunks, fed in order, into a
 // caller's buffer (the staged model), with StageArtifact's defences: the

@@ -263,6 +263,39 @@ Status ReadHeadInto(const BundleReadFn& read, uint64_t size,
         r.model_name().c_str(), version,
         static_cast<unsigned long long>(r.artifact_length()));
   }
+  if (r.chunk_length_size() > 0) {
+    // Content-addressed (docs/ota.md, "Delta downloads"): one hash per
+    // chunk length, none 0, the lengths summing to the artifact's.
+    if (r.chunk_sha256_size() != r.chunk_length_size()) {
+      return InvalidArgument(
+          "release of '%.64s' v%llu lists %d chunk hashes for %d chunk "
+          "lengths",
+          r.model_name().c_str(), version, r.chunk_sha256_size(),
+          r.chunk_length_size());
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < r.chunk_length_size(); ++i) {
+      const uint64_t len = r.chunk_length(i);
+      if (len == 0 || len > head->artifact_length - sum) {
+        return InvalidArgument(
+            "release of '%.64s' v%llu: chunk_length[%d] = %llu at offset "
+            "%llu does not fit the %llu-byte artifact (or is 0)",
+            r.model_name().c_str(), version, i,
+            static_cast<unsigned long long>(len),
+            static_cast<unsigned long long>(sum),
+            static_cast<unsigned long long>(head->artifact_length));
+      }
+      sum += len;
+    }
+    if (sum != head->artifact_length) {
+      return InvalidArgument(
+          "release of '%.64s' v%llu: chunk lengths sum to %llu, the "
+          "artifact is %llu bytes",
+          r.model_name().c_str(), version, static_cast<unsigned long long>(sum),
+          static_cast<unsigned long long>(head->artifact_length));
+    }
+    return Status::Ok();
+  }
   if (r.chunk_size() == 0) {
     return InvalidArgument("release of '%.64s' v%llu has chunk_size 0",
                            r.model_name().c_str(), version);
@@ -327,7 +360,20 @@ Status ForEachArtifactChunk(
   std::string chunk;
   for (uint64_t i = 0, at = 0; at < head.artifact_length; ++i) {
     const uint64_t n =
-        std::min<uint64_t>(r.chunk_size(), head.artifact_length - at);
+        r.chunk_length_size() > 0
+            ? (i < static_cast<uint64_t>(r.chunk_length_size())
+                   ? std::min<uint64_t>(r.chunk_length(static_cast<int>(i)),
+                                        head.artifact_length - at)
+                   : 0)
+            : std::min<uint64_t>(r.chunk_size(), head.artifact_length - at);
+    if (n == 0 || i >= static_cast<uint64_t>(r.chunk_sha256_size())) {
+      return InvalidArgument(
+          "artifact chunk %llu (offset %llu): the release's chunk lengths "
+          "do not cover the %llu-byte artifact",
+          static_cast<unsigned long long>(i),
+          static_cast<unsigned long long>(at),
+          static_cast<unsigned long long>(head.artifact_length));
+    }
     chunk.resize(static_cast<size_t>(n));
     TERND_RETURN_IF_ERROR(
         read(head.artifact_offset + at, chunk.size(), chunk.data()));

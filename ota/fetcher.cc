@@ -89,6 +89,15 @@ bool ParseContentRange(std::string_view s, uint64_t* first, uint64_t* last,
          ParseDecimal(s.substr(slash + 1), total);
 }
 
+// What follows `Range: bytes=` for the transfer: `N-` (to the end) or
+// `N-M` (one run of missing chunks).
+template <typename T>
+std::string RangeSpec(const T& t, uint64_t length) {
+  std::string r = std::to_string(t.range_start) + "-";
+  if (t.range_end < length) r += std::to_string(t.range_end - 1);
+  return r;
+}
+
 // URLs may carry access tokens in their query: never log or report those.
 std::string RedactUrl(const std::string& url) {
   const size_t q = url.find('?');
@@ -124,6 +133,12 @@ class ArtifactFetcher::Impl {
   FetchReport report_;
   uint64_t verified_bytes_ = 0;
   uint64_t total_bytes() const { return job_.artifact.artifact_length; }
+  // Chunks copied from other artifacts count in neither figure.
+  FetchProgress progress() const {
+    const uint64_t reused = report_.bytes_deduplicated;
+    return FetchProgress{verified_bytes_ - reused, total_bytes() - reused,
+                         reused};
+  }
 
  private:
   enum class Phase { kScanning, kRunning, kFinalizing, kDone };
@@ -135,6 +150,12 @@ class ArtifactFetcher::Impl {
     size_t url_index = 0;
     uint64_t seq = 0;
     uint64_t range_start = 0;
+    // End (exclusive) of the bytes asked for: the artifact length for an
+    // open range, else the end of one run of missing chunks (a
+    // content-addressed artifact: `Range: bytes=range_start-(range_end-1)`).
+    uint64_t range_end = 0;
+    // End (exclusive) of the accepted response's body in the artifact.
+    uint64_t body_end = 0;
     uint64_t offset = 0;  // artifact offset of the next body byte
     bool ranged = false;
     bool if_range = false;
@@ -211,6 +232,7 @@ class ArtifactFetcher::Impl {
   uint64_t pending_count_ = 0;
   uint64_t queued_bytes_ = 0;
   std::vector<std::string> free_buffers_;
+  uint64_t max_chunk_length_ = 0;
 
   // The artifact hash over chunks [0, next) in order, fed as the worker
   // stores them, so a download in one go needs no read-back. Only the worker
@@ -405,6 +427,9 @@ Status ArtifactFetcher::Impl::Init() {
   unusable_.assign(n, false);
   verified_.assign(chunk_count(), false);
   pending_.assign(chunk_count(), false);
+  for (const uint64_t len : job_.artifact.chunk_length) {
+    max_chunk_length_ = std::max(max_chunk_length_, len);
+  }
 
   CURLcode global = CURLE_OK;
   std::call_once(g_curl_init,
@@ -456,6 +481,8 @@ void ArtifactFetcher::Impl::Scan() {
     Status status;
     std::vector<bool> verified;
     uint64_t discarded = 0;
+    uint64_t deduplicated = 0;
+    uint64_t deduplicated_bytes = 0;
     std::vector<std::string> validators;
   };
   auto result = std::make_shared<ScanResult>();
@@ -501,6 +528,33 @@ void ArtifactFetcher::Impl::Scan() {
             ++result->discarded;
           }
         }
+        // Content-addressed: chunks held under any artifact (an earlier
+        // version) are copied in, not downloaded (docs/ota.md, "Delta
+        // downloads"). Copies, not references: evicting the old artifact
+        // never takes a chunk this one needs.
+        if (spec->content_addressed()) {
+          for (uint64_t i = 0; i < spec->chunk_sha256.size(); ++i) {
+            if (result->verified[i]) continue;
+            auto found = store.FindChunkBySha256(spec->chunk_sha256[i]);
+            if (!found.ok()) {
+              result->status = found.status();
+              return;
+            }
+            if (!*found || (*found)->size() != ChunkLength(*spec, i) ||
+                Sha256(**found) != spec->chunk_sha256[i]) {
+              continue;
+            }
+            Status s = store.PutChunk(spec->artifact_sha256, i, **found,
+                                      spec->chunk_sha256[i]);
+            if (!s.ok()) {
+              result->status = s;
+              return;
+            }
+            result->verified[i] = true;
+            ++result->deduplicated;
+            result->deduplicated_bytes += ChunkLength(*spec, i);
+          }
+        }
         for (const std::string& u : *urls) {
           auto v = store.GetDownloadValidator(spec->artifact_sha256, u);
           if (!v.ok()) {
@@ -525,8 +579,21 @@ void ArtifactFetcher::Impl::Scan() {
             verified_bytes_ += ChunkLength(job_.artifact, i);
           }
         }
-        report_.chunks_reused = verified_count_;
-        if (verified_count_ > 0) {
+        report_.chunks_deduplicated = result->deduplicated;
+        report_.bytes_deduplicated = result->deduplicated_bytes;
+        report_.chunks_reused = verified_count_ - result->deduplicated;
+        if (result->deduplicated > 0) {
+          TERND_LOG_INFO(
+              "artifact %s: %llu of %llu chunks (%llu of %llu bytes) reused "
+              "from chunks already stored; %llu bytes to download",
+              Hex(job_.artifact.artifact_sha256).c_str(),
+              static_cast<ull>(result->deduplicated),
+              static_cast<ull>(chunk_count()),
+              static_cast<ull>(result->deduplicated_bytes),
+              static_cast<ull>(total_bytes()),
+              static_cast<ull>(total_bytes() - verified_bytes_));
+        }
+        if (verified_count_ > result->deduplicated) {
           TERND_LOG_INFO("artifact %s: %llu of %llu bytes already verified",
                          Hex(job_.artifact.artifact_sha256).c_str(),
                          static_cast<ull>(verified_bytes_),
@@ -567,9 +634,17 @@ void ArtifactFetcher::Impl::StartTransfer() {
   auto t = std::make_unique<Transfer>();
   t->url_index = u;
   t->seq = ++transfer_seq_;
-  t->range_start = first_missing * job_.artifact.chunk_size;
+  t->range_start = ChunkOffset(job_.artifact, first_missing);
+  t->range_end = total_bytes();
+  if (job_.artifact.content_addressed()) {
+    // One run of missing chunks: up to the next chunk held.
+    uint64_t end = first_missing;
+    while (end < chunk_count() && !verified_[end] && !pending_[end]) ++end;
+    t->range_end = ChunkOffset(job_.artifact, end);
+  }
+  t->body_end = total_bytes();
   t->offset = t->range_start;
-  t->ranged = t->range_start > 0;
+  t->ranged = t->range_start > 0 || t->range_end < total_bytes();
   t->progress_at_start = verified_count_;
   t->chunk = TakeBuffer();
 
@@ -616,7 +691,7 @@ void ArtifactFetcher::Impl::StartTransfer() {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Impl::WriteCallback);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
   if (t->ranged) {
-    const std::string range = std::to_string(t->range_start) + "-";
+    const std::string range = RangeSpec(*t, total_bytes());
     curl_easy_setopt(e, CURLOPT_RANGE, range.c_str());  // curl copies it
     if (!validators_[u].empty()) {
       t->headers =
@@ -627,8 +702,8 @@ void ArtifactFetcher::Impl::StartTransfer() {
   }
   TERND_LOG_INFO("artifact %s: GET %s%s%s",
                  Hex(job_.artifact.artifact_sha256).c_str(), url(u).c_str(),
-                 t->ranged ? " from byte " : "",
-                 t->ranged ? std::to_string(t->range_start).c_str() : "");
+                 t->ranged ? " bytes=" : "",
+                 t->ranged ? RangeSpec(*t, total_bytes()).c_str() : "");
   transfer_ = std::move(t);
   const CURLMcode mc = curl_multi_add_handle(multi_, e);
   if (mc != CURLM_OK) {
@@ -692,8 +767,10 @@ bool ArtifactFetcher::Impl::AcceptResponse(Transfer& t) {
     uint64_t first = 0, last = 0, total = 0;
     const bool parsed = range_headers == 1 &&
                         ParseContentRange(content_range, &first, &last, &total);
+    const bool bounded = t.range_end < length;
     if (!t.ranged || !parsed || first != t.range_start || total != length ||
         last < first || last >= length ||
+        (bounded && last + 1 != t.range_end) ||
         (content_length && *content_length != last - first + 1)) {
       const std::string content_type =
           ResponseHeader(t.easy, "Content-Type").value_or(std::string());
@@ -704,28 +781,30 @@ bool ArtifactFetcher::Impl::AcceptResponse(Transfer& t) {
           content_range.c_str(),
           StartsWithNoCase(content_type, "multipart/") ? " (multipart)" : "",
           content_length ? std::to_string(*content_length).c_str() : "(none)",
-          static_cast<ull>(t.range_start), static_cast<ull>(length - 1),
+          static_cast<ull>(t.range_start),
+          static_cast<ull>(bounded ? t.range_end - 1 : length - 1),
           static_cast<ull>(length),
-          t.ranged
-              ? ("Range: bytes=" + std::to_string(t.range_start) + "-").c_str()
-              : "a request without Range");
+          t.ranged ? ("Range: bytes=" + RangeSpec(t, length)).c_str()
+                   : "a request without Range");
       t.url_unusable = true;
       return false;
     }
+    t.body_end = last + 1;
   } else if (t.status == 200) {
     if (t.ranged) {
       // The range was ignored (a proxy or server without range support)
       // or If-Range said the file changed: take it from byte 0. Verified
       // chunks are skipped, every other chunk is checked as usual.
       TERND_LOG_NOTICE(
-          "%s: HTTP 200 to a request for bytes %llu-: the server ignored the "
+          "%s: HTTP 200 to a request for bytes %s: the server ignored the "
           "range or the file changed; reading from byte 0 (%llu bytes "
           "already verified are kept)",
-          where.c_str(), static_cast<ull>(t.range_start),
+          where.c_str(), RangeSpec(t, length).c_str(),
           static_cast<ull>(verified_bytes_));
       ++report_.range_ignored;
       t.offset = 0;
     }
+    t.body_end = length;
     if (content_length && *content_length != length) {
       t.error = DataLoss(
           "%s: Content-Length %llu, but the signed artifact length is %llu",
@@ -736,11 +815,10 @@ bool ArtifactFetcher::Impl::AcceptResponse(Transfer& t) {
     }
   } else {
     const bool gone = t.status == 416;  // the file is shorter than signed
-    t.error =
-        Errorf(gone ? StatusCode::kDataLoss : StatusCode::kUnavailable,
-               "%s: HTTP status %ld for %s%s", where.c_str(), t.status,
-               t.ranged ? "bytes=" : "the whole file",
-               t.ranged ? (std::to_string(t.range_start) + "-").c_str() : "");
+    t.error = Errorf(gone ? StatusCode::kDataLoss : StatusCode::kUnavailable,
+                     "%s: HTTP status %ld for %s%s", where.c_str(), t.status,
+                     t.ranged ? "bytes=" : "the whole file",
+                     t.ranged ? RangeSpec(t, total_bytes()).c_str() : "");
     t.url_unusable = gone;
     return false;
   }
@@ -793,14 +871,22 @@ size_t ArtifactFetcher::Impl::WriteCallback(char* data, size_t size, size_t n,
     t.paused = true;  // resumed when the worker catches up
     return CURL_WRITEFUNC_PAUSE;
   }
-  const uint64_t room = self->total_bytes() - t.offset;
+  const uint64_t room = t.body_end - t.offset;
   const size_t take = static_cast<size_t>(std::min<uint64_t>(bytes, room));
   self->Consume(t, data, take);
   if (take < bytes) {
-    t.error = DataLoss(
-        "%s: the response goes on past the signed artifact length %llu; "
-        "transfer aborted at that length",
-        self->url(t.url_index).c_str(), static_cast<ull>(self->total_bytes()));
+    if (t.body_end == self->total_bytes()) {
+      t.error = DataLoss(
+          "%s: the response goes on past the signed artifact length %llu; "
+          "transfer aborted at that length",
+          self->url(t.url_index).c_str(),
+          static_cast<ull>(self->total_bytes()));
+    } else {
+      t.error = DataLoss(
+          "%s: the response goes on past byte %llu, the end of the range "
+          "asked for; transfer aborted there",
+          self->url(t.url_index).c_str(), static_cast<ull>(t.body_end));
+    }
     t.url_unusable = true;
     ++self->report_.over_length_aborts;
     return 0;
@@ -810,10 +896,9 @@ size_t ArtifactFetcher::Impl::WriteCallback(char* data, size_t size, size_t n,
 
 void ArtifactFetcher::Impl::Consume(Transfer& t, const char* data, size_t n) {
   report_.bytes_received += n;
-  const uint64_t chunk_size = job_.artifact.chunk_size;
   while (n > 0) {
-    const uint64_t index = t.offset / chunk_size;
-    const uint64_t in_chunk = t.offset - index * chunk_size;
+    const uint64_t index = ChunkAt(job_.artifact, t.offset);
+    const uint64_t in_chunk = t.offset - ChunkOffset(job_.artifact, index);
     const uint64_t len = ChunkLength(job_.artifact, index);
     const size_t take =
         static_cast<size_t>(std::min<uint64_t>(n, len - in_chunk));
@@ -855,8 +940,8 @@ void ArtifactFetcher::Impl::SubmitChunk(Transfer& t, uint64_t index) {
           result->found_sha256 = got;
           return;
         }
-        result->status =
-            (*store)->PutChunk(spec->artifact_sha256, index, result->buffer);
+        result->status = (*store)->PutChunk(spec->artifact_sha256, index,
+                                            result->buffer, got);
         if (result->status.ok() && index == running->next) {
           running->Add(spec, result->buffer);
         }
@@ -890,7 +975,7 @@ void ArtifactFetcher::Impl::OnChunkDone(uint64_t index, size_t url_index,
       last_bad_seq_[url_index] = seq;
       const int bad = ++bad_responses_[url_index];
       const bool unusable = bad >= options_.max_bad_responses_per_url;
-      const uint64_t start = index * job_.artifact.chunk_size;
+      const uint64_t start = ChunkOffset(job_.artifact, index);
       Status error = DataLoss(
           "%s: chunk %llu (bytes %llu-%llu) has SHA-256 %s, signed %s; bad "
           "response %d of at most %d from this URL%s",
@@ -950,11 +1035,11 @@ void ArtifactFetcher::Impl::CheckMultiInfo() {
                  t.errbuf[0] != '\0' ? t.errbuf : curl_easy_strerror(rc),
                  static_cast<int>(rc), static_cast<ull>(t.offset),
                  static_cast<ull>(total_bytes()), response);
-    } else if (error.ok() && t.offset < total_bytes()) {
+    } else if (error.ok() && t.offset < t.body_end) {
       error = Errorf(StatusCode::kUnavailable,
                      "%s: the response ended at artifact offset %llu of %llu",
                      url(t.url_index).c_str(), static_cast<ull>(t.offset),
-                     static_cast<ull>(total_bytes()));
+                     static_cast<ull>(t.body_end));
     }
     const bool unusable = t.url_unusable;
     DropTransfer();
@@ -975,6 +1060,7 @@ void ArtifactFetcher::Impl::DropTransfer() {
   FetchAttempt a;
   a.url = url(t->url_index);
   a.range_start = t->range_start;
+  a.range_end = t->range_end;
   a.if_range = t->if_range;
   a.http_status = t->status;
   a.error = t->error.message();
@@ -1002,7 +1088,11 @@ void ArtifactFetcher::Impl::EndTransfer(Status error, bool url_unusable) {
     TERND_LOG_WARNING("artifact download: %s", error.message());
   }
   std::chrono::milliseconds delay;
-  if (error.ok() || progressed) {
+  if (error.ok()) {
+    // A run of missing chunks done: the next run at once.
+    backoff_->Reset();
+    delay = std::chrono::milliseconds(0);
+  } else if (progressed) {
     // Carry on at once, within retry_min; not counted as a failure.
     backoff_->Reset();
     delay = backoff_->Draw(0);
@@ -1098,9 +1188,13 @@ void ArtifactFetcher::Impl::Finish(Status status) {
   sd_event_source_set_enabled(retry_timer_, SD_EVENT_OFF);
   final_status_ = status;
   if (status.ok()) {
-    TERND_LOG_INFO("artifact %s: %llu bytes downloaded and verified",
-                   Hex(job_.artifact.artifact_sha256).c_str(),
-                   static_cast<ull>(total_bytes()));
+    TERND_LOG_INFO(
+        "artifact %s: %llu bytes verified (%llu received in this run, %llu "
+        "reused from chunks already stored)",
+        Hex(job_.artifact.artifact_sha256).c_str(),
+        static_cast<ull>(total_bytes()),
+        static_cast<ull>(report_.bytes_received),
+        static_cast<ull>(report_.bytes_deduplicated));
   } else {
     TERND_LOG_WARNING("artifact %s: download failed: %s",
                       Hex(job_.artifact.artifact_sha256).c_str(),
@@ -1128,7 +1222,7 @@ int ArtifactFetcher::Impl::OnDone(sd_event_source* s, void* p) {
 void ArtifactFetcher::Impl::ReportProgress() {
   if (!on_progress_) return;
   ProgressCallback cb = on_progress_;  // survives our destruction
-  cb(FetchProgress{verified_bytes_, total_bytes()});
+  cb(progress());
 }
 
 std::string ArtifactFetcher::Impl::TakeBuffer() {
@@ -1138,7 +1232,8 @@ std::string ArtifactFetcher::Impl::TakeBuffer() {
     free_buffers_.pop_back();
   }
   b.clear();
-  b.reserve(job_.artifact.chunk_size);
+  b.reserve(job_.artifact.content_addressed() ? max_chunk_length_
+                                              : job_.artifact.chunk_size);
   return b;
 }
 
@@ -1235,8 +1330,6 @@ std::vector<uint8_t> ArtifactFetcher::TakeStagedModel() {
   return std::move(impl_->running_hash_->model);
 }
 
-FetchProgress ArtifactFetcher::progress() const {
-  return FetchProgress{impl_->verified_bytes_, impl_->total_bytes()};
-}
+FetchProgress ArtifactFetcher::progress() const { return impl_->progress(); }
 
 }  // namespace ternd::ota

@@ -13,6 +13,10 @@
 //    deleted) and loads the validators (ETag / Last-Modified) sources sent.
 // 2. A request starts at the first chunk not yet verified: one open range
 //    `Range: bytes=N-` with `If-Range: <validator>` when that URL sent one.
+//    For a content-addressed artifact (docs/ota.md, "Delta downloads") the
+//    worker first copies in every chunk whose hash the store already holds
+//    under another artifact, and a request asks for one run of missing
+//    chunks, `Range: bytes=N-M`; runs are fetched one after another.
 //    The status and headers are read from libcurl once a response's headers
 //    end (CURLINFO_RESPONSE_CODE, curl_easy_header), never parsed by hand.
 //    206 must carry exactly one `Content-Range: bytes N-E/<signed length>`
@@ -96,22 +100,31 @@ struct FetchOptions {
   uint64_t jitter_seed = 0;  // 0: random
 };
 
+// A content-addressed artifact's chunks found already stored (under an
+// earlier version) count in neither verified_bytes nor total_bytes: those
+// are what is downloaded; reused_bytes is the rest.
 struct FetchProgress {
   uint64_t verified_bytes = 0;  // stored and matching their signed hashes
-  uint64_t total_bytes = 0;     // the signed artifact length
+  uint64_t total_bytes = 0;     // the signed artifact length, less reused
+  uint64_t reused_bytes = 0;    // copied from chunks already stored
 };
 
 // What happened, for logs, status reports and tests.
 struct FetchAttempt {
   std::string url;
-  uint64_t range_start = 0;  // 0: no Range header
+  uint64_t range_start = 0;  // 0: no Range header, or bytes=0-M
+  uint64_t range_end = 0;    // exclusive; < the length: bytes=N-(end-1)
   bool if_range = false;     // an If-Range validator was sent
   long http_status = 0;      // 0: no response
   std::string error;         // empty: the transfer ended normally
 };
 struct FetchReport {
   std::vector<FetchAttempt> attempts;
-  uint64_t chunks_reused = 0;       // verified from an earlier run
+  uint64_t chunks_reused = 0;  // verified from an earlier run
+  // Content-addressed artifacts: chunks (and their bytes) copied from
+  // chunks of other artifacts with the same hash, not downloaded.
+  uint64_t chunks_deduplicated = 0;
+  uint64_t bytes_deduplicated = 0;
   uint64_t chunks_discarded = 0;    // stored earlier, failed re-check
   uint64_t chunks_rejected = 0;     // downloaded, failed their hash
   uint64_t bytes_received = 0;      // body bytes accepted from sources
@@ -147,7 +160,6 @@ class ArtifactFetcher {
   // Empty otherwise.
   std::vector<uint8_t> TakeStagedModel();
   FetchProgress progress() const;
-
 
  private:
   class Impl;

@@ -12,11 +12,21 @@
 
 #include "base/log.h"
 #include "base/sqlite_util.h"
+#include "ota/signing.h"
 
 namespace ternd::ota {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 1: trust, chunks, download_validators. 2: chunks.sha256 (the SHA-256 of
+// the chunk's bytes; NULL for rows written by version 1) and its index, so
+// a content-addressed download finds chunks it already holds under any
+// artifact (docs/ota.md, "Delta downloads").
+constexpr int kSchemaVersion = 2;
+
+constexpr const char* kMigrateTo2 = R"sql(
+ALTER TABLE chunks ADD COLUMN sha256 BLOB;
+CREATE INDEX IF NOT EXISTS chunks_by_sha256 ON chunks (sha256);
+)sql";
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS trust (
@@ -216,10 +226,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   }
   TERND_RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE;"));
   Status s = store->Exec(kSchema);
+  // kSchema is version 1's; a new or version 1 database gets the rest.
+  if (s.ok() && have < 2) s = store->Exec(kMigrateTo2);
   // Only when it changes: a database on a full disk must still open (and
   // be read) when its schema is current.
   if (s.ok() && have != kSchemaVersion) {
-    s = store->Exec("PRAGMA user_version=1;");
+    s = store->Exec("PRAGMA user_version=2;");
   }
   if (!s.ok()) {
     store->Exec("ROLLBACK;").IgnoreError();
@@ -271,15 +283,21 @@ Status StateStore::SaveTrust(const TrustState& state) {
 }
 
 Status StateStore::PutChunk(const std::string& artifact, uint64_t index,
-                            std::string_view bytes) {
+                            std::string_view bytes, std::string_view sha256) {
+  std::string computed;
+  if (sha256.empty()) {
+    computed = Sha256(bytes);
+    sha256 = computed;
+  }
   Stmt q(db_,
-         "INSERT OR REPLACE INTO chunks (artifact, idx, data) VALUES (?, ?, "
-         "?);");
+         "INSERT OR REPLACE INTO chunks (artifact, idx, data, sha256) VALUES "
+         "(?, ?, ?, ?);");
   if (!q.ok()) return Error("cannot store a chunk");
   q.Blob(1, artifact);
   q.Int(2, static_cast<int64_t>(index));
   // No copy of the (MiB-sized) chunk: `bytes` outlives the statement.
   sqlite3_bind_blob64(q.get(), 3, bytes.data(), bytes.size(), SQLITE_STATIC);
+  sqlite3_bind_blob64(q.get(), 4, sha256.data(), sha256.size(), SQLITE_STATIC);
   if (sqlite3_step(q.get()) != SQLITE_DONE) {
     const int code = sqlite3_errcode(db_);
     if (code == SQLITE_FULL) {
@@ -302,6 +320,17 @@ Result<std::optional<std::string>> StateStore::GetChunk(
   const int rc = sqlite3_step(q.get());
   if (rc == SQLITE_DONE) return std::optional<std::string>();
   if (rc != SQLITE_ROW) return Error("cannot read a chunk");
+  return std::optional<std::string>(q.ColumnBlob(0));
+}
+
+Result<std::optional<std::string>> StateStore::FindChunkBySha256(
+    std::string_view sha256) {
+  Stmt q(db_, "SELECT data FROM chunks WHERE sha256 = ? LIMIT 1;");
+  if (!q.ok()) return Error("cannot look a chunk up by hash");
+  sqlite3_bind_blob64(q.get(), 1, sha256.data(), sha256.size(), SQLITE_STATIC);
+  const int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return Error("cannot look a chunk up by hash");
   return std::optional<std::string>(q.ColumnBlob(0));
 }
 

@@ -37,11 +37,18 @@ class StateStore {
   Result<std::optional<TrustState>> LoadTrust();
   Status SaveTrust(const TrustState& state);
 
-  // Artifact chunks, keyed by the artifact's SHA-256 (raw 32 bytes).
+  // Artifact chunks, keyed by the artifact's SHA-256 (raw 32 bytes), each
+  // also indexed by its own SHA-256 (`chunk_sha256`, computed here when
+  // empty; a caller that just checked the chunk's hash passes it).
   // PutChunk fails with kResourceExhausted when the disk (or the
   // database's file system) is full; the database keeps its old content.
   Status PutChunk(const std::string& artifact_sha256, uint64_t index,
-                  std::string_view bytes);
+                  std::string_view bytes, std::string_view chunk_sha256 = {});
+  // The bytes of a stored chunk (of any artifact) whose SHA-256 is
+  // `chunk_sha256`, or nullopt. Chunks written before schema version 2
+  // have no hash and are never found. The caller re-checks the hash.
+  Result<std::optional<std::string>> FindChunkBySha256(
+      std::string_view chunk_sha256);
   Result<std::optional<std::string>> GetChunk(
       const std::string& artifact_sha256, uint64_t index);
   // Indices stored for an artifact, ascending.

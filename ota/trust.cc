@@ -3,6 +3,7 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 
@@ -259,9 +260,60 @@ Result<Release> AcceptRelease(TrustState& state,
                           : "reused with other content than",
                       static_cast<unsigned long long>(state.highest_sequence)));
   }
-  const uint64_t chunks = ChunkCount(r.artifact_length(), r.chunk_size());
+  // Fixed chunks of chunk_size bytes, or (content-addressed, docs/ota.md
+  // "Delta downloads") chunk_size 0 and one non-zero chunk length per chunk
+  // hash, summing to the artifact length.
+  const bool content = r.chunk_length_size() > 0;
+  using ull = unsigned long long;
+  char content_problem[192] = "";
+  if (content) {
+    uint64_t sum = 0;
+    for (int i = 0; i < r.chunk_length_size() && !content_problem[0]; ++i) {
+      const uint64_t len = r.chunk_length(i);
+      if (len == 0) {
+        std::snprintf(content_problem, sizeof content_problem,
+                      "chunk_length[%d] is 0; every chunk holds at least one "
+                      "byte",
+                      i);
+      } else if (len > r.artifact_length() - sum) {
+        std::snprintf(content_problem, sizeof content_problem,
+                      "chunk lengths reach past artifact_length %llu at "
+                      "chunk_length[%d] = %llu",
+                      static_cast<ull>(r.artifact_length()), i,
+                      static_cast<ull>(len));
+      } else {
+        sum += len;
+      }
+    }
+    if (content_problem[0]) {
+    } else if (sum != r.artifact_length()) {
+      std::snprintf(content_problem, sizeof content_problem,
+                    "the %d chunk lengths sum to %llu, expected "
+                    "artifact_length %llu",
+                    r.chunk_length_size(), static_cast<ull>(sum),
+                    static_cast<ull>(r.artifact_length()));
+    } else if (r.chunk_size() != 0) {
+      std::snprintf(content_problem, sizeof content_problem,
+                    "chunk_size is %llu with chunk lengths; expected 0",
+                    static_cast<ull>(r.chunk_size()));
+    } else if (r.chunk_sha256_size() != r.chunk_length_size()) {
+      std::snprintf(content_problem, sizeof content_problem,
+                    "%d chunk lengths but %d chunk hashes; expected one hash "
+                    "per chunk",
+                    r.chunk_length_size(), r.chunk_sha256_size());
+    }
+  }
+  if (content_problem[0]) {
+    return Reject(reason, RejectReason::kMalformed,
+                  InvalidArgument("release v%llu: content-addressed artifact: "
+                                  "%s",
+                                  version, content_problem));
+  }
+  const uint64_t chunks = content
+                              ? static_cast<uint64_t>(r.chunk_length_size())
+                              : ChunkCount(r.artifact_length(), r.chunk_size());
   if (r.artifact_length() == 0 || r.model_length() == 0 ||
-      r.chunk_size() == 0 || r.urls_size() == 0 ||
+      (!content && r.chunk_size() == 0) || r.urls_size() == 0 ||
       r.artifact_sha256().size() != 32 || r.model_sha256().size() != 32 ||
       static_cast<uint64_t>(r.chunk_sha256_size()) != chunks ||
       std::any_of(r.chunk_sha256().begin(), r.chunk_sha256().end(),

@@ -98,7 +98,11 @@ void AddWeights(const TestModelSpec& spec, runtime::ModelWriter* w) {
     k = spec.hidden;
   }
   std::vector<float> out(static_cast<size_t>(spec.classes) * k);
-  for (float& v : out) v = rng.Uniform(-0.5f, 0.5f);
+  Lcg head(spec.head_seed);
+  for (float& v : out) {
+    v = spec.head_seed != 0 ? head.Uniform(-0.5f, 0.5f)
+                            : rng.Uniform(-0.5f, 0.5f);
+  }
   w->AddF32("wout", {spec.classes, k}, out);
 }
 

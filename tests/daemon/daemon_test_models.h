@@ -23,6 +23,9 @@ struct TestModelSpec {
   bool golden = true;
   bool wrong_golden = false;  // golden output that the model does not match
   uint32_t seed = 1;
+  // The output layer's weights from this seed instead (0: `seed`'s
+  // sequence): a version whose head alone was retrained.
+  uint32_t head_seed = 0;
 };
 
 // A small fast model: 16 -> 32 -> 4.

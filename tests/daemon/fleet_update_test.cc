@@ -14,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "daemon/client/client.h"
@@ -638,6 +639,123 @@ TEST_F(FleetUpdateTest, FromTernctlPublishToServing) {
                               std::string(kDevice) + "\""));
   EXPECT_THAT(seen, HasSubstr("\"state\":\"active\""));
   EXPECT_THAT(seen, HasSubstr("\"active_version\":2"));
+}
+
+// Delta downloads (docs/ota.md): releases signed with `ternctl sign
+// --content-chunks`; the device holds v2's chunks, and v3 (its output head
+// retrained, so its header, head and golden pair changed) downloads only
+// the chunks v2 does not have, as nginx's log shows.
+TEST_F(FleetUpdateTest, DeltaUpdateDownloadsOnlyTheChangedChunks) {
+  auto run = [&](const std::string& args) {
+    const std::string cmd = std::string(TERNCTL_PATH) + " " + args + " > " +
+                            dir_.File("cmd.out") + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    EXPECT_EQ(rc, 0) << args << "\n" << ReadText(dir_.File("cmd.out"));
+    return rc == 0;
+  };
+  const std::string k = dir_.path() + "/";
+  ASSERT_TRUE(run("keygen --out " + k + "root"));
+  ASSERT_TRUE(run("keygen --out " + k + "release"));
+  ASSERT_TRUE(run("keygen --out " + k + "ts"));
+  ASSERT_TRUE(run("root --fleet testfleet --version 1 --days 30 --root-key " +
+                  k + "root.pub --root-threshold 1 --release-key " + k +
+                  "release.pub --timestamp-key " + k + "ts.pub --sign " + k +
+                  "root.key --out " + k + "root.pb --force"));
+  // About 0.5 MiB of ternary layers (16 -> 1024 -> 1024 -> 1024 -> 4).
+  TestModelSpec spec = FastModel();
+  spec.name = "fleetnet";
+  spec.hidden = 1024;
+  spec.layers = 3;
+  spec.seed = 5;
+  auto sign = [&](uint64_t version, uint32_t head_seed) -> ota::Release {
+    TestModelSpec v = spec;
+    v.version = version;
+    v.head_seed = head_seed;
+    const std::string stem = "fleetnet-" + std::to_string(version);
+    EXPECT_TRUE(WriteTestModel(v, dir_.File(stem + ".tern")).ok());
+    EXPECT_TRUE(run("sign " + k + stem + ".tern --content-chunks --url " +
+                    nginx_->Url("files/") + " --target-device " + kDevice +
+                    " --key " + k + "release.key --root " + k +
+                    "root.pb --out-dir " + k + "dist"));
+    EXPECT_TRUE(nginx_
+                    ->PutFile("files", stem + ".tern.zst",
+                              ReadText(dir_.File("dist/" + stem + ".tern.zst")))
+                    .ok());
+    ota::SignedEnvelope env;
+    ota::Release r;
+    EXPECT_TRUE(env.ParseFromString(
+        ReadText(dir_.File("dist/" + stem + ".release.pb"))));
+    EXPECT_TRUE(r.ParseFromString(env.payload()));
+    EXPECT_EQ(r.model_sha256(),
+              ota::Sha256(ReadText(dir_.File(stem + ".tern"))));
+    return r;
+  };
+  auto publish = [&](uint64_t version) {
+    return run("publish --broker 127.0.0.1:" + std::to_string(broker_->port()) +
+               " --cafile " + k + "ca.pem --fleet testfleet --device " +
+               kDevice + " " + k + "dist/fleetnet-" + std::to_string(version) +
+               ".release.pb");
+  };
+  const ota::Release r2 = sign(2, 0);
+  const ota::Release r3 = sign(3, 99);
+  ASSERT_GT(r2.chunk_length_size(), 4);
+  ASSERT_EQ(r2.chunk_size(), 0u);
+  // What v3 lacks from v2, as the device should ask for it.
+  std::set<std::string> have(r2.chunk_sha256().begin(),
+                             r2.chunk_sha256().end());
+  std::vector<std::string> runs;
+  uint64_t missing = 0, at = 0;
+  for (int i = 0; i < r3.chunk_length_size();) {
+    if (have.count(r3.chunk_sha256(i))) {
+      at += r3.chunk_length(i++);
+      continue;
+    }
+    const uint64_t first = at;
+    while (i < r3.chunk_length_size() && !have.count(r3.chunk_sha256(i))) {
+      at += r3.chunk_length(i++);
+    }
+    // A run to the end of the artifact is asked for as an open range.
+    runs.push_back("bytes=" + std::to_string(first) + "-" +
+                   (at == r3.artifact_length() ? "" : std::to_string(at - 1)));
+    missing += at - first;
+  }
+  ASSERT_FALSE(runs.empty());
+  ASSERT_LT(missing, r3.artifact_length() / 2);
+
+  auto d = Start();  // pins root.pb, written by `ternctl root` above
+  ASSERT_TRUE(publish(2));
+  ASSERT_TRUE(WaitForState("active", 2)) << d->Log();
+  ASSERT_TRUE(publish(3));
+  std::optional<ota::UpdateReport> active = WaitForState("active", 3);
+  ASSERT_TRUE(active) << d->Log();
+  EXPECT_EQ(active->active_version(), 3u);
+  EXPECT_EQ(Served(), "fleetnet v3");
+
+  // v2 in one request; v3 only its missing runs, nothing else.
+  const std::vector<https_testing::AccessLogEntry> log2 =
+      nginx_->AccessLog("fleetnet-2.tern.zst");
+  ASSERT_EQ(log2.size(), 1u);
+  EXPECT_EQ(log2[0].status, 200);
+  EXPECT_EQ(log2[0].body_bytes_sent, r2.artifact_length());
+  const std::vector<https_testing::AccessLogEntry> log3 =
+      nginx_->AccessLog("fleetnet-3.tern.zst");
+  ASSERT_EQ(log3.size(), runs.size());
+  uint64_t sent = 0;
+  for (size_t i = 0; i < log3.size(); ++i) {
+    EXPECT_EQ(log3[i].range, runs[i]);
+    EXPECT_EQ(log3[i].status, 206);
+    sent += log3[i].body_bytes_sent;
+  }
+  EXPECT_EQ(sent, missing);
+  EXPECT_THAT(d->Log(), HasSubstr("reused from chunks already stored"));
+  std::printf(
+      "delta v2 -> v3: %d chunks, %zu runs, %llu of %llu artifact bytes "
+      "downloaded (%.1f%%)\n",
+      r3.chunk_length_size(), runs.size(),
+      static_cast<unsigned long long>(sent),
+      static_cast<unsigned long long>(r3.artifact_length()),
+      100.0 * static_cast<double>(sent) /
+          static_cast<double>(r3.artifact_length()));
 }
 
 // A release that crashed in probation and was rolled back is never installed

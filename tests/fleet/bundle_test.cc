@@ -209,6 +209,46 @@ TEST(BundleTest, ChunkHashesMustMatchTheArtifact) {
             std::string::npos);
 }
 
+// A content-addressed release (docs/ota.md, "Delta downloads"): chunks of
+// the lengths it lists, each checked; lengths that do not tile the artifact
+// are refused.
+TEST(BundleTest, ContentAddressedChunks) {
+  Parts p;
+  p.release.set_chunk_size(0);
+  p.release.clear_chunk_sha256();
+  const std::vector<uint64_t> lengths = {3000, 7000, 3};
+  uint64_t at = 0;
+  for (uint64_t len : lengths) {
+    p.release.add_chunk_length(len);
+    p.release.add_chunk_sha256(Sha256(p.artifact.substr(at, len)));
+    at += len;
+  }
+  BundleContents c = p.Contents();
+  c.timestamp_envelope.clear();
+  auto parsed = ParseBundle(Parts::Raw(c), "u.ternbundle", {});
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+
+  p.release.set_chunk_length(1, 6999);
+  c = p.Contents();
+  c.timestamp_envelope.clear();
+  EXPECT_NE(Refusal(Parts::Raw(c)).find("chunk lengths sum to 10002"),
+            std::string::npos)
+      << Refusal(Parts::Raw(c));
+  p.release.set_chunk_length(1, 0);
+  c = p.Contents();
+  c.timestamp_envelope.clear();
+  EXPECT_NE(Refusal(Parts::Raw(c)).find("chunk_length[1] = 0"),
+            std::string::npos)
+      << Refusal(Parts::Raw(c));
+  p.release.set_chunk_length(1, 7000);
+  p.release.set_chunk_sha256(2, std::string(32, 'q'));
+  c = p.Contents();
+  c.timestamp_envelope.clear();
+  EXPECT_NE(Refusal(Parts::Raw(c)).find("artifact chunk 2 (offset 10000)"),
+            std::string::npos)
+      << Refusal(Parts::Raw(c));
+}
+
 // A chunk size near 2^64 made `length + size - 1` wrap: zero chunks were
 // expected, zero hashes given, and the chunk loop read hash 0 of none.
 TEST(BundleTest, HugeChunkSizeIsRefusedNotWrapped) {

@@ -242,6 +242,65 @@ TEST_F(ArtifactTest, RefusesInconsistentSpecs) {
   EXPECT_EQ(n.status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(ArtifactTest, ChecksContentAddressedSpecs) {
+  ArtifactSpec spec;
+  spec.artifact_sha256 = Sha256("artifact");
+  spec.model_sha256 = Sha256("model");
+  spec.artifact_length = 100;
+  spec.chunk_length = {40, 35, 25};
+  spec.chunk_sha256 = {Sha256("a"), Sha256("b"), Sha256("c")};
+  FinishArtifactSpec(&spec);
+  ASSERT_TRUE(CheckArtifactSpec(spec).ok())
+      << CheckArtifactSpec(spec).message();
+  EXPECT_EQ(ChunkOffset(spec, 0), 0u);
+  EXPECT_EQ(ChunkOffset(spec, 2), 75u);
+  EXPECT_EQ(ChunkOffset(spec, 3), 100u);
+  EXPECT_EQ(ChunkLength(spec, 1), 35u);
+  EXPECT_EQ(ChunkAt(spec, 0), 0u);
+  EXPECT_EQ(ChunkAt(spec, 39), 0u);
+  EXPECT_EQ(ChunkAt(spec, 40), 1u);
+  EXPECT_EQ(ChunkAt(spec, 99), 2u);
+
+  auto fails = [](ArtifactSpec s, const char* expected) {
+    FinishArtifactSpec(&s);
+    const Status st = CheckArtifactSpec(s);
+    EXPECT_FALSE(st.ok()) << expected;
+    EXPECT_NE(std::string(st.message()).find(expected), std::string::npos)
+        << st.message();
+  };
+  ArtifactSpec bad = spec;
+  bad.artifact_length = 101;
+  fails(bad, "sum to 100, expected the artifact length 101");
+  bad = spec;
+  bad.artifact_length = 90;
+  fails(bad, "reach past the artifact length 90 at chunk_length[2]");
+  bad = spec;
+  bad.chunk_sha256.pop_back();
+  fails(bad, "3 chunk lengths but 2 chunk hashes");
+  bad = spec;
+  bad.chunk_length = {40, 0, 35, 25};
+  bad.chunk_sha256.push_back(Sha256("d"));
+  fails(bad, "chunk_length[1] is 0");
+  bad = spec;
+  bad.chunk_size = 64;
+  fails(bad, "chunk_size is 64 but chunk_length lists 3 chunks");
+  // A length so large the sum would wrap around.
+  bad = spec;
+  bad.chunk_length = {40, UINT64_MAX - 10, 25};
+  fails(bad, "reach past the artifact length 100 at chunk_length[1]");
+
+  // From a release, as the device reads it.
+  Release r;
+  r.set_artifact_sha256(spec.artifact_sha256);
+  r.set_model_sha256(spec.model_sha256);
+  r.set_artifact_length(100);
+  for (uint64_t len : spec.chunk_length) r.add_chunk_length(len);
+  for (const auto& h : spec.chunk_sha256) r.add_chunk_sha256(h);
+  const ArtifactSpec from = ArtifactSpecFromRelease(r);
+  EXPECT_TRUE(CheckArtifactSpec(from).ok());
+  EXPECT_EQ(ChunkOffset(from, 2), 75u);
+}
+
 TEST_F(ArtifactTest, WorkerStagesOffTheLoopThreadAndReportsOnIt) {
   const std::string model = SomeModel(300 * 1000, 8);
   const std::string artifact = Compress(model);

@@ -17,8 +17,10 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include "base/file.h"
+#include "ota/chunker.h"
 #include "tests/support/cutting_proxy.h"
 #include "tests/support/nginx_server.h"
 
@@ -206,6 +208,196 @@ class FetcherTest : public ::testing::Test {
 HttpsTestDir* FetcherTest::certs_ = nullptr;
 NginxServer* FetcherTest::nginx_ = nullptr;
 Status FetcherTest::setup_;
+
+// Content-addressed artifacts (docs/ota.md, "Delta downloads"): one zstd
+// frame per content-defined chunk of the model, as `ternctl sign
+// --content-chunks` writes them.
+TestArtifact ContentArtifact(const std::string& model) {
+  TestArtifact a;
+  uint64_t at = 0;
+  const auto* p = reinterpret_cast<const uint8_t*>(model.data());
+  for (const uint64_t len : ChunkLengths({p, model.size()}, ChunkLimits())) {
+    std::string frame(ZSTD_compressBound(len), '\0');
+    frame.resize(
+        ZSTD_compress(frame.data(), frame.size(), model.data() + at, len, 3));
+    a.spec.chunk_length.push_back(frame.size());
+    a.spec.chunk_sha256.push_back(Sha256(frame));
+    a.bytes += frame;
+    at += len;
+  }
+  a.spec.artifact_sha256 = Sha256(a.bytes);
+  a.spec.artifact_length = a.bytes.size();
+  a.spec.model_sha256 = Sha256(model);
+  a.spec.model_length = model.size();
+  a.spec.chunk_size = 0;
+  FinishArtifactSpec(&a.spec);
+  return a;
+}
+
+// A model-like payload, and a second version of it with `n` bytes
+// rewritten at each of `offsets` (a retrained layer).
+std::string DeltaModel(size_t n, uint64_t seed) {
+  std::string m = RandomBytes(n, seed);
+  for (size_t i = 0; i < m.size(); i += 2) m[i] = 0;
+  return m;
+}
+std::string Retrained(std::string m, std::vector<size_t> offsets, size_t n,
+                      uint64_t seed) {
+  const std::string fresh = RandomBytes(n, seed);
+  for (const size_t off : offsets) m.replace(off, n, fresh);
+  return m;
+}
+
+// The runs of `b`'s chunks whose hash `a` lacks, as Range values.
+std::vector<std::string> MissingRuns(const ArtifactSpec& a,
+                                     const ArtifactSpec& b,
+                                     uint64_t* missing_bytes) {
+  std::set<std::string> have(a.chunk_sha256.begin(), a.chunk_sha256.end());
+  std::vector<std::string> runs;
+  *missing_bytes = 0;
+  for (size_t i = 0; i < b.chunk_sha256.size();) {
+    if (have.count(b.chunk_sha256[i])) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < b.chunk_sha256.size() && !have.count(b.chunk_sha256[j])) ++j;
+    const uint64_t first = ChunkOffset(b, i), end = ChunkOffset(b, j);
+    // A run to the end of the artifact is asked for as an open range.
+    runs.push_back("bytes=" + std::to_string(first) + "-" +
+                   (end == b.artifact_length ? "" : std::to_string(end - 1)));
+    *missing_bytes += end - first;
+    i = j;
+  }
+  return runs;
+}
+
+TEST_F(FetcherTest, DeltaDownloadsOnlyTheMissingRuns) {
+  const std::string m1 = DeltaModel(2 << 20, 31);
+  const std::string m2 = Retrained(m1, {400 << 10, 1400 << 10}, 96 << 10, 32);
+  const TestArtifact v1 = ContentArtifact(m1);
+  const TestArtifact v2 = ContentArtifact(m2);
+  uint64_t missing = 0;
+  const std::vector<std::string> runs = MissingRuns(v1.spec, v2.spec, &missing);
+  ASSERT_EQ(runs.size(), 2u);
+  ASSERT_LT(missing, v2.bytes.size() / 2);
+  // Still one zstd stream: it decompresses to the model in one call.
+  std::string whole(m2.size(), '\0');
+  ASSERT_EQ(ZSTD_decompress(whole.data(), whole.size(), v2.bytes.data(),
+                            v2.bytes.size()),
+            m2.size());
+  ASSERT_TRUE(whole == m2);
+  const std::string name1 = "1-" + name_, name2 = "2-" + name_;
+  ASSERT_TRUE(nginx_->PutFile("files", name1, v1.bytes).ok());
+  ASSERT_TRUE(nginx_->PutFile("files", name2, v2.bytes).ok());
+
+  // v1 on an empty store: one request without Range.
+  FetchRun first =
+      RunFetch(JobFor(v1, {nginx_->Url("files/" + name1)}), Options());
+  ASSERT_TRUE(first.status.ok()) << Msg(first.status);
+  EXPECT_EQ(first.report.chunks_deduplicated, 0u);
+  ASSERT_TRUE(nginx_->WaitForRequests(1, name1));
+  EXPECT_EQ(nginx_->AccessLog(name1)[0].range, "");
+
+  // v2: the chunks v1 has are copied, each missing run asked for alone.
+  FetchOptions o = Options();
+  o.stage = true;
+  FetchRun second = RunFetch(JobFor(v2, {nginx_->Url("files/" + name2)}), o);
+  ASSERT_TRUE(second.status.ok()) << Msg(second.status);
+  ASSERT_EQ(second.staged.size(), m2.size());
+  EXPECT_EQ(0, std::memcmp(second.staged.data(), m2.data(), m2.size()));
+  EXPECT_TRUE(StoredArtifact(db_, v2.spec) == v2.bytes);
+  EXPECT_EQ(second.report.bytes_deduplicated, v2.bytes.size() - missing);
+  EXPECT_EQ(second.report.bytes_received, missing);
+  ASSERT_FALSE(second.progress.empty());
+  EXPECT_EQ(second.progress.front(), 0u);  // reused bytes are not progress
+  EXPECT_EQ(second.progress.back(), missing);
+  ASSERT_TRUE(nginx_->WaitForRequests(runs.size(), name2));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name2);
+  ASSERT_EQ(log.size(), runs.size());
+  uint64_t sent = 0;
+  for (size_t k = 0; k < log.size(); ++k) {
+    EXPECT_EQ(log[k].range, runs[k]);
+    EXPECT_EQ(log[k].status, 206);
+    EXPECT_TRUE(log[k].completed);
+    sent += log[k].body_bytes_sent;
+  }
+  EXPECT_EQ(sent, missing);
+  // v1's chunks are untouched: evicting v2 later would not break v1, and
+  // the other way round (copies, not references).
+  EXPECT_TRUE(StoredArtifact(db_, v1.spec) == v1.bytes);
+}
+
+TEST_F(FetcherTest, DeltaTakesTheWholeBodyWhenRangesAreIgnored) {
+  const std::string m1 = DeltaModel(1 << 20, 33);
+  const std::string m2 = Retrained(m1, {300 << 10, 700 << 10}, 64 << 10, 34);
+  const TestArtifact v1 = ContentArtifact(m1);
+  const TestArtifact v2 = ContentArtifact(m2);
+  uint64_t missing = 0;
+  ASSERT_EQ(MissingRuns(v1.spec, v2.spec, &missing).size(), 2u);
+  const std::string name1 = "1-" + name_, name2 = "2-" + name_;
+  ASSERT_TRUE(nginx_->PutFile("files", name1, v1.bytes).ok());
+  ASSERT_TRUE(nginx_->PutFile("files", name2, v2.bytes).ok());
+  ASSERT_TRUE(RunFetch(JobFor(v1, {nginx_->Url("files/" + name1)}), Options())
+                  .status.ok());
+
+  FetchRun run =
+      RunFetch(JobFor(v2, {nginx_->Url("norange/" + name2)}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  EXPECT_TRUE(StoredArtifact(db_, v2.spec) == v2.bytes);
+  EXPECT_EQ(run.report.range_ignored, 1u);
+  EXPECT_EQ(run.report.bytes_deduplicated, v2.bytes.size() - missing);
+  // One 200 carried every missing run: no second request.
+  ASSERT_TRUE(nginx_->WaitForRequests(1, name2));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name2);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].range.rfind("bytes=", 0), 0u);
+  EXPECT_EQ(log[0].status, 200);
+  EXPECT_EQ(log[0].body_bytes_sent, v2.bytes.size());
+}
+
+TEST_F(FetcherTest, DeltaRunCutMidwayResumesWithinTheRun) {
+  const std::string m1 = DeltaModel(2 << 20, 35);
+  // One long run (about 600 KiB of model), then a short one.
+  const std::string m2a = Retrained(m1, {200 << 10}, 600 << 10, 36);
+  const std::string m2 = Retrained(m2a, {1600 << 10}, 32 << 10, 37);
+  const TestArtifact v1 = ContentArtifact(m1);
+  const TestArtifact v2 = ContentArtifact(m2);
+  uint64_t missing = 0;
+  const std::vector<std::string> runs = MissingRuns(v1.spec, v2.spec, &missing);
+  ASSERT_EQ(runs.size(), 2u);
+  const std::string name1 = "1-" + name_, name2 = "2-" + name_;
+  ASSERT_TRUE(nginx_->PutFile("files", name1, v1.bytes).ok());
+  ASSERT_TRUE(nginx_->PutFile("files", name2, v2.bytes).ok());
+  ASSERT_TRUE(RunFetch(JobFor(v1, {nginx_->Url("files/" + name1)}), Options())
+                  .status.ok());
+
+  // The first connection is cut 200 KiB into the first run's response.
+  CuttingProxy proxy(nginx_->port(), {200 << 10});
+  ASSERT_TRUE(proxy.Start().ok());
+  const std::string url =
+      "https://127.0.0.1:" + std::to_string(proxy.port()) + "/files/" + name2;
+  FetchRun run = RunFetch(JobFor(v2, {url}), Options());
+  ASSERT_TRUE(run.status.ok()) << Msg(run.status);
+  EXPECT_TRUE(StoredArtifact(db_, v2.spec) == v2.bytes);
+  EXPECT_EQ(proxy.cuts_done(), 1);
+  ASSERT_TRUE(nginx_->WaitForRequests(3, name2));
+  const std::vector<AccessLogEntry> log = nginx_->AccessLog(name2);
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(log[0].range, runs[0]);
+  // The retry starts at a chunk of the first run past its start and ends
+  // where the run ends; then the second run.
+  const std::string run_end = runs[0].substr(runs[0].find('-'));
+  const uint64_t run_start = std::stoull(runs[0].substr(6));
+  ASSERT_EQ(log[1].range.rfind("bytes=", 0), 0u);
+  const uint64_t resumed = std::stoull(log[1].range.substr(6));
+  EXPECT_GT(resumed, run_start);
+  EXPECT_EQ(log[1].range, "bytes=" + std::to_string(resumed) + run_end);
+  EXPECT_EQ(log[1].status, 206);
+  EXPECT_EQ(log[2].range, runs[1]);
+  // Nothing received twice but what the cut left of a chunk.
+  EXPECT_LT(run.report.bytes_received, missing + (256 << 10));
+}
 
 TEST_F(FetcherTest, DownloadsVerifiesAndStagesAnArtifact) {
   // A real zstd artifact of a model-like payload, odd-sized last chunk.

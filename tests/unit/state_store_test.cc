@@ -115,6 +115,90 @@ TEST(StateStoreTest, ChunksSurviveReopenAndDelete) {
   EXPECT_EQ((*(*store)->ChunkIndices(b)).size(), 1u);
 }
 
+TEST(StateStoreTest, FindsChunksByHashAcrossArtifacts) {
+  const std::string path = TempPath("byhash");
+  auto store = StateStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  const std::string a = Sha256("artifact a"), b = Sha256("artifact b");
+  ASSERT_TRUE((*store)->PutChunk(a, 0, "first").ok());
+  ASSERT_TRUE((*store)->PutChunk(a, 1, "second", Sha256("second")).ok());
+  auto found = (*store)->FindChunkBySha256(Sha256("second"));
+  ASSERT_TRUE(found.ok()) << found.status().message();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ(**found, "second");
+  found = (*store)->FindChunkBySha256(Sha256("first"));
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ(**found, "first");
+  EXPECT_FALSE((*store)->FindChunkBySha256(Sha256("third"))->has_value());
+  // Still found under b once a is gone.
+  ASSERT_TRUE((*store)->PutChunk(b, 7, "second").ok());
+  ASSERT_TRUE((*store)->DeleteArtifact(a).ok());
+  found = (*store)->FindChunkBySha256(Sha256("second"));
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ(**found, "second");
+  EXPECT_FALSE((*store)->FindChunkBySha256(Sha256("first"))->has_value());
+}
+
+TEST(StateStoreTest, MigratesASchemaVersion1Database) {
+  const std::string path = TempPath("v1");
+  // A database exactly as schema version 1 left it, with a chunk and
+  // trust state.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  const char* v1 = R"sql(
+CREATE TABLE trust (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  root_envelope BLOB NOT NULL,
+  time_floor INTEGER NOT NULL,
+  highest_version_seen INTEGER NOT NULL,
+  highest_sequence INTEGER NOT NULL,
+  highest_sequence_sha256 BLOB NOT NULL
+);
+CREATE TABLE chunks (
+  artifact BLOB NOT NULL,
+  idx INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (artifact, idx)
+);
+CREATE TABLE download_validators (
+  artifact BLOB NOT NULL,
+  url TEXT NOT NULL,
+  validator TEXT NOT NULL,
+  PRIMARY KEY (artifact, url)
+) WITHOUT ROWID;
+INSERT INTO chunks VALUES (X'01', 0, 'old chunk');
+PRAGMA user_version=1;
+)sql";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+
+  auto store = StateStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  const std::string old_artifact("\x01", 1);
+  auto chunk = (*store)->GetChunk(old_artifact, 0);
+  ASSERT_TRUE(chunk.ok() && chunk->has_value());
+  EXPECT_EQ(**chunk, "old chunk");
+  // Rows from version 1 have no hash: not found by hash, but kept.
+  EXPECT_FALSE((*store)->FindChunkBySha256(Sha256("old chunk"))->has_value());
+  ASSERT_TRUE((*store)->PutChunk(old_artifact, 1, "new chunk").ok());
+  EXPECT_TRUE((*store)->FindChunkBySha256(Sha256("new chunk"))->has_value());
+  ASSERT_TRUE((*store)->SaveTrust(SomeTrust()).ok());
+  store->reset();
+
+  // Now version 2, and it opens again without migrating twice.
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version;", -1, &q, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(q, 0), 2);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  store = StateStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  EXPECT_EQ((*(*store)->ChunkIndices(old_artifact)).size(), 2u);
+}
+
 TEST(StateStoreTest, RefusesGarbageAndNewerSchemasNamingThePath) {
   const std::string path = TempPath("garbage");
   std::ofstream(path) << std::string(4096, 'z');

@@ -186,6 +186,40 @@ TEST(TrustTest, RefusesEachKindOfBadRelease) {
   r = f.MakeRelease(5, 1);
   r.add_chunk_sha256(std::string(32, 'c'));  // 4 hashes for 3 chunks
   EXPECT_EQ(Check(f, s, f.Signed(r)), RejectReason::kMalformed);
+  // Content-addressed: lengths that sum to the artifact length, none 0,
+  // one per hash, chunk_size 0.
+  auto content = [&](std::vector<uint64_t> lengths, int hashes) {
+    Release c = f.MakeRelease(5, 1);
+    c.set_chunk_size(0);
+    c.clear_chunk_sha256();
+    for (uint64_t len : lengths) c.add_chunk_length(len);
+    for (int i = 0; i < hashes; ++i) c.add_chunk_sha256(std::string(32, 'c'));
+    return c;
+  };
+  auto malformed = [&](const Release& c, const char* expected) {
+    TrustState copy = s;
+    RejectReason why;
+    auto got =
+        AcceptRelease(copy, f.Signed(c), f.device, 0, f.policy, kNow, &why);
+    EXPECT_EQ(why, RejectReason::kMalformed) << expected;
+    EXPECT_NE(std::string(got.status().message()).find(expected),
+              std::string::npos)
+        << got.status().message();
+  };
+  malformed(content({1000, 0, 1500}, 3), "chunk_length[1] is 0");
+  malformed(content({1000, 1000}, 2),
+            "the 2 chunk lengths sum to 2000, expected artifact_length 2500");
+  malformed(content({1000, 1000, 1000}, 3),
+            "reach past artifact_length 2500 at chunk_length[2] = 1000");
+  malformed(content({1000, 1500}, 3), "2 chunk lengths but 3 chunk hashes");
+  Release chunked = content({1000, 1500}, 2);
+  chunked.set_chunk_size(1000);
+  malformed(chunked, "chunk_size is 1000 with chunk lengths");
+  {
+    TrustState copy = s;
+    EXPECT_EQ(Check(f, copy, f.Signed(content({1000, 1500}, 2))),
+              RejectReason::kNone);
+  }
   r = f.MakeRelease(5, 1);
   r.set_min_runtime_version("0.2.0");
   EXPECT_EQ(Check(f, s, f.Signed(r)), RejectReason::kRuntimeTooOld);

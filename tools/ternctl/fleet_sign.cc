@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/file.h"
+#include "ota/chunker.h"
 #include "ota/shadow_validation.h"
 #include "ota/signing.h"
 #include "ota/trust.h"
@@ -56,6 +57,8 @@ struct SignOptions {
   std::string wave_start;
   std::vector<std::string> waves;
   uint64_t chunk_size = kDefaultChunkSize;
+  // Content-addressed artifact (docs/ota.md, "Delta downloads").
+  bool content_chunks = false;
   int zstd_level = kDefaultZstdLevel;
   std::vector<std::string> keys;
   std::string root;
@@ -189,13 +192,58 @@ Result<std::string> Compress(const std::string& input, int level) {
   return out;
 }
 
+// A content-addressed artifact: one zstd frame per content-defined chunk
+// of the model (ota/chunker.h), concatenated, so that a chunk unchanged
+// between versions compresses to the same bytes (and hash). Still one valid
+// zstd stream. `lengths` gets each frame's length.
+Result<std::string> CompressContentChunks(const std::string& input, int level,
+                                          std::vector<uint64_t>* lengths) {
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
+                                                          ZSTD_freeCCtx);
+  if (!cctx) return Internal("zstd: cannot create a compression context");
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+  const ota::ChunkLimits limits;
+  const auto* data = reinterpret_cast<const uint8_t*>(input.data());
+  std::string out;
+  std::string frame;
+  uint64_t at = 0;
+  for (const uint64_t len : ota::ChunkLengths({data, input.size()}, limits)) {
+    frame.resize(ZSTD_compressBound(len));
+    const size_t n = ZSTD_compress2(cctx.get(), frame.data(), frame.size(),
+                                    input.data() + at, len);
+    if (ZSTD_isError(n)) {
+      return Internal("zstd compression of the chunk at model offset %" PRIu64
+                      " failed: %s",
+                      at, ZSTD_getErrorName(n));
+    }
+    out.append(frame.data(), n);
+    lengths->push_back(n);
+    at += len;
+  }
+  return out;
+}
+
 // Decompresses `artifact` and compares it with `model`: what ships is read
 // back once before it is signed.
 Status CheckRoundTrip(const std::string& artifact, const std::string& model) {
-  const unsigned long long size =
-      ZSTD_getFrameContentSize(artifact.data(), artifact.size());
+  // The sum over every frame (a content-addressed artifact has many).
+  unsigned long long size = 0;
+  for (size_t at = 0; at < artifact.size();) {
+    const char* frame = artifact.data() + at;
+    const size_t n = ZSTD_findFrameCompressedSize(frame, artifact.size() - at);
+    const unsigned long long content =
+        ZSTD_getFrameContentSize(frame, artifact.size() - at);
+    if (ZSTD_isError(n) || content == ZSTD_CONTENTSIZE_UNKNOWN ||
+        content == ZSTD_CONTENTSIZE_ERROR) {
+      return Internal("zstd frame at artifact offset %zu is malformed", at);
+    }
+    size += content;
+    at += n;
+  }
   if (size != model.size()) {
-    return Internal("zstd frame states %llu bytes, the model has %zu", size,
+    return Internal("zstd frames state %llu bytes, the model has %zu", size,
                     model.size());
   }
   std::string back(model.size(), '\0');
@@ -411,7 +459,11 @@ int Sign(const SignOptions& o) {
   if (Status w = AddWaves(o, now, &r); !w.ok()) return FleetFail(w);
 
   const std::string model(bytes->begin(), bytes->end());
-  Result<std::string> artifact = Compress(model, o.zstd_level);
+  std::vector<uint64_t> content_lengths;
+  Result<std::string> artifact =
+      o.content_chunks
+          ? CompressContentChunks(model, o.zstd_level, &content_lengths)
+          : Compress(model, o.zstd_level);
   if (!artifact.ok()) return FleetFail(artifact.status());
   Status s = CheckRoundTrip(*artifact, model);
   if (!s.ok()) return FleetFail(s);
@@ -419,12 +471,29 @@ int Sign(const SignOptions& o) {
   r.set_artifact_length(artifact->size());
   r.set_model_sha256(Sha256(model));
   r.set_model_length(model.size());
-  r.set_chunk_size(o.chunk_size);
-  for (uint64_t at = 0; at < artifact->size(); at += o.chunk_size) {
-    r.add_chunk_sha256(Sha256(std::string_view(*artifact).substr(
-        at, std::min<uint64_t>(o.chunk_size, artifact->size() - at))));
+  if (o.content_chunks) {
+    r.set_chunk_size(0);
+    uint64_t at = 0;
+    for (const uint64_t len : content_lengths) {
+      r.add_chunk_length(len);
+      r.add_chunk_sha256(Sha256(std::string_view(*artifact).substr(at, len)));
+      at += len;
+    }
+  } else {
+    r.set_chunk_size(o.chunk_size);
+    for (uint64_t at = 0; at < artifact->size(); at += o.chunk_size) {
+      r.add_chunk_sha256(Sha256(std::string_view(*artifact).substr(
+          at, std::min<uint64_t>(o.chunk_size, artifact->size() - at))));
+    }
   }
   const ota::TrustPolicy defaults;
+  if (o.content_chunks &&
+      static_cast<uint64_t>(r.chunk_sha256_size()) > defaults.max_chunks) {
+    return FleetFail(InvalidArgument(
+        "%d content-defined chunks exceed the %" PRIu64
+        " chunks a device accepts by default; sign without --content-chunks",
+        r.chunk_sha256_size(), defaults.max_chunks));
+  }
   if (static_cast<uint64_t>(r.chunk_sha256_size()) > defaults.max_chunks) {
     return FleetFail(InvalidArgument(
         "%d chunks of %" PRIu64 " bytes exceed the %" PRIu64
@@ -474,6 +543,7 @@ int Sign(const SignOptions& o) {
                    {"model_sha256", Hex(r.model_sha256())},
                    {"zstd_level", o.zstd_level},
                    {"chunk_size", r.chunk_size()},
+                   {"content_chunks", r.chunk_length_size() > 0},
                    {"chunks", r.chunk_sha256_size()},
                    {"urls", JsonList(r.urls())},
                    {"target_devices", JsonList(r.target_devices())},
@@ -499,8 +569,13 @@ int Sign(const SignOptions& o) {
               100.0 * static_cast<double>(r.artifact_length()) /
                   static_cast<double>(r.model_length()),
               Hex(r.artifact_sha256()).c_str());
-  std::printf("chunks       %d of %" PRIu64 " bytes\n", r.chunk_sha256_size(),
-              r.chunk_size());
+  if (r.chunk_length_size() > 0) {
+    std::printf("chunks       %d content-defined, one zstd frame each\n",
+                r.chunk_sha256_size());
+  } else {
+    std::printf("chunks       %d of %" PRIu64 " bytes\n", r.chunk_sha256_size(),
+                r.chunk_size());
+  }
   std::printf("sequence     %" PRIu64 "\n", r.sequence());
   for (const std::string& u : r.urls())
     std::printf("url          %s\n", u.c_str());
@@ -641,6 +716,12 @@ void AddSignCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--chunk-size", o->chunk_size,
                   "Bytes per artifact chunk (hashed separately, resumable)")
       ->capture_default_str();
+  cmd->add_flag("--content-chunks", o->content_chunks,
+                "Content-addressed artifact: one zstd frame per "
+                "content-defined chunk, so devices holding an earlier "
+                "version download only the chunks that changed (needs "
+                "devices that support delta downloads; --chunk-size is "
+                "then unused)");
   cmd->add_option("--zstd-level", o->zstd_level, "zstd compression level")
       ->capture_default_str();
   Repeatable(cmd->add_option("--key", o->keys,
