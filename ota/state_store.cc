@@ -17,13 +17,16 @@
 namespace ternd::ota {
 namespace {
 
-// 1: trust, chunks, download_validators. 2: chunks.sha256 (the SHA-256 of
-// the chunk's bytes; NULL for rows written by version 1) and its index, so
-// a content-addressed download finds chunks it already holds under any
-// artifact (docs/ota.md, "Delta downloads").
-constexpr int kSchemaVersion = 2;
+// 1: trust, chunks, download_validators. What was added since, an older
+// ternd can live with, so the version stays 1 and a package downgrade still
+// opens the database (an older ternd refuses a newer version): the column
+// chunks.sha256 (the SHA-256 of the chunk's bytes; NULL for rows written
+// before it, or by an older ternd) and its index, so a content-addressed
+// download finds chunks it already holds under any artifact (docs/ota.md,
+// "Delta downloads").
+constexpr int kSchemaVersion = 1;
 
-constexpr const char* kMigrateTo2 = R"sql(
+constexpr const char* kAddChunkHashes = R"sql(
 ALTER TABLE chunks ADD COLUMN sha256 BLOB;
 CREATE INDEX IF NOT EXISTS chunks_by_sha256 ON chunks (sha256);
 )sql";
@@ -226,12 +229,25 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   }
   TERND_RETURN_IF_ERROR(store->Exec("BEGIN IMMEDIATE;"));
   Status s = store->Exec(kSchema);
-  // kSchema is version 1's; a new or version 1 database gets the rest.
-  if (s.ok() && have < 2) s = store->Exec(kMigrateTo2);
-  // Only when it changes: a database on a full disk must still open (and
-  // be read) when its schema is current.
+  if (s.ok()) {
+    // A database from before chunk hashes (or new) gets them. Only when
+    // missing: a database on a full disk must still open (and be read) when
+    // its schema is current.
+    bool has_hashes = false;
+    {
+      Stmt q(store->db_,
+             "SELECT COUNT(*) FROM pragma_table_info('chunks') WHERE name = "
+             "'sha256';");
+      if (!q.ok() || sqlite3_step(q.get()) != SQLITE_ROW) {
+        s = store->Error("cannot read the chunks table's columns");
+      } else {
+        has_hashes = sqlite3_column_int(q.get(), 0) > 0;
+      }
+    }
+    if (s.ok() && !has_hashes) s = store->Exec(kAddChunkHashes);
+  }
   if (s.ok() && have != kSchemaVersion) {
-    s = store->Exec("PRAGMA user_version=2;");
+    s = store->Exec("PRAGMA user_version=1;");
   }
   if (!s.ok()) {
     store->Exec("ROLLBACK;").IgnoreError();

@@ -139,7 +139,7 @@ TEST(StateStoreTest, FindsChunksByHashAcrossArtifacts) {
   EXPECT_FALSE((*store)->FindChunkBySha256(Sha256("first"))->has_value());
 }
 
-TEST(StateStoreTest, MigratesASchemaVersion1Database) {
+TEST(StateStoreTest, AddsChunkHashesToAnOlderDatabaseKeepingItsVersion) {
   const std::string path = TempPath("v1");
   // A database exactly as schema version 1 left it, with a chunk and
   // trust state.
@@ -185,18 +185,27 @@ PRAGMA user_version=1;
   ASSERT_TRUE((*store)->SaveTrust(SomeTrust()).ok());
   store->reset();
 
-  // Now version 2, and it opens again without migrating twice.
+  // Still version 1, so the ternd before chunk hashes opens it after a
+  // package downgrade; a row it writes (no hash) is kept, never found by
+  // hash. And it opens again without adding the column twice.
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   sqlite3_stmt* q = nullptr;
   ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version;", -1, &q, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(q, 0), 2);
+  EXPECT_EQ(sqlite3_column_int(q, 0), 1);
   sqlite3_finalize(q);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "INSERT OR REPLACE INTO chunks (artifact, idx, data) "
+                         "VALUES (X'01', 2, 'older ternd');",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
   sqlite3_close(db);
   store = StateStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status().message();
-  EXPECT_EQ((*(*store)->ChunkIndices(old_artifact)).size(), 2u);
+  EXPECT_EQ((*(*store)->ChunkIndices(old_artifact)).size(), 3u);
+  EXPECT_FALSE((*store)->FindChunkBySha256(Sha256("older ternd"))->has_value());
+  EXPECT_TRUE((*store)->FindChunkBySha256(Sha256("new chunk"))->has_value());
 }
 
 TEST(StateStoreTest, RefusesGarbageAndNewerSchemasNamingThePath) {
