@@ -89,9 +89,10 @@ TEST(TelemetryNoAllocTest, QualityRecordingAllocatesNothing) {
   for (size_t i = 0; i < in.size(); ++i) in[i] = float(i % 7) - 3;
   for (size_t i = 0; i < out.size(); ++i) out[i] = float(i % 13) / 5;
   std::atomic<long> in_thread{-1};
-  g_allocations = 0;
-  g_alloc_counting = true;
+  std::atomic<bool> go{false};
   std::thread worker([&] {
+    while (!go.load()) {
+    }
     const long before = g_allocations.load();
     for (int i = 0; i < 2000; ++i) {
       classifier.Record(1, 4, in.data(), 100, out.data(), 80);
@@ -99,6 +100,9 @@ TEST(TelemetryNoAllocTest, QualityRecordingAllocatesNothing) {
     }
     in_thread = g_allocations.load() - before;
   });
+  g_allocations = 0;
+  g_alloc_counting = true;
+  go = true;
   for (int i = 0; i < 2000; ++i) {
     classifier.Record(0, 4, in.data(), 100, out.data(), 80);
   }
