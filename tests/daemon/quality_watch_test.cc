@@ -251,6 +251,7 @@ TEST_F(QualityWatchTest, PerVersionCountsMatchTrafficAndMovedVersionIsFlagged) {
   // The two weight sets answer the same kind of input differently enough
   // for the flag to mean something.
   ASSERT_GT(moved, 0.05) << "choose other seeds";
+  RecordProperty("class_distance", std::to_string(moved));
 
   const std::string db = dir_.File("watch.db");
   Json quality;
