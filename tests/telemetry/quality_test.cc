@@ -248,6 +248,34 @@ TEST(QualityBatchTest, QualitySeriesGoToTheQualitySection) {
   EXPECT_EQ(v1_reader.metrics_size(), 1);
 }
 
+// The bound docs/telemetry.md gives: a version's entry stays under 4 KiB
+// of protobuf even with every class, every feature and a confidence spread
+// over every bucket it can reach.
+TEST(QualityBatchTest, AVersionsEntryIsBounded) {
+  Registry r;
+  ModelQualityStats::Shape s;
+  s.model = "a-model-name-of-some-length";
+  s.version = "18446744073709551615";
+  s.classes = 200;
+  s.input_features = 1000;
+  ModelQualityStats q(&r, s);
+  std::vector<float> in(1000), row(200);
+  std::mt19937 rng(1);
+  for (int i = 0; i < 20000; ++i) {
+    for (float& v : row) v = float(rng() % 1000) / 50;  // logits
+    for (float& v : in) v = float(rng() % 1000) * 1e6f;
+    q.Record(0, 1, in.data(), 1000, row.data(), 200);
+  }
+  TelemetryBatch b;
+  FillBatch(BatchHeader{}, r.Snapshot(), &b);
+  ASSERT_EQ(b.quality_size(), 1);
+  EXPECT_EQ(b.quality(0).class_count_size(), 64);
+  EXPECT_EQ(b.quality(0).input_mean_size(), 64);
+  EXPECT_GT(b.quality(0).other_class(), 0u);
+  EXPECT_LT(b.quality(0).ByteSizeLong(), 4096u) << b.quality(0).ByteSizeLong();
+  RecordProperty("entry_bytes", std::to_string(b.quality(0).ByteSizeLong()));
+}
+
 ModelQuality Q(const std::string& version, uint64_t requests,
                std::vector<uint64_t> classes, double confidence_sum = 0) {
   ModelQuality q;
