@@ -20,11 +20,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <set>
@@ -311,7 +313,7 @@ CREATE TABLE IF NOT EXISTS gaps (
 
   void PrintQualityTable() {
     if (isatty(STDOUT_FILENO)) std::printf("\033[H\033[2J");
-    std::printf("%-18s %-10s %7s %9s %9s %8s %-9s %6s  %s\n", "MODEL",
+    std::printf("%-18s %-10s %7s %9s %9s %9s %-9s %6s  %s\n", "MODEL",
                 "VERSION", "DEVICES", "REQUESTS", "ROWS", "MEAN_CONF", "VS",
                 "TVD", "TOP CLASSES");
     for (const auto& r : quality_.Rows(o_.threshold)) {
@@ -338,7 +340,7 @@ CREATE TABLE IF NOT EXISTS gaps (
         std::snprintf(tvd, sizeof tvd, "%.3f", r.distance);
       }
       std::printf("%-18s %-10s %7" PRIu64 " %9" PRIu64 " %9" PRIu64
-                  " %8s %-9s %6s  %s%s\n",
+                  " %9s %-9s %6s  %s%s\n",
                   r.model.c_str(), r.version.c_str(), r.devices, r.requests,
                   r.rows, conf,
                   r.previous_version.empty() ? "-" : r.previous_version.c_str(),
@@ -781,6 +783,11 @@ int RunWatch(WatchOptions o) {
                    "ternctl watch: --broker is required (only --quality "
                    "--db reads a database without one)\n");
       return 2;
+    }
+    if (::access(o.db.c_str(), R_OK) != 0) {
+      std::fprintf(stderr, "ternctl watch: --db %s: cannot read: %s\n",
+                   o.db.c_str(), std::strerror(errno));
+      return 1;
     }
     Watcher offline(o);
     if (Status s = offline.OpenDb(); !s.ok()) {
