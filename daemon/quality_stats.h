@@ -48,9 +48,11 @@ class QualityTracker {
   // `slots`: executors (workers plus the loop's).
   QualityTracker(telemetry::Registry* registry, int slots, bool input_stats);
 
-  // The sink of this model placement (`load`: ModelSlots' load count);
-  // allocates the version's accumulators the first time it serves, null
-  // beyond kMaxVersions or for a model without outputs.
+  // The sink of this model placement (`load`: ModelSlots' load count; 0
+  // when called at load, which only looks up by name and version);
+  // allocates the version's accumulators the first time it is asked (the
+  // daemon asks when a model is placed), null beyond kMaxVersions or for a
+  // model without float outputs.
   const QualitySink* For(const runtime::LoadedModel& model, uint64_t load);
   void SetShadowAgreement(const std::string& model, uint64_t version,
                           double agreement);

@@ -733,6 +733,7 @@ void Service::Impl::PublishModelMetrics() {
       static_cast<double>(runtime.slot_bytes() * runtime.slot_count()));
   metrics_.arena_used_bytes->Set(static_cast<double>(m->slot_bytes_used()));
   if (agent_) agent_->SetModel(m->name(), version, m->kernel_name());
+  if (quality_) quality_->For(*m, 0);  // its accumulators, at load
 }
 
 // --------------------------------------------------------------- connections
