@@ -10,9 +10,13 @@
 //                         trained dictionary; counters give the ratios
 //   BM_OutboxCycle        append, read back and delete one batch (the
 //                         sustained outbox throughput)
+//   BM_QualityRecord/C/F/I  one request's model-quality record: a row of C
+//                         class probabilities (C = 0: the norm of a 16-value
+//                         row), F input features, input statistics on (I = 1)
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -22,6 +26,7 @@
 #include "telemetry/batch.h"
 #include "telemetry/metrics.h"
 #include "telemetry/outbox.h"
+#include "telemetry/quality.h"
 #include "telemetry/service_metrics.h"
 #include "telemetry/system_probes.h"
 
@@ -239,6 +244,34 @@ void BM_OutboxCycle(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_OutboxCycle)->Arg(2048)->Unit(benchmark::kMicrosecond);
+
+void BM_QualityRecord(benchmark::State& state) {
+  Registry registry;
+  ModelQualityStats::Shape shape;
+  shape.model = "bench";
+  shape.version = "1";
+  shape.classes = uint32_t(state.range(0));
+  shape.input_features = uint32_t(state.range(1));
+  shape.input_stats = state.range(2) != 0;
+  ModelQualityStats q(&registry, shape);
+  const uint32_t out_n = shape.classes ? shape.classes : 16;
+  std::vector<float> out(out_n, 0.5f / float(out_n));
+  out[1] += 0.5f;  // a probability row, class 1
+  std::vector<float> in(size_t(std::max<int64_t>(state.range(1), 1)));
+  for (size_t i = 0; i < in.size(); ++i) in[i] = float(i) * 0.25f;
+  for (auto _ : state) {
+    q.Record(0, 1, in.data(), uint32_t(in.size()), out.data(), out_n);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_QualityRecord)
+    ->ArgNames({"classes", "features", "inputs"})
+    ->Args({4, 16, 1})  // the demo model
+    ->Args({4, 16, 0})
+    ->Args({10, 64, 1})  // digits: 784 inputs, the first 64 tracked
+    ->Args({10, 64, 0})
+    ->Args({0, 16, 1});  // not a classifier: output norm
 
 }  // namespace
 }  // namespace ternd::telemetry

@@ -389,6 +389,12 @@ class ConfigParser {
       } else if (k == "textfile") {
         TERND_RETURN_IF_ERROR(
             Path(node, "telemetry.textfile", &c->telemetry_textfile));
+      } else if (k == "quality") {
+        TERND_RETURN_IF_ERROR(
+            Bool(node, "telemetry.quality", &c->telemetry_quality));
+      } else if (k == "quality_inputs") {
+        TERND_RETURN_IF_ERROR(Bool(node, "telemetry.quality_inputs",
+                                   &c->telemetry_quality_inputs));
       } else {
         return Unknown(node, "telemetry", k);
       }
@@ -716,6 +722,9 @@ std::vector<std::string> RestartOnlyChanges(const Config& a, const Config& b) {
   note("telemetry.outbox_max_age_h", num(a.telemetry_outbox_max_age_h),
        num(b.telemetry_outbox_max_age_h));
   note("telemetry.textfile", a.telemetry_textfile, b.telemetry_textfile);
+  note("telemetry.quality", yes(a.telemetry_quality), yes(b.telemetry_quality));
+  note("telemetry.quality_inputs", yes(a.telemetry_quality_inputs),
+       yes(b.telemetry_quality_inputs));
   note("http.socket", a.http_socket, b.http_socket);
   note("http.socket_mode", octal(a.http_socket_mode),
        octal(b.http_socket_mode));

@@ -114,6 +114,9 @@ struct Config {
   uint32_t telemetry_outbox_max_mb = 16;
   uint32_t telemetry_outbox_max_age_h = 168;
   std::string telemetry_textfile;  // empty: none
+  // Model-quality statistics, and with them input feature statistics.
+  bool telemetry_quality = true;
+  bool telemetry_quality_inputs = true;
 
   // [http] (docs/http.md): off unless a socket or a port is set.
   std::string http_socket;  // empty: no unix socket

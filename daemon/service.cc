@@ -28,6 +28,7 @@
 #include "daemon/notify.h"
 #include "daemon/passed_sockets.h"
 #include "daemon/protocol.pb.h"
+#include "daemon/quality_stats.h"
 #include "daemon/request_codec.h"
 #include "daemon/shadow_validator.h"
 #include "daemon/updater.h"
@@ -201,6 +202,7 @@ class Service::Impl : public ConnectionHandler {
   // Shadow validation of a staged model on answered requests (one job of
   // the pool's capacity is its own).
   std::unique_ptr<ShadowValidator> shadow_;
+  std::unique_ptr<QualityTracker> quality_;  // null: telemetry.quality off
   std::vector<std::unique_ptr<InferJob>> jobs_;
   std::vector<InferJob*> free_jobs_;
   std::vector<InferJob*> completed_;
@@ -469,6 +471,11 @@ Status Service::Impl::StartUpdater() {
         {{"state", ota::UpdateStateName(st.record.state)},
          {"model", st.record.model_name},
          {"version", std::to_string(st.record.model_version)}});
+    if (quality_ && st.shadow && st.shadow->rows > 0) {
+      quality_->SetShadowAgreement(st.record.model_name,
+                                   st.record.model_version,
+                                   st.shadow->agreement());
+    }
     Notify("STATUS=Update to '%s' version %llu: %s%s%s",
            st.record.model_name.c_str(),
            static_cast<unsigned long long>(st.record.model_version),
@@ -484,6 +491,10 @@ Status Service::Impl::StartPool() {
   // One more for the shadow validation job (shadow_validator.h).
   TERND_ASSIGN_OR_RETURN(pool_,
                          WorkerPool::Create(loop_executor_, capacity + 1));
+  if (config_.telemetry_quality) {
+    quality_ = std::make_unique<QualityTracker>(
+        &registry_, loop_executor_ + 1, config_.telemetry_quality_inputs);
+  }
   jobs_.reserve(capacity);
   for (size_t i = 0; i < capacity; ++i) {
     jobs_.push_back(std::make_unique<InferJob>());
@@ -595,6 +606,8 @@ Service::Impl::~Impl() {
   connections_.reset();
   generator_.reset();  // ends generations; before the model goes
   pool_.reset();
+  // Its registry collectors go before the registry (a member).
+  quality_.reset();
   slots_.reset();  // waits for a model still being placed
   signal_sources_.clear();
   event_.reset();
@@ -720,6 +733,7 @@ void Service::Impl::PublishModelMetrics() {
       static_cast<double>(runtime.slot_bytes() * runtime.slot_count()));
   metrics_.arena_used_bytes->Set(static_cast<double>(m->slot_bytes_used()));
   if (agent_) agent_->SetModel(m->name(), version, m->kernel_name());
+  if (quality_) quality_->For(*m, 0);  // its accumulators, at load
 }
 
 // --------------------------------------------------------------- connections
@@ -965,6 +979,7 @@ void Service::Impl::HandleInfer(Connection* c, uint64_t id,
   job->slot = hold.slot;
   job->model = hold.model;
   job->model_load = hold.load;
+  job->quality = quality_ ? quality_->For(*hold.model, hold.load) : nullptr;
   const uint64_t deadline_ns =
       r.deadline_us() != 0 ? r.deadline_us() * 1000
                            : uint64_t{config_.default_deadline_ms} * 1000000;

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "daemon/quality_stats.h"
 
 namespace ternd::daemon {
 
@@ -137,6 +138,10 @@ void WorkerPool::Run(int worker, InferJob* job) {
       const size_t bytes = batch * m.output_info(o).features * 4;
       const uint8_t* src = reinterpret_cast<const uint8_t*>(ex.output_f32(o));
       job->results.insert(job->results.end(), src, src + bytes);
+    }
+    if (job->quality) {
+      RecordQuality(*job->quality, worker, m, ex, job->batch,
+                    job->inputs.data());
     }
   }
   job->finished_ns = MonotonicNs();

@@ -31,6 +31,7 @@
 namespace ternd::daemon {
 
 struct InferJob;
+struct QualitySink;  // quality_stats.h
 
 // Work that is not a client's request (shadow validation): a worker calls
 // Run with the job instead of running the job's model.
@@ -63,6 +64,8 @@ struct InferJob {
   int64_t deadline_ns = 0;  // CLOCK_MONOTONIC; 0: none
   // Null for a client's request; else what the worker runs instead.
   PoolTask* task = nullptr;
+  // Where the worker records the answer's quality statistics; null: not.
+  const QualitySink* quality = nullptr;
 
   // Set by the worker.
   Status status;

@@ -3,12 +3,98 @@
 #include <zdict.h>
 #include <zstd.h>
 
+#include <cstdlib>
+
+#include "telemetry/quality.h"
+
 namespace ternd::telemetry {
+namespace {
+
+void FillHistogram(const MetricSnapshot& m, HistogramValue* ho) {
+  const HistogramSnapshot& hs = m.histogram;
+  ho->set_sub_buckets(HistogramSnapshot::kSubBuckets);
+  for (int b = 0; b < HistogramSnapshot::kBuckets; ++b) {
+    if (hs.buckets[b] == 0) continue;
+    ho->add_bucket_index(b);
+    ho->add_bucket_count(hs.buckets[b]);
+  }
+  ho->set_count(hs.count);
+  ho->set_sum(double(hs.sum) * m.scale);
+  ho->set_scale(m.scale);
+  ho->set_p50(hs.Percentile(0.5) * m.scale);
+  ho->set_p90(hs.Percentile(0.9) * m.scale);
+  ho->set_p99(hs.Percentile(0.99) * m.scale);
+  ho->set_p999(hs.Percentile(0.999) * m.scale);
+}
+
+std::string LabelOf(const MetricSnapshot& m, const char* name) {
+  for (const auto& [k, v] : m.labels) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+// Index of a numeric label value below `limit`, else -1.
+int IndexLabel(const std::string& v, int limit) {
+  if (v.empty() || v.size() > 4) return -1;
+  char* end = nullptr;
+  const long i = std::strtol(v.c_str(), &end, 10);
+  return *end == '\0' && i >= 0 && i < limit ? int(i) : -1;
+}
+
+// Moves a quality series into the batch's entry for its model version.
+void AddQuality(const MetricSnapshot& m, TelemetryBatch* batch) {
+  const std::string model = LabelOf(m, "model");
+  const std::string version = LabelOf(m, "version");
+  ModelQuality* q = nullptr;
+  for (ModelQuality& e : *batch->mutable_quality()) {
+    if (e.model() == model && e.version() == version) q = &e;
+  }
+  if (!q) {
+    q = batch->add_quality();
+    q->set_model(model);
+    q->set_version(version);
+  }
+  const std::string& n = m.name;
+  const uint64_t count = static_cast<uint64_t>(m.value);
+  if (n == "ternd_model_requests_total") {
+    q->set_requests(count);
+  } else if (n == "ternd_model_rows_total") {
+    q->set_rows(count);
+  } else if (n == "ternd_model_class_total") {
+    const std::string c = LabelOf(m, "class");
+    const int i = IndexLabel(c, int(ModelQualityStats::kMaxClasses));
+    if (i < 0) {
+      q->set_other_class(q->other_class() + count);
+    } else if (count > 0) {
+      while (q->class_count_size() <= i) q->add_class_count(0);
+      q->set_class_count(i, count);
+    }
+  } else if (n == "ternd_model_confidence") {
+    FillHistogram(m, q->mutable_confidence());
+  } else if (n == "ternd_model_output_norm") {
+    FillHistogram(m, q->mutable_output_norm());
+  } else if (n == "ternd_model_input_mean" ||
+             n == "ternd_model_input_variance") {
+    const bool mean = n == "ternd_model_input_mean";
+    const int f =
+        IndexLabel(LabelOf(m, "feature"), int(ModelQualityStats::kMaxFeatures));
+    if (f < 0) return;
+    auto* v = mean ? q->mutable_input_mean() : q->mutable_input_variance();
+    while (v->size() <= f) v->Add(0);
+    v->Set(f, m.value);
+  } else if (n == "ternd_shadow_agreement") {
+    q->set_has_shadow_agreement(true);
+    q->set_shadow_agreement(m.value);
+  }
+}
+
+}  // namespace
 
 void FillBatch(const BatchHeader& h, const std::vector<MetricSnapshot>& metrics,
                TelemetryBatch* batch) {
   batch->Clear();
-  batch->set_schema_version(1);
+  batch->set_schema_version(2);
   batch->set_device_id(h.device_id);
   batch->set_boot_epoch(h.boot_epoch);
   batch->set_sequence(h.sequence);
@@ -18,6 +104,10 @@ void FillBatch(const BatchHeader& h, const std::vector<MetricSnapshot>& metrics,
   batch->set_dropped_batches_total(h.dropped_batches_total);
   batch->set_boot_id(h.boot_id);
   for (const MetricSnapshot& m : metrics) {
+    if (IsQualitySeries(m.name)) {
+      AddQuality(m, batch);
+      continue;
+    }
     // Zero-valued labelled counters (every call x status exists from the
     // start) carry no information a consumer cannot infer: left out.
     if (m.kind == MetricKind::kCounter && m.value == 0 && !m.labels.empty()) {
@@ -44,25 +134,17 @@ void FillBatch(const BatchHeader& h, const std::vector<MetricSnapshot>& metrics,
         out->set_kind(Metric::INFO);
         out->set_value(1);
         break;
-      case MetricKind::kHistogram: {
+      case MetricKind::kHistogram:
         out->set_kind(Metric::HISTOGRAM);
-        const HistogramSnapshot& hs = m.histogram;
-        HistogramValue* ho = out->mutable_histogram();
-        ho->set_sub_buckets(HistogramSnapshot::kSubBuckets);
-        for (int b = 0; b < HistogramSnapshot::kBuckets; ++b) {
-          if (hs.buckets[b] == 0) continue;
-          ho->add_bucket_index(b);
-          ho->add_bucket_count(hs.buckets[b]);
-        }
-        ho->set_count(hs.count);
-        ho->set_sum(double(hs.sum) * m.scale);
-        ho->set_scale(m.scale);
-        ho->set_p50(hs.Percentile(0.5) * m.scale);
-        ho->set_p90(hs.Percentile(0.9) * m.scale);
-        ho->set_p99(hs.Percentile(0.99) * m.scale);
-        ho->set_p999(hs.Percentile(0.999) * m.scale);
+        FillHistogram(m, out->mutable_histogram());
         break;
-      }
+    }
+  }
+  // A version that has not answered yet says nothing.
+  auto* q = batch->mutable_quality();
+  for (int i = q->size() - 1; i >= 0; --i) {
+    if (q->Get(i).requests() == 0 && !q->Get(i).has_shadow_agreement()) {
+      q->DeleteSubrange(i, 1);
     }
   }
 }

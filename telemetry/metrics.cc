@@ -193,7 +193,22 @@ Info* Registry::AddInfo(const std::string& name, const std::string& help) {
   return e->info.get();
 }
 
+int Registry::AddCollector(std::function<void()> collect) {
+  std::lock_guard<std::mutex> lock(collectors_mu_);
+  collectors_[next_collector_] = std::move(collect);
+  return next_collector_++;
+}
+
+void Registry::RemoveCollector(int id) {
+  std::lock_guard<std::mutex> lock(collectors_mu_);
+  collectors_.erase(id);
+}
+
 std::vector<MetricSnapshot> Registry::Snapshot() const {
+  {
+    std::lock_guard<std::mutex> collect_lock(collectors_mu_);
+    for (const auto& [id, collect] : collectors_) collect();
+  }
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<MetricSnapshot> out;
   out.reserve(entries_.size());

@@ -25,6 +25,8 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -180,6 +182,12 @@ class Registry {
                           Labels labels = {});
   Info* AddInfo(const std::string& name, const std::string& help);
 
+  // `collect` runs at the start of every Snapshot() (e.g. to turn running
+  // sums into gauges); returns an id for RemoveCollector, which waits for a
+  // running collection to end.
+  int AddCollector(std::function<void()> collect);
+  void RemoveCollector(int id);
+
   // Every series, in creation order (series of one name are adjacent in
   // output because formatters group them by name). Info metrics whose
   // labels were never set are left out.
@@ -201,6 +209,9 @@ class Registry {
 
   mutable std::mutex mu_;
   std::deque<Entry> entries_;
+  mutable std::mutex collectors_mu_;  // taken before mu_, never inside it
+  std::map<int, std::function<void()>> collectors_;
+  int next_collector_ = 0;
 };
 
 }  // namespace ternd::telemetry

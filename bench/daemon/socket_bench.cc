@@ -21,7 +21,8 @@
 //
 // Run: build/bench/daemon/socket_bench [--benchmark_filter=...]
 // The model and daemon binary default to the build's; override with
-// TERND_BENCH_MODEL and TERND_BENCH_DAEMON.
+// TERND_BENCH_MODEL and TERND_BENCH_DAEMON; TERND_BENCH_CONFIG is appended
+// to the daemons' configuration (e.g. "[telemetry]\nquality = false\n").
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -94,7 +95,10 @@ class Daemon {
                           << "\n"
                              "[runtime]\nmodel = \""
                           << (model ? model : TERND_DEMO_MODEL)
-                          << "\"\nworkers = 2\n";
+                          << "\"\nworkers = 2\n"
+                          << (getenv("TERND_BENCH_CONFIG")
+                                  ? getenv("TERND_BENCH_CONFIG")
+                                  : "");
     pid_ = fork();
     if (pid_ == 0) {
       const char* path = binary ? binary : TERND_DAEMON_PATH;

@@ -182,6 +182,10 @@ class HttpGraphTest : public HttpFixture {
 };
 
 TEST_F(HttpGraphTest, HealthReadyModelsMetricsOnBothTransports) {
+  // An answered request, so the model-quality series are in /metrics too.
+  auto sock = Socket();
+  ASSERT_TRUE(sock);
+  ASSERT_TRUE(sock->Infer(Rows(2)).ok());
   for (const std::string& base : Transports()) {
     SCOPED_TRACE(base);
     Answer h = Curl(base, "/health");
@@ -202,6 +206,9 @@ TEST_F(HttpGraphTest, HealthReadyModelsMetricsOnBothTransports) {
     ASSERT_EQ(metrics.status, 200);
     EXPECT_THAT(metrics.body, HasSubstr("ternd_requests_total{"));
     EXPECT_THAT(metrics.body, HasSubstr("call=\"model_info\""));
+    EXPECT_THAT(metrics.body, HasSubstr("ternd_model_class_total{"));
+    EXPECT_THAT(metrics.body, HasSubstr("ternd_model_confidence_bucket{"));
+    EXPECT_THAT(metrics.body, HasSubstr("ternd_model_input_mean{"));
     // Prometheus' own checker accepts the exposition.
     WriteText(dir_.File("metrics.txt"), metrics.body);
     const std::string check = std::string(PROMTOOL_PATH) + " check metrics < " +

@@ -364,6 +364,21 @@ TEST_F(ShadowUpdateTest, AgreeingDeviceActivatesDisagreeingDeviceRejects) {
   EXPECT_EQ(st->shadow().requests(), rejected->shadow_requests());
   EXPECT_EQ(st->shadow().metric(), "argmax");
   EXPECT_EQ(st->shadow().output(), "probs");
+  // The agreement is in the metrics too (ternd_shadow_agreement, what the
+  // telemetry batches carry in their quality section).
+  const std::string prom = dir_.File("prom.txt");
+  ASSERT_EQ(std::system((std::string(TERNCTL_PATH) + " stats --prometheus -s " +
+                         Socket("robot-b") + " > " + prom + " 2>&1")
+                            .c_str()),
+            0)
+      << ReadText(prom);
+  const std::string text = ReadText(prom);
+  const std::string series =
+      "ternd_shadow_agreement{model=\"fleetnet\",version=\"2\"} ";
+  const size_t at = text.find(series);
+  ASSERT_NE(at, std::string::npos) << text;
+  EXPECT_NEAR(std::strtod(text.c_str() + at + series.size(), nullptr),
+              rejected->shadow_agreement(), 1e-9);
 }
 
 TEST_F(ShadowUpdateTest, NoTrafficWithinTheTimeLimitIsRejected) {

@@ -211,6 +211,13 @@ TEST_F(TernctlDaemonTest, InfoHealthStats) {
   EXPECT_THAT(prom.text, HasSubstr("ternd_requests_total{call=\"infer\","
                                    "status=\"OK\"} 1"));
   EXPECT_THAT(prom.text, HasSubstr("ternd_model_info{name=\"testnet\""));
+  // Model quality: one request of 3 rows on version 1 (a classifier).
+  EXPECT_THAT(prom.text, HasSubstr("ternd_model_requests_total{model=\"testnet"
+                                   "\",version=\"1\"} 1"));
+  EXPECT_THAT(prom.text, HasSubstr("ternd_model_confidence_count{model=\""
+                                   "testnet\",version=\"1\"} 3"));
+  EXPECT_THAT(prom.text, HasSubstr("ternd_model_input_variance{model=\""
+                                   "testnet\",version=\"1\",feature=\"0\"}"));
   EXPECT_THAT(stats.text, HasSubstr("\"metrics\":{"));
   const Json st = TernctlJson("stats --json" + socket_);
   EXPECT_EQ(st.value("inferences_total", 0), 3);

@@ -8,16 +8,25 @@
 // gaps across runs too) and keeps a persistent session on the broker, so
 // what devices send while the watcher is away waits for it. Runs until
 // SIGINT/SIGTERM.
+//
+// With --quality it reports model quality instead of devices: per model
+// version across the fleet, devices, requests, class distribution and mean
+// confidence, flagging a version whose class distribution moved from the
+// previous version's by more than --threshold (telemetry/fleet_quality.h).
+// With --db and no --broker it reports from the database and exits.
 #include <signal.h>
 #include <sqlite3.h>
 #include <systemd/sd-event.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <set>
@@ -28,6 +37,7 @@
 #include "net/mqtt_session.h"
 #include "ota/update_state.pb.h"
 #include "telemetry/batch.h"
+#include "telemetry/fleet_quality.h"
 #include "telemetry/telemetry.pb.h"
 #include "tools/ternctl/commands.h"
 #include "tools/ternctl/json_output.h"
@@ -53,6 +63,8 @@ struct WatchOptions {
   // With --db: how long the broker keeps the session while the watcher is
   // away; 0: a clean session even with --db.
   uint32_t session_expiry_s = 7 * 24 * 3600;
+  bool quality = false;
+  double threshold = 0.1;
 };
 
 // A stable client id for a database file: the same --db resumes the same
@@ -214,7 +226,127 @@ CREATE TABLE IF NOT EXISTS gaps (
     } else if (leaf == "update/state") {
       HandleUpdateState(device, payload, retained);
     }
-    if (!o_.json) PrintTable();
+    if (!o_.json) {
+      if (o_.quality) {
+        PrintQualityTable();
+      } else {
+        PrintTable();
+      }
+    }
+  }
+
+  // --quality --db: the batches the database holds (before following the
+  // broker, or instead of it). Returns how many were read.
+  size_t LoadQualityFromDb() {
+    if (!db_) return 0;
+    sqlite3_stmt* q = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "SELECT device, boot_epoch, sequence, batch FROM "
+                       "batches ORDER BY device, boot_epoch, sequence;",
+                       -1, &q, nullptr);
+    size_t n = 0;
+    while (q && sqlite3_step(q) == SQLITE_ROW) {
+      TelemetryBatch b;
+      const void* blob = sqlite3_column_blob(q, 3);
+      const int bytes = sqlite3_column_bytes(q, 3);
+      if (!b.ParseFromArray(blob, bytes)) {
+        std::fprintf(stderr,
+                     "ternctl watch: %s: batch %s epoch %lld sequence %lld "
+                     "(%d bytes) is not a TelemetryBatch; skipped\n",
+                     o_.db.c_str(), Text(q, 0).c_str(),
+                     static_cast<long long>(sqlite3_column_int64(q, 1)),
+                     static_cast<long long>(sqlite3_column_int64(q, 2)), bytes);
+        continue;
+      }
+      quality_.Add(Text(q, 0), b);
+      ++n;
+    }
+    sqlite3_finalize(q);
+    return n;
+  }
+
+  void PrintQuality() {
+    if (o_.json) {
+      PrintQualityJson();
+    } else {
+      PrintQualityTable();
+    }
+  }
+
+  void PrintQualityJson() {
+    Json versions = Json::array();
+    for (const auto& r : quality_.Rows(o_.threshold)) {
+      Json shares = Json::array();
+      for (uint64_t c : r.classes) {
+        shares.push_back(Num(r.rows ? double(c) / double(r.rows) : 0.0));
+      }
+      Json v = {{"model", r.model},
+                {"version", r.version},
+                {"devices", r.devices},
+                {"requests", r.requests},
+                {"rows", r.rows},
+                {"classifier", r.classifier},
+                {"class_counts", r.classes},
+                {"other_class", r.other},
+                {"class_shares", std::move(shares)}};
+      if (r.classifier) {
+        v["mean_confidence"] = Num(r.mean_confidence);
+      } else {
+        v["mean_output_norm"] = Num(r.mean_output_norm);
+      }
+      v["shadow_agreement"] =
+          r.has_shadow_agreement ? Num(r.shadow_agreement) : Json(nullptr);
+      if (r.previous_version.empty()) {
+        v["previous_version"] = nullptr;
+        v["distance"] = nullptr;
+      } else {
+        v["previous_version"] = r.previous_version;
+        v["distance"] = Num(r.distance);
+      }
+      v["flagged"] = r.flagged;
+      versions.push_back(std::move(v));
+    }
+    PrintJson(Json{{"type", "quality"},
+                   {"threshold", Num(o_.threshold)},
+                   {"versions", std::move(versions)}});
+  }
+
+  void PrintQualityTable() {
+    if (isatty(STDOUT_FILENO)) std::printf("\033[H\033[2J");
+    std::printf("%-18s %-10s %7s %9s %9s %9s %-9s %6s  %s\n", "MODEL",
+                "VERSION", "DEVICES", "REQUESTS", "ROWS", "MEAN_CONF", "VS",
+                "TVD", "TOP CLASSES");
+    for (const auto& r : quality_.Rows(o_.threshold)) {
+      std::string top;
+      std::vector<std::pair<uint64_t, size_t>> order;
+      for (size_t i = 0; i < r.classes.size(); ++i) {
+        if (r.classes[i]) order.emplace_back(r.classes[i], i);
+      }
+      std::sort(order.rbegin(), order.rend());
+      for (size_t i = 0; i < order.size() && i < 4; ++i) {
+        char part[48];
+        std::snprintf(part, sizeof part, "%s%zu:%.1f%%", i ? " " : "",
+                      order[i].second,
+                      100.0 * double(order[i].first) / double(r.rows));
+        top += part;
+      }
+      char conf[24] = "-", tvd[24] = "-";
+      if (r.classifier) {
+        std::snprintf(conf, sizeof conf, "%.3f", r.mean_confidence);
+      } else if (r.rows) {
+        std::snprintf(conf, sizeof conf, "n%.3g", r.mean_output_norm);
+      }
+      if (!r.previous_version.empty()) {
+        std::snprintf(tvd, sizeof tvd, "%.3f", r.distance);
+      }
+      std::printf("%-18s %-10s %7" PRIu64 " %9" PRIu64 " %9" PRIu64
+                  " %9s %-9s %6s  %s%s\n",
+                  r.model.c_str(), r.version.c_str(), r.devices, r.requests,
+                  r.rows, conf,
+                  r.previous_version.empty() ? "-" : r.previous_version.c_str(),
+                  tvd, r.flagged ? "MOVED " : "", top.c_str());
+    }
+    std::fflush(stdout);
   }
 
   void OnConnection(bool up, const std::string& why) {
@@ -334,6 +466,10 @@ CREATE TABLE IF NOT EXISTS gaps (
     d.last_batch_ms = NowMs();
     d.dropped_total = b.dropped_batches_total();
     if (d.epoch < b.boot_epoch()) d.epoch = b.boot_epoch();
+    if (o_.quality) {
+      if (quality_.Add(device, b) && o_.json) PrintQualityJson();
+      return;
+    }
     for (const Metric& m : b.metrics()) {
       if (m.kind() == Metric::HISTOGRAM &&
           m.name() == "ternd_request_compute_seconds") {
@@ -618,6 +754,7 @@ CREATE TABLE IF NOT EXISTS gaps (
   std::map<std::pair<std::string, uint64_t>, std::map<uint64_t, uint64_t>>
       gaps_;
   uint64_t undecodable_ = 0;
+  telemetry::FleetQuality quality_;
 };
 
 int OnSignal(sd_event_source* s, const signalfd_siginfo*, void*) {
@@ -632,6 +769,34 @@ int RunWatch(WatchOptions o) {
   }
   if (o.prefix.empty()) {
     o.prefix = "ternd/v1/" + (o.fleet.empty() ? "default" : o.fleet);
+  }
+  if (!(o.threshold >= 0 && o.threshold <= 1)) {
+    std::fprintf(stderr,
+                 "ternctl watch: --threshold is %g; expected a total "
+                 "variation distance in [0, 1]\n",
+                 o.threshold);
+    return 2;
+  }
+  if (o.broker.empty()) {
+    if (!o.quality || o.db.empty()) {
+      std::fprintf(stderr,
+                   "ternctl watch: --broker is required (only --quality "
+                   "--db reads a database without one)\n");
+      return 2;
+    }
+    if (::access(o.db.c_str(), R_OK) != 0) {
+      std::fprintf(stderr, "ternctl watch: --db %s: cannot read: %s\n",
+                   o.db.c_str(), std::strerror(errno));
+      return 1;
+    }
+    Watcher offline(o);
+    if (Status s = offline.OpenDb(); !s.ok()) {
+      std::fprintf(stderr, "ternctl watch: %s\n", s.message());
+      return 1;
+    }
+    offline.LoadQualityFromDb();
+    offline.PrintQuality();
+    return 0;
   }
   net::MqttOptions mo;
   if (Status st = net::ParseBrokerAddress(o.broker, o.no_tls ? 1883 : 8883,
@@ -680,6 +845,7 @@ int RunWatch(WatchOptions o) {
     std::fprintf(stderr, "ternctl watch: %s\n", s.message());
     return 1;
   }
+  if (o.quality && w.LoadQualityFromDb() > 0) w.PrintQuality();
   sd_event* loop = nullptr;
   if (sd_event_new(&loop) < 0) return 1;
   sigset_t mask;
@@ -725,8 +891,8 @@ void AddWatchCommand(CLI::App& app, int* exit_code) {
       "Follow a fleet's presence, telemetry and update states on its MQTT "
       "broker");
   cmd->add_option("--broker", o->broker,
-                  "Broker as HOST[:PORT] (8883 with TLS, 1883 without)")
-      ->required();
+                  "Broker as HOST[:PORT] (8883 with TLS, 1883 without); "
+                  "required unless --quality --db reads a database");
   cmd->add_option("--cafile", o->ca_file,
                   "CA certificate(s) of the broker (PEM)");
   cmd->add_option("--cert", o->cert_file, "Client certificate (PEM)");
@@ -753,6 +919,14 @@ void AddWatchCommand(CLI::App& app, int* exit_code) {
                   "With --db: seconds the broker keeps the watcher's session "
                   "(and queues its messages) while it is away; 0: a clean "
                   "session (default 604800, a week)");
+  cmd->add_flag("--quality", o->quality,
+                "Model quality per version across the fleet instead of "
+                "devices: devices, requests, class distribution, mean "
+                "confidence; flags a version whose class distribution moved");
+  cmd->add_option("--threshold", o->threshold,
+                  "With --quality: flag a version whose class distribution "
+                  "is farther than this total variation distance from the "
+                  "previous version's (0..1, default 0.1)");
   cmd->callback([o, exit_code] { *exit_code = RunWatch(*o); });
 }
 
