@@ -29,6 +29,7 @@
 #include "tests/support/nginx_server.h"
 #include "tests/support/test_env.h"
 #include "tests/support/test_fleet.h"
+#include "tests/support/update_states.h"
 
 namespace ternd::daemon_testing {
 namespace {
@@ -208,50 +209,21 @@ class FleetUpdateTest : public ::testing::Test {
   // `m` decoded, when it is a state report for `version`.
   std::optional<ota::UpdateReport> StateReport(
       const mqtt_testing::ReceivedMessage& m, uint64_t version) {
-    ota::UpdateReport r;
-    if (m.topic != StateTopic() || !r.ParseFromString(m.payload) ||
-        r.model_version() != version) {
-      return std::nullopt;
-    }
-    return r;
+    return mqtt_testing::UpdateReportOf(m, StateTopic(), version);
   }
 
   // Waits for a reported state (decoded from the retained topic).
   std::optional<ota::UpdateReport> WaitForState(const std::string& state,
                                                 uint64_t version,
                                                 int timeout_ms = 30000) {
-    std::optional<ota::UpdateReport> found;
-    probe_->WaitFor(
-        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
-          for (const auto& m : all) {
-            std::optional<ota::UpdateReport> r = StateReport(m, version);
-            if (r && r->state() == state) {
-              found = std::move(r);
-              return true;
-            }
-          }
-          return false;
-        },
-        timeout_ms);
-    return found;
+    return mqtt_testing::WaitForUpdateState(*probe_, StateTopic(), state,
+                                            version, timeout_ms);
   }
 
   // The states reported for `version`, in the order they arrived, with
   // repeats (progress reports of one state) folded.
   std::vector<std::string> StatesSeen(uint64_t version) {
-    std::vector<std::string> seen;
-    probe_->WaitFor(
-        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
-          for (const auto& m : all) {
-            std::optional<ota::UpdateReport> r = StateReport(m, version);
-            if (r && (seen.empty() || seen.back() != r->state())) {
-              seen.push_back(r->state());
-            }
-          }
-          return true;
-        },
-        0);
-    return seen;
+    return mqtt_testing::UpdateStatesSeen(*probe_, StateTopic(), version);
   }
 
   void PublishRelease(const std::string& topic, const std::string& envelope) {

@@ -37,6 +37,7 @@
 #include "tests/support/nginx_server.h"
 #include "tests/support/test_env.h"
 #include "tests/support/test_fleet.h"
+#include "tests/support/update_states.h"
 
 namespace ternd::daemon_testing {
 namespace {
@@ -223,34 +224,13 @@ class WavesTest : public ::testing::Test {
                                                 const std::string& state,
                                                 uint64_t version,
                                                 int timeout_ms = 30000) {
-    std::optional<ota::UpdateReport> found;
-    probe_->WaitFor(
-        [&](const std::vector<mqtt_testing::ReceivedMessage>& all) {
-          for (const auto& m : all) {
-            ota::UpdateReport r;
-            if (m.topic == StateTopic(id) && r.ParseFromString(m.payload) &&
-                r.model_version() == version && r.state() == state) {
-              found = r;
-              return true;
-            }
-          }
-          return false;
-        },
-        timeout_ms);
-    return found;
+    return mqtt_testing::WaitForUpdateState(*probe_, StateTopic(id), state,
+                                            version, timeout_ms);
   }
 
   // States `id` reported about `version` so far, repeats folded.
   std::vector<std::string> StatesSeen(const std::string& id, uint64_t version) {
-    std::vector<std::string> seen;
-    for (const auto& m : probe_->MessagesOn(StateTopic(id))) {
-      ota::UpdateReport r;
-      if (r.ParseFromString(m.payload) && r.model_version() == version &&
-          (seen.empty() || seen.back() != r.state())) {
-        seen.push_back(r.state());
-      }
-    }
-    return seen;
+    return mqtt_testing::UpdateStatesSeen(*probe_, StateTopic(id), version);
   }
 
   // Runs `ternctl ARGS` with the broker flags; the exit code and what it
