@@ -67,6 +67,19 @@ Result<int64_t> ResolveExpiry(const ExpiryOption& e, int64_t now,
                               int64_t unit_seconds, int64_t default_seconds,
                               const char* unit_flag);
 
+// The artifact `sign` writes (fleet_sign.cc): the model as one zstd stream
+// (content size and checksum in the frame, the machine's cores used).
+Result<std::string> CompressArtifact(const std::string& input, int level);
+// The content-addressed artifact `sign --content-chunks` writes: one zstd
+// frame per content-defined chunk of the model (ota/chunker.h),
+// concatenated, so that a chunk unchanged between versions compresses to
+// the same bytes (and hash); still one valid zstd stream. `lengths` gets
+// each frame's length and `model_lengths`, if given, each chunk's length in
+// the model.
+Result<std::string> CompressContentChunks(
+    const std::string& input, int level, std::vector<uint64_t>* lengths,
+    std::vector<uint64_t>* model_lengths = nullptr);
+
 // Reads FILE as a SignedEnvelope of `role`; `*bytes` receives the file's
 // exact bytes (what devices verify). Errors name the file and what it holds
 // instead.

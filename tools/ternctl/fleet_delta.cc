@@ -1,14 +1,14 @@
 // ternctl delta OLD.tern NEW.tern: how much of NEW a device that holds OLD
-// would download if artifacts were cut into content-defined chunks
-// (ota/chunker.h), each compressed on its own: the chunks, the bytes shared,
-// the compressed bytes to fetch, against the whole artifact `ternctl sign`
-// makes today. docs/ota.md ("Delta downloads").
-#include <zstd.h>
-
+// downloads when both are signed with `ternctl sign --content-chunks`
+// (content-defined chunks, ota/chunker.h, each a zstd frame of its own): the
+// chunks, the bytes shared, the compressed bytes to fetch, against the
+// whole artifact `ternctl sign` makes without --content-chunks.
+// docs/ota.md ("Delta downloads").
 #include <cinttypes>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 
 #include "base/file.h"
@@ -26,19 +26,6 @@ struct DeltaOptions {
   bool json = false;
 };
 
-using CCtx = std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)>;
-
-Result<uint64_t> CompressedSize(ZSTD_CCtx* cctx, const uint8_t* data,
-                                uint64_t n, std::string* scratch) {
-  scratch->resize(ZSTD_compressBound(n));
-  const size_t z =
-      ZSTD_compressCCtx(cctx, scratch->data(), scratch->size(), data, n, 0);
-  if (ZSTD_isError(z)) {
-    return Internal("zstd compression failed: %s", ZSTD_getErrorName(z));
-  }
-  return static_cast<uint64_t>(z);
-}
-
 struct Report {
   uint64_t new_bytes = 0, new_chunks = 0;
   uint64_t shared_bytes = 0, shared_chunks = 0;
@@ -50,54 +37,61 @@ struct Report {
 
 int RunDelta(const DeltaOptions& o) {
   const ota::ChunkLimits limits;
-  Result<std::vector<uint8_t>> old_bytes = ReadFile(o.old_model);
-  if (!old_bytes.ok()) return FleetFail(old_bytes.status());
-  Result<std::vector<uint8_t>> new_bytes = ReadFile(o.new_model);
-  if (!new_bytes.ok()) return FleetFail(new_bytes.status());
   if (o.zstd_level < 1 || o.zstd_level > 19) {
     return FleetFail(
         InvalidArgument("--zstd-level %d is outside 1..19", o.zstd_level));
   }
+  // As a string, the file's buffer freed (a model may be gigabytes).
+  auto read = [](const std::string& path) -> Result<std::string> {
+    Result<std::vector<uint8_t>> bytes = ReadFile(path);
+    if (!bytes.ok()) return bytes.status();
+    return std::string(bytes->begin(), bytes->end());
+  };
+  Result<std::string> old_model = read(o.old_model);
+  if (!old_model.ok()) return FleetFail(old_model.status());
+  Result<std::string> new_model = read(o.new_model);
+  if (!new_model.ok()) return FleetFail(new_model.status());
 
-  // What the device holds: OLD's chunks, by SHA-256.
+  // Both artifacts exactly as `sign --content-chunks` writes them: a device
+  // finds a chunk it holds by the SHA-256 of its compressed frame.
+  std::vector<uint64_t> old_lengths;
+  Result<std::string> old_artifact =
+      CompressContentChunks(*old_model, o.zstd_level, &old_lengths);
+  if (!old_artifact.ok()) return FleetFail(old_artifact.status());
   std::unordered_set<std::string> have;
   uint64_t at = 0;
-  for (uint64_t len : ota::ChunkLengths(*old_bytes, limits)) {
-    have.insert(Sha256(std::string_view(
-        reinterpret_cast<const char*>(old_bytes->data()) + at, len)));
+  for (uint64_t len : old_lengths) {
+    have.insert(Sha256(std::string_view(*old_artifact).substr(at, len)));
     at += len;
   }
 
-  CCtx cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
-  if (!cctx) return FleetFail(Internal("zstd: no compression context"));
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, o.zstd_level);
+  std::vector<uint64_t> frame_lengths, chunk_lengths;
+  Result<std::string> new_artifact = CompressContentChunks(
+      *new_model, o.zstd_level, &frame_lengths, &chunk_lengths);
+  if (!new_artifact.ok()) return FleetFail(new_artifact.status());
   Report r;
-  std::string scratch;
+  r.new_bytes = new_model->size();
+  r.new_chunks = chunk_lengths.size();
+  r.chunked_compressed = new_artifact->size();
   std::unordered_set<std::string> fetched;  // a chunk repeated in NEW: once
   at = 0;
-  for (uint64_t len : ota::ChunkLengths(*new_bytes, limits)) {
-    const uint8_t* p = new_bytes->data() + at;
-    at += len;
+  for (size_t i = 0; i < frame_lengths.size(); ++i) {
     const std::string hash =
-        Sha256(std::string_view(reinterpret_cast<const char*>(p), len));
-    Result<uint64_t> z = CompressedSize(cctx.get(), p, len, &scratch);
-    if (!z.ok()) return FleetFail(z.status());
-    ++r.new_chunks;
-    r.new_bytes += len;
-    r.chunked_compressed += *z;
+        Sha256(std::string_view(*new_artifact).substr(at, frame_lengths[i]));
+    at += frame_lengths[i];
     if (have.count(hash)) {
       ++r.shared_chunks;
-      r.shared_bytes += len;
+      r.shared_bytes += chunk_lengths[i];
     } else if (fetched.insert(hash).second) {
       ++r.fetch_chunks;
-      r.fetch_bytes += len;
-      r.fetch_compressed += *z;
+      r.fetch_bytes += chunk_lengths[i];
+      r.fetch_compressed += frame_lengths[i];
     }
   }
-  Result<uint64_t> whole = CompressedSize(cctx.get(), new_bytes->data(),
-                                          new_bytes->size(), &scratch);
+  // The artifact `sign` makes without --content-chunks.
+  Result<std::string> whole = CompressArtifact(*new_model, o.zstd_level);
   if (!whole.ok()) return FleetFail(whole.status());
-  r.whole_compressed = *whole;
+  r.whole_compressed = whole->size();
 
   auto ratio = [](uint64_t a, uint64_t b) {
     return b == 0 ? 0.0 : static_cast<double>(a) / static_cast<double>(b);

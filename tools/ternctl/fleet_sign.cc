@@ -170,61 +170,6 @@ std::string FileStem(const std::string& name, uint64_t version) {
   return stem + "-" + std::to_string(version);
 }
 
-Result<std::string> Compress(const std::string& input, int level) {
-  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
-                                                          ZSTD_freeCCtx);
-  if (!cctx) return Internal("zstd: cannot create a compression context");
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
-  // Uses the machine's cores when libzstd was built with threads; the
-  // result does not depend on how many.
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers,
-                         static_cast<int>(std::min(cores, 8u)));
-  std::string out(ZSTD_compressBound(input.size()), '\0');
-  const size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(),
-                                  input.data(), input.size());
-  if (ZSTD_isError(n)) {
-    return Internal("zstd compression failed: %s", ZSTD_getErrorName(n));
-  }
-  out.resize(n);
-  return out;
-}
-
-// A content-addressed artifact: one zstd frame per content-defined chunk
-// of the model (ota/chunker.h), concatenated, so that a chunk unchanged
-// between versions compresses to the same bytes (and hash). Still one valid
-// zstd stream. `lengths` gets each frame's length.
-Result<std::string> CompressContentChunks(const std::string& input, int level,
-                                          std::vector<uint64_t>* lengths) {
-  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
-                                                          ZSTD_freeCCtx);
-  if (!cctx) return Internal("zstd: cannot create a compression context");
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
-  const ota::ChunkLimits limits;
-  const auto* data = reinterpret_cast<const uint8_t*>(input.data());
-  std::string out;
-  std::string frame;
-  uint64_t at = 0;
-  for (const uint64_t len : ota::ChunkLengths({data, input.size()}, limits)) {
-    frame.resize(ZSTD_compressBound(len));
-    const size_t n = ZSTD_compress2(cctx.get(), frame.data(), frame.size(),
-                                    input.data() + at, len);
-    if (ZSTD_isError(n)) {
-      return Internal("zstd compression of the chunk at model offset %" PRIu64
-                      " failed: %s",
-                      at, ZSTD_getErrorName(n));
-    }
-    out.append(frame.data(), n);
-    lengths->push_back(n);
-    at += len;
-  }
-  return out;
-}
-
 // Decompresses `artifact` and compares it with `model`: what ships is read
 // back once before it is signed.
 Status CheckRoundTrip(const std::string& artifact, const std::string& model) {
@@ -463,7 +408,7 @@ int Sign(const SignOptions& o) {
   Result<std::string> artifact =
       o.content_chunks
           ? CompressContentChunks(model, o.zstd_level, &content_lengths)
-          : Compress(model, o.zstd_level);
+          : CompressArtifact(model, o.zstd_level);
   if (!artifact.ok()) return FleetFail(artifact.status());
   Status s = CheckRoundTrip(*artifact, model);
   if (!s.ok()) return FleetFail(s);
@@ -608,6 +553,59 @@ int Sign(const SignOptions& o) {
 }
 
 }  // namespace
+
+Result<std::string> CompressArtifact(const std::string& input, int level) {
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
+                                                          ZSTD_freeCCtx);
+  if (!cctx) return Internal("zstd: cannot create a compression context");
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+  // Uses the machine's cores when libzstd was built with threads; the
+  // result does not depend on how many.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers,
+                         static_cast<int>(std::min(cores, 8u)));
+  std::string out(ZSTD_compressBound(input.size()), '\0');
+  const size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(),
+                                  input.data(), input.size());
+  if (ZSTD_isError(n)) {
+    return Internal("zstd compression failed: %s", ZSTD_getErrorName(n));
+  }
+  out.resize(n);
+  return out;
+}
+
+Result<std::string> CompressContentChunks(
+    const std::string& input, int level, std::vector<uint64_t>* lengths,
+    std::vector<uint64_t>* model_lengths) {
+  std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(),
+                                                          ZSTD_freeCCtx);
+  if (!cctx) return Internal("zstd: cannot create a compression context");
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
+  const ota::ChunkLimits limits;
+  const auto* data = reinterpret_cast<const uint8_t*>(input.data());
+  std::string out;
+  std::string frame;
+  uint64_t at = 0;
+  for (const uint64_t len : ota::ChunkLengths({data, input.size()}, limits)) {
+    frame.resize(ZSTD_compressBound(len));
+    const size_t n = ZSTD_compress2(cctx.get(), frame.data(), frame.size(),
+                                    input.data() + at, len);
+    if (ZSTD_isError(n)) {
+      return Internal("zstd compression of the chunk at model offset %" PRIu64
+                      " failed: %s",
+                      at, ZSTD_getErrorName(n));
+    }
+    out.append(frame.data(), n);
+    lengths->push_back(n);
+    if (model_lengths != nullptr) model_lengths->push_back(len);
+    at += len;
+  }
+  return out;
+}
 
 // Shadow validation (docs/ota.md, "Shadow validation"): any of these makes
 // the release ask for it.
