@@ -166,4 +166,18 @@ CLI::Option* Repeatable(CLI::Option* option) {
       CLI::MultiOptionPolicy::TakeAll);
 }
 
+Result<std::string> TopicPrefix(const std::string& prefix,
+                                const std::string& fleet) {
+  std::string out = prefix;
+  if (out.empty()) {
+    if (fleet.empty()) {
+      return InvalidArgument(
+          "give --fleet F (topics under ternd/v1/F) or --prefix");
+    }
+    out = "ternd/v1/" + fleet;
+  }
+  while (!out.empty() && out.back() == '/') out.pop_back();
+  return out;
+}
+
 }  // namespace ternd::ternctl

@@ -67,6 +67,11 @@ Result<int64_t> ResolveExpiry(const ExpiryOption& e, int64_t now,
                               int64_t unit_seconds, int64_t default_seconds,
                               const char* unit_flag);
 
+// The fleet's topic prefix: `prefix` without trailing '/', or else
+// ternd/v1/FLEET; an error naming both options when neither is given.
+Result<std::string> TopicPrefix(const std::string& prefix,
+                                const std::string& fleet);
+
 // The artifact `sign` writes (fleet_sign.cc): the model as one zstd stream
 // (content size and checksum in the frame, the machine's cores used).
 Result<std::string> CompressArtifact(const std::string& input, int level);

@@ -107,15 +107,9 @@ struct MosquittoLib {
 // The topic (docs/ota.md) and the role a payload for it must have.
 Status Topic(const PublishOptions& o, const std::string& fleet,
              std::string* topic, const char** role) {
-  std::string prefix = o.prefix;
-  if (prefix.empty()) {
-    if (fleet.empty()) {
-      return InvalidArgument(
-          "give --fleet F (topics under ternd/v1/F) or --prefix");
-    }
-    prefix = "ternd/v1/" + fleet;
-  }
-  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  Result<std::string> resolved = TopicPrefix(o.prefix, fleet);
+  if (!resolved.ok()) return resolved.status();
+  const std::string& prefix = *resolved;
   for (const std::string* part : {&o.device, &o.group}) {
     if (part->find_first_of("/+#") != std::string::npos) {
       return InvalidArgument("'%s' cannot be part of a topic ('/', '+', '#')",

@@ -78,16 +78,7 @@ Result<std::string> Prefix(const BrokerFlags& b) {
   if (!b.prefix.empty() && !b.fleet.empty()) {
     return InvalidArgument("give --fleet or --prefix, not both");
   }
-  std::string prefix = b.prefix;
-  if (prefix.empty()) {
-    if (b.fleet.empty()) {
-      return InvalidArgument(
-          "give --fleet F (topics under ternd/v1/F) or --prefix");
-    }
-    prefix = "ternd/v1/" + b.fleet;
-  }
-  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-  return prefix;
+  return TopicPrefix(b.prefix, b.fleet);
 }
 
 Status CheckRolloutId(const std::string& id) {
