@@ -24,6 +24,7 @@
 #include "telemetry/telemetry.pb.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
+#include "tests/daemon/update_fleet_fixture.h"
 #include "tests/support/mosquitto_broker.h"
 #include "tests/support/mqtt_probe.h"
 #include "tests/support/nginx_server.h"
@@ -35,10 +36,6 @@ namespace ternd::daemon_testing {
 namespace {
 
 using client::Client;
-using https_testing::NginxOptions;
-using https_testing::NginxServer;
-using mqtt_testing::MosquittoBroker;
-using mqtt_testing::MosquittoBrokerOptions;
 using mqtt_testing::MqttProbe;
 using mqtt_testing::MqttProbeOptions;
 using ::testing::HasSubstr;
@@ -91,31 +88,15 @@ long PeakRssKiB(pid_t pid) {
   return -1;
 }
 
-class FleetUpdateTest : public ::testing::Test {
+class FleetUpdateTest : public UpdateFleetTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(mqtt_testing::MakeTestCertificates(dir_.path(), kDevice).ok());
-    MosquittoBrokerOptions bo;
-    bo.cert_dir = dir_.path();
-    bo.persistence = true;  // retained manifests survive a broker restart
-    broker_ = std::make_unique<MosquittoBroker>(bo);
-    ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
-    NginxOptions no;
-    no.cert_dir = dir_.path();
-    nginx_ = std::make_unique<NginxServer>(no);
-    ASSERT_TRUE(nginx_->Start().ok()) << nginx_->ErrorLog();
-    MqttProbeOptions po;
-    po.port = broker_->port();
-    po.ca_file = dir_.File("ca.pem");
-    Result<std::unique_ptr<MqttProbe>> probe = MqttProbe::Connect(po);
-    ASSERT_TRUE(probe.ok()) << probe.status().message();
-    probe_ = std::move(*probe);
-    ASSERT_TRUE(probe_->Subscribe(StateTopic()).ok());
-
+    // persistence: retained manifests survive a broker restart.
+    ASSERT_NO_FATAL_FAILURE(
+        StartFleet(kDevice, StateTopic(), /*persistence=*/true));
     TestModelSpec v1 = FastModel();
     v1.name = "fleetnet";
     ASSERT_TRUE(WriteTestModel(v1, dir_.File("model.tern")).ok());
-    WriteText(dir_.File("root.pb"), fleet_.RootEnvelope(1));
     WriteText(
         dir_.File("ternd.toml"),
         "[daemon]\nstate_directory = \"" + dir_.path() +
@@ -306,12 +287,6 @@ class FleetUpdateTest : public ::testing::Test {
   std::string GroupTopic(const std::string& g) const {
     return std::string(kPrefix) + "/groups/" + g + "/update/release";
   }
-
-  TempDir dir_;
-  TestFleet fleet_;
-  std::unique_ptr<MosquittoBroker> broker_;
-  std::unique_ptr<NginxServer> nginx_;
-  std::unique_ptr<MqttProbe> probe_;
 };
 
 TEST_F(FleetUpdateTest,

@@ -21,6 +21,7 @@
 #include "ota/update_state.pb.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
+#include "tests/daemon/update_fleet_fixture.h"
 #include "tests/support/mosquitto_broker.h"
 #include "tests/support/mqtt_probe.h"
 #include "tests/support/nginx_server.h"
@@ -32,12 +33,6 @@ namespace ternd::daemon_testing {
 namespace {
 
 using client::Client;
-using https_testing::NginxOptions;
-using https_testing::NginxServer;
-using mqtt_testing::MosquittoBroker;
-using mqtt_testing::MosquittoBrokerOptions;
-using mqtt_testing::MqttProbe;
-using mqtt_testing::MqttProbeOptions;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::SignedRelease;
@@ -119,29 +114,11 @@ class Traffic {
   std::vector<Answer> answers_;
 };
 
-class ShadowUpdateTest : public ::testing::Test {
+class ShadowUpdateTest : public UpdateFleetTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(
-        mqtt_testing::MakeTestCertificates(dir_.path(), "robot-a").ok());
-    MosquittoBrokerOptions bo;
-    bo.cert_dir = dir_.path();
-    broker_ = std::make_unique<MosquittoBroker>(bo);
-    ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
-    NginxOptions no;
-    no.cert_dir = dir_.path();
-    nginx_ = std::make_unique<NginxServer>(no);
-    ASSERT_TRUE(nginx_->Start().ok()) << nginx_->ErrorLog();
-    MqttProbeOptions po;
-    po.port = broker_->port();
-    po.ca_file = dir_.File("ca.pem");
-    Result<std::unique_ptr<MqttProbe>> probe = MqttProbe::Connect(po);
-    ASSERT_TRUE(probe.ok()) << probe.status().message();
-    probe_ = std::move(*probe);
-    ASSERT_TRUE(
-        probe_->Subscribe(std::string(kPrefix) + "/devices/+/update/state")
-            .ok());
-    WriteText(dir_.File("root.pb"), fleet_.RootEnvelope(1));
+    ASSERT_NO_FATAL_FAILURE(StartFleet(
+        "robot-a", std::string(kPrefix) + "/devices/+/update/state"));
   }
 
   // A daemon `id` serving `model` (hot swap unless `swap` says otherwise).
@@ -253,12 +230,6 @@ class ShadowUpdateTest : public ::testing::Test {
     v.set_time_limit_s(time_limit_s);
     return v;
   }
-
-  testing::TempDir dir_;
-  TestFleet fleet_;
-  std::unique_ptr<MosquittoBroker> broker_;
-  std::unique_ptr<NginxServer> nginx_;
-  std::unique_ptr<MqttProbe> probe_;
 };
 
 TEST_F(ShadowUpdateTest, AgreeingDeviceActivatesDisagreeingDeviceRejects) {

@@ -32,6 +32,7 @@
 #include "telemetry/telemetry.pb.h"
 #include "tests/daemon/daemon_process.h"
 #include "tests/daemon/daemon_test_models.h"
+#include "tests/daemon/update_fleet_fixture.h"
 #include "tests/support/mosquitto_broker.h"
 #include "tests/support/mqtt_probe.h"
 #include "tests/support/nginx_server.h"
@@ -43,12 +44,6 @@ namespace ternd::daemon_testing {
 namespace {
 
 using client::Client;
-using https_testing::NginxOptions;
-using https_testing::NginxServer;
-using mqtt_testing::MosquittoBroker;
-using mqtt_testing::MosquittoBrokerOptions;
-using mqtt_testing::MqttProbe;
-using mqtt_testing::MqttProbeOptions;
 using ::testing::HasSubstr;
 using testing::SignedRelease;
 using ::testing::StartsWith;
@@ -98,28 +93,11 @@ std::vector<std::string> Devices(const std::string& rollout, uint32_t percent,
   return in;
 }
 
-class WavesTest : public ::testing::Test {
+class WavesTest : public UpdateFleetTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(mqtt_testing::MakeTestCertificates(dir_.path(), "probe").ok());
-    MosquittoBrokerOptions bo;
-    bo.cert_dir = dir_.path();
-    broker_ = std::make_unique<MosquittoBroker>(bo);
-    ASSERT_TRUE(broker_->Start().ok()) << broker_->Log();
-    NginxOptions no;
-    no.cert_dir = dir_.path();
-    nginx_ = std::make_unique<NginxServer>(no);
-    ASSERT_TRUE(nginx_->Start().ok()) << nginx_->ErrorLog();
-    MqttProbeOptions po;
-    po.port = broker_->port();
-    po.ca_file = dir_.File("ca.pem");
-    Result<std::unique_ptr<MqttProbe>> probe = MqttProbe::Connect(po);
-    ASSERT_TRUE(probe.ok()) << probe.status().message();
-    probe_ = std::move(*probe);
-    ASSERT_TRUE(
-        probe_->Subscribe(std::string(kPrefix) + "/devices/+/update/state")
-            .ok());
-    WriteText(dir_.File("root.pb"), fleet_.RootEnvelope(1));
+    ASSERT_NO_FATAL_FAILURE(
+        StartFleet("probe", std::string(kPrefix) + "/devices/+/update/state"));
     TestModelSpec v1 = FastModel();
     v1.name = "fleetnet";
     ASSERT_TRUE(WriteTestModel(v1, dir_.File("model.tern")).ok());
@@ -247,12 +225,6 @@ class WavesTest : public ::testing::Test {
     return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, ReadText(out)};
   }
   std::string TernctlErr() { return ReadText(dir_.File("ternctl.err")); }
-
-  TempDir dir_;
-  TestFleet fleet_;
-  std::unique_ptr<MosquittoBroker> broker_;
-  std::unique_ptr<NginxServer> nginx_;
-  std::unique_ptr<MqttProbe> probe_;
 };
 
 TEST_F(WavesTest, AWaveHoldsADeviceBackUntilItOpensAcrossARestart) {
